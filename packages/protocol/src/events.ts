@@ -1,0 +1,91 @@
+/**
+ * Trial events: the one definition shared by the trainer (emitter), the IPC channel, the BullMQ
+ * channel and the store (applier). Every event is plain JSON.
+ */
+import type { SerializedError } from './errors.js';
+import type { BackendName, Decomposition, MetricPhase, SvdScheme } from './names.js';
+
+/** Reproducibility record of the process that ran a trial (architecture.md). */
+export interface RunEnvironment {
+  gitCommit: string | null;
+  gitDirty: boolean | null;
+  /** e.g. { flatrank: '0.1.0', '@tensorflow/tfjs-core': '4.22.0', 'better-sqlite3': '12.4.1' } */
+  packageVersions: Record<string, string>;
+  nodeVersion: string;
+  backend: BackendName;
+  backendVersion: string;
+  /** CPU model, or GPU name from nvidia-smi. */
+  device: string;
+  host: string;
+  /** CUDA_VISIBLE_DEVICES as the worker saw it (null on CPU). */
+  cudaVisibleDevices: string | null;
+  pid: number;
+}
+
+/** Per-layer record of a compressed layer. */
+export interface LayerRecord {
+  name: string;
+  decomposition: Decomposition;
+  scheme: SvdScheme | null;
+  /** svd/cp: [r]; tucker2: [R_S, R_T]; tiled-svd: the per-tile rank [r]. */
+  ranks: number[];
+  /** EVBMF raw (unclamped) estimates when the rank policy was vbmf. */
+  rawRanks: number[] | null;
+  tile: [number, number] | null;
+  kernelShape: number[];
+  paramsBefore: number;
+  paramsAfter: number;
+  macsBefore: number;
+  macsAfter: number;
+  /** ||K - K'||_F / ||K||_F */
+  relativeError: number;
+}
+
+export interface TrialSummary {
+  /** Accuracy (0..1) of the starting / uncompressed model. */
+  accuracyOriginal: number | null;
+  /** Accuracy right after decomposition, before any fine-tuning (null for baseline). */
+  accuracyAfterDecomposition: number | null;
+  /** The reported accuracy (for distort: on the exactly low-rank weights). */
+  accuracyFinal: number;
+  paramsBefore: number;
+  paramsAfter: number;
+  macsBefore: number;
+  macsAfter: number;
+  /** Measured inference latency (ms per batch) of original and exported factored model. */
+  latencyBeforeMs: number | null;
+  latencyAfterMs: number | null;
+  latencyBatch: number | null;
+  wallSeconds: number;
+  steps: number;
+  epochs: number;
+}
+
+export type TrialEvent =
+  | { type: 'started'; env: RunEnvironment }
+  | { type: 'metric'; step: number; epoch: number; phase: MetricPhase; name: string; value: number }
+  | { type: 'layer'; layer: LayerRecord }
+  | { type: 'artifact'; kind: 'checkpoint' | 'factored-model' | 'log' | 'other'; path: string }
+  | { type: 'heartbeat'; step: number; epoch: number }
+  | { type: 'finished'; summary: TrialSummary }
+  | { type: 'failed'; error: SerializedError; retryable: boolean }
+  | { type: 'diverged'; reason: string; step: number };
+
+export type TrialEventType = TrialEvent['type'];
+
+/** An event addressed to a trial attempt, as it travels over IPC or Redis. */
+export interface TrialEnvelope {
+  trialKey: string;
+  attempt: number;
+  /** Monotonic per attempt, for de-duplication by the coordinator. */
+  seq: number;
+  event: TrialEvent;
+}
+
+/** A terminal event ends the attempt. */
+export function isTerminalEvent(e: TrialEvent): e is Extract<TrialEvent, { type: 'finished' | 'failed' | 'diverged' }> {
+  return e.type === 'finished' || e.type === 'failed' || e.type === 'diverged';
+}
+
+/** Where a trainer sends its events. */
+export type TrialEventSink = (event: TrialEvent) => void;

@@ -1,0 +1,33 @@
+export * from './errors.js';
+export * from './names.js';
+export * from './events.js';
+export {
+  TRIAL_CONFIG_VERSION,
+  trialConfigSchema,
+  resolveTrialConfig,
+  zodToValidationError,
+  formatPath,
+  canonicalJson,
+  trialKey,
+  sha256Hex,
+  rankPolicySchema,
+  layerSelectionSchema,
+  compressionSchema,
+  distortionSchema,
+  trainingSchema,
+  datasetSchema,
+  startSchema,
+  lrScheduleSchema,
+} from './trial-config.js';
+export type {
+  TrialConfig,
+  TrialConfigInput,
+  TrainingRecipe,
+  DatasetConfig,
+  StartPoint,
+  RankPolicy,
+  LayerSelection,
+  CompressionConfig,
+  DistortionConfig,
+  LrSchedule,
+} from './trial-config.js';

@@ -1,0 +1,25 @@
+/** The shared vocabulary (architecture.md, "Names used everywhere"). */
+export const METHODS = ['baseline', 'distort', 'finetune', 'posttrain'] as const;
+export type Method = (typeof METHODS)[number];
+
+export const DECOMPOSITIONS = ['svd', 'tiled-svd', 'tucker2', 'cp'] as const;
+export type Decomposition = (typeof DECOMPOSITIONS)[number];
+
+/** 2-D reshapings of a [d, d, S, T] kernel for SVD (see packages/decomposers/README.md). */
+export const SVD_SCHEMES = ['lowered', 'spatial', 'input'] as const;
+export type SvdScheme = (typeof SVD_SCHEMES)[number];
+
+export const MODELS = ['lenet5', 'resnet8', 'resnet20', 'resnet32', 'resnet56', 'vgg-small'] as const;
+export type ModelName = (typeof MODELS)[number];
+
+export const DATASETS = ['mnist', 'fashion-mnist', 'cifar10'] as const;
+export type DatasetName = (typeof DATASETS)[number];
+
+export const BACKENDS = ['tensorflow', 'native', 'wasm', 'cpu'] as const;
+export type BackendName = (typeof BACKENDS)[number];
+
+export const TRIAL_STATUSES = ['pending', 'running', 'succeeded', 'failed', 'diverged', 'cancelled'] as const;
+export type TrialStatus = (typeof TRIAL_STATUSES)[number];
+
+export const METRIC_PHASES = ['train', 'eval', 'after-decomposition', 'final'] as const;
+export type MetricPhase = (typeof METRIC_PHASES)[number];

@@ -1,0 +1,242 @@
+/**
+ * The canonical trial config: what one grid point resolves to and what `flatrank train` runs.
+ * Plain JSON, every default filled, no machine-specific paths (data directories, output folders and
+ * the backend are run-time options, not part of the config), so that the same config gives the same
+ * trial key on every machine.
+ */
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import { ValidationError } from './errors.js';
+import { DATASETS, DECOMPOSITIONS, METHODS, MODELS, SVD_SCHEMES } from './names.js';
+
+export const TRIAL_CONFIG_VERSION = 1;
+
+const positiveInt = z.number().int().positive();
+const nonNegativeInt = z.number().int().nonnegative();
+
+export const lrScheduleSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('constant') }).strict(),
+  /** lr *= gamma at each milestone (in epochs). He et al.: milestones at 32k and 48k iterations. */
+  z.object({ kind: z.literal('step'), milestones: z.array(z.number().positive()), gamma: z.number().positive().default(0.1) }).strict(),
+  /** Cosine annealing from lr to minLr over the whole run. */
+  z.object({ kind: z.literal('cosine'), minLr: z.number().nonnegative().default(0) }).strict(),
+]);
+export type LrSchedule = z.infer<typeof lrScheduleSchema>;
+
+export const trainingSchema = z
+  .object({
+    /** Epochs of training done by this trial (0 for posttrain). */
+    epochs: nonNegativeInt,
+    /** Optional cap on optimizer steps (mini-batches); null = no cap. */
+    maxSteps: positiveInt.nullable().default(null),
+    batchSize: positiveInt.default(128),
+    optimizer: z
+      .object({ name: z.literal('sgd'), momentum: z.number().min(0).max(1).default(0.9), nesterov: z.boolean().default(false) })
+      .strict()
+      .default({ name: 'sgd', momentum: 0.9, nesterov: false }),
+    lr: z.number().positive().default(0.1),
+    schedule: lrScheduleSchema.default({ kind: 'constant' }),
+    weightDecay: z.number().nonnegative().default(1e-4),
+    /** 4-pixel pad + random crop + horizontal flip (CIFAR); ignored for MNIST-like data. */
+    augment: z.boolean().default(false),
+  })
+  .strict();
+export type TrainingRecipe = z.infer<typeof trainingSchema>;
+
+export const datasetSchema = z
+  .object({
+    name: z.enum(DATASETS),
+    /** Use only the first N training / test examples after the fixed split (null = all). */
+    trainLimit: positiveInt.nullable().default(null),
+    testLimit: positiveInt.nullable().default(null),
+  })
+  .strict();
+export type DatasetConfig = z.infer<typeof datasetSchema>;
+
+export const startSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('scratch') }).strict(),
+  /** Start from the final checkpoint of another trial (by trial key); the scheduler orders them. */
+  z.object({ kind: z.literal('trial'), trialKey: z.string().regex(/^[0-9a-f]{64}$/) }).strict(),
+  /** A checkpoint by a machine-independent name (resolved against --checkpoint-dir at run time). */
+  z.object({ kind: z.literal('checkpoint'), name: z.string().min(1) }).strict(),
+]);
+export type StartPoint = z.infer<typeof startSchema>;
+
+export const rankPolicySchema = z.discriminatedUnion('kind', [
+  /** One rank for every targeted layer (svd, tiled-svd per tile, cp) or both Tucker ranks. */
+  z.object({ kind: z.literal('rank'), rank: positiveInt }).strict(),
+  /** Tucker-2 ranks [R_S, R_T]. */
+  z.object({ kind: z.literal('ranks'), ranks: z.tuple([positiveInt, positiveInt]) }).strict(),
+  /** Ranks as a fraction of the channels (Tucker: R_S = f*S, R_T = f*T; svd/cp: f * full rank). */
+  z.object({ kind: z.literal('fraction'), fraction: z.number().gt(0).lte(1) }).strict(),
+  /** Per-layer target compression ratio: the largest ranks whose layer ratio reaches it. */
+  z.object({ kind: z.literal('ratio'), ratio: z.number().gt(1) }).strict(),
+  /** Whole-model target ratio (params of all layers): one uniform fraction found by search. */
+  z.object({ kind: z.literal('model-ratio'), ratio: z.number().gt(1) }).strict(),
+  /** Smallest rank keeping this fraction of the squared singular-value energy. */
+  z.object({ kind: z.literal('energy'), threshold: z.number().gt(0).lte(1) }).strict(),
+  /** EVBMF estimate (Nakajima et al. 2013), clamped to [1, full]. */
+  z.object({ kind: z.literal('vbmf') }).strict(),
+]);
+export type RankPolicy = z.infer<typeof rankPolicySchema>;
+
+export const layerSelectionSchema = z.discriminatedUnion('kind', [
+  /** Every conv except the first one (the paper's default). */
+  z.object({ kind: z.literal('all-but-first'), includeFc: z.boolean().default(false) }).strict(),
+  z.object({ kind: z.literal('names'), names: z.array(z.string().min(1)).min(1) }).strict(),
+  /** Convs matching every given property, e.g. {inChannels: 64, outChannels: 64, kernelSize: 3}. */
+  z
+    .object({
+      kind: z.literal('filter'),
+      inChannels: positiveInt.optional(),
+      outChannels: positiveInt.optional(),
+      kernelSize: positiveInt.optional(),
+      stride: positiveInt.optional(),
+    })
+    .strict(),
+]);
+export type LayerSelection = z.infer<typeof layerSelectionSchema>;
+
+export const compressionSchema = z
+  .object({
+    decomposition: z.enum(DECOMPOSITIONS),
+    /** SVD reshaping; tiled-svd always uses 'lowered'. Ignored for tucker2 / cp (stored as null). */
+    scheme: z.enum(SVD_SCHEMES).nullable().default(null),
+    /** Tile [rows, cols] of the lowered T x (d*d*S) matrix, tiled-svd only. */
+    tile: z.tuple([positiveInt, positiveInt]).nullable().default(null),
+    rank: rankPolicySchema,
+    layers: layerSelectionSchema.default({ kind: 'all-but-first', includeFc: false }),
+    tucker: z
+      .object({ algorithm: z.enum(['hooi', 'hosvd']).default('hooi'), maxIterations: positiveInt.default(50), tolerance: z.number().positive().default(1e-6) })
+      .strict()
+      .default({}),
+    cp: z
+      .object({ init: z.enum(['svd', 'random']).default('svd'), maxIterations: positiveInt.default(200), tolerance: z.number().positive().default(1e-7) })
+      .strict()
+      .default({}),
+  })
+  .strict();
+export type CompressionConfig = z.infer<typeof compressionSchema>;
+
+export const distortionSchema = z
+  .object({
+    /** S_D: mini-batches between two distortions (the paper uses 200). */
+    interval: positiveInt.default(200),
+    /** Zero the optimizer's momentum buffers after each distortion. */
+    resetMomentum: z.boolean().default(false),
+    /** Re-estimate batch-norm statistics after the final distortion. */
+    reestimateBatchNorm: z.boolean().default(false),
+  })
+  .strict();
+export type DistortionConfig = z.infer<typeof distortionSchema>;
+
+export const trialConfigSchema = z
+  .object({
+    version: z.literal(TRIAL_CONFIG_VERSION).default(TRIAL_CONFIG_VERSION),
+    model: z.enum(MODELS),
+    dataset: datasetSchema,
+    training: trainingSchema,
+    start: startSchema.default({ kind: 'scratch' }),
+    method: z.enum(METHODS),
+    /** null for 'baseline'; required for every other method. */
+    compression: compressionSchema.nullable().default(null),
+    /** Only for 'distort'. */
+    distortion: distortionSchema.nullable().default(null),
+    seed: nonNegativeInt.default(0),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.method === 'baseline' && c.compression !== null)
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['compression'], message: "must be null for method 'baseline'" });
+    if (c.method !== 'baseline' && c.compression === null)
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['compression'], message: `is required for method '${c.method}'` });
+    if (c.method === 'distort' && c.distortion === null)
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['distortion'], message: "is required for method 'distort'" });
+    if (c.method !== 'distort' && c.distortion !== null)
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['distortion'], message: "is only allowed for method 'distort'" });
+    const comp = c.compression;
+    if (comp) {
+      if (comp.decomposition === 'tiled-svd' && comp.tile === null)
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['compression', 'tile'], message: "is required for decomposition 'tiled-svd'" });
+      if (comp.decomposition !== 'tiled-svd' && comp.tile !== null)
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['compression', 'tile'], message: "is only allowed for decomposition 'tiled-svd'" });
+      if (comp.decomposition !== 'tucker2' && comp.rank.kind === 'ranks')
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['compression', 'rank'], message: "kind 'ranks' ([R_S, R_T]) is only allowed for tucker2" });
+    }
+  });
+
+export type TrialConfig = z.output<typeof trialConfigSchema>;
+export type TrialConfigInput = z.input<typeof trialConfigSchema>;
+
+/** Validates and fills defaults; throws ValidationError naming the field path and what is allowed. */
+export function resolveTrialConfig(input: unknown, where = 'config'): TrialConfig {
+  const parsed = trialConfigSchema.safeParse(input);
+  if (parsed.success) {
+    const c = parsed.data;
+    // Normalise fields that do not apply so that equivalent configs hash alike.
+    if (c.compression) {
+      if (c.compression.decomposition === 'tiled-svd') c.compression.scheme = 'lowered';
+      else if (c.compression.decomposition === 'svd') c.compression.scheme ??= 'lowered';
+      else c.compression.scheme = null;
+    }
+    return c;
+  }
+  throw zodToValidationError(parsed.error, where);
+}
+
+/** Formats the first zod issue as "<where>.<path>: <message>" (all issues go into context). */
+export function zodToValidationError(error: z.ZodError, where: string): ValidationError {
+  const issues = error.issues.map((i) => ({ path: formatPath(where, i.path), message: describeIssue(i) }));
+  const first = issues[0] ?? { path: where, message: 'invalid' };
+  const more = issues.length > 1 ? ` (and ${issues.length - 1} more problem${issues.length > 2 ? 's' : ''})` : '';
+  return new ValidationError(first.path, `${first.path}: ${first.message}${more}`, { context: { issues }, cause: error });
+}
+
+export function formatPath(where: string, path: ReadonlyArray<string | number>): string {
+  let out = where;
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${p}` : p;
+  return out;
+}
+
+function describeIssue(i: z.ZodIssue): string {
+  switch (i.code) {
+    case z.ZodIssueCode.invalid_enum_value:
+      return `unknown value ${JSON.stringify(i.received)}; allowed: ${i.options.join(', ')}`;
+    case z.ZodIssueCode.invalid_union_discriminator:
+      return `unknown kind; allowed: ${i.options.map(String).join(', ')}`;
+    case z.ZodIssueCode.unrecognized_keys:
+      return `unknown field${i.keys.length > 1 ? 's' : ''} ${i.keys.join(', ')}`;
+    case z.ZodIssueCode.invalid_literal:
+      return `must be ${JSON.stringify(i.expected)}`;
+    default:
+      return i.message;
+  }
+}
+
+/** JSON with object keys sorted recursively (arrays keep their order). */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(sortKeys(value));
+}
+
+function sortKeys(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(sortKeys);
+  if (v !== null && typeof v === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const k of Object.keys(v as object).sort()) {
+      const x = (v as Record<string, unknown>)[k];
+      if (x !== undefined) out[k] = sortKeys(x);
+    }
+    return out;
+  }
+  if (typeof v === 'number' && !Number.isFinite(v)) throw new ValidationError('config', `non-finite number ${v} cannot be part of a trial config`);
+  return v;
+}
+
+/** trial key = sha256 (hex) of the canonical JSON of the resolved config. */
+export function trialKey(config: TrialConfig): string {
+  return createHash('sha256').update(canonicalJson(config)).digest('hex');
+}
+
+export function sha256Hex(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
