@@ -1,6 +1,7 @@
 export * from './errors.js';
 export * from './names.js';
 export * from './events.js';
+export * from './ipc.js';
 export {
   TRIAL_CONFIG_VERSION,
   trialConfigSchema,
