@@ -6,6 +6,8 @@
  * Sequence: child -> 'ready'; coordinator -> 'run'; child -> 'event'* (envelope.seq increasing,
  * exactly one terminal event: finished / failed / diverged), then the child exits 0.
  * On 'cancel' the child stops at the next step and sends failed(retryable=false, code 'CANCELLED').
+ * The child exits when the IPC channel disconnects (process 'disconnect': its coordinator died), so
+ * that a killed coordinator or worker leaves no orphan training behind.
  */
 import type { TrialEnvelope } from './events.js';
 import type { BackendName } from './names.js';
