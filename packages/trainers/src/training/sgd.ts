@@ -1,0 +1,77 @@
+/**
+ * SGD with momentum and decoupled-from-the-loss L2 weight decay, PyTorch's convention:
+ *   g = grad + wd * w            (wd only on conv / dense kernels)
+ *   buf = momentum * buf + g
+ *   w = w - lr * (nesterov ? g + momentum * buf : buf)
+ * Written by hand (not tf.train.momentum) so that the momentum buffers can be read and zeroed:
+ * the distortion method optionally resets them after every distortion.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { ValidationError } from '@flatrank/protocol';
+
+export interface SgdOptions {
+  momentum: number;
+  nesterov: boolean;
+  weightDecay: number;
+}
+
+export interface TrainableVariable {
+  /** The tf.Variable that the gradients are taken with respect to. */
+  variable: tf.Variable;
+  /** Whether L2 weight decay applies (conv / dense kernels only; not biases or batch-norm). */
+  decay: boolean;
+}
+
+export class MomentumSgd {
+  private readonly buffers = new Map<string, tf.Variable>();
+  readonly options: SgdOptions;
+
+  constructor(
+    readonly variables: readonly TrainableVariable[],
+    options: SgdOptions,
+  ) {
+    if (!(options.momentum >= 0 && options.momentum <= 1)) throw new ValidationError('training.optimizer.momentum', `training.optimizer.momentum: must be in [0, 1], got ${options.momentum}`);
+    if (!(options.weightDecay >= 0)) throw new ValidationError('training.weightDecay', `training.weightDecay: must be >= 0, got ${options.weightDecay}`);
+    this.options = { ...options };
+    for (const v of variables) this.buffers.set(v.variable.name, tf.variable(tf.zerosLike(v.variable), false));
+  }
+
+  /** One update with gradients keyed by variable name (as returned by tf.variableGrads). */
+  step(grads: tf.NamedTensorMap, lr: number): void {
+    const { momentum, nesterov, weightDecay } = this.options;
+    tf.tidy(() => {
+      for (const { variable, decay } of this.variables) {
+        const grad = grads[variable.name];
+        if (grad === undefined) continue; // not on the loss path (e.g. a frozen layer)
+        const g = decay && weightDecay > 0 ? tf.add(grad, tf.mul(variable, weightDecay)) : grad;
+        let update = g;
+        if (momentum > 0) {
+          const buf = this.buffers.get(variable.name)!;
+          const next = tf.add(tf.mul(buf, momentum), g);
+          buf.assign(next);
+          update = nesterov ? tf.add(g, tf.mul(next, momentum)) : next;
+        }
+        variable.assign(tf.sub(variable, tf.mul(update, lr)));
+      }
+    });
+  }
+
+  /** Zeroes every momentum buffer (used after a low-rank distortion when resetMomentum is set). */
+  resetMomentum(): void {
+    for (const buf of this.buffers.values()) buf.assign(tf.zerosLike(buf));
+  }
+
+  /** Sum of squares of all momentum buffers (for tests and diagnostics). */
+  momentumSquaredNorm(): number {
+    return tf.tidy(() => {
+      let total = 0;
+      for (const buf of this.buffers.values()) total += tf.sum(tf.square(buf)).dataSync()[0]!;
+      return total;
+    });
+  }
+
+  dispose(): void {
+    for (const buf of this.buffers.values()) buf.dispose();
+    this.buffers.clear();
+  }
+}
