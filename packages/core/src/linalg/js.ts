@@ -1,0 +1,497 @@
+// Pure-JavaScript dense linear algebra on raw row-major Float64Array buffers: the fallback when the
+// native LAPACK addon is missing (and the reference it is tested against). Inner loops run down
+// contiguous columns, so the working copies are kept column-major (a column-major m x n matrix is a
+// row-major n x m buffer).
+import { gemm, norm2, transposeBuffer } from '../ops.js';
+
+const EPS = 2 ** -52;
+const TINY = 2 ** -966;
+
+function hypot(a: number, b: number): number {
+  const x = Math.abs(a);
+  const y = Math.abs(b);
+  if (x > y) {
+    const r = y / x;
+    return x * Math.sqrt(1 + r * r);
+  }
+  if (y === 0) return 0;
+  const r = x / y;
+  return y * Math.sqrt(1 + r * r);
+}
+
+/** Householder QR of a row-major m x n matrix: thin Q (m x k) and R (k x n), k = min(m, n), row-major. */
+export function qrJs(a: Float64Array, m: number, n: number): { q: Float64Array; r: Float64Array } {
+  const k = Math.min(m, n);
+  const ac = transposeBuffer(a, m, n); // column j at ac[j*m .. j*m+m)
+  const tau = new Float64Array(k);
+  const diag = new Float64Array(k);
+  for (let p = 0; p < k; p++) {
+    const cp = p * m;
+    const alpha = ac[cp + p]!;
+    const nrm = norm2(ac, cp + p, cp + m);
+    if (nrm === 0) {
+      tau[p] = 0;
+      diag[p] = 0;
+      continue;
+    }
+    const beta = alpha >= 0 ? -nrm : nrm;
+    const scale = 1 / (alpha - beta);
+    for (let i = cp + p + 1; i < cp + m; i++) ac[i] = ac[i]! * scale;
+    ac[cp + p] = 1;
+    tau[p] = (beta - alpha) / beta;
+    diag[p] = beta;
+    const t = tau[p]!;
+    for (let j = p + 1; j < n; j++) {
+      const cj = j * m;
+      let w = 0;
+      for (let i = p; i < m; i++) w += ac[cp + i]! * ac[cj + i]!;
+      w *= t;
+      if (w !== 0) for (let i = p; i < m; i++) ac[cj + i] = ac[cj + i]! - w * ac[cp + i]!;
+    }
+  }
+  const r = new Float64Array(k * n);
+  for (let i = 0; i < k; i++) {
+    r[i * n + i] = diag[i]!;
+    for (let j = i + 1; j < n; j++) r[i * n + j] = ac[j * m + i]!;
+  }
+  // Thin Q: apply H_0 ... H_{k-1} to the first k identity columns, last reflector first.
+  const qc = new Float64Array(k * m);
+  for (let j = 0; j < k; j++) qc[j * m + j] = 1;
+  for (let p = k - 1; p >= 0; p--) {
+    const t = tau[p]!;
+    if (t === 0) continue;
+    const cp = p * m;
+    for (let j = p; j < k; j++) {
+      const cj = j * m;
+      let w = 0;
+      for (let i = p; i < m; i++) w += ac[cp + i]! * qc[cj + i]!;
+      w *= t;
+      if (w !== 0) for (let i = p; i < m; i++) qc[cj + i] = qc[cj + i]! - w * ac[cp + i]!;
+    }
+  }
+  return { q: transposeBuffer(qc, k, m), r };
+}
+
+/**
+ * Golub-Kahan-Reinsch SVD (Householder bidiagonalisation, then implicit-shift QR on the bidiagonal;
+ * the algorithm of LINPACK dsvdc / JAMA) of a column-major m x n matrix with m >= n, destroyed.
+ * Returns column-major U (m x n), V (n x n) and descending s.
+ */
+function gkrColumnMajor(A: Float64Array, m: number, n: number): { U: Float64Array; s: Float64Array; V: Float64Array } {
+  const nu = n;
+  const s = new Float64Array(Math.min(m + 1, n));
+  const U = new Float64Array(m * nu);
+  const V = new Float64Array(n * n);
+  const e = new Float64Array(n);
+  const work = new Float64Array(m);
+  const nct = Math.min(m - 1, n);
+  const nrt = Math.max(0, Math.min(n - 2, m));
+  for (let k = 0; k < Math.max(nct, nrt); k++) {
+    const ck = k * m;
+    if (k < nct) {
+      let sk = norm2(A, ck + k, ck + m);
+      if (sk !== 0) {
+        if (A[ck + k]! < 0) sk = -sk;
+        const inv = 1 / sk;
+        for (let i = ck + k; i < ck + m; i++) A[i] = A[i]! * inv;
+        A[ck + k] = A[ck + k]! + 1;
+      }
+      s[k] = -sk;
+    }
+    for (let j = k + 1; j < n; j++) {
+      const cj = j * m;
+      if (k < nct && s[k] !== 0) {
+        let t = 0;
+        for (let i = k; i < m; i++) t += A[ck + i]! * A[cj + i]!;
+        t = -t / A[ck + k]!;
+        for (let i = k; i < m; i++) A[cj + i] = A[cj + i]! + t * A[ck + i]!;
+      }
+      e[j] = A[cj + k]!;
+    }
+    if (k < nct) for (let i = k; i < m; i++) U[ck + i] = A[ck + i]!;
+    if (k < nrt) {
+      let ek = norm2(e, k + 1, n);
+      if (ek !== 0) {
+        if (e[k + 1]! < 0) ek = -ek;
+        const inv = 1 / ek;
+        for (let i = k + 1; i < n; i++) e[i] = e[i]! * inv;
+        e[k + 1] = e[k + 1]! + 1;
+      }
+      e[k] = -ek;
+      if (k + 1 < m && ek !== 0) {
+        work.fill(0, k + 1, m);
+        for (let j = k + 1; j < n; j++) {
+          const ej = e[j]!;
+          const cj = j * m;
+          for (let i = k + 1; i < m; i++) work[i] = work[i]! + ej * A[cj + i]!;
+        }
+        for (let j = k + 1; j < n; j++) {
+          const t = -e[j]! / e[k + 1]!;
+          const cj = j * m;
+          for (let i = k + 1; i < m; i++) A[cj + i] = A[cj + i]! + t * work[i]!;
+        }
+      }
+      for (let i = k + 1; i < n; i++) V[k * n + i] = e[i]!;
+    }
+  }
+  let p = Math.min(n, m + 1);
+  if (nct < n) s[nct] = A[nct * m + nct]!;
+  if (m < p) s[p - 1] = 0;
+  if (nrt + 1 < p) e[nrt] = A[(p - 1) * m + nrt]!;
+  e[p - 1] = 0;
+  // Generate U.
+  for (let j = nct; j < nu; j++) {
+    U.fill(0, j * m, j * m + m);
+    U[j * m + j] = 1;
+  }
+  for (let k = nct - 1; k >= 0; k--) {
+    const ck = k * m;
+    if (s[k] !== 0) {
+      for (let j = k + 1; j < nu; j++) {
+        const cj = j * m;
+        let t = 0;
+        for (let i = k; i < m; i++) t += U[ck + i]! * U[cj + i]!;
+        t = -t / U[ck + k]!;
+        for (let i = k; i < m; i++) U[cj + i] = U[cj + i]! + t * U[ck + i]!;
+      }
+      for (let i = k; i < m; i++) U[ck + i] = -U[ck + i]!;
+      U[ck + k] = 1 + U[ck + k]!;
+      for (let i = 0; i < k; i++) U[ck + i] = 0;
+    } else {
+      U.fill(0, ck, ck + m);
+      U[ck + k] = 1;
+    }
+  }
+  // Generate V.
+  for (let k = n - 1; k >= 0; k--) {
+    const ck = k * n;
+    if (k < nrt && e[k] !== 0) {
+      for (let j = k + 1; j < nu; j++) {
+        const cj = j * n;
+        let t = 0;
+        for (let i = k + 1; i < n; i++) t += V[ck + i]! * V[cj + i]!;
+        t = -t / V[ck + k + 1]!;
+        for (let i = k + 1; i < n; i++) V[cj + i] = V[cj + i]! + t * V[ck + i]!;
+      }
+    }
+    V.fill(0, ck, ck + n);
+    V[ck + k] = 1;
+  }
+  // Rotate columns j and l of a column-major matrix X with column length len.
+  const rot = (X: Float64Array, len: number, j: number, l: number, cs: number, sn: number): void => {
+    const cj = j * len;
+    const cl = l * len;
+    for (let i = 0; i < len; i++) {
+      const xj = X[cj + i]!;
+      const xl = X[cl + i]!;
+      X[cj + i] = cs * xj + sn * xl;
+      X[cl + i] = -sn * xj + cs * xl;
+    }
+  };
+  const pp = p - 1;
+  let iter = 0;
+  const maxIter = 75 * n + 100;
+  while (p > 0) {
+    if (iter > maxIter) throw new Error(`SVD did not converge after ${iter} QR sweeps`);
+    let k: number;
+    let kase: number;
+    for (k = p - 2; k >= 0; k--) {
+      if (Math.abs(e[k]!) <= TINY + EPS * (Math.abs(s[k]!) + Math.abs(s[k + 1]!))) {
+        e[k] = 0;
+        break;
+      }
+    }
+    if (k === p - 2) {
+      kase = 4;
+    } else {
+      let ks: number;
+      for (ks = p - 1; ks > k; ks--) {
+        const t = (ks !== p ? Math.abs(e[ks]!) : 0) + (ks !== k + 1 ? Math.abs(e[ks - 1]!) : 0);
+        if (Math.abs(s[ks]!) <= TINY + EPS * t) {
+          s[ks] = 0;
+          break;
+        }
+      }
+      if (ks === k) kase = 3;
+      else if (ks === p - 1) kase = 1;
+      else {
+        kase = 2;
+        k = ks;
+      }
+    }
+    k++;
+    if (kase === 1) {
+      // Deflate a negligible s(p).
+      let f = e[p - 2]!;
+      e[p - 2] = 0;
+      for (let j = p - 2; j >= k; j--) {
+        const t = hypot(s[j]!, f);
+        const cs = s[j]! / t;
+        const sn = f / t;
+        s[j] = t;
+        if (j !== k) {
+          f = -sn * e[j - 1]!;
+          e[j - 1] = cs * e[j - 1]!;
+        }
+        rot(V, n, j, p - 1, cs, sn);
+      }
+    } else if (kase === 2) {
+      // Split at a negligible s(k).
+      let f = e[k - 1]!;
+      e[k - 1] = 0;
+      for (let j = k; j < p; j++) {
+        const t = hypot(s[j]!, f);
+        const cs = s[j]! / t;
+        const sn = f / t;
+        s[j] = t;
+        f = -sn * e[j]!;
+        e[j] = cs * e[j]!;
+        rot(U, m, j, k - 1, cs, sn);
+      }
+    } else if (kase === 3) {
+      // One implicit-shift QR step (Wilkinson-like shift from the trailing 2x2).
+      const scale = Math.max(Math.abs(s[p - 1]!), Math.abs(s[p - 2]!), Math.abs(e[p - 2]!), Math.abs(s[k]!), Math.abs(e[k]!));
+      const sp = s[p - 1]! / scale;
+      const spm1 = s[p - 2]! / scale;
+      const epm1 = e[p - 2]! / scale;
+      const sk = s[k]! / scale;
+      const ek = e[k]! / scale;
+      const b = ((spm1 + sp) * (spm1 - sp) + epm1 * epm1) / 2;
+      const c = sp * epm1 * (sp * epm1);
+      let shift = 0;
+      if (b !== 0 || c !== 0) {
+        shift = Math.sqrt(b * b + c);
+        if (b < 0) shift = -shift;
+        shift = c / (b + shift);
+      }
+      let f = (sk + sp) * (sk - sp) + shift;
+      let g = sk * ek;
+      for (let j = k; j < p - 1; j++) {
+        let t = hypot(f, g);
+        let cs = f / t;
+        let sn = g / t;
+        if (j !== k) e[j - 1] = t;
+        f = cs * s[j]! + sn * e[j]!;
+        e[j] = cs * e[j]! - sn * s[j]!;
+        g = sn * s[j + 1]!;
+        s[j + 1] = cs * s[j + 1]!;
+        rot(V, n, j, j + 1, cs, sn);
+        t = hypot(f, g);
+        cs = f / t;
+        sn = g / t;
+        s[j] = t;
+        f = cs * e[j]! + sn * s[j + 1]!;
+        s[j + 1] = -sn * e[j]! + cs * s[j + 1]!;
+        g = sn * e[j + 1]!;
+        e[j + 1] = cs * e[j + 1]!;
+        if (j < m - 1) rot(U, m, j, j + 1, cs, sn);
+      }
+      e[p - 2] = f;
+      iter++;
+    } else {
+      // Convergence: make s(k) non-negative, then bubble it into descending order.
+      if (s[k]! <= 0) {
+        s[k] = s[k]! < 0 ? -s[k]! : 0;
+        for (let i = 0; i <= pp; i++) V[k * n + i] = -V[k * n + i]!;
+      }
+      while (k < pp) {
+        if (s[k]! >= s[k + 1]!) break;
+        const t = s[k]!;
+        s[k] = s[k + 1]!;
+        s[k + 1] = t;
+        if (k < n - 1) swapCols(V, n, k, k + 1);
+        if (k < m - 1) swapCols(U, m, k, k + 1);
+        k++;
+      }
+      iter = 0;
+      p--;
+    }
+  }
+  return { U, s: s.subarray(0, n), V };
+}
+
+function swapCols(X: Float64Array, len: number, a: number, b: number): void {
+  const ca = a * len;
+  const cb = b * len;
+  for (let i = 0; i < len; i++) {
+    const t = X[ca + i]!;
+    X[ca + i] = X[cb + i]!;
+    X[cb + i] = t;
+  }
+}
+
+/**
+ * Thin SVD of a row-major m x n matrix in pure JS: U (m x k), s (k, descending), V (n x k), row-major,
+ * k = min(m, n). Wide matrices are handled through the transpose; clearly tall ones are first reduced
+ * by QR (A = QR, R = U_R S V^T, U = Q U_R), which halves the work of the bidiagonalisation.
+ */
+export function svdJs(a: Float64Array, m: number, n: number): { u: Float64Array; s: Float64Array; v: Float64Array } {
+  if (m < n) {
+    const r = svdJs(transposeBuffer(a, m, n), n, m);
+    return { u: r.v, s: r.s, v: r.u };
+  }
+  if (n === 0) return { u: new Float64Array(0), s: new Float64Array(0), v: new Float64Array(0) };
+  if (m >= 2 * n && n > 1) {
+    const { q, r } = qrJs(a, m, n);
+    const inner = svdJs(r, n, n);
+    return { u: gemm(q, inner.u, m, n, n, false, false, 'float64', true) as Float64Array, s: inner.s, v: inner.v };
+  }
+  const { U, s, V } = gkrColumnMajor(transposeBuffer(a, m, n), m, n);
+  return { u: transposeBuffer(U, n, m), s: Float64Array.from(s), v: transposeBuffer(V, n, n) };
+}
+
+/**
+ * Symmetric eigendecomposition in pure JS: Householder tridiagonalisation and the implicit QL algorithm
+ * (EISPACK tred2 / tql2, as in JAMA). Returns eigenvalues descending and the eigenvectors as the columns
+ * of a row-major n x n matrix.
+ */
+export function eigSymJs(a: Float64Array, n: number): { values: Float64Array; vectors: Float64Array } {
+  const V = Float64Array.from(a); // row-major, V[i*n+j]
+  const d = new Float64Array(n);
+  const e = new Float64Array(n);
+  if (n === 0) return { values: d, vectors: V };
+  // tred2
+  for (let j = 0; j < n; j++) d[j] = V[(n - 1) * n + j]!;
+  for (let i = n - 1; i > 0; i--) {
+    let scale = 0;
+    let h = 0;
+    for (let k = 0; k < i; k++) scale += Math.abs(d[k]!);
+    if (scale === 0) {
+      e[i] = d[i - 1]!;
+      for (let j = 0; j < i; j++) {
+        d[j] = V[(i - 1) * n + j]!;
+        V[i * n + j] = 0;
+        V[j * n + i] = 0;
+      }
+    } else {
+      for (let k = 0; k < i; k++) {
+        d[k] = d[k]! / scale;
+        h += d[k]! * d[k]!;
+      }
+      let f = d[i - 1]!;
+      let g = Math.sqrt(h);
+      if (f > 0) g = -g;
+      e[i] = scale * g;
+      h -= f * g;
+      d[i - 1] = f - g;
+      for (let j = 0; j < i; j++) e[j] = 0;
+      for (let j = 0; j < i; j++) {
+        f = d[j]!;
+        V[j * n + i] = f;
+        g = e[j]! + V[j * n + j]! * f;
+        for (let k = j + 1; k <= i - 1; k++) {
+          g += V[k * n + j]! * d[k]!;
+          e[k] = e[k]! + V[k * n + j]! * f;
+        }
+        e[j] = g;
+      }
+      f = 0;
+      for (let j = 0; j < i; j++) {
+        e[j] = e[j]! / h;
+        f += e[j]! * d[j]!;
+      }
+      const hh = f / (h + h);
+      for (let j = 0; j < i; j++) e[j] = e[j]! - hh * d[j]!;
+      for (let j = 0; j < i; j++) {
+        f = d[j]!;
+        g = e[j]!;
+        for (let k = j; k <= i - 1; k++) V[k * n + j] = V[k * n + j]! - (f * e[k]! + g * d[k]!);
+        d[j] = V[(i - 1) * n + j]!;
+        V[i * n + j] = 0;
+      }
+    }
+    d[i] = h;
+  }
+  for (let i = 0; i < n - 1; i++) {
+    V[(n - 1) * n + i] = V[i * n + i]!;
+    V[i * n + i] = 1;
+    const h = d[i + 1]!;
+    if (h !== 0) {
+      for (let k = 0; k <= i; k++) d[k] = V[k * n + i + 1]! / h;
+      for (let j = 0; j <= i; j++) {
+        let g = 0;
+        for (let k = 0; k <= i; k++) g += V[k * n + i + 1]! * V[k * n + j]!;
+        for (let k = 0; k <= i; k++) V[k * n + j] = V[k * n + j]! - g * d[k]!;
+      }
+    }
+    for (let k = 0; k <= i; k++) V[k * n + i + 1] = 0;
+  }
+  for (let j = 0; j < n; j++) {
+    d[j] = V[(n - 1) * n + j]!;
+    V[(n - 1) * n + j] = 0;
+  }
+  V[(n - 1) * n + n - 1] = 1;
+  e[0] = 0;
+  // tql2, rotating rows of Vt (= columns of V) so the inner loop is contiguous.
+  const Vt = transposeBuffer(V, n, n);
+  for (let i = 1; i < n; i++) e[i - 1] = e[i]!;
+  e[n - 1] = 0;
+  let f = 0;
+  let tst1 = 0;
+  for (let l = 0; l < n; l++) {
+    tst1 = Math.max(tst1, Math.abs(d[l]!) + Math.abs(e[l]!));
+    let m = l;
+    while (m < n) {
+      if (Math.abs(e[m]!) <= EPS * tst1) break;
+      m++;
+    }
+    if (m > l) {
+      let iter = 0;
+      do {
+        if (++iter > 30 * n + 100) throw new Error('symmetric eigendecomposition did not converge');
+        let g = d[l]!;
+        let p = (d[l + 1]! - g) / (2 * e[l]!);
+        let r = hypot(p, 1);
+        if (p < 0) r = -r;
+        d[l] = e[l]! / (p + r);
+        d[l + 1] = e[l]! * (p + r);
+        const dl1 = d[l + 1]!;
+        let h = g - d[l]!;
+        for (let i = l + 2; i < n; i++) d[i] = d[i]! - h;
+        f += h;
+        p = d[m]!;
+        let c = 1;
+        let c2 = c;
+        let c3 = c;
+        const el1 = e[l + 1]!;
+        let s = 0;
+        let s2 = 0;
+        for (let i = m - 1; i >= l; i--) {
+          c3 = c2;
+          c2 = c;
+          s2 = s;
+          g = c * e[i]!;
+          h = c * p;
+          r = hypot(p, e[i]!);
+          e[i + 1] = s * r;
+          s = e[i]! / r;
+          c = p / r;
+          p = c * d[i]! - s * g;
+          d[i + 1] = h + s * (c * g + s * d[i]!);
+          const ri = i * n;
+          const ri1 = ri + n;
+          for (let k = 0; k < n; k++) {
+            const hk = Vt[ri1 + k]!;
+            const vk = Vt[ri + k]!;
+            Vt[ri1 + k] = s * vk + c * hk;
+            Vt[ri + k] = c * vk - s * hk;
+          }
+        }
+        p = (-s * s2 * c3 * el1 * e[l]!) / dl1;
+        e[l] = s * p;
+        d[l] = c * p;
+      } while (Math.abs(e[l]!) > EPS * tst1);
+    }
+    d[l] = d[l]! + f;
+    e[l] = 0;
+  }
+  // Descending order; row i of Vt is the eigenvector of d[i].
+  const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => d[y]! - d[x]!);
+  const values = new Float64Array(n);
+  const vectors = new Float64Array(n * n);
+  order.forEach((src, col) => {
+    values[col] = d[src]!;
+    for (let k = 0; k < n; k++) vectors[k * n + col] = Vt[src * n + k]!;
+  });
+  return { values, vectors };
+}
