@@ -1,0 +1,110 @@
+/**
+ * Opening a flatrank database: existence and identity checks (application_id), schema version
+ * checks, migrations for the writer, and the pragmas every connection needs.
+ */
+import { existsSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import Database from 'better-sqlite3';
+import { StoreError, ValidationError } from '@flatrank/protocol';
+import { FLATRANK_APPLICATION_ID, SCHEMA_VERSION, migrate } from './schema.js';
+
+/** Milliseconds a connection waits for a lock before SQLITE_BUSY (the one writer holds it briefly). */
+export const BUSY_TIMEOUT_MS = 10_000;
+
+export interface OpenOptions {
+  /** Open a read-only connection (queries, reports). Default false. */
+  readonly?: boolean;
+  /** Create the file and apply migrations if it does not exist (the coordinator only). Default false. */
+  create?: boolean;
+}
+
+function isSqliteError(e: unknown, ...codes: string[]): boolean {
+  const code = (e as { code?: unknown })?.code;
+  return typeof code === 'string' && codes.includes(code);
+}
+
+function notFlatrank(path: string, why: string, cause?: unknown): StoreError {
+  return new StoreError(
+    'DB_NOT_FLATRANK',
+    `${path} is not a flatrank database (${why}). Point --db (or FLATRANK_DB) at a file written by flatrank, or choose a new file name for a new database.`,
+    { context: { path }, cause },
+  );
+}
+
+/**
+ * Opens (and, for a writer, migrates) a flatrank database. Never creates a file unless
+ * `create` is set; never touches a SQLite file that another application owns.
+ */
+export function openDatabase(file: string, opts: OpenOptions = {}): { db: Database.Database; path: string } {
+  const readonly = opts.readonly ?? false;
+  const create = opts.create ?? false;
+  if (typeof file !== 'string' || file === '') throw new ValidationError('--db', '--db: a database file path is required');
+  if (readonly && create) throw new ValidationError('open', 'open: create and readonly cannot both be set (only the writer creates a database)');
+  const path = resolve(file);
+  const exists = existsSync(path);
+  if (!exists && !create) {
+    throw new StoreError(
+      'DB_MISSING',
+      `no flatrank database at ${path}. Pass --db FILE (or set FLATRANK_DB) to an existing database; databases are created by the sweep coordinator (flatrank sweep).`,
+      { context: { path } },
+    );
+  }
+  if (exists && statSync(path).isDirectory()) throw notFlatrank(path, 'it is a directory');
+
+  let db: Database.Database;
+  try {
+    db = new Database(path, { readonly, fileMustExist: !create, timeout: BUSY_TIMEOUT_MS });
+  } catch (e) {
+    throw new StoreError('DB_OPEN_FAILED', `cannot open ${path}: ${(e as Error).message}. Check the path and its permissions.`, {
+      context: { path },
+      cause: e,
+    });
+  }
+  try {
+    let appId: number;
+    try {
+      appId = db.pragma('application_id', { simple: true }) as number;
+    } catch (e) {
+      if (isSqliteError(e, 'SQLITE_NOTADB', 'SQLITE_CORRUPT')) throw notFlatrank(path, 'not a SQLite file', e);
+      throw e;
+    }
+    if (appId !== FLATRANK_APPLICATION_ID) {
+      const objects = db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").get() as { n: number };
+      const fresh = appId === 0 && objects.n === 0;
+      if (!(fresh && create)) {
+        throw notFlatrank(path, fresh ? 'an empty SQLite file' : appId === 0 ? 'a SQLite database of another application' : `application_id ${appId}`);
+      }
+    }
+    const version = db.pragma('user_version', { simple: true }) as number;
+    if (version > SCHEMA_VERSION) {
+      throw new StoreError(
+        'DB_TOO_NEW',
+        `${path} has schema version ${version}, newer than this flatrank understands (${SCHEMA_VERSION}). Upgrade flatrank to read it; it was not modified.`,
+        { context: { path, version, supported: SCHEMA_VERSION } },
+      );
+    }
+    if (readonly) {
+      if (version < SCHEMA_VERSION) {
+        throw new StoreError(
+          'DB_OUTDATED',
+          `${path} has schema version ${version}; this flatrank needs ${SCHEMA_VERSION}. Open it once with the writer (e.g. flatrank sweep resume) to migrate it; read-only commands never modify a database.`,
+          { context: { path, version, supported: SCHEMA_VERSION } },
+        );
+      }
+      db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      db.pragma('query_only = ON');
+    } else {
+      // WAL: readers never block the writer and the writer never blocks readers; NORMAL
+      // synchronous is durable against process crashes (kill -9), which is what we need.
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = NORMAL');
+      db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      db.pragma('foreign_keys = ON');
+      migrate(db);
+    }
+    return { db, path };
+  } catch (e) {
+    db.close();
+    throw e;
+  }
+}

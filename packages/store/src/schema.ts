@@ -1,0 +1,262 @@
+/**
+ * The versioned schema of a flatrank database. Each migration runs once, in its own BEGIN IMMEDIATE
+ * transaction, by the process that owns the database (the coordinator). PRAGMA user_version holds
+ * the applied version; the schema_migrations table records when each step ran; PRAGMA
+ * application_id marks the file as a flatrank database so that a foreign SQLite file is refused.
+ *
+ * The tables and views are a public SQL surface (packages/store/README.md): change them only by
+ * appending a migration, never by editing an applied one.
+ */
+import type Database from 'better-sqlite3';
+
+/** 'FLRK' as a big-endian 32-bit integer: the SQLite header's application_id of flatrank files. */
+export const FLATRANK_APPLICATION_ID = 0x464c524b;
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+const V1_BASE_TABLES = `
+CREATE TABLE schema_migrations (
+  version    INTEGER PRIMARY KEY,
+  name       TEXT NOT NULL,
+  applied_at INTEGER NOT NULL
+);
+
+CREATE TABLE sweeps (
+  id            INTEGER PRIMARY KEY,
+  name          TEXT NOT NULL UNIQUE,
+  spec_text     TEXT NOT NULL,
+  spec_resolved TEXT NOT NULL,
+  spec_hash     TEXT NOT NULL,
+  created_at    INTEGER NOT NULL,
+  updated_at    INTEGER NOT NULL,
+  finished_at   INTEGER
+);
+
+CREATE TABLE trials (
+  id                   INTEGER PRIMARY KEY,
+  sweep_id             INTEGER NOT NULL REFERENCES sweeps(id) ON DELETE CASCADE,
+  key                  TEXT NOT NULL UNIQUE,
+  config               TEXT NOT NULL,
+  model                TEXT NOT NULL,
+  dataset              TEXT NOT NULL,
+  method               TEXT NOT NULL,
+  decomposition        TEXT,
+  scheme               TEXT,
+  rank_policy          TEXT,
+  target_ratio         REAL,
+  distortion_interval  INTEGER,
+  seed                 INTEGER NOT NULL,
+  lr                   REAL NOT NULL,
+  epochs               INTEGER NOT NULL,
+  batch_size           INTEGER NOT NULL,
+  status               TEXT NOT NULL DEFAULT 'pending'
+                       CHECK (status IN ('pending','running','succeeded','failed','diverged','cancelled')),
+  attempts             INTEGER NOT NULL DEFAULT 0,
+  retryable            INTEGER NOT NULL DEFAULT 1,
+  worker               TEXT,
+  device               TEXT,
+  lease_expires_at     INTEGER,
+  heartbeat_at         INTEGER,
+  last_step            INTEGER,
+  last_epoch           INTEGER,
+  created_at           INTEGER NOT NULL,
+  started_at           INTEGER,
+  finished_at          INTEGER,
+  error                TEXT,
+  error_code           TEXT,
+  git_commit           TEXT,
+  git_dirty            INTEGER,
+  package_versions     TEXT,
+  node_version         TEXT,
+  backend              TEXT,
+  backend_version      TEXT,
+  device_name          TEXT,
+  host                 TEXT,
+  cuda_visible_devices TEXT,
+  pid                  INTEGER
+);
+CREATE INDEX trials_status ON trials(status);
+
+-- A trial may belong to several sweeps (the same config in two sweeps is one trial row).
+CREATE TABLE sweep_trials (
+  sweep_id INTEGER NOT NULL REFERENCES sweeps(id) ON DELETE CASCADE,
+  trial_id INTEGER NOT NULL REFERENCES trials(id) ON DELETE CASCADE,
+  PRIMARY KEY (sweep_id, trial_id)
+) WITHOUT ROWID;
+
+CREATE TABLE trial_dependencies (
+  trial_id       INTEGER NOT NULL REFERENCES trials(id) ON DELETE CASCADE,
+  depends_on_key TEXT NOT NULL,
+  PRIMARY KEY (trial_id, depends_on_key)
+) WITHOUT ROWID;
+
+CREATE TABLE metrics (
+  id       INTEGER PRIMARY KEY,
+  trial_id INTEGER NOT NULL REFERENCES trials(id) ON DELETE CASCADE,
+  attempt  INTEGER NOT NULL,
+  seq      INTEGER NOT NULL,
+  step     INTEGER NOT NULL,
+  epoch    INTEGER NOT NULL,
+  phase    TEXT NOT NULL CHECK (phase IN ('train','eval','after-decomposition','final')),
+  name     TEXT NOT NULL,
+  value    REAL,
+  UNIQUE (trial_id, attempt, seq)
+);
+
+CREATE TABLE layers (
+  id              INTEGER PRIMARY KEY,
+  trial_id        INTEGER NOT NULL REFERENCES trials(id) ON DELETE CASCADE,
+  attempt         INTEGER NOT NULL,
+  name            TEXT NOT NULL,
+  decomposition   TEXT NOT NULL,
+  scheme          TEXT,
+  ranks           TEXT NOT NULL,
+  raw_ranks       TEXT,
+  tile            TEXT,
+  kernel_shape    TEXT NOT NULL,
+  params_before   INTEGER NOT NULL,
+  params_after    INTEGER NOT NULL,
+  macs_before     INTEGER NOT NULL,
+  macs_after      INTEGER NOT NULL,
+  relative_error  REAL,
+  UNIQUE (trial_id, attempt, name)
+);
+
+CREATE TABLE results (
+  id                           INTEGER PRIMARY KEY,
+  trial_id                     INTEGER NOT NULL UNIQUE REFERENCES trials(id) ON DELETE CASCADE,
+  attempt                      INTEGER NOT NULL,
+  accuracy_original            REAL,
+  accuracy_after_decomposition REAL,
+  accuracy_final               REAL,
+  params_before                INTEGER NOT NULL,
+  params_after                 INTEGER NOT NULL,
+  macs_before                  INTEGER NOT NULL,
+  macs_after                   INTEGER NOT NULL,
+  params_ratio                 REAL,
+  macs_ratio                   REAL,
+  latency_before_ms            REAL,
+  latency_after_ms             REAL,
+  latency_batch                INTEGER,
+  wall_seconds                 REAL NOT NULL,
+  steps                        INTEGER NOT NULL,
+  epochs                       INTEGER NOT NULL,
+  created_at                   INTEGER NOT NULL
+);
+
+CREATE TABLE artifacts (
+  id         INTEGER PRIMARY KEY,
+  trial_id   INTEGER NOT NULL REFERENCES trials(id) ON DELETE CASCADE,
+  attempt    INTEGER NOT NULL,
+  kind       TEXT NOT NULL,
+  path       TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  UNIQUE (trial_id, kind, path)
+);
+`;
+
+const V2_VIEWS_AND_INDEXES = `
+-- Indexes for the axes people filter on (runs --where, report) and the claim query.
+CREATE INDEX trials_sweep_status ON trials(sweep_id, status);
+CREATE INDEX trials_axes ON trials(method, decomposition, model, dataset);
+CREATE INDEX trials_model ON trials(model, dataset);
+CREATE INDEX trials_seed ON trials(seed);
+CREATE INDEX trials_target_ratio ON trials(target_ratio);
+CREATE INDEX trials_distortion_interval ON trials(distortion_interval);
+CREATE INDEX sweep_trials_trial ON sweep_trials(trial_id);
+CREATE INDEX metrics_trial_name ON metrics(trial_id, name, phase, step);
+CREATE INDEX artifacts_trial ON artifacts(trial_id);
+
+-- One row per trial: its sweep, config axes, status, environment and summary result.
+CREATE VIEW trial_summary AS
+SELECT
+  t.id AS trial_id, t.key, s.name AS sweep, t.status, t.attempts,
+  t.model, t.dataset, t.method, t.decomposition, t.scheme, t.rank_policy, t.target_ratio,
+  t.distortion_interval, t.seed, t.lr, t.epochs, t.batch_size,
+  r.accuracy_original, r.accuracy_after_decomposition, r.accuracy_final,
+  r.params_before, r.params_after, r.params_ratio, r.macs_before, r.macs_after, r.macs_ratio,
+  r.latency_before_ms, r.latency_after_ms, r.latency_batch, r.wall_seconds, r.steps,
+  t.worker, t.device, t.backend, t.device_name, t.host, t.git_commit, t.git_dirty,
+  t.started_at, t.finished_at, t.error
+FROM trials t
+JOIN sweeps s ON s.id = t.sweep_id
+LEFT JOIN results r ON r.trial_id = t.id;
+
+-- The same, once per (sweep, trial) membership: filter by sweep name when a config is shared.
+CREATE VIEW sweep_trial_summary AS
+SELECT s.name AS member_sweep, ts.*
+FROM sweep_trials st
+JOIN sweeps s ON s.id = st.sweep_id
+JOIN trial_summary ts ON ts.trial_id = st.trial_id;
+
+-- Per-layer records of each trial's latest attempt, with the trial's axes.
+CREATE VIEW trial_layers AS
+SELECT
+  t.id AS trial_id, t.key, t.model, t.method, t.decomposition AS trial_decomposition, t.seed,
+  l.name AS layer, l.decomposition, l.scheme, l.ranks, l.raw_ranks, l.tile, l.kernel_shape,
+  l.params_before, l.params_after, l.macs_before, l.macs_after,
+  CAST(l.params_before AS REAL) / NULLIF(l.params_after, 0) AS params_ratio,
+  CAST(l.macs_before AS REAL) / NULLIF(l.macs_after, 0) AS macs_ratio,
+  l.relative_error
+FROM layers l
+JOIN trials t ON t.id = l.trial_id AND l.attempt = t.attempts;
+
+-- The last value (highest step) of every metric of each trial's latest attempt.
+CREATE VIEW latest_metrics AS
+SELECT t.id AS trial_id, t.key, m.phase, m.name, m.step, m.epoch, m.value
+FROM metrics m
+JOIN trials t ON t.id = m.trial_id AND m.attempt = t.attempts
+WHERE m.id = (
+  SELECT m2.id FROM metrics m2
+  WHERE m2.trial_id = m.trial_id AND m2.attempt = m.attempt AND m2.name = m.name AND m2.phase = m.phase
+  ORDER BY m2.step DESC, m2.seq DESC LIMIT 1
+);
+
+-- Progress of every sweep: trial counts by status.
+CREATE VIEW sweep_progress AS
+SELECT
+  s.id AS sweep_id, s.name AS sweep, COUNT(t.id) AS trials,
+  SUM(t.status = 'pending') AS pending, SUM(t.status = 'running') AS running,
+  SUM(t.status = 'succeeded') AS succeeded, SUM(t.status = 'failed') AS failed,
+  SUM(t.status = 'diverged') AS diverged, SUM(t.status = 'cancelled') AS cancelled,
+  s.created_at, s.finished_at
+FROM sweeps s
+LEFT JOIN sweep_trials st ON st.sweep_id = s.id
+LEFT JOIN trials t ON t.id = st.trial_id
+GROUP BY s.id;
+`;
+
+export const MIGRATIONS: readonly Migration[] = [
+  { version: 1, name: 'base tables', sql: V1_BASE_TABLES },
+  { version: 2, name: 'filter indexes and views', sql: V2_VIEWS_AND_INDEXES },
+];
+
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
+
+/**
+ * Applies every migration above the database's user_version up to `target`. Each step runs in its
+ * own BEGIN IMMEDIATE transaction and re-reads user_version inside it, so two processes that open a
+ * fresh file at once apply each step exactly once. Returns the versions applied.
+ */
+export function migrate(db: Database.Database, target: number = SCHEMA_VERSION, now: number = Date.now()): number[] {
+  const applied: number[] = [];
+  for (const m of MIGRATIONS) {
+    if (m.version > target) break;
+    const step = db.transaction(() => {
+      const current = db.pragma('user_version', { simple: true }) as number;
+      if (current >= m.version) return false;
+      if (current !== m.version - 1) throw new Error(`schema version ${current} cannot be migrated by step ${m.version}`);
+      if (m.version === 1) db.pragma(`application_id = ${FLATRANK_APPLICATION_ID}`);
+      db.exec(m.sql);
+      db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(m.version, m.name, now);
+      db.pragma(`user_version = ${m.version}`);
+      return true;
+    });
+    if (step.immediate()) applied.push(m.version);
+  }
+  return applied;
+}
