@@ -1,0 +1,298 @@
+/**
+ * Aggregation of a sweep's trials into report rows: one row per configuration up to the seed
+ * (method x decomposition x rank policy x the other axes that vary), with mean +- std over seeds.
+ */
+import { canonicalJson, sha256Hex, METHODS, type Decomposition, type LayerRecord, type Method, type TrialConfig, type TrialStatus, type TrialSummary, type RankPolicy } from '@flatrank/protocol';
+import { describe, ratio, type Stat } from './stats.js';
+
+/** One trial as the report needs it (see load.ts for how it is read from the store). */
+export interface ReportTrial {
+  key: string;
+  status: TrialStatus;
+  config: TrialConfig;
+  /** The results row; null unless the trial succeeded. */
+  summary: TrialSummary | null;
+  /** Per-layer records of the compressed layers (latest attempt); may be empty. */
+  layers: ReadonlyArray<Pick<LayerRecord, 'name' | 'paramsBefore' | 'paramsAfter' | 'macsBefore' | 'macsAfter'>>;
+  error?: string | null;
+}
+
+export interface ReportRow {
+  /** First 12 hex digits of the group key (sha256 of the config without seed). */
+  group: string;
+  method: Method;
+  decomposition: Decomposition | null;
+  /** The rank policy in words, e.g. 'ratio 2x', 'r=16', 'frac 0.5'; null for the baseline. */
+  rank: string | null;
+  /** The other config fields that tell this row apart from its siblings, e.g. 'S_D=50' or 'tile=64x64'. */
+  variant: string;
+  /** Tile edge(s) for tiled-svd. */
+  tile: [number, number] | null;
+  /** S_D for distort. */
+  distortionInterval: number | null;
+  /** The ratio the configuration asks for, when it says one (rank policy ratio / model-ratio, or a tiled rank). */
+  targetRatio: number | null;
+  /** What targetRatio is a ratio of: the whole model or each compressed layer. */
+  targetBasis: 'model' | 'layers' | null;
+  isBaseline: boolean;
+  seeds: number[];
+  /** Trial counts by status (all statuses present, zeros included). */
+  status: Record<TrialStatus, number>;
+  /** Over the succeeded trials. Accuracies are fractions (0..1). */
+  accuracyFinal: Stat;
+  accuracyAfterDecomposition: Stat;
+  accuracyOriginal: Stat;
+  /** Whole-model params before / after. */
+  paramsRatio: Stat;
+  macsRatio: Stat;
+  /** Measured latency before / after (> 1: the factored model is faster). */
+  latencyRatio: Stat;
+  /** Params ratio of the compressed layers only (from the per-layer records). */
+  layersRatio: Stat;
+  wallSeconds: Stat;
+  /** The ratio the row is bucketed by for "best per ratio": targetRatio, else the mean params ratio. */
+  ratio: number | null;
+  /** Rows with the same bucket compete for "best"; null for the baseline. */
+  bucket: number | null;
+  /** Highest mean final accuracy within its ratio bucket (only marked when >= 2 rows compete). */
+  best: boolean;
+  trialKeys: string[];
+}
+
+export interface AggregateOptions {
+  /** Relative tolerance for putting measured (untargeted) ratios into one bucket. Default 0.05. */
+  bucketTolerance?: number;
+}
+
+const METHOD_ORDER: Record<Method, number> = Object.fromEntries(METHODS.map((m, i) => [m, i])) as Record<Method, number>;
+const STATUSES: readonly TrialStatus[] = ['pending', 'running', 'succeeded', 'failed', 'diverged', 'cancelled'];
+
+/**
+ * Group key of a config: its canonical JSON without the seed, with a start trial replaced by that
+ * trial's own group key (seed s of a fine-tune starts from seed s of the baseline, so the raw
+ * start keys differ per seed while the experiment is the same).
+ */
+export function groupKeys(trials: readonly ReportTrial[]): Map<string, string> {
+  const byKey = new Map(trials.map((t) => [t.key, t]));
+  const memo = new Map<string, string>();
+  const visiting = new Set<string>();
+  const keyOf = (t: ReportTrial): string => {
+    const hit = memo.get(t.key);
+    if (hit) return hit;
+    if (visiting.has(t.key)) return 'cycle';
+    visiting.add(t.key);
+    const c: Record<string, unknown> = { ...(t.config as unknown as Record<string, unknown>) };
+    delete c['seed'];
+    if (t.config.start.kind === 'trial') {
+      const parent = byKey.get(t.config.start.trialKey);
+      c['start'] = { kind: 'trial', group: parent ? keyOf(parent) : 'outside-sweep' };
+    }
+    const g = sha256Hex(canonicalJson(c));
+    visiting.delete(t.key);
+    memo.set(t.key, g);
+    return g;
+  };
+  const out = new Map<string, string>();
+  for (const t of trials) out.set(t.key, keyOf(t));
+  return out;
+}
+
+export function describeRankPolicy(p: RankPolicy): string {
+  switch (p.kind) {
+    case 'rank':
+      return `r=${p.rank}`;
+    case 'ranks':
+      return `r=${p.ranks[0]},${p.ranks[1]}`;
+    case 'fraction':
+      return `frac ${p.fraction}`;
+    case 'ratio':
+      return `ratio ${p.ratio}x`;
+    case 'model-ratio':
+      return `model ${p.ratio}x`;
+    case 'energy':
+      return `energy ${p.threshold}`;
+    case 'vbmf':
+      return 'vbmf';
+  }
+}
+
+/** The ratio a config asks for, if it states one; tiled-svd with a fixed rank has an exact per-layer ratio. */
+export function targetRatioOf(c: TrialConfig): { ratio: number; basis: 'model' | 'layers' } | null {
+  const comp = c.compression;
+  if (!comp) return null;
+  const p = comp.rank;
+  if (p.kind === 'model-ratio') return { ratio: p.ratio, basis: 'model' };
+  if (p.kind === 'ratio') return { ratio: p.ratio, basis: 'layers' };
+  if (comp.decomposition === 'tiled-svd' && comp.tile && p.kind === 'rank') {
+    // A rows x cols tile of rank r stores r * (rows + cols) numbers instead of rows * cols.
+    const [a, b] = comp.tile;
+    return { ratio: (a * b) / (p.rank * (a + b)), basis: 'layers' };
+  }
+  return null;
+}
+
+/** Short names for the config fields shown in the variant column. */
+const ALIASES: ReadonlyArray<[prefix: string, alias: string]> = [
+  ['distortion.interval', 'S_D'],
+  ['distortion.', ''],
+  ['compression.tile', 'tile'],
+  ['compression.scheme', 'scheme'],
+  ['compression.layers', 'layers'],
+  ['compression.', ''],
+  ['training.', ''],
+  ['dataset.', ''],
+];
+
+function flatten(v: unknown, prefix: string, out: Map<string, string>): void {
+  if (Array.isArray(v) && v.every((x) => typeof x === 'number')) out.set(prefix, v.join('x'));
+  else if (v !== null && typeof v === 'object') for (const [k, x] of Object.entries(v)) flatten(x, prefix ? `${prefix}.${k}` : k, out);
+  else out.set(prefix, v === null ? '-' : String(v));
+}
+
+/** Fields never shown as variant: they have their own columns, or differ per seed. */
+const NOT_VARIANT = ['seed', 'method', 'compression.decomposition', 'compression.rank', 'start.trialKey', 'version'];
+
+function variantFields(config: TrialConfig): Map<string, string> {
+  const m = new Map<string, string>();
+  flatten(config, '', m);
+  for (const k of [...m.keys()]) if (NOT_VARIANT.some((p) => k === p || k.startsWith(`${p}.`))) m.delete(k);
+  return m;
+}
+
+function alias(path: string): string {
+  for (const [prefix, name] of ALIASES) {
+    if (path === prefix) return name;
+    if (prefix.endsWith('.') && path.startsWith(prefix)) return name + path.slice(prefix.length);
+    if (path.startsWith(`${prefix}.`)) return `${name}.${path.slice(prefix.length + 1)}`;
+  }
+  return path;
+}
+
+export function aggregate(trials: readonly ReportTrial[], options: AggregateOptions = {}): ReportRow[] {
+  const tol = options.bucketTolerance ?? 0.05;
+  const keys = groupKeys(trials);
+  const groups = new Map<string, ReportTrial[]>();
+  for (const t of trials) {
+    const g = keys.get(t.key)!;
+    const list = groups.get(g);
+    if (list) list.push(t);
+    else groups.set(g, [t]);
+  }
+
+  // Variant = the fields that differ between groups of the same method x decomposition.
+  const fieldsOf = new Map<string, Map<string, string>>();
+  for (const [g, list] of groups) fieldsOf.set(g, variantFields(list[0]!.config));
+  const family = (c: TrialConfig) => `${c.method}/${c.compression?.decomposition ?? ''}`;
+  const varying = new Map<string, Set<string>>();
+  const families = new Map<string, string[]>();
+  for (const [g, list] of groups) {
+    const f = family(list[0]!.config);
+    families.set(f, [...(families.get(f) ?? []), g]);
+  }
+  for (const [f, gs] of families) {
+    const paths = new Set<string>();
+    for (const g of gs) for (const p of fieldsOf.get(g)!.keys()) paths.add(p);
+    const vary = new Set<string>();
+    for (const p of paths) if (new Set(gs.map((g) => fieldsOf.get(g)!.get(p) ?? '-')).size > 1) vary.add(p);
+    varying.set(f, vary);
+  }
+
+  const rows: ReportRow[] = [];
+  for (const [g, list] of groups) {
+    const c = list[0]!.config;
+    const ok = list.filter((t) => t.status === 'succeeded' && t.summary);
+    const sums = ok.map((t) => t.summary!);
+    const status = Object.fromEntries(STATUSES.map((s) => [s, 0])) as Record<TrialStatus, number>;
+    for (const t of list) status[t.status]++;
+    const fields = fieldsOf.get(g)!;
+    const variant = [...(varying.get(family(c)) ?? [])]
+      .sort()
+      .map((p) => `${alias(p)}=${fields.get(p) ?? '-'}`)
+      .join(' ');
+    const target = targetRatioOf(c);
+    const paramsRatio = describe(sums.map((s) => ratio(s.paramsBefore, s.paramsAfter)));
+    const layersRatio = describe(
+      ok.map((t) => {
+        if (t.layers.length === 0) return null;
+        return ratio(
+          t.layers.reduce((a, l) => a + l.paramsBefore, 0),
+          t.layers.reduce((a, l) => a + l.paramsAfter, 0),
+        );
+      }),
+    );
+    const isBaseline = c.method === 'baseline';
+    rows.push({
+      group: g.slice(0, 12),
+      method: c.method,
+      decomposition: c.compression?.decomposition ?? null,
+      rank: c.compression ? describeRankPolicy(c.compression.rank) : null,
+      variant,
+      tile: c.compression?.tile ?? null,
+      distortionInterval: c.distortion?.interval ?? null,
+      targetRatio: target?.ratio ?? null,
+      targetBasis: target?.basis ?? null,
+      isBaseline,
+      seeds: [...new Set(list.map((t) => t.config.seed))].sort((a, b) => a - b),
+      status,
+      accuracyFinal: describe(sums.map((s) => s.accuracyFinal)),
+      accuracyAfterDecomposition: describe(sums.map((s) => s.accuracyAfterDecomposition)),
+      accuracyOriginal: describe(sums.map((s) => s.accuracyOriginal)),
+      paramsRatio,
+      macsRatio: describe(sums.map((s) => ratio(s.macsBefore, s.macsAfter))),
+      latencyRatio: describe(sums.map((s) => ratio(s.latencyBeforeMs, s.latencyAfterMs))),
+      layersRatio,
+      wallSeconds: describe(sums.map((s) => s.wallSeconds)),
+      ratio: isBaseline ? 1 : (target?.ratio ?? paramsRatio.mean),
+      bucket: null,
+      best: false,
+      trialKeys: list.map((t) => t.key),
+    });
+  }
+
+  assignBuckets(rows, tol);
+  markBest(rows);
+  rows.sort(compareRows);
+  return rows;
+}
+
+/**
+ * Rows that state a target ratio are bucketed by it (exactly); the others by their measured ratio,
+ * chained greedily: sorted ascending, a row joins the current bucket while within `tol` (relative)
+ * of the bucket's first ratio.
+ */
+function assignBuckets(rows: ReportRow[], tol: number): void {
+  const measured: ReportRow[] = [];
+  for (const r of rows) {
+    if (r.isBaseline || r.ratio === null) continue;
+    if (r.targetRatio !== null) r.bucket = r.targetRatio;
+    else measured.push(r);
+  }
+  measured.sort((a, b) => a.ratio! - b.ratio!);
+  let anchor: number | null = null;
+  for (const r of measured) {
+    if (anchor === null || r.ratio! > anchor * (1 + tol)) anchor = r.ratio!;
+    r.bucket = anchor;
+  }
+}
+
+function markBest(rows: ReportRow[]): void {
+  const buckets = new Map<number, ReportRow[]>();
+  for (const r of rows) if (r.bucket !== null && r.accuracyFinal.mean !== null) buckets.set(r.bucket, [...(buckets.get(r.bucket) ?? []), r]);
+  for (const list of buckets.values()) {
+    if (list.length < 2) continue;
+    const top = Math.max(...list.map((r) => r.accuracyFinal.mean!));
+    for (const r of list) r.best = r.accuracyFinal.mean === top;
+  }
+}
+
+function compareRows(a: ReportRow, b: ReportRow): number {
+  if (a.isBaseline !== b.isBaseline) return a.isBaseline ? -1 : 1;
+  const ra = a.bucket ?? a.ratio ?? Infinity;
+  const rb = b.bucket ?? b.ratio ?? Infinity;
+  if (ra !== rb) return ra - rb;
+  if (a.method !== b.method) return METHOD_ORDER[a.method] - METHOD_ORDER[b.method];
+  const da = a.decomposition ?? '';
+  const db = b.decomposition ?? '';
+  if (da !== db) return da < db ? -1 : 1;
+  return a.variant.localeCompare(b.variant, 'en', { numeric: true });
+}

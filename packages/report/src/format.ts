@@ -1,0 +1,126 @@
+/** Rendering a Report as markdown, CSV or JSON. */
+import type { Report, ReportEntry } from './report.js';
+import type { Stat } from './stats.js';
+import { ValidationError } from '@flatrank/protocol';
+
+export const REPORT_FORMATS = ['md', 'csv', 'json'] as const;
+export type ReportFormat = (typeof REPORT_FORMATS)[number];
+
+export function parseReportFormat(v: string, field = '--format'): ReportFormat {
+  if ((REPORT_FORMATS as readonly string[]).includes(v)) return v as ReportFormat;
+  throw new ValidationError(field, `${field}: unknown format ${JSON.stringify(v)}; allowed: ${REPORT_FORMATS.join(', ')}`);
+}
+
+export function formatReport(report: Report, format: ReportFormat): string {
+  switch (format) {
+    case 'md':
+      return toMarkdown(report);
+    case 'csv':
+      return toCsv(report);
+    case 'json':
+      return `${JSON.stringify(report, null, 2)}\n`;
+  }
+}
+
+/** "mean +- std" with `digits` decimals, scaled by `scale`; '-' when there is no value. */
+export function fmtStat(s: Stat, digits: number, scale = 1): string {
+  if (s.mean === null) return '-';
+  const m = (s.mean * scale).toFixed(digits);
+  return s.std === null ? m : `${m} ± ${(s.std * scale).toFixed(digits)}`;
+}
+
+function fmtNum(v: number | null, digits: number): string {
+  return v === null ? '-' : v.toFixed(digits);
+}
+
+function fmtSigned(v: number | null, digits: number): string {
+  return v === null ? '-' : `${v >= 0 ? '+' : ''}${v.toFixed(digits)}`;
+}
+
+function notOk(r: ReportEntry): string {
+  const parts: string[] = [];
+  for (const s of ['failed', 'diverged', 'running', 'pending', 'cancelled'] as const) if (r.status[s] > 0) parts.push(`${r.status[s]} ${s}`);
+  return parts.join(', ');
+}
+
+function label(r: ReportEntry): string {
+  return r.isBaseline ? 'baseline (uncompressed)' : `${r.method} ${r.decomposition ?? ''}`.trim();
+}
+
+function mdEscape(s: string): string {
+  return s.replace(/\|/g, '\\|');
+}
+
+export function toMarkdown(report: Report): string {
+  const paper = report.reproduces !== null;
+  const t = report.totals;
+  const out: string[] = [];
+  out.push(`# flatrank report: ${report.sweep}`, '');
+  out.push(
+    `${t.trials} trials: ${t.succeeded} succeeded, ${t.failed} failed, ${t.diverged} diverged, ${t.running} running, ${t.pending} pending, ${t.cancelled} cancelled.`,
+    '',
+  );
+  const head = ['', 'method', 'rank', 'variant', 'n', 'params ×', 'MACs ×', 'latency ×', 'acc. after decomp. %', 'final acc. %'];
+  if (paper) head.push('paper %', 'Δ pts');
+  head.push('wall s', 'not done');
+  out.push(`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`);
+  for (const r of report.rows) {
+    const final = fmtStat(r.accuracyFinal, 2, 100);
+    const cells = [
+      r.best ? '★' : '',
+      label(r),
+      r.rank ?? '',
+      r.variant,
+      String(r.accuracyFinal.n),
+      r.isBaseline ? '1' : fmtStat(r.paramsRatio, 2),
+      r.isBaseline ? '1' : fmtStat(r.macsRatio, 2),
+      fmtStat(r.latencyRatio, 2),
+      fmtStat(r.accuracyAfterDecomposition, 2, 100),
+      r.best ? `**${final}**` : final,
+    ];
+    if (paper) cells.push(r.paper ? fmtNum(r.paper.accuracy, 2) : '', r.paper ? fmtSigned(r.paper.delta, 2) : '');
+    cells.push(fmtStat(r.wallSeconds, 1), notOk(r));
+    out.push(`| ${cells.map(mdEscape).join(' | ')} |`);
+  }
+  out.push('');
+  out.push(
+    'Mean ± sample std over seeds (n = succeeded trials). × columns: before / after (params and multiply-adds of the whole model; latency measured, > 1 means the factored model is faster). ★ / bold: highest mean final accuracy among the rows of the same compression ratio.',
+  );
+  if (paper) {
+    out.push(
+      '',
+      `Published numbers: ${report.reproduces} (docs/paper-tables.md). A row is compared with the published row of the same method and decomposition${report.reproduces === 'paper-table1' ? ' and tile size' : ''} whose compression ratio is nearest to ours (${report.reproduces === 'paper-table1' ? 'params of the compressed layers' : 'whole-model params'}, measured), if within ${Math.round(report.matchTolerance * 100)} %. Δ = ours − paper.`,
+    );
+    if (report.notCovered.length > 0) {
+      out.push('', 'Published rows without a counterpart here:');
+      for (const p of report.notCovered) out.push(`- ${p.method} ${p.decomposition} at ${p.ratio}x: ${p.accuracy.toFixed(2)} % (${p.note})`);
+    }
+  }
+  return `${out.join('\n')}\n`;
+}
+
+function csvCell(v: string | number | boolean | null): string {
+  if (v === null) return '';
+  const s = String(v);
+  return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+const STAT_COLUMNS = ['accuracyFinal', 'accuracyAfterDecomposition', 'paramsRatio', 'macsRatio', 'latencyRatio', 'layersRatio', 'wallSeconds'] as const;
+
+/** One line per row; every statistic as <name>_mean, <name>_std; accuracies as fractions. */
+export function toCsv(report: Report): string {
+  const head = ['sweep', 'best', 'baseline', 'method', 'decomposition', 'rank', 'variant', 'target_ratio', 'n', 'seeds'];
+  for (const c of STAT_COLUMNS) head.push(`${c}_mean`, `${c}_std`);
+  head.push('paper_accuracy_pct', 'paper_ratio', 'delta_pts', 'succeeded', 'failed', 'diverged', 'pending', 'running', 'cancelled', 'group');
+  const lines = [head.join(',')];
+  for (const r of report.rows) {
+    const cells: Array<string | number | boolean | null> = [
+      report.sweep, r.best, r.isBaseline, r.method, r.decomposition, r.rank, r.variant, r.targetRatio, r.accuracyFinal.n, r.seeds.join(' '),
+    ];
+    for (const c of STAT_COLUMNS) cells.push(r[c].mean, r[c].std);
+    cells.push(r.paper?.accuracy ?? null, r.paper?.ratio ?? null, r.paper?.delta ?? null);
+    cells.push(r.status.succeeded, r.status.failed, r.status.diverged, r.status.pending, r.status.running, r.status.cancelled, r.group);
+    lines.push(cells.map(csvCell).join(','));
+  }
+  return `${lines.join('\n')}\n`;
+}

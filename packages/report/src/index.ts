@@ -1,0 +1,19 @@
+// @flatrank/report: sweep reports (md / csv / json, beside the paper's published numbers) and plots (SVG / PNG).
+export { aggregate, describeRankPolicy, groupKeys, targetRatioOf } from './aggregate.js';
+export type { ReportRow, ReportTrial, AggregateOptions } from './aggregate.js';
+export { describe, ratio } from './stats.js';
+export type { Stat } from './stats.js';
+export { PUBLISHED, PAPER_BASELINE_ACCURACY, PAPER_REFERENCES, isPaperReference, publishedRows } from './paper.js';
+export type { PaperReference, PublishedRow, RatioBasis } from './paper.js';
+export { matchRow, unmatchedPublished, DEFAULT_MATCH_TOLERANCE } from './compare.js';
+export type { PaperMatch, CompareOptions } from './compare.js';
+export { buildReport } from './report.js';
+export type { Report, ReportEntry, BuildReportOptions } from './report.js';
+export { REPORT_FORMATS, formatReport, parseReportFormat, toMarkdown, toCsv, fmtStat } from './format.js';
+export type { ReportFormat } from './format.js';
+export { plotData, paretoFront, renderPlotSvg } from './plot.js';
+export type { PlotData, PlotPoint, PlotSeries, SvgOptions } from './plot.js';
+export { svgToPng, writeFileAtomic, plotFormatOf } from './output.js';
+export type { PlotFormat } from './output.js';
+export { loadSweep, loadSweepFrom } from './load.js';
+export type { LoadedSweep } from './load.js';

@@ -1,0 +1,47 @@
+/** A sweep's report: aggregated rows, optionally beside the paper's published numbers. */
+import type { TrialStatus } from '@flatrank/protocol';
+import { aggregate, type AggregateOptions, type ReportRow, type ReportTrial } from './aggregate.js';
+import { DEFAULT_MATCH_TOLERANCE, matchRow, unmatchedPublished, type PaperMatch } from './compare.js';
+import type { PaperReference, PublishedRow } from './paper.js';
+
+export interface ReportEntry extends ReportRow {
+  /** The published counterpart (only when the sweep reproduces a paper figure / table). */
+  paper: PaperMatch | null;
+}
+
+export interface Report {
+  sweep: string;
+  /** The spec's `reproduces` field, when it names a published figure / table. */
+  reproduces: PaperReference | null;
+  /** Relative ratio tolerance used to match published rows. */
+  matchTolerance: number;
+  totals: Record<TrialStatus, number> & { trials: number };
+  rows: ReportEntry[];
+  /** Published rows that no row of ours was matched with. */
+  notCovered: PublishedRow[];
+}
+
+export interface BuildReportOptions extends AggregateOptions {
+  sweep: string;
+  reproduces?: PaperReference | null;
+  matchTolerance?: number;
+}
+
+export function buildReport(trials: readonly ReportTrial[], options: BuildReportOptions): Report {
+  const reproduces = options.reproduces ?? null;
+  const tolerance = options.matchTolerance ?? DEFAULT_MATCH_TOLERANCE;
+  const rows: ReportEntry[] = aggregate(trials, options).map((r) => ({
+    ...r,
+    paper: reproduces ? matchRow(r, reproduces, { tolerance }) : null,
+  }));
+  const totals = { trials: trials.length, pending: 0, running: 0, succeeded: 0, failed: 0, diverged: 0, cancelled: 0 };
+  for (const t of trials) totals[t.status]++;
+  return {
+    sweep: options.sweep,
+    reproduces,
+    matchTolerance: tolerance,
+    totals,
+    rows,
+    notCovered: reproduces ? unmatchedPublished(rows.map((r) => r.paper), reproduces) : [],
+  };
+}
