@@ -6,3 +6,4 @@ export type { SvdResult, SvdOptions, SvdMethod } from './linalg/index.js';
 export { createRng } from './random.js';
 export type { Rng } from './random.js';
 export { readNpy, writeNpy } from './npy.js';
+export * from './decompositions/index.js';

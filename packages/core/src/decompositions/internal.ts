@@ -1,0 +1,207 @@
+// Small row-major kernels shared by Tucker and CP. They work on raw Float64Arrays so that the
+// iterative loops (HOOI, ALS) allocate little and never go through generic index arithmetic.
+import { Tensor } from '../tensor.js';
+
+/** View of a row-major tensor around one mode: [pre, I_n, post]. */
+export function around(shape: readonly number[], mode: number): { pre: number; n: number; post: number } {
+  let pre = 1;
+  let post = 1;
+  for (let i = 0; i < mode; i++) pre *= shape[i]!;
+  for (let i = mode + 1; i < shape.length; i++) post *= shape[i]!;
+  return { pre, n: shape[mode]!, post };
+}
+
+export function toFloat64(data: ArrayLike<number>): Float64Array {
+  if (data instanceof Float64Array) return data;
+  const out = new Float64Array(data.length);
+  for (let i = 0; i < data.length; i++) out[i] = data[i]!;
+  return out;
+}
+
+export function sumSquares(x: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < x.length; i++) s += x[i]! * x[i]!;
+  return s;
+}
+
+/**
+ * out = X x_mode M for M given row-major as [J, I_n] (transposed = false) or as [I_n, J]
+ * (transposed = true, i.e. X x_mode M^T without forming M^T). Returns the new data and shape.
+ */
+export function modeMul(
+  x: Float64Array,
+  shape: readonly number[],
+  m: Float64Array,
+  mode: number,
+  j: number,
+  transposed: boolean,
+): { data: Float64Array; shape: number[] } {
+  const { pre, n, post } = around(shape, mode);
+  const out = new Float64Array(pre * j * post);
+  // m(jj, i): element of the [J, I_n] matrix
+  const rowStride = transposed ? 1 : n;
+  const colStride = transposed ? j : 1;
+  if (post === 1) {
+    for (let p = 0; p < pre; p++) {
+      const xo = p * n;
+      for (let jj = 0; jj < j; jj++) {
+        let s = 0;
+        const mo = jj * rowStride;
+        for (let i = 0; i < n; i++) s += m[mo + i * colStride]! * x[xo + i]!;
+        out[p * j + jj] = s;
+      }
+    }
+  } else {
+    for (let p = 0; p < pre; p++) {
+      for (let jj = 0; jj < j; jj++) {
+        const oo = (p * j + jj) * post;
+        for (let i = 0; i < n; i++) {
+          const c = m[jj * rowStride + i * colStride]!;
+          if (c === 0) continue;
+          const xo = (p * n + i) * post;
+          for (let q = 0; q < post; q++) out[oo + q] += c * x[xo + q]!;
+        }
+      }
+    }
+  }
+  const newShape = [...shape];
+  newShape[mode] = j;
+  return { data: out, shape: newShape };
+}
+
+/** Gram matrix of the mode-n unfolding, X_(n) X_(n)^T (I_n x I_n, symmetric), without unfolding. */
+export function modeGram(x: Float64Array, shape: readonly number[], mode: number): Float64Array {
+  const { pre, n, post } = around(shape, mode);
+  const g = new Float64Array(n * n);
+  for (let p = 0; p < pre; p++) {
+    const base = p * n * post;
+    for (let a = 0; a < n; a++) {
+      const ao = base + a * post;
+      for (let b = a; b < n; b++) {
+        const bo = base + b * post;
+        let s = 0;
+        for (let q = 0; q < post; q++) s += x[ao + q]! * x[bo + q]!;
+        g[a * n + b] += s;
+      }
+    }
+  }
+  for (let a = 0; a < n; a++) for (let b = 0; b < a; b++) g[a * n + b] = g[b * n + a]!;
+  return g;
+}
+
+/**
+ * Mode-n unfolding with the remaining modes in row-major order (last mode fastest). Note: this is
+ * NOT the Kolda & Bader column order of core's `unfold`; it is only used internally, paired with
+ * `khatriRaoRowMajor` which follows the same order.
+ */
+export function unfoldRowMajor(x: Float64Array, shape: readonly number[], mode: number): Float64Array {
+  const { pre, n, post } = around(shape, mode);
+  const out = new Float64Array(x.length);
+  const rest = pre * post;
+  for (let p = 0; p < pre; p++)
+    for (let i = 0; i < n; i++) {
+      const xo = (p * n + i) * post;
+      const oo = i * rest + p * post;
+      for (let q = 0; q < post; q++) out[oo + q] = x[xo + q]!;
+    }
+  return out;
+}
+
+/** Khatri-Rao product of [I_k x R] row-major factors, first factor slowest (row index row-major). */
+export function khatriRaoRowMajor(mats: readonly Float64Array[], dims: readonly number[], r: number): Float64Array {
+  let acc = new Float64Array(r).fill(1);
+  let rows = 1;
+  mats.forEach((m, k) => {
+    const d = dims[k]!;
+    const next = new Float64Array(rows * d * r);
+    for (let a = 0; a < rows; a++)
+      for (let b = 0; b < d; b++) {
+        const o = (a * d + b) * r;
+        for (let c = 0; c < r; c++) next[o + c] = acc[a * r + c]! * m[b * r + c]!;
+      }
+    acc = next;
+    rows *= d;
+  });
+  return acc;
+}
+
+/** Top-k eigenvectors (columns of an n x k row-major matrix) of a symmetric n x n matrix. */
+export function leadingEigenvectors(
+  g: Float64Array,
+  n: number,
+  k: number,
+  eigSym: (a: Tensor) => { values: Float64Array; vectors: Tensor },
+): Float64Array {
+  const { vectors } = eigSym(new Tensor(g, [n, n]));
+  const v = vectors.data;
+  const out = new Float64Array(n * k);
+  for (let i = 0; i < n; i++) for (let c = 0; c < k; c++) out[i * k + c] = v[i * n + c]!;
+  return out;
+}
+
+/**
+ * Solves X V = B for X given symmetric positive semi-definite V (r x r), B (m x r), in place of B.
+ * Cholesky first; when V is singular (collinear CP components), falls back to the pseudo-inverse.
+ */
+export function solveSpdRight(
+  b: Float64Array,
+  m: number,
+  v: Float64Array,
+  r: number,
+  eigSym: (a: Tensor) => { values: Float64Array; vectors: Tensor },
+): void {
+  const l = new Float64Array(r * r);
+  let ok = true;
+  let maxDiag = 0;
+  for (let i = 0; i < r; i++) maxDiag = Math.max(maxDiag, v[i * r + i]!);
+  outer: for (let i = 0; i < r; i++) {
+    for (let j = 0; j <= i; j++) {
+      let s = v[i * r + j]!;
+      for (let k = 0; k < j; k++) s -= l[i * r + k]! * l[j * r + k]!;
+      if (i === j) {
+        if (!(s > 1e-13 * maxDiag)) {
+          ok = false;
+          break outer;
+        }
+        l[i * r + i] = Math.sqrt(s);
+      } else l[i * r + j] = s / l[j * r + j]!;
+    }
+  }
+  if (ok) {
+    // each row x of X: x V = b  <=>  V x^T = b^T  <=>  L L^T x^T = b^T
+    const y = new Float64Array(r);
+    for (let row = 0; row < m; row++) {
+      const o = row * r;
+      for (let i = 0; i < r; i++) {
+        let s = b[o + i]!;
+        for (let k = 0; k < i; k++) s -= l[i * r + k]! * y[k]!;
+        y[i] = s / l[i * r + i]!;
+      }
+      for (let i = r - 1; i >= 0; i--) {
+        let s = y[i]!;
+        for (let k = i + 1; k < r; k++) s -= l[k * r + i]! * b[o + k]!;
+        b[o + i] = s / l[i * r + i]!;
+      }
+    }
+    return;
+  }
+  const { values, vectors } = eigSym(new Tensor(v.slice(), [r, r]));
+  const q = vectors.data;
+  const cutoff = Math.max(1e-300, Math.abs(values[0] ?? 0) * r * 1e-14);
+  const pinv = new Float64Array(r * r);
+  for (let k = 0; k < r; k++) {
+    const lam = values[k]!;
+    if (Math.abs(lam) <= cutoff) continue;
+    for (let i = 0; i < r; i++) for (let j = 0; j < r; j++) pinv[i * r + j] += (q[i * r + k]! * q[j * r + k]!) / lam;
+  }
+  const tmp = new Float64Array(r);
+  for (let row = 0; row < m; row++) {
+    const o = row * r;
+    for (let j = 0; j < r; j++) {
+      let s = 0;
+      for (let i = 0; i < r; i++) s += b[o + i]! * pinv[i * r + j]!;
+      tmp[j] = s;
+    }
+    b.set(tmp, o);
+  }
+}
