@@ -256,8 +256,9 @@ export function aggregate(trials: readonly ReportTrial[], options: AggregateOpti
 }
 
 /**
- * Rows that state a target ratio are bucketed by it (exactly); the others by their measured ratio,
- * chained greedily: sorted ascending, a row joins the current bucket while within `tol` (relative)
+ * Rows that state a target ratio are bucketed by it (exactly). A row without one (e.g. a fixed
+ * rank) joins the target bucket nearest to its measured ratio if within `tol` (relative); the
+ * rest are chained greedily: sorted ascending, a row joins the current bucket while within `tol`
  * of the bucket's first ratio.
  */
 function assignBuckets(rows: ReportRow[], tol: number): void {
@@ -267,9 +268,17 @@ function assignBuckets(rows: ReportRow[], tol: number): void {
     if (r.targetRatio !== null) r.bucket = r.targetRatio;
     else measured.push(r);
   }
-  measured.sort((a, b) => a.ratio! - b.ratio!);
-  let anchor: number | null = null;
+  const targets = [...new Set(rows.map((r) => r.targetRatio).filter((v): v is number => v !== null))];
+  const rest: ReportRow[] = [];
   for (const r of measured) {
+    let best: number | null = null;
+    for (const t of targets) if (Math.abs(Math.log(r.ratio! / t)) <= Math.log(1 + tol) && (best === null || Math.abs(Math.log(r.ratio! / t)) < Math.abs(Math.log(r.ratio! / best)))) best = t;
+    if (best !== null) r.bucket = best;
+    else rest.push(r);
+  }
+  rest.sort((a, b) => a.ratio! - b.ratio!);
+  let anchor: number | null = null;
+  for (const r of rest) {
     if (anchor === null || r.ratio! > anchor * (1 + tol)) anchor = r.ratio!;
     r.bucket = anchor;
   }

@@ -53,8 +53,9 @@ export function loadSweepFrom(store: ResultsStore, sweepName: string): LoadedSwe
   const summaries = new Map<string, SummaryRow>();
   for (const r of store.db
     .prepare(
-      `SELECT key, accuracy_original, accuracy_after_decomposition, accuracy_final, params_before, params_after,
-              macs_before, macs_after, latency_before_ms, latency_after_ms, latency_batch, wall_seconds, steps, r.epochs AS epochs
+      `SELECT ts.key, ts.accuracy_original, ts.accuracy_after_decomposition, ts.accuracy_final, ts.params_before, ts.params_after,
+              ts.macs_before, ts.macs_after, ts.latency_before_ms, ts.latency_after_ms, ts.latency_batch, ts.wall_seconds,
+              ts.steps, r.epochs AS epochs
        FROM sweep_trial_summary ts LEFT JOIN results r ON r.trial_id = ts.trial_id
        WHERE ts.member_sweep = ? AND r.id IS NOT NULL`,
     )

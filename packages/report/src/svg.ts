@@ -31,7 +31,7 @@ export function text(x: number, y: number, content: string, a: Attrs = {}): stri
 }
 
 export function polyline(points: ReadonlyArray<readonly [number, number]>, a: Attrs = {}): string {
-  return el('polyline', { points: points.map(([x, y]) => `${num(x)},${num(y)}`).join(' '), fill: 'none', ...a });
+  return el('polyline', { ...a, points: points.map(([x, y]) => `${num(x)},${num(y)}`).join(' '), fill: a['fill'] ?? 'none' });
 }
 
 export function document(width: number, height: number, body: readonly string[], title?: string): string {

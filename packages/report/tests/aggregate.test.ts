@@ -1,0 +1,146 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { trialKey } from '@flatrank/protocol';
+import { createTempDb, type TempDb } from '@flatrank/testing';
+import { ResultsStore } from '@flatrank/store';
+import { UnknownNameError, StoreError } from '@flatrank/protocol';
+import { aggregate, buildReport, loadSweep, type ReportRow } from '../src/index.js';
+import { cfg, writeSweep, type HandTrial } from './helpers.js';
+
+let tmp: TempDb | undefined;
+afterEach(() => tmp?.cleanup());
+
+const tucker = (ratio: number) => ({ decomposition: 'tucker2' as const, rank: { kind: 'ratio' as const, ratio } });
+
+/** baseline x2 seeds, finetune x3, distort S_D=200 x3 (one diverged), distort S_D=50, cp with a fixed rank, posttrain svd 4x (+1 pending). */
+function handSweep(): HandTrial[] {
+  const base = [0, 1].map((seed) => cfg({ method: 'baseline', seed }));
+  const fromBase = (seed: number) => ({ kind: 'trial' as const, trialKey: trialKey(base[seed % 2]!) });
+  const t: HandTrial[] = [
+    { config: base[0]!, outcome: 'succeeded', summary: { accuracyFinal: 0.95, wallSeconds: 10 } },
+    { config: base[1]!, outcome: 'succeeded', summary: { accuracyFinal: 0.97, wallSeconds: 12 } },
+  ];
+  [0.9, 0.92, 0.94].forEach((acc, seed) =>
+    t.push({
+      config: cfg({ method: 'finetune', seed, start: fromBase(seed), compression: tucker(2) }),
+      outcome: 'succeeded',
+      summary: { accuracyFinal: acc, accuracyAfterDecomposition: 0.5 + seed / 10, paramsAfter: 30000, macsAfter: 200000, latencyAfterMs: 1 },
+      layers: [
+        { name: 'conv2', paramsBefore: 2400, paramsAfter: 800 },
+        { name: 'conv3', paramsBefore: 1600, paramsAfter: 1200 },
+      ],
+    }),
+  );
+  [0.93, 0.95].forEach((acc, seed) =>
+    t.push({ config: cfg({ method: 'distort', seed, compression: tucker(2) }), outcome: 'succeeded', summary: { accuracyFinal: acc, paramsAfter: 30000 } }),
+  );
+  t.push({ config: cfg({ method: 'distort', seed: 2, compression: tucker(2) }), outcome: 'diverged' });
+  t.push({ config: cfg({ method: 'distort', seed: 0, compression: tucker(2), distortion: { interval: 50 } }), outcome: 'succeeded', summary: { accuracyFinal: 0.91, paramsAfter: 30000 } });
+  t.push({
+    config: cfg({ method: 'finetune', seed: 0, compression: { decomposition: 'cp', rank: { kind: 'rank', rank: 4 } } }),
+    outcome: 'succeeded',
+    summary: { accuracyFinal: 0.88, paramsAfter: 30300 },
+  });
+  t.push({ config: cfg({ method: 'posttrain', seed: 0, compression: { decomposition: 'svd', rank: { kind: 'ratio', ratio: 4 } } }), outcome: 'succeeded', summary: { accuracyFinal: 0.6, paramsAfter: 15000 } });
+  t.push({ config: cfg({ method: 'posttrain', seed: 1, compression: { decomposition: 'svd', rank: { kind: 'ratio', ratio: 4 } } }), outcome: 'pending' });
+  return t;
+}
+
+function row(rows: readonly ReportRow[], pred: (r: ReportRow) => boolean): ReportRow {
+  const hits = rows.filter(pred);
+  expect(hits).toHaveLength(1);
+  return hits[0]!;
+}
+
+describe('aggregation over a hand-made database', () => {
+  it('groups seeds, computes mean / std / ratios, marks the best per ratio', () => {
+    tmp = createTempDb();
+    writeSweep(tmp.store!, 'hand', { name: 'hand' }, handSweep());
+    const loaded = loadSweep(tmp.path, 'hand');
+    expect(loaded.trials).toHaveLength(12);
+    expect(loaded.reproduces).toBeNull();
+    const rows = aggregate(loaded.trials);
+    expect(rows).toHaveLength(6);
+
+    const base = rows[0]!;
+    expect(base.isBaseline).toBe(true);
+    expect(base.accuracyFinal.mean).toBeCloseTo(0.96, 12);
+    expect(base.accuracyFinal.std).toBeCloseTo(Math.SQRT2 * 0.01, 12);
+    expect(base.wallSeconds.mean).toBe(11);
+    expect(base.seeds).toEqual([0, 1]);
+
+    // Three seeds starting from two different baseline trials are still one experiment.
+    const ft = row(rows, (r) => r.method === 'finetune' && r.decomposition === 'tucker2');
+    expect(ft.accuracyFinal.n).toBe(3);
+    expect(ft.accuracyFinal.mean).toBeCloseTo(0.92, 12);
+    expect(ft.accuracyFinal.std).toBeCloseTo(0.02, 12);
+    expect(ft.accuracyAfterDecomposition.mean).toBeCloseTo(0.6, 12);
+    expect(ft.paramsRatio.mean).toBeCloseTo(2, 12);
+    expect(ft.macsRatio.mean).toBeCloseTo(2, 12);
+    expect(ft.latencyRatio.mean).toBeCloseTo(2, 12);
+    expect(ft.layersRatio.mean).toBeCloseTo(2, 12);
+    expect(ft.targetRatio).toBe(2);
+    expect(ft.rank).toBe('ratio 2x');
+    expect(ft.best).toBe(false);
+
+    const d200 = row(rows, (r) => r.method === 'distort' && r.distortionInterval === 200);
+    expect(d200.status.succeeded).toBe(2);
+    expect(d200.status.diverged).toBe(1);
+    expect(d200.accuracyFinal.n).toBe(2);
+    expect(d200.accuracyFinal.mean).toBeCloseTo(0.94, 12);
+    expect(d200.variant).toBe('S_D=200');
+    expect(d200.best).toBe(true);
+    const d50 = row(rows, (r) => r.method === 'distort' && r.distortionInterval === 50);
+    expect(d50.variant).toBe('S_D=50');
+    expect(d50.accuracyFinal.std).toBeNull();
+
+    // A fixed rank has no target: its measured ratio (1.98) joins the 2x bucket.
+    const cp = row(rows, (r) => r.decomposition === 'cp');
+    expect(cp.targetRatio).toBeNull();
+    expect(cp.bucket).toBe(2);
+    expect(cp.best).toBe(false);
+    expect(rows.filter((r) => r.best)).toEqual([d200]);
+
+    const post = row(rows, (r) => r.method === 'posttrain');
+    expect(post.status).toMatchObject({ succeeded: 1, pending: 1 });
+    expect(post.bucket).toBe(4);
+    // Alone at its ratio: nothing to be best against.
+    expect(post.best).toBe(false);
+    expect(rows.at(-1)).toBe(post);
+
+    const report = buildReport(loaded.trials, { sweep: 'hand' });
+    expect(report.totals).toMatchObject({ trials: 12, succeeded: 10, diverged: 1, pending: 1 });
+    expect(report.rows.every((r) => r.paper === null)).toBe(true);
+  });
+
+  it('unknown sweep and missing database are typed errors', () => {
+    tmp = createTempDb();
+    writeSweep(tmp.store!, 'hand', { name: 'hand' }, handSweep().slice(0, 2));
+    expect(() => loadSweep(tmp!.path, 'nope')).toThrow(UnknownNameError);
+    try {
+      loadSweep(tmp.path, 'nope');
+    } catch (e) {
+      expect((e as UnknownNameError).allowed).toEqual(['hand']);
+    }
+    const missing = createTempDb({ create: false });
+    try {
+      expect(() => loadSweep(missing.path, 'hand')).toThrow(StoreError);
+      try {
+        loadSweep(missing.path, 'hand');
+      } catch (e) {
+        expect((e as StoreError).code).toBe('DB_MISSING');
+      }
+    } finally {
+      missing.cleanup();
+    }
+  });
+
+  it('reads the spec field reproduces', () => {
+    tmp = createTempDb();
+    writeSweep(tmp.store!, 'fig3', { name: 'fig3', reproduces: 'paper-fig3' }, handSweep().slice(0, 1));
+    writeSweep(tmp.store!, 'other', { name: 'other', reproduces: 'something-else' }, handSweep().slice(1, 2));
+    const s = ResultsStore.open(tmp.path, { readonly: true });
+    s.close();
+    expect(loadSweep(tmp.path, 'fig3').reproduces).toBe('paper-fig3');
+    expect(loadSweep(tmp.path, 'other').reproduces).toBeNull();
+  });
+});

@@ -1,0 +1,155 @@
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { trialKey, ValidationError } from '@flatrank/protocol';
+import {
+  buildReport,
+  formatReport,
+  paretoFront,
+  parseReportFormat,
+  plotData,
+  plotFormatOf,
+  renderPlotSvg,
+  svgToPng,
+  writeFileAtomic,
+  type ReportTrial,
+} from '../src/index.js';
+import { cfg, summary } from './helpers.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'flatrank-report-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function trial(config: ReturnType<typeof cfg>, acc: number, paramsAfter: number): ReportTrial {
+  return { key: trialKey(config), status: 'succeeded', config, summary: summary({ accuracyFinal: acc, paramsBefore: 1000, paramsAfter }), layers: [] };
+}
+const comp = (decomposition: 'tucker2' | 'cp', ratio: number) => ({ decomposition, rank: { kind: 'model-ratio' as const, ratio } });
+
+/** baseline (2 seeds); finetune and distort tucker2 at 2x and 4x (2 seeds each); cp at 2x (1 seed). */
+function trials(): ReportTrial[] {
+  const t: ReportTrial[] = [];
+  for (const seed of [0, 1]) {
+    t.push(trial(cfg({ method: 'baseline', seed }), 0.95 + seed * 0.01, 1000));
+    for (const [ratio, pa] of [[2, 500], [4, 250]] as const) {
+      t.push(trial(cfg({ method: 'finetune', seed, compression: comp('tucker2', ratio) }), 0.9 - ratio / 100 + seed * 0.01, pa));
+      t.push(trial(cfg({ method: 'distort', seed, compression: comp('tucker2', ratio) }), 0.92 - ratio / 100 + seed * 0.02, pa));
+    }
+  }
+  t.push(trial(cfg({ method: 'finetune', seed: 0, compression: comp('cp', 2) }), 0.85, 500));
+  return t;
+}
+
+describe('formats', () => {
+  const report = buildReport(trials(), { sweep: 'fmt', reproduces: 'paper-fig3' });
+
+  it('markdown: one table line per row, best marked, the paper column', () => {
+    const md = formatReport(report, 'md');
+    const lines = md.split('\n').filter((l) => l.startsWith('| '));
+    expect(lines).toHaveLength(1 + report.rows.length);
+    expect(lines[0]).toContain('paper %');
+    expect(lines[0]).toContain('Δ pts');
+    const best = lines.filter((l) => l.startsWith('| ★'));
+    expect(best).toHaveLength(2);
+    expect(best.every((l) => l.includes('distort tucker2'))).toBe(true);
+    // distort 2x: mean of 0.90 and 0.92 -> 91.00 ± 1.41, bold
+    expect(md).toContain('**91.00 ± 1.41**');
+    expect(md).toMatch(/baseline \(uncompressed\).*\| 92\.63 \| \+2\.87 \|/);
+    expect(md).toContain('Published rows without a counterpart here:');
+  });
+
+  it('markdown without a paper: no paper column', () => {
+    const md = formatReport(buildReport(trials(), { sweep: 'fmt' }), 'md');
+    expect(md).not.toContain('paper %');
+  });
+
+  it('csv: header + one line per row, mean and std columns, parseable numbers', () => {
+    const csv = formatReport(report, 'csv').trimEnd().split('\n');
+    expect(csv).toHaveLength(1 + report.rows.length);
+    const head = csv[0]!.split(',');
+    const cols = (i: number) => Object.fromEntries(head.map((h, j) => [h, csv[i]!.split(',')[j]]));
+    expect(head).toContain('accuracyFinal_mean');
+    expect(head).toContain('accuracyFinal_std');
+    const distort2 = csv.map((_, i) => cols(i)).find((c) => c['method'] === 'distort' && c['target_ratio'] === '2')!;
+    expect(Number(distort2['accuracyFinal_mean'])).toBeCloseTo(0.91, 12);
+    expect(distort2['best']).toBe('true');
+    expect(Number(distort2['paper_accuracy_pct'])).toBe(92.62);
+    expect(Number(distort2['n'])).toBe(2);
+  });
+
+  it('json: round-trips the report', () => {
+    const back = JSON.parse(formatReport(report, 'json'));
+    expect(back.sweep).toBe('fmt');
+    expect(back.rows).toHaveLength(report.rows.length);
+    expect(back.rows[0].accuracyFinal.mean).toBeCloseTo(0.955, 12);
+  });
+
+  it('unknown format is a ValidationError naming the allowed values', () => {
+    expect(() => parseReportFormat('html')).toThrow(ValidationError);
+    expect(() => parseReportFormat('html')).toThrow(/md, csv, json/);
+  });
+});
+
+describe('plot', () => {
+  const report = buildReport(trials(), { sweep: 'plot' });
+
+  it('Pareto front keeps the points nobody beats on both ratio and accuracy', () => {
+    const pts = [
+      { x: 2, y: 90, err: null },
+      { x: 2, y: 91, err: null },
+      { x: 4, y: 89, err: null },
+      { x: 3, y: 88, err: null },
+      { x: 8, y: 80, err: null },
+    ];
+    expect(paretoFront(pts).map((p) => [p.x, p.y])).toEqual([
+      [2, 91],
+      [4, 89],
+      [8, 80],
+    ]);
+  });
+
+  it('SVG: one polyline per method, error bars over seeds, Pareto front, baseline line, legend', () => {
+    const data = plotData(report);
+    expect(data.series.map((s) => s.label).sort()).toEqual(['distort tucker2', 'finetune cp', 'finetune tucker2']);
+    expect(data.baseline?.y).toBeCloseTo(95.5, 10);
+    const svg = renderPlotSvg(data);
+    expect(svg.startsWith('<?xml')).toBe(true);
+    expect(svg.match(/<polyline class="series-line"/g)).toHaveLength(3);
+    // 4 tucker2 points have 2 seeds (std > 0); the cp point has one seed: no bar.
+    expect(svg.match(/<g class="errorbar"/g)).toHaveLength(4);
+    expect(svg.match(/<circle class="point"/g)).toHaveLength(5);
+    expect(svg.match(/<line class="baseline"/g)).toHaveLength(1);
+    expect(svg.match(/<polyline class="pareto"/g)).toHaveLength(1);
+    // distort dominates at 2x and 4x: the front is its two points.
+    const front = /<polyline class="pareto"[^>]* points="([^"]+)"/.exec(svg)![1]!.split(' ');
+    expect(front).toHaveLength(2);
+    const legend = /<g class="legend">(.*?)<\/g>/s.exec(svg)![1]!;
+    expect(legend).toContain('uncompressed baseline');
+    expect(legend).toContain('Pareto front');
+    // Balanced tags: every opened element is closed.
+    const opened = (svg.match(/<(?!\/|\?)[a-z]+[^>]*[^/]>/g) ?? []).length;
+    const closed = (svg.match(/<\/[a-z]+>/g) ?? []).length;
+    expect(opened).toBe(closed);
+  });
+
+  it('paper-fig3 reproductions add the published curves', () => {
+    const svg = renderPlotSvg(plotData(buildReport(trials(), { sweep: 'p', reproduces: 'paper-fig3' })));
+    expect(svg.match(/<g class="series published"/g)).toHaveLength(2);
+  });
+
+  it('PNG: rasterised by resvg, written atomically', () => {
+    const png = svgToPng(renderPlotSvg(plotData(report)));
+    expect([...png.subarray(0, 8)]).toEqual([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+    // IHDR width = 2 x 800 (zoom 2)
+    expect(Buffer.from(png).readUInt32BE(16)).toBe(1600);
+    const file = join(dir, 'sub', 'plot.png');
+    writeFileAtomic(file, png);
+    expect(readFileSync(file).subarray(1, 4).toString()).toBe('PNG');
+    expect(readdirSync(join(dir, 'sub'))).toEqual(['plot.png']);
+  });
+
+  it('plot file extension decides the format', () => {
+    expect(plotFormatOf('a/b.SVG')).toBe('svg');
+    expect(plotFormatOf('x.png')).toBe('png');
+    expect(() => plotFormatOf('x.jpg')).toThrow(ValidationError);
+  });
+});
