@@ -1,4 +1,6 @@
 import type { Command } from 'commander';
+import { registerReport } from './report.js';
+import { registerPlot } from './plot.js';
 
 /**
  * Every command registers itself here (one import + one line each, so that commands added by
@@ -8,6 +10,8 @@ type Register = (program: Command) => void;
 
 const commands: Register[] = [
   // (commands are added here)
+  registerReport,
+  registerPlot,
 ];
 
 export function registerCommands(program: Command): void {
