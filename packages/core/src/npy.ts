@@ -75,8 +75,9 @@ export function readNpy(bytes: Uint8Array, file?: string): Tensor {
   if (available > expected) {
     throw fail(`NPY data has ${available - expected} unexpected trailing bytes after shape (${shape.join(', ')}) ${dtype}`, { shape, dtype, expected, available });
   }
-  // Copy so the result is aligned and does not alias the caller's buffer.
-  const raw = bytes.slice(dataStart, dataStart + expected);
+  // Copy so the result is aligned and does not alias the caller's buffer (Buffer#slice would alias).
+  const raw = new Uint8Array(expected);
+  raw.set(bytes.subarray(dataStart, dataStart + expected));
   if (bigEndian) {
     for (let i = 0; i < raw.length; i += itemSize) raw.subarray(i, i + itemSize).reverse();
   }

@@ -33,7 +33,7 @@ export function getNative(): NativeLinalg | null {
   try {
     const file = nativeAddonPath();
     if (!existsSync(file)) {
-      loadError = `not built (${file} is missing; run npm install in packages/core)`;
+      loadError = `not built (${file} is missing; build it with: npm run install -w @flatrank/core)`;
       loaded = null;
     } else {
       loaded = createRequire(import.meta.url)(file) as NativeLinalg;
