@@ -1,2 +1,4 @@
-export {};
+// @flatrank/testing: fakes shared by the tests of every package (never a runtime dependency).
 export * from './temp-db.js';
+export * from './fakes.js';
+export * from './redis.js';

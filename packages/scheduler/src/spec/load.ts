@@ -1,0 +1,104 @@
+/**
+ * Reading a spec: YAML text -> validated spec (SpecError with file, line, field path and what is
+ * allowed). Nothing here touches the database.
+ */
+import { readFileSync } from 'node:fs';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
+import type { z } from 'zod';
+import { canonicalJson, formatPath, sha256Hex, SpecError, zodToValidationError } from '@flatrank/protocol';
+import { specSchema, type ParsedSpec } from './schema.js';
+
+export interface Spec {
+  /** File the spec came from (undefined for text given directly). */
+  file: string | undefined;
+  text: string;
+  parsed: ParsedSpec;
+  /** sha256 of the canonical JSON of the validated spec. */
+  hash: string;
+  /** Line of a spec path (for messages about grid points found later). */
+  lineOf(path: ReadonlyArray<string | number>): number | undefined;
+}
+
+/** Reads and validates a spec file. */
+export function loadSpecFile(file: string): Spec {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new SpecError('(file)', `${file}: cannot read the spec${code === 'ENOENT' ? ': no such file' : `: ${(e as Error).message}`}`, { file, cause: e });
+  }
+  return parseSpecText(text, file);
+}
+
+/** Parses and validates spec text (YAML or JSON). */
+export function parseSpecText(text: string, file?: string): Spec {
+  const where = file ?? 'spec';
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const err = doc.errors[0]!;
+    const pos = err.linePos?.[0];
+    const at = pos ? `:${pos.line}:${pos.col}` : '';
+    throw new SpecError('(yaml)', `${where}${at}: invalid YAML: ${err.message.split('\n')[0]}`, { file, cause: err, context: { line: pos?.line, col: pos?.col } });
+  }
+  const lineOf = (path: ReadonlyArray<string | number>): number | undefined => nodeLine(doc, lineCounter, path);
+  const raw: unknown = doc.toJS({ maxAliasCount: 100 });
+  if (raw === null || raw === undefined)
+    throw new SpecError('(root)', `${where}: the spec is empty; expected a mapping with name, model, dataset, training, methods`, { file });
+  if (typeof raw !== 'object' || Array.isArray(raw))
+    throw new SpecError('(root)', `${where}: the spec must be a mapping (name: ..., model: ..., methods: ...), got ${Array.isArray(raw) ? 'a list' : typeof raw}`, { file });
+
+  const result = specSchema.safeParse(raw);
+  if (!result.success) throw specZodError(result.error, where, file, lineOf);
+  const parsed = result.data;
+  return { file, text, parsed, hash: sha256Hex(canonicalJson(parsed)), lineOf };
+}
+
+/** A SpecError for a field of the spec, with the line when known. */
+export function specError(
+  spec: Pick<Spec, 'file' | 'lineOf'>,
+  path: ReadonlyArray<string | number>,
+  message: string,
+  options: { cause?: unknown; context?: Record<string, unknown> } = {},
+): SpecError {
+  const field = formatPath('', path) || '(root)';
+  const line = spec.lineOf(path);
+  const where = `${spec.file ?? 'spec'}${line !== undefined ? `:${line}` : ''}`;
+  return new SpecError(field, `${where}: ${field}: ${message}`, { file: spec.file, cause: options.cause, context: { line, ...options.context } });
+}
+
+function specZodError(error: z.ZodError, where: string, file: string | undefined, lineOf: Spec['lineOf']): SpecError {
+  const v = zodToValidationError(error, '');
+  const first = error.issues[0]!;
+  const field = v.field || '(root)';
+  // zod reports unknown keys on the parent object: point at the first unknown key's line instead.
+  const linePath = first.code === 'unrecognized_keys' ? [...first.path, first.keys[0]!] : first.path;
+  const line = lineOf(linePath) ?? lineOf(first.path);
+  const loc = `${where}${line !== undefined ? `:${line}` : ''}`;
+  const message = v.message.startsWith(': ') ? `(root)${v.message}` : v.message;
+  return new SpecError(field, `${loc}: ${message}`, { file, cause: error, context: { line, issues: v.context['issues'] } });
+}
+
+/** Line (1-based) of the deepest existing node along the path. */
+function nodeLine(doc: Document, lc: LineCounter, path: ReadonlyArray<string | number>): number | undefined {
+  let node: unknown = doc.contents;
+  let best: number | undefined = rangeLine(node, lc);
+  for (const key of path) {
+    if (isMap(node)) {
+      const pair = node.items.find((p) => (isScalar(p.key) ? p.key.value : p.key) === key);
+      if (!pair) break;
+      best = rangeLine(pair.key, lc) ?? best;
+      node = pair.value;
+    } else if (isSeq(node) && typeof key === 'number') {
+      node = node.items[key];
+      best = rangeLine(node, lc) ?? best;
+    } else break;
+  }
+  return best;
+}
+
+function rangeLine(node: unknown, lc: LineCounter): number | undefined {
+  const range = (node as { range?: [number, number, number] } | null)?.range;
+  return range ? lc.linePos(range[0]).line : undefined;
+}
