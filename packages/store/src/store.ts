@@ -573,7 +573,8 @@ export class ResultsStore {
         `UPDATE trials SET git_commit = @gitCommit, git_dirty = @gitDirty, package_versions = @packageVersions, node_version = @nodeVersion,
            backend = @backend, backend_version = @backendVersion, device_name = @device, host = @host,
            cuda_visible_devices = @cudaVisibleDevices, pid = @pid
-         WHERE id = @id`,
+         WHERE id = @id AND (git_commit, git_dirty, package_versions, node_version, backend, backend_version, device_name, host, cuda_visible_devices, pid)
+           IS NOT (@gitCommit, @gitDirty, @packageVersions, @nodeVersion, @backend, @backendVersion, @device, @host, @cudaVisibleDevices, @pid)`,
       ).run({
         id: trialId,
         gitCommit: env.gitCommit ?? null,

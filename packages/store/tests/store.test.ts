@@ -1,0 +1,312 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { StoreError, ValidationError, trialKey, type TrialEnvelope } from '@flatrank/protocol';
+import { createTempDb, tempDbTrialConfig, tempDbTrialEvents, type TempDb } from '@flatrank/testing';
+import { ResultsStore } from '../src/index.js';
+
+let tmp: TempDb;
+let store: ResultsStore;
+beforeEach(() => {
+  tmp = createTempDb();
+  store = tmp.store!;
+});
+afterEach(() => tmp.cleanup());
+
+function grid(n: number) {
+  return Array.from({ length: n }, (_, seed) => {
+    const config = tempDbTrialConfig({ seed });
+    return { key: trialKey(config), config };
+  });
+}
+
+function sweep(name = 's1') {
+  return store.upsertSweep({ name, specText: 'spec', specResolved: { a: 1 }, specHash: 'h1' }).id;
+}
+
+describe('sweeps and grid insert', () => {
+  it('upsertSweep creates once and updates the spec afterwards', () => {
+    const a = store.upsertSweep({ name: 's', specText: 'v1', specResolved: { v: 1 }, specHash: 'h1' });
+    const b = store.upsertSweep({ name: 's', specText: 'v2', specResolved: { v: 2 }, specHash: 'h2' });
+    expect(a.created).toBe(true);
+    expect(b).toEqual({ id: a.id, created: false });
+    expect(store.getSweep('s')).toMatchObject({ id: a.id, specText: 'v2', specResolved: { v: 2 }, specHash: 'h2', finishedAt: null });
+    store.finishSweep(a.id, 1234);
+    expect(store.getSweep('s')!.finishedAt).toBe(1234);
+    expect(store.getSweep('nope')).toBeUndefined();
+  });
+
+  it('insertTrials is idempotent by trial key and fills the axis columns', () => {
+    const id = sweep();
+    const g = grid(5);
+    expect(store.insertTrials(id, g)).toEqual({ inserted: 5, existing: 0 });
+    expect(store.insertTrials(id, g)).toEqual({ inserted: 0, existing: 5 });
+    expect(store.insertTrials(id, grid(7))).toEqual({ inserted: 2, existing: 5 });
+    const rows = store.listTrials({ sweepId: id });
+    expect(rows).toHaveLength(7);
+    expect(rows[3]).toMatchObject({ status: 'pending', attempts: 0, key: g[3]!.key, config: g[3]!.config });
+    expect(rows[3]!.axes).toEqual({
+      model: 'lenet5',
+      dataset: 'mnist',
+      method: 'finetune',
+      decomposition: 'tucker2',
+      scheme: null,
+      rankPolicy: 'ratio=2',
+      targetRatio: 2,
+      distortionInterval: null,
+      seed: 3,
+      lr: 0.05,
+      epochs: 1,
+      batchSize: 32,
+    });
+    expect(store.trialCounts(id)).toEqual({ pending: 7, running: 0, succeeded: 0, failed: 0, diverged: 0, cancelled: 0 });
+  });
+
+  it('a config shared by two sweeps is one trial row that belongs to both', () => {
+    const a = sweep('a');
+    const b = sweep('b');
+    const g = grid(3);
+    store.insertTrials(a, g);
+    expect(store.insertTrials(b, g.slice(1))).toEqual({ inserted: 0, existing: 2 });
+    expect(store.listTrials({ sweepId: b }).map((t) => t.key)).toEqual(g.slice(1).map((t) => t.key));
+    expect(store.trialCounts(b).pending).toBe(2);
+    expect(store.claimTrial({ sweepId: b, worker: 'w', leaseMs: 1000, maxAttempts: 2 })!.key).toBe(g[1]!.key);
+  });
+
+  it('rejects a key that is not trialKey(config) and writes nothing', () => {
+    const id = sweep();
+    const g = grid(2);
+    expect(() => store.insertTrials(id, [g[0]!, { key: g[0]!.key, config: g[1]!.config }])).toThrow(ValidationError);
+    expect(store.listTrials({})).toHaveLength(0);
+    expect(() => store.insertTrials(999, g)).toThrow(/no sweep with id 999/);
+  });
+});
+
+describe('claims and leases', () => {
+  it('claims each pending trial once, in order, then returns null', () => {
+    const id = sweep();
+    const g = grid(3);
+    store.insertTrials(id, g);
+    const got = [1, 2, 3].map(() => store.claimTrial({ sweepId: id, worker: 'w1', device: 'cuda:0', leaseMs: 60_000, maxAttempts: 2, now: 1000 }));
+    expect(got.map((c) => c!.key)).toEqual(g.map((t) => t.key));
+    expect(got[0]).toMatchObject({ attempt: 1, sweepId: id, dependsOn: [], config: g[0]!.config });
+    expect(store.claimTrial({ sweepId: id, worker: 'w1', leaseMs: 60_000, maxAttempts: 2, now: 2000 })).toBeNull();
+    expect(store.getTrial(g[0]!.key)).toMatchObject({ status: 'running', attempts: 1, worker: 'w1', device: 'cuda:0', leaseExpiresAt: 61_000, startedAt: 1000 });
+  });
+
+  it('holds a trial back until every dependency has succeeded', () => {
+    const id = sweep();
+    const [a, b] = grid(2);
+    store.insertTrials(id, [{ ...b!, dependsOn: [a!.key] }, a!]);
+    const first = store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 1000, maxAttempts: 1, now: 0 })!;
+    expect(first.key).toBe(a!.key);
+    expect(store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 1000, maxAttempts: 1, now: 1 })).toBeNull();
+    store.applyEvents(tempDbTrialEvents(a!.key, 1), 2);
+    const second = store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 1000, maxAttempts: 1, now: 3 })!;
+    expect(second).toMatchObject({ key: b!.key, dependsOn: [a!.key] });
+  });
+
+  it('re-claims a running trial whose lease expired; the old attempt loses heartbeat and its events are ignored', () => {
+    const id = sweep();
+    const [t] = grid(1);
+    store.insertTrials(id, [t!]);
+    const c1 = store.claimTrial({ sweepId: id, worker: 'w1', leaseMs: 1000, maxAttempts: 3, now: 0 })!;
+    expect(store.heartbeat(t!.key, 1, 1000, 900)).toBe(true); // lease now until 1900
+    expect(store.claimTrial({ sweepId: id, worker: 'w2', leaseMs: 1000, maxAttempts: 3, now: 1800 })).toBeNull();
+    const c2 = store.claimTrial({ sweepId: id, worker: 'w2', leaseMs: 1000, maxAttempts: 3, now: 2000 })!;
+    expect(c2).toMatchObject({ key: c1.key, attempt: 2 });
+    expect(store.heartbeat(t!.key, 1, 1000, 2100)).toBe(false);
+    expect(store.heartbeat(t!.key, 2, 1000, 2100)).toBe(true);
+    // The stale attempt reports success: ignored; the trial stays running for attempt 2.
+    const stale = store.applyEvents(tempDbTrialEvents(t!.key, 1));
+    expect(stale.applied).toBe(0);
+    expect(store.getTrial(t!.key)).toMatchObject({ status: 'running', attempts: 2, worker: 'w2' });
+    expect(store.db.prepare('SELECT count(*) FROM metrics').pluck().get()).toBe(0);
+    expect(store.db.prepare('SELECT count(*) FROM results').pluck().get()).toBe(0);
+    store.applyEvents(tempDbTrialEvents(t!.key, 2));
+    expect(store.getTrial(t!.key)!.status).toBe('succeeded');
+  });
+
+  it('an expired lease after maxAttempts attempts fails the trial instead of re-running it', () => {
+    const id = sweep();
+    const [t] = grid(1);
+    store.insertTrials(id, [t!]);
+    store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 10, maxAttempts: 2, now: 0 });
+    store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 10, maxAttempts: 2, now: 100 });
+    expect(store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 10, maxAttempts: 2, now: 200 })).toBeNull();
+    expect(store.getTrial(t!.key)).toMatchObject({ status: 'failed', attempts: 2, errorCode: 'LEASE_EXPIRED' });
+  });
+
+  it('retries retryable failures up to maxAttempts, never non-retryable failures or divergence', () => {
+    const id = sweep();
+    const [a, b, c] = grid(3);
+    store.insertTrials(id, [a!, b!, c!]);
+    const claim = () => store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 60_000, maxAttempts: 2 });
+    for (let i = 0; i < 3; i++) claim();
+    const err = { name: 'Error', code: 'X', message: 'boom' };
+    store.applyEvents([
+      { trialKey: a!.key, attempt: 1, seq: 0, event: { type: 'failed', error: err, retryable: true } },
+      { trialKey: b!.key, attempt: 1, seq: 0, event: { type: 'failed', error: err, retryable: false } },
+      { trialKey: c!.key, attempt: 1, seq: 0, event: { type: 'diverged', reason: 'loss is NaN', step: 7 } },
+    ]);
+    expect(store.getTrial(a!.key)).toMatchObject({ status: 'failed', retryable: true, error: 'boom', errorCode: 'X' });
+    expect(store.getTrial(c!.key)).toMatchObject({ status: 'diverged', retryable: false, error: 'loss is NaN' });
+    const again = claim()!;
+    expect(again).toMatchObject({ key: a!.key, attempt: 2 });
+    expect(store.endAttempt(a!.key, 2, { status: 'failed', error: 'worker exited with code 1', retryable: true })).toBe(true);
+    expect(claim()).toBeNull(); // a: out of attempts; b: not retryable; c: diverged
+    expect(store.trialCounts(id)).toMatchObject({ failed: 2, diverged: 1 });
+  });
+
+  it('endAttempt acts only on the running attempt it names; pending puts the trial back', () => {
+    const id = sweep();
+    const [t] = grid(1);
+    store.insertTrials(id, [t!]);
+    store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 1000, maxAttempts: 3 });
+    expect(store.endAttempt(t!.key, 7, { status: 'cancelled' })).toBe(false);
+    expect(store.endAttempt(t!.key, 1, { status: 'pending' })).toBe(true);
+    expect(store.getTrial(t!.key)).toMatchObject({ status: 'pending', worker: null, leaseExpiresAt: null });
+    expect(store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 1000, maxAttempts: 3 })!.attempt).toBe(2);
+    expect(store.endAttempt(t!.key, 2, { status: 'cancelled', error: 'sweep stopped' })).toBe(true);
+    expect(store.getTrial(t!.key)).toMatchObject({ status: 'cancelled', errorCode: 'CANCELLED' });
+    expect(store.endAttempt(t!.key, 2, { status: 'failed' })).toBe(false);
+  });
+
+  it('cancelBlocked cancels pending trials whose dependency can no longer succeed', () => {
+    const id = sweep();
+    const [a, b, c] = grid(3);
+    store.insertTrials(id, [a!, { ...b!, dependsOn: [a!.key] }, c!]);
+    store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 1000, maxAttempts: 1 });
+    store.applyEvents([{ trialKey: a!.key, attempt: 1, seq: 0, event: { type: 'diverged', reason: 'nan', step: 1 } }]);
+    expect(store.cancelBlocked(id, 1)).toEqual([b!.key]);
+    expect(store.getTrial(b!.key)).toMatchObject({ status: 'cancelled', errorCode: 'DEPENDENCY_FAILED' });
+    expect(store.getTrial(c!.key)!.status).toBe('pending');
+  });
+
+  it('validates claim options', () => {
+    expect(() => store.claimTrial({ sweepId: 1, worker: 'w', leaseMs: 0, maxAttempts: 1 })).toThrow(/leaseMs/);
+    expect(() => store.claimTrial({ sweepId: 1, worker: '', leaseMs: 10, maxAttempts: 1 })).toThrow(/worker/);
+  });
+});
+
+describe('applyEvents', () => {
+  function runOne() {
+    const id = sweep();
+    const [t] = grid(1);
+    store.insertTrials(id, [t!]);
+    const c = store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 60_000, maxAttempts: 3 })!;
+    return { id, key: c.key, events: tempDbTrialEvents(c.key, c.attempt, { steps: 4, accuracy: 0.87 }) };
+  }
+  const count = (table: string) => store.db.prepare(`SELECT count(*) FROM ${table}`).pluck().get();
+
+  it('stores every event kind, and the same envelopes applied twice are stored once', () => {
+    const { key, events } = runOne();
+    const first = store.applyEvents(events);
+    expect(first).toEqual({ applied: events.length, ignored: 0 });
+    const snapshot = () => ({
+      metrics: count('metrics'),
+      layers: count('layers'),
+      results: count('results'),
+      artifacts: count('artifacts'),
+      trial: store.getTrial(key),
+    });
+    const before = snapshot();
+    expect(store.applyEvents(events)).toEqual({ applied: 0, ignored: events.length });
+    // Redelivered in a different batch split and order: still stored once.
+    store.applyEvents([...events.slice(3), ...events.slice(0, 3)]);
+    expect(snapshot()).toEqual(before);
+    expect(before).toMatchObject({ metrics: 5, layers: 1, results: 1, artifacts: 1 });
+    const t = before.trial!;
+    expect(t).toMatchObject({ status: 'succeeded', lastStep: 4, leaseExpiresAt: null });
+    expect(t.environment).toMatchObject({ gitCommit: '0123456789abcdef0123456789abcdef01234567', gitDirty: false, backend: 'cpu', device: 'test CPU', host: 'testhost' });
+    const r = store.db.prepare('SELECT * FROM trial_summary WHERE key = ?').get(key) as Record<string, unknown>;
+    expect(r).toMatchObject({ accuracy_final: 0.87, accuracy_after_decomposition: 0.5, params_ratio: 2, macs_ratio: 1.6, wall_seconds: 3.5, latency_after_ms: 1.5 });
+    expect(store.db.prepare('SELECT layer, ranks, params_ratio FROM trial_layers').get()).toEqual({ layer: 'conv2', ranks: '[3,8]', params_ratio: 2 });
+    expect(store.db.prepare("SELECT value FROM latest_metrics WHERE name = 'loss'").pluck().get()).toBe(0.5);
+    expect(store.artifacts(key)).toEqual([{ kind: 'checkpoint', path: `checkpoints/${key}.ckpt` }]);
+  });
+
+  it('a second finished event cannot overwrite the result; failure after success is ignored', () => {
+    const { key, events } = runOne();
+    store.applyEvents(events);
+    const fin = events.at(-1)!;
+    const again: TrialEnvelope = { ...fin, seq: 99, event: { type: 'finished', summary: { ...(fin.event as { summary: never }).summary, accuracyFinal: 0.1 } } as TrialEnvelope['event'] };
+    store.applyEvents([again, { trialKey: key, attempt: 1, seq: 100, event: { type: 'failed', error: { name: 'E', code: 'E', message: 'late' }, retryable: true } }]);
+    expect(store.db.prepare('SELECT accuracy_final FROM results').pluck().get()).toBe(0.87);
+    expect(store.getTrial(key)!.status).toBe('succeeded');
+  });
+
+  it('ignores unknown trials and future attempts; a bad phase aborts the whole batch', () => {
+    const { key } = runOne();
+    const stats = store.applyEvents([
+      { trialKey: 'f'.repeat(64), attempt: 1, seq: 0, event: { type: 'heartbeat', step: 1, epoch: 0 } },
+      { trialKey: key, attempt: 5, seq: 0, event: { type: 'metric', step: 1, epoch: 0, phase: 'train', name: 'loss', value: 1 } },
+      { trialKey: key, attempt: 1, seq: 0, event: { type: 'heartbeat', step: 3, epoch: 0 } },
+    ]);
+    expect(stats).toEqual({ applied: 1, ignored: 2 });
+    expect(store.getTrial(key)!.lastStep).toBe(3);
+    const bad = { trialKey: key, attempt: 1, seq: 1, event: { type: 'metric', step: 1, epoch: 0, phase: 'warmup', name: 'x', value: 1 } } as unknown as TrialEnvelope;
+    const good: TrialEnvelope = { trialKey: key, attempt: 1, seq: 2, event: { type: 'metric', step: 1, epoch: 0, phase: 'train', name: 'x', value: 1 } };
+    expect(() => store.applyEvents([good, bad])).toThrow(/phase/);
+    expect(count('metrics')).toBe(0);
+  });
+
+  it('stores non-finite metric values as NULL', () => {
+    const { key } = runOne();
+    store.applyEvents([{ trialKey: key, attempt: 1, seq: 0, event: { type: 'metric', step: 1, epoch: 0, phase: 'train', name: 'loss', value: Number.NaN } }]);
+    expect(store.db.prepare('SELECT value FROM metrics').pluck().get()).toBeNull();
+  });
+});
+
+describe('read-only connections and lookups', () => {
+  it('refuses every write with WRITE_REFUSED', () => {
+    const id = sweep();
+    store.insertTrials(id, grid(1));
+    const ro = ResultsStore.open(tmp.path, { readonly: true });
+    try {
+      expect(ro.listTrials({ sweepId: id })).toHaveLength(1);
+      for (const f of [
+        () => ro.upsertSweep({ name: 'x', specText: '', specResolved: null, specHash: '' }),
+        () => ro.claimTrial({ sweepId: id, worker: 'w', leaseMs: 1, maxAttempts: 1 }),
+        () => ro.applyEvents([]),
+        () => ro.finishSweep(id),
+      ]) {
+        try {
+          f();
+          throw new Error('expected a refusal');
+        } catch (e) {
+          expect(e).toBeInstanceOf(StoreError);
+          expect((e as StoreError).code).toBe('WRITE_REFUSED');
+        }
+      }
+      // The connection itself is read-only too.
+      expect(() => ro.db.prepare('DELETE FROM trials').run()).toThrow(/readonly|read-only/i);
+    } finally {
+      ro.close();
+    }
+  });
+
+  it('getTrial by unique prefix; an ambiguous prefix lists the candidates', () => {
+    const id = sweep();
+    const g = grid(40);
+    store.insertTrials(id, g);
+    const k = g[5]!.key;
+    expect(store.getTrial(k.slice(0, 12))!.key).toBe(k);
+    expect(store.getTrial(k.toUpperCase())!.key).toBe(k);
+    expect(store.getTrial('zzzz')).toBeUndefined();
+    expect(() => store.getTrial('ab')).toThrow(/at least 4/);
+    // Two crafted keys sharing a 4-character prefix (written directly; configs are irrelevant here).
+    const ins = store.db.prepare(
+      "INSERT INTO trials (sweep_id, key, config, model, dataset, method, seed, lr, epochs, batch_size, created_at) VALUES (?, ?, '{}', 'lenet5', 'mnist', 'baseline', 0, 0.1, 1, 32, 0)",
+    );
+    ins.run(id, `abcd1${'0'.repeat(59)}`);
+    ins.run(id, `abcd2${'0'.repeat(59)}`);
+    try {
+      store.getTrial('abcd');
+      throw new Error('expected AMBIGUOUS_PREFIX');
+    } catch (e) {
+      expect(e).toBeInstanceOf(ValidationError);
+      expect((e as ValidationError).code).toBe('AMBIGUOUS_PREFIX');
+      expect((e as ValidationError).message).toMatch(/abcd1.*abcd2/);
+    }
+    expect(store.getTrial('abcd2')!.key).toBe(`abcd2${'0'.repeat(59)}`);
+  });
+});
