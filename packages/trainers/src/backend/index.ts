@@ -1,0 +1,15 @@
+export {
+  initBackend,
+  registerBackendCandidate,
+  installedBackends,
+  currentBackend,
+  type BackendInfo,
+  type BackendCandidate,
+  type LoadedBackend,
+  type InitBackendOptions,
+} from './registry.js';
+export { runEnvironment } from './environment.js';
+export { cpuModel, gpuNames, packageVersion } from './device.js';
+export { WASM_HEAP_LIMIT_BYTES, wasmHeapBytes } from './wasm.js';
+export { estimateTrainingMemory, checkTrainingMemory, withMemoryGuard, isOutOfMemoryError, type MemoryEstimate } from './memory.js';
+export { registerWasmKernels, CUSTOM_WASM_KERNELS } from './wasm-kernels.js';

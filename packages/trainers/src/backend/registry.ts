@@ -1,0 +1,260 @@
+/**
+ * Backend selection. Candidates in preference order: tensorflow (tfjs-node-gpu, then tfjs-node) ->
+ * native (issue 5, plugs itself in) -> wasm (SIMD + flatrank's custom training kernels) -> cpu.
+ * 'auto' takes the first installed one that loads; a forced backend that is missing or fails to
+ * load is a BackendUnavailableError naming what is installed.
+ */
+import { existsSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import * as tf from '@tensorflow/tfjs-core';
+import { BACKENDS, BackendUnavailableError, UnknownNameError, type BackendName } from '@flatrank/protocol';
+import { cpuModel, gpuNames, isResolvable, packageVersion } from './device.js';
+
+/** What a candidate reports once it has loaded and made itself the active TF.js backend. */
+export interface LoadedBackend {
+  /** Version of the package (or library) that implements the backend. */
+  version: string;
+  /** Intra-op threads the backend computes with. */
+  threads: number;
+  /** Device it computes on (defaults to the CPU model). */
+  device?: string;
+  /** wasm: SIMD in use. */
+  simd?: boolean | null;
+  /** Kernels flatrank registered on top of the stock backend. */
+  customKernels?: string[];
+  /** Hard cap of the backend's memory (wasm: the 4 GiB heap), null when none. */
+  heapLimitBytes?: number | null;
+}
+
+export interface BackendCandidate {
+  /** Cheap presence check (resolves packages / files; loads nothing heavy). */
+  isInstalled(): boolean | Promise<boolean>;
+  /**
+   * Loads the backend, registers it with TF.js and makes it active (tf.setBackend). Must be
+   * idempotent: initBackend calls it again when switching back. Throws when installed but broken.
+   */
+  load(): Promise<LoadedBackend>;
+}
+
+export interface BackendInfo {
+  name: BackendName;
+  /** Version of the backend's implementation (tfjs-node, tfjs-backend-wasm, ...). */
+  version: string;
+  /** CPU model or GPU name. */
+  device: string;
+  threads: number;
+  simd: boolean | null;
+  customKernels: string[];
+  heapLimitBytes: number | null;
+  /** @tensorflow/tfjs-core version. */
+  tfjsVersion: string;
+  /** 'auto' or the forced name, and where the choice came from. */
+  requested: BackendName | 'auto';
+  requestedBy: 'option' | 'env' | 'default';
+  /** Backends found installed at selection time, in preference order. */
+  installed: BackendName[];
+  /** Candidates 'auto' passed over, with why (absent, or failed to load). */
+  skipped: Array<{ name: BackendName; reason: string }>;
+}
+
+const candidates = new Map<BackendName, BackendCandidate>();
+
+/**
+ * Adds or replaces the candidate for a backend name. The native backend (issue 5) calls
+ * `registerBackendCandidate('native', ...)`; it is also discovered without any registration when
+ * src/native/backend.(ts|js) exists next to this package's backend folder and exports
+ * `nativeBackendCandidate: BackendCandidate`.
+ */
+export function registerBackendCandidate(name: BackendName, candidate: BackendCandidate): void {
+  if (!(BACKENDS as readonly string[]).includes(name)) throw new UnknownNameError('backend', name, BACKENDS);
+  candidates.set(name, candidate);
+  loaded.delete(name);
+}
+
+/** The backends whose packages are present, in preference order. */
+export async function installedBackends(): Promise<BackendName[]> {
+  const out: BackendName[] = [];
+  for (const name of BACKENDS) {
+    const c = candidates.get(name);
+    if (c && (await safeInstalled(c))) out.push(name);
+  }
+  return out;
+}
+
+const loaded = new Map<BackendName, BackendInfo>();
+let active: BackendInfo | null = null;
+
+/** The backend chosen by the last initBackend call (null before). */
+export function currentBackend(): BackendInfo | null {
+  return active && tf.getBackend() === tfjsNameOf(active.name) ? active : null;
+}
+
+function tfjsNameOf(name: BackendName): string {
+  return name === 'tensorflow' ? 'tensorflow' : name;
+}
+
+export interface InitBackendOptions {
+  /** A backend name forces it; 'auto' (or absent) defers to FLATRANK_BACKEND, then the preference order. */
+  backend?: BackendName | 'auto' | undefined;
+  /** Environment to read FLATRANK_BACKEND from (tests). */
+  env?: NodeJS.ProcessEnv;
+}
+
+export async function initBackend(opts: InitBackendOptions = {}): Promise<BackendInfo> {
+  const env = opts.env ?? process.env;
+  let requested: BackendName | 'auto' = 'auto';
+  let requestedBy: BackendInfo['requestedBy'] = 'default';
+  const allowed = [...BACKENDS, 'auto'] as const;
+  if (opts.backend !== undefined && opts.backend !== 'auto') {
+    requested = checkName('backend', opts.backend, allowed);
+    requestedBy = 'option';
+  } else if (env['FLATRANK_BACKEND']) {
+    requested = checkName('FLATRANK_BACKEND', env['FLATRANK_BACKEND'], allowed);
+    requestedBy = requested === 'auto' ? 'default' : 'env';
+  }
+  const installed = await installedBackends();
+  const order: BackendName[] = requested === 'auto' ? [...BACKENDS] : [requested];
+  const skipped: BackendInfo['skipped'] = [];
+  for (const name of order) {
+    const c = candidates.get(name);
+    if (!c || !installed.includes(name)) {
+      if (requested !== 'auto')
+        throw new BackendUnavailableError(
+          `backend '${name}' is not installed${hint(name)}; installed backends: ${installed.join(', ') || 'none'}`,
+          { context: { requested: name, installed } },
+        );
+      skipped.push({ name, reason: 'not installed' });
+      continue;
+    }
+    try {
+      const info = await activate(name, c, { requested, requestedBy, installed, skipped });
+      active = info;
+      return info;
+    } catch (e) {
+      if (requested !== 'auto')
+        throw new BackendUnavailableError(
+          `backend '${name}' is installed but failed to load: ${(e as Error).message}; installed backends: ${installed.join(', ')}`,
+          { context: { requested: name, installed }, cause: e },
+        );
+      skipped.push({ name, reason: `failed to load: ${(e as Error).message}` });
+    }
+  }
+  throw new BackendUnavailableError(`no TF.js backend could be loaded (${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')})`, {
+    context: { skipped },
+  });
+}
+
+async function activate(
+  name: BackendName,
+  c: BackendCandidate,
+  sel: Pick<BackendInfo, 'requested' | 'requestedBy' | 'installed' | 'skipped'>,
+): Promise<BackendInfo> {
+  const l = await c.load();
+  await tf.ready();
+  if (tf.getBackend() !== tfjsNameOf(name)) throw new Error(`TF.js active backend is '${tf.getBackend()}' after loading '${name}'`);
+  const info: BackendInfo = {
+    name,
+    version: l.version,
+    device: l.device ?? cpuModel(),
+    threads: l.threads,
+    simd: l.simd ?? null,
+    customKernels: l.customKernels ?? [],
+    heapLimitBytes: l.heapLimitBytes ?? null,
+    tfjsVersion: tf.version_core,
+    ...sel,
+  };
+  loaded.set(name, info);
+  return info;
+}
+
+function hint(name: BackendName): string {
+  switch (name) {
+    case 'tensorflow':
+      return ' (npm install @tensorflow/tfjs-node or @tensorflow/tfjs-node-gpu; their install downloads libtensorflow)';
+    case 'native':
+      return ' (the native CPU backend of issue 5 is not built)';
+    default:
+      return '';
+  }
+}
+
+function checkName<T extends string>(field: string, got: string, allowed: readonly T[]): T {
+  if (!(allowed as readonly string[]).includes(got)) throw new UnknownNameError(field, got, allowed);
+  return got as T;
+}
+
+async function safeInstalled(c: BackendCandidate): Promise<boolean> {
+  try {
+    return await c.isInstalled();
+  } catch {
+    return false;
+  }
+}
+
+// ---- built-in candidates -------------------------------------------------------------------
+
+const TFJS_NODE_PACKAGES = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'] as const;
+
+registerBackendCandidate('tensorflow', {
+  isInstalled: () => TFJS_NODE_PACKAGES.some((p) => isResolvable(p)),
+  async load() {
+    const pkg = TFJS_NODE_PACKAGES.find((p) => isResolvable(p))!;
+    // A variable specifier: these optional packages have no types here and are usually absent.
+    const spec: string = pkg;
+    await import(spec);
+    if (!(await tf.setBackend('tensorflow'))) throw new Error(`${pkg} did not register the 'tensorflow' backend`);
+    const gpus = pkg.endsWith('-gpu') ? gpuNames() : null;
+    return {
+      version: `${pkg}@${packageVersion(pkg) ?? '?'}`,
+      threads: cpus().length,
+      device: gpus && gpus.length ? gpus.join(', ') : cpuModel(),
+    };
+  },
+});
+
+/** Where the native backend of issue 5 lives (next to backend/, in src or dist). */
+function nativeModuleUrl(): URL | null {
+  for (const f of ['../native/backend.js', '../native/backend.ts']) {
+    const u = new URL(f, import.meta.url);
+    if (existsSync(fileURLToPath(u))) return u;
+  }
+  return null;
+}
+
+registerBackendCandidate('native', {
+  isInstalled: async () => {
+    const u = nativeModuleUrl();
+    if (!u) return false;
+    const c = await nativeCandidate(u);
+    return c ? await c.isInstalled() : false;
+  },
+  async load() {
+    const u = nativeModuleUrl();
+    const c = u ? await nativeCandidate(u) : null;
+    if (!c) throw new Error('the native backend module is missing');
+    return c.load();
+  },
+});
+
+async function nativeCandidate(u: URL): Promise<BackendCandidate | null> {
+  const mod = (await import(pathToFileURL(fileURLToPath(u)).href)) as { nativeBackendCandidate?: BackendCandidate };
+  return mod.nativeBackendCandidate ?? null;
+}
+
+registerBackendCandidate('wasm', {
+  isInstalled: () => isResolvable('@tensorflow/tfjs-backend-wasm'),
+  async load() {
+    const { loadWasmBackend } = await import('./wasm.js');
+    return loadWasmBackend();
+  },
+});
+
+registerBackendCandidate('cpu', {
+  isInstalled: () => isResolvable('@tensorflow/tfjs-backend-cpu'),
+  async load() {
+    await import('@tensorflow/tfjs-backend-cpu');
+    if (!(await tf.setBackend('cpu'))) throw new Error("tfjs-backend-cpu did not register the 'cpu' backend");
+    return { version: packageVersion('@tensorflow/tfjs-backend-cpu') ?? tf.version_core, threads: 1 };
+  },
+});

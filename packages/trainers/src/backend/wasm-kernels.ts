@@ -1,0 +1,321 @@
+/**
+ * Custom kernels that make the TF.js wasm backend train conv nets fast (measured variants in
+ * shared/reference/wasm-conv-kernels.js):
+ * - Conv2DBackpropFilter (absent from tfjs-backend-wasm 4.22): dW as ONE dilated XNNPACK Conv2D on
+ *   transposed tensors, x^T [C, Hp, Wp, N] (*) dy^T [OH, OW, N, OC] with dilation = stride. Correct
+ *   for strides > 1 (reusing Conv3DBackpropFilterV2 with depth 1 is not).
+ * - Conv2DBackpropInput: the stock kernel is ~10x slower; dx is an XNNPACK Conv2D of the zero-dilated
+ *   dy with the flipped, transposed filter.
+ * - DepthwiseConv2dNativeBackpropFilter / -Input (absent from tfjs-backend-wasm; the CP chain uses
+ *   depthwise convs): per-tap products and the flipped depthwise conv of the zero-dilated dy.
+ * - FusedBatchNorm gradient: the same maths as tfjs-core's, with broadcasting instead of Tile.
+ * Kernels call other wasm kernels directly (not tf ops) so nothing is recorded on the tape, and
+ * dispose every intermediate.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+// tfjs-layers registers TF.js's gradients on import; ours must override after that.
+import '@tensorflow/tfjs-layers';
+import { backend_util } from '@tensorflow/tfjs-core';
+import type { KernelBackend, NamedAttrMap, NamedTensorInfoMap, Tensor, TensorInfo } from '@tensorflow/tfjs-core';
+
+type Pad = 'valid' | 'same' | number | backend_util.ExplicitPadding;
+interface KernelArgs {
+  inputs: NamedTensorInfoMap;
+  backend: KernelBackend;
+  attrs: NamedAttrMap;
+}
+
+/** Runs a stock wasm kernel directly (no engine, no tape). */
+function run(name: string, inputs: NamedTensorInfoMap, backend: KernelBackend, attrs: NamedAttrMap = {}): TensorInfo {
+  const k = stock.get(name) ?? tf.getKernel(name, 'wasm');
+  if (!k) throw new Error(`wasm kernel ${name} is not registered`);
+  return k.kernelFunc({ inputs, backend, attrs }) as TensorInfo;
+}
+
+/** A same-buffer view with another shape (wasm kernels read the shape from the TensorInfo). */
+function view(t: TensorInfo, shape: number[]): TensorInfo {
+  return { dataId: t.dataId, shape, dtype: t.dtype };
+}
+
+class Scratch {
+  private readonly items: TensorInfo[] = [];
+  constructor(private readonly backend: KernelBackend) {}
+  keep<T extends TensorInfo>(t: T): T {
+    this.items.push(t);
+    return t;
+  }
+  dispose(): void {
+    for (const t of this.items) this.backend.disposeData(t.dataId);
+  }
+}
+
+function convInfo(xShape: number[], filterShape: number[], attrs: NamedAttrMap, depthwise = false): backend_util.Conv2DInfo {
+  const dataFormat = (attrs['dataFormat'] as string | undefined) ?? 'NHWC';
+  if (dataFormat !== 'NHWC' && dataFormat !== 'channelsLast') throw new Error(`flatrank wasm conv kernels support NHWC only, got ${dataFormat}`);
+  const dil = (attrs['dilations'] as number | [number, number] | undefined) ?? 1;
+  const dils: [number, number] = Array.isArray(dil) ? dil : [dil, dil];
+  if (dils[0] !== 1 || dils[1] !== 1) throw new Error('flatrank wasm conv gradient kernels support dilation 1 only');
+  return backend_util.computeConv2DInfo(
+    xShape as [number, number, number, number],
+    filterShape as [number, number, number, number],
+    attrs['strides'] as number | [number, number],
+    1,
+    attrs['pad'] as Pad,
+    attrs['dimRoundingMode'] as 'floor' | 'round' | 'ceil' | undefined,
+    depthwise,
+    'channelsLast',
+  );
+}
+
+/** Pads x to the conv's padded input and crops it to exactly (O-1)*s + F rows / cols. */
+function paddedCroppedInput(x: TensorInfo, info: backend_util.Conv2DInfo, backend: KernelBackend, s: Scratch): TensorInfo {
+  const { outHeight: OH, outWidth: OW, strideHeight: sh, strideWidth: sw, filterHeight: FH, filterWidth: FW, padInfo } = info;
+  let xp = x;
+  if (padInfo.top || padInfo.bottom || padInfo.left || padInfo.right) {
+    xp = s.keep(
+      run('PadV2', { x }, backend, {
+        paddings: [
+          [0, 0],
+          [padInfo.top, padInfo.bottom],
+          [padInfo.left, padInfo.right],
+          [0, 0],
+        ],
+        constantValue: 0,
+      }),
+    );
+  }
+  const needH = (OH - 1) * sh + FH;
+  const needW = (OW - 1) * sw + FW;
+  if (xp.shape[1] !== needH || xp.shape[2] !== needW) {
+    xp = s.keep(run('Slice', { x: xp }, backend, { begin: [0, 0, 0, 0], size: [xp.shape[0]!, needH, needW, xp.shape[3]!] }));
+  }
+  return xp;
+}
+
+/** dW[fh, fw, c, oc] = sum_{n, oh, ow} xp[n, oh*sh + fh, ow*sw + fw, c] dy[n, oh, ow, oc]. */
+export function conv2DBackpropFilterWasm({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const { x, dy } = inputs as { x: TensorInfo; dy: TensorInfo };
+  const filterShape = attrs['filterShape'] as number[];
+  const info = convInfo(x.shape, filterShape, attrs);
+  const s = new Scratch(backend);
+  try {
+    const xp = paddedCroppedInput(x, info, backend, s);
+    // Batch <-> channels: the conv's "batch" is C and its reduction runs over N (and OH, OW).
+    const xt = s.keep(run('Transpose', { x: xp }, backend, { perm: [3, 1, 2, 0] }));
+    const dyt = s.keep(run('Transpose', { x: dy }, backend, { perm: [1, 2, 0, 3] }));
+    const r = s.keep(
+      run('Conv2D', { x: xt, filter: dyt }, backend, {
+        strides: [1, 1],
+        pad: 'valid',
+        dataFormat: 'NHWC',
+        dilations: [info.strideHeight, info.strideWidth],
+      }),
+    ); // [C, FH, FW, OC]
+    return run('Transpose', { x: r }, backend, { perm: [1, 2, 0, 3] });
+  } finally {
+    s.dispose();
+  }
+}
+
+/**
+ * Zero-dilates dy by the strides and pads / crops it so that a stride-1 'valid' correlation with
+ * the flipped filter yields dx. Returns null when the padding cannot be expressed (pad > F - 1).
+ */
+function dilatedPaddedDy(
+  dy: TensorInfo,
+  info: backend_util.Conv2DInfo,
+  backend: KernelBackend,
+  s: Scratch,
+): { d: TensorInfo; pad: [[number, number], [number, number], [number, number], [number, number]] } | null {
+  const { batchSize: N, inHeight: H, inWidth: W, outHeight: OH, outWidth: OW, strideHeight: sh, strideWidth: sw, filterHeight: FH, filterWidth: FW, padInfo } = info;
+  const C = dy.shape[3]!;
+  const pt = FH - 1 - padInfo.top;
+  const pl = FW - 1 - padInfo.left;
+  if (pt < 0 || pl < 0) return null;
+  let d = dy;
+  if (sh > 1 || sw > 1) {
+    // Interleave zeros: view dy as [N, OH, 1, OW, 1, C], pad the unit axes to the strides.
+    const p6 = s.keep(
+      run('PadV2', { x: view(dy, [N, OH, 1, OW, 1, C]) }, backend, {
+        paddings: [
+          [0, 0],
+          [0, 0],
+          [0, sh - 1],
+          [0, 0],
+          [0, sw - 1],
+          [0, 0],
+        ],
+        constantValue: 0,
+      }),
+    );
+    d = view(p6, [N, OH * sh, OW * sw, C]);
+  }
+  // Rows of the dilated dy reach (OH-1)*sh + 1 + (sh-1); the full correlation needs H + F - 1 rows.
+  let pb = H + padInfo.top - OH * sh;
+  let pr = W + padInfo.left - OW * sw;
+  if (pb < 0 || pr < 0) {
+    d = s.keep(run('Slice', { x: d }, backend, { begin: [0, 0, 0, 0], size: [N, d.shape[1]! + Math.min(pb, 0), d.shape[2]! + Math.min(pr, 0), C] }));
+    pb = Math.max(pb, 0);
+    pr = Math.max(pr, 0);
+  }
+  return {
+    d,
+    pad: [
+      [0, 0],
+      [pt, pb],
+      [pl, pr],
+      [0, 0],
+    ],
+  };
+}
+
+/** dx = conv_valid(pad(dilate(dy, s)), flip(W) with in/out channels swapped). */
+export function conv2DBackpropInputWasm(args: KernelArgs): TensorInfo {
+  const { inputs, backend, attrs } = args;
+  const { dy, filter } = inputs as { dy: TensorInfo; filter: TensorInfo };
+  const info = convInfo(attrs['inputShape'] as number[], filter.shape, attrs);
+  const s = new Scratch(backend);
+  try {
+    const prep = dilatedPaddedDy(dy, info, backend, s);
+    if (!prep) {
+      s.dispose();
+      return run('Conv2DBackpropInput', inputs, backend, attrs); // stock kernel handles any padding
+    }
+    const wr = s.keep(run('Reverse', { x: filter }, backend, { dims: [0, 1] }));
+    const wt = s.keep(run('Transpose', { x: wr }, backend, { perm: [0, 1, 3, 2] }));
+    return run('Conv2D', { x: prep.d, filter: wt }, backend, { strides: [1, 1], pad: prep.pad, dataFormat: 'NHWC', dilations: [1, 1] });
+  } finally {
+    s.dispose();
+  }
+}
+
+/**
+ * Depthwise dW[fh, fw, c, m] = sum_{n, oh, ow} xp[n, oh*sh + fh, ow*sw + fw, c] dy[n, oh, ow, c*M + m]:
+ * one strided slice per filter tap, a broadcast multiply and a sum.
+ */
+export function depthwiseBackpropFilterWasm({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const { x, dy } = inputs as { x: TensorInfo; dy: TensorInfo };
+  const filterShape = attrs['filterShape'] as number[];
+  const info = convInfo(x.shape, filterShape, attrs, true);
+  const { batchSize: N, inChannels: C, outHeight: OH, outWidth: OW, strideHeight: sh, strideWidth: sw, filterHeight: FH, filterWidth: FW } = info;
+  const M = filterShape[3]!;
+  const s = new Scratch(backend);
+  try {
+    const xp = paddedCroppedInput(x, info, backend, s);
+    const dy5 = view(dy, [N, OH, OW, C, M]);
+    const taps: TensorInfo[] = [];
+    for (let i = 0; i < FH; i++)
+      for (let j = 0; j < FW; j++) {
+        const sl = s.keep(
+          run('StridedSlice', { x: xp }, backend, {
+            begin: [0, i, j, 0],
+            end: [N, i + (OH - 1) * sh + 1, j + (OW - 1) * sw + 1, C],
+            strides: [1, sh, sw, 1],
+            beginMask: 0,
+            endMask: 0,
+            ellipsisMask: 0,
+            newAxisMask: 0,
+            shrinkAxisMask: 0,
+          }),
+        );
+        const prod = s.keep(run('Multiply', { a: view(sl, [N, OH, OW, C, 1]), b: dy5 }, backend));
+        taps.push(s.keep(run('Sum', { x: prod }, backend, { axis: [0, 1, 2], keepDims: false }))); // [C, M]
+      }
+    // Concat takes its inputs as an array; Reshape returns a view with its own reference.
+    const parts = taps.map((t) => view(t, [1, C, M]));
+    const all = taps.length === 1 ? taps[0]! : s.keep(run('Concat', parts as unknown as NamedTensorInfoMap, backend, { axis: 0 }));
+    return run('Reshape', { x: all }, backend, { shape: [FH, FW, C, M] });
+  } finally {
+    s.dispose();
+  }
+}
+
+/**
+ * Depthwise dx: for channel multiplier 1, a depthwise conv of the zero-dilated dy with the flipped
+ * filter. For M > 1, dx[c] = sum_m (flipped W[:, :, c, m]) * dy[c*M + m]: the same depthwise conv
+ * run with multiplier 1 on dy viewed as C*M channels, then summed over m.
+ */
+export function depthwiseBackpropInputWasm(args: KernelArgs): TensorInfo {
+  const { inputs, backend, attrs } = args;
+  const { dy, filter } = inputs as { dy: TensorInfo; filter: TensorInfo };
+  const inputShape = attrs['inputShape'] as number[];
+  const info = convInfo(inputShape, filter.shape, attrs, true);
+  const [FH, FW, C, M] = filter.shape as [number, number, number, number];
+  const s = new Scratch(backend);
+  try {
+    const prep = dilatedPaddedDy(dy, info, backend, s);
+    if (!prep) throw new Error('depthwise conv gradient: padding larger than filter size - 1 is not supported on wasm');
+    const wr = s.keep(run('Reverse', { x: filter }, backend, { dims: [0, 1] }));
+    const out = run('DepthwiseConv2dNative', { x: prep.d, filter: view(wr, [FH, FW, C * M, 1]) }, backend, {
+      strides: [1, 1],
+      pad: prep.pad,
+      dataFormat: 'NHWC',
+      dilations: [1, 1],
+    });
+    if (M === 1) return out;
+    s.keep(out);
+    const [n, h, w] = out.shape as [number, number, number, number];
+    return run('Sum', { x: view(out, [n, h, w, C, M]) }, backend, { axis: [4], keepDims: false });
+  } finally {
+    s.dispose();
+  }
+}
+
+/** tfjs-core's FusedBatchNorm gradient, broadcasting instead of tiling. */
+const fusedBatchNormGrad: tf.GradConfig = {
+  kernelName: 'FusedBatchNorm',
+  inputsToSave: ['x', 'mean', 'variance', 'scale'],
+  gradFunc: (dy, saved, attrs) => {
+    const g = dy as Tensor;
+    const { varianceEpsilon } = attrs as unknown as { varianceEpsilon: number };
+    const [x, mean, variance, scale] = saved as [Tensor, Tensor, Tensor, Tensor | undefined];
+    const scaleValue = scale ?? tf.scalar(1);
+    const axes = backend_util.getReductionAxes(mean.shape, x.shape);
+    const reduce = (t: Tensor): Tensor => (mean.rank === 1 ? tf.sum(t, axes) : t);
+    const xMinusMean = tf.sub(x, mean);
+    const dyTimesScale = tf.mul(g, scaleValue);
+    const inv = tf.rsqrt(tf.add(variance, tf.scalar(varianceEpsilon)));
+    const minusHalfRCube = tf.mul(tf.mul(tf.mul(inv, inv), inv), tf.scalar(-0.5));
+    return {
+      x: () => tf.reshape(tf.mul(g, tf.mul(inv, scaleValue)), x.shape),
+      mean: () => tf.reshape(reduce(tf.mul(tf.neg(inv), dyTimesScale)), mean.shape),
+      variance: () => tf.reshape(reduce(tf.mul(tf.mul(minusHalfRCube, xMinusMean), dyTimesScale)), mean.shape),
+      scale: () => tf.reshape(reduce(tf.mul(g, tf.mul(xMinusMean, inv))), mean.shape),
+      offset: () => tf.reshape(reduce(g), mean.shape),
+    };
+  },
+};
+
+/** The stock wasm kernels we replace, kept for fallbacks. */
+const stock = new Map<string, tf.KernelConfig>();
+
+export const CUSTOM_WASM_KERNELS = [
+  'Conv2DBackpropFilter',
+  'Conv2DBackpropInput',
+  'DepthwiseConv2dNativeBackpropFilter',
+  'DepthwiseConv2dNativeBackpropInput',
+  'FusedBatchNorm (gradient)',
+] as const;
+
+let registered = false;
+
+/** Registers the custom kernels for the 'wasm' backend (idempotent). */
+export function registerWasmKernels(): string[] {
+  if (registered) return [...CUSTOM_WASM_KERNELS];
+  const replace = (kernelName: string, kernelFunc: (a: KernelArgs) => TensorInfo): void => {
+    const old = tf.getKernel(kernelName, 'wasm');
+    if (old) {
+      stock.set(kernelName, old);
+      tf.unregisterKernel(kernelName, 'wasm');
+    }
+    tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc: kernelFunc as unknown as tf.KernelFunc });
+  };
+  replace('Conv2DBackpropFilter', conv2DBackpropFilterWasm);
+  replace('Conv2DBackpropInput', conv2DBackpropInputWasm);
+  replace('DepthwiseConv2dNativeBackpropFilter', depthwiseBackpropFilterWasm);
+  replace('DepthwiseConv2dNativeBackpropInput', depthwiseBackpropInputWasm);
+  // Same values as the stock gradient on every backend, so overriding it globally is safe.
+  tf.registerGradient(fusedBatchNormGrad);
+  registered = true;
+  return [...CUSTOM_WASM_KERNELS];
+}

@@ -1,0 +1,3 @@
+export { buildModel, type BuildModelOptions } from './build.js';
+export { convLayers, modelMacs, type ConvLayerInfo } from './inspect.js';
+export { ShortcutA, type ShortcutAConfig } from './shortcut.js';
