@@ -1,0 +1,852 @@
+// flatrank native kernels for the TensorFlow.js 'native' backend.
+//
+// Every function works on caller-owned Float32Arrays (the cpu backend's tensor storage) and is
+// synchronous: tfjs kernels are synchronous, and the work itself runs on OpenMP threads (oneDNN's
+// runtime in Debian is OpenMP too, so both share one thread pool).
+// Convolutions (plain and depthwise, forward and both gradients) and GEMM come from oneDNN;
+// pooling, batch norm and the elementwise/reduction/copy ops are simple loops here.
+#include <node_api.h>
+#include <omp.h>
+
+#include <dnnl.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+using dnnl::memory;
+using i64 = int64_t;
+
+// ---------------------------------------------------------------- N-API helpers
+
+struct ArgError {
+  std::string msg;
+};
+
+struct Args {
+  napi_env env;
+  size_t argc = 16;
+  napi_value argv[16];
+  Args(napi_env e, napi_callback_info info) : env(e) {
+    napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  }
+  bool isNull(size_t i) const {
+    if (i >= argc) return true;
+    napi_valuetype t;
+    napi_typeof(env, argv[i], &t);
+    return t == napi_null || t == napi_undefined;
+  }
+  template <typename T>
+  T *typed(size_t i, napi_typedarray_type want, size_t *len = nullptr) const {
+    if (isNull(i)) {
+      if (len) *len = 0;
+      return nullptr;
+    }
+    bool is = false;
+    napi_is_typedarray(env, argv[i], &is);
+    if (!is) throw ArgError{"argument " + std::to_string(i) + " must be a typed array"};
+    napi_typedarray_type type;
+    size_t length;
+    void *data;
+    napi_value ab;
+    size_t off;
+    napi_get_typedarray_info(env, argv[i], &type, &length, &data, &ab, &off);
+    if (type != want) throw ArgError{"argument " + std::to_string(i) + " has the wrong typed array type"};
+    if (len) *len = length;
+    return static_cast<T *>(data);
+  }
+  float *f32(size_t i, size_t *len = nullptr) const { return typed<float>(i, napi_float32_array, len); }
+  int32_t *i32(size_t i, size_t *len = nullptr) const { return typed<int32_t>(i, napi_int32_array, len); }
+  double num(size_t i) const {
+    double v = 0;
+    if (i >= argc || napi_get_value_double(env, argv[i], &v) != napi_ok)
+      throw ArgError{"argument " + std::to_string(i) + " must be a number"};
+    return v;
+  }
+  int integer(size_t i) const { return static_cast<int>(num(i)); }
+};
+
+using Impl = napi_value (*)(const Args &);
+
+template <Impl F>
+napi_value wrap(napi_env env, napi_callback_info info) {
+  try {
+    Args a(env, info);
+    return F(a);
+  } catch (const ArgError &e) {
+    napi_throw_type_error(env, "FLATRANK_NATIVE_ARG", e.msg.c_str());
+  } catch (const dnnl::error &e) {
+    napi_throw_error(env, "FLATRANK_NATIVE_DNNL", e.what());
+  } catch (const std::exception &e) {
+    napi_throw_error(env, "FLATRANK_NATIVE", e.what());
+  }
+  return nullptr;
+}
+
+napi_value undef(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+// Below this many elements a parallel region costs more than it saves.
+constexpr i64 kParMin = 1 << 15;
+
+// ---------------------------------------------------------------- oneDNN convolution
+
+dnnl::engine &engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+dnnl::stream &stream() {
+  static dnnl::stream s(engine());
+  return s;
+}
+
+// p: N IH IW IC OH OW OC KH KW SH SW DH DW PT PL PB PR G ACT(0 none,1 relu)
+struct ConvP {
+  i64 N, IH, IW, IC, OH, OW, OC, KH, KW, SH, SW, DH, DW, PT, PL, PB, PR, G, ACT;
+};
+constexpr int kConvP = 19;
+
+memory::desc actDesc(i64 n, i64 c, i64 h, i64 w) {
+  return memory::desc({n, c, h, w}, memory::data_type::f32, memory::format_tag::nhwc);
+}
+
+// tfjs filters: Conv2D [KH,KW,IC,OC]; depthwise [KH,KW,C,M] with output channel c*M+m, which is
+// oneDNN's grouped layout with G=C groups of M outputs and 1 input each.
+memory::desc userWeightsDesc(const ConvP &p) {
+  if (p.G == 1)
+    return memory::desc({p.OC, p.IC, p.KH, p.KW}, memory::data_type::f32,
+                        {1, p.OC, p.KW * p.IC * p.OC, p.IC * p.OC});
+  const i64 M = p.OC / p.G;
+  return memory::desc({p.G, M, p.IC / p.G, p.KH, p.KW}, memory::data_type::f32,
+                      {M, 1, p.OC, p.KW * p.OC, p.OC});
+}
+memory::desc anyWeightsDesc(const ConvP &p) {
+  if (p.G == 1) return memory::desc({p.OC, p.IC, p.KH, p.KW}, memory::data_type::f32, memory::format_tag::any);
+  return memory::desc({p.G, p.OC / p.G, p.IC / p.G, p.KH, p.KW}, memory::data_type::f32,
+                      memory::format_tag::any);
+}
+
+struct ConvEntry {
+  dnnl::primitive prim;
+  memory::desc srcMd, dstMd, wMd, userWMd;
+  bool reorderW = false;
+  dnnl::primitive wReorder;
+  std::unique_ptr<memory> wBuf;  // weights in the primitive's preferred layout
+  std::string impl;
+};
+
+std::unordered_map<std::string, std::unique_ptr<ConvEntry>> &convCache() {
+  static std::unordered_map<std::string, std::unique_ptr<ConvEntry>> c;
+  return c;
+}
+
+dnnl::convolution_forward::primitive_desc fwdPd(const ConvP &p, bool bias) {
+  using namespace dnnl;
+  memory::dims strides{p.SH, p.SW}, dil{p.DH - 1, p.DW - 1}, pl{p.PT, p.PL}, pr{p.PB, p.PR};
+  auto src = actDesc(p.N, p.IC, p.IH, p.IW), dst = actDesc(p.N, p.OC, p.OH, p.OW);
+  auto w = anyWeightsDesc(p);
+  primitive_attr attr;
+  if (p.ACT == 1) {
+    post_ops ops;
+    ops.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(ops);
+  }
+  if (bias) {
+    memory::desc b({p.OC}, memory::data_type::f32, memory::format_tag::a);
+    convolution_forward::desc d(prop_kind::forward_training, algorithm::convolution_direct, src, w, b, dst,
+                                strides, dil, pl, pr);
+    return convolution_forward::primitive_desc(d, attr, engine());
+  }
+  convolution_forward::desc d(prop_kind::forward_training, algorithm::convolution_direct, src, w, dst, strides,
+                              dil, pl, pr);
+  return convolution_forward::primitive_desc(d, attr, engine());
+}
+
+// kind: 0 forward, 1 backward data, 2 backward weights
+ConvEntry &convEntry(int kind, const ConvP &p, bool bias) {
+  std::string key = std::to_string(kind) + (bias ? "b" : "n");
+  const i64 *v = &p.N;
+  for (int i = 0; i < kConvP; ++i) key += "," + std::to_string(v[i]);
+  auto &cache = convCache();
+  auto it = cache.find(key);
+  if (it != cache.end()) return *it->second;
+
+  using namespace dnnl;
+  auto e = std::make_unique<ConvEntry>();
+  memory::dims strides{p.SH, p.SW}, dil{p.DH - 1, p.DW - 1}, pl{p.PT, p.PL}, pr{p.PB, p.PR};
+  auto src = actDesc(p.N, p.IC, p.IH, p.IW), dst = actDesc(p.N, p.OC, p.OH, p.OW);
+  auto w = anyWeightsDesc(p);
+  e->userWMd = userWeightsDesc(p);
+  e->srcMd = src;
+  e->dstMd = dst;
+  if (kind == 0) {
+    auto pd = fwdPd(p, bias);
+    e->wMd = pd.weights_desc();
+    e->prim = convolution_forward(pd);
+    e->impl = pd.impl_info_str();
+  } else if (kind == 1) {
+    ConvP q = p;
+    q.ACT = 0;
+    auto hint = fwdPd(q, false);
+    convolution_backward_data::desc d(algorithm::convolution_direct, src, w, dst, strides, dil, pl, pr);
+    convolution_backward_data::primitive_desc pd(d, engine(), hint);
+    e->wMd = pd.weights_desc();
+    e->prim = convolution_backward_data(pd);
+    e->impl = pd.impl_info_str();
+  } else {
+    ConvP q = p;
+    q.ACT = 0;
+    auto hint = fwdPd(q, false);
+    convolution_backward_weights::desc d(algorithm::convolution_direct, src, w, dst, strides, dil, pl, pr);
+    convolution_backward_weights::primitive_desc pd(d, engine(), hint);
+    e->wMd = pd.diff_weights_desc();
+    e->prim = convolution_backward_weights(pd);
+    e->impl = pd.impl_info_str();
+  }
+  e->reorderW = e->wMd != e->userWMd;
+  if (e->reorderW) {
+    e->wBuf = std::make_unique<memory>(e->wMd, engine());
+    memory userW(e->userWMd, engine(), DNNL_MEMORY_NONE);
+    if (kind == 2)
+      e->wReorder = reorder(*e->wBuf, userW);
+    else
+      e->wReorder = reorder(userW, *e->wBuf);
+  }
+  auto &ref = *e;
+  cache.emplace(key, std::move(e));
+  return ref;
+}
+
+ConvP readConvP(const Args &a, size_t i) {
+  size_t n;
+  int32_t *v = a.i32(i, &n);
+  if (n != kConvP) throw ArgError{"conv params must have " + std::to_string(kConvP) + " entries"};
+  ConvP p;
+  i64 *o = &p.N;
+  for (int k = 0; k < kConvP; ++k) o[k] = v[k];
+  return p;
+}
+
+void checkLen(size_t have, i64 want, const char *what) {
+  if (static_cast<i64>(have) != want)
+    throw ArgError{std::string(what) + " has " + std::to_string(have) + " elements, expected " +
+                   std::to_string(want)};
+}
+
+// conv(kind, params, a, b, bias|null, out)
+//  kind 0: a=x, b=w, out=y;  kind 1: a=dy, b=w, out=dx;  kind 2: a=x, b=dy, out=dw
+napi_value conv(const Args &a) {
+  const int kind = a.integer(0);
+  ConvP p = readConvP(a, 1);
+  size_t la, lb, lbias, lo;
+  float *A = a.f32(2, &la), *B = a.f32(3, &lb), *bias = a.f32(4, &lbias), *out = a.f32(5, &lo);
+  const i64 xs = p.N * p.IH * p.IW * p.IC, ys = p.N * p.OH * p.OW * p.OC,
+            ws = p.KH * p.KW * (p.IC / p.G) * p.OC;
+  if (kind == 0) {
+    checkLen(la, xs, "x"), checkLen(lb, ws, "filter"), checkLen(lo, ys, "y");
+    if (bias) checkLen(lbias, p.OC, "bias");
+  } else if (kind == 1) {
+    checkLen(la, ys, "dy"), checkLen(lb, ws, "filter"), checkLen(lo, xs, "dx");
+  } else {
+    checkLen(la, xs, "x"), checkLen(lb, ys, "dy"), checkLen(lo, ws, "dw");
+  }
+  ConvEntry &e = convEntry(kind, p, bias != nullptr);
+  auto &s = stream();
+  auto &eng = engine();
+  if (kind == 0) {
+    memory x(e.srcMd, eng, A), y(e.dstMd, eng, out), uw(e.userWMd, eng, B);
+    memory w = uw;
+    if (e.reorderW) {
+      e.wReorder.execute(s, {{DNNL_ARG_FROM, uw}, {DNNL_ARG_TO, *e.wBuf}});
+      w = *e.wBuf;
+    }
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, y}};
+    if (bias) args.emplace(DNNL_ARG_BIAS, memory({{p.OC}, memory::data_type::f32, memory::format_tag::a}, eng, bias));
+    e.prim.execute(s, args);
+  } else if (kind == 1) {
+    memory dy(e.dstMd, eng, A), dx(e.srcMd, eng, out), uw(e.userWMd, eng, B);
+    memory w = uw;
+    if (e.reorderW) {
+      e.wReorder.execute(s, {{DNNL_ARG_FROM, uw}, {DNNL_ARG_TO, *e.wBuf}});
+      w = *e.wBuf;
+    }
+    e.prim.execute(s, {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DIFF_SRC, dx}});
+  } else {
+    memory x(e.srcMd, eng, A), dy(e.dstMd, eng, B), udw(e.userWMd, eng, out);
+    memory dw = e.reorderW ? *e.wBuf : udw;
+    e.prim.execute(s, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_WEIGHTS, dw}});
+    if (e.reorderW) e.wReorder.execute(s, {{DNNL_ARG_FROM, *e.wBuf}, {DNNL_ARG_TO, udw}});
+  }
+  s.wait();
+  return undef(a.env);
+}
+
+// convImpl(kind, params, hasBias) -> oneDNN implementation name (for benchmarks and diagnostics)
+napi_value convImpl(const Args &a) {
+  ConvEntry &e = convEntry(a.integer(0), readConvP(a, 1), a.integer(2) != 0);
+  napi_value s;
+  napi_create_string_utf8(a.env, e.impl.c_str(), e.impl.size(), &s);
+  return s;
+}
+
+// ---------------------------------------------------------------- GEMM
+
+// matmul(A, B, C, batchA, batchB, M, N, K, transA, transB): row-major C[b] = op(A[b]) op(B[b]);
+// a batch of 1 broadcasts.
+napi_value matmul(const Args &a) {
+  size_t la, lb, lc;
+  float *A = a.f32(0, &la), *B = a.f32(1, &lb), *C = a.f32(2, &lc);
+  const i64 bA = a.integer(3), bB = a.integer(4), M = a.integer(5), N = a.integer(6), K = a.integer(7);
+  const bool tA = a.integer(8) != 0, tB = a.integer(9) != 0;
+  const i64 batch = bA > bB ? bA : bB;
+  checkLen(la, bA * M * K, "a"), checkLen(lb, bB * K * N, "b"), checkLen(lc, batch * M * N, "out");
+  for (i64 i = 0; i < batch; ++i) {
+    const float *Ai = A + (bA == 1 ? 0 : i) * M * K, *Bi = B + (bB == 1 ? 0 : i) * K * N;
+    dnnl_status_t st = dnnl_sgemm(tA ? 'T' : 'N', tB ? 'T' : 'N', M, N, K, 1.f, Ai, tA ? M : K, Bi, tB ? K : N,
+                                  0.f, C + i * M * N, N);
+    if (st != dnnl_success) throw std::runtime_error("dnnl_sgemm failed");
+  }
+  return undef(a.env);
+}
+
+// ---------------------------------------------------------------- elementwise
+
+enum BinOp { ADD, SUB, MUL, DIV, MAXIMUM, MINIMUM, SQDIFF, POW };
+
+template <int OP>
+inline float bin(float x, float y) {
+  if constexpr (OP == ADD) return x + y;
+  if constexpr (OP == SUB) return x - y;
+  if constexpr (OP == MUL) return x * y;
+  if constexpr (OP == DIV) return x / y;
+  if constexpr (OP == MAXIMUM) return (x >= y || std::isnan(x)) ? x : y;
+  if constexpr (OP == MINIMUM) return (x <= y || std::isnan(x)) ? x : y;
+  if constexpr (OP == SQDIFF) return (x - y) * (x - y);
+  if constexpr (OP == POW) return std::pow(x, y);
+  return 0;
+}
+
+// Runs f(row, x-offset, y-offset) over all rows of a merged, broadcast index space.
+template <int OP>
+void binaryRun(const float *A, const float *B, float *O, int rank, const i64 *shape, const i64 *sa,
+               const i64 *sb) {
+  const i64 inner = shape[rank - 1], ia = sa[rank - 1], ib = sb[rank - 1];
+  i64 rows = 1;
+  for (int d = 0; d < rank - 1; ++d) rows *= shape[d];
+  const bool par = rows * inner >= kParMin;
+#pragma omp parallel for schedule(static) if (par)
+  for (i64 r = 0; r < rows; ++r) {
+    i64 oa = 0, ob = 0, rem = r;
+    for (int d = rank - 2; d >= 0; --d) {
+      const i64 idx = rem % shape[d];
+      rem /= shape[d];
+      oa += idx * sa[d];
+      ob += idx * sb[d];
+    }
+    const float *x = A + oa, *y = B + ob;
+    float *o = O + r * inner;
+    if (ia == 1 && ib == 1)
+      for (i64 j = 0; j < inner; ++j) o[j] = bin<OP>(x[j], y[j]);
+    else if (ia == 1 && ib == 0) {
+      const float yv = y[0];
+      for (i64 j = 0; j < inner; ++j) o[j] = bin<OP>(x[j], yv);
+    } else if (ia == 0 && ib == 1) {
+      const float xv = x[0];
+      for (i64 j = 0; j < inner; ++j) o[j] = bin<OP>(xv, y[j]);
+    } else
+      for (i64 j = 0; j < inner; ++j) o[j] = bin<OP>(x[j * ia], y[j * ib]);
+  }
+}
+
+// binary(op, a, b, out, outShape, stridesA, stridesB): strides are 0 on broadcast axes.
+napi_value binary(const Args &a) {
+  const int op = a.integer(0);
+  size_t la, lb, lo, rank, r2, r3;
+  float *A = a.f32(1, &la), *B = a.f32(2, &lb), *O = a.f32(3, &lo);
+  int32_t *shp = a.i32(4, &rank), *s1 = a.i32(5, &r2), *s2 = a.i32(6, &r3);
+  if (rank == 0 || rank > 8 || r2 != rank || r3 != rank) throw ArgError{"binary: bad shape/strides"};
+  i64 shape[8], sa[8], sb[8], total = 1;
+  for (size_t d = 0; d < rank; ++d) shape[d] = shp[d], sa[d] = s1[d], sb[d] = s2[d], total *= shp[d];
+  checkLen(lo, total, "out");
+  i64 maxA = 0, maxB = 0;
+  for (size_t d = 0; d < rank; ++d) maxA += (shape[d] - 1) * sa[d], maxB += (shape[d] - 1) * sb[d];
+  if (total > 0 && (maxA >= static_cast<i64>(la) || maxB >= static_cast<i64>(lb)))
+    throw ArgError{"binary: strides exceed an input"};
+  if (total == 0) return undef(a.env);
+  const int r = static_cast<int>(rank);
+  switch (op) {
+    case ADD: binaryRun<ADD>(A, B, O, r, shape, sa, sb); break;
+    case SUB: binaryRun<SUB>(A, B, O, r, shape, sa, sb); break;
+    case MUL: binaryRun<MUL>(A, B, O, r, shape, sa, sb); break;
+    case DIV: binaryRun<DIV>(A, B, O, r, shape, sa, sb); break;
+    case MAXIMUM: binaryRun<MAXIMUM>(A, B, O, r, shape, sa, sb); break;
+    case MINIMUM: binaryRun<MINIMUM>(A, B, O, r, shape, sa, sb); break;
+    case SQDIFF: binaryRun<SQDIFF>(A, B, O, r, shape, sa, sb); break;
+    case POW: binaryRun<POW>(A, B, O, r, shape, sa, sb); break;
+    default: throw ArgError{"binary: unknown op"};
+  }
+  return undef(a.env);
+}
+
+enum UnOp { RELU, STEP, NEG, SQUARE, SQRT, RSQRT, EXP, LOG, ABS, SIGMOID, TANH, RELU6, LEAKY, RECIP };
+
+template <int OP>
+void unaryRun(const float *X, float *O, i64 n, float alpha) {
+#pragma omp parallel for schedule(static) if (n >= kParMin)
+  for (i64 i = 0; i < n; ++i) {
+    const float x = X[i];
+    float y;
+    if constexpr (OP == RELU) y = std::isnan(x) ? x : (x > 0.f ? x : 0.f);
+    if constexpr (OP == STEP) y = std::isnan(x) ? NAN : (x > 0.f ? 1.f : alpha);
+    if constexpr (OP == NEG) y = -x;
+    if constexpr (OP == SQUARE) y = x * x;
+    if constexpr (OP == SQRT) y = std::sqrt(x);
+    if constexpr (OP == RSQRT) y = 1.f / std::sqrt(x);
+    if constexpr (OP == EXP) y = std::exp(x);
+    if constexpr (OP == LOG) y = std::log(x);
+    if constexpr (OP == ABS) y = std::fabs(x);
+    if constexpr (OP == SIGMOID) y = 1.f / (1.f + std::exp(-x));
+    if constexpr (OP == TANH) y = std::tanh(x);
+    if constexpr (OP == RELU6) y = std::isnan(x) ? x : (x < 0.f ? 0.f : (x > 6.f ? 6.f : x));
+    if constexpr (OP == LEAKY) y = x < 0.f ? alpha * x : x;
+    if constexpr (OP == RECIP) y = 1.f / x;
+    O[i] = y;
+  }
+}
+
+// unary(op, x, out, alpha)
+napi_value unary(const Args &a) {
+  const int op = a.integer(0);
+  size_t lx, lo;
+  float *X = a.f32(1, &lx), *O = a.f32(2, &lo);
+  const float alpha = static_cast<float>(a.num(3));
+  checkLen(lo, lx, "out");
+  const i64 n = static_cast<i64>(lx);
+  switch (op) {
+    case RELU: unaryRun<RELU>(X, O, n, alpha); break;
+    case STEP: unaryRun<STEP>(X, O, n, alpha); break;
+    case NEG: unaryRun<NEG>(X, O, n, alpha); break;
+    case SQUARE: unaryRun<SQUARE>(X, O, n, alpha); break;
+    case SQRT: unaryRun<SQRT>(X, O, n, alpha); break;
+    case RSQRT: unaryRun<RSQRT>(X, O, n, alpha); break;
+    case EXP: unaryRun<EXP>(X, O, n, alpha); break;
+    case LOG: unaryRun<LOG>(X, O, n, alpha); break;
+    case ABS: unaryRun<ABS>(X, O, n, alpha); break;
+    case SIGMOID: unaryRun<SIGMOID>(X, O, n, alpha); break;
+    case TANH: unaryRun<TANH>(X, O, n, alpha); break;
+    case RELU6: unaryRun<RELU6>(X, O, n, alpha); break;
+    case LEAKY: unaryRun<LEAKY>(X, O, n, alpha); break;
+    case RECIP: unaryRun<RECIP>(X, O, n, alpha); break;
+    default: throw ArgError{"unary: unknown op"};
+  }
+  return undef(a.env);
+}
+
+// ---------------------------------------------------------------- reductions
+
+enum RedOp { RSUM, RMEAN, RMAX, RMIN };
+
+// reduce(op, x, out, outer, red, inner): x viewed as [outer, red, inner] -> out [outer, inner].
+// Sums accumulate in double, like the cpu backend's JavaScript numbers.
+napi_value reduce(const Args &a) {
+  const int op = a.integer(0);
+  size_t lx, lo;
+  float *X = a.f32(1, &lx), *O = a.f32(2, &lo);
+  const i64 outer = a.integer(3), red = a.integer(4), inner = a.integer(5);
+  checkLen(lx, outer * red * inner, "x"), checkLen(lo, outer * inner, "out");
+  if (red == 0) throw ArgError{"reduce: empty reduction"};
+  const bool isSum = op == RSUM || op == RMEAN;
+  const double scale = op == RMEAN ? 1.0 / static_cast<double>(red) : 1.0;
+  const i64 total = outer * red * inner;
+  const int nt = total >= kParMin ? omp_get_max_threads() : 1;
+  if (outer >= 2 * nt || nt == 1) {
+#pragma omp parallel num_threads(nt)
+    {
+      std::vector<double> acc(inner);
+#pragma omp for schedule(static)
+      for (i64 o = 0; o < outer; ++o) {
+        const float *x = X + o * red * inner;
+        if (isSum) {
+          std::fill(acc.begin(), acc.end(), 0.0);
+          for (i64 r = 0; r < red; ++r)
+            for (i64 j = 0; j < inner; ++j) acc[j] += x[r * inner + j];
+          for (i64 j = 0; j < inner; ++j) O[o * inner + j] = static_cast<float>(acc[j] * scale);
+        } else {
+          for (i64 j = 0; j < inner; ++j) acc[j] = x[j];
+          for (i64 r = 1; r < red; ++r)
+            for (i64 j = 0; j < inner; ++j) {
+              const double v = x[r * inner + j];
+              if (std::isnan(v) || (op == RMAX ? v > acc[j] : v < acc[j])) acc[j] = v;
+            }
+          for (i64 j = 0; j < inner; ++j) O[o * inner + j] = static_cast<float>(acc[j]);
+        }
+      }
+    }
+    return undef(a.env);
+  }
+  // Few output rows (e.g. per-channel sums over N*H*W): split the reduced axis between threads.
+  std::vector<double> part(static_cast<size_t>(nt) * outer * inner);
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num();
+    const i64 lo_r = red * t / nt, hi_r = red * (t + 1) / nt;
+    double *acc = part.data() + static_cast<size_t>(t) * outer * inner;
+    for (i64 o = 0; o < outer; ++o) {
+      const float *x = X + o * red * inner;
+      double *ac = acc + o * inner;
+      if (isSum) {
+        for (i64 j = 0; j < inner; ++j) ac[j] = 0;
+        for (i64 r = lo_r; r < hi_r; ++r)
+          for (i64 j = 0; j < inner; ++j) ac[j] += x[r * inner + j];
+      } else {
+        const double init = op == RMAX ? -INFINITY : INFINITY;
+        for (i64 j = 0; j < inner; ++j) ac[j] = init;
+        for (i64 r = lo_r; r < hi_r; ++r)
+          for (i64 j = 0; j < inner; ++j) {
+            const double v = x[r * inner + j];
+            if (std::isnan(v) || (op == RMAX ? v > ac[j] : v < ac[j])) ac[j] = v;
+          }
+      }
+    }
+  }
+  for (i64 k = 0; k < outer * inner; ++k) {
+    double v = part[k];
+    for (int t = 1; t < nt; ++t) {
+      const double w = part[static_cast<size_t>(t) * outer * inner + k];
+      if (isSum)
+        v += w;
+      else if (std::isnan(w) || (op == RMAX ? w > v : w < v))
+        v = w;
+    }
+    O[k] = static_cast<float>(isSum ? v * scale : v);
+  }
+  return undef(a.env);
+}
+
+// ---------------------------------------------------------------- strided copies
+
+// gather(x, out, outShape, inStrides, offset): out[i] = x[offset + sum_d idx_d * inStrides[d]]
+// (slice, strided slice, transpose, reverse are all this with different strides).
+napi_value gather(const Args &a) {
+  size_t lx, lo, rank, r2;
+  float *X = a.f32(0, &lx), *O = a.f32(1, &lo);
+  int32_t *shp = a.i32(2, &rank), *st = a.i32(3, &r2);
+  const i64 offset = static_cast<i64>(a.num(4));
+  if (rank == 0 || rank > 8 || r2 != rank) throw ArgError{"gather: bad shape/strides"};
+  i64 shape[8], s[8], total = 1, lo_i = offset, hi_i = offset;
+  for (size_t d = 0; d < rank; ++d) {
+    shape[d] = shp[d], s[d] = st[d], total *= shp[d];
+    if (shape[d] > 0) (s[d] > 0 ? hi_i : lo_i) += (shape[d] - 1) * s[d];
+  }
+  checkLen(lo, total, "out");
+  if (total == 0) return undef(a.env);
+  if (lo_i < 0 || hi_i >= static_cast<i64>(lx)) throw ArgError{"gather: indices exceed the input"};
+  const int r = static_cast<int>(rank);
+  const i64 inner = shape[r - 1], is = s[r - 1];
+  const i64 rows = total / inner;
+#pragma omp parallel for schedule(static) if (total >= kParMin)
+  for (i64 row = 0; row < rows; ++row) {
+    i64 off = offset, rem = row;
+    for (int d = r - 2; d >= 0; --d) {
+      off += (rem % shape[d]) * s[d];
+      rem /= shape[d];
+    }
+    float *o = O + row * inner;
+    const float *x = X + off;
+    if (is == 1)
+      std::memcpy(o, x, sizeof(float) * inner);
+    else
+      for (i64 j = 0; j < inner; ++j) o[j] = x[j * is];
+  }
+  return undef(a.env);
+}
+
+// pad(x, out, inShape, outShape, before, value): constant padding.
+napi_value pad(const Args &a) {
+  size_t lx, lo, r1, r2, r3;
+  float *X = a.f32(0, &lx), *O = a.f32(1, &lo);
+  int32_t *is = a.i32(2, &r1), *os = a.i32(3, &r2), *bf = a.i32(4, &r3);
+  const float value = static_cast<float>(a.num(5));
+  if (r1 == 0 || r1 > 8 || r2 != r1 || r3 != r1) throw ArgError{"pad: bad shapes"};
+  const int r = static_cast<int>(r1);
+  i64 ostr[8], total = 1, itotal = 1;
+  for (int d = r - 1; d >= 0; --d) {
+    ostr[d] = total;
+    total *= os[d];
+    itotal *= is[d];
+    if (bf[d] < 0 || bf[d] + is[d] > os[d]) throw ArgError{"pad: input does not fit"};
+  }
+  checkLen(lx, itotal, "x"), checkLen(lo, total, "out");
+  const bool par = total >= kParMin;
+#pragma omp parallel for schedule(static) if (par)
+  for (i64 i = 0; i < total; ++i) O[i] = value;
+  if (itotal == 0) return undef(a.env);
+  const i64 inner = is[r - 1], rows = itotal / inner;
+#pragma omp parallel for schedule(static) if (par)
+  for (i64 row = 0; row < rows; ++row) {
+    i64 off = bf[r - 1], rem = row;
+    for (int d = r - 2; d >= 0; --d) {
+      off += (rem % is[d] + bf[d]) * ostr[d];
+      rem /= is[d];
+    }
+    std::memcpy(O + off, X + row * inner, sizeof(float) * inner);
+  }
+  return undef(a.env);
+}
+
+// ---------------------------------------------------------------- pooling (NHWC)
+
+// pool params: N IH IW C OH OW KH KW SH SW PT PL
+struct PoolP {
+  i64 N, IH, IW, C, OH, OW, KH, KW, SH, SW, PT, PL;
+};
+PoolP readPoolP(const Args &a, size_t i) {
+  size_t n;
+  int32_t *v = a.i32(i, &n);
+  if (n != 12) throw ArgError{"pool params must have 12 entries"};
+  PoolP p;
+  i64 *o = &p.N;
+  for (int k = 0; k < 12; ++k) o[k] = v[k];
+  return p;
+}
+
+// maxPool(params, x, y) / avgPool(params, x, y); padding is excluded (the cpu backend's semantics).
+template <bool MAX>
+napi_value poolFwd(const Args &a) {
+  PoolP p = readPoolP(a, 0);
+  size_t lx, ly;
+  float *X = a.f32(1, &lx), *Y = a.f32(2, &ly);
+  checkLen(lx, p.N * p.IH * p.IW * p.C, "x"), checkLen(ly, p.N * p.OH * p.OW * p.C, "y");
+#pragma omp parallel for collapse(2) schedule(static)
+  for (i64 n = 0; n < p.N; ++n)
+    for (i64 oh = 0; oh < p.OH; ++oh) {
+      std::vector<float> acc(p.C);
+      const i64 h0 = oh * p.SH - p.PT;
+      const i64 hs = h0 < 0 ? 0 : h0, he = std::min(p.IH, h0 + p.KH);
+      for (i64 ow = 0; ow < p.OW; ++ow) {
+        const i64 w0 = ow * p.SW - p.PL;
+        const i64 ws = w0 < 0 ? 0 : w0, we = std::min(p.IW, w0 + p.KW);
+        std::fill(acc.begin(), acc.end(), MAX ? -INFINITY : 0.f);
+        for (i64 ih = hs; ih < he; ++ih)
+          for (i64 iw = ws; iw < we; ++iw) {
+            const float *x = X + ((n * p.IH + ih) * p.IW + iw) * p.C;
+            for (i64 c = 0; c < p.C; ++c) {
+              if (MAX) {
+                if (x[c] > acc[c]) acc[c] = x[c];
+              } else
+                acc[c] += x[c];
+            }
+          }
+        float *y = Y + ((n * p.OH + oh) * p.OW + ow) * p.C;
+        const i64 cnt = (he - hs) * (we - ws);
+        for (i64 c = 0; c < p.C; ++c) y[c] = MAX ? acc[c] : acc[c] / static_cast<float>(cnt > 0 ? cnt : 1);
+      }
+    }
+  return undef(a.env);
+}
+
+// maxPoolGrad(params, x, dy, dx): dy goes to the first strict maximum of each window (the cpu
+// backend's maxPoolPositions order).
+napi_value maxPoolGrad(const Args &a) {
+  PoolP p = readPoolP(a, 0);
+  size_t lx, ldy, ldx;
+  float *X = a.f32(1, &lx), *DY = a.f32(2, &ldy), *DX = a.f32(3, &ldx);
+  checkLen(lx, p.N * p.IH * p.IW * p.C, "x"), checkLen(ldy, p.N * p.OH * p.OW * p.C, "dy");
+  checkLen(ldx, lx, "dx");
+#pragma omp parallel for schedule(static)
+  for (i64 n = 0; n < p.N; ++n) {
+    float *dxn = DX + n * p.IH * p.IW * p.C;
+    std::fill(dxn, dxn + p.IH * p.IW * p.C, 0.f);
+    std::vector<float> best(p.C);
+    std::vector<i64> pos(p.C);
+    for (i64 oh = 0; oh < p.OH; ++oh) {
+      const i64 h0 = oh * p.SH - p.PT;
+      const i64 hs = h0 < 0 ? 0 : h0, he = std::min(p.IH, h0 + p.KH);
+      for (i64 ow = 0; ow < p.OW; ++ow) {
+        const i64 w0 = ow * p.SW - p.PL;
+        const i64 ws = w0 < 0 ? 0 : w0, we = std::min(p.IW, w0 + p.KW);
+        std::fill(best.begin(), best.end(), -INFINITY);
+        std::fill(pos.begin(), pos.end(), -1);
+        for (i64 ih = hs; ih < he; ++ih)
+          for (i64 iw = ws; iw < we; ++iw) {
+            const i64 base = (ih * p.IW + iw) * p.C;
+            const float *x = X + n * p.IH * p.IW * p.C + base;
+            for (i64 c = 0; c < p.C; ++c)
+              if (x[c] > best[c]) best[c] = x[c], pos[c] = base + c;
+          }
+        const float *dy = DY + ((n * p.OH + oh) * p.OW + ow) * p.C;
+        for (i64 c = 0; c < p.C; ++c)
+          if (pos[c] >= 0) dxn[pos[c]] += dy[c];
+      }
+    }
+  }
+  return undef(a.env);
+}
+
+// avgPoolGrad(params, dy, dx): like the cpu backend, every window position gets dy/(KH*KW).
+napi_value avgPoolGrad(const Args &a) {
+  PoolP p = readPoolP(a, 0);
+  size_t ldy, ldx;
+  float *DY = a.f32(1, &ldy), *DX = a.f32(2, &ldx);
+  checkLen(ldy, p.N * p.OH * p.OW * p.C, "dy"), checkLen(ldx, p.N * p.IH * p.IW * p.C, "dx");
+  const float mult = 1.f / static_cast<float>(p.KH * p.KW);
+#pragma omp parallel for schedule(static)
+  for (i64 n = 0; n < p.N; ++n) {
+    float *dxn = DX + n * p.IH * p.IW * p.C;
+    std::fill(dxn, dxn + p.IH * p.IW * p.C, 0.f);
+    for (i64 oh = 0; oh < p.OH; ++oh) {
+      const i64 h0 = oh * p.SH - p.PT;
+      const i64 hs = h0 < 0 ? 0 : h0, he = std::min(p.IH, h0 + p.KH);
+      for (i64 ow = 0; ow < p.OW; ++ow) {
+        const i64 w0 = ow * p.SW - p.PL;
+        const i64 ws = w0 < 0 ? 0 : w0, we = std::min(p.IW, w0 + p.KW);
+        const float *dy = DY + ((n * p.OH + oh) * p.OW + ow) * p.C;
+        for (i64 ih = hs; ih < he; ++ih)
+          for (i64 iw = ws; iw < we; ++iw) {
+            float *dx = dxn + (ih * p.IW + iw) * p.C;
+            for (i64 c = 0; c < p.C; ++c) dx[c] += dy[c] * mult;
+          }
+      }
+    }
+  }
+  return undef(a.env);
+}
+
+// ---------------------------------------------------------------- batch norm (channels last)
+
+// batchNorm(x, mean, variance, offset|null, scale|null, eps, out): per-channel params of length C
+// (or 1, broadcast).
+napi_value batchNorm(const Args &a) {
+  size_t lx, lm, lv, lof, lsc, lo;
+  float *X = a.f32(0, &lx), *Mn = a.f32(1, &lm), *V = a.f32(2, &lv), *Of = a.f32(3, &lof), *Sc = a.f32(4, &lsc);
+  const double eps = a.num(5);
+  float *O = a.f32(6, &lo);
+  const i64 C = static_cast<i64>(std::max({lm, lv, Of ? lof : 1, Sc ? lsc : 1}));
+  checkLen(lo, lx, "out");
+  if (C == 0 || lx % C != 0) throw ArgError{"batchNorm: x is not a multiple of the channel count"};
+  std::vector<float> mul(C), add(C);
+  for (i64 c = 0; c < C; ++c) {
+    const double m = Mn[lm == 1 ? 0 : c], v = V[lv == 1 ? 0 : c];
+    const double s = Sc ? Sc[lsc == 1 ? 0 : c] : 1.0, o = Of ? Of[lof == 1 ? 0 : c] : 0.0;
+    const double k = s / std::sqrt(v + eps);
+    mul[c] = static_cast<float>(k);
+    add[c] = static_cast<float>(o - m * k);
+  }
+  const i64 rows = static_cast<i64>(lx) / C;
+#pragma omp parallel for schedule(static) if (static_cast<i64>(lx) >= kParMin)
+  for (i64 r = 0; r < rows; ++r) {
+    const float *x = X + r * C;
+    float *o = O + r * C;
+    for (i64 c = 0; c < C; ++c) o[c] = x[c] * mul[c] + add[c];
+  }
+  return undef(a.env);
+}
+
+// batchNormGrad(dy, x, mean, variance, scale|null, eps, dx, dmean, dvar, dscale, doffset): the
+// gradient of y = (x - mean) * scale / sqrt(var + eps) + offset w.r.t. each input, with mean and
+// variance treated as independent inputs (as tfjs-core's FusedBatchNorm gradient does).
+napi_value batchNormGrad(const Args &a) {
+  size_t ldy, lx, lm, lv, lsc, ldx, l1, l2, l3, l4;
+  float *DY = a.f32(0, &ldy), *X = a.f32(1, &lx), *Mn = a.f32(2, &lm), *V = a.f32(3, &lv), *Sc = a.f32(4, &lsc);
+  const double eps = a.num(5);
+  float *DX = a.f32(6, &ldx), *DM = a.f32(7, &l1), *DV = a.f32(8, &l2), *DS = a.f32(9, &l3), *DO = a.f32(10, &l4);
+  const i64 C = static_cast<i64>(lm);
+  checkLen(lv, C, "variance"), checkLen(lx, ldy, "x"), checkLen(ldx, ldy, "dx");
+  if (Sc) checkLen(lsc, C, "scale");
+  checkLen(l1, C, "dmean"), checkLen(l2, C, "dvariance"), checkLen(l3, C, "dscale"), checkLen(l4, C, "doffset");
+  if (C == 0 || lx % C != 0) throw ArgError{"batchNormGrad: x is not a multiple of the channel count"};
+  const i64 rows = static_cast<i64>(lx) / C;
+  std::vector<float> k(C);
+  std::vector<double> inv(C);
+  for (i64 c = 0; c < C; ++c) {
+    inv[c] = 1.0 / std::sqrt(static_cast<double>(V[c]) + eps);
+    k[c] = static_cast<float>(inv[c] * (Sc ? Sc[c] : 1.0));
+  }
+  const int nt = static_cast<i64>(lx) >= kParMin ? omp_get_max_threads() : 1;
+  std::vector<double> sdy(static_cast<size_t>(nt) * C, 0.0), sdyx(static_cast<size_t>(nt) * C, 0.0);
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num();
+    double *s1 = sdy.data() + static_cast<size_t>(t) * C, *s2 = sdyx.data() + static_cast<size_t>(t) * C;
+    const i64 r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
+    for (i64 r = r0; r < r1; ++r) {
+      const float *dy = DY + r * C, *x = X + r * C;
+      float *dx = DX + r * C;
+      for (i64 c = 0; c < C; ++c) {
+        dx[c] = dy[c] * k[c];
+        s1[c] += dy[c];
+        s2[c] += static_cast<double>(dy[c]) * (x[c] - Mn[c]);
+      }
+    }
+  }
+  for (i64 c = 0; c < C; ++c) {
+    double a1 = 0, a2 = 0;
+    for (int t = 0; t < nt; ++t) a1 += sdy[static_cast<size_t>(t) * C + c], a2 += sdyx[static_cast<size_t>(t) * C + c];
+    const double s = Sc ? Sc[c] : 1.0;
+    DM[c] = static_cast<float>(-inv[c] * s * a1);
+    DV[c] = static_cast<float>(-0.5 * inv[c] * inv[c] * inv[c] * s * a2);
+    DS[c] = static_cast<float>(inv[c] * a2);
+    DO[c] = static_cast<float>(a1);
+  }
+  return undef(a.env);
+}
+
+// ---------------------------------------------------------------- misc
+
+napi_value setNumThreads(const Args &a) {
+  const int n = a.integer(0);
+  if (n < 1) throw ArgError{"threads must be >= 1"};
+  omp_set_num_threads(n);
+  return undef(a.env);
+}
+
+napi_value info(const Args &a) {
+  napi_value o, v;
+  napi_create_object(a.env, &o);
+  const dnnl_version_t *ver = dnnl_version();
+  std::string s = std::to_string(ver->major) + "." + std::to_string(ver->minor) + "." + std::to_string(ver->patch);
+  napi_create_string_utf8(a.env, s.c_str(), s.size(), &v);
+  napi_set_named_property(a.env, o, "onednn", v);
+  napi_create_int32(a.env, omp_get_max_threads(), &v);
+  napi_set_named_property(a.env, o, "threads", v);
+  napi_create_int32(a.env, static_cast<int32_t>(convCache().size()), &v);
+  napi_set_named_property(a.env, o, "cachedPrimitives", v);
+  return o;
+}
+
+napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"conv", nullptr, wrap<conv>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"convImpl", nullptr, wrap<convImpl>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"matmul", nullptr, wrap<matmul>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"binary", nullptr, wrap<binary>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"unary", nullptr, wrap<unary>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"reduce", nullptr, wrap<reduce>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"gather", nullptr, wrap<gather>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"pad", nullptr, wrap<pad>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"maxPool", nullptr, wrap<poolFwd<true>>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"avgPool", nullptr, wrap<poolFwd<false>>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"maxPoolGrad", nullptr, wrap<maxPoolGrad>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"avgPoolGrad", nullptr, wrap<avgPoolGrad>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"batchNorm", nullptr, wrap<batchNorm>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"batchNormGrad", nullptr, wrap<batchNormGrad>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"setNumThreads", nullptr, wrap<setNumThreads>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"info", nullptr, wrap<info>, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,77 @@
+/**
+ * Lazy loader of the native addon (packages/trainers/native, built by node-gyp at install time).
+ * Loading never throws: a missing or broken build, or FLATRANK_NATIVE=0, makes the addon
+ * unavailable with a one-line reason, and backend selection moves on to wasm.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+/** The functions exported by native/src/addon.cc (all synchronous, Float32Array in/out). */
+export interface NativeAddon {
+  /** kind 0: y = conv(x, w [, bias]); 1: dx from (dy, w); 2: dw from (x, dy). params: see CONV_PARAMS. */
+  conv(kind: 0 | 1 | 2, params: Int32Array, a: Float32Array, b: Float32Array, bias: Float32Array | null, out: Float32Array): void;
+  convImpl(kind: 0 | 1 | 2, params: Int32Array, hasBias: number): string;
+  matmul(a: Float32Array, b: Float32Array, out: Float32Array, batchA: number, batchB: number, m: number, n: number, k: number, transA: number, transB: number): void;
+  binary(op: number, a: Float32Array, b: Float32Array, out: Float32Array, shape: Int32Array, stridesA: Int32Array, stridesB: Int32Array): void;
+  unary(op: number, x: Float32Array, out: Float32Array, alpha: number): void;
+  reduce(op: number, x: Float32Array, out: Float32Array, outer: number, red: number, inner: number): void;
+  gather(x: Float32Array, out: Float32Array, shape: Int32Array, strides: Int32Array, offset: number): void;
+  pad(x: Float32Array, out: Float32Array, inShape: Int32Array, outShape: Int32Array, before: Int32Array, value: number): void;
+  maxPool(params: Int32Array, x: Float32Array, y: Float32Array): void;
+  avgPool(params: Int32Array, x: Float32Array, y: Float32Array): void;
+  maxPoolGrad(params: Int32Array, x: Float32Array, dy: Float32Array, dx: Float32Array): void;
+  avgPoolGrad(params: Int32Array, dy: Float32Array, dx: Float32Array): void;
+  batchNorm(x: Float32Array, mean: Float32Array, variance: Float32Array, offset: Float32Array | null, scale: Float32Array | null, eps: number, out: Float32Array): void;
+  batchNormGrad(dy: Float32Array, x: Float32Array, mean: Float32Array, variance: Float32Array, scale: Float32Array | null, eps: number, dx: Float32Array, dmean: Float32Array, dvariance: Float32Array, dscale: Float32Array, doffset: Float32Array): void;
+  setNumThreads(n: number): void;
+  info(): { onednn: string; threads: number; cachedPrimitives: number };
+}
+
+export interface NativeAddonStatus {
+  available: boolean;
+  /** Why it is unavailable (one line), or where it was loaded from. */
+  detail: string;
+}
+
+/** native/build/Release/flatrank_native.node, relative to this file in src/native or dist/native. */
+export function addonPath(): string {
+  return fileURLToPath(new URL('../../native/build/Release/flatrank_native.node', import.meta.url));
+}
+
+let cached: { addon: NativeAddon | null; status: NativeAddonStatus } | null = null;
+
+/** Loads the addon once per process; FLATRANK_NATIVE=0 forces it off (read on first call). */
+export function loadNativeAddon(env: NodeJS.ProcessEnv = process.env): { addon: NativeAddon | null; status: NativeAddonStatus } {
+  if (cached) return cached;
+  cached = tryLoad(env);
+  return cached;
+}
+
+/** Forgets the cached load result (tests toggle FLATRANK_NATIVE). The loaded library stays mapped. */
+export function resetNativeAddonCache(): void {
+  cached = null;
+}
+
+function tryLoad(env: NodeJS.ProcessEnv): { addon: NativeAddon | null; status: NativeAddonStatus } {
+  const flag = env['FLATRANK_NATIVE'];
+  if (flag === '0' || flag === 'false' || flag === 'off')
+    return { addon: null, status: { available: false, detail: `disabled by FLATRANK_NATIVE=${flag}` } };
+  const path = addonPath();
+  if (!existsSync(path))
+    return {
+      addon: null,
+      status: { available: false, detail: `addon not built (${path} missing; run npm run build:native -w @flatrank/trainers)` },
+    };
+  try {
+    const require = createRequire(import.meta.url);
+    const addon = require(path) as NativeAddon;
+    const threads = Number(env['FLATRANK_NATIVE_THREADS'] ?? '');
+    if (Number.isInteger(threads) && threads > 0) addon.setNumThreads(threads);
+    const i = addon.info();
+    return { addon, status: { available: true, detail: `${path} (oneDNN ${i.onednn}, ${i.threads} threads)` } };
+  } catch (e) {
+    const msg = (e as Error).message.split('\n')[0];
+    return { addon: null, status: { available: false, detail: `addon failed to load: ${msg}` } };
+  }
+}

@@ -1,0 +1,8 @@
+export {
+  NATIVE_BACKEND_NAME,
+  nativeBackendCandidate,
+  nativeBackendStatus,
+  nativeKernelNames,
+  registerNativeBackend,
+} from './backend.js';
+export { loadNativeAddon, addonPath, type NativeAddon, type NativeAddonStatus } from './addon.js';
