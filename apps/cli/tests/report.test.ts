@@ -12,7 +12,11 @@ async function cli(args: string[]): Promise<{ code: number; out: string; err: st
   const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
   try {
     const code = await run(['node', 'flatrank', ...args]);
-    return { code, out: out.mock.calls.map((c) => String(c[0])).join(''), err: err.mock.calls.map((c) => String(c[0])).join('') };
+    return {
+      code,
+      out: out.mock.calls.map((c) => String(c[0])).join(''),
+      err: err.mock.calls.map((c) => String(c[0])).join(''),
+    };
   } finally {
     out.mockRestore();
     err.mockRestore();

@@ -2,7 +2,18 @@
  * Aggregation of a sweep's trials into report rows: one row per configuration up to the seed
  * (method x decomposition x rank policy x the other axes that vary), with mean +- std over seeds.
  */
-import { canonicalJson, sha256Hex, METHODS, type Decomposition, type LayerRecord, type Method, type TrialConfig, type TrialStatus, type TrialSummary, type RankPolicy } from '@flatrank/protocol';
+import {
+  canonicalJson,
+  sha256Hex,
+  METHODS,
+  type Decomposition,
+  type LayerRecord,
+  type Method,
+  type TrialConfig,
+  type TrialStatus,
+  type TrialSummary,
+  type RankPolicy,
+} from '@flatrank/protocol';
 import { describe, ratio, type Stat } from './stats.js';
 
 /** One trial as the report needs it (see load.ts for how it is read from the store). */
@@ -13,7 +24,9 @@ export interface ReportTrial {
   /** The results row; null unless the trial succeeded. */
   summary: TrialSummary | null;
   /** Per-layer records of the compressed layers (latest attempt); may be empty. */
-  layers: ReadonlyArray<Pick<LayerRecord, 'name' | 'paramsBefore' | 'paramsAfter' | 'macsBefore' | 'macsAfter'>>;
+  layers: ReadonlyArray<
+    Pick<LayerRecord, 'name' | 'paramsBefore' | 'paramsAfter' | 'macsBefore' | 'macsAfter'>
+  >;
   error?: string | null;
 }
 
@@ -64,8 +77,18 @@ export interface AggregateOptions {
   bucketTolerance?: number;
 }
 
-const METHOD_ORDER: Record<Method, number> = Object.fromEntries(METHODS.map((m, i) => [m, i])) as Record<Method, number>;
-const STATUSES: readonly TrialStatus[] = ['pending', 'running', 'succeeded', 'failed', 'diverged', 'cancelled'];
+const METHOD_ORDER: Record<Method, number> = Object.fromEntries(METHODS.map((m, i) => [m, i])) as Record<
+  Method,
+  number
+>;
+const STATUSES: readonly TrialStatus[] = [
+  'pending',
+  'running',
+  'succeeded',
+  'failed',
+  'diverged',
+  'cancelled',
+];
 
 /**
  * Group key of a config: its canonical JSON without the seed, with a start trial replaced by that
@@ -145,12 +168,20 @@ const ALIASES: ReadonlyArray<[prefix: string, alias: string]> = [
 
 function flatten(v: unknown, prefix: string, out: Map<string, string>): void {
   if (Array.isArray(v) && v.every((x) => typeof x === 'number')) out.set(prefix, v.join('x'));
-  else if (v !== null && typeof v === 'object') for (const [k, x] of Object.entries(v)) flatten(x, prefix ? `${prefix}.${k}` : k, out);
+  else if (v !== null && typeof v === 'object')
+    for (const [k, x] of Object.entries(v)) flatten(x, prefix ? `${prefix}.${k}` : k, out);
   else out.set(prefix, v === null ? '-' : String(v));
 }
 
 /** Fields never shown as variant: they have their own columns, or differ per seed. */
-const NOT_VARIANT = ['seed', 'method', 'compression.decomposition', 'compression.rank', 'start.trialKey', 'version'];
+const NOT_VARIANT = [
+  'seed',
+  'method',
+  'compression.decomposition',
+  'compression.rank',
+  'start.trialKey',
+  'version',
+];
 
 function variantFields(config: TrialConfig): Map<string, string> {
   const m = new Map<string, string>();
@@ -272,7 +303,12 @@ function assignBuckets(rows: ReportRow[], tol: number): void {
   const rest: ReportRow[] = [];
   for (const r of measured) {
     let best: number | null = null;
-    for (const t of targets) if (Math.abs(Math.log(r.ratio! / t)) <= Math.log(1 + tol) && (best === null || Math.abs(Math.log(r.ratio! / t)) < Math.abs(Math.log(r.ratio! / best)))) best = t;
+    for (const t of targets)
+      if (
+        Math.abs(Math.log(r.ratio! / t)) <= Math.log(1 + tol) &&
+        (best === null || Math.abs(Math.log(r.ratio! / t)) < Math.abs(Math.log(r.ratio! / best)))
+      )
+        best = t;
     if (best !== null) r.bucket = best;
     else rest.push(r);
   }
@@ -286,7 +322,9 @@ function assignBuckets(rows: ReportRow[], tol: number): void {
 
 function markBest(rows: ReportRow[]): void {
   const buckets = new Map<number, ReportRow[]>();
-  for (const r of rows) if (r.bucket !== null && r.accuracyFinal.mean !== null) buckets.set(r.bucket, [...(buckets.get(r.bucket) ?? []), r]);
+  for (const r of rows)
+    if (r.bucket !== null && r.accuracyFinal.mean !== null)
+      buckets.set(r.bucket, [...(buckets.get(r.bucket) ?? []), r]);
   for (const list of buckets.values()) {
     if (list.length < 2) continue;
     const top = Math.max(...list.map((r) => r.accuracyFinal.mean!));

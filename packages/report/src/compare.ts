@@ -6,7 +6,13 @@
  * compressed layers for Table 1. Ours is the measured mean; when a trial recorded no sizes, the
  * ratio its config asks for on the same basis stands in.
  */
-import { PAPER_BASELINE_ACCURACY, publishedRows, type PaperReference, type PublishedRow, type RatioBasis } from './paper.js';
+import {
+  PAPER_BASELINE_ACCURACY,
+  publishedRows,
+  type PaperReference,
+  type PublishedRow,
+  type RatioBasis,
+} from './paper.js';
 import type { ReportRow } from './aggregate.js';
 
 export interface PaperMatch {
@@ -43,7 +49,11 @@ function eligible(row: ReportRow, p: PublishedRow): boolean {
 }
 
 /** The published row a report row is compared with, or null (no counterpart within the tolerance). */
-export function matchRow(row: ReportRow, reference: PaperReference, options: CompareOptions = {}): PaperMatch | null {
+export function matchRow(
+  row: ReportRow,
+  reference: PaperReference,
+  options: CompareOptions = {},
+): PaperMatch | null {
   const tol = options.tolerance ?? DEFAULT_MATCH_TOLERANCE;
   const ours = row.accuracyFinal.mean === null ? null : row.accuracyFinal.mean * 100;
   if (row.isBaseline) {
@@ -78,7 +88,10 @@ export function matchRow(row: ReportRow, reference: PaperReference, options: Com
 }
 
 /** Published rows no report row was matched with (the parts of the paper the sweep did not cover). */
-export function unmatchedPublished(matches: ReadonlyArray<PaperMatch | null>, reference: PaperReference): PublishedRow[] {
+export function unmatchedPublished(
+  matches: ReadonlyArray<PaperMatch | null>,
+  reference: PaperReference,
+): PublishedRow[] {
   return publishedRows(reference).filter(
     (p) => !matches.some((m) => m && m.ratio === p.ratio && m.accuracy === p.accuracy && m.note === p.note),
   );

@@ -8,7 +8,10 @@ export type ReportFormat = (typeof REPORT_FORMATS)[number];
 
 export function parseReportFormat(v: string, field = '--format'): ReportFormat {
   if ((REPORT_FORMATS as readonly string[]).includes(v)) return v as ReportFormat;
-  throw new ValidationError(field, `${field}: unknown format ${JSON.stringify(v)}; allowed: ${REPORT_FORMATS.join(', ')}`);
+  throw new ValidationError(
+    field,
+    `${field}: unknown format ${JSON.stringify(v)}; allowed: ${REPORT_FORMATS.join(', ')}`,
+  );
 }
 
 export function formatReport(report: Report, format: ReportFormat): string {
@@ -39,7 +42,8 @@ function fmtSigned(v: number | null, digits: number): string {
 
 function notOk(r: ReportEntry): string {
   const parts: string[] = [];
-  for (const s of ['failed', 'diverged', 'running', 'pending', 'cancelled'] as const) if (r.status[s] > 0) parts.push(`${r.status[s]} ${s}`);
+  for (const s of ['failed', 'diverged', 'running', 'pending', 'cancelled'] as const)
+    if (r.status[s] > 0) parts.push(`${r.status[s]} ${s}`);
   return parts.join(', ');
 }
 
@@ -60,7 +64,18 @@ export function toMarkdown(report: Report): string {
     `${t.trials} trials: ${t.succeeded} succeeded, ${t.failed} failed, ${t.diverged} diverged, ${t.running} running, ${t.pending} pending, ${t.cancelled} cancelled.`,
     '',
   );
-  const head = ['', 'method', 'rank', 'variant', 'n', 'params ×', 'MACs ×', 'latency ×', 'acc. after decomp. %', 'final acc. %'];
+  const head = [
+    '',
+    'method',
+    'rank',
+    'variant',
+    'n',
+    'params ×',
+    'MACs ×',
+    'latency ×',
+    'acc. after decomp. %',
+    'final acc. %',
+  ];
   if (paper) head.push('paper %', 'Δ pts');
   head.push('wall s', 'not done');
   out.push(`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`);
@@ -78,7 +93,8 @@ export function toMarkdown(report: Report): string {
       fmtStat(r.accuracyAfterDecomposition, 2, 100),
       r.best ? `**${final}**` : final,
     ];
-    if (paper) cells.push(r.paper ? fmtNum(r.paper.accuracy, 2) : '', r.paper ? fmtSigned(r.paper.delta, 2) : '');
+    if (paper)
+      cells.push(r.paper ? fmtNum(r.paper.accuracy, 2) : '', r.paper ? fmtSigned(r.paper.delta, 2) : '');
     cells.push(fmtStat(r.wallSeconds, 1), notOk(r));
     out.push(`| ${cells.map(mdEscape).join(' | ')} |`);
   }
@@ -93,7 +109,8 @@ export function toMarkdown(report: Report): string {
     );
     if (report.notCovered.length > 0) {
       out.push('', 'Published rows without a counterpart here:');
-      for (const p of report.notCovered) out.push(`- ${p.method} ${p.decomposition} at ${p.ratio}x: ${p.accuracy.toFixed(2)} % (${p.note})`);
+      for (const p of report.notCovered)
+        out.push(`- ${p.method} ${p.decomposition} at ${p.ratio}x: ${p.accuracy.toFixed(2)} % (${p.note})`);
     }
   }
   return `${out.join('\n')}\n`;
@@ -105,21 +122,68 @@ function csvCell(v: string | number | boolean | null): string {
   return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
-const STAT_COLUMNS = ['accuracyFinal', 'accuracyAfterDecomposition', 'paramsRatio', 'macsRatio', 'latencyRatio', 'layersRatio', 'wallSeconds'] as const;
+const STAT_COLUMNS = [
+  'accuracyFinal',
+  'accuracyAfterDecomposition',
+  'paramsRatio',
+  'macsRatio',
+  'latencyRatio',
+  'layersRatio',
+  'wallSeconds',
+] as const;
 
 /** One line per row; every statistic as <name>_mean, <name>_std; accuracies as fractions. */
 export function toCsv(report: Report): string {
-  const head = ['sweep', 'best', 'baseline', 'method', 'decomposition', 'rank', 'variant', 'target_ratio', 'n', 'seeds'];
+  const head = [
+    'sweep',
+    'best',
+    'baseline',
+    'method',
+    'decomposition',
+    'rank',
+    'variant',
+    'target_ratio',
+    'n',
+    'seeds',
+  ];
   for (const c of STAT_COLUMNS) head.push(`${c}_mean`, `${c}_std`);
-  head.push('paper_accuracy_pct', 'paper_ratio', 'delta_pts', 'succeeded', 'failed', 'diverged', 'pending', 'running', 'cancelled', 'group');
+  head.push(
+    'paper_accuracy_pct',
+    'paper_ratio',
+    'delta_pts',
+    'succeeded',
+    'failed',
+    'diverged',
+    'pending',
+    'running',
+    'cancelled',
+    'group',
+  );
   const lines = [head.join(',')];
   for (const r of report.rows) {
     const cells: Array<string | number | boolean | null> = [
-      report.sweep, r.best, r.isBaseline, r.method, r.decomposition, r.rank, r.variant, r.targetRatio, r.accuracyFinal.n, r.seeds.join(' '),
+      report.sweep,
+      r.best,
+      r.isBaseline,
+      r.method,
+      r.decomposition,
+      r.rank,
+      r.variant,
+      r.targetRatio,
+      r.accuracyFinal.n,
+      r.seeds.join(' '),
     ];
     for (const c of STAT_COLUMNS) cells.push(r[c].mean, r[c].std);
     cells.push(r.paper?.accuracy ?? null, r.paper?.ratio ?? null, r.paper?.delta ?? null);
-    cells.push(r.status.succeeded, r.status.failed, r.status.diverged, r.status.pending, r.status.running, r.status.cancelled, r.group);
+    cells.push(
+      r.status.succeeded,
+      r.status.failed,
+      r.status.diverged,
+      r.status.pending,
+      r.status.running,
+      r.status.cancelled,
+      r.group,
+    );
     lines.push(cells.map(csvCell).join(','));
   }
   return `${lines.join('\n')}\n`;

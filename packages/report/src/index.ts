@@ -3,7 +3,13 @@ export { aggregate, describeRankPolicy, groupKeys, targetRatioOf } from './aggre
 export type { ReportRow, ReportTrial, AggregateOptions } from './aggregate.js';
 export { describe, ratio } from './stats.js';
 export type { Stat } from './stats.js';
-export { PUBLISHED, PAPER_BASELINE_ACCURACY, PAPER_REFERENCES, isPaperReference, publishedRows } from './paper.js';
+export {
+  PUBLISHED,
+  PAPER_BASELINE_ACCURACY,
+  PAPER_REFERENCES,
+  isPaperReference,
+  publishedRows,
+} from './paper.js';
 export type { PaperReference, PublishedRow, RatioBasis } from './paper.js';
 export { matchRow, unmatchedPublished, DEFAULT_MATCH_TOLERANCE } from './compare.js';
 export type { PaperMatch, CompareOptions } from './compare.js';

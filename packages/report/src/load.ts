@@ -47,7 +47,12 @@ export function loadSweepFrom(store: ResultsStore, sweepName: string): LoadedSwe
   const sweep = store.getSweep(sweepName);
   if (!sweep) {
     const names = store.listSweeps().map((s) => s.name);
-    throw new UnknownNameError('sweep', sweepName, names.length > 0 ? names : ['(no sweeps in this database)'], { context: { db: store.path } });
+    throw new UnknownNameError(
+      'sweep',
+      sweepName,
+      names.length > 0 ? names : ['(no sweeps in this database)'],
+      { context: { db: store.path } },
+    );
   }
   const trials = store.listTrials({ sweepId: sweep.id });
   const summaries = new Map<string, SummaryRow>();

@@ -24,7 +24,10 @@ export function plotFormatOf(file: string, field = '--out'): PlotFormat {
   const ext = extname(file).toLowerCase();
   if (ext === '.svg') return 'svg';
   if (ext === '.png') return 'png';
-  throw new ValidationError(field, `${field}: the plot file must end in .svg or .png, got ${JSON.stringify(file)}`);
+  throw new ValidationError(
+    field,
+    `${field}: the plot file must end in .svg or .png, got ${JSON.stringify(file)}`,
+  );
 }
 
 /** Rasterises an SVG document (system fonts, DejaVu Sans preferred) at `scale` x its size. */

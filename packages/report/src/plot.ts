@@ -30,7 +30,18 @@ export interface PlotData {
   xBasis: string;
 }
 
-const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf', '#7f7f7f', '#bcbd22'];
+const PALETTE = [
+  '#1f77b4',
+  '#d62728',
+  '#2ca02c',
+  '#ff7f0e',
+  '#9467bd',
+  '#8c564b',
+  '#e377c2',
+  '#17becf',
+  '#7f7f7f',
+  '#bcbd22',
+];
 const FONT = 'DejaVu Sans, Arial, Helvetica, sans-serif';
 
 function xOf(r: ReportEntry): number | null {
@@ -59,10 +70,18 @@ export function plotData(report: Report): PlotData {
     if (x === null) continue;
     const label = `${r.method} ${r.decomposition ?? ''}${r.variant ? ` ${r.variant}` : ''}`.trim();
     const pts = bySeries.get(label) ?? [];
-    pts.push({ x, y: r.accuracyFinal.mean * 100, err: r.accuracyFinal.std === null ? null : r.accuracyFinal.std * 100 });
+    pts.push({
+      x,
+      y: r.accuracyFinal.mean * 100,
+      err: r.accuracyFinal.std === null ? null : r.accuracyFinal.std * 100,
+    });
     bySeries.set(label, pts);
   }
-  const series: PlotSeries[] = [...bySeries].map(([label, points]) => ({ label, points: points.sort((a, b) => a.x - b.x), published: false }));
+  const series: PlotSeries[] = [...bySeries].map(([label, points]) => ({
+    label,
+    points: points.sort((a, b) => a.x - b.x),
+    published: false,
+  }));
   // Table 1 states ratios of the nine layers, not of the whole model: only Fig. 3 shares our x axis.
   if (report.reproduces === 'paper-fig3') {
     const pub = new Map<string, PlotPoint[]>();
@@ -78,7 +97,8 @@ export function plotData(report: Report): PlotData {
   else {
     // No baseline trial in the sweep: the accuracy of the model the trials started from.
     const orig = report.rows.map((r) => r.accuracyOriginal.mean).filter((v): v is number => v !== null);
-    if (orig.length > 0) baseline = { label: 'original model', y: (orig.reduce((a, b) => a + b, 0) / orig.length) * 100 };
+    if (orig.length > 0)
+      baseline = { label: 'original model', y: (orig.reduce((a, b) => a + b, 0) / orig.length) * 100 };
   }
   return {
     title: `${report.sweep}: final accuracy vs compression`,
@@ -118,7 +138,14 @@ export function renderPlotSvg(data: PlotData, options: SvgOptions = {}): string 
   const Y = (v: number) => m.top + (1 - (v - yLo) / (yHi - yLo)) * ph;
 
   const body: string[] = [el('rect', { x: 0, y: 0, width: W, height: H, fill: '#ffffff' })];
-  body.push(text(m.left + pw / 2, 24, data.title, { 'text-anchor': 'middle', 'font-size': 15, 'font-weight': 'bold', 'font-family': FONT }));
+  body.push(
+    text(m.left + pw / 2, 24, data.title, {
+      'text-anchor': 'middle',
+      'font-size': 15,
+      'font-weight': 'bold',
+      'font-family': FONT,
+    }),
+  );
 
   // Axes with ticks and grid.
   const axes: string[] = [];
@@ -126,38 +153,102 @@ export function renderPlotSvg(data: PlotData, options: SvgOptions = {}): string 
     const x = X(t);
     axes.push(el('line', { x1: x, y1: m.top, x2: x, y2: m.top + ph, stroke: '#e5e5e5' }));
     axes.push(el('line', { x1: x, y1: m.top + ph, x2: x, y2: m.top + ph + 5, stroke: '#333' }));
-    axes.push(text(x, m.top + ph + 19, `${t}x`, { 'text-anchor': 'middle', 'font-size': 12, 'font-family': FONT }));
+    axes.push(
+      text(x, m.top + ph + 19, `${t}x`, { 'text-anchor': 'middle', 'font-size': 12, 'font-family': FONT }),
+    );
   }
   for (const t of linearTicks(yLo, yHi, 6)) {
     const y = Y(t);
     axes.push(el('line', { x1: m.left, y1: y, x2: m.left + pw, y2: y, stroke: '#e5e5e5' }));
     axes.push(el('line', { x1: m.left - 5, y1: y, x2: m.left, y2: y, stroke: '#333' }));
-    axes.push(text(m.left - 8, y + 4, Number(t.toFixed(6)).toString(), { 'text-anchor': 'end', 'font-size': 12, 'font-family': FONT }));
+    axes.push(
+      text(m.left - 8, y + 4, Number(t.toFixed(6)).toString(), {
+        'text-anchor': 'end',
+        'font-size': 12,
+        'font-family': FONT,
+      }),
+    );
   }
   axes.push(el('rect', { x: m.left, y: m.top, width: pw, height: ph, fill: 'none', stroke: '#333' }));
-  axes.push(text(m.left + pw / 2, H - 16, data.xBasis, { 'text-anchor': 'middle', 'font-size': 13, 'font-family': FONT }));
-  axes.push(text(18, m.top + ph / 2, 'final test accuracy (%)', { 'text-anchor': 'middle', 'font-size': 13, 'font-family': FONT, transform: `rotate(-90 18 ${m.top + ph / 2})` }));
+  axes.push(
+    text(m.left + pw / 2, H - 16, data.xBasis, {
+      'text-anchor': 'middle',
+      'font-size': 13,
+      'font-family': FONT,
+    }),
+  );
+  axes.push(
+    text(18, m.top + ph / 2, 'final test accuracy (%)', {
+      'text-anchor': 'middle',
+      'font-size': 13,
+      'font-family': FONT,
+      transform: `rotate(-90 18 ${m.top + ph / 2})`,
+    }),
+  );
   body.push(el('g', { class: 'axes' }, axes));
 
   const legend: Array<{ label: string; draw: (x: number, y: number) => string[] }> = [];
 
   if (data.baseline) {
     const y = Y(data.baseline.y);
-    body.push(el('line', { class: 'baseline', x1: m.left, y1: y, x2: m.left + pw, y2: y, stroke: '#000', 'stroke-width': 1.2, 'stroke-dasharray': '2 3' }));
-    legend.push({ label: `${data.baseline.label} (${data.baseline.y.toFixed(2)} %)`, draw: (x, yy) => [el('line', { x1: x, y1: yy, x2: x + 22, y2: yy, stroke: '#000', 'stroke-dasharray': '2 3' })] });
+    body.push(
+      el('line', {
+        class: 'baseline',
+        x1: m.left,
+        y1: y,
+        x2: m.left + pw,
+        y2: y,
+        stroke: '#000',
+        'stroke-width': 1.2,
+        'stroke-dasharray': '2 3',
+      }),
+    );
+    legend.push({
+      label: `${data.baseline.label} (${data.baseline.y.toFixed(2)} %)`,
+      draw: (x, yy) => [
+        el('line', { x1: x, y1: yy, x2: x + 22, y2: yy, stroke: '#000', 'stroke-dasharray': '2 3' }),
+      ],
+    });
   }
 
   if (data.pareto.length > 0) {
     const front = data.pareto.map((p) => [X(p.x), Y(p.y)] as const);
-    body.push(polyline(front, { class: 'pareto', stroke: '#999', 'stroke-width': 7, 'stroke-opacity': 0.35, 'stroke-linejoin': 'round', 'stroke-linecap': 'round' }));
-    legend.push({ label: 'Pareto front', draw: (x, y) => [el('line', { x1: x, y1: y, x2: x + 22, y2: y, stroke: '#999', 'stroke-width': 7, 'stroke-opacity': 0.35 })] });
+    body.push(
+      polyline(front, {
+        class: 'pareto',
+        stroke: '#999',
+        'stroke-width': 7,
+        'stroke-opacity': 0.35,
+        'stroke-linejoin': 'round',
+        'stroke-linecap': 'round',
+      }),
+    );
+    legend.push({
+      label: 'Pareto front',
+      draw: (x, y) => [
+        el('line', {
+          x1: x,
+          y1: y,
+          x2: x + 22,
+          y2: y,
+          stroke: '#999',
+          'stroke-width': 7,
+          'stroke-opacity': 0.35,
+        }),
+      ],
+    });
   }
 
   data.series.forEach((s, i) => {
     const color = s.published ? '#555' : PALETTE[i % PALETTE.length]!;
     const g: string[] = [];
     const dash = s.published ? (i % 2 === 0 ? '6 4' : '2 2') : null;
-    g.push(polyline(s.points.map((p) => [X(p.x), Y(p.y)] as const), { class: 'series-line', stroke: color, 'stroke-width': 2, 'stroke-dasharray': dash }));
+    g.push(
+      polyline(
+        s.points.map((p) => [X(p.x), Y(p.y)] as const),
+        { class: 'series-line', stroke: color, 'stroke-width': 2, 'stroke-dasharray': dash },
+      ),
+    );
     for (const p of s.points) {
       const x = X(p.x);
       if (p.err !== null && p.err > 0) {
@@ -171,13 +262,31 @@ export function renderPlotSvg(data: PlotData, options: SvgOptions = {}): string 
           ]),
         );
       }
-      g.push(el('circle', { class: 'point', cx: x, cy: Y(p.y), r: 3.5, fill: s.published ? '#fff' : color, stroke: color, 'stroke-width': 1.5 }));
+      g.push(
+        el('circle', {
+          class: 'point',
+          cx: x,
+          cy: Y(p.y),
+          r: 3.5,
+          fill: s.published ? '#fff' : color,
+          stroke: color,
+          'stroke-width': 1.5,
+        }),
+      );
     }
     body.push(el('g', { class: s.published ? 'series published' : 'series', 'data-label': s.label }, g));
     legend.push({
       label: s.label,
       draw: (x, y) => [
-        el('line', { x1: x, y1: y, x2: x + 22, y2: y, stroke: color, 'stroke-width': 2, 'stroke-dasharray': dash }),
+        el('line', {
+          x1: x,
+          y1: y,
+          x2: x + 22,
+          y2: y,
+          stroke: color,
+          'stroke-width': 2,
+          'stroke-dasharray': dash,
+        }),
         el('circle', { cx: x + 11, cy: y, r: 3.5, fill: s.published ? '#fff' : color, stroke: color }),
       ],
     });

@@ -34,7 +34,15 @@ export function buildReport(trials: readonly ReportTrial[], options: BuildReport
     ...r,
     paper: reproduces ? matchRow(r, reproduces, { tolerance }) : null,
   }));
-  const totals = { trials: trials.length, pending: 0, running: 0, succeeded: 0, failed: 0, diverged: 0, cancelled: 0 };
+  const totals = {
+    trials: trials.length,
+    pending: 0,
+    running: 0,
+    succeeded: 0,
+    failed: 0,
+    diverged: 0,
+    cancelled: 0,
+  };
   for (const t of trials) totals[t.status]++;
   return {
     sweep: options.sweep,
@@ -42,6 +50,11 @@ export function buildReport(trials: readonly ReportTrial[], options: BuildReport
     matchTolerance: tolerance,
     totals,
     rows,
-    notCovered: reproduces ? unmatchedPublished(rows.map((r) => r.paper), reproduces) : [],
+    notCovered: reproduces
+      ? unmatchedPublished(
+          rows.map((r) => r.paper),
+          reproduces,
+        )
+      : [],
   };
 }

@@ -23,7 +23,9 @@ function attrs(a: Attrs): string {
 
 /** An element; children are already-rendered strings (use text() for character data). */
 export function el(name: string, a: Attrs = {}, children: readonly string[] = []): string {
-  return children.length === 0 ? `<${name}${attrs(a)}/>` : `<${name}${attrs(a)}>${children.join('')}</${name}>`;
+  return children.length === 0
+    ? `<${name}${attrs(a)}/>`
+    : `<${name}${attrs(a)}>${children.join('')}</${name}>`;
 }
 
 export function text(x: number, y: number, content: string, a: Attrs = {}): string {
@@ -31,7 +33,11 @@ export function text(x: number, y: number, content: string, a: Attrs = {}): stri
 }
 
 export function polyline(points: ReadonlyArray<readonly [number, number]>, a: Attrs = {}): string {
-  return el('polyline', { ...a, points: points.map(([x, y]) => `${num(x)},${num(y)}`).join(' '), fill: a['fill'] ?? 'none' });
+  return el('polyline', {
+    ...a,
+    points: points.map(([x, y]) => `${num(x)},${num(y)}`).join(' '),
+    fill: a['fill'] ?? 'none',
+  });
 }
 
 export function document(width: number, height: number, body: readonly string[], title?: string): string {
@@ -46,7 +52,8 @@ export function linearTicks(lo: number, hi: number, count = 6): number[] {
   const mag = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;
   const out: number[] = [];
-  for (let v = Math.ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step) out.push(Math.round(v / step) * step);
+  for (let v = Math.ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step)
+    out.push(Math.round(v / step) * step);
   return out;
 }
 

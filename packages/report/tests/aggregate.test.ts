@@ -9,7 +9,10 @@ import { cfg, writeSweep, type HandTrial } from './helpers.js';
 let tmp: TempDb | undefined;
 afterEach(() => tmp?.cleanup());
 
-const tucker = (ratio: number) => ({ decomposition: 'tucker2' as const, rank: { kind: 'ratio' as const, ratio } });
+const tucker = (ratio: number) => ({
+  decomposition: 'tucker2' as const,
+  rank: { kind: 'ratio' as const, ratio },
+});
 
 /** baseline x2 seeds, finetune x3, distort S_D=200 x3 (one diverged), distort S_D=50, cp with a fixed rank, posttrain svd 4x (+1 pending). */
 function handSweep(): HandTrial[] {
@@ -23,7 +26,13 @@ function handSweep(): HandTrial[] {
     t.push({
       config: cfg({ method: 'finetune', seed, start: fromBase(seed), compression: tucker(2) }),
       outcome: 'succeeded',
-      summary: { accuracyFinal: acc, accuracyAfterDecomposition: 0.5 + seed / 10, paramsAfter: 30000, macsAfter: 200000, latencyAfterMs: 1 },
+      summary: {
+        accuracyFinal: acc,
+        accuracyAfterDecomposition: 0.5 + seed / 10,
+        paramsAfter: 30000,
+        macsAfter: 200000,
+        latencyAfterMs: 1,
+      },
       layers: [
         { name: 'conv2', paramsBefore: 2400, paramsAfter: 800 },
         { name: 'conv3', paramsBefore: 1600, paramsAfter: 1200 },
@@ -31,17 +40,44 @@ function handSweep(): HandTrial[] {
     }),
   );
   [0.93, 0.95].forEach((acc, seed) =>
-    t.push({ config: cfg({ method: 'distort', seed, compression: tucker(2) }), outcome: 'succeeded', summary: { accuracyFinal: acc, paramsAfter: 30000 } }),
+    t.push({
+      config: cfg({ method: 'distort', seed, compression: tucker(2) }),
+      outcome: 'succeeded',
+      summary: { accuracyFinal: acc, paramsAfter: 30000 },
+    }),
   );
   t.push({ config: cfg({ method: 'distort', seed: 2, compression: tucker(2) }), outcome: 'diverged' });
-  t.push({ config: cfg({ method: 'distort', seed: 0, compression: tucker(2), distortion: { interval: 50 } }), outcome: 'succeeded', summary: { accuracyFinal: 0.91, paramsAfter: 30000 } });
   t.push({
-    config: cfg({ method: 'finetune', seed: 0, compression: { decomposition: 'cp', rank: { kind: 'rank', rank: 4 } } }),
+    config: cfg({ method: 'distort', seed: 0, compression: tucker(2), distortion: { interval: 50 } }),
+    outcome: 'succeeded',
+    summary: { accuracyFinal: 0.91, paramsAfter: 30000 },
+  });
+  t.push({
+    config: cfg({
+      method: 'finetune',
+      seed: 0,
+      compression: { decomposition: 'cp', rank: { kind: 'rank', rank: 4 } },
+    }),
     outcome: 'succeeded',
     summary: { accuracyFinal: 0.88, paramsAfter: 30300 },
   });
-  t.push({ config: cfg({ method: 'posttrain', seed: 0, compression: { decomposition: 'svd', rank: { kind: 'ratio', ratio: 4 } } }), outcome: 'succeeded', summary: { accuracyFinal: 0.6, paramsAfter: 15000 } });
-  t.push({ config: cfg({ method: 'posttrain', seed: 1, compression: { decomposition: 'svd', rank: { kind: 'ratio', ratio: 4 } } }), outcome: 'pending' });
+  t.push({
+    config: cfg({
+      method: 'posttrain',
+      seed: 0,
+      compression: { decomposition: 'svd', rank: { kind: 'ratio', ratio: 4 } },
+    }),
+    outcome: 'succeeded',
+    summary: { accuracyFinal: 0.6, paramsAfter: 15000 },
+  });
+  t.push({
+    config: cfg({
+      method: 'posttrain',
+      seed: 1,
+      compression: { decomposition: 'svd', rank: { kind: 'ratio', ratio: 4 } },
+    }),
+    outcome: 'pending',
+  });
   return t;
 }
 

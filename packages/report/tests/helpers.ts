@@ -1,5 +1,13 @@
 /** Writes hand-made sweeps through the real store API (upsert, insert, claim, applyEvents). */
-import { resolveTrialConfig, trialKey, type LayerRecord, type TrialConfig, type TrialConfigInput, type TrialEnvelope, type TrialSummary } from '@flatrank/protocol';
+import {
+  resolveTrialConfig,
+  trialKey,
+  type LayerRecord,
+  type TrialConfig,
+  type TrialConfigInput,
+  type TrialEnvelope,
+  type TrialSummary,
+} from '@flatrank/protocol';
 import type { ResultsStore } from '@flatrank/store';
 import { TEMP_DB_ENVIRONMENT } from '@flatrank/testing';
 
@@ -40,18 +48,35 @@ export function summary(over: Partial<TrialSummary>): TrialSummary {
   };
 }
 
-export function writeSweep(store: ResultsStore, name: string, specResolved: unknown, trials: readonly HandTrial[]): string[] {
-  const { id: sweepId } = store.upsertSweep({ name, specText: `name: ${name}\n`, specResolved, specHash: 'a'.repeat(64) });
+export function writeSweep(
+  store: ResultsStore,
+  name: string,
+  specResolved: unknown,
+  trials: readonly HandTrial[],
+): string[] {
+  const { id: sweepId } = store.upsertSweep({
+    name,
+    specText: `name: ${name}\n`,
+    specResolved,
+    specHash: 'a'.repeat(64),
+  });
   const keys = trials.map((t) => trialKey(t.config));
   const byKey = new Map(trials.map((t, i) => [keys[i]!, t]));
-  const run = trials.map((t, i) => ({ key: keys[i]!, config: t.config })).filter((t) => byKey.get(t.key)!.outcome !== 'pending');
+  const run = trials
+    .map((t, i) => ({ key: keys[i]!, config: t.config }))
+    .filter((t) => byKey.get(t.key)!.outcome !== 'pending');
   store.insertTrials(sweepId, run);
   for (;;) {
     const claim = store.claimTrial({ sweepId, worker: 'w', device: 'cpu', leaseMs: 60_000, maxAttempts: 1 });
     if (!claim) break;
     const t = byKey.get(claim.key)!;
     let seq = 0;
-    const env = (event: TrialEnvelope['event']): TrialEnvelope => ({ trialKey: claim.key, attempt: claim.attempt, seq: seq++, event });
+    const env = (event: TrialEnvelope['event']): TrialEnvelope => ({
+      trialKey: claim.key,
+      attempt: claim.attempt,
+      seq: seq++,
+      event,
+    });
     const events: TrialEnvelope[] = [env({ type: 'started', env: TEMP_DB_ENVIRONMENT })];
     for (const l of t.layers ?? [])
       events.push(
@@ -75,10 +100,19 @@ export function writeSweep(store: ResultsStore, name: string, specResolved: unkn
       );
     if (t.outcome === 'succeeded') events.push(env({ type: 'finished', summary: summary(t.summary ?? {}) }));
     else if (t.outcome === 'diverged') events.push(env({ type: 'diverged', reason: 'loss is NaN', step: 3 }));
-    else events.push(env({ type: 'failed', error: { name: 'Error', code: 'INTERNAL', message: 'boom' }, retryable: false }));
+    else
+      events.push(
+        env({
+          type: 'failed',
+          error: { name: 'Error', code: 'INTERNAL', message: 'boom' },
+          retryable: false,
+        }),
+      );
     store.applyEvents(events);
   }
-  const pending = trials.map((t, i) => ({ key: keys[i]!, config: t.config })).filter((t) => byKey.get(t.key)!.outcome === 'pending');
+  const pending = trials
+    .map((t, i) => ({ key: keys[i]!, config: t.config }))
+    .filter((t) => byKey.get(t.key)!.outcome === 'pending');
   if (pending.length > 0) store.insertTrials(sweepId, pending);
   return keys;
 }

@@ -21,18 +21,42 @@ const dir = mkdtempSync(join(tmpdir(), 'flatrank-report-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 function trial(config: ReturnType<typeof cfg>, acc: number, paramsAfter: number): ReportTrial {
-  return { key: trialKey(config), status: 'succeeded', config, summary: summary({ accuracyFinal: acc, paramsBefore: 1000, paramsAfter }), layers: [] };
+  return {
+    key: trialKey(config),
+    status: 'succeeded',
+    config,
+    summary: summary({ accuracyFinal: acc, paramsBefore: 1000, paramsAfter }),
+    layers: [],
+  };
 }
-const comp = (decomposition: 'tucker2' | 'cp', ratio: number) => ({ decomposition, rank: { kind: 'model-ratio' as const, ratio } });
+const comp = (decomposition: 'tucker2' | 'cp', ratio: number) => ({
+  decomposition,
+  rank: { kind: 'model-ratio' as const, ratio },
+});
 
 /** baseline (2 seeds); finetune and distort tucker2 at 2x and 4x (2 seeds each); cp at 2x (1 seed). */
 function trials(): ReportTrial[] {
   const t: ReportTrial[] = [];
   for (const seed of [0, 1]) {
     t.push(trial(cfg({ method: 'baseline', seed }), 0.95 + seed * 0.01, 1000));
-    for (const [ratio, pa] of [[2, 500], [4, 250]] as const) {
-      t.push(trial(cfg({ method: 'finetune', seed, compression: comp('tucker2', ratio) }), 0.9 - ratio / 100 + seed * 0.01, pa));
-      t.push(trial(cfg({ method: 'distort', seed, compression: comp('tucker2', ratio) }), 0.92 - ratio / 100 + seed * 0.02, pa));
+    for (const [ratio, pa] of [
+      [2, 500],
+      [4, 250],
+    ] as const) {
+      t.push(
+        trial(
+          cfg({ method: 'finetune', seed, compression: comp('tucker2', ratio) }),
+          0.9 - ratio / 100 + seed * 0.01,
+          pa,
+        ),
+      );
+      t.push(
+        trial(
+          cfg({ method: 'distort', seed, compression: comp('tucker2', ratio) }),
+          0.92 - ratio / 100 + seed * 0.02,
+          pa,
+        ),
+      );
     }
   }
   t.push(trial(cfg({ method: 'finetune', seed: 0, compression: comp('cp', 2) }), 0.85, 500));
@@ -69,7 +93,9 @@ describe('formats', () => {
     const cols = (i: number) => Object.fromEntries(head.map((h, j) => [h, csv[i]!.split(',')[j]]));
     expect(head).toContain('accuracyFinal_mean');
     expect(head).toContain('accuracyFinal_std');
-    const distort2 = csv.map((_, i) => cols(i)).find((c) => c['method'] === 'distort' && c['target_ratio'] === '2')!;
+    const distort2 = csv
+      .map((_, i) => cols(i))
+      .find((c) => c['method'] === 'distort' && c['target_ratio'] === '2')!;
     expect(Number(distort2['accuracyFinal_mean'])).toBeCloseTo(0.91, 12);
     expect(distort2['best']).toBe('true');
     expect(Number(distort2['paper_accuracy_pct'])).toBe(92.62);
@@ -109,7 +135,11 @@ describe('plot', () => {
 
   it('SVG: one polyline per method, error bars over seeds, Pareto front, baseline line, legend', () => {
     const data = plotData(report);
-    expect(data.series.map((s) => s.label).sort()).toEqual(['distort tucker2', 'finetune cp', 'finetune tucker2']);
+    expect(data.series.map((s) => s.label).sort()).toEqual([
+      'distort tucker2',
+      'finetune cp',
+      'finetune tucker2',
+    ]);
     expect(data.baseline?.y).toBeCloseTo(95.5, 10);
     const svg = renderPlotSvg(data);
     expect(svg.startsWith('<?xml')).toBe(true);

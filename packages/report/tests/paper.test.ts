@@ -3,36 +3,67 @@ import { trialKey } from '@flatrank/protocol';
 import { buildReport, matchRow, PUBLISHED, publishedRows, type ReportTrial } from '../src/index.js';
 import { cfg, summary } from './helpers.js';
 
-function trial(config: ReturnType<typeof cfg>, over: Parameters<typeof summary>[0], layers: ReportTrial['layers'] = []): ReportTrial {
+function trial(
+  config: ReturnType<typeof cfg>,
+  over: Parameters<typeof summary>[0],
+  layers: ReportTrial['layers'] = [],
+): ReportTrial {
   return { key: trialKey(config), status: 'succeeded', config, summary: summary(over), layers };
 }
 
-const modelRatio = (decomposition: 'tucker2' | 'cp' | 'svd', ratio: number) => ({ decomposition, rank: { kind: 'model-ratio' as const, ratio } });
+const modelRatio = (decomposition: 'tucker2' | 'cp' | 'svd', ratio: number) => ({
+  decomposition,
+  rank: { kind: 'model-ratio' as const, ratio },
+});
 
 describe('published numbers', () => {
   it('holds Fig. 3 (5 ratios x 2 methods) and Table 1 (2 ratios x 4 tiles)', () => {
     expect(publishedRows('paper-fig3')).toHaveLength(10);
     expect(publishedRows('paper-table1')).toHaveLength(8);
-    expect(PUBLISHED.find((p) => p.reference === 'paper-fig3' && p.method === 'distort' && p.ratio === 4.28)?.accuracy).toBe(91.49);
+    expect(
+      PUBLISHED.find((p) => p.reference === 'paper-fig3' && p.method === 'distort' && p.ratio === 4.28)
+        ?.accuracy,
+    ).toBe(91.49);
     expect(PUBLISHED.find((p) => p.tile === 8 && p.ratio === 4)?.rank).toBe(1);
   });
 });
 
 describe('matching rows with the published numbers', () => {
   const trials = [
-    trial(cfg({ model: 'resnet32', method: 'baseline' }), { accuracyFinal: 0.925, paramsBefore: 464154, paramsAfter: 464154 }),
+    trial(cfg({ model: 'resnet32', method: 'baseline' }), {
+      accuracyFinal: 0.925,
+      paramsBefore: 464154,
+      paramsAfter: 464154,
+    }),
     // measured 2.0x: nearest published 2.06x (3 % away) -> matched
-    trial(cfg({ model: 'resnet32', method: 'finetune', compression: modelRatio('tucker2', 2.06) }), { accuracyFinal: 0.92, paramsBefore: 200, paramsAfter: 100 }),
-    trial(cfg({ model: 'resnet32', method: 'distort', compression: modelRatio('tucker2', 2.06) }), { accuracyFinal: 0.93, paramsBefore: 206, paramsAfter: 100 }),
+    trial(cfg({ model: 'resnet32', method: 'finetune', compression: modelRatio('tucker2', 2.06) }), {
+      accuracyFinal: 0.92,
+      paramsBefore: 200,
+      paramsAfter: 100,
+    }),
+    trial(cfg({ model: 'resnet32', method: 'distort', compression: modelRatio('tucker2', 2.06) }), {
+      accuracyFinal: 0.93,
+      paramsBefore: 206,
+      paramsAfter: 100,
+    }),
     // measured 3.5x: 2.80 and 4.28 are both > 10 % away -> no match
-    trial(cfg({ model: 'resnet32', method: 'distort', compression: modelRatio('tucker2', 3.5) }), { accuracyFinal: 0.9, paramsBefore: 350, paramsAfter: 100 }),
+    trial(cfg({ model: 'resnet32', method: 'distort', compression: modelRatio('tucker2', 3.5) }), {
+      accuracyFinal: 0.9,
+      paramsBefore: 350,
+      paramsAfter: 100,
+    }),
     // CP is not in Fig. 3
-    trial(cfg({ model: 'resnet32', method: 'finetune', compression: modelRatio('cp', 2.06) }), { accuracyFinal: 0.91, paramsBefore: 206, paramsAfter: 100 }),
+    trial(cfg({ model: 'resnet32', method: 'finetune', compression: modelRatio('cp', 2.06) }), {
+      accuracyFinal: 0.91,
+      paramsBefore: 206,
+      paramsAfter: 100,
+    }),
   ];
 
   it('Fig. 3: same method + decomposition, nearest whole-model ratio within 10 %', () => {
     const report = buildReport(trials, { sweep: 'fig3', reproduces: 'paper-fig3' });
-    const by = (m: string, target: number | null, d: string | null) => report.rows.find((r) => r.method === m && r.targetRatio === target && r.decomposition === d)!;
+    const by = (m: string, target: number | null, d: string | null) =>
+      report.rows.find((r) => r.method === m && r.targetRatio === target && r.decomposition === d)!;
     const base = by('baseline', null, null);
     expect(base.paper?.accuracy).toBe(92.63);
     expect(base.paper?.delta).toBeCloseTo(92.5 - 92.63, 10);
@@ -59,12 +90,30 @@ describe('matching rows with the published numbers', () => {
   it('Table 1: tiled-svd by tile edge and the ratio of the compressed layers', () => {
     const tiled = (edge: number, rank: number, acc: number) =>
       trial(
-        cfg({ model: 'resnet32', method: 'distort', compression: { decomposition: 'tiled-svd', tile: [edge, edge], rank: { kind: 'rank', rank }, layers: { kind: 'filter', inChannels: 64, outChannels: 64, kernelSize: 3, stride: 1 } } }),
+        cfg({
+          model: 'resnet32',
+          method: 'distort',
+          compression: {
+            decomposition: 'tiled-svd',
+            tile: [edge, edge],
+            rank: { kind: 'rank', rank },
+            layers: { kind: 'filter', inChannels: 64, outChannels: 64, kernelSize: 3, stride: 1 },
+          },
+        }),
         { accuracyFinal: acc, paramsBefore: 464154, paramsAfter: 300000 },
         // nine 64x576 layers (36864 params); tiles of rank r keep r*(a+b) per a x b tile
-        Array.from({ length: 9 }, (_, i) => ({ name: `conv${i}`, paramsBefore: 36864, paramsAfter: 36864 / ((edge * edge) / (rank * 2 * edge)), macsBefore: 1, macsAfter: 1 })),
+        Array.from({ length: 9 }, (_, i) => ({
+          name: `conv${i}`,
+          paramsBefore: 36864,
+          paramsAfter: 36864 / ((edge * edge) / (rank * 2 * edge)),
+          macsBefore: 1,
+          macsAfter: 1,
+        })),
       );
-    const report = buildReport([tiled(32, 8, 0.93), tiled(8, 1, 0.925), tiled(16, 8, 0.94)], { sweep: 't1', reproduces: 'paper-table1' });
+    const report = buildReport([tiled(32, 8, 0.93), tiled(8, 1, 0.925), tiled(16, 8, 0.94)], {
+      sweep: 't1',
+      reproduces: 'paper-table1',
+    });
     const r32 = report.rows.find((r) => r.tile?.[0] === 32)!;
     expect(r32.layersRatio.mean).toBeCloseTo(2, 12);
     expect(r32.targetRatio).toBeCloseTo(2, 12);
@@ -74,12 +123,30 @@ describe('matching rows with the published numbers', () => {
     expect(r8.paper?.accuracy).toBe(92.81);
     // 16x16 tiles at r = 8 give 1x: no published counterpart.
     expect(report.rows.find((r) => r.tile?.[0] === 16)!.paper).toBeNull();
-    expect(report.notCovered.map((p) => `${p.tile}@${p.ratio}`).sort()).toEqual(['16@2', '16@4', '32@4', '64@2', '64@4', '8@2']);
+    expect(report.notCovered.map((p) => `${p.tile}@${p.ratio}`).sort()).toEqual([
+      '16@2',
+      '16@4',
+      '32@4',
+      '64@2',
+      '64@4',
+      '8@2',
+    ]);
   });
 
   it('matchRow falls back to the config target when a trial recorded no sizes', () => {
     const c = cfg({ model: 'resnet32', method: 'distort', compression: modelRatio('tucker2', 6.71) });
-    const report = buildReport([{ key: trialKey(c), status: 'succeeded', config: c, summary: summary({ accuracyFinal: 0.9, paramsBefore: Number.NaN, paramsAfter: Number.NaN }), layers: [] }], { sweep: 's' });
+    const report = buildReport(
+      [
+        {
+          key: trialKey(c),
+          status: 'succeeded',
+          config: c,
+          summary: summary({ accuracyFinal: 0.9, paramsBefore: Number.NaN, paramsAfter: Number.NaN }),
+          layers: [],
+        },
+      ],
+      { sweep: 's' },
+    );
     expect(report.rows[0]!.paramsRatio.mean).toBeNull();
     expect(matchRow(report.rows[0]!, 'paper-fig3')?.accuracy).toBe(90.43);
   });

@@ -6,7 +6,14 @@
 import type { Command } from 'commander';
 import { ValidationError } from '@flatrank/protocol';
 import { resolveDbPath } from '@flatrank/store';
-import { buildReport, formatReport, loadSweep, parseReportFormat, writeFileAtomic, DEFAULT_MATCH_TOLERANCE } from '@flatrank/report';
+import {
+  buildReport,
+  formatReport,
+  loadSweep,
+  parseReportFormat,
+  writeFileAtomic,
+  DEFAULT_MATCH_TOLERANCE,
+} from '@flatrank/report';
 
 interface ReportFlags {
   db?: string;
@@ -17,24 +24,37 @@ interface ReportFlags {
 
 export function parseTolerance(v: string, field = '--tolerance'): number {
   const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n) || n <= 0 || n >= 1) throw new ValidationError(field, `${field}: a relative tolerance in (0, 1) is required, e.g. 0.1; got ${JSON.stringify(v)}`);
+  if (v.trim() === '' || !Number.isFinite(n) || n <= 0 || n >= 1)
+    throw new ValidationError(
+      field,
+      `${field}: a relative tolerance in (0, 1) is required, e.g. 0.1; got ${JSON.stringify(v)}`,
+    );
   return n;
 }
 
 export function registerReport(program: Command): void {
   program
     .command('report')
-    .description('tabulate a sweep: mean ± std over seeds per method x decomposition x ratio, best per ratio, published numbers beside ours')
-    .argument('<sweep>', 'sweep name (the spec\'s name)')
+    .description(
+      'tabulate a sweep: mean ± std over seeds per method x decomposition x ratio, best per ratio, published numbers beside ours',
+    )
+    .argument('<sweep>', "sweep name (the spec's name)")
     .option('--db <file>', 'results database (default: $FLATRANK_DB, else ./flatrank.sqlite)')
     .option('--format <format>', 'md, csv or json', 'md')
     .option('--out <file>', 'write the report to this file instead of stdout')
-    .option('--tolerance <x>', 'relative ratio tolerance for matching published rows', String(DEFAULT_MATCH_TOLERANCE))
+    .option(
+      '--tolerance <x>',
+      'relative ratio tolerance for matching published rows',
+      String(DEFAULT_MATCH_TOLERANCE),
+    )
     .action((sweep: string, flags: ReportFlags) => {
       const format = parseReportFormat(flags.format);
       const matchTolerance = parseTolerance(flags.tolerance);
       const loaded = loadSweep(resolveDbPath(flags.db), sweep);
-      const text = formatReport(buildReport(loaded.trials, { sweep: loaded.sweep, reproduces: loaded.reproduces, matchTolerance }), format);
+      const text = formatReport(
+        buildReport(loaded.trials, { sweep: loaded.sweep, reproduces: loaded.reproduces, matchTolerance }),
+        format,
+      );
       if (flags.out) {
         writeFileAtomic(flags.out, text);
         process.stderr.write(`wrote ${flags.out}\n`);
