@@ -1,0 +1,139 @@
+// Benchmark suite `core-linalg`: thin SVD of 64x576 and 512x4608 float64 matrices (the sizes of a conv
+// layer's lowered kernel) with every available @flatrank/core path, side by side with numpy
+// (LAPACK gesdd) on the very same matrix in the same run when python3 + numpy are installed.
+// Options: --reps N (timed runs per row, default 15 small / 3 large), --no-js-large (skip the slow
+// pure-JS 512x4608 row).
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Tensor } from '../tensor.js';
+import { createRng } from '../random.js';
+import { readNpy, writeNpy } from '../npy.js';
+import { linalgInfo, svd, type SvdOptions } from '../linalg/index.js';
+
+type Row = Record<string, string | number | boolean | null>;
+
+const NUMPY_SCRIPT = `
+import json, sys, time
+import numpy as np
+a = np.load(sys.argv[1])
+reps = int(sys.argv[2])
+np.linalg.svd(a, full_matrices=False)
+ts = []
+for _ in range(reps):
+    t = time.perf_counter()
+    u, s, vt = np.linalg.svd(a, full_matrices=False)
+    ts.append((time.perf_counter() - t) * 1e3)
+np.save(sys.argv[3], s)
+print(json.dumps({"times": ts, "version": np.__version__}))
+`;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const h = s.length >> 1;
+  return s.length % 2 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
+}
+
+function hasNumpy(): boolean {
+  return spawnSync('python3', ['-c', 'import numpy'], { stdio: 'ignore' }).status === 0;
+}
+
+function timeNumpy(a: Tensor, reps: number, dir: string): { ms: number; s: Float64Array; version: string } | { error: string } {
+  const inFile = join(dir, `a-${a.shape.join('x')}.npy`);
+  const outFile = join(dir, `s-${a.shape.join('x')}.npy`);
+  writeFileSync(inFile, writeNpy(a));
+  const r = spawnSync('python3', ['-c', NUMPY_SCRIPT, inFile, String(reps), outFile], { encoding: 'utf8', timeout: 600_000 });
+  if (r.status !== 0) return { error: (r.stderr || String(r.error)).trim().split('\n').pop() ?? 'python3 failed' };
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { times: number[]; version: string };
+  const s = readNpy(readFileSync(outFile), outFile);
+  return { ms: median(out.times), s: Float64Array.from(s.data), version: out.version };
+}
+
+function timeSvd(a: Tensor, opts: SvdOptions, reps: number, forceJs: boolean): { ms: number; s: Float64Array } {
+  const prev = process.env.FLATRANK_LINALG;
+  if (forceJs) process.env.FLATRANK_LINALG = 'js';
+  try {
+    let s = svd(a, opts).S; // warm-up (and JIT)
+    const ts: number[] = [];
+    for (let i = 0; i < reps; i++) {
+      const t0 = performance.now();
+      s = svd(a, opts).S;
+      ts.push(performance.now() - t0);
+    }
+    return { ms: median(ts), s };
+  } finally {
+    if (prev === undefined) delete process.env.FLATRANK_LINALG;
+    else process.env.FLATRANK_LINALG = prev;
+  }
+}
+
+/** max_i |s_i - ref_i| / ref_i over the leading s.length values. */
+function maxRelDiff(s: Float64Array, ref: Float64Array): number {
+  let d = 0;
+  for (let i = 0; i < s.length; i++) d = Math.max(d, Math.abs(s[i]! - ref[i]!) / ref[i]!);
+  return d;
+}
+
+function argValue(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  if (i >= 0) return args[i + 1];
+  const eq = args.find((a) => a.startsWith(`${name}=`));
+  return eq?.slice(name.length + 1);
+}
+
+export default {
+  name: 'core-linalg',
+  description: 'thin SVD 64x576 and 512x4608 (float64, gaussian): native LAPACK, pure JS, randomized, vs numpy in the same run',
+  async run(args: string[]): Promise<Row[]> {
+    const repsArg = argValue(args, '--reps');
+    const skipJsLarge = args.includes('--no-js-large');
+    const info = linalgInfo();
+    const numpy = hasNumpy();
+    const dir = mkdtempSync(join(tmpdir(), 'flatrank-bench-'));
+    const rows: Row[] = [];
+    try {
+      for (const [m, n, defaultReps, randRank] of [
+        [64, 576, 15, 16],
+        [512, 4608, 3, 64],
+      ] as const) {
+        const reps = repsArg ? Number(repsArg) : defaultReps;
+        const rng = createRng(m * 7919 + n);
+        const a = Tensor.zeros([m, n]);
+        for (let i = 0; i < a.size; i++) a.data[i] = rng.normal();
+        const shape = `${m}x${n}`;
+        const ref = numpy ? timeNumpy(a, reps, dir) : { error: 'python3 with numpy not installed' };
+        const refOk = 'ms' in ref ? ref : null;
+        const add = (impl: string, rank: number, r: { ms: number; s: Float64Array } | null, note: string): void => {
+          rows.push({
+            case: `svd ${shape}`,
+            impl,
+            rank,
+            ms: r ? Number(r.ms.toFixed(2)) : null,
+            vsNumpy: r && refOk ? Number((r.ms / refOk.ms).toFixed(2)) : null,
+            maxRelSvDiff: r && refOk ? Number(maxRelDiff(r.s, refOk.s).toExponential(2)) : null,
+            reps,
+            note,
+          });
+        };
+        add('numpy', Math.min(m, n), refOk, refOk ? `numpy ${refOk.version} np.linalg.svd(full_matrices=False)` : (ref as { error: string }).error);
+        if (info.backend === 'native') {
+          add('native', Math.min(m, n), timeSvd(a, { method: 'native' }, reps, false), `LAPACKE dgesdd, OpenBLAS ${info.threads} threads`);
+        } else {
+          add('native', Math.min(m, n), null, `unavailable: ${info.reason ?? ''}`);
+        }
+        if (m >= 512 && skipJsLarge) add('js', Math.min(m, n), null, 'skipped (--no-js-large)');
+        else add('js', Math.min(m, n), timeSvd(a, { method: 'js' }, m >= 512 ? Math.min(reps, 2) : reps, true), 'pure JS: Householder QR + Golub-Kahan-Reinsch');
+        add(
+          'randomized',
+          randRank,
+          timeSvd(a, { method: 'randomized', rank: randRank, seed: 0 }, reps, false),
+          `Halko et al., oversample 10, 4 power iterations (${info.backend} QR/SVD); gaussian matrices have flat spectra, the worst case for sketching`,
+        );
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    return rows;
+  },
+};
