@@ -202,13 +202,21 @@ export function flattenConfig(value: unknown, prefix = '', out: Record<string, C
   return out;
 }
 
+/** A key that is null in one config and an object in another: keep only the object's leaves. */
+function dropShadowedLeaves(keys: string[]): string[] {
+  const set = new Set(keys);
+  const parents = new Set<string>();
+  for (const k of set) for (let i = k.indexOf('.'); i > 0; i = k.indexOf('.', i + 1)) parents.add(k.slice(0, i));
+  return keys.filter((k) => !parents.has(k));
+}
+
 /** Config keys (dot paths) whose values differ between the given configs, in first-seen order. */
 export function changedConfigKeys(configs: ReadonlyArray<unknown>): string[] {
   const flats = configs.map((c) => flattenConfig(c));
   const keys: string[] = [];
   const seen = new Set<string>();
   for (const f of flats) for (const k of Object.keys(f)) if (!seen.has(k)) (seen.add(k), keys.push(k));
-  return keys.filter((k) => {
+  return dropShadowedLeaves(keys).filter((k) => {
     const first = JSON.stringify(flats[0]?.[k] ?? null);
     return flats.some((f) => JSON.stringify(f[k] ?? null) !== first);
   });
@@ -298,7 +306,9 @@ export function exportRows(store: ResultsStore, sweep: string): { columns: strin
     return row;
   });
   const restCols = raw.length ? Object.keys(raw[0]!).filter((k) => !['key', 'status', 'attempts', 'config'].includes(k)) : [];
-  const columns = ['key', 'status', 'attempts', ...configKeys, ...restCols];
+  const columns = ['key', 'status', 'attempts', ...dropShadowedLeaves(configKeys), ...restCols];
+  const kept = new Set(columns);
+  for (const row of rows) for (const k of Object.keys(row)) if (!kept.has(k)) delete row[k];
   for (const row of rows) for (const c of columns) if (!(c in row)) row[c] = null;
   return { columns, rows };
 }

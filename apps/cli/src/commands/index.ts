@@ -1,4 +1,8 @@
 import type { Command } from 'commander';
+import { registerRuns } from './runs.js';
+import { registerShow } from './show.js';
+import { registerQuery } from './query.js';
+import { registerExport } from './export.js';
 import { registerReport } from './report.js';
 import { registerPlot } from './plot.js';
 
@@ -10,6 +14,10 @@ type Register = (program: Command) => void;
 
 const commands: Register[] = [
   // (commands are added here)
+  registerRuns,
+  registerShow,
+  registerQuery,
+  registerExport,
   registerReport,
   registerPlot,
 ];
