@@ -11,7 +11,9 @@ const here = dirname(fileURLToPath(import.meta.url));
 const log = join(here, 'build.log');
 
 if (process.env.FLATRANK_LINALG === 'js' || process.env.FLATRANK_SKIP_NATIVE === '1') {
-  console.log('@flatrank/core: skipping the native LAPACK addon (FLATRANK_LINALG=js / FLATRANK_SKIP_NATIVE=1); using pure-JS linear algebra');
+  console.log(
+    '@flatrank/core: skipping the native LAPACK addon (FLATRANK_LINALG=js / FLATRANK_SKIP_NATIVE=1); using pure-JS linear algebra',
+  );
   process.exit(0);
 }
 
@@ -20,13 +22,24 @@ const candidates = [];
 if (process.env.npm_config_node_gyp && existsSync(process.env.npm_config_node_gyp)) {
   candidates.push([process.execPath, [process.env.npm_config_node_gyp]]);
 }
-const npmGyp = join(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+const npmGyp = join(
+  dirname(process.execPath),
+  '..',
+  'lib',
+  'node_modules',
+  'npm',
+  'node_modules',
+  'node-gyp',
+  'bin',
+  'node-gyp.js',
+);
 if (existsSync(npmGyp)) candidates.push([process.execPath, [npmGyp]]);
 candidates.push(['node-gyp', []]);
 
 const args = ['rebuild'];
 // node-gyp downloads Node's headers unless told where they are; Debian's nodejs ships them in /usr/include/node.
-if (!process.env.npm_config_nodedir && existsSync('/usr/include/node/node_api.h')) args.push('--nodedir=/usr');
+if (!process.env.npm_config_nodedir && existsSync('/usr/include/node/node_api.h'))
+  args.push('--nodedir=/usr');
 
 let output = '';
 for (const [cmd, pre] of candidates) {
@@ -40,6 +53,10 @@ for (const [cmd, pre] of candidates) {
   break;
 }
 writeFileSync(log, output);
-const hint = /lapacke\.h|cblas\.h|-lopenblas|-llapacke/.test(output) ? ' (install libopenblas-dev liblapacke-dev)' : '';
-console.log(`@flatrank/core: native LAPACK addon not built${hint}; using pure-JS linear algebra (details: ${log})`);
+const hint = /lapacke\.h|cblas\.h|-lopenblas|-llapacke/.test(output)
+  ? ' (install libopenblas-dev liblapacke-dev)'
+  : '';
+console.log(
+  `@flatrank/core: native LAPACK addon not built${hint}; using pure-JS linear algebra (details: ${log})`,
+);
 process.exit(0);

@@ -1,5 +1,14 @@
 import { ShapeError, ValidationError } from '@flatrank/protocol';
-import { Tensor, allocate, assertMatrix, checkShape, resultDType, shapeSize, type DType, type TypedArray } from './tensor.js';
+import {
+  Tensor,
+  allocate,
+  assertMatrix,
+  checkShape,
+  resultDType,
+  shapeSize,
+  type DType,
+  type TypedArray,
+} from './tensor.js';
 import { getNative } from './linalg/native.js';
 
 /** Below this many multiply-adds the native call overhead outweighs BLAS. */
@@ -7,7 +16,9 @@ const NATIVE_GEMM_MIN_FLOPS = 32 * 32 * 32;
 
 /** Row-major out-of-place transpose of an r x c buffer, in cache-friendly tiles. */
 export function transposeBuffer<T extends TypedArray>(src: T, rows: number, cols: number, dst?: T): T {
-  const out = dst ?? (src instanceof Float32Array ? new Float32Array(rows * cols) : new Float64Array(rows * cols)) as T;
+  const out =
+    dst ??
+    ((src instanceof Float32Array ? new Float32Array(rows * cols) : new Float64Array(rows * cols)) as T);
   const B = 32;
   for (let i0 = 0; i0 < rows; i0 += B) {
     const i1 = Math.min(rows, i0 + B);
@@ -39,8 +50,14 @@ function gemmJsKernel(a: TypedArray, b: TypedArray, c: TypedArray, m: number, n:
         const ai = i * k;
         let p = k0;
         for (; p + 3 < k1; p += 4) {
-          const a0 = a[ai + p]!, a1 = a[ai + p + 1]!, a2 = a[ai + p + 2]!, a3 = a[ai + p + 3]!;
-          const b0 = p * n, b1 = b0 + n, b2 = b1 + n, b3 = b2 + n;
+          const a0 = a[ai + p]!,
+            a1 = a[ai + p + 1]!,
+            a2 = a[ai + p + 2]!,
+            a3 = a[ai + p + 3]!;
+          const b0 = p * n,
+            b1 = b0 + n,
+            b2 = b1 + n,
+            b3 = b2 + n;
           for (let j = j0; j < j1; j++) {
             c[ci + j] = c[ci + j]! + a0 * b[b0 + j]! + a1 * b[b1 + j]! + a2 * b[b2 + j]! + a3 * b[b3 + j]!;
           }
@@ -75,7 +92,14 @@ export function gemm(
   if (m === 0 || n === 0 || k === 0) return c;
   const native = forceJs ? null : getNative();
   if (native && m * n * k >= NATIVE_GEMM_MIN_FLOPS) {
-    const conv = (x: TypedArray): TypedArray => (dtype === 'float32' ? (x instanceof Float32Array ? x : Float32Array.from(x)) : x instanceof Float64Array ? x : Float64Array.from(x));
+    const conv = (x: TypedArray): TypedArray =>
+      dtype === 'float32'
+        ? x instanceof Float32Array
+          ? x
+          : Float32Array.from(x)
+        : x instanceof Float64Array
+          ? x
+          : Float64Array.from(x);
     native.gemm(transA, transB, m, n, k, conv(a), transA ? m : k, conv(b), transB ? k : n, c, n);
     return c;
   }
@@ -86,7 +110,11 @@ export function gemm(
 }
 
 /** Matrix product of 2-D tensors: op(a) op(b), op = transpose when the option is set. */
-export function matmul(a: Tensor, b: Tensor, opts: { transposeA?: boolean; transposeB?: boolean } = {}): Tensor {
+export function matmul(
+  a: Tensor,
+  b: Tensor,
+  opts: { transposeA?: boolean; transposeB?: boolean } = {},
+): Tensor {
   assertMatrix(a, 'a');
   assertMatrix(b, 'b');
   const ta = opts.transposeA === true;
@@ -139,7 +167,8 @@ export function permute(t: Tensor, perm: readonly number[]): Tensor {
   const outShape = perm.map((p) => t.shape[p]!);
   const out = allocate(t.dtype, t.size);
   if (t.size === 0) return new Tensor(out, outShape);
-  if (rank === 2 && perm[0] === 1) return new Tensor(transposeBuffer(t.data, t.shape[0]!, t.shape[1]!), outShape);
+  if (rank === 2 && perm[0] === 1)
+    return new Tensor(transposeBuffer(t.data, t.shape[0]!, t.shape[1]!), outShape);
   const strides = perm.map((p) => inStrides[p]!);
   // Odometer over the output; the innermost output axis is run as a strided copy loop.
   const last = rank - 1;
@@ -165,7 +194,10 @@ export function permute(t: Tensor, perm: readonly number[]): Tensor {
 
 function checkMode(mode: number, rank: number): void {
   if (!Number.isInteger(mode) || mode < 0 || mode >= rank) {
-    throw new ShapeError('mode', `mode must be an integer in [0, ${rank - 1}] for a rank-${rank} tensor, got ${mode}`);
+    throw new ShapeError(
+      'mode',
+      `mode must be an integer in [0, ${rank - 1}] for a rank-${rank} tensor, got ${mode}`,
+    );
   }
 }
 
@@ -195,7 +227,10 @@ export function fold(m: Tensor, mode: number, shape: readonly number[]): Tensor 
   const rows = shape[mode]!;
   const size = shapeSize(shape);
   if (m.shape[0] !== rows || m.size !== size) {
-    throw new ShapeError('m', `fold: matrix [${m.shape.join(', ')}] is not a mode-${mode} unfolding of [${shape.join(', ')}] (expected [${rows}, ${rows === 0 ? 0 : size / rows}])`);
+    throw new ShapeError(
+      'm',
+      `fold: matrix [${m.shape.join(', ')}] is not a mode-${mode} unfolding of [${shape.join(', ')}] (expected [${rows}, ${rows === 0 ? 0 : size / rows}])`,
+    );
   }
   const perm = unfoldPerm(shape.length, mode);
   const permutedShape = perm.map((p) => shape[p]!);
@@ -214,7 +249,10 @@ export function modeProduct(t: Tensor, m: Tensor, mode: number): Tensor {
   const In = t.shape[mode]!;
   const [J, mc] = m.shape as [number, number];
   if (mc !== In) {
-    throw new ShapeError('m', `modeProduct: matrix must be [J, ${In}] for mode ${mode} of [${t.shape.join(', ')}], got [${m.shape.join(', ')}]`);
+    throw new ShapeError(
+      'm',
+      `modeProduct: matrix must be [J, ${In}] for mode ${mode} of [${t.shape.join(', ')}], got [${m.shape.join(', ')}]`,
+    );
   }
   let L = 1;
   for (let i = 0; i < mode; i++) L *= t.shape[i]!;
@@ -244,11 +282,16 @@ export function modeProduct(t: Tensor, m: Tensor, mode: number): Tensor {
  * mats[0][:, r] ⊗ mats[1][:, r] ⊗ ... . With Kolda unfoldings, X_(n) = A_n (A_N ⊙ .. ⊙ A_{n+1} ⊙ A_{n-1} ⊙ .. ⊙ A_1)^T.
  */
 export function khatriRao(mats: readonly Tensor[]): Tensor {
-  if (!Array.isArray(mats) || mats.length === 0) throw new ValidationError('mats', 'khatriRao needs at least one matrix');
+  if (!Array.isArray(mats) || mats.length === 0)
+    throw new ValidationError('mats', 'khatriRao needs at least one matrix');
   mats.forEach((m, i) => assertMatrix(m, `mats[${i}]`));
   const R = mats[0]!.shape[1]!;
   mats.forEach((m, i) => {
-    if (m.shape[1] !== R) throw new ShapeError(`mats[${i}]`, `khatriRao: every matrix needs ${R} columns, mats[${i}] has ${m.shape[1]}`);
+    if (m.shape[1] !== R)
+      throw new ShapeError(
+        `mats[${i}]`,
+        `khatriRao: every matrix needs ${R} columns, mats[${i}] has ${m.shape[1]}`,
+      );
   });
   const dtype = resultDType(...mats);
   let cur: TypedArray = allocate(dtype, mats[0]!.size);
@@ -299,8 +342,15 @@ export function norm2(x: ArrayLike<number>, start = 0, end = x.length, stride = 
 
 /** ||reference - approx||_F / ||reference||_F (0 when both are zero, Infinity when only the reference is). */
 export function relativeError(reference: Tensor, approx: Tensor): number {
-  if (reference.size !== approx.size || reference.shape.length !== approx.shape.length || reference.shape.some((d, i) => d !== approx.shape[i])) {
-    throw new ShapeError('approx', `relativeError: shapes differ: reference [${reference.shape.join(', ')}] vs approx [${approx.shape.join(', ')}]`);
+  if (
+    reference.size !== approx.size ||
+    reference.shape.length !== approx.shape.length ||
+    reference.shape.some((d, i) => d !== approx.shape[i])
+  ) {
+    throw new ShapeError(
+      'approx',
+      `relativeError: shapes differ: reference [${reference.shape.join(', ')}] vs approx [${approx.shape.join(', ')}]`,
+    );
   }
   const diff = new Float64Array(reference.size);
   for (let i = 0; i < diff.length; i++) diff[i] = reference.data[i]! - approx.data[i]!;

@@ -29,7 +29,10 @@ export function createRng(seed: number): Rng {
   }
   // Fold both 32-bit halves of the seed in so seeds beyond 2^32 still differ.
   const st = { s: (seed | 0) ^ Math.imul(Math.floor(seed / 0x100000000) | 0, 0x27d4eb2d) };
-  let a = splitmix32(st), b = splitmix32(st), c = splitmix32(st), d = splitmix32(st);
+  let a = splitmix32(st),
+    b = splitmix32(st),
+    c = splitmix32(st),
+    d = splitmix32(st);
   if ((a | b | c | d) === 0) a = 1;
   const u32 = (): number => {
     const result = Math.imul(rotl(Math.imul(b, 5), 7), 9) >>> 0;
@@ -60,7 +63,8 @@ export function createRng(seed: number): Rng {
       return r * Math.cos(2 * Math.PI * v);
     },
     int(n: number): number {
-      if (!Number.isSafeInteger(n) || n <= 0) throw new ValidationError('n', `int(n): n must be a positive integer, got ${String(n)}`);
+      if (!Number.isSafeInteger(n) || n <= 0)
+        throw new ValidationError('n', `int(n): n must be a positive integer, got ${String(n)}`);
       return Math.floor(next() * n);
     },
   };

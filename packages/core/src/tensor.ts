@@ -14,7 +14,8 @@ export function shapeSize(shape: readonly number[]): number {
 
 /** Throws a ShapeError unless every dimension is a non-negative safe integer. */
 export function checkShape(shape: readonly number[], field = 'shape'): void {
-  if (!Array.isArray(shape)) throw new ShapeError(field, `${field} must be an array of non-negative integers`);
+  if (!Array.isArray(shape))
+    throw new ShapeError(field, `${field} must be an array of non-negative integers`);
   for (let i = 0; i < shape.length; i++) {
     const d = shape[i]!;
     if (!Number.isSafeInteger(d) || d < 0) {
@@ -27,7 +28,10 @@ export function checkShape(shape: readonly number[], field = 'shape'): void {
 
 export function checkDType(dtype: unknown, field = 'dtype'): asserts dtype is DType {
   if (dtype !== 'float32' && dtype !== 'float64') {
-    throw new ValidationError(field, `${field} must be one of ${DTYPES.join(', ')}, got ${JSON.stringify(dtype)}`);
+    throw new ValidationError(
+      field,
+      `${field} must be one of ${DTYPES.join(', ')}, got ${JSON.stringify(dtype)}`,
+    );
   }
 }
 
@@ -63,9 +67,13 @@ export class Tensor {
     checkShape(shape);
     const size = shapeSize(shape);
     if (size !== data.length) {
-      throw new ShapeError('shape', `shape [${shape.join(', ')}] holds ${size} values but data has ${data.length}`, {
-        context: { shape: [...shape], length: data.length },
-      });
+      throw new ShapeError(
+        'shape',
+        `shape [${shape.join(', ')}] holds ${size} values but data has ${data.length}`,
+        {
+          context: { shape: [...shape], length: data.length },
+        },
+      );
     }
     this.data = data;
     this.shape = Object.freeze([...shape]);
@@ -83,7 +91,11 @@ export class Tensor {
    * From flat values (shape defaults to [length]) or from a nested 2-D array (shape inferred; all rows
    * must have the same length).
    */
-  static from(values: ArrayLike<number> | number[][], shape?: readonly number[], dtype: DType = 'float64'): Tensor {
+  static from(
+    values: ArrayLike<number> | number[][],
+    shape?: readonly number[],
+    dtype: DType = 'float64',
+  ): Tensor {
     checkDType(dtype);
     let flat: ArrayLike<number>;
     let inferred: number[];
@@ -93,7 +105,10 @@ export class Tensor {
       const out = allocate(dtype, rows.length * cols);
       rows.forEach((row, i) => {
         if (!Array.isArray(row) || row.length !== cols) {
-          throw new ShapeError('values', `row ${i} has ${Array.isArray(row) ? row.length : 'no'} entries; every row must have ${cols}`);
+          throw new ShapeError(
+            'values',
+            `row ${i} has ${Array.isArray(row) ? row.length : 'no'} entries; every row must have ${cols}`,
+          );
         }
         for (let j = 0; j < cols; j++) out[i * cols + j] = row[j]!;
       });
@@ -106,7 +121,8 @@ export class Tensor {
     const data = allocate(dtype, flat.length);
     for (let i = 0; i < flat.length; i++) {
       const v = flat[i];
-      if (typeof v !== 'number') throw new ValidationError('values', `values[${i}] must be a number, got ${typeof v}`);
+      if (typeof v !== 'number')
+        throw new ValidationError('values', `values[${i}] must be a number, got ${typeof v}`);
       data[i] = v;
     }
     return new Tensor(data, shape ?? inferred);
@@ -128,7 +144,10 @@ export class Tensor {
 
   private offset(index: readonly number[]): number {
     if (index.length !== this.shape.length) {
-      throw new ShapeError('index', `index has ${index.length} coordinates; the tensor has rank ${this.shape.length}`);
+      throw new ShapeError(
+        'index',
+        `index has ${index.length} coordinates; the tensor has rank ${this.shape.length}`,
+      );
     }
     let off = 0;
     for (let i = 0; i < index.length; i++) {

@@ -13,11 +13,12 @@ export function naiveMatmul(a: Tensor, b: Tensor): Tensor {
   const [m, k] = a.shape as [number, number];
   const n = b.shape[1]!;
   const c = Tensor.zeros([m, n]);
-  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
-    let s = 0;
-    for (let p = 0; p < k; p++) s += a.data[i * k + p]! * b.data[p * n + j]!;
-    c.data[i * n + j] = s;
-  }
+  for (let i = 0; i < m; i++)
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let p = 0; p < k; p++) s += a.data[i * k + p]! * b.data[p * n + j]!;
+      c.data[i * n + j] = s;
+    }
   return c;
 }
 

@@ -1,11 +1,31 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
-import { BackendUnavailableError, RankError, ShapeError, UnknownNameError, ValidationError } from '@flatrank/protocol';
-import { Tensor, eigSym, frobeniusNorm, linalgBackend, linalgInfo, lstsq, matmul, qr, svd, transpose } from '../src/index.js';
+import {
+  BackendUnavailableError,
+  RankError,
+  ShapeError,
+  UnknownNameError,
+  ValidationError,
+} from '@flatrank/protocol';
+import {
+  Tensor,
+  eigSym,
+  frobeniusNorm,
+  linalgBackend,
+  linalgInfo,
+  lstsq,
+  matmul,
+  qr,
+  svd,
+  transpose,
+} from '../src/index.js';
 import { diag, maxAbsDiff, orthogonalityError, randomMatrix, reconstruct, withLinalgEnv } from './helpers.js';
 
 /** Singular values of the 6x6 Hilbert matrix (= its eigenvalues; LAPACK dgesdd via numpy). */
-const HILBERT6 = [1.6188998589243393, 0.2423608705752095, 0.016321521319875812, 0.0006157483541826381, 1.257075712264247e-05, 1.0827994844117585e-07];
+const HILBERT6 = [
+  1.6188998589243393, 0.2423608705752095, 0.016321521319875812, 0.0006157483541826381, 1.257075712264247e-5,
+  1.0827994844117585e-7,
+];
 
 function hilbert(n: number): Tensor {
   const t = Tensor.zeros([n, n]);
@@ -100,7 +120,12 @@ for (const backend of ['js', 'native'] as const) {
         const t = svd(a, { method, rank: r });
         expect(t.U.shape).toEqual([40, r]);
         expect(t.S.length).toBe(r);
-        const err = frobeniusNorm(new Tensor(a.data.map((x, i) => x - reconstruct(t.U, t.S, t.V).data[i]!), a.shape));
+        const err = frobeniusNorm(
+          new Tensor(
+            a.data.map((x, i) => x - reconstruct(t.U, t.S, t.V).data[i]!),
+            a.shape,
+          ),
+        );
         const optimum = Math.sqrt(full.slice(r).reduce((s, x) => s + x * x, 0));
         expect(Math.abs(err - optimum) / optimum).toBeLessThan(1e-10);
       }
@@ -115,7 +140,12 @@ for (const backend of ['js', 'native'] as const) {
       expect(Array.from(again.S)).toEqual(Array.from(t.S));
       for (let i = 0; i < r; i++) expect(Math.abs(t.S[i]! - s[i]!) / s[i]!).toBeLessThan(1e-6);
       const rec = reconstruct(t.U, t.S, t.V);
-      const err = frobeniusNorm(new Tensor(a.data.map((x, i) => x - rec.data[i]!), a.shape));
+      const err = frobeniusNorm(
+        new Tensor(
+          a.data.map((x, i) => x - rec.data[i]!),
+          a.shape,
+        ),
+      );
       const optimum = Math.sqrt(s.slice(r).reduce((q, x) => q + x * x, 0));
       expect(err / optimum).toBeLessThan(1 + 1e-6);
       expect(orthogonalityError(t.U)).toBeLessThan(1e-12);
@@ -128,11 +158,19 @@ for (const backend of ['js', 'native'] as const) {
       expect(U.dtype).toBe('float32');
       expect(V.dtype).toBe('float32');
       expect(S).toBeInstanceOf(Float64Array);
-      expect(maxAbsDiff(reconstruct(U.astype('float64'), S, V.astype('float64')).data, a.data)).toBeLessThan(1e-5);
+      expect(maxAbsDiff(reconstruct(U.astype('float64'), S, V.astype('float64')).data, a.data)).toBeLessThan(
+        1e-5,
+      );
     });
 
     it('eigSym of a 2x2 and of the path-graph Laplacian (analytic spectrum)', () => {
-      const e = eigSym(Tensor.from([[2, 1], [1, 2]]), { method });
+      const e = eigSym(
+        Tensor.from([
+          [2, 1],
+          [1, 2],
+        ]),
+        { method },
+      );
       expect(e.values[0]).toBeCloseTo(3, 14);
       expect(e.values[1]).toBeCloseTo(1, 14);
       expect(Math.abs(e.vectors.get(0, 0))).toBeCloseTo(Math.SQRT1_2, 14);
@@ -148,7 +186,10 @@ for (const backend of ['js', 'native'] as const) {
         }
       }
       const { values, vectors } = eigSym(l, { method });
-      const expected = Array.from({ length: n }, (_, k) => 2 - 2 * Math.cos(((k + 1) * Math.PI) / (n + 1))).sort((x, y) => y - x);
+      const expected = Array.from(
+        { length: n },
+        (_, k) => 2 - 2 * Math.cos(((k + 1) * Math.PI) / (n + 1)),
+      ).sort((x, y) => y - x);
       expect(maxAbsDiff(values, expected)).toBeLessThan(1e-13);
       expect(orthogonalityError(vectors)).toBeLessThan(1e-13);
       expect(maxAbsDiff(matmul(l, vectors).data, matmul(vectors, diag(values)).data)).toBeLessThan(1e-13);
@@ -158,7 +199,12 @@ for (const backend of ['js', 'native'] as const) {
       const a = randomMatrix(50, 20, 9);
       const { values } = eigSym(matmul(a, a, { transposeA: true }), { method });
       const { S } = svd(a, { method });
-      expect(maxAbsDiff(values, S.map((x) => x * x))).toBeLessThan(1e-10);
+      expect(
+        maxAbsDiff(
+          values,
+          S.map((x) => x * x),
+        ),
+      ).toBeLessThan(1e-10);
     });
 
     it.each([
@@ -178,7 +224,11 @@ for (const backend of ['js', 'native'] as const) {
 
     it('lstsq: an overdetermined line fit solved by hand, a vector right-hand side', () => {
       // Normal equations [[3,3],[3,5]] x = [7,10] give x = (5/6, 3/2).
-      const a = Tensor.from([[1, 0], [1, 1], [1, 2]]);
+      const a = Tensor.from([
+        [1, 0],
+        [1, 1],
+        [1, 2],
+      ]);
       const x = lstsq(a, Tensor.from([1, 2, 4]), { method });
       expect(x.shape).toEqual([2]);
       expect(x.data[0]).toBeCloseTo(5 / 6, 13);
@@ -190,8 +240,13 @@ for (const backend of ['js', 'native'] as const) {
       const b = randomMatrix(30, 3, 9);
       const x = lstsq(a, b, { method });
       expect(x.shape).toEqual([6, 3]);
-      const resid = new Tensor(b.data.map((v, i) => v - matmul(a, x).data[i]!), b.shape);
-      expect(maxAbsDiff(matmul(a, resid, { transposeA: true }).data, new Float64Array(18))).toBeLessThan(1e-12);
+      const resid = new Tensor(
+        b.data.map((v, i) => v - matmul(a, x).data[i]!),
+        b.shape,
+      );
+      expect(maxAbsDiff(matmul(a, resid, { transposeA: true }).data, new Float64Array(18))).toBeLessThan(
+        1e-12,
+      );
       // Wide: the minimum-norm solution x = A^T (A A^T)^{-1} b solves exactly and lies in the row space.
       const w = randomMatrix(3, 7, 10);
       const bw = Tensor.from([1, -2, 0.5]);
@@ -200,7 +255,12 @@ for (const backend of ['js', 'native'] as const) {
       const coeff = lstsq(transpose(w), xw, { method });
       expect(maxAbsDiff(matmul(transpose(w), coeff.reshape([3, 1])).data, xw.data)).toBeLessThan(1e-12);
       // Rank deficient (duplicate column): the minimum-norm solution splits the weight equally.
-      const d = Tensor.from([[1, 1, 0], [1, 1, 1], [1, 1, 2], [1, 1, 3]]);
+      const d = Tensor.from([
+        [1, 1, 0],
+        [1, 1, 1],
+        [1, 1, 2],
+        [1, 1, 3],
+      ]);
       const xd = lstsq(d, Tensor.from([1, 3, 5, 7]), { method });
       expect(xd.data[0]).toBeCloseTo(0.5, 10);
       expect(xd.data[1]).toBeCloseTo(0.5, 10);
@@ -229,11 +289,29 @@ describe('bad inputs', () => {
     expect(() => svd(randomMatrix(4, 3), { rank: 1.5 })).toThrow(RankError);
     expect(() => svd(randomMatrix(4, 3), { method: 'lapack' as never })).toThrow(UnknownNameError);
     expect(() => svd(randomMatrix(4, 3), { method: 'randomized' })).toThrow(RankError);
-    expect(() => svd(randomMatrix(4, 3), { rank: 2, method: 'randomized', oversample: -1 })).toThrow(ValidationError);
-    expect(() => svd(Tensor.from([[1, NaN], [0, 1]]))).toThrow(/non-finite/);
-    expect(() => eigSym(Tensor.from([[1, 2], [3, 4]]))).toThrow(/symmetric/);
+    expect(() => svd(randomMatrix(4, 3), { rank: 2, method: 'randomized', oversample: -1 })).toThrow(
+      ValidationError,
+    );
+    expect(() =>
+      svd(
+        Tensor.from([
+          [1, NaN],
+          [0, 1],
+        ]),
+      ),
+    ).toThrow(/non-finite/);
+    expect(() =>
+      eigSym(
+        Tensor.from([
+          [1, 2],
+          [3, 4],
+        ]),
+      ),
+    ).toThrow(/symmetric/);
     expect(() => eigSym(Tensor.zeros([2, 3]))).toThrow(ShapeError);
     expect(() => lstsq(Tensor.zeros([3, 2]), Tensor.zeros([4]))).toThrow(ShapeError);
-    expect(() => withLinalgEnv('js', () => svd(randomMatrix(3, 3), { method: 'native' }))).toThrow(BackendUnavailableError);
+    expect(() => withLinalgEnv('js', () => svd(randomMatrix(3, 3), { method: 'native' }))).toThrow(
+      BackendUnavailableError,
+    );
   });
 });

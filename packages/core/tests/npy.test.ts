@@ -28,7 +28,12 @@ function npyWith(dict: string, payload: Uint8Array): Uint8Array {
 
 describe('NPY', () => {
   it('round-trips float64 and float32 tensors of any rank', () => {
-    for (const t of [randomMatrix(3, 4, 1), randomMatrix(2, 5, 2).astype('float32'), Tensor.from([7]).reshape([]), Tensor.zeros([0, 3])]) {
+    for (const t of [
+      randomMatrix(3, 4, 1),
+      randomMatrix(2, 5, 2).astype('float32'),
+      Tensor.from([7]).reshape([]),
+      Tensor.zeros([0, 3]),
+    ]) {
       const back = readNpy(writeNpy(t));
       expect(back.dtype).toBe(t.dtype);
       expect(back.shape).toEqual(t.shape);
@@ -72,8 +77,12 @@ np.save('${dir}/i.npy', np.arange(4, dtype=np.int32))
       expect(Buffer.from(writeNpy(b)).equals(fileB)).toBe(true);
       expect(Array.from(readNpy(fileA, 'a.npy').data)).toEqual(Array.from(a.data));
       expect(readNpy(fileB, 'b.npy').shape).toEqual([2, 5]);
-      expect(() => readNpy(readFileSync(join(dir, 'f.npy')), 'f.npy')).toThrow(/f\.npy: fortran_order True is not supported/);
-      expect(() => readNpy(readFileSync(join(dir, 'i.npy')), 'i.npy')).toThrow(/i\.npy: dtype "<i4" is not supported; allowed: descr '<f4'/);
+      expect(() => readNpy(readFileSync(join(dir, 'f.npy')), 'f.npy')).toThrow(
+        /f\.npy: fortran_order True is not supported/,
+      );
+      expect(() => readNpy(readFileSync(join(dir, 'i.npy')), 'i.npy')).toThrow(
+        /i\.npy: dtype "<i4" is not supported; allowed: descr '<f4'/,
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -101,13 +110,23 @@ np.save('${dir}/i.npy', np.arange(4, dtype=np.int32))
     const truncated = err(good.subarray(0, good.length - 1));
     expect(truncated).toBeInstanceOf(DataError);
     expect(truncated.file).toBe('k.npy');
-    expect(truncated.message).toMatch(/^k\.npy: truncated NPY data: shape \(3, 3\) float64 needs 72 bytes, file has 71/);
+    expect(truncated.message).toMatch(
+      /^k\.npy: truncated NPY data: shape \(3, 3\) float64 needs 72 bytes, file has 71/,
+    );
     expect(err(good.subarray(0, 40)).message).toMatch(/truncated NPY header/);
     expect(err(new Uint8Array([1, 2, 3])).message).toMatch(/not an NPY file/);
-    expect(err(npyWith("{'descr': '<i8', 'fortran_order': False, 'shape': (1,), }", new Uint8Array(8))).message).toMatch(/dtype "<i8" is not supported/);
-    expect(err(npyWith("{'descr': '<f8', 'fortran_order': True, 'shape': (1,), }", new Uint8Array(8))).message).toMatch(/fortran_order True/);
-    expect(err(npyWith("{'descr': '<f8', 'shape': (1,), }", new Uint8Array(8))).message).toMatch(/malformed NPY header/);
-    expect(err(npyWith("{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }", new Uint8Array(16))).message).toMatch(/8 unexpected trailing bytes/);
+    expect(
+      err(npyWith("{'descr': '<i8', 'fortran_order': False, 'shape': (1,), }", new Uint8Array(8))).message,
+    ).toMatch(/dtype "<i8" is not supported/);
+    expect(
+      err(npyWith("{'descr': '<f8', 'fortran_order': True, 'shape': (1,), }", new Uint8Array(8))).message,
+    ).toMatch(/fortran_order True/);
+    expect(err(npyWith("{'descr': '<f8', 'shape': (1,), }", new Uint8Array(8))).message).toMatch(
+      /malformed NPY header/,
+    );
+    expect(
+      err(npyWith("{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }", new Uint8Array(16))).message,
+    ).toMatch(/8 unexpected trailing bytes/);
     expect(() => writeNpy(randomMatrix(2, 2), 'int32' as never)).toThrow(ValidationError);
   });
 });

@@ -15,13 +15,25 @@ describe('Tensor', () => {
   });
 
   it('infers the shape of nested rows and converts dtypes', () => {
-    const t = Tensor.from([[1, 2], [3, 4], [5, 6]], undefined, 'float32');
+    const t = Tensor.from(
+      [
+        [1, 2],
+        [3, 4],
+        [5, 6],
+      ],
+      undefined,
+      'float32',
+    );
     expect(t.shape).toEqual([3, 2]);
     expect(t.data).toBeInstanceOf(Float32Array);
     const d = t.astype('float64');
     expect(d.data).toBeInstanceOf(Float64Array);
     expect(Array.from(d.data)).toEqual([1, 2, 3, 4, 5, 6]);
-    expect(t.toArray()).toEqual([[1, 2], [3, 4], [5, 6]]);
+    expect(t.toArray()).toEqual([
+      [1, 2],
+      [3, 4],
+      [5, 6],
+    ]);
   });
 
   it('reshape shares data; clone does not', () => {

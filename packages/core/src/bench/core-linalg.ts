@@ -39,18 +39,31 @@ function hasNumpy(): boolean {
   return spawnSync('python3', ['-c', 'import numpy'], { stdio: 'ignore' }).status === 0;
 }
 
-function timeNumpy(a: Tensor, reps: number, dir: string): { ms: number; s: Float64Array; version: string } | { error: string } {
+function timeNumpy(
+  a: Tensor,
+  reps: number,
+  dir: string,
+): { ms: number; s: Float64Array; version: string } | { error: string } {
   const inFile = join(dir, `a-${a.shape.join('x')}.npy`);
   const outFile = join(dir, `s-${a.shape.join('x')}.npy`);
   writeFileSync(inFile, writeNpy(a));
-  const r = spawnSync('python3', ['-c', NUMPY_SCRIPT, inFile, String(reps), outFile], { encoding: 'utf8', timeout: 600_000 });
-  if (r.status !== 0) return { error: (r.stderr || String(r.error)).trim().split('\n').pop() ?? 'python3 failed' };
+  const r = spawnSync('python3', ['-c', NUMPY_SCRIPT, inFile, String(reps), outFile], {
+    encoding: 'utf8',
+    timeout: 600_000,
+  });
+  if (r.status !== 0)
+    return { error: (r.stderr || String(r.error)).trim().split('\n').pop() ?? 'python3 failed' };
   const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { times: number[]; version: string };
   const s = readNpy(readFileSync(outFile), outFile);
   return { ms: median(out.times), s: Float64Array.from(s.data), version: out.version };
 }
 
-function timeSvd(a: Tensor, opts: SvdOptions, reps: number, forceJs: boolean): { ms: number; s: Float64Array } {
+function timeSvd(
+  a: Tensor,
+  opts: SvdOptions,
+  reps: number,
+  forceJs: boolean,
+): { ms: number; s: Float64Array } {
   const prev = process.env.FLATRANK_LINALG;
   if (forceJs) process.env.FLATRANK_LINALG = 'js';
   try {
@@ -84,7 +97,8 @@ function argValue(args: string[], name: string): string | undefined {
 
 export default {
   name: 'core-linalg',
-  description: 'thin SVD 64x576 and 512x4608 (float64, gaussian): native LAPACK, pure JS, randomized, vs numpy in the same run',
+  description:
+    'thin SVD 64x576 and 512x4608 (float64, gaussian): native LAPACK, pure JS, randomized, vs numpy in the same run',
   async run(args: string[]): Promise<Row[]> {
     const repsArg = argValue(args, '--reps');
     const skipJsLarge = args.includes('--no-js-large');
@@ -104,7 +118,12 @@ export default {
         const shape = `${m}x${n}`;
         const ref = numpy ? timeNumpy(a, reps, dir) : { error: 'python3 with numpy not installed' };
         const refOk = 'ms' in ref ? ref : null;
-        const add = (impl: string, rank: number, r: { ms: number; s: Float64Array } | null, note: string): void => {
+        const add = (
+          impl: string,
+          rank: number,
+          r: { ms: number; s: Float64Array } | null,
+          note: string,
+        ): void => {
           rows.push({
             case: `svd ${shape}`,
             impl,
@@ -116,14 +135,32 @@ export default {
             note,
           });
         };
-        add('numpy', Math.min(m, n), refOk, refOk ? `numpy ${refOk.version} np.linalg.svd(full_matrices=False)` : (ref as { error: string }).error);
+        add(
+          'numpy',
+          Math.min(m, n),
+          refOk,
+          refOk
+            ? `numpy ${refOk.version} np.linalg.svd(full_matrices=False)`
+            : (ref as { error: string }).error,
+        );
         if (info.backend === 'native') {
-          add('native', Math.min(m, n), timeSvd(a, { method: 'native' }, reps, false), `LAPACKE dgesdd, OpenBLAS ${info.threads} threads`);
+          add(
+            'native',
+            Math.min(m, n),
+            timeSvd(a, { method: 'native' }, reps, false),
+            `LAPACKE dgesdd, OpenBLAS ${info.threads} threads`,
+          );
         } else {
           add('native', Math.min(m, n), null, `unavailable: ${info.reason ?? ''}`);
         }
         if (m >= 512 && skipJsLarge) add('js', Math.min(m, n), null, 'skipped (--no-js-large)');
-        else add('js', Math.min(m, n), timeSvd(a, { method: 'js' }, m >= 512 ? Math.min(reps, 2) : reps, true), 'pure JS: Householder QR + Golub-Kahan-Reinsch');
+        else
+          add(
+            'js',
+            Math.min(m, n),
+            timeSvd(a, { method: 'js' }, m >= 512 ? Math.min(reps, 2) : reps, true),
+            'pure JS: Householder QR + Golub-Kahan-Reinsch',
+          );
         add(
           'randomized',
           randRank,

@@ -1,4 +1,11 @@
-import { BackendUnavailableError, FlatrankError, RankError, ShapeError, UnknownNameError, ValidationError } from '@flatrank/protocol';
+import {
+  BackendUnavailableError,
+  FlatrankError,
+  RankError,
+  ShapeError,
+  UnknownNameError,
+  ValidationError,
+} from '@flatrank/protocol';
 import { Tensor, allocate, assertMatrix, type DType } from '../tensor.js';
 import { gemm, transposeBuffer } from '../ops.js';
 import { createRng } from '../random.js';
@@ -36,7 +43,12 @@ export function linalgBackend(): 'native' | 'js' {
 }
 
 /** Details for logs and the benchmark: the backend, OpenBLAS's configuration, or why native is off. */
-export function linalgInfo(): { backend: 'native' | 'js'; threads?: number; openblas?: string; reason?: string } {
+export function linalgInfo(): {
+  backend: 'native' | 'js';
+  threads?: number;
+  openblas?: string;
+  reason?: string;
+} {
   const native = getNative();
   if (native) return { backend: 'native', ...native.config() };
   return { backend: 'js', reason: nativeLoadError() ?? 'native addon unavailable' };
@@ -56,19 +68,29 @@ function out(data: Float64Array, shape: number[], dtype: DType): Tensor {
 function checkFinite(a: Tensor, field: string): void {
   const d = a.data;
   for (let i = 0; i < d.length; i++) {
-    if (!Number.isFinite(d[i]!)) throw new ValidationError(field, `${field} contains a non-finite value (NaN or Infinity) at flat index ${i}`);
+    if (!Number.isFinite(d[i]!))
+      throw new ValidationError(
+        field,
+        `${field} contains a non-finite value (NaN or Infinity) at flat index ${i}`,
+      );
   }
 }
 
 function lapackFailure(routine: string, info: number, context: Record<string, unknown>): FlatrankError {
-  return new FlatrankError('LINALG_FAILED', `LAPACK ${routine} failed with info=${info}${info > 0 ? ' (did not converge)' : ' (illegal argument)'}`, { context: { info, ...context } });
+  return new FlatrankError(
+    'LINALG_FAILED',
+    `LAPACK ${routine} failed with info=${info}${info > 0 ? ' (did not converge)' : ' (illegal argument)'}`,
+    { context: { info, ...context } },
+  );
 }
 
 function nativeFor(method: 'auto' | 'native' | 'js'): NativeLinalg | null {
   if (method === 'js') return null;
   const native = getNative();
   if (method === 'native' && !native) {
-    throw new BackendUnavailableError(`method 'native' requested but the LAPACK addon is unavailable: ${nativeLoadError() ?? 'unknown reason'}; use method 'js' or 'auto'`);
+    throw new BackendUnavailableError(
+      `method 'native' requested but the LAPACK addon is unavailable: ${nativeLoadError() ?? 'unknown reason'}; use method 'js' or 'auto'`,
+    );
   }
   return native;
 }
@@ -104,7 +126,12 @@ function leadingColumns(x: Float64Array, rows: number, k: number, r: number): Fl
 }
 
 /** Thin SVD of a row-major m x n float64 buffer (not modified): u m x k, s, v n x k. */
-export function svdRaw(a: Float64Array, m: number, n: number, method: 'auto' | 'native' | 'js'): { u: Float64Array; s: Float64Array; v: Float64Array } {
+export function svdRaw(
+  a: Float64Array,
+  m: number,
+  n: number,
+  method: 'auto' | 'native' | 'js',
+): { u: Float64Array; s: Float64Array; v: Float64Array } {
   const k = Math.min(m, n);
   const native = nativeFor(method);
   if (k === 0) return { u: new Float64Array(0), s: new Float64Array(0), v: new Float64Array(0) };
@@ -140,15 +167,25 @@ export function svd(a: Tensor, opts: SvdOptions = {}): SvdResult {
   if (!SVD_METHODS.includes(method)) throw new UnknownNameError('method', String(method), SVD_METHODS);
   let rank = full;
   if (opts.rank !== undefined) {
-    if (typeof opts.rank !== 'number' || !Number.isSafeInteger(opts.rank) || opts.rank < 1 || opts.rank > full) {
-      throw new RankError('rank', `rank must be an integer in [1, ${full}] for a ${m}x${n} matrix, got ${String(opts.rank)}`, { context: { m, n } });
+    if (
+      typeof opts.rank !== 'number' ||
+      !Number.isSafeInteger(opts.rank) ||
+      opts.rank < 1 ||
+      opts.rank > full
+    ) {
+      throw new RankError(
+        'rank',
+        `rank must be an integer in [1, ${full}] for a ${m}x${n} matrix, got ${String(opts.rank)}`,
+        { context: { m, n } },
+      );
     }
     rank = opts.rank;
   }
   const oversample = checkIntOption(opts.oversample, 'oversample', 0) ?? 10;
   const powerIterations = checkIntOption(opts.powerIterations, 'powerIterations', 0) ?? 4;
   const seed = opts.seed ?? 0;
-  if (!Number.isSafeInteger(seed)) throw new ValidationError('seed', `seed must be a safe integer, got ${String(seed)}`);
+  if (!Number.isSafeInteger(seed))
+    throw new ValidationError('seed', `seed must be a safe integer, got ${String(seed)}`);
   if (method === 'randomized' && opts.rank === undefined) {
     throw new RankError('rank', "method 'randomized' computes a truncated SVD: pass rank (1..min(m, n))");
   }
@@ -192,7 +229,15 @@ function orthonormalize(y: Float64Array, m: number, l: number): Float64Array {
  * rank + oversample columns, `powerIterations` QR-stabilised subspace iterations, then the exact SVD
  * of the small projected matrix. Returns the leading `rank` triplets.
  */
-export function randomizedSvdRaw(a: Float64Array, m: number, n: number, rank: number, oversample: number, powerIterations: number, seed: number): { u: Float64Array; s: Float64Array; v: Float64Array } {
+export function randomizedSvdRaw(
+  a: Float64Array,
+  m: number,
+  n: number,
+  rank: number,
+  oversample: number,
+  powerIterations: number,
+  seed: number,
+): { u: Float64Array; s: Float64Array; v: Float64Array } {
   const l = Math.min(rank + oversample, m, n);
   if (l >= Math.min(m, n)) {
     // The sketch would be as large as the matrix: the exact SVD is cheaper and exact.
@@ -211,7 +256,11 @@ export function randomizedSvdRaw(a: Float64Array, m: number, n: number, rank: nu
   const b = gemm(q, a, l, n, m, true, false) as Float64Array; // Q^T A, l x n
   const small = svdRaw(b, l, n, 'auto'); // u l x l, v n x l
   const u = gemm(q, small.u, m, l, l) as Float64Array;
-  return { u: leadingColumns(u, m, l, rank), s: small.s.slice(0, rank), v: leadingColumns(small.v, n, l, rank) };
+  return {
+    u: leadingColumns(u, m, l, rank),
+    s: small.s.slice(0, rank),
+    v: leadingColumns(small.v, n, l, rank),
+  };
 }
 
 function checkSquareSymmetric(a: Tensor): number {
@@ -224,7 +273,10 @@ function checkSquareSymmetric(a: Tensor): number {
   for (let i = 0; i < n; i++) {
     for (let j = i + 1; j < n; j++) {
       if (Math.abs(a.data[i * n + j]! - a.data[j * n + i]!) > tol) {
-        throw new ValidationError('a', `eigSym needs a symmetric matrix: a[${i}][${j}] = ${a.data[i * n + j]} but a[${j}][${i}] = ${a.data[j * n + i]}`);
+        throw new ValidationError(
+          'a',
+          `eigSym needs a symmetric matrix: a[${i}][${j}] = ${a.data[i * n + j]} but a[${j}][${i}] = ${a.data[j * n + i]}`,
+        );
       }
     }
   }
@@ -235,7 +287,10 @@ function checkSquareSymmetric(a: Tensor): number {
  * Eigendecomposition of a real symmetric matrix: values descending, vectors as the columns of an
  * orthogonal matrix (a = vectors diag(values) vectors^T). Native dsyevd, or Householder + QL in JS.
  */
-export function eigSym(a: Tensor, opts: { method?: 'auto' | 'native' | 'js' } = {}): { values: Float64Array; vectors: Tensor } {
+export function eigSym(
+  a: Tensor,
+  opts: { method?: 'auto' | 'native' | 'js' } = {},
+): { values: Float64Array; vectors: Tensor } {
   const n = checkSquareSymmetric(a);
   checkFinite(a, 'a');
   const native = nativeFor(opts.method ?? 'auto');
@@ -243,7 +298,9 @@ export function eigSym(a: Tensor, opts: { method?: 'auto' | 'native' | 'js' } = 
     const w = new Float64Array(n);
     const work = toF64(a);
     // Symmetrise so the result does not depend on which triangle LAPACK reads.
-    for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) work[i * n + j] = work[j * n + i] = 0.5 * (work[i * n + j]! + work[j * n + i]!);
+    for (let i = 0; i < n; i++)
+      for (let j = i + 1; j < n; j++)
+        work[i * n + j] = work[j * n + i] = 0.5 * (work[i * n + j]! + work[j * n + i]!);
     const info = native.syevd(work, n, w);
     if (info !== 0) throw lapackFailure('dsyevd', info, { n });
     // work rows are eigenvectors (ascending); emit columns, descending.
@@ -296,7 +353,10 @@ export function lstsq(a: Tensor, b: Tensor, opts: { method?: 'auto' | 'native' |
   const [m, n] = a.shape as [number, number];
   const vector = b.rank === 1;
   if (!(b.rank === 1 || b.rank === 2) || b.shape[0] !== m) {
-    throw new ShapeError('b', `lstsq: b must have ${m} rows (a is ${m}x${n}), got shape [${b.shape.join(', ')}]`);
+    throw new ShapeError(
+      'b',
+      `lstsq: b must have ${m} rows (a is ${m}x${n}), got shape [${b.shape.join(', ')}]`,
+    );
   }
   checkFinite(a, 'a');
   checkFinite(b, 'b');
@@ -364,7 +424,14 @@ function backSubstitute(r: Float64Array, k: number, ld: number, y: Float64Array,
 }
 
 /** Minimum-norm least squares through the SVD, discarding singular values below max(m,n) eps s_max. */
-function pinvSolve(a: Float64Array, m: number, n: number, b: Float64Array, p: number, method: 'auto' | 'js'): Float64Array {
+function pinvSolve(
+  a: Float64Array,
+  m: number,
+  n: number,
+  b: Float64Array,
+  p: number,
+  method: 'auto' | 'js',
+): Float64Array {
   const { u, s, v } = svdRaw(a, m, n, method);
   const k = s.length;
   const tol = Math.max(m, n) * 2 ** -52 * (s[0] ?? 0);

@@ -77,7 +77,11 @@ export function qrJs(a: Float64Array, m: number, n: number): { q: Float64Array; 
  * the algorithm of LINPACK dsvdc / JAMA) of a column-major m x n matrix with m >= n, destroyed.
  * Returns column-major U (m x n), V (n x n) and descending s.
  */
-function gkrColumnMajor(A: Float64Array, m: number, n: number): { U: Float64Array; s: Float64Array; V: Float64Array } {
+function gkrColumnMajor(
+  A: Float64Array,
+  m: number,
+  n: number,
+): { U: Float64Array; s: Float64Array; V: Float64Array } {
   const nu = n;
   const s = new Float64Array(Math.min(m + 1, n));
   const U = new Float64Array(m * nu);
@@ -250,7 +254,13 @@ function gkrColumnMajor(A: Float64Array, m: number, n: number): { U: Float64Arra
       }
     } else if (kase === 3) {
       // One implicit-shift QR step (Wilkinson-like shift from the trailing 2x2).
-      const scale = Math.max(Math.abs(s[p - 1]!), Math.abs(s[p - 2]!), Math.abs(e[p - 2]!), Math.abs(s[k]!), Math.abs(e[k]!));
+      const scale = Math.max(
+        Math.abs(s[p - 1]!),
+        Math.abs(s[p - 2]!),
+        Math.abs(e[p - 2]!),
+        Math.abs(s[k]!),
+        Math.abs(e[k]!),
+      );
       const sp = s[p - 1]! / scale;
       const spm1 = s[p - 2]! / scale;
       const epm1 = e[p - 2]! / scale;
@@ -325,7 +335,11 @@ function swapCols(X: Float64Array, len: number, a: number, b: number): void {
  * k = min(m, n). Wide matrices are handled through the transpose; clearly tall ones are first reduced
  * by QR (A = QR, R = U_R S V^T, U = Q U_R), which halves the work of the bidiagonalisation.
  */
-export function svdJs(a: Float64Array, m: number, n: number): { u: Float64Array; s: Float64Array; v: Float64Array } {
+export function svdJs(
+  a: Float64Array,
+  m: number,
+  n: number,
+): { u: Float64Array; s: Float64Array; v: Float64Array } {
   if (m < n) {
     const r = svdJs(transposeBuffer(a, m, n), n, m);
     return { u: r.v, s: r.s, v: r.u };
@@ -334,7 +348,11 @@ export function svdJs(a: Float64Array, m: number, n: number): { u: Float64Array;
   if (m >= 2 * n && n > 1) {
     const { q, r } = qrJs(a, m, n);
     const inner = svdJs(r, n, n);
-    return { u: gemm(q, inner.u, m, n, n, false, false, 'float64', true) as Float64Array, s: inner.s, v: inner.v };
+    return {
+      u: gemm(q, inner.u, m, n, n, false, false, 'float64', true) as Float64Array,
+      s: inner.s,
+      v: inner.v,
+    };
   }
   const { U, s, V } = gkrColumnMajor(transposeBuffer(a, m, n), m, n);
   return { u: transposeBuffer(U, n, m), s: Float64Array.from(s), v: transposeBuffer(V, n, n) };

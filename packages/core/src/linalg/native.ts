@@ -6,7 +6,19 @@ import type { TypedArray } from '../tensor.js';
 
 /** The functions of native/flatrank_linalg.cc (OpenBLAS + LAPACKE). Each returns LAPACK's info. */
 export interface NativeLinalg {
-  gemm(transA: boolean, transB: boolean, m: number, n: number, k: number, a: TypedArray, lda: number, b: TypedArray, ldb: number, c: TypedArray, ldc: number): void;
+  gemm(
+    transA: boolean,
+    transB: boolean,
+    m: number,
+    n: number,
+    k: number,
+    a: TypedArray,
+    lda: number,
+    b: TypedArray,
+    ldb: number,
+    c: TypedArray,
+    ldc: number,
+  ): void;
   gesdd(a: Float64Array, m: number, n: number, s: Float64Array, u: Float64Array, vt: Float64Array): number;
   syevd(a: Float64Array, n: number, w: Float64Array): number;
   qr(a: Float64Array, m: number, n: number, q: Float64Array, r: Float64Array): number;
