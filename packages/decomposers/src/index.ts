@@ -1,1 +1,41 @@
-export {};
+// @flatrank/decomposers: low-rank approximation of one layer's kernel (TF.js HWIO [kh, kw, S, T] or
+// dense [in, out]); see README.md for the conventions.
+export {
+  KERNEL_LAYOUTS,
+  assertHwio,
+  hwioToOihw,
+  kernelDims,
+  kernelDimsFromShape,
+  kernelToMatrix,
+  matrixShape,
+  matrixToKernel,
+  oihwToHwio,
+  toHwio,
+} from './kernel.js';
+export type { DenseKernel, HwioKernel, KernelDims, KernelLayout, LayerKernel, MatrixScheme, OihwKernel } from './kernel.js';
+export {
+  chainShapes,
+  convOutputSize,
+  fullRanks,
+  kernelParams,
+  planCosts,
+  planParams,
+  planShape,
+  ranksForRatio,
+  resolveRanks,
+} from './plan.js';
+export type { PlanShape, ResolvedRanks } from './plan.js';
+export {
+  decompose,
+  factorTensors,
+  factoredLayer,
+  layerCosts,
+  layerRecord,
+  lowRankApproximation,
+  planDecomposition,
+  reconstruct,
+} from './decompose.js';
+export { modelRatioFraction } from './model-ratio.js';
+export type { ModelLayerSpec, ModelRatioResult } from './model-ratio.js';
+export { PADDINGS } from './types.js';
+export type * from './types.js';
