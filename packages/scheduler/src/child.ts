@@ -19,11 +19,20 @@ import {
 
 export type TerminalEvent = Extract<TrialEvent, { type: 'finished' | 'failed' | 'diverged' }>;
 
-export type AttemptOutcome =
-  /** The child sent its terminal event (cancelled: it was the answer to our 'cancel'). */
-  | { kind: 'terminal'; event: TerminalEvent; cancelled: boolean; lastSeq: number; exitCode: number | null }
+/** Milliseconds since the epoch of the attempt's milestones (null when not reached). */
+export interface AttemptTimings {
+  forkAt: number;
+  readyAt: number | null;
+  terminalAt: number | null;
+  closedAt: number;
+}
+
+export type AttemptOutcome = (
+  | /** The child sent its terminal event (cancelled: it was the answer to our 'cancel'). */
+  { kind: 'terminal'; event: TerminalEvent; cancelled: boolean }
   /** The attempt ended without a terminal event. */
-  | { kind: 'lost'; cause: 'exit' | 'heartbeat' | 'timeout' | 'cancelled' | 'spawn'; reason: string; lastSeq: number; exitCode: number | null };
+  | { kind: 'lost'; cause: 'exit' | 'heartbeat' | 'timeout' | 'cancelled' | 'spawn'; reason: string }
+) & { lastSeq: number; exitCode: number | null; timings: AttemptTimings };
 
 export interface ChildAttemptOptions {
   childEntry: string;
@@ -63,6 +72,7 @@ export function runChildAttempt(o: ChildAttemptOptions): Promise<AttemptOutcome>
     let lastSeq = -1;
     let lastMessageAt = Date.now();
     const startedAt = Date.now();
+    const timings: AttemptTimings = { forkAt: startedAt, readyAt: null, terminalAt: null, closedAt: startedAt };
     const timers: NodeJS.Timeout[] = [];
     let settled = false;
 
@@ -99,7 +109,7 @@ export function runChildAttempt(o: ChildAttemptOptions): Promise<AttemptOutcome>
         detached: true,
       });
     } catch (e) {
-      resolve({ kind: 'lost', cause: 'spawn', reason: `cannot start the trial process: ${(e as Error).message}`, lastSeq, exitCode: null });
+      resolve({ kind: 'lost', cause: 'spawn', reason: `cannot start the trial process: ${(e as Error).message}`, lastSeq, exitCode: null, timings });
       return;
     }
     if (child.pid !== undefined) o.onSpawn?.(child.pid);
@@ -117,6 +127,7 @@ export function runChildAttempt(o: ChildAttemptOptions): Promise<AttemptOutcome>
       lastMessageAt = Date.now();
       const msg = raw as ChildToCoordinator;
       if (msg?.type === 'ready') {
+        timings.readyAt = lastMessageAt;
         send({ type: 'run', trialKey: o.trialKey, attempt: o.attempt, config: o.config, options: o.options });
         return;
       }
@@ -127,6 +138,7 @@ export function runChildAttempt(o: ChildAttemptOptions): Promise<AttemptOutcome>
       if (typeof env.seq === 'number' && env.seq > lastSeq) lastSeq = env.seq;
       if (isTerminalEvent(env.event)) {
         terminal = env.event;
+        timings.terminalAt = lastMessageAt;
         // The protocol says the child exits after its terminal event; make sure it does.
         timers.push(setTimeout(kill, 5_000).unref());
       }
@@ -167,21 +179,22 @@ export function runChildAttempt(o: ChildAttemptOptions): Promise<AttemptOutcome>
       settled = true;
       for (const t of timers) clearTimeout(t);
       o.signal?.removeEventListener('abort', onAbort);
+      timings.closedAt = Date.now();
       if (terminal) {
         const isCancelAnswer = cancelled && terminal.type === 'failed' && terminal.error.code === CANCELLED_CODE;
-        resolve({ kind: 'terminal', event: terminal, cancelled: isCancelAnswer, lastSeq, exitCode: code });
+        resolve({ kind: 'terminal', event: terminal, cancelled: isCancelAnswer, lastSeq, exitCode: code, timings });
         return;
       }
       if (killedFor) {
-        resolve({ kind: 'lost', cause: killedFor.cause, reason: killedFor.reason, lastSeq, exitCode: code });
+        resolve({ kind: 'lost', cause: killedFor.cause, reason: killedFor.reason, lastSeq, exitCode: code, timings });
         return;
       }
       if (cancelled) {
-        resolve({ kind: 'lost', cause: 'cancelled', reason: 'cancelled before it reported an end', lastSeq, exitCode: code });
+        resolve({ kind: 'lost', cause: 'cancelled', reason: 'cancelled before it reported an end', lastSeq, exitCode: code, timings });
         return;
       }
       const how = error ? `failed to run: ${error.message}` : signal ? `was killed by ${signal}` : `exited with code ${code}`;
-      resolve({ kind: 'lost', cause: 'exit', reason: `the trial process (pid ${child.pid ?? '?'}) ${how} before reporting an end`, lastSeq, exitCode: code });
+      resolve({ kind: 'lost', cause: 'exit', reason: `the trial process (pid ${child.pid ?? '?'}) ${how} before reporting an end`, lastSeq, exitCode: code, timings });
     };
     child.on('error', (e) => {
       // 'error' without a pid means the spawn failed; otherwise 'exit' follows.

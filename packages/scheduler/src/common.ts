@@ -1,0 +1,65 @@
+/**
+ * Pieces shared by the local and the BullMQ coordinators: worker identities, recovery of attempts
+ * orphaned by a dead coordinator, start-checkpoint resolution, the runs-directory layout.
+ */
+import { hostname } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { TrialConfig } from '@flatrank/protocol';
+import type { ResultsStore } from '@flatrank/store';
+
+export const HOST = hostname();
+
+/** "<prefix>:<host>:<pid>" (the store's worker column); the pid tells a later run whether we are alive. */
+export function workerId(prefix: string, pid = process.pid, host = HOST): string {
+  return `${prefix}:${host}:${pid}`;
+}
+
+function parseWorkerId(worker: string): { prefix: string; host: string; pid: number } | null {
+  const m = /^([a-z]+):(.+):(\d+)(?:\/.*)?$/.exec(worker);
+  return m ? { prefix: m[1]!, host: m[2]!, pid: Number(m[3]) } : null;
+}
+
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Attempts of this sweep marked running by a coordinator of this host that no longer exists (kill
+ * -9, power loss) go back to pending at once instead of waiting for their leases to expire.
+ * Returns the keys recovered.
+ */
+export function recoverOrphans(store: ResultsStore, sweepId: number, prefixes: readonly string[], note: (key: string, reason: string) => void = () => {}): string[] {
+  const keys: string[] = [];
+  for (const t of store.listTrials({ sweepId, status: 'running' })) {
+    const w = t.worker ? parseWorkerId(t.worker) : null;
+    if (!w || w.host !== HOST || !prefixes.includes(w.prefix) || w.pid === process.pid || pidAlive(w.pid)) continue;
+    const reason = `interrupted: the coordinator (pid ${w.pid}) running attempt ${t.attempts} is gone`;
+    if (store.endAttempt(t.key, t.attempts, { status: 'pending', error: reason })) {
+      keys.push(t.key);
+      note(t.key, reason);
+    }
+  }
+  return keys;
+}
+
+/** The checkpoint a dependent trial starts from, or an error text. */
+export function startCheckpoint(store: ResultsStore, config: TrialConfig): { path: string | null; error?: string } {
+  if (config.start.kind !== 'trial') return { path: null };
+  const key = config.start.trialKey;
+  const ckpts = store.artifacts(key).filter((a) => a.kind === 'checkpoint');
+  if (ckpts.length === 0) return { path: null, error: `start trial ${key.slice(0, 12)} has no checkpoint artifact (did it succeed and report one?)` };
+  return { path: ckpts[ckpts.length - 1]!.path };
+}
+
+export function trialDir(runsDir: string, sweep: string, key: string): string {
+  return resolve(join(runsDir, sweep, key.slice(0, 16)));
+}
+
+export function attemptDir(runsDir: string, sweep: string, key: string, attempt: number): string {
+  return join(trialDir(runsDir, sweep, key), `attempt-${attempt}`);
+}

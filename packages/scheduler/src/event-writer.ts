@@ -1,0 +1,64 @@
+/**
+ * The coordinator's single path into the database for trial events: buffers envelopes and writes
+ * them in batches (one applyEvents transaction per flush), renews leases on heartbeats. Terminal
+ * events flush at once so that a result is durable before the attempt is considered over.
+ */
+import { isTerminalEvent, type TrialEnvelope } from '@flatrank/protocol';
+import type { ResultsStore } from '@flatrank/store';
+
+export interface EventWriterOptions {
+  store: ResultsStore;
+  /** Lease length granted on every heartbeat. */
+  leaseMs: number;
+  /** Max time an event waits in the buffer. */
+  flushMs?: number;
+  /** Flush when this many events are buffered. */
+  maxBatch?: number;
+  /** An attempt lost its lease (someone else owns the trial now). */
+  onLeaseLost?(trialKey: string, attempt: number): void;
+  onError?(e: unknown): void;
+}
+
+export class EventWriter {
+  private buffer: TrialEnvelope[] = [];
+  private beats = new Map<string, { key: string; attempt: number }>();
+  private timer: NodeJS.Timeout | null = null;
+  /** Envelopes written (applied or recognised as duplicates). */
+  written = 0;
+  applied = 0;
+
+  constructor(private readonly o: EventWriterOptions) {}
+
+  push(env: TrialEnvelope): void {
+    this.buffer.push(env);
+    if (env.event.type === 'heartbeat' || env.event.type === 'started') this.beats.set(`${env.trialKey}#${env.attempt}`, { key: env.trialKey, attempt: env.attempt });
+    if (isTerminalEvent(env.event) || this.buffer.length >= (this.o.maxBatch ?? 500)) this.flush();
+    else this.timer ??= setTimeout(() => this.flush(), this.o.flushMs ?? 100);
+  }
+
+  pushAll(envs: readonly TrialEnvelope[]): void {
+    for (const e of envs) this.push(e);
+  }
+
+  flush(): void {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    const batch = this.buffer;
+    const beats = [...this.beats.values()];
+    this.buffer = [];
+    this.beats.clear();
+    try {
+      if (batch.length) {
+        const stats = this.o.store.applyEvents(batch);
+        this.written += batch.length;
+        this.applied += stats.applied;
+      }
+      for (const b of beats) if (!this.o.store.heartbeat(b.key, b.attempt, this.o.leaseMs)) this.o.onLeaseLost?.(b.key, b.attempt);
+    } catch (e) {
+      if (this.o.onError) this.o.onError(e);
+      else throw e;
+    }
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * Logs: pino JSON files (the coordinator's, and one per trial in the runs directory) plus a pretty
+ * console stream that goes through a caller-supplied writer (so the live status table can redraw
+ * around log lines).
+ */
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import pino, { type Logger } from 'pino';
+import pinoPretty from 'pino-pretty';
+
+export type { Logger } from 'pino';
+
+export interface LoggerHandle {
+  logger: Logger;
+  /** Flushes and closes the files. */
+  close(): void;
+}
+
+export interface CoordinatorLoggerOptions {
+  /** JSON log file (created with its directory); null = no file. */
+  file: string | null;
+  /** Console writer for pretty lines; null = no console output. */
+  console: ((text: string) => void) | null;
+  consoleLevel?: pino.Level;
+  colorize?: boolean;
+  name?: string;
+}
+
+export function createCoordinatorLogger(o: CoordinatorLoggerOptions): LoggerHandle {
+  const streams: pino.StreamEntry[] = [];
+  let dest: pino.DestinationStream & { flushSync?: () => void; end?: () => void } | null = null;
+  if (o.file) {
+    mkdirSync(dirname(o.file), { recursive: true });
+    dest = pino.destination({ dest: o.file, sync: true, append: true });
+    streams.push({ stream: dest, level: 'debug' });
+  }
+  if (o.console) {
+    const prettify = pinoPretty.prettyFactory({ colorize: o.colorize ?? false, translateTime: 'HH:MM:ss', ignore: 'pid,hostname,name' });
+    const write = o.console;
+    streams.push({ stream: { write: (chunk: string) => write(prettify(chunk)) }, level: o.consoleLevel ?? 'info' });
+  }
+  const logger = streams.length ? pino({ name: o.name ?? 'flatrank', level: 'debug' }, pino.multistream(streams)) : pino({ level: 'silent' });
+  return {
+    logger,
+    close() {
+      dest?.flushSync?.();
+      dest?.end?.();
+    },
+  };
+}
+
+/** A JSON log file of one trial (all its attempts append to it). */
+export function createTrialLogger(file: string, bindings: Record<string, unknown>): LoggerHandle {
+  mkdirSync(dirname(file), { recursive: true });
+  const dest = pino.destination({ dest: file, sync: true, append: true });
+  const logger = pino({ level: 'debug', base: { pid: process.pid, ...bindings } }, dest);
+  return {
+    logger,
+    close() {
+      dest.flushSync();
+      dest.end();
+    },
+  };
+}
