@@ -16,11 +16,17 @@ import {
 function randn(shape: number[], seed: number, scale = 1): Tensor {
   const rng = createRng(seed);
   const n = shape.reduce((a, b) => a * b, 1);
-  return new Tensor(Float64Array.from({ length: n }, () => rng.normal() * scale), shape);
+  return new Tensor(
+    Float64Array.from({ length: n }, () => rng.normal() * scale),
+    shape,
+  );
 }
 
 function add(a: Tensor, b: Tensor): Tensor {
-  return new Tensor(Float64Array.from(a.data, (v, i) => v + b.data[i]!), a.shape);
+  return new Tensor(
+    Float64Array.from(a.data, (v, i) => v + b.data[i]!),
+    a.shape,
+  );
 }
 
 function norm(t: Tensor): number {
@@ -69,7 +75,13 @@ describe('partialTucker', () => {
         [8, 8],
       ]) {
         const hosvd = partialTucker(x, { modes: [2, 3], ranks, algorithm: 'hosvd' });
-        const hooi = partialTucker(x, { modes: [2, 3], ranks, algorithm: 'hooi', maxIterations: 30, tolerance: 1e-10 });
+        const hooi = partialTucker(x, {
+          modes: [2, 3],
+          ranks,
+          algorithm: 'hooi',
+          maxIterations: 30,
+          tolerance: 1e-10,
+        });
         expect(hosvd.iterations).toBe(0);
         expect(hooi.iterations).toBeGreaterThan(0);
         expect(hooi.relativeError).toBeLessThanOrEqual(hosvd.relativeError + 1e-12);
@@ -78,7 +90,12 @@ describe('partialTucker', () => {
     // and strictly better on some input (HOOI does refine)
     const x = randn([4, 9, 10, 11], 99);
     const a = partialTucker(x, { modes: [0, 1, 2, 3], ranks: [2, 3, 3, 3], algorithm: 'hosvd' });
-    const b = partialTucker(x, { modes: [0, 1, 2, 3], ranks: [2, 3, 3, 3], algorithm: 'hooi', tolerance: 1e-12 });
+    const b = partialTucker(x, {
+      modes: [0, 1, 2, 3],
+      ranks: [2, 3, 3, 3],
+      algorithm: 'hooi',
+      tolerance: 1e-12,
+    });
     expect(b.relativeError).toBeLessThan(a.relativeError - 1e-6);
   });
 
@@ -98,13 +115,19 @@ describe('partialTucker', () => {
     expect(() => partialTucker(x, { modes: [2, 3], ranks: [2] })).toThrow(RankError);
     expect(() => partialTucker(x, { modes: [4], ranks: [1] })).toThrow(ShapeError);
     expect(() => partialTucker(x, { modes: [2, 2], ranks: [1, 1] })).toThrow(ShapeError);
-    expect(() => partialTucker(x, { modes: [2], ranks: [2], algorithm: 'als' as 'hooi' })).toThrow(UnknownNameError);
+    expect(() => partialTucker(x, { modes: [2], ranks: [2], algorithm: 'als' as 'hooi' })).toThrow(
+      UnknownNameError,
+    );
     expect(() => partialTucker(x, { modes: [2], ranks: [2], maxIterations: 0 })).toThrow(ValidationError);
     expect(() => tuckerReconstruct(x, [null, null])).toThrow(ShapeError);
   });
 });
 
-function plantedCp(shape: number[], rank: number, seed: number): { x: Tensor; factors: Tensor[]; weights: Float64Array } {
+function plantedCp(
+  shape: number[],
+  rank: number,
+  seed: number,
+): { x: Tensor; factors: Tensor[]; weights: Float64Array } {
   const factors = shape.map((d, m) => randn([d, rank], seed + m));
   const weights = Float64Array.from({ length: rank }, (_, r) => 1 + r);
   return { x: cpReconstruct(weights, factors), factors, weights };
@@ -112,8 +135,15 @@ function plantedCp(shape: number[], rank: number, seed: number): { x: Tensor; fa
 
 describe('cpAls', () => {
   it('reconstructs sum_r lambda_r a_r (x) b_r (x) c_r elementwise', () => {
-    const a = Tensor.from([[1, 2], [3, 4]]);
-    const b = Tensor.from([[1, 0], [0, 1], [1, 1]]);
+    const a = Tensor.from([
+      [1, 2],
+      [3, 4],
+    ]);
+    const b = Tensor.from([
+      [1, 0],
+      [0, 1],
+      [1, 1],
+    ]);
     const c = Tensor.from([[2, 1]]);
     const w = Float64Array.from([1, 10]);
     const x = cpReconstruct(w, [a, b, c]);
@@ -125,7 +155,7 @@ describe('cpAls', () => {
 
   it('recovers a planted low-rank 4-D tensor to the noise level', () => {
     const { x } = plantedCp([3, 3, 10, 12], 4, 7);
-    const noise = randn(x.shape as number[], 77, 1e-3 * norm(x) / Math.sqrt(x.size));
+    const noise = randn(x.shape as number[], 77, (1e-3 * norm(x)) / Math.sqrt(x.size));
     const noisy = add(x, noise);
     const noiseLevel = norm(noise) / norm(noisy);
     for (const init of ['svd', 'random'] as const) {
@@ -197,7 +227,10 @@ describe('evbmf', () => {
       }
       expect(r.posteriorValues[rank]).toBe(0);
       // the estimate is scale-equivariant (kernels are small numbers)
-      const scaled = new Tensor(Float64Array.from(noisy.data, (v) => v * 1e-3), noisy.shape);
+      const scaled = new Tensor(
+        Float64Array.from(noisy.data, (v) => v * 1e-3),
+        noisy.shape,
+      );
       expect(evbmf(scaled).rank).toBe(rank);
     }
   });

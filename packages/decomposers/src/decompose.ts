@@ -1,6 +1,15 @@
 import { ValidationError, type LayerRecord } from '@flatrank/protocol';
 import { Tensor, cpAls, cpReconstruct, partialTucker, svd, tuckerReconstruct } from '@flatrank/core';
-import { kernelDims, kernelDimsFromShape, kernelToMatrix, likeInput, matrixShape, matrixToKernel, type KernelDims, type LayerKernel } from './kernel.js';
+import {
+  kernelDims,
+  kernelDimsFromShape,
+  kernelToMatrix,
+  likeInput,
+  matrixShape,
+  matrixToKernel,
+  type KernelDims,
+  type LayerKernel,
+} from './kernel.js';
 import { chainShapes, freeRanks, normalizeSettings, planCosts, planShape, resolveRanks } from './plan.js';
 import type {
   CpDecomposition,
@@ -29,12 +38,17 @@ function relErr(ref: ArrayLike<number>, approx: ArrayLike<number>): number {
 
 function checkFinite(k: Tensor): void {
   for (let i = 0; i < k.size; i++)
-    if (!Number.isFinite(k.data[i]!)) throw new ValidationError('kernel', `kernel has a non-finite value at flat index ${i}`);
+    if (!Number.isFinite(k.data[i]!))
+      throw new ValidationError('kernel', `kernel has a non-finite value at flat index ${i}`);
 }
 
 /** Validates the options, chooses the ranks (rank policy) and returns the plan, without factorising. */
-export function planDecomposition(kernel: LayerKernel, options: DecomposeOptions): DecompositionPlan & { rawRanks: number[] | null } {
-  if (options === null || typeof options !== 'object') throw new ValidationError('options', 'decompose needs an options object');
+export function planDecomposition(
+  kernel: LayerKernel,
+  options: DecomposeOptions,
+): DecompositionPlan & { rawRanks: number[] | null } {
+  if (options === null || typeof options !== 'object')
+    throw new ValidationError('options', 'decompose needs an options object');
   const dims = kernelDims(kernel);
   const shape = planShape(dims, options);
   const { ranks, rawRanks } = resolveRanks(kernel, dims, shape, options.rank);
@@ -147,7 +161,10 @@ function svdProduct(u: Tensor, s: ArrayLike<number>, v: Tensor, sOffset = 0): Te
 
 function tiledSvd(
   kernel: LayerKernel,
-  base: Omit<TiledSvdDecomposition, 'U' | 'S' | 'V' | 'relativeError' | 'iterations' | 'converged' | 'method'>,
+  base: Omit<
+    TiledSvdDecomposition,
+    'U' | 'S' | 'V' | 'relativeError' | 'iterations' | 'converged' | 'method'
+  >,
 ): TiledSvdDecomposition {
   const w = kernelToMatrix(kernel, 'lowered');
   const [rows, cols] = w.shape as [number, number];
@@ -161,7 +178,8 @@ function tiledSvd(
   const tile = new Float64Array(a * b);
   for (let p = 0; p < gr; p++)
     for (let q = 0; q < gc; q++) {
-      for (let i = 0; i < a; i++) for (let j = 0; j < b; j++) tile[i * b + j] = w.data[(p * a + i) * cols + q * b + j]!;
+      for (let i = 0; i < a; i++)
+        for (let j = 0; j < b; j++) tile[i * b + j] = w.data[(p * a + i) * cols + q * b + j]!;
       const res = svd(new Tensor(tile.slice(), [a, b]), { rank: r });
       const t = p * gc + q;
       U.set(res.U.data, t * a * r);
@@ -201,7 +219,8 @@ export function reconstruct(d: KernelDecomposition): Tensor {
         const u = new Tensor(d.U.data.subarray(t * a * r, (t + 1) * a * r), [a, r]);
         const v = new Tensor(d.V.data.subarray(t * b * r, (t + 1) * b * r), [b, r]);
         const blk = svdProduct(u, d.S.data, v, t * r);
-        for (let i = 0; i < a; i++) for (let j = 0; j < b; j++) w[(p * a + i) * cols + q * b + j] = blk.data[i * b + j]!;
+        for (let i = 0; i < a; i++)
+          for (let j = 0; j < b; j++) w[(p * a + i) * cols + q * b + j] = blk.data[i * b + j]!;
       }
     k = matrixToKernel(new Tensor(w, [rows, cols]), dims, 'lowered');
   } else if (d.method === 'cp') {
@@ -215,7 +234,10 @@ export function reconstruct(d: KernelDecomposition): Tensor {
 }
 
 /** decompose then reconstruct: the distortion step's K -> K'. */
-export function lowRankApproximation(kernel: LayerKernel, options: DecomposeOptions): { kernel: Tensor; decomposition: KernelDecomposition } {
+export function lowRankApproximation(
+  kernel: LayerKernel,
+  options: DecomposeOptions,
+): { kernel: Tensor; decomposition: KernelDecomposition } {
   const decomposition = decompose(kernel, options);
   return { kernel: likeInput(reconstruct(decomposition), kernel), decomposition };
 }
@@ -234,13 +256,17 @@ export function factoredLayer(d: KernelDecomposition, settings: LayerSettings = 
   const { strides, padding } = normalizeSettings(settings);
   const bias = settings.bias ?? null;
   if (bias !== null && (bias.rank !== 1 || bias.shape[0] !== dims.t))
-    throw new ValidationError('bias', `bias must be a vector of length T = ${dims.t}, got [${bias.shape.join(', ')}]`);
+    throw new ValidationError(
+      'bias',
+      `bias must be a vector of length T = ${dims.t}, got [${bias.shape.join(', ')}]`,
+    );
   const cast = (t: Tensor): Tensor => (d.dtype === 'float64' ? t : t.astype(d.dtype));
   if (d.method === 'tiled-svd') {
     const [gr, gc, a, r] = d.U.shape as [number, number, number, number];
     const left = d.U.data.slice() as Float64Array;
     for (let t = 0; t < gr * gc; t++)
-      for (let i = 0; i < a; i++) for (let k = 0; k < r; k++) left[(t * a + i) * r + k]! *= d.S.data[t * r + k]!;
+      for (let i = 0; i < a; i++)
+        for (let k = 0; k < r; k++) left[(t * a + i) * r + k]! *= d.S.data[t * r + k]!;
     const [rows, cols] = matrixShape(dims, 'lowered');
     return {
       form: 'tiled-gemm',
@@ -267,7 +293,8 @@ export function factoredLayer(d: KernelDecomposition, settings: LayerSettings = 
     for (let s = 0; s < S; s++) for (let r = 0; r < R; r++) k0[s * R + r] = d.S.data[s * R + r]!; // [1,1,S,R]
     for (let i = 0; i < kh; i++) for (let r = 0; r < R; r++) k1[i * R + r] = d.H.data[i * R + r]!; // [kh,1,R,1]
     for (let j = 0; j < kw; j++) for (let r = 0; r < R; r++) k2[j * R + r] = d.W.data[j * R + r]!; // [1,kw,R,1]
-    for (let r = 0; r < R; r++) for (let t = 0; t < T; t++) k3[r * T + t] = d.weights[r]! * d.T.data[t * R + r]!; // [1,1,R,T]
+    for (let r = 0; r < R; r++)
+      for (let t = 0; t < T; t++) k3[r * T + t] = d.weights[r]! * d.T.data[t * R + r]!; // [1,1,R,T]
   } else if ('core' in d) {
     const [rs, rt] = d.ranks as [number, number];
     const [k0, k1, k2] = kernels as [Float64Array, Float64Array, Float64Array];
@@ -290,14 +317,17 @@ export function factoredLayer(d: KernelDecomposition, settings: LayerSettings = 
     } else if (d.scheme === 'spatial') {
       // M[(i*S + s), (j*T + t)]: first [kh,1,S,r] = U sigma, second [1,kw,r,T][j,k,t] = V[j*T+t, k]
       for (let i = 0; i < kh; i++)
-        for (let s = 0; s < S; s++) for (let k = 0; k < r; k++) k0[(i * S + s) * r + k] = sig[k]! * U[(i * S + s) * r + k]!;
+        for (let s = 0; s < S; s++)
+          for (let k = 0; k < r; k++) k0[(i * S + s) * r + k] = sig[k]! * U[(i * S + s) * r + k]!;
       for (let j = 0; j < kw; j++)
-        for (let k = 0; k < r; k++) for (let t = 0; t < T; t++) k1[(j * r + k) * T + t] = V[(j * T + t) * r + k]!;
+        for (let k = 0; k < r; k++)
+          for (let t = 0; t < T; t++) k1[(j * r + k) * T + t] = V[(j * T + t) * r + k]!;
     } else {
       // input: M[s, (i*kw+j)*T + t]: first [1,1,S,r] = U sigma, second [kh,kw,r,T][p,k,t] = V[p*T+t, k]
       for (let s = 0; s < S; s++) for (let k = 0; k < r; k++) k0[s * r + k] = sig[k]! * U[s * r + k]!;
       for (let p = 0; p < kh * kw; p++)
-        for (let k = 0; k < r; k++) for (let t = 0; t < T; t++) k1[(p * r + k) * T + t] = V[(p * T + t) * r + k]!;
+        for (let k = 0; k < r; k++)
+          for (let t = 0; t < T; t++) k1[(p * r + k) * T + t] = V[(p * T + t) * r + k]!;
     }
   }
   const layers: FactoredConvWeights[] = shapes.map((l, i) => ({
@@ -309,7 +339,10 @@ export function factoredLayer(d: KernelDecomposition, settings: LayerSettings = 
 }
 
 /** Parameter and multiply-add counts before and after, for one image through the layer. */
-export function layerCosts(d: KernelDecomposition | (DecompositionPlan & { kernelShape: readonly number[] }), geometry: LayerGeometry): LayerCosts {
+export function layerCosts(
+  d: KernelDecomposition | (DecompositionPlan & { kernelShape: readonly number[] }),
+  geometry: LayerGeometry,
+): LayerCosts {
   const dims = kernelDimsFromShape(d.kernelShape);
   return planCosts(dims, d, geometry);
 }

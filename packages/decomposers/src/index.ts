@@ -12,7 +12,15 @@ export {
   oihwToHwio,
   toHwio,
 } from './kernel.js';
-export type { DenseKernel, HwioKernel, KernelDims, KernelLayout, LayerKernel, MatrixScheme, OihwKernel } from './kernel.js';
+export type {
+  DenseKernel,
+  HwioKernel,
+  KernelDims,
+  KernelLayout,
+  LayerKernel,
+  MatrixScheme,
+  OihwKernel,
+} from './kernel.js';
 export {
   chainShapes,
   convOutputSize,

@@ -33,7 +33,10 @@ function describe(k: unknown): string {
 /** Throws ShapeError unless k is a non-empty 4-D HWIO kernel [kh, kw, S, T]. */
 export function assertHwio(k: unknown, field = 'kernel'): asserts k is HwioKernel {
   if (!(k instanceof Tensor) || k.rank !== 4 || k.shape.some((d) => d < 1))
-    throw new ShapeError(field, `${field} must be a 4-D HWIO conv kernel [kh, kw, S, T] with positive dims, got ${describe(k)}`);
+    throw new ShapeError(
+      field,
+      `${field} must be a 4-D HWIO conv kernel [kh, kw, S, T] with positive dims, got ${describe(k)}`,
+    );
 }
 
 /** Kernel dims of a 4-D HWIO conv kernel or a 2-D [in, out] dense kernel (ShapeError otherwise). */
@@ -54,8 +57,12 @@ export function kernelDims(k: unknown, field = 'kernel'): KernelDims {
 export function kernelDimsFromShape(shape: readonly number[], field = 'kernelShape'): KernelDims {
   const ok = Array.isArray(shape) && shape.every((d) => Number.isInteger(d) && d >= 1);
   if (ok && shape.length === 2) return { kind: 'dense', kh: 1, kw: 1, s: shape[0]!, t: shape[1]! };
-  if (ok && shape.length === 4) return { kind: 'conv', kh: shape[0]!, kw: shape[1]!, s: shape[2]!, t: shape[3]! };
-  throw new ShapeError(field, `${field} must be [kh, kw, S, T] (HWIO) or [in, out] with positive dims, got ${JSON.stringify(shape)}`);
+  if (ok && shape.length === 4)
+    return { kind: 'conv', kh: shape[0]!, kw: shape[1]!, s: shape[2]!, t: shape[3]! };
+  throw new ShapeError(
+    field,
+    `${field} must be [kh, kw, S, T] (HWIO) or [in, out] with positive dims, got ${JSON.stringify(shape)}`,
+  );
 }
 
 /** Permutes a tensor (small helper so decomposers need no core op beyond Tensor). */
@@ -69,7 +76,8 @@ function permute4(k: Tensor, perm: readonly [number, number, number, number]): T
   for (let a = 0; a < dst[0]!; a++)
     for (let b = 0; b < dst[1]!; b++)
       for (let c = 0; c < dst[2]!; c++)
-        for (let d = 0; d < dst[3]!; d++) out[o++] = k.data[a * st[0]! + b * st[1]! + c * st[2]! + d * st[3]!]!;
+        for (let d = 0; d < dst[3]!; d++)
+          out[o++] = k.data[a * st[0]! + b * st[1]! + c * st[2]! + d * st[3]!]!;
   return new Tensor(out, dst);
 }
 
@@ -88,7 +96,8 @@ export function hwioToOihw(k: HwioKernel): OihwKernel {
 
 /** Reads a kernel given in either layout as HWIO (dense 2-D kernels pass through). */
 export function toHwio(k: Tensor, layout: KernelLayout | string = 'hwio'): LayerKernel {
-  if (!KERNEL_LAYOUTS.includes(layout as KernelLayout)) throw new UnknownNameError('layout', String(layout), KERNEL_LAYOUTS);
+  if (!KERNEL_LAYOUTS.includes(layout as KernelLayout))
+    throw new UnknownNameError('layout', String(layout), KERNEL_LAYOUTS);
   if (layout === 'oihw' && k.rank === 4) return oihwToHwio(k);
   return k;
 }
@@ -115,7 +124,14 @@ export function matrixShape(dims: KernelDims, scheme: MatrixScheme): [number, nu
 }
 
 /** Index into the matrix of a scheme for kernel element (i, j, s, t). */
-function matrixIndex(dims: KernelDims, scheme: MatrixScheme, i: number, j: number, s: number, t: number): number {
+function matrixIndex(
+  dims: KernelDims,
+  scheme: MatrixScheme,
+  i: number,
+  j: number,
+  s: number,
+  t: number,
+): number {
   const { kh, kw, s: S, t: T } = dims;
   switch (scheme) {
     case 'lowered':
@@ -137,7 +153,8 @@ export function kernelToMatrix(k: LayerKernel, scheme: MatrixScheme): Tensor {
   let o = 0;
   for (let i = 0; i < kh; i++)
     for (let j = 0; j < kw; j++)
-      for (let s = 0; s < S; s++) for (let t = 0; t < T; t++) out[matrixIndex(dims, scheme, i, j, s, t)] = src[o++]!;
+      for (let s = 0; s < S; s++)
+        for (let t = 0; t < T; t++) out[matrixIndex(dims, scheme, i, j, s, t)] = src[o++]!;
   return new Tensor(out, [rows, cols]);
 }
 
@@ -145,13 +162,17 @@ export function kernelToMatrix(k: LayerKernel, scheme: MatrixScheme): Tensor {
 export function matrixToKernel(m: Tensor, dims: KernelDims, scheme: MatrixScheme): Tensor {
   const [rows, cols] = matrixShape(dims, scheme);
   if (m.rank !== 2 || m.shape[0] !== rows || m.shape[1] !== cols)
-    throw new ShapeError('matrix', `matrix must be [${rows}, ${cols}] for scheme ${scheme}, got [${m.shape.join(', ')}]`);
+    throw new ShapeError(
+      'matrix',
+      `matrix must be [${rows}, ${cols}] for scheme ${scheme}, got [${m.shape.join(', ')}]`,
+    );
   const { kh, kw, s: S, t: T } = dims;
   const out = new Float64Array(kh * kw * S * T);
   let o = 0;
   for (let i = 0; i < kh; i++)
     for (let j = 0; j < kw; j++)
-      for (let s = 0; s < S; s++) for (let t = 0; t < T; t++) out[o++] = m.data[matrixIndex(dims, scheme, i, j, s, t)]!;
+      for (let s = 0; s < S; s++)
+        for (let t = 0; t < T; t++) out[o++] = m.data[matrixIndex(dims, scheme, i, j, s, t)]!;
   return new Tensor(out, dims.kind === 'dense' ? [S, T] : [kh, kw, S, T]);
 }
 

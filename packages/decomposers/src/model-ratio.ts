@@ -37,15 +37,19 @@ export function modelRatioFraction(
   if (!(typeof ratio === 'number' && ratio > 1 && Number.isFinite(ratio)))
     throw new ValidationError('rank.ratio', `model ratio must be a number > 1, got ${JSON.stringify(ratio)}`);
   const fixed = opts.untargetedParams ?? 0;
-  if (!(fixed >= 0)) throw new ValidationError('untargetedParams', `untargetedParams must be >= 0, got ${String(fixed)}`);
+  if (!(fixed >= 0))
+    throw new ValidationError('untargetedParams', `untargetedParams must be >= 0, got ${String(fixed)}`);
   const prepared = layers.map((l, i) => {
     const dims = kernelDimsFromShape(l.kernelShape, `layers[${i}].kernelShape`);
     return { dims, shape: planShape(dims, l.options) };
   });
   const before = prepared.reduce((n, p) => n + kernelParams(p.dims), 0) + fixed;
   const evaluate = (f: number): { ratio: number; ranks: number[][]; after: number } => {
-    const ranks = prepared.map((p) => resolveRanks(null, p.dims, p.shape, { kind: 'fraction', fraction: f }).ranks);
-    const after = prepared.reduce((n, p, i) => n + planParams(p.dims, { ...p.shape, ranks: ranks[i]! }), 0) + fixed;
+    const ranks = prepared.map(
+      (p) => resolveRanks(null, p.dims, p.shape, { kind: 'fraction', fraction: f }).ranks,
+    );
+    const after =
+      prepared.reduce((n, p, i) => n + planParams(p.dims, { ...p.shape, ranks: ranks[i]! }), 0) + fixed;
     return { ratio: before / after, ranks, after };
   };
   const done = (f: number): ModelRatioResult => {
@@ -56,9 +60,13 @@ export function modelRatioFraction(
   let lo = 1e-9; // every rank clamps to 1
   const best = evaluate(lo).ratio;
   if (best < ratio)
-    throw new RankError('rank.ratio', `model ratio ${ratio} is out of reach: rank 1 everywhere gives ${best.toFixed(3)}`, {
-      context: { ratio, best },
-    });
+    throw new RankError(
+      'rank.ratio',
+      `model ratio ${ratio} is out of reach: rank 1 everywhere gives ${best.toFixed(3)}`,
+      {
+        context: { ratio, best },
+      },
+    );
   let hi = 1;
   for (let it = 0; it < 60; it++) {
     const mid = 0.5 * (lo + hi);
@@ -67,4 +75,3 @@ export function modelRatioFraction(
   }
   return done(lo);
 }
-

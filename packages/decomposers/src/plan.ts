@@ -35,11 +35,15 @@ export interface PlanShape {
 }
 
 /** Validates method / scheme / tile against the kernel and decides the Tucker fallback. */
-export function planShape(dims: KernelDims, options: Pick<DecomposeOptions, 'method' | 'scheme' | 'tile' | 'tucker'>): PlanShape {
+export function planShape(
+  dims: KernelDims,
+  options: Pick<DecomposeOptions, 'method' | 'scheme' | 'tile' | 'tucker'>,
+): PlanShape {
   const method = options.method;
   if (!DECOMPOSITIONS.includes(method)) throw new UnknownNameError('method', String(method), DECOMPOSITIONS);
   const scheme = options.scheme ?? null;
-  if (scheme !== null && !SVD_SCHEMES.includes(scheme)) throw new UnknownNameError('scheme', String(scheme), SVD_SCHEMES);
+  if (scheme !== null && !SVD_SCHEMES.includes(scheme))
+    throw new UnknownNameError('scheme', String(scheme), SVD_SCHEMES);
   const tile = options.tile ?? null;
   if (method !== 'tiled-svd' && tile !== null)
     throw new ValidationError('tile', `tile is only allowed for method tiled-svd, not ${method}`);
@@ -47,22 +51,38 @@ export function planShape(dims: KernelDims, options: Pick<DecomposeOptions, 'met
     case 'svd': {
       const s = scheme ?? 'lowered';
       if (dims.kind === 'dense' && s !== 'lowered')
-        throw new ValidationError('scheme', `a dense [in, out] kernel only has scheme lowered (out x in), got ${s}`);
+        throw new ValidationError(
+          'scheme',
+          `a dense [in, out] kernel only has scheme lowered (out x in), got ${s}`,
+        );
       return { method, scheme: s, tile: null, fallback: null };
     }
     case 'tiled-svd': {
       if (scheme !== null && scheme !== 'lowered')
-        throw new ValidationError('scheme', `tiled-svd tiles the lowered matrix: scheme must be lowered, got ${scheme}`);
-      if (tile === null) throw new ValidationError('tile', 'tiled-svd needs a tile [a, b] (rows x columns of the lowered matrix)');
+        throw new ValidationError(
+          'scheme',
+          `tiled-svd tiles the lowered matrix: scheme must be lowered, got ${scheme}`,
+        );
+      if (tile === null)
+        throw new ValidationError(
+          'tile',
+          'tiled-svd needs a tile [a, b] (rows x columns of the lowered matrix)',
+        );
       return { method, scheme: 'lowered', tile: checkTile(dims, tile), fallback: null };
     }
     case 'tucker2':
     case 'cp': {
       if (scheme !== null)
-        throw new ValidationError('scheme', `scheme applies to svd and tiled-svd only; ${method} takes none (got ${scheme})`);
+        throw new ValidationError(
+          'scheme',
+          `scheme applies to svd and tiled-svd only; ${method} takes none (got ${scheme})`,
+        );
       if (method === 'cp') {
         if (dims.kind === 'dense')
-          throw new ShapeError('kernel', 'cp needs a 4-D HWIO conv kernel [kh, kw, S, T]; use svd for a dense [in, out] kernel');
+          throw new ShapeError(
+            'kernel',
+            'cp needs a 4-D HWIO conv kernel [kh, kw, S, T]; use svd for a dense [in, out] kernel',
+          );
         return { method, scheme: null, tile: null, fallback: null };
       }
       if (dims.kind === 'dense' || (dims.kh === 1 && dims.kw === 1))
@@ -75,7 +95,10 @@ export function planShape(dims: KernelDims, options: Pick<DecomposeOptions, 'met
 
 function checkTile(dims: KernelDims, tile: readonly [number, number]): [number, number] {
   if (!Array.isArray(tile) || tile.length !== 2 || !tile.every((v) => Number.isInteger(v) && v >= 1))
-    throw new ValidationError('tile', `tile must be two positive integers [a, b], got ${JSON.stringify(tile)}`);
+    throw new ValidationError(
+      'tile',
+      `tile must be two positive integers [a, b], got ${JSON.stringify(tile)}`,
+    );
   const [rows, cols] = matrixShape(dims, 'lowered');
   const [a, b] = tile;
   if (rows % a !== 0 || cols % b !== 0)
@@ -98,7 +121,8 @@ export function fullRanks(dims: KernelDims, shape: PlanShape): number[] {
   const { kh, kw, s, t } = dims;
   if (shape.method === 'tiled-svd') return [Math.min(...shape.tile!)];
   if (shape.method === 'cp') return [maxCpRank([kh, kw, s, t])];
-  if (shape.method === 'tucker2' && shape.fallback === null) return [Math.min(s, kh * kw * t), Math.min(t, kh * kw * s)];
+  if (shape.method === 'tucker2' && shape.fallback === null)
+    return [Math.min(s, kh * kw * t), Math.min(t, kh * kw * s)];
   const [rows, cols] = matrixShape(dims, shape.scheme!);
   return [Math.min(rows, cols)];
 }
@@ -118,14 +142,24 @@ export function freeRanks(shape: PlanShape, ranks: readonly number[]): number[] 
 // ---------------------------------------------------------------------------------------------
 // Shapes of the factored chain and counts
 
-function pair(v: readonly [number, number] | number | undefined, field: string, dflt: number): [number, number] {
+function pair(
+  v: readonly [number, number] | number | undefined,
+  field: string,
+  dflt: number,
+): [number, number] {
   const p: [number, number] = v === undefined ? [dflt, dflt] : typeof v === 'number' ? [v, v] : [v[0], v[1]];
   if (!p.every((x) => Number.isInteger(x) && x >= 1))
-    throw new ValidationError(field, `${field} must be a positive integer or a pair of them, got ${JSON.stringify(v)}`);
+    throw new ValidationError(
+      field,
+      `${field} must be a positive integer or a pair of them, got ${JSON.stringify(v)}`,
+    );
   return p;
 }
 
-export function normalizeSettings(settings: LayerSettings = {}): { strides: [number, number]; padding: Padding } {
+export function normalizeSettings(settings: LayerSettings = {}): {
+  strides: [number, number];
+  padding: Padding;
+} {
   const strides = pair(settings.strides, 'strides', 1);
   const padding = settings.padding ?? 'same';
   if (!PADDINGS.includes(padding)) throw new UnknownNameError('padding', String(padding), PADDINGS);
@@ -157,7 +191,11 @@ function conv(
  * tiled-svd, which has no conv-chain form. The original stride goes on the conv with the original
  * spatial extent (split per axis where the spatial extent is split), padding mirrors the original.
  */
-export function chainShapes(dims: KernelDims, plan: DecompositionPlan, settings: LayerSettings = {}): FactoredConv[] | null {
+export function chainShapes(
+  dims: KernelDims,
+  plan: DecompositionPlan,
+  settings: LayerSettings = {},
+): FactoredConv[] | null {
   const { strides, padding } = normalizeSettings(settings);
   const { kh, kw, s: S, t: T } = dims;
   const one: [number, number] = [1, 1];
@@ -189,12 +227,19 @@ export function chainShapes(dims: KernelDims, plan: DecompositionPlan, settings:
         conv('conv2d', [1, kw, r, T], [1, strides[1]], padding, r, T),
       ];
     } else if (plan.scheme === 'input') {
-      layers = [conv('conv2d', [1, 1, S, r], one, padding, S, r), conv('conv2d', [kh, kw, r, T], strides, padding, r, T)];
+      layers = [
+        conv('conv2d', [1, 1, S, r], one, padding, S, r),
+        conv('conv2d', [kh, kw, r, T], strides, padding, r, T),
+      ];
     } else {
-      layers = [conv('conv2d', [kh, kw, S, r], strides, padding, S, r), conv('conv2d', [1, 1, r, T], one, padding, r, T)];
+      layers = [
+        conv('conv2d', [kh, kw, S, r], strides, padding, S, r),
+        conv('conv2d', [1, 1, r, T], one, padding, r, T),
+      ];
     }
   }
-  layers[layers.length - 1]!.useBias = settings.useBias ?? (settings.bias !== undefined && settings.bias !== null);
+  layers[layers.length - 1]!.useBias =
+    settings.useBias ?? (settings.bias !== undefined && settings.bias !== null);
   return layers;
 }
 
@@ -216,14 +261,20 @@ export function kernelParams(dims: KernelDims): number {
 export function convOutputSize(input: number, kernel: number, stride: number, padding: Padding): number {
   const out = padding === 'same' ? Math.ceil(input / stride) : Math.floor((input - kernel) / stride) + 1;
   if (out < 1)
-    throw new ShapeError('inputSize', `input size ${input} is smaller than the kernel (${kernel}) with padding valid`);
+    throw new ShapeError(
+      'inputSize',
+      `input size ${input} is smaller than the kernel (${kernel}) with padding valid`,
+    );
   return out;
 }
 
 function inputSizeOf(dims: KernelDims, geometry: LayerGeometry): [number, number] {
   if (dims.kind === 'dense') return [1, 1];
   if (geometry.inputSize === undefined)
-    throw new ValidationError('inputSize', 'multiply-add counts of a conv layer need its input spatial size [H, W]');
+    throw new ValidationError(
+      'inputSize',
+      'multiply-add counts of a conv layer need its input spatial size [H, W]',
+    );
   return pair(geometry.inputSize, 'inputSize', 1);
 }
 
@@ -270,14 +321,20 @@ function normalizePolicy(spec: RankSpec): RankPolicy {
   if (typeof spec === 'number') return { kind: 'rank', rank: spec };
   if (Array.isArray(spec)) return { kind: 'ranks', ranks: [spec[0], spec[1]] as [number, number] };
   if (spec === null || typeof spec !== 'object' || !('kind' in spec))
-    throw new ValidationError('rank', `rank must be a number, [R_S, R_T] or a rank policy {kind: ${RANK_POLICY_KINDS.join('|')}}`);
-  if (!RANK_POLICY_KINDS.includes(spec.kind)) throw new UnknownNameError('rank.kind', String(spec.kind), RANK_POLICY_KINDS);
+    throw new ValidationError(
+      'rank',
+      `rank must be a number, [R_S, R_T] or a rank policy {kind: ${RANK_POLICY_KINDS.join('|')}}`,
+    );
+  if (!RANK_POLICY_KINDS.includes(spec.kind))
+    throw new UnknownNameError('rank.kind', String(spec.kind), RANK_POLICY_KINDS);
   return spec as RankPolicy;
 }
 
 function checkRank(v: unknown, full: number, field: string, what: string): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > full)
-    throw new RankError(field, `${what} must be an integer in [1, ${full}], got ${JSON.stringify(v)}`, { context: { full } });
+    throw new RankError(field, `${what} must be an integer in [1, ${full}], got ${JSON.stringify(v)}`, {
+      context: { full },
+    });
   return v;
 }
 
@@ -285,7 +342,8 @@ const clamp = (v: number, lo: number, hi: number): number => Math.min(hi, Math.m
 
 /** The matrices whose spectra drive energy / vbmf: one per free rank (cp: the two channel unfoldings). */
 function spectralMatrices(kernel: LayerKernel | null, dims: KernelDims, shape: PlanShape): Tensor[][] {
-  if (kernel === null) throw new ValidationError('rank', 'energy and vbmf rank policies need the kernel values');
+  if (kernel === null)
+    throw new ValidationError('rank', 'energy and vbmf rank policies need the kernel values');
   if (shape.method === 'tiled-svd') {
     const w = kernelToMatrix(kernel, 'lowered');
     const [rows, cols] = w.shape as [number, number];
@@ -294,7 +352,8 @@ function spectralMatrices(kernel: LayerKernel | null, dims: KernelDims, shape: P
     for (let p = 0; p < rows / a; p++)
       for (let q = 0; q < cols / b; q++) {
         const t = new Float64Array(a * b);
-        for (let i = 0; i < a; i++) for (let j = 0; j < b; j++) t[i * b + j] = w.data[(p * a + i) * cols + q * b + j]!;
+        for (let i = 0; i < a; i++)
+          for (let j = 0; j < b; j++) t[i * b + j] = w.data[(p * a + i) * cols + q * b + j]!;
         tiles.push(new Tensor(t, [a, b]));
       }
     return [tiles];
@@ -328,13 +387,20 @@ export interface ResolvedRanks {
 }
 
 /** Chooses the ranks of a plan by a rank policy (see README, "Rank policies"). */
-export function resolveRanks(kernel: LayerKernel | null, dims: KernelDims, shape: PlanShape, spec: RankSpec): ResolvedRanks {
+export function resolveRanks(
+  kernel: LayerKernel | null,
+  dims: KernelDims,
+  shape: PlanShape,
+  spec: RankSpec,
+): ResolvedRanks {
   const policy = normalizePolicy(spec);
   const full = fullRanks(dims, shape);
   const isTucker2 = shape.method === 'tucker2' && shape.fallback === null;
   const tuckerNames = ['R_S', 'R_T'];
   const label = (k: number): string =>
-    isTucker2 ? `${tuckerNames[k]} for ${shape.method}` : `rank for ${shape.method}${shape.fallback ? ` (${shape.fallback})` : ''}${shape.scheme && shape.method === 'svd' ? ` scheme ${shape.scheme}` : ''}`;
+    isTucker2
+      ? `${tuckerNames[k]} for ${shape.method}`
+      : `rank for ${shape.method}${shape.fallback ? ` (${shape.fallback})` : ''}${shape.scheme && shape.method === 'svd' ? ` scheme ${shape.scheme}` : ''}`;
   const report = (free: number[], rawRanks: number[] | null = null): ResolvedRanks => ({
     ranks: reportedRanks(dims, shape, free),
     rawRanks,
@@ -344,10 +410,22 @@ export function resolveRanks(kernel: LayerKernel | null, dims: KernelDims, shape
       return report(full.map((f, k) => checkRank(policy.rank, f, 'rank', label(k))));
     case 'ranks': {
       if (shape.method !== 'tucker2')
-        throw new ValidationError('ranks', `a rank pair [R_S, R_T] is only for tucker2; ${shape.method} takes one rank`);
+        throw new ValidationError(
+          'ranks',
+          `a rank pair [R_S, R_T] is only for tucker2; ${shape.method} takes one rank`,
+        );
       const [rs, rt] = policy.ranks;
-      if (isTucker2) return report([checkRank(rs, full[0]!, 'ranks[0]', label(0)), checkRank(rt, full[1]!, 'ranks[1]', label(1))]);
-      checkRank(rs, shape.fallback === 'tucker1' ? dims.s : full[0]!, 'ranks[0]', `R_S for tucker2 (${shape.fallback})`);
+      if (isTucker2)
+        return report([
+          checkRank(rs, full[0]!, 'ranks[0]', label(0)),
+          checkRank(rt, full[1]!, 'ranks[1]', label(1)),
+        ]);
+      checkRank(
+        rs,
+        shape.fallback === 'tucker1' ? dims.s : full[0]!,
+        'ranks[0]',
+        `R_S for tucker2 (${shape.fallback})`,
+      );
       checkRank(rt, full[0]!, 'ranks[1]', `R_T for tucker2 (${shape.fallback})`);
       // Tucker-1 keeps all S channels and uses R_T; the 2-D form's core has rank min(R_S, R_T).
       return report([shape.fallback === 'tucker1' ? rt : Math.min(rs, rt)]);
@@ -373,13 +451,23 @@ export function resolveRanks(kernel: LayerKernel | null, dims: KernelDims, shape
     case 'energy': {
       const th = policy.threshold;
       if (!(typeof th === 'number' && th > 0 && th <= 1))
-        throw new ValidationError('rank.threshold', `energy threshold must be in (0, 1], got ${JSON.stringify(th)}`);
-      const groups = spectralMatrices(kernel, dims, shape).map((ms) => energyRank(ms.map((m) => svd(m).S), th));
+        throw new ValidationError(
+          'rank.threshold',
+          `energy threshold must be in (0, 1], got ${JSON.stringify(th)}`,
+        );
+      const groups = spectralMatrices(kernel, dims, shape).map((ms) =>
+        energyRank(
+          ms.map((m) => svd(m).S),
+          th,
+        ),
+      );
       if (shape.method === 'cp') return report([clamp(Math.max(...groups), 1, full[0]!)]);
       return report(groups.map((r, k) => clamp(r, 1, full[k]!)));
     }
     case 'vbmf': {
-      const raw = spectralMatrices(kernel, dims, shape).map((ms) => Math.max(...ms.map((m) => evbmf(m).rank)));
+      const raw = spectralMatrices(kernel, dims, shape).map((ms) =>
+        Math.max(...ms.map((m) => evbmf(m).rank)),
+      );
       if (shape.method === 'cp') return report([clamp(Math.max(...raw), 1, full[0]!)], raw);
       const clamped = raw.map((r, k) => clamp(r, 1, full[k]!));
       return report(clamped, shape.fallback === null ? raw : reportedRanks(dims, shape, raw));
@@ -398,14 +486,19 @@ export function ranksForRatio(dims: KernelDims, shape: PlanShape, ratio: number)
   const ok = (free: number[]): boolean => before / paramsOf(free) >= ratio * (1 - 1e-12);
   const candidates: number[][] = [];
   if (full.length === 2) {
-    for (let rs = full[0]!; rs >= 1; rs--) candidates.push([rs, clamp(Math.round((rs * dims.t) / dims.s), 1, full[1]!)]);
+    for (let rs = full[0]!; rs >= 1; rs--)
+      candidates.push([rs, clamp(Math.round((rs * dims.t) / dims.s), 1, full[1]!)]);
     candidates.push([1, 1]);
   } else for (let r = full[0]!; r >= 1; r--) candidates.push([r]);
   for (const c of candidates) if (ok(c)) return c;
   const best = before / paramsOf(full.map(() => 1));
-  throw new RankError('rank.ratio', `compression ratio ${ratio} is out of reach for ${shape.method} on this kernel: even rank 1 gives ${best.toFixed(3)}`, {
-    context: { ratio, best },
-  });
+  throw new RankError(
+    'rank.ratio',
+    `compression ratio ${ratio} is out of reach for ${shape.method} on this kernel: even rank 1 gives ${best.toFixed(3)}`,
+    {
+      context: { ratio, best },
+    },
+  );
 }
 
 export { normalizePolicy };

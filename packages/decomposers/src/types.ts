@@ -115,7 +115,8 @@ export interface CpDecomposition extends DecompositionBase {
   init: 'svd' | 'random';
 }
 
-export type KernelDecomposition = SvdDecomposition | TiledSvdDecomposition | Tucker2Decomposition | CpDecomposition;
+export type KernelDecomposition =
+  SvdDecomposition | TiledSvdDecomposition | Tucker2Decomposition | CpDecomposition;
 
 /** The original layer's convolution settings (the factored chain mirrors them). */
 export interface LayerSettings {

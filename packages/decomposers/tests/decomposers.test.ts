@@ -72,7 +72,14 @@ describe('svd and tiled-svd', () => {
         const d = decompose(K, { method: 'svd', scheme, rank: r });
         const opt = tailRelError(kernelToMatrix(K, scheme), r);
         expect(d.relativeError).toBeCloseTo(opt, 12);
-        expect(norm(new Tensor(Float64Array.from(K.data, (v, i) => v - reconstruct(d).data[i]!), K.shape)) / norm(K)).toBeCloseTo(opt, 12);
+        expect(
+          norm(
+            new Tensor(
+              Float64Array.from(K.data, (v, i) => v - reconstruct(d).data[i]!),
+              K.shape,
+            ),
+          ) / norm(K),
+        ).toBeCloseTo(opt, 12);
         expect(d.ranks).toEqual([r]);
       }
     }
@@ -139,7 +146,11 @@ describe('tucker2 and cp', () => {
     expect(dd.fallback).toBe('svd-2d');
     expect(reconstruct(dd).shape).toEqual([20, 7]);
     const first = randn([3, 3, 3, 16], 5);
-    const df = decompose(first, { method: 'tucker2', rank: { kind: 'fraction', fraction: 0.5 }, tucker: { firstLayer: true } });
+    const df = decompose(first, {
+      method: 'tucker2',
+      rank: { kind: 'fraction', fraction: 0.5 },
+      tucker: { firstLayer: true },
+    });
     expect(df.fallback).toBe('tucker1');
     expect(df.ranks).toEqual([3, 8]);
     expect(df.relativeError).toBeCloseTo(tailRelError(kernelToMatrix(first, 'lowered'), 8), 12);
@@ -155,13 +166,25 @@ describe('tucker2 and cp', () => {
         for (let s = 0; s < 8; s++)
           for (let t = 0; t < 12; t++) {
             let v = 0;
-            for (let r = 0; r < R; r++) v += fs[0]!.data[i * R + r]! * fs[1]!.data[j * R + r]! * fs[2]!.data[s * R + r]! * fs[3]!.data[t * R + r]!;
+            for (let r = 0; r < R; r++)
+              v +=
+                fs[0]!.data[i * R + r]! *
+                fs[1]!.data[j * R + r]! *
+                fs[2]!.data[s * R + r]! *
+                fs[3]!.data[t * R + r]!;
             k.data[o++] = v;
           }
-    const noise = randn([3, 3, 8, 12], 9, 1e-4 * norm(k) / Math.sqrt(k.size));
-    const noisy = new Tensor(Float64Array.from(k.data, (v, i) => v + noise.data[i]!), k.shape);
+    const noise = randn([3, 3, 8, 12], 9, (1e-4 * norm(k)) / Math.sqrt(k.size));
+    const noisy = new Tensor(
+      Float64Array.from(k.data, (v, i) => v + noise.data[i]!),
+      k.shape,
+    );
     const level = norm(noise) / norm(noisy);
-    const d = decompose(noisy, { method: 'cp', rank: R, cp: { seed: 4, maxIterations: 2000, tolerance: 1e-13 } });
+    const d = decompose(noisy, {
+      method: 'cp',
+      rank: R,
+      cp: { seed: 4, maxIterations: 2000, tolerance: 1e-13 },
+    });
     expect(d.relativeError).toBeLessThan(1.01 * level);
     expect(d.method === 'cp' && d.seed).toBe(4);
     expect(d.method === 'cp' && d.init).toBe('svd');
@@ -172,7 +195,11 @@ describe('tucker2 and cp', () => {
 // ---------------------------------------------------------------------------------------------
 // Every factored chain, applied as real convolutions, equals the conv with the reconstructed kernel.
 
-function runChain(x: Tensor, d: KernelDecomposition, settings: { strides: [number, number]; padding: 'same' | 'valid'; bias: Tensor }): Tensor {
+function runChain(
+  x: Tensor,
+  d: KernelDecomposition,
+  settings: { strides: [number, number]; padding: 'same' | 'valid'; bias: Tensor },
+): Tensor {
   const f = factoredLayer(d, settings);
   if (f.form !== 'chain') throw new Error('not a chain');
   let y = x;
@@ -244,10 +271,18 @@ describe('factored chains', () => {
     const b = randn([4], 9);
     const d = decompose(w, { method: 'svd', rank: 2 });
     const x = randn([3, 10], 10);
-    const ref = refConv(x, { kind: 'dense', kernel: reconstruct(d), strides: [1, 1], padding: 'valid', bias: b });
+    const ref = refConv(x, {
+      kind: 'dense',
+      kernel: reconstruct(d),
+      strides: [1, 1],
+      padding: 'valid',
+      bias: b,
+    });
     const f = factoredLayer(d, { bias: b });
     expect(f.form === 'chain' && f.layers.map((l) => l.kind)).toEqual(['dense', 'dense']);
-    expect(maxAbsDiff(runChain(x, d, { strides: [1, 1], padding: 'valid', bias: b }), ref)).toBeLessThan(1e-12);
+    expect(maxAbsDiff(runChain(x, d, { strides: [1, 1], padding: 'valid', bias: b }), ref)).toBeLessThan(
+      1e-12,
+    );
   });
 
   it('keeps the kernel dtype in reconstructions and chain weights', () => {
@@ -278,7 +313,15 @@ describe('counts', () => {
     expect(layerCosts(s, { inputSize: 10, padding: 'valid' }).macsAfter).toBe(64 * (9 * 16 * 4 + 4 * 32));
     expect(() => layerCosts(s, {})).toThrow(ValidationError);
     const rec = layerRecord('conv2', t, { inputSize: [16, 16], strides: 2 });
-    expect(rec).toMatchObject({ name: 'conv2', decomposition: 'tucker2', scheme: null, ranks: [4, 8], rawRanks: null, tile: null, kernelShape: [3, 3, 16, 32] });
+    expect(rec).toMatchObject({
+      name: 'conv2',
+      decomposition: 'tucker2',
+      scheme: null,
+      ranks: [4, 8],
+      rawRanks: null,
+      tile: null,
+      kernelShape: [3, 3, 16, 32],
+    });
     expect(rec.macsAfter).toBe(c.macsAfter);
     expect(rec.relativeError).toBe(t.relativeError);
   });
@@ -302,16 +345,32 @@ function lowRankKernel(r: number, seed: number, noise: number): Tensor {
   const u = randn([12, r], seed);
   const v = randn([r, 72], seed + 1);
   const w = new Float64Array(12 * 72);
-  for (let i = 0; i < 12; i++) for (let j = 0; j < 72; j++) for (let k = 0; k < r; k++) w[i * 72 + j] += u.data[i * r + k]! * v.data[k * 72 + j]!;
+  for (let i = 0; i < 12; i++)
+    for (let j = 0; j < 72; j++)
+      for (let k = 0; k < r; k++) w[i * 72 + j] += u.data[i * r + k]! * v.data[k * 72 + j]!;
   const n = randn([12, 72], seed + 2, noise);
-  return matrixToKernel(new Tensor(Float64Array.from(w, (x, i) => x + n.data[i]!), [12, 72]), kernelDims(K), 'lowered');
+  return matrixToKernel(
+    new Tensor(
+      Float64Array.from(w, (x, i) => x + n.data[i]!),
+      [12, 72],
+    ),
+    kernelDims(K),
+    'lowered',
+  );
 }
 
 describe('rank policies', () => {
   it('fraction of channels / full rank', () => {
-    expect(planDecomposition(K, { method: 'tucker2', rank: { kind: 'fraction', fraction: 0.5 } }).ranks).toEqual([4, 6]);
-    expect(planDecomposition(K, { method: 'svd', rank: { kind: 'fraction', fraction: 0.25 } }).ranks).toEqual([3]);
-    expect(planDecomposition(K, { method: 'svd', scheme: 'input', rank: { kind: 'fraction', fraction: 0.01 } }).ranks).toEqual([1]);
+    expect(
+      planDecomposition(K, { method: 'tucker2', rank: { kind: 'fraction', fraction: 0.5 } }).ranks,
+    ).toEqual([4, 6]);
+    expect(planDecomposition(K, { method: 'svd', rank: { kind: 'fraction', fraction: 0.25 } }).ranks).toEqual(
+      [3],
+    );
+    expect(
+      planDecomposition(K, { method: 'svd', scheme: 'input', rank: { kind: 'fraction', fraction: 0.01 } })
+        .ranks,
+    ).toEqual([1]);
     expect(planDecomposition(K, { method: 'tucker2', rank: 5 }).ranks).toEqual([5, 5]);
   });
 
@@ -332,13 +391,19 @@ describe('rank policies', () => {
         expect(c2.compressionRatio).toBeLessThan(ratio);
       }
     }
-    expect(() => planDecomposition(K, { method: 'svd', rank: { kind: 'ratio', ratio: 1000 } })).toThrow(RankError);
+    expect(() => planDecomposition(K, { method: 'svd', rank: { kind: 'ratio', ratio: 1000 } })).toThrow(
+      RankError,
+    );
   });
 
   it('energy keeps the smallest rank with that share of squared singular values', () => {
     const k = lowRankKernel(3, 10, 1e-3);
-    expect(planDecomposition(k, { method: 'svd', rank: { kind: 'energy', threshold: 0.999 } }).ranks).toEqual([3]);
-    expect(planDecomposition(k, { method: 'svd', rank: { kind: 'energy', threshold: 1 } }).ranks).toEqual([12]);
+    expect(planDecomposition(k, { method: 'svd', rank: { kind: 'energy', threshold: 0.999 } }).ranks).toEqual(
+      [3],
+    );
+    expect(planDecomposition(k, { method: 'svd', rank: { kind: 'energy', threshold: 1 } }).ranks).toEqual([
+      12,
+    ]);
     const s = svd(kernelToMatrix(K, 'lowered')).S;
     const total = s.reduce((a, v) => a + v * v, 0);
     const r = planDecomposition(K, { method: 'svd', rank: { kind: 'energy', threshold: 0.8 } }).ranks[0]!;
@@ -364,7 +429,9 @@ describe('rank policies', () => {
       for (let s = 0; s < 8; s++)
         for (let t = 0; t < 12; t++) {
           let v = 0;
-          for (let a = 0; a < 2; a++) for (let b = 0; b < 3; b++) v += core.data[(p * 2 + a) * 3 + b]! * ps.data[s * 2 + a]! * pt.data[t * 3 + b]!;
+          for (let a = 0; a < 2; a++)
+            for (let b = 0; b < 3; b++)
+              v += core.data[(p * 2 + a) * 3 + b]! * ps.data[s * 2 + a]! * pt.data[t * 3 + b]!;
           kt.data[(p * 8 + s) * 12 + t] = v + 0.001 * noise.data[(p * 8 + s) * 12 + t]!;
         }
     const dt = decompose(kt, { method: 'tucker2', rank: { kind: 'vbmf' } });
@@ -384,13 +451,17 @@ describe('rank policies', () => {
     expect(res.fraction).toBeLessThanOrEqual(1);
     // the per-layer ranks are what decompose gives for that fraction
     const k2 = randn([3, 3, 16, 32], 1);
-    expect(planDecomposition(k2, { method: 'tucker2', rank: { kind: 'fraction', fraction: res.fraction } }).ranks).toEqual(res.ranks[1]);
+    expect(
+      planDecomposition(k2, { method: 'tucker2', rank: { kind: 'fraction', fraction: res.fraction } }).ranks,
+    ).toEqual(res.ranks[1]);
     // a slightly larger fraction misses the target (it is the largest)
     const larger = modelRatioFraction(layers, 2);
     expect(larger.fraction).toBeGreaterThan(res.fraction);
     expect(() => modelRatioFraction(layers, 1e6)).toThrow(RankError);
     expect(() => modelRatioFraction([], 2)).toThrow(ValidationError);
-    expect(() => decompose(K, { method: 'svd', rank: { kind: 'model-ratio', ratio: 2 } })).toThrow(/modelRatioFraction/);
+    expect(() => decompose(K, { method: 'svd', rank: { kind: 'model-ratio', ratio: 2 } })).toThrow(
+      /modelRatioFraction/,
+    );
   });
 });
 
@@ -409,14 +480,22 @@ describe('bad input', () => {
     expect(() => decompose(K, { method: 'tiled-svd', rank: 1 })).toThrow(ValidationError);
     expect(() => decompose(K, { method: 'svd', rank: 1, tile: [4, 4] })).toThrow(ValidationError);
     expect(() => decompose(K, { method: 'qr' as 'svd', rank: 1 })).toThrow(UnknownNameError);
-    expect(() => decompose(K, { method: 'qr' as 'svd', rank: 1 })).toThrow(/allowed: svd, tiled-svd, tucker2, cp/);
-    expect(() => decompose(K, { method: 'svd', scheme: 'diagonal' as 'input', rank: 1 })).toThrow(UnknownNameError);
+    expect(() => decompose(K, { method: 'qr' as 'svd', rank: 1 })).toThrow(
+      /allowed: svd, tiled-svd, tucker2, cp/,
+    );
+    expect(() => decompose(K, { method: 'svd', scheme: 'diagonal' as 'input', rank: 1 })).toThrow(
+      UnknownNameError,
+    );
     expect(() => decompose(K, { method: 'tucker2', scheme: 'input', rank: 1 })).toThrow(ValidationError);
     expect(() => decompose(K, { method: 'svd', rank: [2, 3] })).toThrow(/only for tucker2/);
-    expect(() => decompose(K, { method: 'svd', rank: { kind: 'fraction', fraction: 0 } })).toThrow(ValidationError);
+    expect(() => decompose(K, { method: 'svd', rank: { kind: 'fraction', fraction: 0 } })).toThrow(
+      ValidationError,
+    );
     expect(() => decompose(K, { method: 'svd', rank: { kind: 'bogus' } as never })).toThrow(UnknownNameError);
     expect(() => decompose(randn([4, 5], 1), { method: 'cp', rank: 1 })).toThrow(ShapeError);
-    expect(() => decompose(randn([4, 5], 1), { method: 'svd', scheme: 'spatial', rank: 1 })).toThrow(ValidationError);
+    expect(() => decompose(randn([4, 5], 1), { method: 'svd', scheme: 'spatial', rank: 1 })).toThrow(
+      ValidationError,
+    );
     const nan = K.clone();
     nan.data[3] = Number.NaN;
     expect(() => decompose(nan, { method: 'svd', rank: 1 })).toThrow(ValidationError);
@@ -428,13 +507,13 @@ describe('bad input', () => {
 
   it('names the factor tensors for export', () => {
     expect(Object.keys(factorTensors(decompose(K, { method: 'svd', rank: 2 })))).toEqual(['U', 'S', 'V']);
-    expect(Object.keys(factorTensors(decompose(K, { method: 'tucker2', rank: 2 })))).toEqual(['core', 'factor_s', 'factor_t']);
-    expect(Object.keys(factorTensors(decompose(K, { method: 'cp', rank: 2, cp: { maxIterations: 2 } })))).toEqual([
-      'weights',
-      'factor_h',
-      'factor_w',
+    expect(Object.keys(factorTensors(decompose(K, { method: 'tucker2', rank: 2 })))).toEqual([
+      'core',
       'factor_s',
       'factor_t',
     ]);
+    expect(
+      Object.keys(factorTensors(decompose(K, { method: 'cp', rank: 2, cp: { maxIterations: 2 } }))),
+    ).toEqual(['weights', 'factor_h', 'factor_w', 'factor_s', 'factor_t']);
   });
 });

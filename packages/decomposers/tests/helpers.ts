@@ -3,7 +3,10 @@ import { Tensor, createRng } from '@flatrank/core';
 export function randn(shape: number[], seed: number, scale = 1): Tensor {
   const rng = createRng(seed);
   const n = shape.reduce((a, b) => a * b, 1);
-  return new Tensor(Float64Array.from({ length: n }, () => rng.normal() * scale), shape);
+  return new Tensor(
+    Float64Array.from({ length: n }, () => rng.normal() * scale),
+    shape,
+  );
 }
 
 export function norm(t: Tensor | ArrayLike<number>): number {

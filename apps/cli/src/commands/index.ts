@@ -5,6 +5,7 @@ import { registerQuery } from './query.js';
 import { registerExport } from './export.js';
 import { registerReport } from './report.js';
 import { registerPlot } from './plot.js';
+import { registerDecompose } from './decompose.js';
 
 /**
  * Every command registers itself here (one import + one line each, so that commands added by
@@ -20,6 +21,7 @@ const commands: Register[] = [
   registerExport,
   registerReport,
   registerPlot,
+  registerDecompose,
 ];
 
 export function registerCommands(program: Command): void {

@@ -61,23 +61,38 @@ export function maxCpRank(shape: readonly number[]): number {
  */
 export function cpAls(t: Tensor, opts: CpAlsOptions): CpResult {
   if (!(t instanceof Tensor)) throw new ValidationError('tensor', 'cpAls: tensor must be a Tensor');
-  if (t.rank < 2) throw new ShapeError('tensor', `cpAls needs a tensor of at least 2 modes, got shape [${t.shape.join(', ')}]`);
+  if (t.rank < 2)
+    throw new ShapeError(
+      'tensor',
+      `cpAls needs a tensor of at least 2 modes, got shape [${t.shape.join(', ')}]`,
+    );
   const shape = t.shape;
   const n = shape.length;
   const r = opts.rank;
   const maxRank = maxCpRank(shape);
   if (!Number.isInteger(r) || r < 1 || r > maxRank)
-    throw new RankError('rank', `CP rank must be an integer in [1, ${maxRank}] for shape [${shape.join(', ')}], got ${String(r)}`, {
-      context: { max: maxRank },
-    });
+    throw new RankError(
+      'rank',
+      `CP rank must be an integer in [1, ${maxRank}] for shape [${shape.join(', ')}], got ${String(r)}`,
+      {
+        context: { max: maxRank },
+      },
+    );
   const init = opts.init ?? 'svd';
   if (!CP_INITS.includes(init)) throw new UnknownNameError('init', String(init), CP_INITS);
   const seed = opts.seed ?? 0;
   const maxIterations = opts.maxIterations ?? 200;
   const tolerance = opts.tolerance ?? 1e-7;
   if (!Number.isInteger(maxIterations) || maxIterations < 1)
-    throw new ValidationError('maxIterations', `maxIterations must be a positive integer, got ${String(maxIterations)}`);
-  if (!(tolerance >= 0)) throw new ValidationError('tolerance', `tolerance must be a non-negative number, got ${String(tolerance)}`);
+    throw new ValidationError(
+      'maxIterations',
+      `maxIterations must be a positive integer, got ${String(maxIterations)}`,
+    );
+  if (!(tolerance >= 0))
+    throw new ValidationError(
+      'tolerance',
+      `tolerance must be a non-negative number, got ${String(tolerance)}`,
+    );
   const rng = createRng(seed); // validates the seed
 
   const x = toFloat64(t.data);
@@ -93,7 +108,8 @@ export function cpAls(t: Tensor, opts: CpAlsOptions): CpResult {
     }
     const k = Math.min(dim, r);
     const lead = leadingEigenvectors(modeGram(x, shape, m), dim, k, eigSym);
-    for (let i = 0; i < dim; i++) for (let c = 0; c < r; c++) f[i * r + c] = c < k ? lead[i * k + c]! : rng.next();
+    for (let i = 0; i < dim; i++)
+      for (let c = 0; c < r; c++) f[i * r + c] = c < k ? lead[i * k + c]! : rng.next();
     return f;
   });
   const grams = factors.map((f, m) => gramOf(f, shape[m]!, r));
@@ -209,7 +225,10 @@ export function cpReconstruct(weights: Float64Array, factors: readonly Tensor[])
   const r = weights.length;
   factors.forEach((f, m) => {
     if (f.rank !== 2 || f.shape[1] !== r)
-      throw new ShapeError(`factors[${m}]`, `factor ${m} must be [I_${m}, ${r}], got [${f.shape.join(', ')}]`);
+      throw new ShapeError(
+        `factors[${m}]`,
+        `factor ${m} must be [I_${m}, ${r}], got [${f.shape.join(', ')}]`,
+      );
   });
   const dims = factors.map((f) => f.shape[0]!);
   // Khatri-Rao of all factors but the first (row-major rest order), times weights, then A_0 * KR^T.

@@ -1,5 +1,5 @@
 import { ValidationError } from '@flatrank/protocol';
-import { Tensor, assertMatrix } from '../tensor.js';
+import { assertMatrix, type Tensor } from '../tensor.js';
 import { svd } from '../linalg/index.js';
 import { minimizeBounded } from './minimize.js';
 
@@ -45,7 +45,8 @@ export function evbmf(y: Tensor, opts: { sigma2?: number } = {}): EvbmfResult {
 
   let sigma2: number;
   if (opts.sigma2 !== undefined) {
-    if (!(opts.sigma2 > 0)) throw new ValidationError('sigma2', `sigma2 must be a positive number, got ${String(opts.sigma2)}`);
+    if (!(opts.sigma2 > 0))
+      throw new ValidationError('sigma2', `sigma2 must be a positive number, got ${String(opts.sigma2)}`);
     sigma2 = opts.sigma2;
   } else {
     // Bracket: at most every singular value is noise (upper); at least the ones that cannot be

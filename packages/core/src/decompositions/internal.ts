@@ -108,7 +108,11 @@ export function unfoldRowMajor(x: Float64Array, shape: readonly number[], mode: 
 }
 
 /** Khatri-Rao product of [I_k x R] row-major factors, first factor slowest (row index row-major). */
-export function khatriRaoRowMajor(mats: readonly Float64Array[], dims: readonly number[], r: number): Float64Array {
+export function khatriRaoRowMajor(
+  mats: readonly Float64Array[],
+  dims: readonly number[],
+  r: number,
+): Float64Array {
   let acc = new Float64Array(r).fill(1);
   let rows = 1;
   mats.forEach((m, k) => {
@@ -192,7 +196,8 @@ export function solveSpdRight(
   for (let k = 0; k < r; k++) {
     const lam = values[k]!;
     if (Math.abs(lam) <= cutoff) continue;
-    for (let i = 0; i < r; i++) for (let j = 0; j < r; j++) pinv[i * r + j] += (q[i * r + k]! * q[j * r + k]!) / lam;
+    for (let i = 0; i < r; i++)
+      for (let j = 0; j < r; j++) pinv[i * r + j] += (q[i * r + k]! * q[j * r + k]!) / lam;
   }
   const tmp = new Float64Array(r);
   for (let row = 0; row < m; row++) {

@@ -35,13 +35,22 @@ function validate(t: Tensor, opts: PartialTuckerOptions): { modes: number[]; ran
   if (!(t instanceof Tensor)) throw new ValidationError('tensor', 'partialTucker: tensor must be a Tensor');
   const { modes, ranks } = opts;
   if (!Array.isArray(modes) || modes.length === 0)
-    throw new ValidationError('modes', `modes must be a non-empty array of distinct modes in [0, ${t.rank - 1}]`);
+    throw new ValidationError(
+      'modes',
+      `modes must be a non-empty array of distinct modes in [0, ${t.rank - 1}]`,
+    );
   if (!Array.isArray(ranks) || ranks.length !== modes.length)
-    throw new RankError('ranks', `ranks must have one entry per mode (${modes.length}), got ${JSON.stringify(ranks)}`);
+    throw new RankError(
+      'ranks',
+      `ranks must have one entry per mode (${modes.length}), got ${JSON.stringify(ranks)}`,
+    );
   const seen = new Set<number>();
   modes.forEach((m) => {
     if (!Number.isInteger(m) || m < 0 || m >= t.rank || seen.has(m))
-      throw new ShapeError('modes', `modes must be distinct integers in [0, ${t.rank - 1}], got ${JSON.stringify(modes)}`);
+      throw new ShapeError(
+        'modes',
+        `modes must be distinct integers in [0, ${t.rank - 1}], got ${JSON.stringify(modes)}`,
+      );
     seen.add(m);
   });
   modes.forEach((m, k) => {
@@ -49,16 +58,26 @@ function validate(t: Tensor, opts: PartialTuckerOptions): { modes: number[]; ran
     const other = t.size / t.shape[m]!;
     const full = Math.min(t.shape[m]!, other);
     if (!Number.isInteger(r) || r < 1 || r > full)
-      throw new RankError(`ranks[${k}]`, `rank for mode ${m} must be an integer in [1, ${full}], got ${String(r)}`, {
-        context: { mode: m, full },
-      });
+      throw new RankError(
+        `ranks[${k}]`,
+        `rank for mode ${m} must be an integer in [1, ${full}], got ${String(r)}`,
+        {
+          context: { mode: m, full },
+        },
+      );
   });
   if (opts.algorithm !== undefined && !TUCKER_ALGORITHMS.includes(opts.algorithm))
     throw new UnknownNameError('algorithm', String(opts.algorithm), TUCKER_ALGORITHMS);
   if (opts.maxIterations !== undefined && (!Number.isInteger(opts.maxIterations) || opts.maxIterations < 1))
-    throw new ValidationError('maxIterations', `maxIterations must be a positive integer, got ${String(opts.maxIterations)}`);
+    throw new ValidationError(
+      'maxIterations',
+      `maxIterations must be a positive integer, got ${String(opts.maxIterations)}`,
+    );
   if (opts.tolerance !== undefined && !(opts.tolerance >= 0))
-    throw new ValidationError('tolerance', `tolerance must be a non-negative number, got ${String(opts.tolerance)}`);
+    throw new ValidationError(
+      'tolerance',
+      `tolerance must be a non-negative number, got ${String(opts.tolerance)}`,
+    );
   return { modes: [...modes], ranks: [...ranks] };
 }
 
@@ -142,12 +161,18 @@ export function partialTucker(t: Tensor, opts: PartialTuckerOptions): TuckerResu
 /** core x_n P_n for every non-null factor P_n (I_n x R_n): the tensor the Tucker form represents. */
 export function tuckerReconstruct(core: Tensor, factors: readonly (Tensor | null)[]): Tensor {
   if (factors.length !== core.rank)
-    throw new ShapeError('factors', `need one factor (or null) per core mode (${core.rank}), got ${factors.length}`);
+    throw new ShapeError(
+      'factors',
+      `need one factor (or null) per core mode (${core.rank}), got ${factors.length}`,
+    );
   let cur = { data: toFloat64(core.data), shape: [...core.shape] };
   factors.forEach((f, m) => {
     if (f === null) return;
     if (f.rank !== 2 || f.shape[1] !== cur.shape[m])
-      throw new ShapeError(`factors[${m}]`, `factor ${m} must be [I_${m}, ${cur.shape[m]}], got [${f.shape.join(', ')}]`);
+      throw new ShapeError(
+        `factors[${m}]`,
+        `factor ${m} must be [I_${m}, ${cur.shape[m]}], got [${f.shape.join(', ')}]`,
+      );
     cur = modeMul(cur.data, cur.shape, toFloat64(f.data), m, f.shape[0]!, false);
   });
   return new Tensor(cur.data, cur.shape);
