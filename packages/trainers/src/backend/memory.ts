@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
 import { ResourceExhaustedError } from '@flatrank/protocol';
-import { WASM_HEAP_LIMIT_BYTES } from './wasm.js';
+import { WASM_HEAP_LIMIT_BYTES, wasmHeapBytes } from './wasm.js';
 
 export interface MemoryEstimate {
   /** Floats of all layer outputs for one example. */
@@ -19,12 +19,14 @@ export interface MemoryEstimate {
 }
 
 /**
- * Peak bytes of a training step: every layer output is kept for the backward pass and a gradient
- * of similar size flows back, plus conv-gradient scratch (transposed / dilated copies); weights
- * carry a gradient and a momentum buffer. ACTIVATION_FACTOR was calibrated against the measured
- * wasm heap growth of ResNet-20 / LeNet-5 training steps (see tests/backend-memory.test.ts).
+ * Peak bytes of a training step: every layer output is kept for the backward pass, gradients of
+ * similar size flow back, TF.js keeps op intermediates (batch-norm moments, ...) on the tape, and
+ * the conv-gradient kernels make transposed / dilated copies; weights carry a gradient and a
+ * momentum buffer. ACTIVATION_FACTOR is the measured wasm heap of one SGD-momentum step divided by
+ * 4 x batch x (sum of layer output sizes): 6.3 for ResNet-20 at batch 32 / 64 / 128 (613 / 1,099 /
+ * 2,148 MiB), 6.0 for ResNet-32 at 128 (3,278 MiB), 6.2 for ResNet-56 at 32 (1,479 MiB).
  */
-export const ACTIVATION_FACTOR = 3;
+export const ACTIVATION_FACTOR = 6.5;
 const PARAM_COPIES = 4;
 /** Headroom below the hard cap for the allocator's fragmentation. */
 export const WASM_USABLE_FRACTION = 0.85;
@@ -36,7 +38,6 @@ export function estimateTrainingMemory(model: LayersModel, batchSize: number): M
     const list = (Array.isArray(shapes[0]) || shapes.length === 0 ? shapes : [shapes]) as Array<Array<number | null>>;
     for (const s of list) floats += s.slice(1).reduce<number>((a, d) => a * (d ?? 1), 1);
   }
-  // The input layer's output is the input batch itself: count it once, not with the factor.
   const params = model.countParams();
   const bytes = 4 * (batchSize * floats * ACTIVATION_FACTOR + params * PARAM_COPIES);
   return { activationFloatsPerExample: floats, params, bytes, batchSize };
@@ -73,10 +74,17 @@ export function checkTrainingMemory(
 
 const OOM_PATTERNS = [/memory access out of bounds/i, /^Aborted\(/, /Cannot enlarge memory/i, /out of memory/i, /\bOOM\b/];
 
-/** True for the errors a wasm heap exhaustion produces. */
-export function isOutOfMemoryError(e: unknown): boolean {
+/**
+ * True for the errors a heap exhaustion produces. A failed wasm malloc returns 0 and the kernel
+ * then traps with whatever comes first (measured: "memory access out of bounds", "divide by zero"),
+ * so any WebAssembly trap while the heap is past half its cap counts as out of memory.
+ */
+export function isOutOfMemoryError(e: unknown, heapBytes: number | null = wasmHeapBytes()): boolean {
   const msg = e instanceof Error ? e.message : typeof e === 'string' ? e : '';
-  return OOM_PATTERNS.some((p) => p.test(msg));
+  if (OOM_PATTERNS.some((p) => p.test(msg))) return true;
+  // WebAssembly.RuntimeError (not typed under lib ES2023 without DOM): match by name.
+  const isTrap = e instanceof Error && e.name === 'RuntimeError';
+  return isTrap && heapBytes !== null && heapBytes >= WASM_HEAP_LIMIT_BYTES / 2;
 }
 
 /**
@@ -90,12 +98,15 @@ export async function withMemoryGuard<T>(fn: () => Promise<T> | T, ctx: { batchS
   } catch (e) {
     if (e instanceof ResourceExhaustedError || !isOutOfMemoryError(e)) throw e;
     const backend = tf.getBackend();
+    const heap = wasmHeapBytes();
     const half = ctx.batchSize && ctx.batchSize > 1 ? Math.floor(ctx.batchSize / 2) : null;
     throw new ResourceExhaustedError(
       `out of memory on the ${backend} backend${ctx.model ? ` training ${ctx.model}` : ''}${ctx.batchSize ? ` at batch size ${ctx.batchSize}` : ''}` +
-        (backend === 'wasm' ? ' (the wasm heap is capped at 4 GiB; the backend is unusable after this, restart the process)' : '') +
+        (backend === 'wasm'
+          ? ` (the wasm heap is capped at 4 GiB${heap ? ` and had grown to ${gib(heap)} GiB` : ''}; the backend is unusable after this, restart the process)`
+          : '') +
         (half ? `; try a smaller batch (training.batchSize = ${half})` : ''),
-      { context: { backend, ...ctx, suggestedBatchSize: half }, cause: e },
+      { context: { backend, ...ctx, heapBytes: heap, suggestedBatchSize: half }, cause: e },
     );
   }
 }

@@ -64,12 +64,14 @@ const candidates = new Map<BackendName, BackendCandidate>();
  * Adds or replaces the candidate for a backend name. The native backend (issue 5) calls
  * `registerBackendCandidate('native', ...)`; it is also discovered without any registration when
  * src/native/backend.(ts|js) exists next to this package's backend folder and exports
- * `nativeBackendCandidate: BackendCandidate`.
+ * `nativeBackendCandidate: BackendCandidate`. Returns the candidate it replaces (tests restore it).
  */
-export function registerBackendCandidate(name: BackendName, candidate: BackendCandidate): void {
+export function registerBackendCandidate(name: BackendName, candidate: BackendCandidate): BackendCandidate | null {
   if (!(BACKENDS as readonly string[]).includes(name)) throw new UnknownNameError('backend', name, BACKENDS);
+  const previous = candidates.get(name) ?? null;
   candidates.set(name, candidate);
   loaded.delete(name);
+  return previous;
 }
 
 /** The backends whose packages are present, in preference order. */

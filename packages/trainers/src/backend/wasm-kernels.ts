@@ -27,10 +27,17 @@ interface KernelArgs {
 
 /** Runs a stock wasm kernel directly (no engine, no tape). */
 function run(name: string, inputs: NamedTensorInfoMap, backend: KernelBackend, attrs: NamedAttrMap = {}): TensorInfo {
-  const k = stock.get(name) ?? tf.getKernel(name, 'wasm');
+  const old = stock.get(name);
+  if (old?.setupFunc && !stockSetUp.has(backend)) {
+    // Replaced stock kernels were unregistered before the backend initialised: set them up once.
+    for (const k of stock.values()) k.setupFunc?.(backend);
+    stockSetUp.add(backend);
+  }
+  const k = old ?? tf.getKernel(name, 'wasm');
   if (!k) throw new Error(`wasm kernel ${name} is not registered`);
   return k.kernelFunc({ inputs, backend, attrs }) as TensorInfo;
 }
+const stockSetUp = new WeakSet<KernelBackend>();
 
 /** A same-buffer view with another shape (wasm kernels read the shape from the TensorInfo). */
 function view(t: TensorInfo, shape: number[]): TensorInfo {
@@ -298,6 +305,21 @@ export const CUSTOM_WASM_KERNELS = [
 ] as const;
 
 let registered = false;
+let stockBatchNormGrad: tf.GradConfig | null = null;
+
+/**
+ * Switches the global FusedBatchNorm gradient between TF.js's stock one (Tile-based) and flatrank's
+ * broadcasting one (tests compare them; the wasm backend installs 'broadcast').
+ */
+export function useBatchNormGradient(which: 'stock' | 'broadcast'): void {
+  if (which === 'broadcast') tf.registerGradient(fusedBatchNormGrad);
+  else {
+    const g = stockBatchNormGrad ?? tf.getGradient('FusedBatchNorm');
+    if (!g || g === fusedBatchNormGrad) throw new Error('the stock FusedBatchNorm gradient was not captured');
+    stockBatchNormGrad = g;
+    tf.registerGradient(g);
+  }
+}
 
 /** Registers the custom kernels for the 'wasm' backend (idempotent). */
 export function registerWasmKernels(): string[] {
@@ -315,6 +337,7 @@ export function registerWasmKernels(): string[] {
   replace('DepthwiseConv2dNativeBackpropFilter', depthwiseBackpropFilterWasm);
   replace('DepthwiseConv2dNativeBackpropInput', depthwiseBackpropInputWasm);
   // Same values as the stock gradient on every backend, so overriding it globally is safe.
+  stockBatchNormGrad ??= tf.getGradient('FusedBatchNorm') ?? null;
   tf.registerGradient(fusedBatchNormGrad);
   registered = true;
   return [...CUSTOM_WASM_KERNELS];
