@@ -75,6 +75,7 @@ for (const backend of ['js', 'native'] as const) {
       [30, 30],
       [64, 576],
       [200, 9],
+      [300, 70], // tall: blocked QR first, several panels
     ])('SVD of a random %ix%i matrix: orthonormal U, V, descending S, exact reconstruction', (m, n) => {
       const a = randomMatrix(m, n, m * 1000 + n);
       const { U, S, V } = svd(a, { method });
@@ -211,6 +212,8 @@ for (const backend of ['js', 'native'] as const) {
       [9, 5],
       [5, 9],
       [6, 6],
+      [100, 70], // several QR panels
+      [40, 90],
     ])('QR of a %ix%i matrix: orthonormal Q, upper-triangular R, A = QR', (m, n) => {
       const a = randomMatrix(m, n, 4);
       const { Q, R } = qr(a, { method });

@@ -19,57 +19,143 @@ function hypot(a: number, b: number): number {
   return y * Math.sqrt(1 + r * r);
 }
 
+/** Panel width of the blocked Householder QR: wide enough for the GEMM updates to dominate. */
+const QR_BLOCK = 32;
+
+/** One panel of reflectors in compact WY form: H_p0 ... H_{p0+b-1} = I - V T V^T. */
+interface Panel {
+  p0: number;
+  b: number;
+  /** V^T, b x (m - p0) row-major (unit diagonal, zeros left of it). */
+  vt: Float64Array;
+  /** b x b upper triangular. */
+  T: Float64Array;
+}
+
+/**
+ * Blocked Householder QR of a row-major m x n matrix (LAPACK dgeqrf's scheme): each panel of
+ * QR_BLOCK columns is factored column by column on a contiguous copy, and its compact-WY block
+ * reflector is applied to the trailing columns as GEMMs (X -= V (T^T (V^T X))), so most of the work
+ * runs at matrix-multiply speed. Returns R (k x n) and the panels for applying Q.
+ */
+function householderJs(
+  a: Float64Array,
+  m: number,
+  n: number,
+): { r: Float64Array; panels: Panel[]; k: number } {
+  const k = Math.min(m, n);
+  const w = Float64Array.from(a);
+  const r = new Float64Array(k * n);
+  const panels: Panel[] = [];
+  for (let p0 = 0; p0 < k; p0 += QR_BLOCK) {
+    const b = Math.min(QR_BLOCK, k - p0);
+    const L = m - p0;
+    // Panel columns p0..p0+b-1, rows p0..m-1, column-major (column i at pc[i*L ..]).
+    const pc = new Float64Array(b * L);
+    for (let rr = 0; rr < L; rr++) {
+      const row = (p0 + rr) * n + p0;
+      for (let i = 0; i < b; i++) pc[i * L + rr] = w[row + i]!;
+    }
+    const tau = new Float64Array(b);
+    for (let i = 0; i < b; i++) {
+      const ci = i * L;
+      const alpha = pc[ci + i]!;
+      const nrm = norm2(pc, ci + i, ci + L);
+      if (nrm === 0) {
+        tau[i] = 0;
+        continue;
+      }
+      const beta = alpha >= 0 ? -nrm : nrm;
+      const scale = 1 / (alpha - beta);
+      for (let q = ci + i + 1; q < ci + L; q++) pc[q] = pc[q]! * scale;
+      pc[ci + i] = beta;
+      const t = (beta - alpha) / beta;
+      tau[i] = t;
+      for (let j = i + 1; j < b; j++) {
+        const cj = j * L;
+        let d = pc[cj + i]!;
+        for (let q = i + 1; q < L; q++) d += pc[ci + q]! * pc[cj + q]!;
+        d *= t;
+        if (d !== 0) {
+          pc[cj + i] = pc[cj + i]! - d;
+          for (let q = i + 1; q < L; q++) pc[cj + q] = pc[cj + q]! - d * pc[ci + q]!;
+        }
+      }
+    }
+    // R rows p0..p0+b-1 within the panel.
+    for (let i = 0; i < b; i++) for (let j = i; j < b; j++) r[(p0 + i) * n + p0 + j] = pc[j * L + i]!;
+    const vt = new Float64Array(b * L);
+    for (let i = 0; i < b; i++) {
+      vt[i * L + i] = 1;
+      vt.set(pc.subarray(i * L + i + 1, i * L + L), i * L + i + 1);
+    }
+    const panel: Panel = { p0, b, vt, T: blockT(vt, tau, b, L) };
+    panels.push(panel);
+    const nc = n - p0 - b;
+    if (nc > 0) {
+      const x = new Float64Array(L * nc);
+      for (let rr = 0; rr < L; rr++) x.set(w.subarray((p0 + rr) * n + p0 + b, (p0 + rr + 1) * n), rr * nc);
+      applyPanel(panel, x, nc, true);
+      for (let rr = 0; rr < L; rr++) w.set(x.subarray(rr * nc, (rr + 1) * nc), (p0 + rr) * n + p0 + b);
+      // Rows p0..p0+b-1 of the trailing columns are final rows of R.
+      for (let i = 0; i < b; i++) r.set(x.subarray(i * nc, (i + 1) * nc), (p0 + i) * n + p0 + b);
+    }
+  }
+  return { r, panels, k };
+}
+
+/** T of the compact WY form (LAPACK dlarft, forward, columnwise). */
+function blockT(vt: Float64Array, tau: Float64Array, b: number, L: number): Float64Array {
+  const T = new Float64Array(b * b);
+  const z = new Float64Array(b);
+  for (let i = 0; i < b; i++) {
+    const ti = tau[i]!;
+    T[i * b + i] = ti;
+    if (ti === 0) continue;
+    const vi = i * L;
+    for (let j = 0; j < i; j++) {
+      let d = 0;
+      const vj = j * L;
+      for (let q = i; q < L; q++) d += vt[vj + q]! * vt[vi + q]!;
+      z[j] = d;
+    }
+    for (let j = 0; j < i; j++) {
+      let d = 0;
+      for (let q = j; q < i; q++) d += T[j * b + q]! * z[q]!;
+      T[j * b + i] = -ti * d;
+    }
+  }
+  return T;
+}
+
+/**
+ * x (row-major L x cols, the rows p0..m-1 of the operand) := H^T x when `transpose` (the QR sweep),
+ * else H x (applying Q), with H = I - V T V^T.
+ */
+function applyPanel(panel: Panel, x: Float64Array, cols: number, transpose: boolean): void {
+  const { vt, T, b } = panel;
+  const L = vt.length / b;
+  const w = gemm(vt, x, b, cols, L, false, false, 'float64', true); // V^T x
+  const w2 = gemm(T, w, b, cols, b, transpose, false, 'float64', true); // T^T or T times it
+  const upd = gemm(vt, w2, L, cols, b, true, false, 'float64', true); // V (...)
+  for (let i = 0; i < x.length; i++) x[i] = x[i]! - upd[i]!;
+}
+
+/** x (row-major m x cols) := Q x, the reflectors applied last to first. */
+function applyQ(panels: Panel[], m: number, x: Float64Array, cols: number): void {
+  for (let i = panels.length - 1; i >= 0; i--) {
+    const p = panels[i]!;
+    applyPanel(p, x.subarray(p.p0 * cols, m * cols), cols, false);
+  }
+}
+
 /** Householder QR of a row-major m x n matrix: thin Q (m x k) and R (k x n), k = min(m, n), row-major. */
 export function qrJs(a: Float64Array, m: number, n: number): { q: Float64Array; r: Float64Array } {
-  const k = Math.min(m, n);
-  const ac = transposeBuffer(a, m, n); // column j at ac[j*m .. j*m+m)
-  const tau = new Float64Array(k);
-  const diag = new Float64Array(k);
-  for (let p = 0; p < k; p++) {
-    const cp = p * m;
-    const alpha = ac[cp + p]!;
-    const nrm = norm2(ac, cp + p, cp + m);
-    if (nrm === 0) {
-      tau[p] = 0;
-      diag[p] = 0;
-      continue;
-    }
-    const beta = alpha >= 0 ? -nrm : nrm;
-    const scale = 1 / (alpha - beta);
-    for (let i = cp + p + 1; i < cp + m; i++) ac[i] = ac[i]! * scale;
-    ac[cp + p] = 1;
-    tau[p] = (beta - alpha) / beta;
-    diag[p] = beta;
-    const t = tau[p]!;
-    for (let j = p + 1; j < n; j++) {
-      const cj = j * m;
-      let w = 0;
-      for (let i = p; i < m; i++) w += ac[cp + i]! * ac[cj + i]!;
-      w *= t;
-      if (w !== 0) for (let i = p; i < m; i++) ac[cj + i] = ac[cj + i]! - w * ac[cp + i]!;
-    }
-  }
-  const r = new Float64Array(k * n);
-  for (let i = 0; i < k; i++) {
-    r[i * n + i] = diag[i]!;
-    for (let j = i + 1; j < n; j++) r[i * n + j] = ac[j * m + i]!;
-  }
-  // Thin Q: apply H_0 ... H_{k-1} to the first k identity columns, last reflector first.
-  const qc = new Float64Array(k * m);
-  for (let j = 0; j < k; j++) qc[j * m + j] = 1;
-  for (let p = k - 1; p >= 0; p--) {
-    const t = tau[p]!;
-    if (t === 0) continue;
-    const cp = p * m;
-    for (let j = p; j < k; j++) {
-      const cj = j * m;
-      let w = 0;
-      for (let i = p; i < m; i++) w += ac[cp + i]! * qc[cj + i]!;
-      w *= t;
-      if (w !== 0) for (let i = p; i < m; i++) qc[cj + i] = qc[cj + i]! - w * ac[cp + i]!;
-    }
-  }
-  return { q: transposeBuffer(qc, k, m), r };
+  const { r, panels, k } = householderJs(a, m, n);
+  const q = new Float64Array(m * k);
+  for (let j = 0; j < k; j++) q[j * k + j] = 1;
+  applyQ(panels, m, q, k);
+  return { q, r };
 }
 
 /**
@@ -346,13 +432,13 @@ export function svdJs(
   }
   if (n === 0) return { u: new Float64Array(0), s: new Float64Array(0), v: new Float64Array(0) };
   if (m >= 2 * n && n > 1) {
-    const { q, r } = qrJs(a, m, n);
+    // U = Q [U_R; 0]: applying the reflectors costs less than forming Q and multiplying.
+    const { r, panels } = householderJs(a, m, n);
     const inner = svdJs(r, n, n);
-    return {
-      u: gemm(q, inner.u, m, n, n, false, false, 'float64', true) as Float64Array,
-      s: inner.s,
-      v: inner.v,
-    };
+    const u = new Float64Array(m * n);
+    u.set(inner.u);
+    applyQ(panels, m, u, n);
+    return { u, s: inner.s, v: inner.v };
   }
   const { U, s, V } = gkrColumnMajor(transposeBuffer(a, m, n), m, n);
   return { u: transposeBuffer(U, n, m), s: Float64Array.from(s), v: transposeBuffer(V, n, n) };
