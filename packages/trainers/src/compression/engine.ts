@@ -1,0 +1,203 @@
+/**
+ * The compression engine shared by the three modes: target planning (layer selection + rank
+ * policy, with 'model-ratio' resolved over the targeted layers), in-place low-rank distortion of a
+ * model's kernels, the factored (exported) model, and per-layer / per-model accounting.
+ * All the math is @flatrank/decomposers; this file moves kernels between TF.js and it.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type * as tfl from '@tensorflow/tfjs-layers';
+import { Tensor } from '@flatrank/core';
+import {
+  decompose,
+  factoredLayer,
+  layerCosts,
+  layerRecord,
+  modelRatioFraction,
+  planDecomposition,
+  reconstruct,
+  type DecomposeOptions,
+  type KernelDecomposition,
+  type LayerGeometry,
+} from '@flatrank/decomposers';
+import { ValidationError, type CompressionConfig, type LayerRecord, type RankPolicy } from '@flatrank/protocol';
+import { convLayers, type ConvLayerInfo } from '../models/index.js';
+import { selectTargets } from './targets.js';
+import { buildFactoredModel, type ChainStep } from './factored-model.js';
+
+export interface CompressionTarget {
+  layer: ConvLayerInfo;
+  /** Kernel shape as the decomposers take it: conv HWIO [kh, kw, S, T]; dense [in, out]. */
+  kernelShape: number[];
+  options: DecomposeOptions;
+  geometry: LayerGeometry;
+}
+
+export interface CompressionPlan {
+  targets: CompressionTarget[];
+  /** model-ratio: the uniform fraction found by the search (null for other policies). */
+  modelRatioFraction: number | null;
+  /** All conv / dense layers of the model (targeted or not), for model-level counts. */
+  layers: ConvLayerInfo[];
+}
+
+export interface LayerResult {
+  target: CompressionTarget;
+  decomposition: KernelDecomposition;
+}
+
+function kernelShapeOf(l: ConvLayerInfo): number[] {
+  return l.kind === 'dense' ? [l.kernelShape[2], l.kernelShape[3]] : [...l.kernelShape];
+}
+
+/**
+ * Per-layer decomposition options. Dense layers (includeFc / names) always use the lowered SVD
+ * ("FC by SVD"); a Tucker pair [R_S, R_T] becomes rank R_T there. The first conv under tucker2 uses
+ * Tucker-1 (Kim et al.). CP seeds derive from the trial seed and the layer position.
+ */
+function layerOptions(c: CompressionConfig, l: ConvLayerInfo, rank: RankPolicy, seed: number): DecomposeOptions {
+  if (l.kind === 'dense') {
+    const r: RankPolicy = rank.kind === 'ranks' ? { kind: 'rank', rank: rank.ranks[1] } : rank;
+    return { method: 'svd', scheme: 'lowered', rank: r };
+  }
+  const base: DecomposeOptions = { method: c.decomposition, rank };
+  if (c.decomposition === 'svd') base.scheme = c.scheme ?? 'lowered';
+  if (c.decomposition === 'tiled-svd') {
+    base.scheme = 'lowered';
+    base.tile = c.tile;
+  }
+  if (c.decomposition === 'tucker2') base.tucker = { algorithm: c.tucker.algorithm, maxIterations: c.tucker.maxIterations, tolerance: c.tucker.tolerance, firstLayer: l.isFirst };
+  if (c.decomposition === 'cp') base.cp = { init: c.cp.init, maxIterations: c.cp.maxIterations, tolerance: c.cp.tolerance, seed: seed * 1000 + l.index };
+  return base;
+}
+
+export function planCompression(model: tfl.LayersModel, c: CompressionConfig, seed: number): CompressionPlan {
+  const layers = convLayers(model);
+  const chosen = selectTargets(layers, c.layers);
+  if (chosen.length === 0) throw new ValidationError('compression.layers', `compression.layers: selects no layer of model ${model.name}`);
+  let rank: RankPolicy = c.rank;
+  let fraction: number | null = null;
+  if (c.rank.kind === 'model-ratio') {
+    // Whole-model ratio over the conv + dense kernels; untargeted kernels count on both sides.
+    const targeted = new Set(chosen.map((l) => l.name));
+    const untargetedParams = layers.filter((l) => !targeted.has(l.name)).reduce((s, l) => s + l.kernelShape.reduce((a, b) => a * b, 1), 0);
+    const specs = chosen.map((l) => {
+      const { rank: _r, ...options } = layerOptions(c, l, { kind: 'fraction', fraction: 1 }, seed);
+      return { name: l.name, kernelShape: kernelShapeOf(l), options };
+    });
+    const res = modelRatioFraction(specs, c.rank.ratio, { untargetedParams });
+    fraction = res.fraction;
+    rank = { kind: 'fraction', fraction };
+  }
+  const targets = chosen.map((l) => {
+    const options = layerOptions(c, l, rank, seed);
+    const geometry: LayerGeometry = { strides: l.strides, padding: l.padding, inputSize: l.inputShape, useBias: l.hasBias };
+    return { layer: l, kernelShape: kernelShapeOf(l), options, geometry };
+  });
+  // Fail early (before any training) on impossible ranks / tiles: planning needs no kernel values
+  // except for the energy / vbmf policies, which are resolved at decomposition time.
+  if (rank.kind !== 'energy' && rank.kind !== 'vbmf')
+    for (const t of targets) planDecomposition(new Tensor(new Float32Array(t.kernelShape.reduce((a, b) => a * b, 1)), t.kernelShape), t.options);
+  return { targets, modelRatioFraction: fraction, layers };
+}
+
+function kernelVariable(model: tfl.LayersModel, name: string): tfl.LayerVariable {
+  const layer = model.getLayer(name);
+  const k = layer.weights.find((w) => /(^|\/)kernel(_\d+)?$/.test(w.originalName));
+  if (!k) throw new ValidationError('compression.layers', `layer ${name} has no kernel weight`);
+  return k;
+}
+
+function biasOf(model: tfl.LayersModel, name: string): Tensor | null {
+  const b = model.getLayer(name).weights.find((w) => /(^|\/)bias(_\d+)?$/.test(w.originalName));
+  return b ? new Tensor(Float64Array.from(b.read().dataSync() as Float32Array), [b.shape[0]!]) : null;
+}
+
+/** Decomposes the current kernel of every target (no change to the model). */
+export function decomposeTargets(model: tfl.LayersModel, plan: CompressionPlan, onLayer?: (i: number) => void): LayerResult[] {
+  return plan.targets.map((target, i) => {
+    const v = kernelVariable(model, target.layer.name);
+    const data = Float32Array.from(v.read().dataSync() as Float32Array);
+    const decomposition = decompose(new Tensor(data, target.kernelShape), target.options);
+    onLayer?.(i);
+    return { target, decomposition };
+  });
+}
+
+/** Writes reconstruct(decomposition) into each target kernel (the model becomes exactly low-rank). */
+export function applyReconstructions(model: tfl.LayersModel, results: readonly LayerResult[]): void {
+  for (const { target, decomposition } of results) {
+    const v = kernelVariable(model, target.layer.name);
+    const k = reconstruct(decomposition);
+    const t = tf.tensor(Float32Array.from(k.data), v.shape as number[], 'float32');
+    v.write(t);
+    t.dispose();
+  }
+}
+
+/** One distortion: K <- reconstruct(decompose(K)) for every target. Returns the per-layer results. */
+export function distortModel(model: tfl.LayersModel, plan: CompressionPlan, onLayer?: (i: number) => void): LayerResult[] {
+  const results = decomposeTargets(model, plan, onLayer);
+  applyReconstructions(model, results);
+  return results;
+}
+
+export function meanRelativeError(results: readonly LayerResult[]): number {
+  return results.reduce((s, r) => s + r.decomposition.relativeError, 0) / Math.max(1, results.length);
+}
+
+export function layerRecords(results: readonly LayerResult[]): LayerRecord[] {
+  return results.map((r) => layerRecord(r.target.layer.name, r.decomposition, r.target.geometry));
+}
+
+/** True when every target has a conv-chain export (tiled-svd is deployed as tiled GEMMs instead). */
+export function hasChainExport(results: readonly LayerResult[]): boolean {
+  return results.every((r) => r.decomposition.method !== 'tiled-svd');
+}
+
+/** The factored model: every target replaced by the chain of its decomposition, the rest copied. */
+export function buildExportModel(model: tfl.LayersModel, results: readonly LayerResult[]): tfl.LayersModel {
+  const replacements = new Map<string, ChainStep[]>();
+  for (const { target, decomposition } of results) {
+    const bias = biasOf(model, target.layer.name);
+    const f = factoredLayer(decomposition, { strides: target.layer.strides, padding: target.layer.padding, bias, useBias: bias !== null });
+    if (f.form !== 'chain')
+      throw new ValidationError('compression.decomposition', `layer ${target.layer.name}: ${f.method} has no conv-chain export (it is deployed as tiled GEMMs)`);
+    replacements.set(
+      target.layer.name,
+      f.layers.map((l) => ({
+        kind: l.kind,
+        kernelShape: [...l.kernelShape],
+        kernel: Float32Array.from(l.kernel.data),
+        strides: [l.strides[0], l.strides[1]] as [number, number],
+        padding: l.padding,
+        bias: l.useBias && l.bias ? Float32Array.from(l.bias.data) : null,
+      })),
+    );
+  }
+  return buildFactoredModel(model, replacements);
+}
+
+export interface ModelCounts {
+  paramsBefore: number;
+  paramsAfter: number;
+  macsBefore: number;
+  macsAfter: number;
+}
+
+/**
+ * Model-level parameters and multiply-adds. Params: all trainable weights of the original model
+ * (kernels, biases, batch-norm scale / offset); after: minus each target's kernel saving (tiled-svd:
+ * the tiled GEMM factors). MACs: conv + dense layers of one example with their real output sizes.
+ */
+export function modelCounts(model: tfl.LayersModel, plan: CompressionPlan, results: readonly LayerResult[] | null): ModelCounts {
+  const paramsBefore = model.trainableWeights.reduce((s, w) => s + w.shape.reduce((a: number, b) => a * (b ?? 1), 1), 0);
+  const macsBefore = plan.layers.reduce((s, l) => s + l.macs, 0);
+  let paramsAfter = paramsBefore;
+  let macsAfter = macsBefore;
+  for (const r of results ?? []) {
+    const c = layerCosts(r.decomposition, r.target.geometry);
+    paramsAfter -= c.paramsBefore - c.paramsAfter;
+    macsAfter -= c.macsBefore - c.macsAfter;
+  }
+  return { paramsBefore, paramsAfter, macsBefore, macsAfter };
+}

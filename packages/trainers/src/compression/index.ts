@@ -1,0 +1,18 @@
+export { selectTargets, type TargetableLayer } from './targets.js';
+export { buildFactoredModel, type ChainStep } from './factored-model.js';
+export { measureLatency, median, type LatencyOptions } from './latency.js';
+export {
+  planCompression,
+  decomposeTargets,
+  applyReconstructions,
+  distortModel,
+  meanRelativeError,
+  layerRecords,
+  hasChainExport,
+  buildExportModel,
+  modelCounts,
+  type CompressionPlan,
+  type CompressionTarget,
+  type LayerResult,
+  type ModelCounts,
+} from './engine.js';
