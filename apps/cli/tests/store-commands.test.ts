@@ -73,7 +73,7 @@ describe('flatrank runs', () => {
     const r = await cli('runs', '--db', tmp.path, '--where', 'methd=cp');
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/unknown key "methd"; allowed: model, dataset, method/);
-    const inj = await cli('runs', '--db', tmp.path, '--where', "method=cp' OR 1=1 --");
+    const inj = await cli('runs', '--db', tmp.path, '--where', "worker=x' OR 1=1 --");
     expect(inj.code).toBe(0); // bound as a value, not SQL: matches nothing
     expect(inj.out).toContain('(0 rows)');
     expect((await cli('runs', '--db', tmp.path, '--status', 'done')).code).toBe(2);

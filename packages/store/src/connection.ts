@@ -93,6 +93,9 @@ export function openDatabase(file: string, opts: OpenOptions = {}): { db: Databa
       }
       db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
       db.pragma('query_only = ON');
+      // Readers scan: memory-map the file and allow a larger page cache (per connection, lazy).
+      db.pragma('mmap_size = 268435456');
+      db.pragma('cache_size = -65536');
     } else {
       // WAL: readers never block the writer and the writer never blocks readers; NORMAL
       // synchronous is durable against process crashes (kill -9), which is what we need.

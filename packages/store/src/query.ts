@@ -4,7 +4,18 @@
  * export rows and the user-SQL runner on a read-only connection.
  */
 import Database from 'better-sqlite3';
-import { StoreError, TRIAL_STATUSES, ValidationError, type TrialStatus } from '@flatrank/protocol';
+import {
+  BACKENDS,
+  DATASETS,
+  DECOMPOSITIONS,
+  METHODS,
+  MODELS,
+  SVD_SCHEMES,
+  StoreError,
+  TRIAL_STATUSES,
+  ValidationError,
+  type TrialStatus,
+} from '@flatrank/protocol';
 import { openDatabase } from './connection.js';
 import type { ResultsStore, TrialRow } from './store.js';
 
@@ -14,15 +25,17 @@ export type Row = Record<string, Cell>;
 interface AxisDef {
   column: string;
   type: 'text' | 'number';
+  /** The closed vocabulary of a text axis (a typo would otherwise silently match nothing). */
+  values?: readonly string[];
 }
 
 /** The keys `--where` accepts, each mapped to an indexed column of trials (aliases included). */
 export const WHERE_AXES: Readonly<Record<string, AxisDef>> = {
-  model: { column: 'model', type: 'text' },
-  dataset: { column: 'dataset', type: 'text' },
-  method: { column: 'method', type: 'text' },
-  decomposition: { column: 'decomposition', type: 'text' },
-  scheme: { column: 'scheme', type: 'text' },
+  model: { column: 'model', type: 'text', values: MODELS },
+  dataset: { column: 'dataset', type: 'text', values: DATASETS },
+  method: { column: 'method', type: 'text', values: METHODS },
+  decomposition: { column: 'decomposition', type: 'text', values: DECOMPOSITIONS },
+  scheme: { column: 'scheme', type: 'text', values: SVD_SCHEMES },
   rank_policy: { column: 'rank_policy', type: 'text' },
   target_ratio: { column: 'target_ratio', type: 'number' },
   ratio: { column: 'target_ratio', type: 'number' },
@@ -34,9 +47,9 @@ export const WHERE_AXES: Readonly<Record<string, AxisDef>> = {
   learning_rate: { column: 'lr', type: 'number' },
   epochs: { column: 'epochs', type: 'number' },
   batch_size: { column: 'batch_size', type: 'number' },
-  status: { column: 'status', type: 'text' },
+  status: { column: 'status', type: 'text', values: TRIAL_STATUSES },
   worker: { column: 'worker', type: 'text' },
-  backend: { column: 'backend', type: 'text' },
+  backend: { column: 'backend', type: 'text', values: BACKENDS },
 };
 
 const OPS = ['!=', '<=', '>=', '=', '<', '>'] as const;
@@ -90,8 +103,11 @@ export function parseWhere(text: string | undefined, field = '--where'): WhereCl
     const values = alternatives.map((v) => {
       if (axis.type === 'text') {
         if (op !== '=' && op !== '!=') throw new ValidationError(field, `${field}: ${key} is text; use = or !=`);
-        if (key === 'status' && !(TRIAL_STATUSES as readonly string[]).includes(v))
-          throw new ValidationError(field, `${field}: status: unknown value ${JSON.stringify(v)}; allowed: ${TRIAL_STATUSES.join(', ')}`);
+        if (axis.values && !axis.values.includes(v)) {
+          // e.g. method=cp: cp is a decomposition, not a method; say which key the value belongs to.
+          const owner = Object.entries(WHERE_AXES).find(([k, a]) => k !== key && a.values?.includes(v))?.[0];
+          throw new ValidationError(field, `${field}: ${key}: unknown value ${JSON.stringify(v)}; allowed: ${axis.values.join(', ')}${owner ? ` (${JSON.stringify(v)} is a ${owner}: use ${owner}=${v})` : ''}`);
+        }
         return v;
       }
       const n = Number(v);
@@ -165,7 +181,8 @@ export function runsQuery(db: Database.Database, filter: RunsFilter, extraColumn
   const conds: string[] = [];
   const params: Array<string | number> = [];
   if (filter.sweep !== undefined) {
-    conds.push('t.id IN (SELECT trial_id FROM sweep_trials WHERE sweep_id = ?)');
+    // Correlated EXISTS is a point lookup per candidate; IN (...) would materialise the whole sweep.
+    conds.push('EXISTS (SELECT 1 FROM sweep_trials st WHERE st.sweep_id = ? AND st.trial_id = t.id)');
     params.push(sweepId(db, filter.sweep));
   }
   if (status) {

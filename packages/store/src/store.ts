@@ -284,7 +284,16 @@ export class ResultsStore {
   }
 
   close(): void {
-    if (this.db.open) this.db.close();
+    if (!this.db.open) return;
+    // Keeps planner statistics fresh as tables grow (cheap; SQLite's recommendation on close).
+    if (!this.readonly) {
+      try {
+        this.db.pragma('optimize');
+      } catch {
+        // best effort: a busy database is still closed below
+      }
+    }
+    this.db.close();
   }
 
   private stmt(sql: string): Database.Statement {
@@ -725,7 +734,7 @@ export class ResultsStore {
     }
     const rows = this.stmt(
       `SELECT t.* FROM trials t
-       WHERE (@sweepId IS NULL OR t.id IN (SELECT trial_id FROM sweep_trials WHERE sweep_id = @sweepId))
+       WHERE (@sweepId IS NULL OR EXISTS (SELECT 1 FROM sweep_trials st WHERE st.sweep_id = @sweepId AND st.trial_id = t.id))
          AND (@status IS NULL OR t.status = @status)
        ORDER BY t.id`,
     ).all({ sweepId: filter.sweepId ?? null, status: filter.status ?? null }) as TrialDbRow[];

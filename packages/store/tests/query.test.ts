@@ -12,13 +12,13 @@ afterAll(() => tmp.cleanup());
 
 describe('parseWhere', () => {
   it('binds every value as a parameter on a known column', () => {
-    expect(parseWhere('method=cp, seed=1')).toEqual({ sql: 't.method = ? AND t.seed = ?', params: ['cp', 1] });
+    expect(parseWhere('method=distort, seed=1')).toEqual({ sql: 't.method = ? AND t.seed = ?', params: ['distort', 1] });
     expect(parseWhere('S_D>=100,lr<0.1,seed=1|2,decomposition!=null')).toEqual({
       sql: 't.distortion_interval >= ? AND t.lr < ? AND t.seed IN (?, ?) AND t.decomposition IS NOT NULL',
       params: [100, 0.1, 1, 2],
     });
-    const evil = parseWhere("model=x' OR '1'='1");
-    expect(evil.sql).toBe('t.model = ?');
+    const evil = parseWhere("worker=x' OR '1'='1");
+    expect(evil.sql).toBe('t.worker = ?');
     expect(evil.params).toEqual(["x' OR '1'='1"]);
     expect(parseWhere(undefined)).toEqual({ sql: '', params: [] });
   });
@@ -39,7 +39,9 @@ describe('parseWhere', () => {
     bad('seed=abc', /seed must be a number/);
     bad('method>cp', /method is text; use = or !=/);
     bad('seed', /is not key=value/);
-    bad('status=done', /status: unknown value "done"/);
+    bad('status=done', /status: unknown value "done"; allowed: pending, running/);
+    bad('method=cp', /method: unknown value "cp"; allowed: baseline, distort, finetune, posttrain \("cp" is a decomposition: use decomposition=cp\)/);
+    bad('model=resnet21', /model: unknown value "resnet21"; allowed: lenet5/);
     bad('seed>null', /null can only be used alone/);
   });
 });
