@@ -4,6 +4,7 @@ import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createTempDb, populateTempDb, type PopulatedSweep, type TempDb } from '@flatrank/testing';
+import { SCHEMA_VERSION, createDatabaseAtVersion } from '@flatrank/store';
 import { run } from '../src/program.js';
 
 let tmp: TempDb;
@@ -174,5 +175,23 @@ describe('database errors on read commands', () => {
       if (prev === undefined) delete process.env.FLATRANK_DB;
       else process.env.FLATRANK_DB = prev;
     }
+  });
+});
+
+describe('flatrank migrate', () => {
+  it('upgrades an older database that read commands refuse, and never creates one', async () => {
+    const old = join(tmp.dir, 'old.sqlite');
+    createDatabaseAtVersion(old, 1);
+    const refused = await cli('runs', '--db', old);
+    expect(refused.code).toBe(6);
+    expect(refused.err).toContain(`has schema version 1; this flatrank needs ${SCHEMA_VERSION}. Run "flatrank migrate --db ${old}"`);
+    const m = await cli('migrate', '--db', old);
+    expect(m.code).toBe(0);
+    expect(m.out).toContain(`migrated from schema version 1 to ${SCHEMA_VERSION}`);
+    expect((await cli('migrate', '--db', old)).out).toContain(`already at schema version ${SCHEMA_VERSION}`);
+    expect((await cli('runs', '--db', old)).out).toContain('(0 rows)');
+    const missing = join(tmp.dir, 'never.sqlite');
+    expect((await cli('migrate', '--db', missing)).code).toBe(6);
+    expect(existsSync(missing)).toBe(false);
   });
 });

@@ -8,6 +8,24 @@ import Database from 'better-sqlite3';
 import { StoreError, ValidationError } from '@flatrank/protocol';
 import { FLATRANK_APPLICATION_ID, SCHEMA_VERSION, migrate } from './schema.js';
 
+/**
+ * Creates a flatrank database at an older schema version (tests of upgrade paths, here and in
+ * other packages, without importing better-sqlite3). Refuses an existing file.
+ */
+export function createDatabaseAtVersion(file: string, version: number): string {
+  const path = resolve(file);
+  if (existsSync(path)) throw new ValidationError('file', `file: ${path} already exists`);
+  if (!Number.isInteger(version) || version < 1 || version > SCHEMA_VERSION) throw new ValidationError('version', `version: must be an integer in 1..${SCHEMA_VERSION}`);
+  const db = new Database(path);
+  try {
+    db.pragma('journal_mode = WAL');
+    migrate(db, version);
+  } finally {
+    db.close();
+  }
+  return path;
+}
+
 /** Milliseconds a connection waits for a lock before SQLITE_BUSY (the one writer holds it briefly). */
 export const BUSY_TIMEOUT_MS = 10_000;
 
@@ -35,7 +53,7 @@ function notFlatrank(path: string, why: string, cause?: unknown): StoreError {
  * Opens (and, for a writer, migrates) a flatrank database. Never creates a file unless
  * `create` is set; never touches a SQLite file that another application owns.
  */
-export function openDatabase(file: string, opts: OpenOptions = {}): { db: Database.Database; path: string } {
+export function openDatabase(file: string, opts: OpenOptions = {}): { db: Database.Database; path: string; migrated: number[] } {
   const readonly = opts.readonly ?? false;
   const create = opts.create ?? false;
   if (typeof file !== 'string' || file === '') throw new ValidationError('--db', '--db: a database file path is required');
@@ -60,6 +78,7 @@ export function openDatabase(file: string, opts: OpenOptions = {}): { db: Databa
       cause: e,
     });
   }
+  let migrated: number[] = [];
   try {
     let appId: number;
     try {
@@ -87,7 +106,7 @@ export function openDatabase(file: string, opts: OpenOptions = {}): { db: Databa
       if (version < SCHEMA_VERSION) {
         throw new StoreError(
           'DB_OUTDATED',
-          `${path} has schema version ${version}; this flatrank needs ${SCHEMA_VERSION}. Open it once with the writer (e.g. flatrank sweep resume) to migrate it; read-only commands never modify a database.`,
+          `${path} has schema version ${version}; this flatrank needs ${SCHEMA_VERSION}. Run "flatrank migrate --db ${path}" (or let the sweep coordinator open it) to upgrade it; read-only commands never modify a database.`,
           { context: { path, version, supported: SCHEMA_VERSION } },
         );
       }
@@ -103,9 +122,9 @@ export function openDatabase(file: string, opts: OpenOptions = {}): { db: Databa
       db.pragma('synchronous = NORMAL');
       db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
       db.pragma('foreign_keys = ON');
-      migrate(db);
+      migrated = migrate(db);
     }
-    return { db, path };
+    return { db, path, migrated };
   } catch (e) {
     db.close();
     throw e;

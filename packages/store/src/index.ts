@@ -2,8 +2,10 @@
 export { DEFAULT_DB, resolveDbPath } from './paths.js';
 export { ResultsStore, configAxes } from './store.js';
 export type { ClaimedTrial, ClaimOptions, TrialRow, TrialAxes, TrialInsert, SweepRow, ApplyStats } from './store.js';
+export { createDatabaseAtVersion } from './connection.js';
 export type { OpenOptions } from './connection.js';
-export { SCHEMA_VERSION, FLATRANK_APPLICATION_ID } from './schema.js';
+export { SCHEMA_VERSION, FLATRANK_APPLICATION_ID, MIGRATIONS, migrate } from './schema.js';
+export type { Migration } from './schema.js';
 export {
   WHERE_AXES,
   RUN_COLUMNS,

@@ -355,7 +355,13 @@ export function runUserQuery(file: string, sql: string, params: ReadonlyArray<Ce
     }
     if (!stmt.readonly || /^\s*(attach|detach)\b/i.test(sql)) throw refused(path, sql);
     if (!stmt.reader) throw new ValidationError('sql', 'sql: the statement returns no rows; flatrank query runs queries (SELECT, WITH ..., read-only PRAGMA)', { code: 'SQL_INVALID' });
-    const columns = stmt.columns().map((c) => c.name);
+    // Joins often repeat a name (id, trial_id): keep every column, suffixing repeats (id, id_2).
+    const seenNames = new Map<string, number>();
+    const columns = stmt.columns().map((c) => {
+      const n = (seenNames.get(c.name) ?? 0) + 1;
+      seenNames.set(c.name, n);
+      return n === 1 ? c.name : `${c.name}_${n}`;
+    });
     let raw: unknown[];
     try {
       raw = stmt.raw(true).all(...params) as unknown[];

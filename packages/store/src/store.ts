@@ -265,12 +265,15 @@ export class ResultsStore {
   readonly readonly: boolean;
   /** The underlying connection, for the query helpers of this package (not part of the public API). */
   readonly db: Database.Database;
+  /** Schema versions this open applied (empty unless a writer opened an older database). */
+  readonly migrated: readonly number[];
   private readonly stmts = new Map<string, Database.Statement>();
 
-  private constructor(db: Database.Database, path: string, readonly: boolean) {
+  private constructor(db: Database.Database, path: string, readonly: boolean, migrated: readonly number[]) {
     this.db = db;
     this.path = path;
     this.readonly = readonly;
+    this.migrated = migrated;
   }
 
   /**
@@ -279,8 +282,8 @@ export class ResultsStore {
    * migrates an older schema; readonly=true opens a read-only connection.
    */
   static open(file: string, opts: OpenOptions = {}): ResultsStore {
-    const { db, path } = openDatabase(file, opts);
-    return new ResultsStore(db, path, opts.readonly ?? false);
+    const { db, path, migrated } = openDatabase(file, opts);
+    return new ResultsStore(db, path, opts.readonly ?? false, migrated);
   }
 
   close(): void {

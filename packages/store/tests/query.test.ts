@@ -94,6 +94,9 @@ describe('runUserQuery', () => {
     expect(r.columns).toEqual(['method', 'decomposition', 'n', 'acc']);
     expect(r.rows).toHaveLength(4);
     expect(r.rows[0]).toMatchObject({ method: 'distort', decomposition: 'cp', n: 1 });
+    const dup = runUserQuery(tmp.path, 'SELECT t.id, r.id, t.key FROM trials t JOIN results r ON r.trial_id = t.id ORDER BY t.id LIMIT 1');
+    expect(dup.columns).toEqual(['id', 'id_2', 'key']);
+    expect(typeof dup.rows[0]!.id_2).toBe('number');
   });
 
   it('refuses writes (statement check and read-only connection) and keeps data intact', () => {

@@ -3,6 +3,7 @@ import { registerRuns } from './runs.js';
 import { registerShow } from './show.js';
 import { registerQuery } from './query.js';
 import { registerExport } from './export.js';
+import { registerMigrate } from './migrate.js';
 import { registerReport } from './report.js';
 import { registerPlot } from './plot.js';
 import { registerDecompose } from './decompose.js';
@@ -19,6 +20,7 @@ const commands: Register[] = [
   registerShow,
   registerQuery,
   registerExport,
+  registerMigrate,
   registerReport,
   registerPlot,
   registerDecompose,
