@@ -3,13 +3,14 @@ import { Tensor } from '../tensor.js';
 import { eigSym } from '../linalg/index.js';
 import { createRng } from '../random.js';
 import {
+  contractMode,
   khatriRaoRowMajor,
   leadingEigenvectors,
   modeGram,
+  mttkrpFrom,
   solveSpdRight,
   sumSquares,
   toFloat64,
-  unfoldRowMajor,
 } from './internal.js';
 
 export interface CpResult {
@@ -97,7 +98,8 @@ export function cpAls(t: Tensor, opts: CpAlsOptions): CpResult {
 
   const x = toFloat64(t.data);
   const normX2 = sumSquares(x);
-  const unfoldings = shape.map((_, m) => unfoldRowMajor(x, shape, m));
+  const versions = shape.map(() => 0);
+  let cache: { mode: number; version: number; y: Float64Array } | null = null;
 
   // Initial factors.
   const factors: Float64Array[] = shape.map((dim, m) => {
@@ -122,25 +124,23 @@ export function cpAls(t: Tensor, opts: CpAlsOptions): CpResult {
     let inner = 0;
     for (let m = 0; m < n; m++) {
       const others = shape.map((_, k) => k).filter((k) => k !== m);
-      const kr = khatriRaoRowMajor(
-        others.map((k) => factors[k]!),
-        others.map((k) => shape[k]!),
+      const dim = shape[m]!;
+      // Contract the largest other mode first (one GEMM-sized pass, size * R), ties towards the
+      // last mode: that partial result stays valid, and is reused, until that factor changes.
+      let c = others[0]!;
+      for (const k of others) if (shape[k]! >= shape[c]!) c = k;
+      if (cache === null || cache.mode !== c || cache.version !== versions[c]) {
+        cache = { mode: c, version: versions[c]!, y: contractMode(x, shape, factors[c]!, c, r) };
+      }
+      const keep = shape.map((_, k) => k).filter((k) => k !== c);
+      const mttkrp = mttkrpFrom(
+        cache.y,
+        keep,
+        keep.map((k) => shape[k]!),
+        factors,
+        m,
         r,
       );
-      const dim = shape[m]!;
-      const rest = x.length / dim;
-      const mttkrp = new Float64Array(dim * r);
-      const u = unfoldings[m]!;
-      for (let i = 0; i < dim; i++) {
-        const o = i * r;
-        const uo = i * rest;
-        for (let c = 0; c < rest; c++) {
-          const v = u[uo + c]!;
-          if (v === 0) continue;
-          const ko = c * r;
-          for (let q = 0; q < r; q++) mttkrp[o + q] += v * kr[ko + q]!;
-        }
-      }
       const v = new Float64Array(r * r).fill(1);
       for (const k of others) {
         const g = grams[k]!;
@@ -157,6 +157,7 @@ export function cpAls(t: Tensor, opts: CpAlsOptions): CpResult {
         if (nrm > 0) for (let i = 0; i < dim; i++) a[i * r + c] /= nrm;
       }
       factors[m] = a;
+      versions[m]!++;
       grams[m] = gramOf(a, dim, r);
       if (m === n - 1) {
         // <X, Xh> = sum_c lambda_c <mttkrp[:, c], a[:, c]>

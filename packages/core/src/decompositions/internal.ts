@@ -41,7 +41,19 @@ export function modeMul(
   // m(jj, i): element of the [J, I_n] matrix
   const rowStride = transposed ? 1 : n;
   const colStride = transposed ? j : 1;
-  if (post === 1) {
+  if (post === 1 && transposed) {
+    // out[p, :] = sum_i x[p, i] * M^T[i, :] with M^T rows contiguous
+    for (let p = 0; p < pre; p++) {
+      const xo = p * n;
+      const oo = p * j;
+      for (let i = 0; i < n; i++) {
+        const v = x[xo + i]!;
+        if (v === 0) continue;
+        const mo = i * j;
+        for (let jj = 0; jj < j; jj++) out[oo + jj] += v * m[mo + jj]!;
+      }
+    }
+  } else if (post === 1) {
     for (let p = 0; p < pre; p++) {
       const xo = p * n;
       for (let jj = 0; jj < j; jj++) {
@@ -209,4 +221,68 @@ export function solveSpdRight(
     }
     b.set(tmp, o);
   }
+}
+
+/**
+ * Contracts mode c of x with a [I_c, R] factor: y[..., r] = sum_i x[..., i (at c), ...] a[i, r].
+ * The result is row-major over the remaining modes, then r (shape: shape without c, plus [R]).
+ */
+export function contractMode(
+  x: Float64Array,
+  shape: readonly number[],
+  a: Float64Array,
+  c: number,
+  r: number,
+): Float64Array {
+  const { pre, n, post } = around(shape, c);
+  const y = new Float64Array(pre * post * r);
+  for (let p = 0; p < pre; p++)
+    for (let i = 0; i < n; i++) {
+      const xo = (p * n + i) * post;
+      const ao = i * r;
+      for (let q = 0; q < post; q++) {
+        const v = x[xo + q]!;
+        if (v === 0) continue;
+        const yo = (p * post + q) * r;
+        for (let k = 0; k < r; k++) y[yo + k] += v * a[ao + k]!;
+      }
+    }
+  return y;
+}
+
+/**
+ * MTTKRP from a partially contracted tensor y (row-major over `modes`, then r): for mode m in
+ * `modes`, out[i, r] = sum over the other indices of y[..., r] * prod_k factors[k][i_k, r].
+ */
+export function mttkrpFrom(
+  y: Float64Array,
+  modes: readonly number[],
+  dims: readonly number[],
+  factors: readonly Float64Array[],
+  m: number,
+  r: number,
+): Float64Array {
+  const pm = modes.indexOf(m);
+  const out = new Float64Array(dims[pm]! * r);
+  const nd = modes.length;
+  const idx = new Array<number>(nd).fill(0);
+  const w = new Float64Array(r);
+  const total = dims.reduce((a, b) => a * b, 1);
+  for (let e = 0; e < total; e++) {
+    w.fill(1);
+    for (let k = 0; k < nd; k++) {
+      if (k === pm) continue;
+      const f = factors[modes[k]!]!;
+      const fo = idx[k]! * r;
+      for (let q = 0; q < r; q++) w[q] *= f[fo + q]!;
+    }
+    const oo = idx[pm]! * r;
+    const yo = e * r;
+    for (let q = 0; q < r; q++) out[oo + q] += y[yo + q]! * w[q]!;
+    for (let k = nd - 1; k >= 0; k--) {
+      if (++idx[k]! < dims[k]!) break;
+      idx[k] = 0;
+    }
+  }
+  return out;
 }

@@ -128,13 +128,16 @@ export function partialTucker(t: Tensor, opts: PartialTuckerOptions): TuckerResu
   if (algorithm === 'hooi' && normX2 > 0) {
     converged = false;
     for (let it = 0; it < maxIterations; it++) {
+      let y = { data: x, shape: [...shape] };
       for (let k = 0; k < modes.length; k++) {
         const m = modes[k]!;
-        const y = project(x, shape, modes, factors, ranks, m);
+        y = project(x, shape, modes, factors, ranks, m);
         factors[m] = leadingEigenvectors(modeGram(y.data, y.shape, m), shape[m]!, ranks[k]!, eigSym);
       }
       iterations = it + 1;
-      core = project(x, shape, modes, factors, ranks, -1);
+      // The last update's projection lacks only its own mode: finish the core from it.
+      const last = modes.length - 1;
+      core = modeMul(y.data, y.shape, factors[modes[last]!]!, modes[last]!, ranks[last]!, true);
       const next = errorOf(core.data);
       const change = Math.abs(err - next);
       err = next;
