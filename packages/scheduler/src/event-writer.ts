@@ -46,7 +46,9 @@ export class EventWriter {
       this.timer = null;
     }
     const batch = this.buffer;
-    const beats = [...this.beats.values()];
+    // An attempt that ended in this batch is no longer running: its lease is over, not lost.
+    const ended = new Set(batch.filter((e) => isTerminalEvent(e.event)).map((e) => `${e.trialKey}#${e.attempt}`));
+    const beats = [...this.beats.entries()].filter(([k]) => !ended.has(k)).map(([, v]) => v);
     this.buffer = [];
     this.beats.clear();
     try {

@@ -11,3 +11,6 @@ export { runLocal, type LocalRunOptions, type RunResult, type AttemptRecord } fr
 export { runSpec, type RunSpecOptions, type RunSpecResult } from './run.js';
 export { snapshotFromStore, renderStatus, progressLine, resultsTable, trialLabel, TtyRenderer, type ProgressSnapshot } from './progress.js';
 export { createCoordinatorLogger, type Logger } from './logging.js';
+export { startWorker, type WorkerOptions, type WorkerHandle } from './bullmq/worker.js';
+export { runBullmqCoordinator, type BullmqRunOptions } from './bullmq/coordinator.js';
+export { DEFAULT_QUEUE, checkNoEviction, redisConnection, jobId, type TrialJobData } from './bullmq/redis.js';

@@ -35,7 +35,7 @@ export function createCoordinatorLogger(o: CoordinatorLoggerOptions): LoggerHand
     streams.push({ stream: dest, level: 'debug' });
   }
   if (o.console) {
-    const prettify = pinoPretty.prettyFactory({ colorize: o.colorize ?? false, translateTime: 'HH:MM:ss', ignore: 'pid,hostname,name' });
+    const prettify = pinoPretty.prettyFactory({ colorize: o.colorize ?? false, translateTime: 'HH:MM:ss', ignore: 'pid,hostname,name', hideObject: true });
     const write = o.console;
     streams.push({ stream: { write: (chunk: string) => write(prettify(chunk)) }, level: o.consoleLevel ?? 'info' });
   }

@@ -86,12 +86,12 @@ export async function runSpec(o: RunSpecOptions): Promise<RunSpecResult> {
       `sweep ${sweep.name}: ${points.length} points (${sweep.inserted} new, ${sweep.existing} already in ${store.path})`,
     );
     const onProgress = (s: ProgressSnapshot) => renderer?.update(renderStatus(s));
-    let lastLine = '';
+    let lastEnded = -1;
     const onPlainProgress = (s: ProgressSnapshot) => {
-      const line = progressLine(s);
-      // Plain output: one line whenever the counts change (not every tick).
-      if (line.replace(/, ETA .*/, '') !== lastLine.replace(/, ETA .*/, '')) logger.info(line);
-      lastLine = line;
+      // Plain output: one progress line whenever a trial ends (not every tick).
+      const ended = s.counts.succeeded + s.counts.diverged + s.counts.failed + s.counts.cancelled;
+      if (ended !== lastEnded && lastEnded !== -1) logger.info(progressLine(s));
+      lastEnded = ended;
     };
     const common = {
       store,
@@ -119,7 +119,8 @@ export async function runSpec(o: RunSpecOptions): Promise<RunSpecResult> {
       logger.info(`${plan.reason}; ${plan.slots.length} slot${plan.slots.length > 1 ? 's' : ''}: ${plan.slots.map((s) => s.id).join(', ')}`);
       run = await runLocal({ ...common, slots: plan.slots, childEntry: o.childEntry, childEnv: o.childEnv });
     } else {
-      throw new SchedulerError('X', 'bullmq TODO');
+      const { runBullmqCoordinator } = await import('./bullmq/coordinator.js');
+      run = await runBullmqCoordinator({ ...common, redisUrl: o.redis!, queueName: o.queue });
     }
     renderer?.stop();
     stdout.write(`\n${resultsTable(store, sweep.name)}`);

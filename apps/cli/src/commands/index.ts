@@ -7,6 +7,9 @@ import { registerMigrate } from './migrate.js';
 import { registerReport } from './report.js';
 import { registerPlot } from './plot.js';
 import { registerDecompose } from './decompose.js';
+import { registerRun } from './run.js';
+import { registerWorker } from './worker.js';
+import { registerStatus } from './status.js';
 
 /**
  * Every command registers itself here (one import + one line each, so that commands added by
@@ -24,6 +27,9 @@ const commands: Register[] = [
   registerReport,
   registerPlot,
   registerDecompose,
+  registerRun,
+  registerWorker,
+  registerStatus,
 ];
 
 export function registerCommands(program: Command): void {

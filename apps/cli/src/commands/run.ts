@@ -1,0 +1,116 @@
+/**
+ * `flatrank run <spec.yaml> [--db F] [--gpus auto|none|0,1,...] [--workers N] [--backend local|bullmq]
+ * [--redis URL] [--data-dir DIR] [--runs-dir DIR] [--trainer-backend auto|wasm|cpu|...] [--dry-run]`:
+ * expands the spec's grid, stores every point (idempotent), runs what has not succeeded yet, prints
+ * the sweep's results table. Ctrl-C cancels running trials cleanly; the next run resumes.
+ */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Option, type Command } from 'commander';
+import { BACKENDS, SchedulerError, ValidationError, type BackendName } from '@flatrank/protocol';
+import { parseGpusFlag, runSpec } from '@flatrank/scheduler';
+import { resolveDbPath } from '@flatrank/store';
+
+interface RunFlags {
+  db?: string;
+  gpus?: string;
+  workers?: string;
+  backend: string;
+  redis?: string;
+  queue?: string;
+  dataDir?: string;
+  runsDir: string;
+  trainerBackend: string;
+  dryRun?: boolean;
+  childEntry?: string;
+}
+
+/** apps/cli/dist/trial-child.js next to the built CLI (the real trainer child). */
+export function defaultChildEntry(): string {
+  return fileURLToPath(new URL('../trial-child.js', import.meta.url));
+}
+
+export function resolveChildEntry(flag: string | undefined): string {
+  const entry = flag ?? defaultChildEntry();
+  if (!existsSync(entry))
+    throw new SchedulerError('CHILD_ENTRY_MISSING', `the trial child ${entry} does not exist; build the CLI first (npx tsc -b apps/cli)`, { context: { entry } });
+  return entry;
+}
+
+export function parsePositiveInt(value: string | undefined, field: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value.trim()) || Number(value) < 1) throw new ValidationError(field, `${field}: must be a positive integer, got ${JSON.stringify(value)}`);
+  return Number(value);
+}
+
+export function parseTrainerBackend(value: string): BackendName | 'auto' {
+  if (value === 'auto' || (BACKENDS as readonly string[]).includes(value)) return value as BackendName | 'auto';
+  throw new ValidationError('--trainer-backend', `--trainer-backend: unknown value ${JSON.stringify(value)}; allowed: auto, ${BACKENDS.join(', ')}`);
+}
+
+/** SIGINT / SIGTERM abort the returned signal once; a second one exits at once. */
+export function interruptSignal(): { signal: AbortSignal; dispose(): void } {
+  const ac = new AbortController();
+  const handler = (sig: NodeJS.Signals) => {
+    if (ac.signal.aborted) {
+      process.stderr.write(`\nflatrank: second ${sig}: exiting without waiting for trials to stop\n`);
+      process.exit(130);
+    }
+    process.stderr.write(`\nflatrank: ${sig}: cancelling running trials (press Ctrl-C again to exit at once)\n`);
+    ac.abort(sig);
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return {
+    signal: ac.signal,
+    dispose() {
+      process.off('SIGINT', handler);
+      process.off('SIGTERM', handler);
+    },
+  };
+}
+
+export function registerRun(program: Command): void {
+  program
+    .command('run')
+    .description('run an experiment spec: expand its grid, store every point, run what has not succeeded yet')
+    .argument('<spec>', 'experiment spec (YAML), e.g. experiments/example-small.yaml')
+    .option('--db <file>', 'results database (default: $FLATRANK_DB, else ./flatrank.sqlite)')
+    .option('--gpus <list>', 'auto (ask nvidia-smi), none (CPU workers), or GPU indices such as 0,1 (default: the spec, else auto)')
+    .option('--workers <n>', 'CPU workers, or workers per GPU when running on GPUs (default: the spec)')
+    .option('--backend <name>', 'local (child processes on this machine) or bullmq (flatrank worker processes via Redis)', 'local')
+    .option('--redis <url>', 'Redis URL for --backend bullmq, e.g. redis://127.0.0.1:6379')
+    .option('--queue <name>', 'BullMQ queue name (workers must use the same)', 'flatrank-trials')
+    .option('--data-dir <dir>', 'dataset directory on this machine')
+    .option('--runs-dir <dir>', 'logs, checkpoints and exported models', 'runs')
+    .option('--trainer-backend <name>', `TensorFlow.js backend of the trials: auto, ${BACKENDS.join(', ')}`, 'auto')
+    .option('--dry-run', 'print the grid points and their count; write nothing')
+    .addOption(new Option('--child-entry <file>', 'module forked for every trial (tests use a fake trainer)').hideHelp())
+    .action(async (spec: string, flags: RunFlags) => {
+      const backend = flags.backend;
+      if (backend !== 'local' && backend !== 'bullmq') throw new ValidationError('--backend', `--backend: unknown value ${JSON.stringify(backend)}; allowed: local, bullmq`);
+      const common = {
+        specFile: spec,
+        db: resolveDbPath(flags.db),
+        gpus: flags.gpus === undefined ? undefined : parseGpusFlag(flags.gpus),
+        workers: parsePositiveInt(flags.workers, '--workers'),
+        backend: backend as 'local' | 'bullmq',
+        redis: flags.redis,
+        queue: flags.queue,
+        dataDir: flags.dataDir ?? null,
+        runsDir: flags.runsDir,
+        trainerBackend: parseTrainerBackend(flags.trainerBackend),
+      };
+      if (flags.dryRun) {
+        await runSpec({ ...common, dryRun: true, childEntry: flags.childEntry ?? defaultChildEntry() });
+        return;
+      }
+      const childEntry = backend === 'local' ? resolveChildEntry(flags.childEntry) : (flags.childEntry ?? defaultChildEntry());
+      const interrupt = interruptSignal();
+      try {
+        await runSpec({ ...common, childEntry, signal: interrupt.signal });
+      } finally {
+        interrupt.dispose();
+      }
+    });
+}
