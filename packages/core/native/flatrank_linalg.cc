@@ -85,7 +85,16 @@ Napi::Value Config(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// threads(n): sets OpenBLAS's thread count when n > 0; returns the count in effect. Small problems run
+// faster on one thread, and far faster when other processes keep the cores busy (no spinning workers).
+Napi::Value Threads(const Napi::CallbackInfo& info) {
+  const int n = I(info[0]);
+  if (n > 0) openblas_set_num_threads(n);
+  return Napi::Number::New(info.Env(), openblas_get_num_threads());
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("threads", Napi::Function::New(env, Threads));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("gesdd", Napi::Function::New(env, Gesdd));
   exports.Set("syevd", Napi::Function::New(env, Syevd));

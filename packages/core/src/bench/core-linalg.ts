@@ -5,7 +5,7 @@
 // pure-JS 512x4608 row).
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tensor } from '../tensor.js';
 import { createRng } from '../random.js';
@@ -132,6 +132,8 @@ export default {
             vsNumpy: r && refOk ? Number((r.ms / refOk.ms).toFixed(2)) : null,
             maxRelSvDiff: r && refOk ? Number(maxRelDiff(r.s, refOk.s).toExponential(2)) : null,
             reps,
+            // Other processes sharing the CPU skew every row (numpy's OpenBLAS threads suffer most).
+            load1: Number(loadavg()[0]!.toFixed(2)),
             note,
           });
         };

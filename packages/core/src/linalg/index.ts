@@ -9,7 +9,7 @@ import {
 import { Tensor, allocate, assertMatrix, type DType } from '../tensor.js';
 import { gemm, transposeBuffer } from '../ops.js';
 import { createRng } from '../random.js';
-import { getNative, nativeLoadError, type NativeLinalg } from './native.js';
+import { getNative, nativeLoadError, withThreads, type NativeLinalg } from './native.js';
 import { eigSymJs, qrJs, svdJs } from './js.js';
 
 export interface SvdResult {
@@ -140,7 +140,7 @@ export function svdRaw(
     const s = new Float64Array(k);
     const u = new Float64Array(m * k);
     const vt = new Float64Array(k * n);
-    const info = native.gesdd(work, m, n, s, u, vt);
+    const info = withThreads(native, m * n * k, () => native.gesdd(work, m, n, s, u, vt));
     if (info !== 0) throw lapackFailure('dgesdd', info, { m, n });
     return { u, s, v: transposeBuffer(vt, k, n) };
   }
@@ -217,7 +217,7 @@ function orthonormalize(y: Float64Array, m: number, l: number): Float64Array {
     const k = Math.min(m, l);
     const q = new Float64Array(m * k);
     const r = new Float64Array(k * l);
-    const info = native.qr(y.slice(), m, l, q, r);
+    const info = withThreads(native, m * l * k, () => native.qr(y.slice(), m, l, q, r));
     if (info !== 0) throw lapackFailure('dgeqrf/dorgqr', info, { m, n: l });
     return q;
   }
@@ -301,7 +301,7 @@ export function eigSym(
     for (let i = 0; i < n; i++)
       for (let j = i + 1; j < n; j++)
         work[i * n + j] = work[j * n + i] = 0.5 * (work[i * n + j]! + work[j * n + i]!);
-    const info = native.syevd(work, n, w);
+    const info = withThreads(native, n * n * n, () => native.syevd(work, n, w));
     if (info !== 0) throw lapackFailure('dsyevd', info, { n });
     // work rows are eigenvectors (ascending); emit columns, descending.
     const values = new Float64Array(n);
@@ -335,7 +335,7 @@ export function qr(a: Tensor, opts: { method?: 'auto' | 'native' | 'js' } = {}):
   if (native && k > 0) {
     q = new Float64Array(m * k);
     r = new Float64Array(k * n);
-    const info = native.qr(toF64(a), m, n, q, r);
+    const info = withThreads(native, m * n * k, () => native.qr(toF64(a), m, n, q, r));
     if (info !== 0) throw lapackFailure('dgeqrf/dorgqr', info, { m, n });
   } else {
     ({ q, r } = qrJs(toF64(a), m, n));
@@ -370,7 +370,7 @@ export function lstsq(a: Tensor, b: Tensor, opts: { method?: 'auto' | 'native' |
   if (native) {
     const bb = new Float64Array(Math.max(m, n) * p);
     bb.set(bd);
-    const info = native.gels(toF64(a), m, n, bb, p);
+    const info = withThreads(native, m * n * Math.min(m, n), () => native.gels(toF64(a), m, n, bb, p));
     if (info === 0) return out(bb.slice(0, n * p), shape, dtype);
     if (info < 0) throw lapackFailure('dgels', info, { m, n });
     // info > 0: rank deficient, use the pseudo-inverse below.

@@ -24,10 +24,29 @@ export interface NativeLinalg {
   qr(a: Float64Array, m: number, n: number, q: Float64Array, r: Float64Array): number;
   gels(a: Float64Array, m: number, n: number, b: Float64Array, nrhs: number): number;
   config(): { threads: number; openblas: string };
+  threads(n: number): number;
 }
 
 let loaded: NativeLinalg | null | undefined;
 let loadError: string | undefined;
+let maxThreads = 1;
+
+/** Below this many m*n*min(m,n) a factorisation runs on one OpenBLAS thread (2^24: a 256x1024 SVD). */
+const SINGLE_THREAD_WORK = 2 ** 24;
+
+/**
+ * Runs a LAPACK call with one OpenBLAS thread for small problems and all of them for big ones: thread
+ * start-up and spinning cost more than they save below ~2^24 flops, badly so on a busy machine.
+ */
+export function withThreads<T>(native: NativeLinalg, work: number, fn: () => T): T {
+  const want = work < SINGLE_THREAD_WORK ? 1 : maxThreads;
+  if (want !== maxThreads) native.threads(want);
+  try {
+    return fn();
+  } finally {
+    if (want !== maxThreads) native.threads(maxThreads);
+  }
+}
 
 /** Path of the addon that `npm install` builds (same relative location from src/ and dist/). */
 export function nativeAddonPath(): string {
@@ -49,6 +68,13 @@ export function getNative(): NativeLinalg | null {
       loaded = null;
     } else {
       loaded = createRequire(import.meta.url)(file) as NativeLinalg;
+      if (typeof loaded.threads !== 'function') {
+        // An addon built from an older source: rebuild rather than guess.
+        loadError = `stale build at ${file} (rebuild with: npm run install -w @flatrank/core)`;
+        loaded = null;
+      } else {
+        maxThreads = loaded.threads(0);
+      }
     }
   } catch (e) {
     loadError = e instanceof Error ? e.message : String(e);
