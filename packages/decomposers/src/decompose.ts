@@ -1,4 +1,4 @@
-import { ValidationError, type LayerRecord } from '@flatrank/protocol';
+import { ValidationError, type CompressionConfig, type LayerRecord } from '@flatrank/protocol';
 import { Tensor, cpAls, cpReconstruct, partialTucker, svd, tuckerReconstruct } from '@flatrank/core';
 import {
   kernelDims,
@@ -383,4 +383,23 @@ export function factorTensors(d: KernelDecomposition): Record<string, Tensor> {
       if ('core' in d) return { core: d.core, factor_s: d.PS, factor_t: d.PT };
       return { U: d.U, S: new Tensor(Float64Array.from(d.S), [d.S.length]), V: d.V };
   }
+}
+
+/**
+ * DecomposeOptions from a trial's canonical CompressionConfig (protocol), for one layer. The scheme
+ * is kept for svd (default lowered) and dropped for tucker2 / cp (the config stores null there).
+ * 'model-ratio' must first be turned into a fraction with modelRatioFraction.
+ */
+export function optionsFromCompression(
+  c: CompressionConfig,
+  layer: { firstLayer?: boolean; cpSeed?: number } = {},
+): DecomposeOptions {
+  const opts: DecomposeOptions = { method: c.decomposition, rank: c.rank };
+  if (c.decomposition === 'svd') opts.scheme = c.scheme ?? 'lowered';
+  if (c.decomposition === 'tiled-svd') opts.tile = c.tile;
+  if (c.decomposition === 'tucker2')
+    opts.tucker = { ...c.tucker, ...(layer.firstLayer ? { firstLayer: true } : {}) };
+  if (c.decomposition === 'cp')
+    opts.cp = { ...c.cp, ...(layer.cpSeed !== undefined ? { seed: layer.cpSeed } : {}) };
+  return opts;
 }

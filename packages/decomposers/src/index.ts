@@ -40,6 +40,7 @@ export {
   layerCosts,
   layerRecord,
   lowRankApproximation,
+  optionsFromCompression,
   planDecomposition,
   reconstruct,
 } from './decompose.js';

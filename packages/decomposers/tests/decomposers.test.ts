@@ -517,3 +517,36 @@ describe('bad input', () => {
     ).toEqual(['weights', 'factor_h', 'factor_w', 'factor_s', 'factor_t']);
   });
 });
+
+describe('optionsFromCompression', () => {
+  it('maps a canonical compression config onto decompose options', async () => {
+    const { resolveTrialConfig } = await import('@flatrank/protocol');
+    const { optionsFromCompression } = await import('../src/index.js');
+    const cfg = resolveTrialConfig({
+      model: 'resnet8',
+      dataset: { name: 'cifar10' },
+      training: { epochs: 1 },
+      method: 'finetune',
+      compression: { decomposition: 'tucker2', rank: { kind: 'fraction', fraction: 0.5 } },
+    });
+    const comp = cfg.compression!;
+    const o = optionsFromCompression(comp, { firstLayer: true });
+    expect(o.method).toBe('tucker2');
+    expect(o.scheme).toBeUndefined();
+    expect(o.tucker?.firstLayer).toBe(true);
+    expect(planDecomposition(K, o).fallback).toBe('tucker1');
+    const t = optionsFromCompression({
+      ...comp,
+      decomposition: 'tiled-svd',
+      scheme: 'lowered',
+      tile: [4, 8],
+      rank: { kind: 'rank', rank: 2 },
+    });
+    expect(decompose(K, t).tile).toEqual([4, 8]);
+    const c = optionsFromCompression(
+      { ...comp, decomposition: 'cp', rank: { kind: 'rank', rank: 2 } },
+      { cpSeed: 9 },
+    );
+    expect(c.cp?.seed).toBe(9);
+  });
+});
