@@ -21,7 +21,11 @@ async function cli(...args: string[]): Promise<{ code: number; out: string; err:
   const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
   try {
     const code = await run(['node', 'flatrank', ...args]);
-    return { code, out: out.mock.calls.map((c) => String(c[0])).join(''), err: err.mock.calls.map((c) => String(c[0])).join('') };
+    return {
+      code,
+      out: out.mock.calls.map((c) => String(c[0])).join(''),
+      err: err.mock.calls.map((c) => String(c[0])).join(''),
+    };
   } finally {
     out.mockRestore();
     err.mockRestore();
@@ -38,15 +42,35 @@ describe('flatrank runs', () => {
   });
 
   it('filters with --where / --status / --sweep and prints JSON', async () => {
-    const r = await cli('runs', '--db', tmp.path, '--where', 'method=distort, decomposition=cp, seed=1', '--format', 'json');
+    const r = await cli(
+      'runs',
+      '--db',
+      tmp.path,
+      '--where',
+      'method=distort, decomposition=cp, seed=1',
+      '--format',
+      'json',
+    );
     expect(r.code).toBe(0);
     const rows = JSON.parse(r.out) as Array<Record<string, unknown>>;
     expect(rows).toHaveLength(1);
-    expect(rows[0]).toMatchObject({ method: 'distort', decomposition: 'cp', seed: 1, rank_policy: 'rank=4', distortion_interval: 200, status: 'pending' });
-    const ok = JSON.parse((await cli('runs', '--db', tmp.path, '--status', 'succeeded', '--sweep', 'grid', '--format', 'json')).out) as Array<Record<string, unknown>>;
+    expect(rows[0]).toMatchObject({
+      method: 'distort',
+      decomposition: 'cp',
+      seed: 1,
+      rank_policy: 'rank=4',
+      distortion_interval: 200,
+      status: 'pending',
+    });
+    const ok = JSON.parse(
+      (await cli('runs', '--db', tmp.path, '--status', 'succeeded', '--sweep', 'grid', '--format', 'json'))
+        .out,
+    ) as Array<Record<string, unknown>>;
     expect(ok).toHaveLength(3);
     expect(ok.every((x) => typeof x.accuracy_final === 'number' && x.params_ratio === 2)).toBe(true);
-    const ratio = JSON.parse((await cli('runs', '--db', tmp.path, '--where', 'target_ratio>=2,seed=0|1', '--format', 'json')).out) as unknown[];
+    const ratio = JSON.parse(
+      (await cli('runs', '--db', tmp.path, '--where', 'target_ratio>=2,seed=0|1', '--format', 'json')).out,
+    ) as unknown[];
     expect(ratio).toHaveLength(4); // the tucker2 trials (cp uses a fixed rank)
   });
 
@@ -58,7 +82,16 @@ describe('flatrank runs', () => {
   });
 
   it('--only-changed shows just the config keys that differ', async () => {
-    const r = await cli('runs', '--db', tmp.path, '--only-changed', '--format', 'json', '--where', 'method=finetune');
+    const r = await cli(
+      'runs',
+      '--db',
+      tmp.path,
+      '--only-changed',
+      '--format',
+      'json',
+      '--where',
+      'method=finetune',
+    );
     const rows = JSON.parse(r.out) as Array<Record<string, unknown>>;
     expect(rows).toHaveLength(4);
     const keys = Object.keys(rows[0]!);
@@ -94,7 +127,9 @@ describe('flatrank show', () => {
     expect(r.out).toMatch(/layers \(1\):\nlayer\s+decomposition/);
     expect(r.out).toMatch(/conv2\s+tucker2/);
     expect(r.out).toMatch(/step\s+epoch\s+train\/loss\s+eval\/accuracy/);
-    const json = JSON.parse((await cli('show', sweep.keys[0]!, '--db', tmp.path, '--format', 'json')).out) as { metrics: unknown[]; layers: unknown[] };
+    const json = JSON.parse(
+      (await cli('show', sweep.keys[0]!, '--db', tmp.path, '--format', 'json')).out,
+    ) as { metrics: unknown[]; layers: unknown[] };
     expect(json.metrics).toHaveLength(6);
     expect(json.layers).toHaveLength(1);
   });
@@ -108,7 +143,14 @@ describe('flatrank show', () => {
 
 describe('flatrank query', () => {
   it('runs a read-only query', async () => {
-    const r = await cli('query', '--db', tmp.path, 'SELECT method, count(*) AS n FROM trial_summary GROUP BY method ORDER BY method', '--format', 'json');
+    const r = await cli(
+      'query',
+      '--db',
+      tmp.path,
+      'SELECT method, count(*) AS n FROM trial_summary GROUP BY method ORDER BY method',
+      '--format',
+      'json',
+    );
     expect(r.code).toBe(0);
     expect(JSON.parse(r.out)).toEqual([
       { method: 'distort', n: 4 },
@@ -117,12 +159,27 @@ describe('flatrank query', () => {
   });
 
   it('refuses writes with exit code 6 and leaves the database unchanged', async () => {
-    for (const sql of ["UPDATE trials SET status = 'cancelled'", 'DELETE FROM results', 'DROP VIEW trial_summary', 'CREATE TABLE x (a)', "INSERT INTO sweeps (name, spec_text, spec_resolved, spec_hash, created_at, updated_at) VALUES ('x','','','',0,0)", "ATTACH DATABASE 'other.sqlite' AS o", 'PRAGMA user_version = 99']) {
+    for (const sql of [
+      "UPDATE trials SET status = 'cancelled'",
+      'DELETE FROM results',
+      'DROP VIEW trial_summary',
+      'CREATE TABLE x (a)',
+      "INSERT INTO sweeps (name, spec_text, spec_resolved, spec_hash, created_at, updated_at) VALUES ('x','','','',0,0)",
+      "ATTACH DATABASE 'other.sqlite' AS o",
+      'PRAGMA user_version = 99',
+    ]) {
       const r = await cli('query', '--db', tmp.path, sql);
       expect(r.code, sql).toBe(6);
       expect(r.err, sql).toMatch(/query refused: flatrank query is read-only/);
     }
-    const n = await cli('query', '--db', tmp.path, "SELECT count(*) AS n FROM trials WHERE status = 'succeeded'", '--format', 'csv');
+    const n = await cli(
+      'query',
+      '--db',
+      tmp.path,
+      "SELECT count(*) AS n FROM trials WHERE status = 'succeeded'",
+      '--format',
+      'csv',
+    );
     expect(n.out).toBe('n\r\n3\r\n');
     expect((await cli('query', '--db', tmp.path, 'SELECT 1; SELECT 2')).code).toBe(2);
     expect((await cli('query', '--db', tmp.path, 'SELEC nothing')).code).toBe(2);
@@ -141,10 +198,18 @@ describe('flatrank export', () => {
     expect(lines[0]!.split(',')).not.toContain('config.distortion');
     expect(lines[0]).toContain('accuracy_final');
     expect(readdirSync(tmp.dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
-    const json = JSON.parse((await cli('export', '--db', tmp.path, '--sweep', 'grid', '--format', 'json')).out) as Array<Record<string, unknown>>;
+    const json = JSON.parse(
+      (await cli('export', '--db', tmp.path, '--sweep', 'grid', '--format', 'json')).out,
+    ) as Array<Record<string, unknown>>;
     expect(json).toHaveLength(8);
-    expect(json[0]).toMatchObject({ 'config.model': 'lenet5', 'config.training.lr': 0.05, status: 'succeeded' });
-    expect((await cli('export', '--db', tmp.path, '--sweep', 'nope', '--format', 'csv')).err).toMatch(/no sweep named "nope"; sweeps in this database: grid/);
+    expect(json[0]).toMatchObject({
+      'config.model': 'lenet5',
+      'config.training.lr': 0.05,
+      status: 'succeeded',
+    });
+    expect((await cli('export', '--db', tmp.path, '--sweep', 'nope', '--format', 'csv')).err).toMatch(
+      /no sweep named "nope"; sweeps in this database: grid/,
+    );
     expect((await cli('export', '--db', tmp.path, '--sweep', 'grid', '--format', 'table')).code).toBe(2);
   });
 });
@@ -184,7 +249,9 @@ describe('flatrank migrate', () => {
     createDatabaseAtVersion(old, 1);
     const refused = await cli('runs', '--db', old);
     expect(refused.code).toBe(6);
-    expect(refused.err).toContain(`has schema version 1; this flatrank needs ${SCHEMA_VERSION}. Run "flatrank migrate --db ${old}"`);
+    expect(refused.err).toContain(
+      `has schema version 1; this flatrank needs ${SCHEMA_VERSION}. Run "flatrank migrate --db ${old}"`,
+    );
     const m = await cli('migrate', '--db', old);
     expect(m.code).toBe(0);
     expect(m.out).toContain(`migrated from schema version 1 to ${SCHEMA_VERSION}`);

@@ -15,7 +15,8 @@ import { FLATRANK_APPLICATION_ID, SCHEMA_VERSION, migrate } from './schema.js';
 export function createDatabaseAtVersion(file: string, version: number): string {
   const path = resolve(file);
   if (existsSync(path)) throw new ValidationError('file', `file: ${path} already exists`);
-  if (!Number.isInteger(version) || version < 1 || version > SCHEMA_VERSION) throw new ValidationError('version', `version: must be an integer in 1..${SCHEMA_VERSION}`);
+  if (!Number.isInteger(version) || version < 1 || version > SCHEMA_VERSION)
+    throw new ValidationError('version', `version: must be an integer in 1..${SCHEMA_VERSION}`);
   const db = new Database(path);
   try {
     db.pragma('journal_mode = WAL');
@@ -53,11 +54,19 @@ function notFlatrank(path: string, why: string, cause?: unknown): StoreError {
  * Opens (and, for a writer, migrates) a flatrank database. Never creates a file unless
  * `create` is set; never touches a SQLite file that another application owns.
  */
-export function openDatabase(file: string, opts: OpenOptions = {}): { db: Database.Database; path: string; migrated: number[] } {
+export function openDatabase(
+  file: string,
+  opts: OpenOptions = {},
+): { db: Database.Database; path: string; migrated: number[] } {
   const readonly = opts.readonly ?? false;
   const create = opts.create ?? false;
-  if (typeof file !== 'string' || file === '') throw new ValidationError('--db', '--db: a database file path is required');
-  if (readonly && create) throw new ValidationError('open', 'open: create and readonly cannot both be set (only the writer creates a database)');
+  if (typeof file !== 'string' || file === '')
+    throw new ValidationError('--db', '--db: a database file path is required');
+  if (readonly && create)
+    throw new ValidationError(
+      'open',
+      'open: create and readonly cannot both be set (only the writer creates a database)',
+    );
   const path = resolve(file);
   const exists = existsSync(path);
   if (!exists && !create) {
@@ -73,10 +82,14 @@ export function openDatabase(file: string, opts: OpenOptions = {}): { db: Databa
   try {
     db = new Database(path, { readonly, fileMustExist: !create, timeout: BUSY_TIMEOUT_MS });
   } catch (e) {
-    throw new StoreError('DB_OPEN_FAILED', `cannot open ${path}: ${(e as Error).message}. Check the path and its permissions.`, {
-      context: { path },
-      cause: e,
-    });
+    throw new StoreError(
+      'DB_OPEN_FAILED',
+      `cannot open ${path}: ${(e as Error).message}. Check the path and its permissions.`,
+      {
+        context: { path },
+        cause: e,
+      },
+    );
   }
   let migrated: number[] = [];
   try {
@@ -84,14 +97,24 @@ export function openDatabase(file: string, opts: OpenOptions = {}): { db: Databa
     try {
       appId = db.pragma('application_id', { simple: true }) as number;
     } catch (e) {
-      if (isSqliteError(e, 'SQLITE_NOTADB', 'SQLITE_CORRUPT')) throw notFlatrank(path, 'not a SQLite file', e);
+      if (isSqliteError(e, 'SQLITE_NOTADB', 'SQLITE_CORRUPT'))
+        throw notFlatrank(path, 'not a SQLite file', e);
       throw e;
     }
     if (appId !== FLATRANK_APPLICATION_ID) {
-      const objects = db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").get() as { n: number };
+      const objects = db
+        .prepare("SELECT count(*) AS n FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")
+        .get() as { n: number };
       const fresh = appId === 0 && objects.n === 0;
       if (!(fresh && create)) {
-        throw notFlatrank(path, fresh ? 'an empty SQLite file' : appId === 0 ? 'a SQLite database of another application' : `application_id ${appId}`);
+        throw notFlatrank(
+          path,
+          fresh
+            ? 'an empty SQLite file'
+            : appId === 0
+              ? 'a SQLite database of another application'
+              : `application_id ${appId}`,
+        );
       }
     }
     const version = db.pragma('user_version', { simple: true }) as number;

@@ -10,9 +10,17 @@ export type FormatRow = Record<string, FormatCell>;
 export const OUTPUT_FORMATS = ['table', 'csv', 'json'] as const;
 export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
 
-export function parseFormat(value: string | undefined, allowed: readonly OutputFormat[] = OUTPUT_FORMATS, field = '--format'): OutputFormat {
+export function parseFormat(
+  value: string | undefined,
+  allowed: readonly OutputFormat[] = OUTPUT_FORMATS,
+  field = '--format',
+): OutputFormat {
   const v = (value ?? allowed[0]!).toLowerCase();
-  if (!(allowed as readonly string[]).includes(v)) throw new ValidationError(field, `${field}: unknown value ${JSON.stringify(value)}; allowed: ${allowed.join(', ')}`);
+  if (!(allowed as readonly string[]).includes(v))
+    throw new ValidationError(
+      field,
+      `${field}: unknown value ${JSON.stringify(value)}; allowed: ${allowed.join(', ')}`,
+    );
   return v as OutputFormat;
 }
 
@@ -28,10 +36,16 @@ function tableCell(v: FormatCell): string {
   return String(v);
 }
 
-export function formatTable(rows: readonly FormatRow[], columns: readonly string[] = inferColumns(rows)): string {
+export function formatTable(
+  rows: readonly FormatRow[],
+  columns: readonly string[] = inferColumns(rows),
+): string {
   if (columns.length === 0) return '(no columns)\n';
   const cells = rows.map((r) => columns.map((c) => tableCell(r[c]).replace(/\s+/g, ' ')));
-  const numeric = columns.map((c) => rows.length > 0 && rows.every((r) => r[c] === null || r[c] === undefined || typeof r[c] === 'number'));
+  const numeric = columns.map(
+    (c) =>
+      rows.length > 0 && rows.every((r) => r[c] === null || r[c] === undefined || typeof r[c] === 'number'),
+  );
   const widths = columns.map((c, i) => Math.max(c.length, ...cells.map((row) => row[i]!.length)));
   const line = (vals: string[]) =>
     vals
@@ -48,19 +62,36 @@ function csvField(v: FormatCell): string {
   return /[",\r\n]/.test(s) || s !== s.trim() ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
-export function formatCsv(rows: readonly FormatRow[], columns: readonly string[] = inferColumns(rows)): string {
-  const lines = [columns.map(csvField).join(','), ...rows.map((r) => columns.map((c) => csvField(r[c])).join(','))];
+export function formatCsv(
+  rows: readonly FormatRow[],
+  columns: readonly string[] = inferColumns(rows),
+): string {
+  const lines = [
+    columns.map(csvField).join(','),
+    ...rows.map((r) => columns.map((c) => csvField(r[c])).join(',')),
+  ];
   return `${lines.join('\r\n')}\r\n`;
 }
 
-export function formatJson(rows: readonly FormatRow[], columns: readonly string[] = inferColumns(rows)): string {
+export function formatJson(
+  rows: readonly FormatRow[],
+  columns: readonly string[] = inferColumns(rows),
+): string {
   const ordered = rows.map((r) => Object.fromEntries(columns.map((c) => [c, r[c] ?? null])));
   return `${JSON.stringify(ordered, null, 2)}\n`;
 }
 
-export function formatRows(format: OutputFormat, rows: readonly FormatRow[], columns?: readonly string[]): string {
+export function formatRows(
+  format: OutputFormat,
+  rows: readonly FormatRow[],
+  columns?: readonly string[],
+): string {
   const cols = columns ?? inferColumns(rows);
-  return format === 'csv' ? formatCsv(rows, cols) : format === 'json' ? formatJson(rows, cols) : formatTable(rows, cols);
+  return format === 'csv'
+    ? formatCsv(rows, cols)
+    : format === 'json'
+      ? formatJson(rows, cols)
+      : formatTable(rows, cols);
 }
 
 /** Union of the rows' keys, in first-seen order. */

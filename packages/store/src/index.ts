@@ -1,7 +1,15 @@
 // @flatrank/store: the SQLite results store (the only package that imports better-sqlite3).
 export { DEFAULT_DB, resolveDbPath } from './paths.js';
 export { ResultsStore, configAxes } from './store.js';
-export type { ClaimedTrial, ClaimOptions, TrialRow, TrialAxes, TrialInsert, SweepRow, ApplyStats } from './store.js';
+export type {
+  ClaimedTrial,
+  ClaimOptions,
+  TrialRow,
+  TrialAxes,
+  TrialInsert,
+  SweepRow,
+  ApplyStats,
+} from './store.js';
 export { createDatabaseAtVersion } from './connection.js';
 export type { OpenOptions } from './connection.js';
 export { SCHEMA_VERSION, FLATRANK_APPLICATION_ID, MIGRATIONS, migrate } from './schema.js';

@@ -5,6 +5,11 @@ export const DEFAULT_DB = 'flatrank.sqlite';
 
 /** --db flag, else the FLATRANK_DB environment variable, else ./flatrank.sqlite; always absolute. */
 export function resolveDbPath(flag?: string, env: NodeJS.ProcessEnv = process.env): string {
-  const chosen = flag !== undefined && flag !== '' ? flag : env.FLATRANK_DB !== undefined && env.FLATRANK_DB !== '' ? env.FLATRANK_DB : DEFAULT_DB;
+  const chosen =
+    flag !== undefined && flag !== ''
+      ? flag
+      : env.FLATRANK_DB !== undefined && env.FLATRANK_DB !== ''
+        ? env.FLATRANK_DB
+        : DEFAULT_DB;
   return resolve(chosen);
 }

@@ -3,7 +3,7 @@
  * parameterised SQL on known axis columns, run listings, only-changed config keys, trial detail,
  * export rows and the user-SQL runner on a read-only connection.
  */
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import {
   BACKENDS,
   DATASETS,
@@ -88,34 +88,50 @@ export function parseWhere(text: string | undefined, field = '--where'): WhereCl
         }
       }
     }
-    if (op === undefined) throw new ValidationError(field, `${field}: ${JSON.stringify(term)} is not key=value (operators: =, !=, <, <=, >, >=)`);
+    if (op === undefined)
+      throw new ValidationError(
+        field,
+        `${field}: ${JSON.stringify(term)} is not key=value (operators: =, !=, <, <=, >, >=)`,
+      );
     const key = normaliseKey(term.slice(0, at));
     const valueText = term.slice(at + op.length).trim();
     const axis = WHERE_AXES[key];
-    if (!axis) throw new ValidationError(field, `${field}: unknown key ${JSON.stringify(term.slice(0, at).trim())}; allowed: ${allowed}`, { context: { allowed: Object.keys(WHERE_AXES) } });
+    if (!axis)
+      throw new ValidationError(
+        field,
+        `${field}: unknown key ${JSON.stringify(term.slice(0, at).trim())}; allowed: ${allowed}`,
+        { context: { allowed: Object.keys(WHERE_AXES) } },
+      );
     if (valueText === '') throw new ValidationError(field, `${field}: ${key} has no value`);
     const alternatives = valueText.split('|').map((v) => v.trim());
     if (alternatives.some((v) => v.toLowerCase() === 'null')) {
-      if (alternatives.length !== 1 || (op !== '=' && op !== '!=')) throw new ValidationError(field, `${field}: ${key}: null can only be used alone with = or !=`);
+      if (alternatives.length !== 1 || (op !== '=' && op !== '!='))
+        throw new ValidationError(field, `${field}: ${key}: null can only be used alone with = or !=`);
       parts.push(`t.${axis.column} IS ${op === '=' ? '' : 'NOT '}NULL`);
       continue;
     }
     const values = alternatives.map((v) => {
       if (axis.type === 'text') {
-        if (op !== '=' && op !== '!=') throw new ValidationError(field, `${field}: ${key} is text; use = or !=`);
+        if (op !== '=' && op !== '!=')
+          throw new ValidationError(field, `${field}: ${key} is text; use = or !=`);
         if (axis.values && !axis.values.includes(v)) {
           // e.g. method=cp: cp is a decomposition, not a method; say which key the value belongs to.
           const owner = Object.entries(WHERE_AXES).find(([k, a]) => k !== key && a.values?.includes(v))?.[0];
-          throw new ValidationError(field, `${field}: ${key}: unknown value ${JSON.stringify(v)}; allowed: ${axis.values.join(', ')}${owner ? ` (${JSON.stringify(v)} is a ${owner}: use ${owner}=${v})` : ''}`);
+          throw new ValidationError(
+            field,
+            `${field}: ${key}: unknown value ${JSON.stringify(v)}; allowed: ${axis.values.join(', ')}${owner ? ` (${JSON.stringify(v)} is a ${owner}: use ${owner}=${v})` : ''}`,
+          );
         }
         return v;
       }
       const n = Number(v);
-      if (v === '' || !Number.isFinite(n)) throw new ValidationError(field, `${field}: ${key} must be a number, got ${JSON.stringify(v)}`);
+      if (v === '' || !Number.isFinite(n))
+        throw new ValidationError(field, `${field}: ${key} must be a number, got ${JSON.stringify(v)}`);
       return n;
     });
     if (values.length > 1) {
-      if (op !== '=' && op !== '!=') throw new ValidationError(field, `${field}: ${key}: alternatives (a|b) need = or !=`);
+      if (op !== '=' && op !== '!=')
+        throw new ValidationError(field, `${field}: ${key}: alternatives (a|b) need = or !=`);
       parts.push(`t.${axis.column} ${op === '=' ? 'IN' : 'NOT IN'} (${values.map(() => '?').join(', ')})`);
     } else {
       parts.push(`t.${axis.column} ${op === '=' ? '=' : op} ?`);
@@ -161,7 +177,11 @@ export const RUN_COLUMNS = [
 
 function validateStatus(status: string | undefined): TrialStatus | undefined {
   if (status === undefined) return undefined;
-  if (!(TRIAL_STATUSES as readonly string[]).includes(status)) throw new ValidationError('--status', `--status: unknown value ${JSON.stringify(status)}; allowed: ${TRIAL_STATUSES.join(', ')}`);
+  if (!(TRIAL_STATUSES as readonly string[]).includes(status))
+    throw new ValidationError(
+      '--status',
+      `--status: unknown value ${JSON.stringify(status)}; allowed: ${TRIAL_STATUSES.join(', ')}`,
+    );
   return status as TrialStatus;
 }
 
@@ -169,13 +189,20 @@ function sweepId(db: Database.Database, name: string): number {
   const id = db.prepare('SELECT id FROM sweeps WHERE name = ?').pluck().get(name) as number | undefined;
   if (id === undefined) {
     const names = db.prepare('SELECT name FROM sweeps ORDER BY id').pluck().all() as string[];
-    throw new ValidationError('--sweep', `--sweep: no sweep named ${JSON.stringify(name)}; sweeps in this database: ${names.length ? names.join(', ') : '(none)'}`);
+    throw new ValidationError(
+      '--sweep',
+      `--sweep: no sweep named ${JSON.stringify(name)}; sweeps in this database: ${names.length ? names.join(', ') : '(none)'}`,
+    );
   }
   return id;
 }
 
 /** The SQL of a run listing (exported for the benchmark, which times exactly what `runs` runs). */
-export function runsQuery(db: Database.Database, filter: RunsFilter, extraColumns: readonly string[] = []): { sql: string; params: Array<string | number> } {
+export function runsQuery(
+  db: Database.Database,
+  filter: RunsFilter,
+  extraColumns: readonly string[] = [],
+): { sql: string; params: Array<string | number> } {
   const where = parseWhere(filter.where);
   const status = validateStatus(filter.status);
   const conds: string[] = [];
@@ -206,7 +233,11 @@ export function listRuns(store: ResultsStore, filter: RunsFilter = {}): Row[] {
 }
 
 /** Flattens a JSON value into dot-path keys (`training.lr`, `compression.rank.kind`, ...). */
-export function flattenConfig(value: unknown, prefix = '', out: Record<string, Cell> = {}): Record<string, Cell> {
+export function flattenConfig(
+  value: unknown,
+  prefix = '',
+  out: Record<string, Cell> = {},
+): Record<string, Cell> {
   if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
     const entries = Object.entries(value as Record<string, unknown>);
     if (entries.length === 0 && prefix) out[prefix] = '{}';
@@ -223,7 +254,8 @@ export function flattenConfig(value: unknown, prefix = '', out: Record<string, C
 function dropShadowedLeaves(keys: string[]): string[] {
   const set = new Set(keys);
   const parents = new Set<string>();
-  for (const k of set) for (let i = k.indexOf('.'); i > 0; i = k.indexOf('.', i + 1)) parents.add(k.slice(0, i));
+  for (const k of set)
+    for (let i = k.indexOf('.'); i > 0; i = k.indexOf('.', i + 1)) parents.add(k.slice(0, i));
   return keys.filter((k) => !parents.has(k));
 }
 
@@ -232,17 +264,31 @@ export function changedConfigKeys(configs: ReadonlyArray<unknown>): string[] {
   const flats = configs.map((c) => flattenConfig(c));
   const keys: string[] = [];
   const seen = new Set<string>();
-  for (const f of flats) for (const k of Object.keys(f)) if (!seen.has(k)) (seen.add(k), keys.push(k));
+  for (const f of flats)
+    for (const k of Object.keys(f))
+      if (!seen.has(k)) {
+        seen.add(k);
+        keys.push(k);
+      }
   return dropShadowedLeaves(keys).filter((k) => {
     const first = JSON.stringify(flats[0]?.[k] ?? null);
     return flats.some((f) => JSON.stringify(f[k] ?? null) !== first);
   });
 }
 
-const RESULT_COLUMNS = ['accuracy_after_decomposition', 'accuracy_final', 'params_ratio', 'macs_ratio', 'wall_seconds'] as const;
+const RESULT_COLUMNS = [
+  'accuracy_after_decomposition',
+  'accuracy_final',
+  'params_ratio',
+  'macs_ratio',
+  'wall_seconds',
+] as const;
 
 /** `runs --only-changed`: key, status, the config keys that differ between the trials, results. */
-export function listRunsOnlyChanged(store: ResultsStore, filter: RunsFilter = {}): { columns: string[]; rows: Row[] } {
+export function listRunsOnlyChanged(
+  store: ResultsStore,
+  filter: RunsFilter = {},
+): { columns: string[]; rows: Row[] } {
   const { sql, params } = runsQuery(store.db, filter);
   const withConfig = sql.replace('SELECT ', 'SELECT t.config AS __config, ');
   const raw = store.db.prepare(withConfig).all(...params) as Array<Row & { __config: string }>;
@@ -266,20 +312,40 @@ export interface TrialDetail {
   result: Row | null;
   layers: Row[];
   /** The latest attempt's metric history, in step order. */
-  metrics: Array<{ attempt: number; step: number; epoch: number; phase: string; name: string; value: number | null }>;
+  metrics: Array<{
+    attempt: number;
+    step: number;
+    epoch: number;
+    phase: string;
+    name: string;
+    value: number | null;
+  }>;
   artifacts: Array<{ kind: string; path: string }>;
 }
 
 /** Everything `flatrank show` prints about one trial (key or unique prefix). */
 export function trialDetail(store: ResultsStore, keyOrPrefix: string): TrialDetail {
   const trial = store.getTrial(keyOrPrefix);
-  if (!trial) throw new ValidationError('trial', `trial: no trial with key or prefix ${JSON.stringify(keyOrPrefix)} in ${store.path} (list keys with: flatrank runs)`, { code: 'NOT_FOUND' });
+  if (!trial)
+    throw new ValidationError(
+      'trial',
+      `trial: no trial with key or prefix ${JSON.stringify(keyOrPrefix)} in ${store.path} (list keys with: flatrank runs)`,
+      { code: 'NOT_FOUND' },
+    );
   const db = store.db;
-  const sweeps = db.prepare('SELECT s.name FROM sweep_trials st JOIN sweeps s ON s.id = st.sweep_id WHERE st.trial_id = ? ORDER BY s.id').pluck().all(trial.id) as string[];
+  const sweeps = db
+    .prepare(
+      'SELECT s.name FROM sweep_trials st JOIN sweeps s ON s.id = st.sweep_id WHERE st.trial_id = ? ORDER BY s.id',
+    )
+    .pluck()
+    .all(trial.id) as string[];
   const dependsOn = db
-    .prepare('SELECT d.depends_on_key AS key, u.status FROM trial_dependencies d LEFT JOIN trials u ON u.key = d.depends_on_key WHERE d.trial_id = ? ORDER BY d.depends_on_key')
+    .prepare(
+      'SELECT d.depends_on_key AS key, u.status FROM trial_dependencies d LEFT JOIN trials u ON u.key = d.depends_on_key WHERE d.trial_id = ? ORDER BY d.depends_on_key',
+    )
     .all(trial.id) as Array<{ key: string; status: string | null }>;
-  const result = (db.prepare('SELECT * FROM results WHERE trial_id = ?').get(trial.id) as Row | undefined) ?? null;
+  const result =
+    (db.prepare('SELECT * FROM results WHERE trial_id = ?').get(trial.id) as Row | undefined) ?? null;
   const layers = db
     .prepare(
       `SELECT name AS layer, decomposition, scheme, ranks, raw_ranks, tile, kernel_shape, params_before, params_after,
@@ -287,7 +353,9 @@ export function trialDetail(store: ResultsStore, keyOrPrefix: string): TrialDeta
     )
     .all(trial.id, trial.attempts) as Row[];
   const metrics = db
-    .prepare('SELECT attempt, step, epoch, phase, name, value FROM metrics WHERE trial_id = ? AND attempt = ? ORDER BY step, seq')
+    .prepare(
+      'SELECT attempt, step, epoch, phase, name, value FROM metrics WHERE trial_id = ? AND attempt = ? ORDER BY step, seq',
+    )
     .all(trial.id, trial.attempts) as TrialDetail['metrics'];
   return { trial, sweeps, dependsOn, result, layers, metrics, artifacts: store.artifacts(trial.key) };
 }
@@ -316,13 +384,18 @@ export function exportRows(store: ResultsStore, sweep: string): { columns: strin
     const row: Row = { key: rest.key ?? null, status: rest.status ?? null, attempts: rest.attempts ?? null };
     for (const [k, v] of Object.entries(flat)) {
       const col = `config.${k}`;
-      if (!seen.has(col)) (seen.add(col), configKeys.push(col));
+      if (!seen.has(col)) {
+        seen.add(col);
+        configKeys.push(col);
+      }
       row[col] = v;
     }
     for (const [k, v] of Object.entries(rest)) if (!(k in row)) row[k] = v;
     return row;
   });
-  const restCols = raw.length ? Object.keys(raw[0]!).filter((k) => !['key', 'status', 'attempts', 'config'].includes(k)) : [];
+  const restCols = raw.length
+    ? Object.keys(raw[0]!).filter((k) => !['key', 'status', 'attempts', 'config'].includes(k))
+    : [];
   const columns = ['key', 'status', 'attempts', ...dropShadowedLeaves(configKeys), ...restCols];
   const kept = new Set(columns);
   for (const row of rows) for (const k of Object.keys(row)) if (!kept.has(k)) delete row[k];
@@ -341,7 +414,11 @@ export interface QueryResult {
  * returns no rows is refused with StoreError 'WRITE_REFUSED' / ValidationError.
  */
 export function runUserQuery(file: string, sql: string, params: ReadonlyArray<Cell> = []): QueryResult {
-  if (typeof sql !== 'string' || sql.trim() === '') throw new ValidationError('sql', 'sql: give one SQL statement, e.g. "SELECT * FROM trial_summary LIMIT 5"');
+  if (typeof sql !== 'string' || sql.trim() === '')
+    throw new ValidationError(
+      'sql',
+      'sql: give one SQL statement, e.g. "SELECT * FROM trial_summary LIMIT 5"',
+    );
   const { db, path } = openDatabase(file, { readonly: true });
   try {
     let stmt: Database.Statement;
@@ -349,12 +426,20 @@ export function runUserQuery(file: string, sql: string, params: ReadonlyArray<Ce
       stmt = db.prepare(sql);
     } catch (e) {
       const msg = (e as Error).message;
-      if (/more than one statement/i.test(msg)) throw new ValidationError('sql', 'sql: give exactly one SQL statement (no ";"-separated lists)', { cause: e });
+      if (/more than one statement/i.test(msg))
+        throw new ValidationError('sql', 'sql: give exactly one SQL statement (no ";"-separated lists)', {
+          cause: e,
+        });
       if (/readonly|read-only/i.test(msg)) throw refused(path, sql, e);
       throw new ValidationError('sql', `sql: ${msg}`, { code: 'SQL_INVALID', cause: e });
     }
     if (!stmt.readonly || /^\s*(attach|detach)\b/i.test(sql)) throw refused(path, sql);
-    if (!stmt.reader) throw new ValidationError('sql', 'sql: the statement returns no rows; flatrank query runs queries (SELECT, WITH ..., read-only PRAGMA)', { code: 'SQL_INVALID' });
+    if (!stmt.reader)
+      throw new ValidationError(
+        'sql',
+        'sql: the statement returns no rows; flatrank query runs queries (SELECT, WITH ..., read-only PRAGMA)',
+        { code: 'SQL_INVALID' },
+      );
     // Joins often repeat a name (id, trial_id): keep every column, suffixing repeats (id, id_2).
     const seenNames = new Map<string, number>();
     const columns = stmt.columns().map((c) => {
@@ -373,7 +458,12 @@ export function runUserQuery(file: string, sql: string, params: ReadonlyArray<Ce
       const row: Row = {};
       columns.forEach((c, i) => {
         const v = vals[i];
-        row[c] = typeof v === 'bigint' ? Number(v) : Buffer.isBuffer(v) ? `x'${v.toString('hex')}'` : ((v ?? null) as Cell);
+        row[c] =
+          typeof v === 'bigint'
+            ? Number(v)
+            : Buffer.isBuffer(v)
+              ? `x'${v.toString('hex')}'`
+              : ((v ?? null) as Cell);
       });
       return row;
     });

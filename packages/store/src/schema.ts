@@ -249,17 +249,26 @@ export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
  * own BEGIN IMMEDIATE transaction and re-reads user_version inside it, so two processes that open a
  * fresh file at once apply each step exactly once. Returns the versions applied.
  */
-export function migrate(db: Database.Database, target: number = SCHEMA_VERSION, now: number = Date.now()): number[] {
+export function migrate(
+  db: Database.Database,
+  target: number = SCHEMA_VERSION,
+  now: number = Date.now(),
+): number[] {
   const applied: number[] = [];
   for (const m of MIGRATIONS) {
     if (m.version > target) break;
     const step = db.transaction(() => {
       const current = db.pragma('user_version', { simple: true }) as number;
       if (current >= m.version) return false;
-      if (current !== m.version - 1) throw new Error(`schema version ${current} cannot be migrated by step ${m.version}`);
+      if (current !== m.version - 1)
+        throw new Error(`schema version ${current} cannot be migrated by step ${m.version}`);
       if (m.version === 1) db.pragma(`application_id = ${FLATRANK_APPLICATION_ID}`);
       db.exec(m.sql);
-      db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(m.version, m.name, now);
+      db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(
+        m.version,
+        m.name,
+        now,
+      );
       db.pragma(`user_version = ${m.version}`);
       return true;
     });

@@ -201,7 +201,9 @@ function toTrialRow(r: TrialDbRow): TrialRow {
       : {
           gitCommit: r.git_commit,
           gitDirty: r.git_dirty === null ? null : r.git_dirty !== 0,
-          packageVersions: r.package_versions ? (JSON.parse(r.package_versions) as Record<string, string>) : {},
+          packageVersions: r.package_versions
+            ? (JSON.parse(r.package_versions) as Record<string, string>)
+            : {},
           nodeVersion: r.node_version,
           backend: r.backend as RunEnvironment['backend'],
           backendVersion: r.backend_version ?? '',
@@ -256,7 +258,8 @@ function ratio(before: number, after: number): number | null {
 }
 
 function positiveNumber(field: string, v: unknown): number {
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new ValidationError(field, `${field}: must be a positive number, got ${String(v)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
+    throw new ValidationError(field, `${field}: must be a positive number, got ${String(v)}`);
   return v;
 }
 
@@ -310,29 +313,34 @@ export class ResultsStore {
 
   private assertWritable(what: string): void {
     if (this.readonly) {
-      throw new StoreError('WRITE_REFUSED', `${what}: ${this.path} was opened read-only; only the coordinator (opened without readonly) writes.`, {
-        context: { path: this.path, operation: what },
-      });
+      throw new StoreError(
+        'WRITE_REFUSED',
+        `${what}: ${this.path} was opened read-only; only the coordinator (opened without readonly) writes.`,
+        {
+          context: { path: this.path, operation: what },
+        },
+      );
     }
   }
 
   // ---------------------------------------------------------------- sweeps
 
-  upsertSweep(s: { name: string; specText: string; specResolved: unknown; specHash: string }, now: number = Date.now()): { id: number; created: boolean } {
+  upsertSweep(
+    s: { name: string; specText: string; specResolved: unknown; specHash: string },
+    now: number = Date.now(),
+  ): { id: number; created: boolean } {
     this.assertWritable('upsertSweep');
-    if (typeof s.name !== 'string' || s.name.trim() === '') throw new ValidationError('sweep.name', 'sweep.name: must be a non-empty string');
+    if (typeof s.name !== 'string' || s.name.trim() === '')
+      throw new ValidationError('sweep.name', 'sweep.name: must be a non-empty string');
     return this.db
       .transaction(() => {
-        const existing = this.stmt('SELECT id FROM sweeps WHERE name = ?').get(s.name) as { id: number } | undefined;
+        const existing = this.stmt('SELECT id FROM sweeps WHERE name = ?').get(s.name) as
+          { id: number } | undefined;
         const resolved = JSON.stringify(s.specResolved ?? null);
         if (existing) {
-          this.stmt('UPDATE sweeps SET spec_text = ?, spec_resolved = ?, spec_hash = ?, updated_at = ?, finished_at = NULL WHERE id = ?').run(
-            s.specText,
-            resolved,
-            s.specHash,
-            now,
-            existing.id,
-          );
+          this.stmt(
+            'UPDATE sweeps SET spec_text = ?, spec_resolved = ?, spec_hash = ?, updated_at = ?, finished_at = NULL WHERE id = ?',
+          ).run(s.specText, resolved, s.specHash, now, existing.id);
           return { id: existing.id, created: false };
         }
         const info = this.stmt(
@@ -345,7 +353,16 @@ export class ResultsStore {
 
   getSweep(name: string): SweepRow | undefined {
     const r = this.stmt('SELECT * FROM sweeps WHERE name = ?').get(name) as
-      | { id: number; name: string; spec_text: string; spec_resolved: string; spec_hash: string; created_at: number; updated_at: number; finished_at: number | null }
+      | {
+          id: number;
+          name: string;
+          spec_text: string;
+          spec_resolved: string;
+          spec_hash: string;
+          created_at: number;
+          updated_at: number;
+          finished_at: number | null;
+        }
       | undefined;
     if (!r) return undefined;
     return {
@@ -376,31 +393,50 @@ export class ResultsStore {
    * Idempotent by trial key: a key already present (in any sweep) is counted as existing and only
    * linked to this sweep. dependsOn = keys that must have succeeded before this trial is claimable.
    */
-  insertTrials(sweepId: number, trials: ReadonlyArray<TrialInsert>, now: number = Date.now()): { inserted: number; existing: number } {
+  insertTrials(
+    sweepId: number,
+    trials: ReadonlyArray<TrialInsert>,
+    now: number = Date.now(),
+  ): { inserted: number; existing: number } {
     this.assertWritable('insertTrials');
     // Validate everything before writing anything.
     const rows = trials.map((t, i) => {
-      if (typeof t.key !== 'string' || !KEY_RE.test(t.key)) throw new ValidationError(`trials[${i}].key`, `trials[${i}].key: must be 64 lowercase hex characters (sha256), got ${JSON.stringify(t.key)}`);
+      if (typeof t.key !== 'string' || !KEY_RE.test(t.key))
+        throw new ValidationError(
+          `trials[${i}].key`,
+          `trials[${i}].key: must be 64 lowercase hex characters (sha256), got ${JSON.stringify(t.key)}`,
+        );
       const expected = computeTrialKey(t.config);
       if (expected !== t.key) {
-        throw new ValidationError(`trials[${i}].key`, `trials[${i}].key: ${t.key} is not trialKey(config) (${expected}); pass the key of the resolved config`);
+        throw new ValidationError(
+          `trials[${i}].key`,
+          `trials[${i}].key: ${t.key} is not trialKey(config) (${expected}); pass the key of the resolved config`,
+        );
       }
       for (const [j, d] of (t.dependsOn ?? []).entries()) {
-        if (typeof d !== 'string' || !KEY_RE.test(d)) throw new ValidationError(`trials[${i}].dependsOn[${j}]`, `trials[${i}].dependsOn[${j}]: must be a trial key (64 hex characters)`);
+        if (typeof d !== 'string' || !KEY_RE.test(d))
+          throw new ValidationError(
+            `trials[${i}].dependsOn[${j}]`,
+            `trials[${i}].dependsOn[${j}]: must be a trial key (64 hex characters)`,
+          );
       }
       return { t, axes: configAxes(t.config), json: JSON.stringify(t.config) };
     });
     return this.db
       .transaction(() => {
-        if (!this.stmt('SELECT 1 FROM sweeps WHERE id = ?').get(sweepId)) throw new ValidationError('sweepId', `sweepId: no sweep with id ${sweepId}`);
-        const ins = this.stmt(`INSERT INTO trials (sweep_id, key, config, model, dataset, method, decomposition, scheme, rank_policy, target_ratio,
+        if (!this.stmt('SELECT 1 FROM sweeps WHERE id = ?').get(sweepId))
+          throw new ValidationError('sweepId', `sweepId: no sweep with id ${sweepId}`);
+        const ins = this
+          .stmt(`INSERT INTO trials (sweep_id, key, config, model, dataset, method, decomposition, scheme, rank_policy, target_ratio,
             distortion_interval, seed, lr, epochs, batch_size, created_at)
           VALUES (@sweepId, @key, @config, @model, @dataset, @method, @decomposition, @scheme, @rankPolicy, @targetRatio,
             @distortionInterval, @seed, @lr, @epochs, @batchSize, @now)
           ON CONFLICT(key) DO NOTHING`);
         const idOf = this.stmt('SELECT id FROM trials WHERE key = ?').pluck();
         const link = this.stmt('INSERT OR IGNORE INTO sweep_trials (sweep_id, trial_id) VALUES (?, ?)');
-        const dep = this.stmt('INSERT OR IGNORE INTO trial_dependencies (trial_id, depends_on_key) VALUES (?, ?)');
+        const dep = this.stmt(
+          'INSERT OR IGNORE INTO trial_dependencies (trial_id, depends_on_key) VALUES (?, ?)',
+        );
         let inserted = 0;
         let existing = 0;
         for (const { t, axes, json } of rows) {
@@ -432,7 +468,8 @@ export class ResultsStore {
     this.assertWritable('claimTrial');
     const leaseMs = positiveNumber('leaseMs', opts.leaseMs);
     const maxAttempts = positiveNumber('maxAttempts', opts.maxAttempts);
-    if (typeof opts.worker !== 'string' || opts.worker === '') throw new ValidationError('worker', 'worker: must be a non-empty string');
+    if (typeof opts.worker !== 'string' || opts.worker === '')
+      throw new ValidationError('worker', 'worker: must be a non-empty string');
     const now = opts.now ?? Date.now();
     return this.db
       .transaction((): ClaimedTrial | null => {
@@ -451,7 +488,8 @@ export class ResultsStore {
              OR (t.status = 'failed' AND t.retryable = 1 AND t.attempts < @maxAttempts)
              OR (t.status = 'running' AND t.lease_expires_at < @now AND t.attempts < @maxAttempts))
            ORDER BY t.id LIMIT 1`,
-        ).get({ sweepId: opts.sweepId, maxAttempts, now }) as { id: number; key: string; config: string; attempts: number } | undefined;
+        ).get({ sweepId: opts.sweepId, maxAttempts, now }) as
+          { id: number; key: string; config: string; attempts: number } | undefined;
         if (!row) return null;
         const attempt = row.attempts + 1;
         this.stmt(
@@ -459,9 +497,27 @@ export class ResultsStore {
              heartbeat_at = @now, started_at = @now, finished_at = NULL, error = NULL, error_code = NULL, retryable = 1,
              last_step = NULL, last_epoch = NULL
            WHERE id = @id`,
-        ).run({ id: row.id, attempt, worker: opts.worker, device: opts.device ?? null, lease: now + leaseMs, now });
-        const dependsOn = this.stmt('SELECT depends_on_key FROM trial_dependencies WHERE trial_id = ? ORDER BY depends_on_key').pluck().all(row.id) as string[];
-        return { id: row.id, key: row.key, sweepId: opts.sweepId, config: JSON.parse(row.config) as TrialConfig, attempt, dependsOn };
+        ).run({
+          id: row.id,
+          attempt,
+          worker: opts.worker,
+          device: opts.device ?? null,
+          lease: now + leaseMs,
+          now,
+        });
+        const dependsOn = this.stmt(
+          'SELECT depends_on_key FROM trial_dependencies WHERE trial_id = ? ORDER BY depends_on_key',
+        )
+          .pluck()
+          .all(row.id) as string[];
+        return {
+          id: row.id,
+          key: row.key,
+          sweepId: opts.sweepId,
+          config: JSON.parse(row.config) as TrialConfig,
+          attempt,
+          dependsOn,
+        };
       })
       .immediate();
   }
@@ -496,7 +552,9 @@ export class ResultsStore {
         for (const env of envelopes) {
           let t = cache.get(env.trialKey);
           if (t === undefined) {
-            t = (lookup.get(env.trialKey) as { id: number; attempts: number; status: TrialStatus } | undefined) ?? null;
+            t =
+              (lookup.get(env.trialKey) as
+                { id: number; attempts: number; status: TrialStatus } | undefined) ?? null;
             cache.set(env.trialKey, t);
           }
           if (t === null || env.attempt !== t.attempts) {
@@ -508,8 +566,22 @@ export class ResultsStore {
           switch (ev.type) {
             case 'metric': {
               const phase = (METRIC_PHASES as readonly string[]).includes(ev.phase) ? ev.phase : null;
-              if (phase === null) throw new ValidationError('event.phase', `event.phase: unknown value ${JSON.stringify(ev.phase)}; allowed: ${METRIC_PHASES.join(', ')}`);
-              changed = insMetric.run(t.id, env.attempt, env.seq, ev.step, ev.epoch, phase, ev.name, finiteOrNull(ev.value)).changes === 1;
+              if (phase === null)
+                throw new ValidationError(
+                  'event.phase',
+                  `event.phase: unknown value ${JSON.stringify(ev.phase)}; allowed: ${METRIC_PHASES.join(', ')}`,
+                );
+              changed =
+                insMetric.run(
+                  t.id,
+                  env.attempt,
+                  env.seq,
+                  ev.step,
+                  ev.epoch,
+                  phase,
+                  ev.name,
+                  finiteOrNull(ev.value),
+                ).changes === 1;
               break;
             }
             case 'started':
@@ -520,19 +592,16 @@ export class ResultsStore {
               break;
             case 'artifact':
               changed =
-                this.stmt('INSERT INTO artifacts (trial_id, attempt, kind, path, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING').run(
-                  t.id,
-                  env.attempt,
-                  ev.kind,
-                  ev.path,
-                  now,
-                ).changes === 1;
+                this.stmt(
+                  'INSERT INTO artifacts (trial_id, attempt, kind, path, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
+                ).run(t.id, env.attempt, ev.kind, ev.path, now).changes === 1;
               break;
             case 'heartbeat':
               if (t.status === 'running')
                 changed =
-                  this.stmt("UPDATE trials SET heartbeat_at = ?, last_step = ?, last_epoch = ? WHERE id = ? AND status = 'running'").run(now, ev.step, ev.epoch, t.id)
-                    .changes === 1;
+                  this.stmt(
+                    "UPDATE trials SET heartbeat_at = ?, last_step = ?, last_epoch = ? WHERE id = ? AND status = 'running'",
+                  ).run(now, ev.step, ev.epoch, t.id).changes === 1;
               break;
             case 'finished':
               if (t.status === 'running') {
@@ -546,13 +615,9 @@ export class ResultsStore {
               break;
             case 'failed':
               if (t.status === 'running') {
-                this.stmt("UPDATE trials SET status = 'failed', finished_at = ?, lease_expires_at = NULL, error = ?, error_code = ?, retryable = ? WHERE id = ?").run(
-                  now,
-                  ev.error.message,
-                  ev.error.code,
-                  ev.retryable ? 1 : 0,
-                  t.id,
-                );
+                this.stmt(
+                  "UPDATE trials SET status = 'failed', finished_at = ?, lease_expires_at = NULL, error = ?, error_code = ?, retryable = ? WHERE id = ?",
+                ).run(now, ev.error.message, ev.error.code, ev.retryable ? 1 : 0, t.id);
                 t.status = 'failed';
                 changed = true;
               }
@@ -568,7 +633,10 @@ export class ResultsStore {
               break;
             default: {
               const unknown: never = ev;
-              throw new ValidationError('event.type', `event.type: unknown event ${JSON.stringify((unknown as { type?: unknown }).type)}`);
+              throw new ValidationError(
+                'event.type',
+                `event.type: unknown event ${JSON.stringify((unknown as { type?: unknown }).type)}`,
+              );
             }
           }
           if (changed) stats.applied++;
@@ -677,7 +745,10 @@ export class ResultsStore {
   ): boolean {
     this.assertWritable('endAttempt');
     if (!['failed', 'cancelled', 'pending'].includes(outcome.status)) {
-      throw new ValidationError('outcome.status', `outcome.status: unknown value ${JSON.stringify(outcome.status)}; allowed: failed, cancelled, pending`);
+      throw new ValidationError(
+        'outcome.status',
+        `outcome.status: unknown value ${JSON.stringify(outcome.status)}; allowed: failed, cancelled, pending`,
+      );
     }
     const info = this.stmt(
       `UPDATE trials SET status = @status, error = @error, error_code = @code, retryable = @retryable, lease_expires_at = NULL,
@@ -690,7 +761,8 @@ export class ResultsStore {
       attempt,
       status: outcome.status,
       error: outcome.error ?? null,
-      code: outcome.status === 'failed' ? 'ATTEMPT_FAILED' : outcome.status === 'cancelled' ? 'CANCELLED' : null,
+      code:
+        outcome.status === 'failed' ? 'ATTEMPT_FAILED' : outcome.status === 'cancelled' ? 'CANCELLED' : null,
       retryable: outcome.retryable === false ? 0 : 1,
       now,
     });
@@ -715,7 +787,9 @@ export class ResultsStore {
         )
           .pluck()
           .all({ sweepId, maxAttempts }) as string[];
-        const upd = this.stmt("UPDATE trials SET status = 'cancelled', error = 'a dependency did not succeed', error_code = 'DEPENDENCY_FAILED', finished_at = ? WHERE key = ?");
+        const upd = this.stmt(
+          "UPDATE trials SET status = 'cancelled', error = 'a dependency did not succeed', error_code = 'DEPENDENCY_FAILED', finished_at = ? WHERE key = ?",
+        );
         for (const k of keys) upd.run(now, k);
         return keys;
       })
@@ -733,7 +807,10 @@ export class ResultsStore {
 
   listTrials(filter: { sweepId?: number; status?: TrialStatus } = {}): TrialRow[] {
     if (filter.status !== undefined && !(TRIAL_STATUSES as readonly string[]).includes(filter.status)) {
-      throw new ValidationError('status', `status: unknown value ${JSON.stringify(filter.status)}; allowed: ${TRIAL_STATUSES.join(', ')}`);
+      throw new ValidationError(
+        'status',
+        `status: unknown value ${JSON.stringify(filter.status)}; allowed: ${TRIAL_STATUSES.join(', ')}`,
+      );
     }
     const rows = this.stmt(
       `SELECT t.* FROM trials t
@@ -755,21 +832,34 @@ export class ResultsStore {
       const r = this.stmt('SELECT * FROM trials WHERE key = ?').get(k) as TrialDbRow | undefined;
       return r ? toTrialRow(r) : undefined;
     }
-    if (k.length < 4) throw new ValidationError('trial', `trial: a key prefix needs at least 4 hex characters, got ${JSON.stringify(keyOrPrefix)}`);
+    if (k.length < 4)
+      throw new ValidationError(
+        'trial',
+        `trial: a key prefix needs at least 4 hex characters, got ${JSON.stringify(keyOrPrefix)}`,
+      );
     // Hex-only prefix, so a range scan on the unique key index is exact (no LIKE escaping needed).
-    const rows = this.stmt("SELECT * FROM trials WHERE key >= ? AND key < ? || 'g' ORDER BY key LIMIT 6").all(k, k) as TrialDbRow[];
+    const rows = this.stmt("SELECT * FROM trials WHERE key >= ? AND key < ? || 'g' ORDER BY key LIMIT 6").all(
+      k,
+      k,
+    ) as TrialDbRow[];
     if (rows.length === 0) return undefined;
     if (rows.length > 1) {
-      throw new ValidationError('trial', `trial: prefix ${k} matches several trials (${rows.map((r) => r.key.slice(0, 16)).join(', ')}${rows.length > 5 ? ', ...' : ''}); give more characters`, {
-        code: 'AMBIGUOUS_PREFIX',
-        context: { matches: rows.map((r) => r.key) },
-      });
+      throw new ValidationError(
+        'trial',
+        `trial: prefix ${k} matches several trials (${rows.map((r) => r.key.slice(0, 16)).join(', ')}${rows.length > 5 ? ', ...' : ''}); give more characters`,
+        {
+          code: 'AMBIGUOUS_PREFIX',
+          context: { matches: rows.map((r) => r.key) },
+        },
+      );
     }
     return toTrialRow(rows[0]!);
   }
 
   artifacts(trialKey: string): Array<{ kind: string; path: string }> {
-    return this.stmt('SELECT a.kind, a.path FROM artifacts a JOIN trials t ON t.id = a.trial_id WHERE t.key = ? ORDER BY a.id').all(trialKey) as Array<{
+    return this.stmt(
+      'SELECT a.kind, a.path FROM artifacts a JOIN trials t ON t.id = a.trial_id WHERE t.key = ? ORDER BY a.id',
+    ).all(trialKey) as Array<{
       kind: string;
       path: string;
     }>;

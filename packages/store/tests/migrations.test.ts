@@ -4,7 +4,13 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { StoreError } from '@flatrank/protocol';
-import { ResultsStore, SCHEMA_VERSION, FLATRANK_APPLICATION_ID, resolveDbPath, DEFAULT_DB } from '../src/index.js';
+import {
+  ResultsStore,
+  SCHEMA_VERSION,
+  FLATRANK_APPLICATION_ID,
+  resolveDbPath,
+  DEFAULT_DB,
+} from '../src/index.js';
 import { MIGRATIONS, migrate } from '../src/schema.js';
 
 let dir: string;
@@ -16,9 +22,13 @@ afterEach(() => rmSync(dir, { recursive: true, force: true }));
 function schemaObjects(file: string): string[] {
   const db = new Database(file, { readonly: true });
   try {
-    return (db.prepare("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name").all() as Array<Record<string, string>>).map(
-      (r) => `${r.type} ${r.name} ${r.tbl_name} ${(r.sql ?? '').replace(/\s+/g, ' ')}`,
-    );
+    return (
+      db
+        .prepare(
+          "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name",
+        )
+        .all() as Array<Record<string, string>>
+    ).map((r) => `${r.type} ${r.name} ${r.tbl_name} ${(r.sql ?? '').replace(/\s+/g, ' ')}`);
   } finally {
     db.close();
   }
@@ -49,11 +59,32 @@ describe('migrations', () => {
     expect(store.db.pragma('application_id', { simple: true })).toBe(FLATRANK_APPLICATION_ID);
     expect(store.db.pragma('journal_mode', { simple: true })).toBe('wal');
     expect(store.db.pragma('foreign_keys', { simple: true })).toBe(1);
-    expect(store.db.prepare('SELECT version FROM schema_migrations ORDER BY version').pluck().all()).toEqual(MIGRATIONS.map((m) => m.version));
-    for (const t of ['sweeps', 'trials', 'trial_dependencies', 'sweep_trials', 'metrics', 'layers', 'results', 'artifacts'])
-      expect(store.db.prepare("SELECT count(*) FROM sqlite_master WHERE type='table' AND name=?").pluck().get(t)).toBe(1);
-    for (const v of ['trial_summary', 'sweep_trial_summary', 'trial_layers', 'latest_metrics', 'sweep_progress'])
-      expect(store.db.prepare("SELECT count(*) FROM sqlite_master WHERE type='view' AND name=?").pluck().get(v)).toBe(1);
+    expect(store.db.prepare('SELECT version FROM schema_migrations ORDER BY version').pluck().all()).toEqual(
+      MIGRATIONS.map((m) => m.version),
+    );
+    for (const t of [
+      'sweeps',
+      'trials',
+      'trial_dependencies',
+      'sweep_trials',
+      'metrics',
+      'layers',
+      'results',
+      'artifacts',
+    ])
+      expect(
+        store.db.prepare("SELECT count(*) FROM sqlite_master WHERE type='table' AND name=?").pluck().get(t),
+      ).toBe(1);
+    for (const v of [
+      'trial_summary',
+      'sweep_trial_summary',
+      'trial_layers',
+      'latest_metrics',
+      'sweep_progress',
+    ])
+      expect(
+        store.db.prepare("SELECT count(*) FROM sqlite_master WHERE type='view' AND name=?").pluck().get(v),
+      ).toBe(1);
     store.close();
     // Re-opening applies nothing twice.
     const again = ResultsStore.open(file);
@@ -68,7 +99,11 @@ describe('migrations', () => {
       migrate(raw, from, 1000);
       expect(raw.pragma('user_version', { simple: true })).toBe(from);
       // Rows written by a v1 coordinator (the v1 tables are a subset of every later version).
-      raw.prepare("INSERT INTO sweeps (id, name, spec_text, spec_resolved, spec_hash, created_at, updated_at) VALUES (1, 'old', 'x', '{}', 'h', 1, 1)").run();
+      raw
+        .prepare(
+          "INSERT INTO sweeps (id, name, spec_text, spec_resolved, spec_hash, created_at, updated_at) VALUES (1, 'old', 'x', '{}', 'h', 1, 1)",
+        )
+        .run();
       raw
         .prepare(
           `INSERT INTO trials (id, sweep_id, key, config, model, dataset, method, decomposition, seed, lr, epochs, batch_size, status, attempts, created_at)
@@ -76,8 +111,16 @@ describe('migrations', () => {
         )
         .run('a'.repeat(64));
       raw.prepare('INSERT INTO sweep_trials VALUES (1, 1)').run();
-      raw.prepare("INSERT INTO metrics (trial_id, attempt, seq, step, epoch, phase, name, value) VALUES (1, 1, 0, 10, 0, 'eval', 'accuracy', 0.75)").run();
-      raw.prepare('INSERT INTO results (trial_id, attempt, accuracy_final, params_before, params_after, macs_before, macs_after, params_ratio, macs_ratio, wall_seconds, steps, epochs, created_at) VALUES (1, 1, 0.75, 100, 25, 1000, 500, 4, 2, 1.5, 10, 1, 1)').run();
+      raw
+        .prepare(
+          "INSERT INTO metrics (trial_id, attempt, seq, step, epoch, phase, name, value) VALUES (1, 1, 0, 10, 0, 'eval', 'accuracy', 0.75)",
+        )
+        .run();
+      raw
+        .prepare(
+          'INSERT INTO results (trial_id, attempt, accuracy_final, params_before, params_after, macs_before, macs_after, params_ratio, macs_ratio, wall_seconds, steps, epochs, created_at) VALUES (1, 1, 0.75, 100, 25, 1000, 500, 4, 2, 1.5, 10, 1, 1)',
+        )
+        .run();
       raw.close();
 
       // A read-only open never migrates: it says what to do.
@@ -85,10 +128,27 @@ describe('migrations', () => {
 
       const store = ResultsStore.open(old); // the writer migrates
       expect(store.schemaVersion()).toBe(SCHEMA_VERSION);
-      expect(store.db.prepare('SELECT version FROM schema_migrations ORDER BY version').pluck().all()).toEqual(MIGRATIONS.map((m) => m.version));
-      const row = store.db.prepare('SELECT key, sweep, method, decomposition, seed, accuracy_final, params_ratio FROM trial_summary').get();
-      expect(row).toEqual({ key: 'a'.repeat(64), sweep: 'old', method: 'finetune', decomposition: 'cp', seed: 3, accuracy_final: 0.75, params_ratio: 4 });
-      expect(store.db.prepare('SELECT name, value FROM latest_metrics').get()).toEqual({ name: 'accuracy', value: 0.75 });
+      expect(
+        store.db.prepare('SELECT version FROM schema_migrations ORDER BY version').pluck().all(),
+      ).toEqual(MIGRATIONS.map((m) => m.version));
+      const row = store.db
+        .prepare(
+          'SELECT key, sweep, method, decomposition, seed, accuracy_final, params_ratio FROM trial_summary',
+        )
+        .get();
+      expect(row).toEqual({
+        key: 'a'.repeat(64),
+        sweep: 'old',
+        method: 'finetune',
+        decomposition: 'cp',
+        seed: 3,
+        accuracy_final: 0.75,
+        params_ratio: 4,
+      });
+      expect(store.db.prepare('SELECT name, value FROM latest_metrics').get()).toEqual({
+        name: 'accuracy',
+        value: 0.75,
+      });
       store.close();
 
       const fresh = join(dir, 'fresh.sqlite');
@@ -125,7 +185,10 @@ describe('opening', () => {
 
   it('a non-SQLite file is DB_NOT_FLATRANK', () => {
     const file = join(dir, 'notes.txt');
-    writeFileSync(file, 'hello, this is not a database at all, but it is long enough to have a header'.repeat(10));
+    writeFileSync(
+      file,
+      'hello, this is not a database at all, but it is long enough to have a header'.repeat(10),
+    );
     const e = expectStoreError(() => ResultsStore.open(file, { readonly: true }), 'DB_NOT_FLATRANK');
     expect(e.message).toContain(file);
     expectStoreError(() => ResultsStore.open(file, { create: true }), 'DB_NOT_FLATRANK');
@@ -140,7 +203,9 @@ describe('opening', () => {
     expectStoreError(() => ResultsStore.open(file), 'DB_NOT_FLATRANK');
     expectStoreError(() => ResultsStore.open(file, { create: true }), 'DB_NOT_FLATRANK');
     const check = new Database(file, { readonly: true });
-    expect(check.prepare("SELECT name FROM sqlite_master WHERE type='table'").pluck().all()).toEqual(['notes']);
+    expect(check.prepare("SELECT name FROM sqlite_master WHERE type='table'").pluck().all()).toEqual([
+      'notes',
+    ]);
     expect(check.pragma('user_version', { simple: true })).toBe(0);
     check.close();
   });

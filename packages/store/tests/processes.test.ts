@@ -29,7 +29,8 @@ function start(script: string, args: Array<string | number>): ChildProcess {
 }
 
 function exited(c: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  if (c.exitCode !== null || c.signalCode !== null) return Promise.resolve({ code: c.exitCode, signal: c.signalCode });
+  if (c.exitCode !== null || c.signalCode !== null)
+    return Promise.resolve({ code: c.exitCode, signal: c.signalCode });
   return new Promise((resolve) => c.once('exit', (code, signal) => resolve({ code, signal })));
 }
 
@@ -50,7 +51,10 @@ describe('multi-process', () => {
     tmp.store!.close(); // the claimers are the only writers now
     const workers = ['a', 'b'].map((w) => start('claimer.mjs', [tmp.path, sweepId, w]));
     const results = workers.map(
-      (c) => new Promise<{ worker: string; claimed: Array<{ key: string; attempt: number }> }>((resolve) => c.once('message', (m) => resolve(m as never))),
+      (c) =>
+        new Promise<{ worker: string; claimed: Array<{ key: string; attempt: number }> }>((resolve) =>
+          c.once('message', (m) => resolve(m as never)),
+        ),
     );
     // Both are ready once spawned; release them together.
     await new Promise((r) => setTimeout(r, 300));
@@ -135,8 +139,17 @@ describe('multi-process', () => {
       expect(n % 500).toBe(0); // whole transactions only: no partial batch survives
       expect(n).toBeLessThan(100_000 * 500);
       // Every committed row is intact: seq 0..n-1 with the values the writer wrote.
-      expect(db.prepare('SELECT min(seq), max(seq), count(DISTINCT seq) FROM metrics').raw().get()).toEqual([0, n - 1, n]);
-      expect(db.prepare('SELECT value FROM metrics WHERE seq = ?').pluck().get(committed - 1)).toBeCloseTo(1 / committed, 12);
+      expect(db.prepare('SELECT min(seq), max(seq), count(DISTINCT seq) FROM metrics').raw().get()).toEqual([
+        0,
+        n - 1,
+        n,
+      ]);
+      expect(
+        db
+          .prepare('SELECT value FROM metrics WHERE seq = ?')
+          .pluck()
+          .get(committed - 1),
+      ).toBeCloseTo(1 / committed, 12);
     } finally {
       db.close();
     }

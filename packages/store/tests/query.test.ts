@@ -1,7 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { StoreError, ValidationError } from '@flatrank/protocol';
 import { createTempDb, populateTempDb, type TempDb } from '@flatrank/testing';
-import { ResultsStore, changedConfigKeys, exportRows, formatCsv, formatTable, listRuns, parseWhere, runUserQuery, trialDetail } from '../src/index.js';
+import {
+  ResultsStore,
+  changedConfigKeys,
+  exportRows,
+  formatCsv,
+  formatTable,
+  listRuns,
+  parseWhere,
+  runUserQuery,
+  trialDetail,
+} from '../src/index.js';
 
 let tmp: TempDb;
 beforeAll(() => {
@@ -12,7 +22,10 @@ afterAll(() => tmp.cleanup());
 
 describe('parseWhere', () => {
   it('binds every value as a parameter on a known column', () => {
-    expect(parseWhere('method=distort, seed=1')).toEqual({ sql: 't.method = ? AND t.seed = ?', params: ['distort', 1] });
+    expect(parseWhere('method=distort, seed=1')).toEqual({
+      sql: 't.method = ? AND t.seed = ?',
+      params: ['distort', 1],
+    });
     expect(parseWhere('S_D>=100,lr<0.1,seed=1|2,decomposition!=null')).toEqual({
       sql: 't.distortion_interval >= ? AND t.lr < ? AND t.seed IN (?, ?) AND t.decomposition IS NOT NULL',
       params: [100, 0.1, 1, 2],
@@ -40,7 +53,10 @@ describe('parseWhere', () => {
     bad('method>cp', /method is text; use = or !=/);
     bad('seed', /is not key=value/);
     bad('status=done', /status: unknown value "done"; allowed: pending, running/);
-    bad('method=cp', /method: unknown value "cp"; allowed: baseline, distort, finetune, posttrain \("cp" is a decomposition: use decomposition=cp\)/);
+    bad(
+      'method=cp',
+      /method: unknown value "cp"; allowed: baseline, distort, finetune, posttrain \("cp" is a decomposition: use decomposition=cp\)/,
+    );
     bad('model=resnet21', /model: unknown value "resnet21"; allowed: lenet5/);
     bad('seed>null', /null can only be used alone/);
   });
@@ -57,15 +73,27 @@ describe('read helpers', () => {
       const acc = listRuns(store, { status: 'succeeded' }).map((r) => r.accuracy_final as number);
       expect(acc).toHaveLength(4);
       acc.forEach((a, i) => expect(a).toBeCloseTo(0.8 + i / 100, 12));
-      expect(() => listRuns(store, { sweep: 'nope' })).toThrow(/no sweep named "nope"; sweeps in this database: temp-sweep/);
+      expect(() => listRuns(store, { sweep: 'nope' })).toThrow(
+        /no sweep named "nope"; sweeps in this database: temp-sweep/,
+      );
     } finally {
       store.close();
     }
   });
 
   it('changedConfigKeys keeps only differing paths (null-vs-object keeps the leaves)', () => {
-    expect(changedConfigKeys([{ a: 1, b: { c: 2, d: 3 } }, { a: 1, b: { c: 2, d: 4 } }])).toEqual(['b.d']);
-    expect(changedConfigKeys([{ x: null, y: 1 }, { x: { i: 1 }, y: 1 }])).toEqual(['x.i']);
+    expect(
+      changedConfigKeys([
+        { a: 1, b: { c: 2, d: 3 } },
+        { a: 1, b: { c: 2, d: 4 } },
+      ]),
+    ).toEqual(['b.d']);
+    expect(
+      changedConfigKeys([
+        { x: null, y: 1 },
+        { x: { i: 1 }, y: 1 },
+      ]),
+    ).toEqual(['x.i']);
     expect(changedConfigKeys([{ a: [1, 2] }, { a: [1, 2] }])).toEqual([]);
   });
 
@@ -90,17 +118,31 @@ describe('read helpers', () => {
 
 describe('runUserQuery', () => {
   it('runs queries with parameters and returns typed rows', () => {
-    const r = runUserQuery(tmp.path, 'SELECT method, decomposition, count(*) AS n, avg(accuracy_final) AS acc FROM trial_summary WHERE seed = ? GROUP BY 1, 2 ORDER BY 1, 2', [0]);
+    const r = runUserQuery(
+      tmp.path,
+      'SELECT method, decomposition, count(*) AS n, avg(accuracy_final) AS acc FROM trial_summary WHERE seed = ? GROUP BY 1, 2 ORDER BY 1, 2',
+      [0],
+    );
     expect(r.columns).toEqual(['method', 'decomposition', 'n', 'acc']);
     expect(r.rows).toHaveLength(4);
     expect(r.rows[0]).toMatchObject({ method: 'distort', decomposition: 'cp', n: 1 });
-    const dup = runUserQuery(tmp.path, 'SELECT t.id, r.id, t.key FROM trials t JOIN results r ON r.trial_id = t.id ORDER BY t.id LIMIT 1');
+    const dup = runUserQuery(
+      tmp.path,
+      'SELECT t.id, r.id, t.key FROM trials t JOIN results r ON r.trial_id = t.id ORDER BY t.id LIMIT 1',
+    );
     expect(dup.columns).toEqual(['id', 'id_2', 'key']);
     expect(typeof dup.rows[0]!.id_2).toBe('number');
   });
 
   it('refuses writes (statement check and read-only connection) and keeps data intact', () => {
-    for (const sql of ['DELETE FROM metrics', 'UPDATE results SET accuracy_final = 1', "REPLACE INTO artifacts (trial_id, attempt, kind, path, created_at) VALUES (1,1,'a','b',0)", 'VACUUM', "ATTACH ':memory:' AS m", 'PRAGMA journal_mode = DELETE']) {
+    for (const sql of [
+      'DELETE FROM metrics',
+      'UPDATE results SET accuracy_final = 1',
+      "REPLACE INTO artifacts (trial_id, attempt, kind, path, created_at) VALUES (1,1,'a','b',0)",
+      'VACUUM',
+      "ATTACH ':memory:' AS m",
+      'PRAGMA journal_mode = DELETE',
+    ]) {
       try {
         runUserQuery(tmp.path, sql);
         throw new Error(`accepted ${sql}`);
@@ -118,9 +160,28 @@ describe('runUserQuery', () => {
 
 describe('formats', () => {
   it('CSV quotes what needs quoting; the table aligns and shortens keys', () => {
-    expect(formatCsv([{ a: 'x,y', b: 'say "hi"', c: null, d: 1.5 }])).toBe('a,b,c,d\r\n"x,y","say ""hi""",,1.5\r\n');
-    const t = formatTable([{ key: 'a'.repeat(64), v: 0.123456 }, { key: 'b'.repeat(64), v: 12 }]);
+    expect(formatCsv([{ a: 'x,y', b: 'say "hi"', c: null, d: 1.5 }])).toBe(
+      'a,b,c,d\r\n"x,y","say ""hi""",,1.5\r\n',
+    );
+    const t = formatTable([
+      { key: 'a'.repeat(64), v: 0.123456 },
+      { key: 'b'.repeat(64), v: 12 },
+    ]);
     expect(t.split('\n')[2]).toBe(`${'a'.repeat(12)}  0.1235`);
     expect(t).toContain('(2 rows)');
+  });
+});
+
+describe('README', () => {
+  it('every example query in the README runs on a real database', async () => {
+    const { readFileSync } = await import('node:fs');
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+    const block = /```sql\n([\s\S]*?)```/.exec(readme)![1]!;
+    const statements = block
+      .split(/;\s*\n/)
+      .map((s) => s.replace(/^--.*$/gm, '').trim())
+      .filter(Boolean);
+    expect(statements.length).toBeGreaterThanOrEqual(6);
+    for (const sql of statements) expect(() => runUserQuery(tmp.path, sql), sql).not.toThrow();
   });
 });

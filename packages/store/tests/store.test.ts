@@ -28,7 +28,13 @@ describe('sweeps and grid insert', () => {
     const b = store.upsertSweep({ name: 's', specText: 'v2', specResolved: { v: 2 }, specHash: 'h2' });
     expect(a.created).toBe(true);
     expect(b).toEqual({ id: a.id, created: false });
-    expect(store.getSweep('s')).toMatchObject({ id: a.id, specText: 'v2', specResolved: { v: 2 }, specHash: 'h2', finishedAt: null });
+    expect(store.getSweep('s')).toMatchObject({
+      id: a.id,
+      specText: 'v2',
+      specResolved: { v: 2 },
+      specHash: 'h2',
+      finishedAt: null,
+    });
     store.finishSweep(a.id, 1234);
     expect(store.getSweep('s')!.finishedAt).toBe(1234);
     expect(store.getSweep('nope')).toBeUndefined();
@@ -57,7 +63,14 @@ describe('sweeps and grid insert', () => {
       epochs: 1,
       batchSize: 32,
     });
-    expect(store.trialCounts(id)).toEqual({ pending: 7, running: 0, succeeded: 0, failed: 0, diverged: 0, cancelled: 0 });
+    expect(store.trialCounts(id)).toEqual({
+      pending: 7,
+      running: 0,
+      succeeded: 0,
+      failed: 0,
+      diverged: 0,
+      cancelled: 0,
+    });
   });
 
   it('a config shared by two sweeps is one trial row that belongs to both', () => {
@@ -74,7 +87,9 @@ describe('sweeps and grid insert', () => {
   it('rejects a key that is not trialKey(config) and writes nothing', () => {
     const id = sweep();
     const g = grid(2);
-    expect(() => store.insertTrials(id, [g[0]!, { key: g[0]!.key, config: g[1]!.config }])).toThrow(ValidationError);
+    expect(() => store.insertTrials(id, [g[0]!, { key: g[0]!.key, config: g[1]!.config }])).toThrow(
+      ValidationError,
+    );
     expect(store.listTrials({})).toHaveLength(0);
     expect(() => store.insertTrials(999, g)).toThrow(/no sweep with id 999/);
   });
@@ -85,11 +100,29 @@ describe('claims and leases', () => {
     const id = sweep();
     const g = grid(3);
     store.insertTrials(id, g);
-    const got = [1, 2, 3].map(() => store.claimTrial({ sweepId: id, worker: 'w1', device: 'cuda:0', leaseMs: 60_000, maxAttempts: 2, now: 1000 }));
+    const got = [1, 2, 3].map(() =>
+      store.claimTrial({
+        sweepId: id,
+        worker: 'w1',
+        device: 'cuda:0',
+        leaseMs: 60_000,
+        maxAttempts: 2,
+        now: 1000,
+      }),
+    );
     expect(got.map((c) => c!.key)).toEqual(g.map((t) => t.key));
     expect(got[0]).toMatchObject({ attempt: 1, sweepId: id, dependsOn: [], config: g[0]!.config });
-    expect(store.claimTrial({ sweepId: id, worker: 'w1', leaseMs: 60_000, maxAttempts: 2, now: 2000 })).toBeNull();
-    expect(store.getTrial(g[0]!.key)).toMatchObject({ status: 'running', attempts: 1, worker: 'w1', device: 'cuda:0', leaseExpiresAt: 61_000, startedAt: 1000 });
+    expect(
+      store.claimTrial({ sweepId: id, worker: 'w1', leaseMs: 60_000, maxAttempts: 2, now: 2000 }),
+    ).toBeNull();
+    expect(store.getTrial(g[0]!.key)).toMatchObject({
+      status: 'running',
+      attempts: 1,
+      worker: 'w1',
+      device: 'cuda:0',
+      leaseExpiresAt: 61_000,
+      startedAt: 1000,
+    });
   });
 
   it('holds a trial back until every dependency has succeeded', () => {
@@ -110,7 +143,9 @@ describe('claims and leases', () => {
     store.insertTrials(id, [t!]);
     const c1 = store.claimTrial({ sweepId: id, worker: 'w1', leaseMs: 1000, maxAttempts: 3, now: 0 })!;
     expect(store.heartbeat(t!.key, 1, 1000, 900)).toBe(true); // lease now until 1900
-    expect(store.claimTrial({ sweepId: id, worker: 'w2', leaseMs: 1000, maxAttempts: 3, now: 1800 })).toBeNull();
+    expect(
+      store.claimTrial({ sweepId: id, worker: 'w2', leaseMs: 1000, maxAttempts: 3, now: 1800 }),
+    ).toBeNull();
     const c2 = store.claimTrial({ sweepId: id, worker: 'w2', leaseMs: 1000, maxAttempts: 3, now: 2000 })!;
     expect(c2).toMatchObject({ key: c1.key, attempt: 2 });
     expect(store.heartbeat(t!.key, 1, 1000, 2100)).toBe(false);
@@ -132,7 +167,11 @@ describe('claims and leases', () => {
     store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 10, maxAttempts: 2, now: 0 });
     store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 10, maxAttempts: 2, now: 100 });
     expect(store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 10, maxAttempts: 2, now: 200 })).toBeNull();
-    expect(store.getTrial(t!.key)).toMatchObject({ status: 'failed', attempts: 2, errorCode: 'LEASE_EXPIRED' });
+    expect(store.getTrial(t!.key)).toMatchObject({
+      status: 'failed',
+      attempts: 2,
+      errorCode: 'LEASE_EXPIRED',
+    });
   });
 
   it('retries retryable failures up to maxAttempts, never non-retryable failures or divergence', () => {
@@ -147,11 +186,22 @@ describe('claims and leases', () => {
       { trialKey: b!.key, attempt: 1, seq: 0, event: { type: 'failed', error: err, retryable: false } },
       { trialKey: c!.key, attempt: 1, seq: 0, event: { type: 'diverged', reason: 'loss is NaN', step: 7 } },
     ]);
-    expect(store.getTrial(a!.key)).toMatchObject({ status: 'failed', retryable: true, error: 'boom', errorCode: 'X' });
-    expect(store.getTrial(c!.key)).toMatchObject({ status: 'diverged', retryable: false, error: 'loss is NaN' });
+    expect(store.getTrial(a!.key)).toMatchObject({
+      status: 'failed',
+      retryable: true,
+      error: 'boom',
+      errorCode: 'X',
+    });
+    expect(store.getTrial(c!.key)).toMatchObject({
+      status: 'diverged',
+      retryable: false,
+      error: 'loss is NaN',
+    });
     const again = claim()!;
     expect(again).toMatchObject({ key: a!.key, attempt: 2 });
-    expect(store.endAttempt(a!.key, 2, { status: 'failed', error: 'worker exited with code 1', retryable: true })).toBe(true);
+    expect(
+      store.endAttempt(a!.key, 2, { status: 'failed', error: 'worker exited with code 1', retryable: true }),
+    ).toBe(true);
     expect(claim()).toBeNull(); // a: out of attempts; b: not retryable; c: diverged
     expect(store.trialCounts(id)).toMatchObject({ failed: 2, diverged: 1 });
   });
@@ -175,14 +225,18 @@ describe('claims and leases', () => {
     const [a, b, c] = grid(3);
     store.insertTrials(id, [a!, { ...b!, dependsOn: [a!.key] }, c!]);
     store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 1000, maxAttempts: 1 });
-    store.applyEvents([{ trialKey: a!.key, attempt: 1, seq: 0, event: { type: 'diverged', reason: 'nan', step: 1 } }]);
+    store.applyEvents([
+      { trialKey: a!.key, attempt: 1, seq: 0, event: { type: 'diverged', reason: 'nan', step: 1 } },
+    ]);
     expect(store.cancelBlocked(id, 1)).toEqual([b!.key]);
     expect(store.getTrial(b!.key)).toMatchObject({ status: 'cancelled', errorCode: 'DEPENDENCY_FAILED' });
     expect(store.getTrial(c!.key)!.status).toBe('pending');
   });
 
   it('validates claim options', () => {
-    expect(() => store.claimTrial({ sweepId: 1, worker: 'w', leaseMs: 0, maxAttempts: 1 })).toThrow(/leaseMs/);
+    expect(() => store.claimTrial({ sweepId: 1, worker: 'w', leaseMs: 0, maxAttempts: 1 })).toThrow(
+      /leaseMs/,
+    );
     expect(() => store.claimTrial({ sweepId: 1, worker: '', leaseMs: 10, maxAttempts: 1 })).toThrow(/worker/);
   });
 });
@@ -216,10 +270,30 @@ describe('applyEvents', () => {
     expect(before).toMatchObject({ metrics: 5, layers: 1, results: 1, artifacts: 1 });
     const t = before.trial!;
     expect(t).toMatchObject({ status: 'succeeded', lastStep: 4, leaseExpiresAt: null });
-    expect(t.environment).toMatchObject({ gitCommit: '0123456789abcdef0123456789abcdef01234567', gitDirty: false, backend: 'cpu', device: 'test CPU', host: 'testhost' });
-    const r = store.db.prepare('SELECT * FROM trial_summary WHERE key = ?').get(key) as Record<string, unknown>;
-    expect(r).toMatchObject({ accuracy_final: 0.87, accuracy_after_decomposition: 0.5, params_ratio: 2, macs_ratio: 1.6, wall_seconds: 3.5, latency_after_ms: 1.5 });
-    expect(store.db.prepare('SELECT layer, ranks, params_ratio FROM trial_layers').get()).toEqual({ layer: 'conv2', ranks: '[3,8]', params_ratio: 2 });
+    expect(t.environment).toMatchObject({
+      gitCommit: '0123456789abcdef0123456789abcdef01234567',
+      gitDirty: false,
+      backend: 'cpu',
+      device: 'test CPU',
+      host: 'testhost',
+    });
+    const r = store.db.prepare('SELECT * FROM trial_summary WHERE key = ?').get(key) as Record<
+      string,
+      unknown
+    >;
+    expect(r).toMatchObject({
+      accuracy_final: 0.87,
+      accuracy_after_decomposition: 0.5,
+      params_ratio: 2,
+      macs_ratio: 1.6,
+      wall_seconds: 3.5,
+      latency_after_ms: 1.5,
+    });
+    expect(store.db.prepare('SELECT layer, ranks, params_ratio FROM trial_layers').get()).toEqual({
+      layer: 'conv2',
+      ranks: '[3,8]',
+      params_ratio: 2,
+    });
     expect(store.db.prepare("SELECT value FROM latest_metrics WHERE name = 'loss'").pluck().get()).toBe(0.5);
     expect(store.artifacts(key)).toEqual([{ kind: 'checkpoint', path: `checkpoints/${key}.ckpt` }]);
   });
@@ -228,8 +302,23 @@ describe('applyEvents', () => {
     const { key, events } = runOne();
     store.applyEvents(events);
     const fin = events.at(-1)!;
-    const again: TrialEnvelope = { ...fin, seq: 99, event: { type: 'finished', summary: { ...(fin.event as { summary: never }).summary, accuracyFinal: 0.1 } } as TrialEnvelope['event'] };
-    store.applyEvents([again, { trialKey: key, attempt: 1, seq: 100, event: { type: 'failed', error: { name: 'E', code: 'E', message: 'late' }, retryable: true } }]);
+    const again: TrialEnvelope = {
+      ...fin,
+      seq: 99,
+      event: {
+        type: 'finished',
+        summary: { ...(fin.event as { summary: never }).summary, accuracyFinal: 0.1 },
+      } as TrialEnvelope['event'],
+    };
+    store.applyEvents([
+      again,
+      {
+        trialKey: key,
+        attempt: 1,
+        seq: 100,
+        event: { type: 'failed', error: { name: 'E', code: 'E', message: 'late' }, retryable: true },
+      },
+    ]);
     expect(store.db.prepare('SELECT accuracy_final FROM results').pluck().get()).toBe(0.87);
     expect(store.getTrial(key)!.status).toBe('succeeded');
   });
@@ -238,20 +327,42 @@ describe('applyEvents', () => {
     const { key } = runOne();
     const stats = store.applyEvents([
       { trialKey: 'f'.repeat(64), attempt: 1, seq: 0, event: { type: 'heartbeat', step: 1, epoch: 0 } },
-      { trialKey: key, attempt: 5, seq: 0, event: { type: 'metric', step: 1, epoch: 0, phase: 'train', name: 'loss', value: 1 } },
+      {
+        trialKey: key,
+        attempt: 5,
+        seq: 0,
+        event: { type: 'metric', step: 1, epoch: 0, phase: 'train', name: 'loss', value: 1 },
+      },
       { trialKey: key, attempt: 1, seq: 0, event: { type: 'heartbeat', step: 3, epoch: 0 } },
     ]);
     expect(stats).toEqual({ applied: 1, ignored: 2 });
     expect(store.getTrial(key)!.lastStep).toBe(3);
-    const bad = { trialKey: key, attempt: 1, seq: 1, event: { type: 'metric', step: 1, epoch: 0, phase: 'warmup', name: 'x', value: 1 } } as unknown as TrialEnvelope;
-    const good: TrialEnvelope = { trialKey: key, attempt: 1, seq: 2, event: { type: 'metric', step: 1, epoch: 0, phase: 'train', name: 'x', value: 1 } };
+    const bad = {
+      trialKey: key,
+      attempt: 1,
+      seq: 1,
+      event: { type: 'metric', step: 1, epoch: 0, phase: 'warmup', name: 'x', value: 1 },
+    } as unknown as TrialEnvelope;
+    const good: TrialEnvelope = {
+      trialKey: key,
+      attempt: 1,
+      seq: 2,
+      event: { type: 'metric', step: 1, epoch: 0, phase: 'train', name: 'x', value: 1 },
+    };
     expect(() => store.applyEvents([good, bad])).toThrow(/phase/);
     expect(count('metrics')).toBe(0);
   });
 
   it('stores non-finite metric values as NULL', () => {
     const { key } = runOne();
-    store.applyEvents([{ trialKey: key, attempt: 1, seq: 0, event: { type: 'metric', step: 1, epoch: 0, phase: 'train', name: 'loss', value: Number.NaN } }]);
+    store.applyEvents([
+      {
+        trialKey: key,
+        attempt: 1,
+        seq: 0,
+        event: { type: 'metric', step: 1, epoch: 0, phase: 'train', name: 'loss', value: Number.NaN },
+      },
+    ]);
     expect(store.db.prepare('SELECT value FROM metrics').pluck().get()).toBeNull();
   });
 });

@@ -54,7 +54,8 @@ export function tempDbTrialConfig(overrides: Partial<TrialConfigInput> = {}): Tr
     dataset: { name: 'mnist', trainLimit: 256, testLimit: 128 },
     training: { epochs: 1, lr: 0.05, batchSize: 32 },
     method,
-    compression: method === 'baseline' ? null : { decomposition: 'tucker2', rank: { kind: 'ratio', ratio: 2 } },
+    compression:
+      method === 'baseline' ? null : { decomposition: 'tucker2', rank: { kind: 'ratio', ratio: 2 } },
     distortion: method === 'distort' ? { interval: 200 } : null,
     seed: 0,
   };
@@ -75,14 +76,19 @@ export const TEMP_DB_ENVIRONMENT: RunEnvironment = {
 };
 
 /** The events a successful trial emits: started, metrics per step, one layer, an artifact, finished. */
-export function tempDbTrialEvents(key: string, attempt: number, opts: { steps?: number; accuracy?: number } = {}): TrialEnvelope[] {
+export function tempDbTrialEvents(
+  key: string,
+  attempt: number,
+  opts: { steps?: number; accuracy?: number } = {},
+): TrialEnvelope[] {
   const steps = opts.steps ?? 5;
   const acc = opts.accuracy ?? 0.9;
   const out: TrialEnvelope[] = [];
   let seq = 0;
   const push = (event: TrialEnvelope['event']) => out.push({ trialKey: key, attempt, seq: seq++, event });
   push({ type: 'started', env: TEMP_DB_ENVIRONMENT });
-  for (let s = 1; s <= steps; s++) push({ type: 'metric', step: s, epoch: 0, phase: 'train', name: 'loss', value: 2 / s });
+  for (let s = 1; s <= steps; s++)
+    push({ type: 'metric', step: s, epoch: 0, phase: 'train', name: 'loss', value: 2 / s });
   push({
     type: 'layer',
     layer: {
@@ -134,7 +140,10 @@ export interface PopulatedSweep {
  * Writes one sweep: a grid over method x seed (finetune/distort, tucker2/cp) and runs the first
  * `succeeded` trials through claim + events. Uses only the public store API.
  */
-export function populateTempDb(store: ResultsStore, opts: { sweep?: string; seeds?: number; succeeded?: number } = {}): PopulatedSweep {
+export function populateTempDb(
+  store: ResultsStore,
+  opts: { sweep?: string; seeds?: number; succeeded?: number } = {},
+): PopulatedSweep {
   const sweep = opts.sweep ?? 'temp-sweep';
   const seeds = opts.seeds ?? 2;
   const configs: TrialConfig[] = [];
@@ -145,10 +154,18 @@ export function populateTempDb(store: ResultsStore, opts: { sweep?: string; seed
           tempDbTrialConfig({
             method,
             seed,
-            compression: { decomposition, rank: decomposition === 'cp' ? { kind: 'rank', rank: 4 } : { kind: 'ratio', ratio: 2 } },
+            compression: {
+              decomposition,
+              rank: decomposition === 'cp' ? { kind: 'rank', rank: 4 } : { kind: 'ratio', ratio: 2 },
+            },
           }),
         );
-  const { id: sweepId } = store.upsertSweep({ name: sweep, specText: `name: ${sweep}\n`, specResolved: { name: sweep }, specHash: 'f'.repeat(64) });
+  const { id: sweepId } = store.upsertSweep({
+    name: sweep,
+    specText: `name: ${sweep}\n`,
+    specResolved: { name: sweep },
+    specHash: 'f'.repeat(64),
+  });
   const keys = configs.map((c) => trialKey(c));
   store.insertTrials(
     sweepId,
@@ -156,7 +173,13 @@ export function populateTempDb(store: ResultsStore, opts: { sweep?: string; seed
   );
   const n = Math.min(opts.succeeded ?? 2, configs.length);
   for (let i = 0; i < n; i++) {
-    const claim = store.claimTrial({ sweepId, worker: 'test-worker', device: 'cpu', leaseMs: 60_000, maxAttempts: 3 });
+    const claim = store.claimTrial({
+      sweepId,
+      worker: 'test-worker',
+      device: 'cpu',
+      leaseMs: 60_000,
+      maxAttempts: 3,
+    });
     if (!claim) throw new Error('populateTempDb: nothing claimable');
     store.applyEvents(tempDbTrialEvents(claim.key, claim.attempt, { accuracy: 0.8 + i / 100 }));
   }

@@ -17,7 +17,9 @@ export function writeFileAtomically(file: string, text: string): void {
     renameSync(tmp, target);
   } catch (e) {
     rmSync(tmp, { force: true });
-    throw new ValidationError('--out', `--out: cannot write ${target}: ${(e as Error).message}`, { cause: e });
+    throw new ValidationError('--out', `--out: cannot write ${target}: ${(e as Error).message}`, {
+      cause: e,
+    });
   }
 }
 

@@ -8,8 +8,13 @@ import { formatRows, parseFormat, resolveDbPath, runUserQuery } from '@flatrank/
 export function registerQuery(program: Command): void {
   program
     .command('query')
-    .description('run one read-only SQL query, e.g. "SELECT method, avg(accuracy_final) FROM trial_summary GROUP BY method"')
-    .argument('<sql>', 'one SELECT / WITH statement (tables: sweeps, trials, metrics, layers, results, artifacts; views: trial_summary, ...)')
+    .description(
+      'run one read-only SQL query, e.g. "SELECT method, avg(accuracy_final) FROM trial_summary GROUP BY method"',
+    )
+    .argument(
+      '<sql>',
+      'one SELECT / WITH statement (tables: sweeps, trials, metrics, layers, results, artifacts; views: trial_summary, ...)',
+    )
     .option('--db <file>', 'results database (default: $FLATRANK_DB, else ./flatrank.sqlite)')
     .option('--format <format>', 'table, csv or json', 'table')
     .action((sql: string, flags: { db?: string; format: string }) => {

@@ -3,7 +3,15 @@
  * [--only-changed]`: the trials with their config axes and results, from a read-only connection.
  */
 import type { Command } from 'commander';
-import { ResultsStore, formatRows, listRuns, listRunsOnlyChanged, parseFormat, resolveDbPath, RUN_COLUMNS } from '@flatrank/store';
+import {
+  ResultsStore,
+  formatRows,
+  listRuns,
+  listRunsOnlyChanged,
+  parseFormat,
+  resolveDbPath,
+  RUN_COLUMNS,
+} from '@flatrank/store';
 
 interface RunsFlags {
   db?: string;
@@ -20,8 +28,14 @@ export function registerRuns(program: Command): void {
     .description('list trials with their config axes and results (read-only)')
     .option('--db <file>', 'results database (default: $FLATRANK_DB, else ./flatrank.sqlite)')
     .option('--sweep <name>', 'only trials of this sweep')
-    .option('--status <status>', 'only trials with this status: pending, running, succeeded, failed, diverged, cancelled')
-    .option('--where <conditions>', 'comma-separated axis conditions, e.g. "method=cp,seed=1|2,target_ratio>=4" (keys: model, dataset, method, decomposition, scheme, rank_policy, target_ratio, distortion_interval (s_d), seed, lr, epochs, batch_size, status, worker, backend)')
+    .option(
+      '--status <status>',
+      'only trials with this status: pending, running, succeeded, failed, diverged, cancelled',
+    )
+    .option(
+      '--where <conditions>',
+      'comma-separated axis conditions, e.g. "method=cp,seed=1|2,target_ratio>=4" (keys: model, dataset, method, decomposition, scheme, rank_policy, target_ratio, distortion_interval (s_d), seed, lr, epochs, batch_size, status, worker, backend)',
+    )
     .option('--format <format>', 'table, csv or json', 'table')
     .option('--only-changed', 'show only the config keys that differ between the listed trials')
     .action((flags: RunsFlags) => {

@@ -5,7 +5,14 @@
  */
 import type { Command } from 'commander';
 import { ValidationError } from '@flatrank/protocol';
-import { ResultsStore, formatTable, resolveDbPath, trialDetail, type FormatRow, type TrialDetail } from '@flatrank/store';
+import {
+  ResultsStore,
+  formatTable,
+  resolveDbPath,
+  trialDetail,
+  type FormatRow,
+  type TrialDetail,
+} from '@flatrank/store';
 
 function iso(ms: number | null): string {
   return ms === null ? '-' : new Date(ms).toISOString();
@@ -29,7 +36,8 @@ export function metricHistory(metrics: TrialDetail['metrics']): { columns: strin
 export function formatTrialDetail(d: TrialDetail): string {
   const t = d.trial;
   const out: string[] = [];
-  const kv = (k: string, v: unknown) => out.push(`  ${k.padEnd(14)} ${v === null || v === undefined || v === '' ? '-' : String(v)}`);
+  const kv = (k: string, v: unknown) =>
+    out.push(`  ${k.padEnd(14)} ${v === null || v === undefined || v === '' ? '-' : String(v)}`);
   out.push(`trial ${t.key}`);
   kv('sweeps', d.sweeps.join(', '));
   kv('status', t.status + (t.errorCode ? ` (${t.errorCode})` : ''));
@@ -38,10 +46,21 @@ export function formatTrialDetail(d: TrialDetail): string {
   kv('device', t.device);
   kv('started', iso(t.startedAt));
   kv('finished', iso(t.finishedAt));
-  if (t.status === 'running') kv('progress', `step ${t.lastStep ?? '-'}, epoch ${t.lastEpoch ?? '-'}, lease until ${iso(t.leaseExpiresAt)}`);
+  if (t.status === 'running')
+    kv(
+      'progress',
+      `step ${t.lastStep ?? '-'}, epoch ${t.lastEpoch ?? '-'}, lease until ${iso(t.leaseExpiresAt)}`,
+    );
   if (t.error) kv('error', t.error);
-  if (d.dependsOn.length) kv('depends on', d.dependsOn.map((x) => `${x.key.slice(0, 12)} (${x.status ?? 'missing'})`).join(', '));
-  out.push('', 'config:', ...JSON.stringify(t.config, null, 2).split('\n').map((l) => `  ${l}`));
+  if (d.dependsOn.length)
+    kv('depends on', d.dependsOn.map((x) => `${x.key.slice(0, 12)} (${x.status ?? 'missing'})`).join(', '));
+  out.push(
+    '',
+    'config:',
+    ...JSON.stringify(t.config, null, 2)
+      .split('\n')
+      .map((l) => `  ${l}`),
+  );
   out.push('', 'environment:');
   const e = t.environment;
   if (!e) out.push('  (not reported yet)');
@@ -51,13 +70,34 @@ export function formatTrialDetail(d: TrialDetail): string {
     kv('backend', `${e.backend} ${e.backendVersion}`);
     kv('device', e.device + (e.cudaVisibleDevices ? ` (CUDA_VISIBLE_DEVICES=${e.cudaVisibleDevices})` : ''));
     kv('host', `${e.host} (pid ${e.pid})`);
-    kv('packages', Object.entries(e.packageVersions).map(([k, v]) => `${k}@${v}`).join(', '));
+    kv(
+      'packages',
+      Object.entries(e.packageVersions)
+        .map(([k, v]) => `${k}@${v}`)
+        .join(', '),
+    );
   }
   out.push('', 'result:');
   if (!d.result) out.push('  (none yet)');
   else {
     const r = d.result;
-    for (const k of ['accuracy_original', 'accuracy_after_decomposition', 'accuracy_final', 'params_before', 'params_after', 'params_ratio', 'macs_before', 'macs_after', 'macs_ratio', 'latency_before_ms', 'latency_after_ms', 'latency_batch', 'wall_seconds', 'steps', 'epochs'])
+    for (const k of [
+      'accuracy_original',
+      'accuracy_after_decomposition',
+      'accuracy_final',
+      'params_before',
+      'params_after',
+      'params_ratio',
+      'macs_before',
+      'macs_after',
+      'macs_ratio',
+      'latency_before_ms',
+      'latency_after_ms',
+      'latency_batch',
+      'wall_seconds',
+      'steps',
+      'epochs',
+    ])
       kv(k.replace(/_/g, ' '), r[k]);
   }
   out.push('', `layers (${d.layers.length}):`);
@@ -65,7 +105,8 @@ export function formatTrialDetail(d: TrialDetail): string {
   const h = metricHistory(d.metrics);
   out.push('', `metrics (attempt ${t.attempts}, ${d.metrics.length} values):`);
   if (h.rows.length) out.push(formatTable(h.rows, h.columns).trimEnd());
-  if (d.artifacts.length) out.push('', 'artifacts:', ...d.artifacts.map((a) => `  ${a.kind.padEnd(14)} ${a.path}`));
+  if (d.artifacts.length)
+    out.push('', 'artifacts:', ...d.artifacts.map((a) => `  ${a.kind.padEnd(14)} ${a.path}`));
   return `${out.join('\n')}\n`;
 }
 
@@ -77,11 +118,17 @@ export function registerShow(program: Command): void {
     .option('--db <file>', 'results database (default: $FLATRANK_DB, else ./flatrank.sqlite)')
     .option('--format <format>', 'text or json', 'text')
     .action((trial: string, flags: { db?: string; format: string }) => {
-      if (flags.format !== 'text' && flags.format !== 'json') throw new ValidationError('--format', `--format: unknown value ${JSON.stringify(flags.format)}; allowed: text, json`);
+      if (flags.format !== 'text' && flags.format !== 'json')
+        throw new ValidationError(
+          '--format',
+          `--format: unknown value ${JSON.stringify(flags.format)}; allowed: text, json`,
+        );
       const store = ResultsStore.open(resolveDbPath(flags.db), { readonly: true });
       try {
         const d = trialDetail(store, trial);
-        process.stdout.write(flags.format === 'json' ? `${JSON.stringify(d, null, 2)}\n` : formatTrialDetail(d));
+        process.stdout.write(
+          flags.format === 'json' ? `${JSON.stringify(d, null, 2)}\n` : formatTrialDetail(d),
+        );
       } finally {
         store.close();
       }

@@ -9,7 +9,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { MODELS, resolveTrialConfig, trialKey, type TrialConfig, type TrialEnvelope } from '@flatrank/protocol';
+import {
+  MODELS,
+  resolveTrialConfig,
+  trialKey,
+  type TrialConfig,
+  type TrialEnvelope,
+} from '@flatrank/protocol';
 import { ResultsStore } from '../store.js';
 import { listRuns, runsQuery } from '../query.js';
 
@@ -32,7 +38,19 @@ function metricEnvelopes(key: string, attempt: number, from: number, n: number):
   const out: TrialEnvelope[] = new Array(n);
   for (let i = 0; i < n; i++) {
     const s = from + i;
-    out[i] = { trialKey: key, attempt, seq: s, event: { type: 'metric', step: s >> 1, epoch: 0, phase: 'train', name: s & 1 ? 'loss' : 'lr', value: 1 / (s + 1) } };
+    out[i] = {
+      trialKey: key,
+      attempt,
+      seq: s,
+      event: {
+        type: 'metric',
+        step: s >> 1,
+        epoch: 0,
+        phase: 'train',
+        name: s & 1 ? 'loss' : 'lr',
+        value: 1 / (s + 1),
+      },
+    };
   }
   return out;
 }
@@ -47,7 +65,11 @@ function timeIt(reps: number, fn: () => number): { medianMs: number; p95Ms: numb
     times.push(performance.now() - t0);
   }
   times.sort((a, b) => a - b);
-  return { medianMs: times[Math.floor(times.length / 2)]!, p95Ms: times[Math.min(times.length - 1, Math.floor(times.length * 0.95))]!, rows };
+  return {
+    medianMs: times[Math.floor(times.length / 2)]!,
+    p95Ms: times[Math.min(times.length - 1, Math.floor(times.length * 0.95))]!,
+    rows,
+  };
 }
 
 const METHODS = ['finetune', 'distort', 'posttrain'] as const;
@@ -80,7 +102,8 @@ function grid(n: number): TrialConfig[] {
     cfg.compression!.decomposition = decomposition;
     cfg.compression!.scheme = decomposition === 'svd' ? 'lowered' : null;
     cfg.compression!.rank = { kind: 'ratio', ratio };
-    cfg.distortion = method === 'distort' ? { interval: 200, resetMomentum: false, reestimateBatchNorm: false } : null;
+    cfg.distortion =
+      method === 'distort' ? { interval: 200, resetMomentum: false, reestimateBatchNorm: false } : null;
     cfg.seed = Math.floor(i / combos);
     out.push(cfg);
   }
@@ -89,7 +112,8 @@ function grid(n: number): TrialConfig[] {
 
 export default {
   name: 'store',
-  description: 'SQLite results store: metric inserts batched vs unbatched; summary view and runs --where latency over 100k trials',
+  description:
+    'SQLite results store: metric inserts batched vs unbatched; summary view and runs --where latency over 100k trials',
   async run(args: string[]): Promise<BenchRow[]> {
     const nTrials = option(args, 'trials', 100_000);
     const nMetrics = option(args, 'metrics', 200_000);
@@ -98,17 +122,28 @@ export default {
     const rows: BenchRow[] = [];
     try {
       const store = ResultsStore.open(join(dir, 'bench.sqlite'), { create: true });
-      const { id: sweepId } = store.upsertSweep({ name: 'bench', specText: '', specResolved: null, specHash: '' });
+      const { id: sweepId } = store.upsertSweep({
+        name: 'bench',
+        specText: '',
+        specResolved: null,
+        specHash: '',
+      });
 
       // --- metric inserts: batched vs unbatched, on one running trial each
       const metricTrials = grid(2).map((config) => ({ key: trialKey(config), config }));
-      const { id: mSweep } = store.upsertSweep({ name: 'metrics', specText: '', specResolved: null, specHash: '' });
+      const { id: mSweep } = store.upsertSweep({
+        name: 'metrics',
+        specText: '',
+        specResolved: null,
+        specHash: '',
+      });
       store.insertTrials(mSweep, metricTrials);
       const a = store.claimTrial({ sweepId: mSweep, worker: 'bench', leaseMs: 3_600_000, maxAttempts: 1 })!;
       const b = store.claimTrial({ sweepId: mSweep, worker: 'bench', leaseMs: 3_600_000, maxAttempts: 1 })!;
       const batch = 1000;
       let t0 = performance.now();
-      for (let from = 0; from < nMetrics; from += batch) store.applyEvents(metricEnvelopes(a.key, a.attempt, from, Math.min(batch, nMetrics - from)));
+      for (let from = 0; from < nMetrics; from += batch)
+        store.applyEvents(metricEnvelopes(a.key, a.attempt, from, Math.min(batch, nMetrics - from)));
       const batchedS = (performance.now() - t0) / 1000;
       const nSingle = Math.max(1000, Math.floor(nMetrics / 10));
       const singles = metricEnvelopes(b.key, b.attempt, 0, nSingle);
@@ -116,8 +151,22 @@ export default {
       for (const e of singles) store.applyEvents([e]);
       const singleS = (performance.now() - t0) / 1000;
       const batchedRate = nMetrics / batchedS;
-      rows.push({ case: 'metric insert, batched (1000 events / transaction)', rows: nMetrics, seconds: +batchedS.toFixed(3), rowsPerSecond: Math.round(batchedRate), target: '>= 100000 rows/s', meetsTarget: batchedRate >= 100_000 });
-      rows.push({ case: 'metric insert, unbatched (1 event / transaction)', rows: nSingle, seconds: +singleS.toFixed(3), rowsPerSecond: Math.round(nSingle / singleS), target: 'peer of batched', meetsTarget: null });
+      rows.push({
+        case: 'metric insert, batched (1000 events / transaction)',
+        rows: nMetrics,
+        seconds: +batchedS.toFixed(3),
+        rowsPerSecond: Math.round(batchedRate),
+        target: '>= 100000 rows/s',
+        meetsTarget: batchedRate >= 100_000,
+      });
+      rows.push({
+        case: 'metric insert, unbatched (1 event / transaction)',
+        rows: nSingle,
+        seconds: +singleS.toFixed(3),
+        rowsPerSecond: Math.round(nSingle / singleS),
+        target: 'peer of batched',
+        meetsTarget: null,
+      });
 
       // --- 100k trials with results
       t0 = performance.now();
@@ -125,9 +174,17 @@ export default {
       const inserts = configs.map((config) => ({ key: trialKey(config), config }));
       const prepS = (performance.now() - t0) / 1000;
       t0 = performance.now();
-      for (let i = 0; i < inserts.length; i += 10_000) store.insertTrials(sweepId, inserts.slice(i, i + 10_000));
+      for (let i = 0; i < inserts.length; i += 10_000)
+        store.insertTrials(sweepId, inserts.slice(i, i + 10_000));
       const insertS = (performance.now() - t0) / 1000;
-      rows.push({ case: `insertTrials (grid of ${nTrials}; key hashing ${prepS.toFixed(1)} s not included)`, rows: nTrials, seconds: +insertS.toFixed(3), rowsPerSecond: Math.round(nTrials / insertS), target: null, meetsTarget: null });
+      rows.push({
+        case: `insertTrials (grid of ${nTrials}; key hashing ${prepS.toFixed(1)} s not included)`,
+        rows: nTrials,
+        seconds: +insertS.toFixed(3),
+        rowsPerSecond: Math.round(nTrials / insertS),
+        target: null,
+        meetsTarget: null,
+      });
       // Results for 90% of them (bulk SQL: the setup is not what is measured here).
       store.db.exec(`
         UPDATE trials SET status = 'succeeded', attempts = 1, finished_at = 0 WHERE sweep_id = ${sweepId} AND id % 10 != 0;
@@ -145,17 +202,49 @@ export default {
         FROM trial_summary WHERE status = 'succeeded' GROUP BY method, decomposition, target_ratio`;
       const summaryStmt = ro.db.prepare(summarySql);
       const s = timeIt(10, () => summaryStmt.all().length);
-      rows.push({ case: `summary view: grouped mean over ${nTrials} trials`, rows: s.rows, medianMs: +s.medianMs.toFixed(2), p95Ms: +s.p95Ms.toFixed(2), target: '< 100 ms', meetsTarget: s.medianMs < 100 });
-      const oneSweep = ro.db.prepare("SELECT * FROM trial_summary WHERE sweep = 'bench' AND model = 'resnet20' AND method = 'distort'");
+      rows.push({
+        case: `summary view: grouped mean over ${nTrials} trials`,
+        rows: s.rows,
+        medianMs: +s.medianMs.toFixed(2),
+        p95Ms: +s.p95Ms.toFixed(2),
+        target: '< 100 ms',
+        meetsTarget: s.medianMs < 100,
+      });
+      const oneSweep = ro.db.prepare(
+        "SELECT * FROM trial_summary WHERE sweep = 'bench' AND model = 'resnet20' AND method = 'distort'",
+      );
       const s2 = timeIt(10, () => oneSweep.all().length);
-      rows.push({ case: 'summary view: all columns, model + method filter', rows: s2.rows, medianMs: +s2.medianMs.toFixed(2), p95Ms: +s2.p95Ms.toFixed(2), target: '< 100 ms', meetsTarget: s2.medianMs < 100 });
-      for (const where of ['method=distort,decomposition=cp,seed=7', 'decomposition=cp,seed=1', 'model=resnet20,method=distort,target_ratio>=4', 'seed=1|2|3']) {
+      rows.push({
+        case: 'summary view: all columns, model + method filter',
+        rows: s2.rows,
+        medianMs: +s2.medianMs.toFixed(2),
+        p95Ms: +s2.p95Ms.toFixed(2),
+        target: '< 100 ms',
+        meetsTarget: s2.medianMs < 100,
+      });
+      for (const where of [
+        'method=distort,decomposition=cp,seed=7',
+        'decomposition=cp,seed=1',
+        'model=resnet20,method=distort,target_ratio>=4',
+        'seed=1|2|3',
+      ]) {
         const r = timeIt(10, () => listRuns(ro, { sweep: 'bench', where }).length);
-        rows.push({ case: `runs --sweep bench --where "${where}"`, rows: r.rows, medianMs: +r.medianMs.toFixed(2), p95Ms: +r.p95Ms.toFixed(2), target: '< 100 ms', meetsTarget: r.medianMs < 100 });
+        rows.push({
+          case: `runs --sweep bench --where "${where}"`,
+          rows: r.rows,
+          medianMs: +r.medianMs.toFixed(2),
+          p95Ms: +r.p95Ms.toFixed(2),
+          target: '< 100 ms',
+          meetsTarget: r.medianMs < 100,
+        });
       }
       // The plan SQLite chose for the most selective listing, for the record.
       const q = runsQuery(ro.db, { where: 'method=distort,decomposition=cp,seed=7' });
-      const plan = (ro.db.prepare(`EXPLAIN QUERY PLAN ${q.sql}`).all(...q.params) as Array<{ detail: string }>).map((p) => p.detail).join('; ');
+      const plan = (
+        ro.db.prepare(`EXPLAIN QUERY PLAN ${q.sql}`).all(...q.params) as Array<{ detail: string }>
+      )
+        .map((p) => p.detail)
+        .join('; ');
       rows.push({ case: 'plan of runs --where "method=distort,decomposition=cp,seed=7"', plan });
       ro.close();
     } finally {

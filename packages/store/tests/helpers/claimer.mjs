@@ -1,6 +1,7 @@
 // Forked by processes.test.ts: claims trials of one sweep in a loop until none is claimable and
 // sends the keys it got to the parent. Imports the built store (dist), since vitest only runs
 // TypeScript inside its own process.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ResultsStore } from '../../dist/index.js';
 
 const [file, sweepId, worker] = process.argv.slice(2);
@@ -14,7 +15,7 @@ for (;;) {
   claimed.push({ key: c.key, attempt: c.attempt });
   // A real worker does work between claims; without a pause one process can starve the other's
   // busy handler and the test would not exercise contention.
-  await new Promise((r) => setTimeout(r, Math.random() < 0.5 ? 0 : 1));
+  await sleep(Math.random() < 0.5 ? 0 : 1);
 }
 store.close();
 process.send({ worker, claimed }, () => process.exit(0));

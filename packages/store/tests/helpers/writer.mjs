@@ -10,7 +10,12 @@ let seq = 0;
 for (let b = 0; b < Number(maxBatches); b++) {
   const envelopes = [];
   for (let i = 0; i < batch; i++, seq++) {
-    envelopes.push({ trialKey, attempt: Number(attempt), seq, event: { type: 'metric', step: seq, epoch: 0, phase: 'train', name: 'loss', value: 1 / (seq + 1) } });
+    envelopes.push({
+      trialKey,
+      attempt: Number(attempt),
+      seq,
+      event: { type: 'metric', step: seq, epoch: 0, phase: 'train', name: 'loss', value: 1 / (seq + 1) },
+    });
   }
   store.applyEvents(envelopes);
   // Synchronous write so the count reaches the parent even if we are killed right after.
