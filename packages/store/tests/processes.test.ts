@@ -50,14 +50,10 @@ describe('multi-process', () => {
     const { sweepId, keys } = seedTrials(150);
     tmp.store!.close(); // the claimers are the only writers now
     const workers = ['a', 'b'].map((w) => start('claimer.mjs', [tmp.path, sweepId, w]));
-    const results = workers.map(
-      (c) =>
-        new Promise<{ worker: string; claimed: Array<{ key: string; attempt: number }> }>((resolve) =>
-          c.once('message', (m) => resolve(m as never)),
-        ),
-    );
-    // Both are ready once spawned; release them together.
-    await new Promise((r) => setTimeout(r, 300));
+    const nextMessage = (c: ChildProcess) => new Promise<unknown>((resolve) => c.once('message', resolve));
+    // Both opened the database and are waiting: release them together.
+    expect(await Promise.all(workers.map(nextMessage))).toEqual(['ready', 'ready']);
+    const results = workers.map((c) => nextMessage(c) as Promise<{ worker: string; claimed: Array<{ key: string; attempt: number }> }>);
     for (const c of workers) c.send('go');
     const [ra, rb] = await Promise.all(results);
     await Promise.all(workers.map(exited));

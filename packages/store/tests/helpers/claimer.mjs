@@ -7,8 +7,10 @@ import { ResultsStore } from '../../dist/index.js';
 const [file, sweepId, worker] = process.argv.slice(2);
 const store = ResultsStore.open(file);
 const claimed = [];
-// Wait for the go signal so both claimers start together.
-await new Promise((resolve) => process.once('message', resolve));
+// Say we are ready, then wait for the go signal so both claimers start together.
+const go = new Promise((resolve) => process.once('message', resolve));
+process.send('ready');
+await go;
 for (;;) {
   const c = store.claimTrial({ sweepId: Number(sweepId), worker, leaseMs: 600_000, maxAttempts: 3 });
   if (!c) break;
