@@ -2,3 +2,40 @@
 export * from './backend/index.js';
 export * from './data/index.js';
 export * from './models/index.js';
+// Training, compression and the trial entry point (trainers-methods).
+export { runTrial, type RunTrialOptions } from './trial.js';
+export {
+  trainLoop,
+  learningRateAt,
+  MomentumSgd,
+  CancelledError,
+  evaluateModel,
+  saveCheckpoint,
+  loadCheckpoint,
+  loadCheckpointModel,
+  restoreWeights,
+  disposeCheckpoint,
+  reestimateBatchNorm,
+  CHECKPOINT_FORMAT,
+  type Batch as TrainingBatch,
+  type TrainLoopOptions,
+  type TrainLoopResult,
+  type EvalResult,
+  type CheckpointMeta,
+  type LoadedCheckpoint,
+} from './training/index.js';
+export {
+  selectTargets,
+  planCompression,
+  distortModel,
+  decomposeTargets,
+  applyReconstructions,
+  buildExportModel,
+  buildFactoredModel,
+  layerRecords,
+  modelCounts,
+  measureLatency,
+  type CompressionPlan,
+  type LayerResult,
+  type ChainStep,
+} from './compression/index.js';

@@ -1,0 +1,436 @@
+/**
+ * runTrial: one trial of a canonical TrialConfig, start to finish, in this process. Emits
+ * 'started' (environment record), then the method's metric / layer / artifact / heartbeat events,
+ * then exactly one terminal event: finished(summary), diverged(reason, step) or failed(error).
+ *
+ * Methods (shared/docs/method.md):
+ * - baseline: plain training with the recipe.
+ * - distort: train the undecomposed model; every S_D (distortion.interval) optimizer steps replace
+ *   each target kernel by reconstruct(decompose(K)) in place (optionally zeroing momentum); a final
+ *   distortion; optional BN re-estimation; accuracyFinal is measured on these exactly-low-rank
+ *   weights. Then the factored model is exported (its outputs are checked against the distorted
+ *   model's) and timed. tiled-svd has no conv-chain export: its counts are the tiled GEMM's and the
+ *   distorted model itself is what is evaluated (latencyAfterMs null).
+ *   accuracyAfterDecomposition: for a trained start (checkpoint), the start model with one
+ *   distortion applied (what post-training decomposition would give); null from scratch.
+ * - finetune: from the start checkpoint, decompose, build the factored model (accuracy before
+ *   fine-tuning = accuracyAfterDecomposition), fine-tune it with the recipe. From scratch the recipe's
+ *   epochs are split: ceil(epochs/2) of plain training of the original model, then the rest of
+ *   fine-tuning (maxSteps split the same way).
+ * - posttrain: (from scratch: first training.epochs of plain training; from a checkpoint:
+ *   training.epochs more, usually 0), then decompose, build the factored model, evaluate. No
+ *   fine-tuning: the floor.
+ * The final model is saved to <artifactDir>/checkpoint (an 'artifact' event of kind checkpoint: the
+ * start checkpoint of dependent trials); the factored model of distort to <artifactDir>/factored.
+ */
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import type * as tfl from '@tensorflow/tfjs-layers';
+import {
+  BackendUnavailableError,
+  DivergedError,
+  FlatrankError,
+  ShapeError,
+  ValidationError,
+  resolveTrialConfig,
+  serializeError,
+  trialKey as computeTrialKey,
+  type TrainingRecipe,
+  type TrialConfig,
+  type TrialEvent,
+  type TrialEventSink,
+  type TrialRunOptions,
+  type TrialSummary,
+} from '@flatrank/protocol';
+import { checkTrainingMemory, initBackend, runEnvironment, withMemoryGuard } from './backend/index.js';
+import { batches, loadDataset, type Dataset } from './data/index.js';
+import { buildModel, convLayers as convLayersOf } from './models/index.js';
+import {
+  CancelledError,
+  checkAborted,
+  disposeCheckpoint,
+  evaluateModel,
+  loadCheckpoint,
+  predictArrays,
+  reestimateBatchNorm,
+  restoreWeights,
+  saveCheckpoint,
+  trainLoop,
+  type Batch,
+  type EvalResult,
+  type TrainLoopResult,
+} from './training/index.js';
+import {
+  applyReconstructions,
+  buildExportModel,
+  decomposeTargets,
+  distortModel,
+  hasChainExport,
+  layerRecords,
+  meanRelativeError,
+  measureLatency,
+  modelCounts,
+  planCompression,
+  type CompressionPlan,
+  type LayerResult,
+} from './compression/index.js';
+
+export interface RunTrialOptions extends TrialRunOptions {
+  emit: TrialEventSink;
+  signal?: AbortSignal;
+  /** Emit a train-loss metric every this many steps (default 50). */
+  logEverySteps?: number;
+  /** Batches timed per model for the latency measurement (default 5, after 2 warm-up runs). */
+  latencyRepeats?: number;
+}
+
+const TEST_BATCH = 256;
+
+/** Latency batch: the training batch size, capped to keep the measurement cheap. */
+function latencyBatchOf(config: TrialConfig): number {
+  return Math.min(config.training.batchSize, 128);
+}
+
+class TrialContext {
+  steps = 0;
+  epochs = 0;
+  private lastBeat = Date.now();
+  constructor(
+    readonly config: TrialConfig,
+    readonly key: string,
+    readonly dataset: Dataset,
+    readonly options: RunTrialOptions,
+  ) {}
+
+  emit(e: TrialEvent): void {
+    this.options.emit(e);
+    if (e.type === 'heartbeat') this.lastBeat = Date.now();
+  }
+
+  /** A heartbeat when one is due (long non-training phases: decompositions, evaluation). */
+  beat(): void {
+    if (Date.now() - this.lastBeat >= this.options.heartbeatMs) this.emit({ type: 'heartbeat', step: this.steps, epoch: this.epochs });
+    checkAborted(this.options.signal);
+  }
+
+  evaluate(model: tfl.LayersModel): EvalResult {
+    const r = evaluateModel(model, this.dataset.test, this.dataset.imageShape, this.dataset.numClasses, TEST_BATCH);
+    this.beat();
+    return r;
+  }
+
+  metric(phase: 'train' | 'eval' | 'after-decomposition' | 'final', name: string, value: number): void {
+    this.emit({ type: 'metric', step: this.steps, epoch: this.epochs, phase, name, value });
+  }
+
+  /** Training batches of one epoch (seeded by trial seed and epoch), labels as int32. */
+  *epochBatches(epoch: number, augment = this.config.training.augment): Generator<Batch> {
+    for (const b of batches(this.dataset.train, { batchSize: this.config.training.batchSize, shuffle: true, seed: this.config.seed, epoch, augment, labels: 'int' }))
+      yield { x: b.x, y: b.y as tf.Tensor1D };
+  }
+
+  async train(model: tfl.LayersModel, recipe: TrainingRecipe, afterStep?: Parameters<typeof trainLoop>[0]['afterStep']): Promise<TrainLoopResult> {
+    checkTrainingMemory(model, recipe.batchSize, { modelName: this.config.model });
+    const epochOffset = this.epochs;
+    const res = await trainLoop({
+      model,
+      recipe,
+      numClasses: this.dataset.numClasses,
+      epochBatches: (e) => this.epochBatches(epochOffset + e),
+      evaluate: () => this.evaluate(model),
+      emit: (e) => this.emit(e),
+      stepOffset: this.steps,
+      epochOffset,
+      heartbeatMs: this.options.heartbeatMs,
+      logEverySteps: this.options.logEverySteps ?? 50,
+      ...(this.options.signal ? { signal: this.options.signal } : {}),
+      ...(afterStep ? { afterStep } : {}),
+    });
+    this.steps += res.steps;
+    this.epochs += res.epochs;
+    return res;
+  }
+
+  async latency(model: tfl.LayersModel): Promise<number> {
+    const ms = await measureLatency(model, this.dataset.imageShape, { batch: latencyBatchOf(this.config), repeats: this.options.latencyRepeats ?? 5, warmup: 2, seed: this.config.seed });
+    this.beat();
+    return ms;
+  }
+}
+
+function validateOptions(o: RunTrialOptions): void {
+  if (typeof o !== 'object' || o === null) throw new ValidationError('options', 'runTrial: options object required');
+  if (typeof o.emit !== 'function') throw new ValidationError('options.emit', 'options.emit: must be a function (the event sink)');
+  if (typeof o.artifactDir !== 'string' || o.artifactDir.length === 0) throw new ValidationError('options.artifactDir', 'options.artifactDir: must be a non-empty path');
+  if (!(typeof o.heartbeatMs === 'number' && o.heartbeatMs > 0)) throw new ValidationError('options.heartbeatMs', `options.heartbeatMs: must be a positive number, got ${String(o.heartbeatMs)}`);
+  if (o.dataDir !== null && typeof o.dataDir !== 'string') throw new ValidationError('options.dataDir', 'options.dataDir: must be a path or null');
+  if (o.startCheckpoint !== null && typeof o.startCheckpoint !== 'string') throw new ValidationError('options.startCheckpoint', 'options.startCheckpoint: must be a path or null');
+}
+
+/** Not retried: bad input, bad data, cancellation, out of memory (the same config fails again). */
+function isRetryable(e: unknown): boolean {
+  if (e instanceof BackendUnavailableError) return true; // another worker may have it
+  if (e instanceof FlatrankError) return false;
+  return true; // an unexpected internal error may be transient (e.g. a killed file system)
+}
+
+export async function runTrial(input: TrialConfig | unknown, options: RunTrialOptions): Promise<TrialSummary> {
+  const t0 = Date.now();
+  let terminal = false;
+  const safeEmit: TrialEventSink = (e) => {
+    if (terminal) return;
+    if (e.type === 'finished' || e.type === 'failed' || e.type === 'diverged') terminal = true;
+    options.emit(e);
+  };
+  try {
+    validateOptions(options);
+    const config = resolveTrialConfig(input, 'config');
+    const backend = await initBackend({ backend: options.backend });
+    safeEmit({ type: 'started', env: runEnvironment(backend) });
+    const summary = await withMemoryGuard(() => runMethod(config, { ...options, emit: safeEmit }, t0), { batchSize: config.training.batchSize, model: config.model });
+    safeEmit({ type: 'finished', summary });
+    return summary;
+  } catch (e) {
+    if (e instanceof DivergedError) {
+      const step = typeof e.context['step'] === 'number' ? e.context['step'] : 0;
+      safeEmit({ type: 'diverged', reason: e.message, step });
+    } else {
+      safeEmit({ type: 'failed', error: serializeError(e), retryable: isRetryable(e) });
+    }
+    throw e;
+  }
+}
+
+async function runMethod(config: TrialConfig, options: RunTrialOptions, t0: number): Promise<TrialSummary> {
+  const key = computeTrialKey(config);
+  const dataset = await loadDataset(config.dataset, { dataDir: options.dataDir, seed: config.seed });
+  const ctx = new TrialContext(config, key, dataset, options);
+  checkAborted(options.signal);
+  const model = buildModel(config.model, { inputShape: dataset.imageShape, numClasses: dataset.numClasses, seed: config.seed });
+  const disposables: tfl.LayersModel[] = [model];
+  try {
+    let started = false; // the start model is trained (checkpoint) rather than freshly initialised
+    if (config.start.kind !== 'scratch') {
+      if (!options.startCheckpoint)
+        throw new ValidationError('startCheckpoint', `startCheckpoint: required because config.start.kind is '${config.start.kind}' (the scheduler resolves it; flatrank train takes --start-checkpoint)`);
+      const ckpt = await loadCheckpoint(options.startCheckpoint);
+      try {
+        if (ckpt.meta.architecture !== 'base')
+          throw new ShapeError('startCheckpoint', `start checkpoint ${options.startCheckpoint} holds a ${ckpt.meta.architecture} model; methods start from an undecomposed ${config.model}`);
+        if (ckpt.meta.config && ckpt.meta.config.model !== config.model)
+          throw new ShapeError('startCheckpoint', `start checkpoint ${options.startCheckpoint} is a ${ckpt.meta.config.model}, the config trains a ${config.model}`);
+        restoreWeights(model, ckpt);
+      } finally {
+        disposeCheckpoint(ckpt);
+      }
+      started = true;
+    }
+    switch (config.method) {
+      case 'baseline':
+        return await runBaseline(ctx, model, started, t0);
+      case 'distort':
+        return await runDistort(ctx, model, started, t0, disposables);
+      case 'finetune':
+      case 'posttrain':
+        return await runDecompose(ctx, model, started, t0, disposables);
+      default:
+        throw new ValidationError('config.method', `config.method: unknown value ${JSON.stringify(config.method)}`);
+    }
+  } finally {
+    for (const m of disposables) m.dispose();
+  }
+}
+
+async function saveFinal(ctx: TrialContext, model: tfl.LayersModel, architecture: 'base' | 'factored', accuracy: number, extra: Record<string, unknown> = {}): Promise<void> {
+  const dir = join(ctx.options.artifactDir, 'checkpoint');
+  await saveCheckpoint(model, dir, { trialKey: ctx.key, config: ctx.config, architecture, epoch: ctx.epochs, step: ctx.steps, accuracy, method: ctx.config.method, ...extra });
+  ctx.emit({ type: 'artifact', kind: 'checkpoint', path: dir });
+}
+
+function summary(ctx: TrialContext, t0: number, s: Omit<TrialSummary, 'wallSeconds' | 'steps' | 'epochs'>): TrialSummary {
+  return { ...s, wallSeconds: (Date.now() - t0) / 1000, steps: ctx.steps, epochs: ctx.epochs };
+}
+
+async function runBaseline(ctx: TrialContext, model: tfl.LayersModel, started: boolean, t0: number): Promise<TrialSummary> {
+  const original = started ? ctx.evaluate(model).accuracy : null;
+  if (original !== null) ctx.metric('eval', 'accuracy_start', original);
+  const res = await ctx.train(model, ctx.config.training);
+  const final = res.lastEval ?? ctx.evaluate(model);
+  ctx.metric('final', 'accuracy', final.accuracy);
+  const params = model.trainableWeights.reduce((s, w) => s + w.shape.reduce((a: number, b) => a * (b ?? 1), 1), 0);
+  const macs = planMacs(model);
+  const latency = await ctx.latency(model);
+  await saveFinal(ctx, model, 'base', final.accuracy);
+  return summary(ctx, t0, {
+    accuracyOriginal: original,
+    accuracyAfterDecomposition: null,
+    accuracyFinal: final.accuracy,
+    paramsBefore: params,
+    paramsAfter: params,
+    macsBefore: macs,
+    macsAfter: macs,
+    latencyBeforeMs: latency,
+    latencyAfterMs: null,
+    latencyBatch: latencyBatchOf(ctx.config),
+  });
+}
+
+function planMacs(model: tfl.LayersModel): number {
+  // Model-level multiply-adds without a compression plan: every conv / dense layer.
+  return modelCounts(model, { targets: [], modelRatioFraction: null, layers: convLayersOf(model) }, null).macsBefore;
+}
+
+function emitLayers(ctx: TrialContext, results: readonly LayerResult[]): void {
+  for (const layer of layerRecords(results)) ctx.emit({ type: 'layer', layer });
+}
+
+/** Max |a-b| / max |a| over the outputs of the first test images (the export check). */
+function exportDeviation(ctx: TrialContext, a: tfl.LayersModel, b: tfl.LayersModel): number {
+  const n = Math.min(32, ctx.dataset.test.count);
+  const ya = predictArrays(a, ctx.dataset.test, ctx.dataset.imageShape, n);
+  const yb = predictArrays(b, ctx.dataset.test, ctx.dataset.imageShape, n);
+  let scale = 0;
+  let d = 0;
+  for (let i = 0; i < ya.length; i++) {
+    scale = Math.max(scale, Math.abs(ya[i]!));
+    d = Math.max(d, Math.abs(ya[i]! - yb[i]!));
+  }
+  return d / Math.max(scale, 1e-12);
+}
+
+async function runDistort(ctx: TrialContext, model: tfl.LayersModel, started: boolean, t0: number, disposables: tfl.LayersModel[]): Promise<TrialSummary> {
+  const { config } = ctx;
+  const comp = config.compression!;
+  const dist = config.distortion!;
+  const plan = planCompression(model, comp, config.seed);
+  let original: number | null = null;
+  let afterDecomposition: number | null = null;
+  if (started) {
+    original = ctx.evaluate(model).accuracy;
+    ctx.metric('eval', 'accuracy_start', original);
+    // What one distortion does to the trained start model (post-training decomposition), measured
+    // on a copy of the kernels that is restored before training starts.
+    const saved = plan.targets.map((t) => model.getLayer(t.layer.name).getWeights().map((w) => tf.clone(w)));
+    distortModel(model, plan, () => ctx.beat());
+    afterDecomposition = ctx.evaluate(model).accuracy;
+    ctx.metric('after-decomposition', 'accuracy', afterDecomposition);
+    plan.targets.forEach((t, i) => {
+      model.getLayer(t.layer.name).setWeights(saved[i]!);
+      tf.dispose(saved[i]!);
+    });
+  }
+  let distortions = 0;
+  const res = await ctx.train(model, config.training, ({ step, optimizer }) => {
+    if (step % dist.interval !== 0) return;
+    const r = distortModel(model, plan, () => ctx.beat());
+    distortions += 1;
+    ctx.emit({ type: 'metric', step, epoch: ctx.epochs, phase: 'train', name: 'distortion_error', value: meanRelativeError(r) });
+    if (dist.resetMomentum) optimizer.resetMomentum();
+  });
+  res.optimizer.dispose();
+  // The final distortion: the weights become exactly low-rank; keep its decompositions for export.
+  const results = distortModel(model, plan, () => ctx.beat());
+  distortions += 1;
+  ctx.metric('final', 'distortion_error', meanRelativeError(results));
+  ctx.metric('final', 'distortions', distortions);
+  if (dist.reestimateBatchNorm) {
+    ctx.metric('final', 'accuracy_before_bn_reestimation', ctx.evaluate(model).accuracy);
+    reestimateBatchNorm(model, ctx.epochBatches(1_000_000, false), 100);
+  }
+  const final = ctx.evaluate(model);
+  ctx.metric('final', 'accuracy', final.accuracy);
+  emitLayers(ctx, results);
+  const counts = modelCounts(model, plan, results);
+  const latencyBefore = await ctx.latency(model);
+  let latencyAfter: number | null = null;
+  if (hasChainExport(results)) {
+    const factored = buildExportModel(model, results);
+    disposables.push(factored);
+    ctx.metric('final', 'export_max_rel_deviation', exportDeviation(ctx, model, factored));
+    latencyAfter = await ctx.latency(factored);
+    const dir = join(ctx.options.artifactDir, 'factored');
+    await saveCheckpoint(factored, dir, { trialKey: ctx.key, config, architecture: 'factored', epoch: ctx.epochs, step: ctx.steps, accuracy: final.accuracy, method: config.method });
+    ctx.emit({ type: 'artifact', kind: 'factored-model', path: dir });
+  }
+  await saveFinal(ctx, model, 'base', final.accuracy, { exactlyLowRank: true, distortions });
+  return summary(ctx, t0, {
+    accuracyOriginal: original,
+    accuracyAfterDecomposition: afterDecomposition,
+    accuracyFinal: final.accuracy,
+    ...counts,
+    latencyBeforeMs: latencyBefore,
+    latencyAfterMs: latencyAfter,
+    latencyBatch: latencyBatchOf(config),
+  });
+}
+
+function splitRecipe(r: TrainingRecipe): [TrainingRecipe, TrainingRecipe] {
+  const pre = Math.ceil(r.epochs / 2);
+  const preSteps = r.maxSteps === null ? null : Math.ceil(r.maxSteps / 2);
+  const ftSteps = r.maxSteps === null ? null : r.maxSteps - preSteps!;
+  return [
+    { ...r, epochs: pre, maxSteps: preSteps },
+    { ...r, epochs: r.epochs - pre, maxSteps: ftSteps === 0 ? null : ftSteps },
+  ];
+}
+
+async function runDecompose(ctx: TrialContext, model: tfl.LayersModel, started: boolean, t0: number, disposables: tfl.LayersModel[]): Promise<TrialSummary> {
+  const { config } = ctx;
+  const comp = config.compression!;
+  const finetune = config.method === 'finetune';
+  if (finetune && comp.decomposition === 'tiled-svd')
+    throw new ValidationError('compression.decomposition', "compression.decomposition: tiled-svd has no conv-chain form to fine-tune; use method 'distort' or 'posttrain' for tiled-svd");
+  // Plan before any training so that impossible ranks fail fast.
+  const plan: CompressionPlan = planCompression(model, comp, config.seed);
+  let fineTuneRecipe: TrainingRecipe | null = null;
+  if (finetune) {
+    if (started) fineTuneRecipe = config.training;
+    else {
+      const [pre, ft] = splitRecipe(config.training);
+      if (pre.epochs > 0) (await ctx.train(model, pre)).optimizer.dispose();
+      fineTuneRecipe = ft;
+    }
+  } else if (config.training.epochs > 0) {
+    (await ctx.train(model, config.training)).optimizer.dispose();
+  }
+  const original = started || ctx.steps > 0 ? ctx.evaluate(model).accuracy : null;
+  if (original !== null) ctx.metric('eval', 'accuracy_original', original);
+  const results = decomposeTargets(model, plan, () => ctx.beat());
+  emitLayers(ctx, results);
+  const counts = modelCounts(model, plan, results);
+  const latencyBefore = await ctx.latency(model);
+  let compressed: tfl.LayersModel;
+  let architecture: 'base' | 'factored';
+  if (hasChainExport(results)) {
+    compressed = buildExportModel(model, results);
+    disposables.push(compressed);
+    architecture = 'factored';
+  } else {
+    // tiled-svd (posttrain only): evaluated as the reconstructed original-shape model.
+    applyReconstructions(model, results);
+    compressed = model;
+    architecture = 'base';
+  }
+  const afterDecomposition = ctx.evaluate(compressed).accuracy;
+  ctx.metric('after-decomposition', 'accuracy', afterDecomposition);
+  let final = afterDecomposition;
+  if (fineTuneRecipe && fineTuneRecipe.epochs > 0) {
+    const res = await ctx.train(compressed, fineTuneRecipe);
+    res.optimizer.dispose();
+    final = (res.lastEval ?? ctx.evaluate(compressed)).accuracy;
+  }
+  ctx.metric('final', 'accuracy', final);
+  const latencyAfter = architecture === 'factored' ? await ctx.latency(compressed) : null;
+  await saveFinal(ctx, compressed, architecture, final);
+  return summary(ctx, t0, {
+    accuracyOriginal: original,
+    accuracyAfterDecomposition: afterDecomposition,
+    accuracyFinal: final,
+    ...counts,
+    latencyBeforeMs: latencyBefore,
+    latencyAfterMs: latencyAfter,
+    latencyBatch: latencyBatchOf(config),
+  });
+}
+
+export { CancelledError };
