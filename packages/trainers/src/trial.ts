@@ -320,18 +320,27 @@ async function runDistort(ctx: TrialContext, model: tfl.LayersModel, started: bo
     });
   }
   let distortions = 0;
-  const res = await ctx.train(model, config.training, ({ step, optimizer }) => {
+  let last: { step: number; results: LayerResult[] } | null = null;
+  const res = await ctx.train(model, config.training, ({ step, epoch, optimizer }) => {
     if (step % dist.interval !== 0) return;
     const r = distortModel(model, plan, () => ctx.beat());
     distortions += 1;
-    ctx.emit({ type: 'metric', step, epoch: ctx.epochs, phase: 'train', name: 'distortion_error', value: meanRelativeError(r) });
+    last = { step, results: r };
+    ctx.emit({ type: 'metric', step, epoch, phase: 'train', name: 'distortion_error', value: meanRelativeError(r) });
     if (dist.resetMomentum) optimizer.resetMomentum();
   });
   res.optimizer.dispose();
-  // The final distortion: the weights become exactly low-rank; keep its decompositions for export.
-  const results = distortModel(model, plan, () => ctx.beat());
-  distortions += 1;
-  ctx.metric('final', 'distortion_error', meanRelativeError(results));
+  // The final distortion makes the weights exactly low-rank; its decompositions are exported. When
+  // the last optimizer step was itself a distortion step the weights already are, and that
+  // distortion's results (with its real reconstruction errors) are kept instead of a no-op one.
+  let results: LayerResult[];
+  const lastDistortion = last as { step: number; results: LayerResult[] } | null;
+  if (lastDistortion && lastDistortion.step === ctx.steps) results = lastDistortion.results;
+  else {
+    results = distortModel(model, plan, () => ctx.beat());
+    distortions += 1;
+    ctx.metric('final', 'distortion_error', meanRelativeError(results));
+  }
   ctx.metric('final', 'distortions', distortions);
   if (dist.reestimateBatchNorm) {
     ctx.metric('final', 'accuracy_before_bn_reestimation', ctx.evaluate(model).accuracy);

@@ -36,7 +36,8 @@ const metric = (events: TrialEvent[], phase: string, name: string) =>
 
 let baselineCkpt: string;
 
-describe('runTrial', () => {
+// Real (small) trainings on the wasm backend; generous timeouts because the 2-core machine is shared.
+describe('runTrial', { timeout: 120_000 }, () => {
   it('baseline: trains, evaluates, saves the final checkpoint, one terminal event', async () => {
     const events: TrialEvent[] = [];
     const s = await runTrial(base, opts('baseline', events));
@@ -69,9 +70,10 @@ describe('runTrial', () => {
     };
     const s = await runTrial(cfg, opts('distort', events, { startCheckpoint: baselineCkpt }));
     checkSequence(events, 'finished');
-    // steps 8, 16, 24, 32 + the final one
+    // steps 8, 16, 24, 32; the last step was a distortion step, so no extra final one is needed
     expect(metric(events, 'train', 'distortion_error').map((m) => m.step)).toEqual([8, 16, 24, 32]);
-    expect(metric(events, 'final', 'distortions')[0]!.value).toBe(5);
+    expect(metric(events, 'final', 'distortions')[0]!.value).toBe(4);
+    expect(metric(events, 'final', 'distortion_error')).toHaveLength(0);
     expect(metric(events, 'final', 'export_max_rel_deviation')[0]!.value).toBeLessThan(1e-4);
     const layers = events.filter((e) => e.type === 'layer');
     expect(layers.length).toBe(4); // conv2 + three dense layers of LeNet-5
@@ -80,6 +82,28 @@ describe('runTrial', () => {
     expect(s.paramsAfter).toBeLessThan(s.paramsBefore);
     expect(s.latencyAfterMs).toBeGreaterThan(0);
     expect(events.some((e) => e.type === 'artifact' && e.kind === 'factored-model')).toBe(true);
+  });
+
+  it('distort from scratch on a ResNet: a final distortion when the last step was not one, BN re-estimation, exact export', async () => {
+    const events: TrialEvent[] = [];
+    const cfg: TrialConfigInput = {
+      ...base,
+      model: 'resnet8',
+      dataset: { name: 'mnist', trainLimit: 384, testLimit: 128 },
+      method: 'distort',
+      training: { ...base.training!, maxSteps: 12, lr: 0.02 },
+      compression: { decomposition: 'cp', rank: { kind: 'rank', rank: 6 }, cp: { maxIterations: 25 }, layers: { kind: 'filter', stride: 1, kernelSize: 3 } },
+      distortion: { interval: 5, resetMomentum: false, reestimateBatchNorm: true },
+    };
+    const s = await runTrial(cfg, opts('distort-resnet', events));
+    checkSequence(events, 'finished');
+    expect(s.steps).toBe(12);
+    expect(metric(events, 'train', 'distortion_error').map((m) => m.step)).toEqual([5, 10]);
+    expect(metric(events, 'final', 'distortions')[0]!.value).toBe(3);
+    expect(metric(events, 'final', 'distortion_error')[0]!.value).toBeGreaterThan(0);
+    expect(metric(events, 'final', 'accuracy_before_bn_reestimation')).toHaveLength(1);
+    expect(metric(events, 'final', 'export_max_rel_deviation')[0]!.value).toBeLessThan(1e-4);
+    expect(s.accuracyAfterDecomposition).toBeNull(); // from scratch
   });
 
   it('finetune (tucker2) from the checkpoint and posttrain (cp) from scratch', async () => {

@@ -10,6 +10,7 @@ import { registerDecompose } from './decompose.js';
 import { registerRun } from './run.js';
 import { registerWorker } from './worker.js';
 import { registerStatus } from './status.js';
+import { registerTrain } from './train.js';
 
 /**
  * Every command registers itself here (one import + one line each, so that commands added by
@@ -30,6 +31,7 @@ const commands: Register[] = [
   registerRun,
   registerWorker,
   registerStatus,
+  registerTrain,
 ];
 
 export function registerCommands(program: Command): void {
