@@ -2,8 +2,8 @@
  * Opening a flatrank database: existence and identity checks (application_id), schema version
  * checks, migrations for the writer, and the pragmas every connection needs.
  */
-import { existsSync, statSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { StoreError, ValidationError } from '@flatrank/protocol';
 import { FLATRANK_APPLICATION_ID, SCHEMA_VERSION, migrate } from './schema.js';
@@ -80,6 +80,7 @@ export function openDatabase(
 
   let db: Database.Database;
   try {
+    if (create && !exists) mkdirSync(dirname(path), { recursive: true });
     db = new Database(path, { readonly, fileMustExist: !create, timeout: BUSY_TIMEOUT_MS });
   } catch (e) {
     throw new StoreError(

@@ -183,6 +183,14 @@ describe('opening', () => {
     expect(existsSync(file)).toBe(false);
   });
 
+  it('create makes missing parent directories', () => {
+    const file = join(dir, 'runs', 'a', 'flatrank.sqlite');
+    const s = ResultsStore.open(file, { create: true });
+    expect(s.path).toBe(file);
+    s.close();
+    expect(existsSync(file)).toBe(true);
+  });
+
   it('a non-SQLite file is DB_NOT_FLATRANK', () => {
     const file = join(dir, 'notes.txt');
     writeFileSync(
