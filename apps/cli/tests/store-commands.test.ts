@@ -39,6 +39,12 @@ describe('flatrank runs', () => {
     expect(r.out).toMatch(/^key\s+sweep\s+status/);
     expect(r.out).toContain('(8 rows)');
     expect(r.out.match(/succeeded/g)).toHaveLength(3);
+    // Filter to the pending trials only: their result columns are all empty and hidden in the table.
+    const pending = await cli('runs', '--db', tmp.path, '--status', 'pending');
+    expect(pending.out).not.toContain('accuracy_final');
+    expect(pending.out).toContain('(5 rows)');
+    const pendingCsv = await cli('runs', '--db', tmp.path, '--status', 'pending', '--format', 'csv');
+    expect(pendingCsv.out.split('\r\n')[0]).toContain('accuracy_final');
   });
 
   it('filters with --where / --status / --sweep and prints JSON', async () => {

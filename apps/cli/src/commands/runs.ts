@@ -47,7 +47,14 @@ export function registerRuns(program: Command): void {
           const { columns, rows } = listRunsOnlyChanged(store, filter);
           process.stdout.write(formatRows(format, rows, columns));
         } else {
-          process.stdout.write(formatRows(format, listRuns(store, filter), [...RUN_COLUMNS]));
+          const rows = listRuns(store, filter);
+          // A terminal table hides columns that are empty for every listed trial (e.g. latency never
+          // measured); csv / json keep the full, stable column set for scripts.
+          const columns =
+            format === 'table' && rows.length > 0
+              ? RUN_COLUMNS.filter((c) => rows.some((r) => r[c] !== null && r[c] !== undefined))
+              : [...RUN_COLUMNS];
+          process.stdout.write(formatRows(format, rows, columns));
         }
       } finally {
         store.close();
