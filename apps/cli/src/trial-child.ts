@@ -61,7 +61,12 @@ async function run(msg: Extract<CoordinatorToChild, { type: 'run' }>): Promise<v
     // runTrial emits its own terminal event; this covers failures before it could (e.g. import).
     if (!terminalSent) emit({ type: 'failed', error: serializeError(e), retryable: false });
   }
-  if (!terminalSent) emit({ type: 'failed', error: { name: 'Error', code: 'INTERNAL', message: 'trial ended without a terminal event' }, retryable: true });
+  if (!terminalSent)
+    emit({
+      type: 'failed',
+      error: { name: 'Error', code: 'INTERNAL', message: 'trial ended without a terminal event' },
+      retryable: true,
+    });
   await finish(0);
 }
 
@@ -75,7 +80,11 @@ process.on('message', (raw: unknown) => {
     if (!started) {
       // cancelled before it ran: still one terminal event
       started = true;
-      emit({ type: 'failed', error: { name: 'CancelledError', code: CANCELLED_CODE, message: `trial cancelled: ${msg.reason}` }, retryable: false });
+      emit({
+        type: 'failed',
+        error: { name: 'CancelledError', code: CANCELLED_CODE, message: `trial cancelled: ${msg.reason}` },
+        retryable: false,
+      });
       void finish(0);
       return;
     }

@@ -109,12 +109,19 @@ class TrialContext {
 
   /** A heartbeat when one is due (long non-training phases: decompositions, evaluation). */
   beat(): void {
-    if (Date.now() - this.lastBeat >= this.options.heartbeatMs) this.emit({ type: 'heartbeat', step: this.steps, epoch: this.epochs });
+    if (Date.now() - this.lastBeat >= this.options.heartbeatMs)
+      this.emit({ type: 'heartbeat', step: this.steps, epoch: this.epochs });
     checkAborted(this.options.signal);
   }
 
   evaluate(model: tfl.LayersModel): EvalResult {
-    const r = evaluateModel(model, this.dataset.test, this.dataset.imageShape, this.dataset.numClasses, TEST_BATCH);
+    const r = evaluateModel(
+      model,
+      this.dataset.test,
+      this.dataset.imageShape,
+      this.dataset.numClasses,
+      TEST_BATCH,
+    );
     this.beat();
     return r;
   }
@@ -125,11 +132,22 @@ class TrialContext {
 
   /** Training batches of one epoch (seeded by trial seed and epoch), labels as int32. */
   *epochBatches(epoch: number, augment = this.config.training.augment): Generator<Batch> {
-    for (const b of batches(this.dataset.train, { batchSize: this.config.training.batchSize, shuffle: true, seed: this.config.seed, epoch, augment, labels: 'int' }))
+    for (const b of batches(this.dataset.train, {
+      batchSize: this.config.training.batchSize,
+      shuffle: true,
+      seed: this.config.seed,
+      epoch,
+      augment,
+      labels: 'int',
+    }))
       yield { x: b.x, y: b.y as tf.Tensor1D };
   }
 
-  async train(model: tfl.LayersModel, recipe: TrainingRecipe, afterStep?: Parameters<typeof trainLoop>[0]['afterStep']): Promise<TrainLoopResult> {
+  async train(
+    model: tfl.LayersModel,
+    recipe: TrainingRecipe,
+    afterStep?: Parameters<typeof trainLoop>[0]['afterStep'],
+  ): Promise<TrainLoopResult> {
     checkTrainingMemory(model, recipe.batchSize, { modelName: this.config.model });
     const epochOffset = this.epochs;
     const res = await trainLoop({
@@ -152,19 +170,33 @@ class TrialContext {
   }
 
   async latency(model: tfl.LayersModel): Promise<number> {
-    const ms = await measureLatency(model, this.dataset.imageShape, { batch: latencyBatchOf(this.config), repeats: this.options.latencyRepeats ?? 5, warmup: 2, seed: this.config.seed });
+    const ms = await measureLatency(model, this.dataset.imageShape, {
+      batch: latencyBatchOf(this.config),
+      repeats: this.options.latencyRepeats ?? 5,
+      warmup: 2,
+      seed: this.config.seed,
+    });
     this.beat();
     return ms;
   }
 }
 
 function validateOptions(o: RunTrialOptions): void {
-  if (typeof o !== 'object' || o === null) throw new ValidationError('options', 'runTrial: options object required');
-  if (typeof o.emit !== 'function') throw new ValidationError('options.emit', 'options.emit: must be a function (the event sink)');
-  if (typeof o.artifactDir !== 'string' || o.artifactDir.length === 0) throw new ValidationError('options.artifactDir', 'options.artifactDir: must be a non-empty path');
-  if (!(typeof o.heartbeatMs === 'number' && o.heartbeatMs > 0)) throw new ValidationError('options.heartbeatMs', `options.heartbeatMs: must be a positive number, got ${String(o.heartbeatMs)}`);
-  if (o.dataDir !== null && typeof o.dataDir !== 'string') throw new ValidationError('options.dataDir', 'options.dataDir: must be a path or null');
-  if (o.startCheckpoint !== null && typeof o.startCheckpoint !== 'string') throw new ValidationError('options.startCheckpoint', 'options.startCheckpoint: must be a path or null');
+  if (typeof o !== 'object' || o === null)
+    throw new ValidationError('options', 'runTrial: options object required');
+  if (typeof o.emit !== 'function')
+    throw new ValidationError('options.emit', 'options.emit: must be a function (the event sink)');
+  if (typeof o.artifactDir !== 'string' || o.artifactDir.length === 0)
+    throw new ValidationError('options.artifactDir', 'options.artifactDir: must be a non-empty path');
+  if (!(typeof o.heartbeatMs === 'number' && o.heartbeatMs > 0))
+    throw new ValidationError(
+      'options.heartbeatMs',
+      `options.heartbeatMs: must be a positive number, got ${String(o.heartbeatMs)}`,
+    );
+  if (o.dataDir !== null && typeof o.dataDir !== 'string')
+    throw new ValidationError('options.dataDir', 'options.dataDir: must be a path or null');
+  if (o.startCheckpoint !== null && typeof o.startCheckpoint !== 'string')
+    throw new ValidationError('options.startCheckpoint', 'options.startCheckpoint: must be a path or null');
 }
 
 /** Not retried: bad input, bad data, cancellation, out of memory (the same config fails again). */
@@ -174,7 +206,10 @@ function isRetryable(e: unknown): boolean {
   return true; // an unexpected internal error may be transient (e.g. a killed file system)
 }
 
-export async function runTrial(input: TrialConfig | unknown, options: RunTrialOptions): Promise<TrialSummary> {
+export async function runTrial(
+  input: TrialConfig | unknown,
+  options: RunTrialOptions,
+): Promise<TrialSummary> {
   const t0 = Date.now();
   let terminal = false;
   const safeEmit: TrialEventSink = (e) => {
@@ -187,7 +222,10 @@ export async function runTrial(input: TrialConfig | unknown, options: RunTrialOp
     const config = resolveTrialConfig(input, 'config');
     const backend = await initBackend({ backend: options.backend });
     safeEmit({ type: 'started', env: runEnvironment(backend) });
-    const summary = await withMemoryGuard(() => runMethod(config, { ...options, emit: safeEmit }, t0), { batchSize: config.training.batchSize, model: config.model });
+    const summary = await withMemoryGuard(() => runMethod(config, { ...options, emit: safeEmit }, t0), {
+      batchSize: config.training.batchSize,
+      model: config.model,
+    });
     safeEmit({ type: 'finished', summary });
     return summary;
   } catch (e) {
@@ -206,19 +244,32 @@ async function runMethod(config: TrialConfig, options: RunTrialOptions, t0: numb
   const dataset = await loadDataset(config.dataset, { dataDir: options.dataDir, seed: config.seed });
   const ctx = new TrialContext(config, key, dataset, options);
   checkAborted(options.signal);
-  const model = buildModel(config.model, { inputShape: dataset.imageShape, numClasses: dataset.numClasses, seed: config.seed });
+  const model = buildModel(config.model, {
+    inputShape: dataset.imageShape,
+    numClasses: dataset.numClasses,
+    seed: config.seed,
+  });
   const disposables: tfl.LayersModel[] = [model];
   try {
     let started = false; // the start model is trained (checkpoint) rather than freshly initialised
     if (config.start.kind !== 'scratch') {
       if (!options.startCheckpoint)
-        throw new ValidationError('startCheckpoint', `startCheckpoint: required because config.start.kind is '${config.start.kind}' (the scheduler resolves it; flatrank train takes --start-checkpoint)`);
+        throw new ValidationError(
+          'startCheckpoint',
+          `startCheckpoint: required because config.start.kind is '${config.start.kind}' (the scheduler resolves it; flatrank train takes --start-checkpoint)`,
+        );
       const ckpt = await loadCheckpoint(options.startCheckpoint);
       try {
         if (ckpt.meta.architecture !== 'base')
-          throw new ShapeError('startCheckpoint', `start checkpoint ${options.startCheckpoint} holds a ${ckpt.meta.architecture} model; methods start from an undecomposed ${config.model}`);
+          throw new ShapeError(
+            'startCheckpoint',
+            `start checkpoint ${options.startCheckpoint} holds a ${ckpt.meta.architecture} model; methods start from an undecomposed ${config.model}`,
+          );
         if (ckpt.meta.config && ckpt.meta.config.model !== config.model)
-          throw new ShapeError('startCheckpoint', `start checkpoint ${options.startCheckpoint} is a ${ckpt.meta.config.model}, the config trains a ${config.model}`);
+          throw new ShapeError(
+            'startCheckpoint',
+            `start checkpoint ${options.startCheckpoint} is a ${ckpt.meta.config.model}, the config trains a ${config.model}`,
+          );
         restoreWeights(model, ckpt);
       } finally {
         disposeCheckpoint(ckpt);
@@ -234,30 +285,60 @@ async function runMethod(config: TrialConfig, options: RunTrialOptions, t0: numb
       case 'posttrain':
         return await runDecompose(ctx, model, started, t0, disposables);
       default:
-        throw new ValidationError('config.method', `config.method: unknown value ${JSON.stringify(config.method)}`);
+        throw new ValidationError(
+          'config.method',
+          `config.method: unknown value ${JSON.stringify(config.method)}`,
+        );
     }
   } finally {
     for (const m of disposables) m.dispose();
   }
 }
 
-async function saveFinal(ctx: TrialContext, model: tfl.LayersModel, architecture: 'base' | 'factored', accuracy: number, extra: Record<string, unknown> = {}): Promise<void> {
+async function saveFinal(
+  ctx: TrialContext,
+  model: tfl.LayersModel,
+  architecture: 'base' | 'factored',
+  accuracy: number,
+  extra: Record<string, unknown> = {},
+): Promise<void> {
   const dir = join(ctx.options.artifactDir, 'checkpoint');
-  await saveCheckpoint(model, dir, { trialKey: ctx.key, config: ctx.config, architecture, epoch: ctx.epochs, step: ctx.steps, accuracy, method: ctx.config.method, ...extra });
+  await saveCheckpoint(model, dir, {
+    trialKey: ctx.key,
+    config: ctx.config,
+    architecture,
+    epoch: ctx.epochs,
+    step: ctx.steps,
+    accuracy,
+    method: ctx.config.method,
+    ...extra,
+  });
   ctx.emit({ type: 'artifact', kind: 'checkpoint', path: dir });
 }
 
-function summary(ctx: TrialContext, t0: number, s: Omit<TrialSummary, 'wallSeconds' | 'steps' | 'epochs'>): TrialSummary {
+function summary(
+  ctx: TrialContext,
+  t0: number,
+  s: Omit<TrialSummary, 'wallSeconds' | 'steps' | 'epochs'>,
+): TrialSummary {
   return { ...s, wallSeconds: (Date.now() - t0) / 1000, steps: ctx.steps, epochs: ctx.epochs };
 }
 
-async function runBaseline(ctx: TrialContext, model: tfl.LayersModel, started: boolean, t0: number): Promise<TrialSummary> {
+async function runBaseline(
+  ctx: TrialContext,
+  model: tfl.LayersModel,
+  started: boolean,
+  t0: number,
+): Promise<TrialSummary> {
   const original = started ? ctx.evaluate(model).accuracy : null;
   if (original !== null) ctx.metric('eval', 'accuracy_start', original);
   const res = await ctx.train(model, ctx.config.training);
   const final = res.lastEval ?? ctx.evaluate(model);
   ctx.metric('final', 'accuracy', final.accuracy);
-  const params = model.trainableWeights.reduce((s, w) => s + w.shape.reduce((a: number, b) => a * (b ?? 1), 1), 0);
+  const params = model.trainableWeights.reduce(
+    (s, w) => s + w.shape.reduce((a: number, b) => a * (b ?? 1), 1),
+    0,
+  );
   const macs = planMacs(model);
   const latency = await ctx.latency(model);
   await saveFinal(ctx, model, 'base', final.accuracy);
@@ -277,7 +358,8 @@ async function runBaseline(ctx: TrialContext, model: tfl.LayersModel, started: b
 
 function planMacs(model: tfl.LayersModel): number {
   // Model-level multiply-adds without a compression plan: every conv / dense layer.
-  return modelCounts(model, { targets: [], modelRatioFraction: null, layers: convLayersOf(model) }, null).macsBefore;
+  return modelCounts(model, { targets: [], modelRatioFraction: null, layers: convLayersOf(model) }, null)
+    .macsBefore;
 }
 
 function emitLayers(ctx: TrialContext, results: readonly LayerResult[]): void {
@@ -298,7 +380,13 @@ function exportDeviation(ctx: TrialContext, a: tfl.LayersModel, b: tfl.LayersMod
   return d / Math.max(scale, 1e-12);
 }
 
-async function runDistort(ctx: TrialContext, model: tfl.LayersModel, started: boolean, t0: number, disposables: tfl.LayersModel[]): Promise<TrialSummary> {
+async function runDistort(
+  ctx: TrialContext,
+  model: tfl.LayersModel,
+  started: boolean,
+  t0: number,
+  disposables: tfl.LayersModel[],
+): Promise<TrialSummary> {
   const { config } = ctx;
   const comp = config.compression!;
   const dist = config.distortion!;
@@ -310,7 +398,12 @@ async function runDistort(ctx: TrialContext, model: tfl.LayersModel, started: bo
     ctx.metric('eval', 'accuracy_start', original);
     // What one distortion does to the trained start model (post-training decomposition), measured
     // on a copy of the kernels that is restored before training starts.
-    const saved = plan.targets.map((t) => model.getLayer(t.layer.name).getWeights().map((w) => tf.clone(w)));
+    const saved = plan.targets.map((t) =>
+      model
+        .getLayer(t.layer.name)
+        .getWeights()
+        .map((w) => tf.clone(w)),
+    );
     distortModel(model, plan, () => ctx.beat());
     afterDecomposition = ctx.evaluate(model).accuracy;
     ctx.metric('after-decomposition', 'accuracy', afterDecomposition);
@@ -326,7 +419,14 @@ async function runDistort(ctx: TrialContext, model: tfl.LayersModel, started: bo
     const r = distortModel(model, plan, () => ctx.beat());
     distortions += 1;
     last = { step, results: r };
-    ctx.emit({ type: 'metric', step, epoch, phase: 'train', name: 'distortion_error', value: meanRelativeError(r) });
+    ctx.emit({
+      type: 'metric',
+      step,
+      epoch,
+      phase: 'train',
+      name: 'distortion_error',
+      value: meanRelativeError(r),
+    });
     if (dist.resetMomentum) optimizer.resetMomentum();
   });
   res.optimizer.dispose();
@@ -358,7 +458,15 @@ async function runDistort(ctx: TrialContext, model: tfl.LayersModel, started: bo
     ctx.metric('final', 'export_max_rel_deviation', exportDeviation(ctx, model, factored));
     latencyAfter = await ctx.latency(factored);
     const dir = join(ctx.options.artifactDir, 'factored');
-    await saveCheckpoint(factored, dir, { trialKey: ctx.key, config, architecture: 'factored', epoch: ctx.epochs, step: ctx.steps, accuracy: final.accuracy, method: config.method });
+    await saveCheckpoint(factored, dir, {
+      trialKey: ctx.key,
+      config,
+      architecture: 'factored',
+      epoch: ctx.epochs,
+      step: ctx.steps,
+      accuracy: final.accuracy,
+      method: config.method,
+    });
     ctx.emit({ type: 'artifact', kind: 'factored-model', path: dir });
   }
   await saveFinal(ctx, model, 'base', final.accuracy, { exactlyLowRank: true, distortions });
@@ -383,12 +491,21 @@ function splitRecipe(r: TrainingRecipe): [TrainingRecipe, TrainingRecipe] {
   ];
 }
 
-async function runDecompose(ctx: TrialContext, model: tfl.LayersModel, started: boolean, t0: number, disposables: tfl.LayersModel[]): Promise<TrialSummary> {
+async function runDecompose(
+  ctx: TrialContext,
+  model: tfl.LayersModel,
+  started: boolean,
+  t0: number,
+  disposables: tfl.LayersModel[],
+): Promise<TrialSummary> {
   const { config } = ctx;
   const comp = config.compression!;
   const finetune = config.method === 'finetune';
   if (finetune && comp.decomposition === 'tiled-svd')
-    throw new ValidationError('compression.decomposition', "compression.decomposition: tiled-svd has no conv-chain form to fine-tune; use method 'distort' or 'posttrain' for tiled-svd");
+    throw new ValidationError(
+      'compression.decomposition',
+      "compression.decomposition: tiled-svd has no conv-chain form to fine-tune; use method 'distort' or 'posttrain' for tiled-svd",
+    );
   // Plan before any training so that impossible ranks fail fast.
   const plan: CompressionPlan = planCompression(model, comp, config.seed);
   let fineTuneRecipe: TrainingRecipe | null = null;

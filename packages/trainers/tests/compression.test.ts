@@ -1,9 +1,14 @@
 import * as tf from '@tensorflow/tfjs-core';
-import * as tfl from '@tensorflow/tfjs-layers';
+import type * as tfl from '@tensorflow/tfjs-layers';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { svd, Tensor } from '@flatrank/core';
 import { decompose, kernelToMatrix } from '@flatrank/decomposers';
-import { UnknownNameError, ValidationError, compressionSchema, type CompressionConfig } from '@flatrank/protocol';
+import {
+  UnknownNameError,
+  ValidationError,
+  compressionSchema,
+  type CompressionConfig,
+} from '@flatrank/protocol';
 import { buildModel, convLayers } from '../src/models/index.js';
 import {
   buildExportModel,
@@ -30,7 +35,12 @@ function singularValues(m: Tensor): Float64Array {
 
 /** Random inputs (normal) and model outputs in inference mode. */
 function outputs(model: tfl.LayersModel, shape: number[], n: number, seed: number): Float32Array {
-  return tf.tidy(() => (model.predict(tf.randomNormal([n, ...shape], 0, 1, 'float32', seed)) as tf.Tensor).dataSync() as Float32Array);
+  return tf.tidy(
+    () =>
+      (
+        model.predict(tf.randomNormal([n, ...shape], 0, 1, 'float32', seed)) as tf.Tensor
+      ).dataSync() as Float32Array,
+  );
 }
 
 function maxRelDiff(a: Float32Array, b: Float32Array): number {
@@ -47,7 +57,14 @@ function maxRelDiff(a: Float32Array, b: Float32Array): number {
 function perturbBatchNorm(model: tfl.LayersModel, seed: number): void {
   const r = rng(seed);
   for (const l of model.layers.filter((x) => x.getClassName() === 'BatchNormalization')) {
-    l.setWeights(l.getWeights().map((w, i) => tf.tensor(Float32Array.from({ length: w.size }, () => (i === 3 ? 0.5 + r() : r() - 0.5)), w.shape)));
+    l.setWeights(
+      l.getWeights().map((w, i) =>
+        tf.tensor(
+          Float32Array.from({ length: w.size }, () => (i === 3 ? 0.5 + r() : r() - 0.5)),
+          w.shape,
+        ),
+      ),
+    );
   }
 }
 
@@ -83,7 +100,11 @@ describe('distortion makes the targeted kernels exactly low-rank', () => {
   it('svd lowered: every target kernel has rank r (SVD of the lowered matrix); the first conv is untouched', () => {
     const model = buildModel('resnet8', { inputShape: [8, 8, 3], numClasses: 10, seed: 4 });
     const first = kernelOf(model, convLayers(model)[0]!.name).data.slice();
-    const plan = planCompression(model, comp({ decomposition: 'svd', scheme: 'lowered', rank: { kind: 'rank', rank: 4 } }), 0);
+    const plan = planCompression(
+      model,
+      comp({ decomposition: 'svd', scheme: 'lowered', rank: { kind: 'rank', rank: 4 } }),
+      0,
+    );
     const res = distortModel(model, plan);
     expect(res.length).toBe(plan.targets.length);
     for (const t of plan.targets) {
@@ -100,7 +121,11 @@ describe('distortion makes the targeted kernels exactly low-rank', () => {
 
   it.each(['spatial', 'input'] as const)('svd %s: the scheme matrix has rank r', (scheme) => {
     const model = buildModel('resnet8', { inputShape: [8, 8, 3], numClasses: 10, seed: 5 });
-    const plan = planCompression(model, comp({ decomposition: 'svd', scheme, rank: { kind: 'rank', rank: 3 } }), 0);
+    const plan = planCompression(
+      model,
+      comp({ decomposition: 'svd', scheme, rank: { kind: 'rank', rank: 3 } }),
+      0,
+    );
     distortModel(model, plan);
     for (const t of plan.targets) {
       const k = kernelOf(model, t.layer.name);
@@ -111,15 +136,29 @@ describe('distortion makes the targeted kernels exactly low-rank', () => {
 
   it('tiled-svd: every tile has rank r; no conv-chain export; tiled GEMM counts', () => {
     const model = buildModel('resnet8', { inputShape: [8, 8, 3], numClasses: 10, seed: 6 });
-    const plan = planCompression(model, comp({ decomposition: 'tiled-svd', tile: [8, 8], rank: { kind: 'rank', rank: 2 }, layers: { kind: 'filter', inChannels: 32, outChannels: 32 } }), 0);
+    const plan = planCompression(
+      model,
+      comp({
+        decomposition: 'tiled-svd',
+        tile: [8, 8],
+        rank: { kind: 'rank', rank: 2 },
+        layers: { kind: 'filter', inChannels: 32, outChannels: 32 },
+      }),
+      0,
+    );
     const res = distortModel(model, plan);
     for (const t of plan.targets) {
       const k = kernelOf(model, t.layer.name);
       const w = kernelToMatrix(new Tensor(k.data, k.shape), 'lowered');
       const [rows, cols] = w.shape as [number, number];
-      for (const [p, q] of [[0, 0], [rows / 8 - 1, cols / 8 - 1], [1, 5]] as const) {
+      for (const [p, q] of [
+        [0, 0],
+        [rows / 8 - 1, cols / 8 - 1],
+        [1, 5],
+      ] as const) {
         const tile = new Float64Array(64);
-        for (let i = 0; i < 8; i++) for (let j = 0; j < 8; j++) tile[i * 8 + j] = w.data[(p * 8 + i) * cols + q * 8 + j]!;
+        for (let i = 0; i < 8; i++)
+          for (let j = 0; j < 8; j++) tile[i * 8 + j] = w.data[(p * 8 + i) * cols + q * 8 + j]!;
         const s = singularValues(new Tensor(tile, [8, 8]));
         expect(s[2]! / s[0]!).toBeLessThan(2e-6);
       }
@@ -136,7 +175,11 @@ describe('distortion makes the targeted kernels exactly low-rank', () => {
 
   it('tucker2: the distorted kernels are exactly Tucker-2 of the ranks (re-decomposition error ~0)', () => {
     const model = buildModel('resnet8', { inputShape: [8, 8, 3], numClasses: 10, seed: 7 });
-    const plan = planCompression(model, comp({ decomposition: 'tucker2', rank: { kind: 'fraction', fraction: 0.5 } }), 0);
+    const plan = planCompression(
+      model,
+      comp({ decomposition: 'tucker2', rank: { kind: 'fraction', fraction: 0.5 } }),
+      0,
+    );
     const first = distortModel(model, plan);
     expect(Math.min(...first.map((r) => r.decomposition.relativeError))).toBeGreaterThan(0.05);
     for (const t of plan.targets) {
@@ -148,12 +191,23 @@ describe('distortion makes the targeted kernels exactly low-rank', () => {
 
   it('cp: the distorted kernels are exactly rank-R CP (re-decomposition error ~0)', () => {
     const model = buildModel('resnet8', { inputShape: [8, 8, 3], numClasses: 10, seed: 8 });
-    const plan = planCompression(model, comp({ decomposition: 'cp', rank: { kind: 'rank', rank: 4 }, layers: { kind: 'filter', inChannels: 16, outChannels: 16 } }), 0);
+    const plan = planCompression(
+      model,
+      comp({
+        decomposition: 'cp',
+        rank: { kind: 'rank', rank: 4 },
+        layers: { kind: 'filter', inChannels: 16, outChannels: 16 },
+      }),
+      0,
+    );
     const first = distortModel(model, plan);
     expect(Math.min(...first.map((r) => r.decomposition.relativeError))).toBeGreaterThan(0.05);
     for (const t of plan.targets) {
       const k = kernelOf(model, t.layer.name);
-      const again = decompose(new Tensor(k.data, k.shape), { ...t.options, cp: { ...t.options.cp, maxIterations: 500, tolerance: 1e-12 } });
+      const again = decompose(new Tensor(k.data, k.shape), {
+        ...t.options,
+        cp: { ...t.options.cp, maxIterations: 500, tolerance: 1e-12 },
+      });
       expect(again.relativeError).toBeLessThan(1e-3);
     }
   });
@@ -161,7 +215,15 @@ describe('distortion makes the targeted kernels exactly low-rank', () => {
 
 describe('the exported factored model reproduces the distorted model', () => {
   const cases: Array<[string, Record<string, unknown>]> = [
-    ['svd lowered (+ FC)', { decomposition: 'svd', scheme: 'lowered', rank: { kind: 'rank', rank: 5 }, layers: { kind: 'all-but-first', includeFc: true } }],
+    [
+      'svd lowered (+ FC)',
+      {
+        decomposition: 'svd',
+        scheme: 'lowered',
+        rank: { kind: 'rank', rank: 5 },
+        layers: { kind: 'all-but-first', includeFc: true },
+      },
+    ],
     ['svd spatial', { decomposition: 'svd', scheme: 'spatial', rank: { kind: 'rank', rank: 6 } }],
     ['svd input', { decomposition: 'svd', scheme: 'input', rank: { kind: 'rank', rank: 6 } }],
     ['tucker2', { decomposition: 'tucker2', rank: { kind: 'fraction', fraction: 0.5 } }],
@@ -180,7 +242,10 @@ describe('the exported factored model reproduces the distorted model', () => {
     const exported = outputs(factored, rShape, 6, 1);
     expect(maxRelDiff(distorted, exported)).toBeLessThan(1e-4);
     // the factored model really is smaller, by the decomposers' count
-    const counted = factored.trainableWeights.reduce((s, w) => s + w.shape.reduce((a: number, b) => a * (b ?? 1), 1), 0);
+    const counted = factored.trainableWeights.reduce(
+      (s, w) => s + w.shape.reduce((a: number, b) => a * (b ?? 1), 1),
+      0,
+    );
     expect(counted).toBe(modelCounts(model, plan, res).paramsAfter);
     factored.dispose();
   });
@@ -189,19 +254,27 @@ describe('the exported factored model reproduces the distorted model', () => {
 describe('rank policies through the decomposers', () => {
   it('model-ratio reaches the whole-model ratio over the conv / dense kernels', () => {
     const model = buildModel('resnet8', { inputShape: [8, 8, 3], numClasses: 10, seed: 10 });
-    const plan = planCompression(model, comp({ decomposition: 'tucker2', rank: { kind: 'model-ratio', ratio: 3 } }), 0);
+    const plan = planCompression(
+      model,
+      comp({ decomposition: 'tucker2', rank: { kind: 'model-ratio', ratio: 3 } }),
+      0,
+    );
     expect(plan.modelRatioFraction).toBeGreaterThan(0);
     expect(plan.modelRatioFraction).toBeLessThan(1);
     const res = distortModel(model, plan);
     const recs = layerRecords(res);
     const targeted = new Set(recs.map((r) => r.name));
-    const untargeted = plan.layers.filter((l) => !targeted.has(l.name)).reduce((s, l) => s + l.kernelShape.reduce((a, b) => a * b, 1), 0);
+    const untargeted = plan.layers
+      .filter((l) => !targeted.has(l.name))
+      .reduce((s, l) => s + l.kernelShape.reduce((a, b) => a * b, 1), 0);
     const before = recs.reduce((s, r) => s + r.paramsBefore, 0) + untargeted;
     const after = recs.reduce((s, r) => s + r.paramsAfter, 0) + untargeted;
     expect(before / after).toBeGreaterThanOrEqual(3);
   });
   it('an impossible rank fails at planning time, naming the field', () => {
     const model = buildModel('resnet8', { inputShape: [8, 8, 3], numClasses: 10, seed: 11 });
-    expect(() => planCompression(model, comp({ decomposition: 'svd', rank: { kind: 'rank', rank: 100000 } }), 0)).toThrow(/rank/);
+    expect(() =>
+      planCompression(model, comp({ decomposition: 'svd', rank: { kind: 'rank', rank: 100000 } }), 0),
+    ).toThrow(/rank/);
   });
 });

@@ -58,26 +58,63 @@ export function batchesOf(split: ArraySplit, imageShape: number[], batchSize: nu
       xs.set(split.images.subarray(idx * per, (idx + 1) * per), b * per);
       ys[b] = split.labels[idx]!;
     }
-    out.push({ x: tf.tensor4d(xs, [batchSize, ...imageShape] as [number, number, number, number]), y: tf.tensor1d(ys, 'int32') });
+    out.push({
+      x: tf.tensor4d(xs, [batchSize, ...imageShape] as [number, number, number, number]),
+      y: tf.tensor1d(ys, 'int32'),
+    });
   }
   return out;
 }
 
 /** conv3x3 c->4 (first) -> conv3x3 4->8 -> BN? -> maxpool -> conv3x3 8->8 -> flatten -> dense. */
-export function tinyNet(seed: number, opts: { inputShape?: number[]; classes?: number; batchNorm?: boolean } = {}): tfl.LayersModel {
+export function tinyNet(
+  seed: number,
+  opts: { inputShape?: number[]; classes?: number; batchNorm?: boolean } = {},
+): tfl.LayersModel {
   const inputShape = opts.inputShape ?? [8, 8, 1];
   const classes = opts.classes ?? 4;
   const init = (k: number) => tfl.initializers.glorotUniform({ seed: seed * 100 + k });
   const x = tfl.input({ shape: inputShape });
-  let h = tfl.layers.conv2d({ name: 'conv1', filters: 4, kernelSize: 3, padding: 'same', activation: 'relu', kernelInitializer: init(1) }).apply(x) as tfl.SymbolicTensor;
-  h = tfl.layers.conv2d({ name: 'conv2', filters: 8, kernelSize: 3, padding: 'same', useBias: !opts.batchNorm, activation: opts.batchNorm ? undefined : 'relu', kernelInitializer: init(2) }).apply(h) as tfl.SymbolicTensor;
+  let h = tfl.layers
+    .conv2d({
+      name: 'conv1',
+      filters: 4,
+      kernelSize: 3,
+      padding: 'same',
+      activation: 'relu',
+      kernelInitializer: init(1),
+    })
+    .apply(x) as tfl.SymbolicTensor;
+  h = tfl.layers
+    .conv2d({
+      name: 'conv2',
+      filters: 8,
+      kernelSize: 3,
+      padding: 'same',
+      useBias: !opts.batchNorm,
+      activation: opts.batchNorm ? undefined : 'relu',
+      kernelInitializer: init(2),
+    })
+    .apply(h) as tfl.SymbolicTensor;
   if (opts.batchNorm) {
     h = tfl.layers.batchNormalization({ name: 'bn2' }).apply(h) as tfl.SymbolicTensor;
     h = tfl.layers.activation({ activation: 'relu' }).apply(h) as tfl.SymbolicTensor;
   }
   h = tfl.layers.maxPooling2d({ poolSize: 2 }).apply(h) as tfl.SymbolicTensor;
-  h = tfl.layers.conv2d({ name: 'conv3', filters: 8, kernelSize: 3, strides: 1, padding: 'same', activation: 'relu', kernelInitializer: init(3) }).apply(h) as tfl.SymbolicTensor;
+  h = tfl.layers
+    .conv2d({
+      name: 'conv3',
+      filters: 8,
+      kernelSize: 3,
+      strides: 1,
+      padding: 'same',
+      activation: 'relu',
+      kernelInitializer: init(3),
+    })
+    .apply(h) as tfl.SymbolicTensor;
   h = tfl.layers.flatten().apply(h) as tfl.SymbolicTensor;
-  const y = tfl.layers.dense({ name: 'fc', units: classes, kernelInitializer: init(4) }).apply(h) as tfl.SymbolicTensor;
+  const y = tfl.layers
+    .dense({ name: 'fc', units: classes, kernelInitializer: init(4) })
+    .apply(h) as tfl.SymbolicTensor;
   return tfl.model({ inputs: x, outputs: y });
 }

@@ -20,7 +20,14 @@ import {
 import { batchesOf, blobs, tinyNet, useCpu } from './training-fixtures.js';
 
 const shape = [8, 8, 1];
-const recipe = { epochs: 2, maxSteps: null, optimizer: { name: 'sgd' as const, momentum: 0.9, nesterov: false }, lr: 0.05, schedule: { kind: 'constant' as const }, weightDecay: 1e-4 };
+const recipe = {
+  epochs: 2,
+  maxSteps: null,
+  optimizer: { name: 'sgd' as const, momentum: 0.9, nesterov: false },
+  lr: 0.05,
+  schedule: { kind: 'constant' as const },
+  weightDecay: 1e-4,
+};
 let dir: string;
 
 beforeAll(async () => {
@@ -50,13 +57,20 @@ describe('learning-rate schedules', () => {
 describe('MomentumSgd', () => {
   it('matches the hand-computed momentum + weight-decay update and resets its buffers to zero', () => {
     const w = tf.variable(tf.tensor1d([1, -2]), true, 'sgd_test_w');
-    const opt = new MomentumSgd([{ variable: w, decay: true }], { momentum: 0.9, nesterov: false, weightDecay: 0.1 });
+    const opt = new MomentumSgd([{ variable: w, decay: true }], {
+      momentum: 0.9,
+      nesterov: false,
+      weightDecay: 0.1,
+    });
     opt.step({ [w.name]: tf.tensor1d([0.5, 0.5]) }, 0.1);
     // g = grad + 0.1 w = [0.6, 0.3]; buf = g; w = w - 0.1 g
     expect(Array.from(w.dataSync())).toEqual([expect.closeTo(0.94, 6), expect.closeTo(-2.03, 6)]);
     opt.step({ [w.name]: tf.tensor1d([0, 0]) }, 0.1);
     // g = 0.1 w = [0.094, -0.203]; buf = 0.9*[0.6,0.3] + g = [0.634, 0.067]
-    expect(Array.from(w.dataSync())).toEqual([expect.closeTo(0.94 - 0.0634, 6), expect.closeTo(-2.03 - 0.0067, 6)]);
+    expect(Array.from(w.dataSync())).toEqual([
+      expect.closeTo(0.94 - 0.0634, 6),
+      expect.closeTo(-2.03 - 0.0067, 6),
+    ]);
     expect(opt.momentumSquaredNorm()).toBeGreaterThan(0.4);
     opt.resetMomentum();
     expect(opt.momentumSquaredNorm()).toBe(0);
@@ -106,7 +120,10 @@ describe('trainLoop', () => {
     const evals = a.events.filter((e) => e.type === 'metric' && e.phase === 'eval' && e.name === 'accuracy');
     expect(evals).toHaveLength(3);
     expect(a.events.some((e) => e.type === 'heartbeat')).toBe(true);
-    const stepLosses = a.events.filter((e): e is Extract<TrialEvent, { type: 'metric' }> => e.type === 'metric' && e.name === 'loss' && e.phase === 'train');
+    const stepLosses = a.events.filter(
+      (e): e is Extract<TrialEvent, { type: 'metric' }> =>
+        e.type === 'metric' && e.name === 'loss' && e.phase === 'train',
+    );
     expect(stepLosses.length).toBe(6);
     expect(stepLosses[stepLosses.length - 1]!.value).toBeLessThan(stepLosses[0]!.value);
     const b = await run();
@@ -116,7 +133,13 @@ describe('trainLoop', () => {
   it('stops at maxSteps', async () => {
     const model = tinyNet(2);
     const train = blobs(128, 3);
-    const res = await trainLoop({ model, recipe: { ...recipe, epochs: 5, maxSteps: 5 }, numClasses: 4, epochBatches: (e) => batchesOf(train, shape, 16, e), emit: () => {} });
+    const res = await trainLoop({
+      model,
+      recipe: { ...recipe, epochs: 5, maxSteps: 5 },
+      numClasses: 4,
+      epochBatches: (e) => batchesOf(train, shape, 16, e),
+      emit: () => {},
+    });
     expect(res.steps).toBe(5);
     res.optimizer.dispose();
   });
@@ -124,7 +147,13 @@ describe('trainLoop', () => {
   it('detects divergence with a huge learning rate', async () => {
     const model = tinyNet(3);
     const train = blobs(128, 4);
-    const err = await trainLoop({ model, recipe: { ...recipe, epochs: 3, lr: 1e4 }, numClasses: 4, epochBatches: (e) => batchesOf(train, shape, 16, e), emit: () => {} }).catch((e: unknown) => e);
+    const err = await trainLoop({
+      model,
+      recipe: { ...recipe, epochs: 3, lr: 1e4 },
+      numClasses: 4,
+      epochBatches: (e) => batchesOf(train, shape, 16, e),
+      emit: () => {},
+    }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DivergedError);
     expect((err as DivergedError).message).toMatch(/diverged at step \d+/);
   });
@@ -154,7 +183,14 @@ describe('checkpoints', () => {
     const model = tinyNet(4, { batchNorm: true });
     const test = blobs(64, 5);
     const ckDir = join(dir, 'ck1');
-    await saveCheckpoint(model, ckDir, { trialKey: 'k', config: null, architecture: 'base', epoch: 3, step: 30, accuracy: 0.5 });
+    await saveCheckpoint(model, ckDir, {
+      trialKey: 'k',
+      config: null,
+      architecture: 'base',
+      epoch: 3,
+      step: 30,
+      accuracy: 0.5,
+    });
     expect(readdirSync(ckDir).sort()).toEqual(['flatrank.json', 'model.json', 'weights.bin']);
     expect(readdirSync(dir).filter((f) => f.includes('.tmp-'))).toEqual([]);
     const ck = await loadCheckpoint(ckDir);
@@ -164,16 +200,32 @@ describe('checkpoints', () => {
     const a = model.predict(tf.tensor4d(test.images.subarray(0, 640), [10, 8, 8, 1])) as tf.Tensor;
     const b = other.predict(tf.tensor4d(test.images.subarray(0, 640), [10, 8, 8, 1])) as tf.Tensor;
     expect(Array.from(b.dataSync())).toEqual(Array.from(a.dataSync()));
-    const c = (await loadCheckpointModel(ck)).predict(tf.tensor4d(test.images.subarray(0, 640), [10, 8, 8, 1])) as tf.Tensor;
+    const c = (await loadCheckpointModel(ck)).predict(
+      tf.tensor4d(test.images.subarray(0, 640), [10, 8, 8, 1]),
+    ) as tf.Tensor;
     expect(Array.from(c.dataSync())).toEqual(Array.from(a.dataSync()));
     // overwriting an existing checkpoint replaces it
-    await saveCheckpoint(model, ckDir, { trialKey: 'k2', config: null, architecture: 'base', epoch: 4, step: 40, accuracy: null });
+    await saveCheckpoint(model, ckDir, {
+      trialKey: 'k2',
+      config: null,
+      architecture: 'base',
+      epoch: 4,
+      step: 40,
+      accuracy: null,
+    });
     expect((await loadCheckpoint(ckDir)).meta.trialKey).toBe('k2');
   });
 
   it('rejects a truncated weights file and a different architecture', async () => {
     const ckDir = join(dir, 'ck2');
-    await saveCheckpoint(tinyNet(1), ckDir, { trialKey: null, config: null, architecture: 'base', epoch: 0, step: 0, accuracy: null });
+    await saveCheckpoint(tinyNet(1), ckDir, {
+      trialKey: null,
+      config: null,
+      architecture: 'base',
+      epoch: 0,
+      step: 0,
+      accuracy: null,
+    });
     const ck = await loadCheckpoint(ckDir);
     expect(() => restoreWeights(tinyNet(1, { batchNorm: true }), ck)).toThrow(/weight tensors|shape/);
     writeFileSync(join(ckDir, 'weights.bin'), new Uint8Array(10));
@@ -188,8 +240,14 @@ describe('batch-norm re-estimation', () => {
     const n = reestimateBatchNorm(model, batchesOf(train, shape, 32, 0));
     expect(n).toBe(1);
     const bn = model.getLayer('bn2');
-    const mean = bn.weights.find((w) => w.originalName.endsWith('moving_mean'))!.read().dataSync();
-    const variance = bn.weights.find((w) => w.originalName.endsWith('moving_variance'))!.read().dataSync();
+    const mean = bn.weights
+      .find((w) => w.originalName.endsWith('moving_mean'))!
+      .read()
+      .dataSync();
+    const variance = bn.weights
+      .find((w) => w.originalName.endsWith('moving_variance'))!
+      .read()
+      .dataSync();
     // the input of bn2 is conv2's output over all 64 images
     const probe = tf.tidy(() => {
       const x = tf.tensor4d(train.images, [64, 8, 8, 1]);

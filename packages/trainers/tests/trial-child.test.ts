@@ -5,7 +5,13 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isTerminalEvent, resolveTrialConfig, type ChildToCoordinator, type CoordinatorToChild, type TrialEnvelope } from '@flatrank/protocol';
+import {
+  isTerminalEvent,
+  resolveTrialConfig,
+  type ChildToCoordinator,
+  type CoordinatorToChild,
+  type TrialEnvelope,
+} from '@flatrank/protocol';
 
 const root = resolve(__dirname, '../../..');
 const childEntry = join(root, 'apps/cli/dist/trial-child.js');
@@ -13,7 +19,8 @@ let dir: string;
 
 beforeAll(() => {
   // The child runs compiled code (as the scheduler forks it); build it when it is missing.
-  if (!existsSync(childEntry)) execFileSync('npx', ['tsc', '-b', 'apps/cli'], { cwd: root, stdio: 'inherit', timeout: 300_000 });
+  if (!existsSync(childEntry))
+    execFileSync('npx', ['tsc', '-b', 'apps/cli'], { cwd: root, stdio: 'inherit', timeout: 300_000 });
   dir = mkdtempSync(join(tmpdir(), 'flatrank-child-'));
 }, 300_000);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -24,9 +31,15 @@ interface ChildRun {
   exitCode: number | null;
 }
 
-function runChild(rawConfig: unknown, onEnvelope?: (e: TrialEnvelope, send: (m: CoordinatorToChild) => void) => void): Promise<ChildRun> {
+function runChild(
+  rawConfig: unknown,
+  onEnvelope?: (e: TrialEnvelope, send: (m: CoordinatorToChild) => void) => void,
+): Promise<ChildRun> {
   return new Promise((resolvePromise, reject) => {
-    const child = fork(childEntry, [], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env: { ...process.env, CUDA_VISIBLE_DEVICES: '', CUDA_DEVICE_ORDER: 'PCI_BUS_ID' } });
+    const child = fork(childEntry, [], {
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+      env: { ...process.env, CUDA_VISIBLE_DEVICES: '', CUDA_DEVICE_ORDER: 'PCI_BUS_ID' },
+    });
     const out: ChildRun = { messages: [], envelopes: [], exitCode: null };
     let stderr = '';
     child.stderr!.on('data', (d) => (stderr += String(d)));
@@ -36,7 +49,19 @@ function runChild(rawConfig: unknown, onEnvelope?: (e: TrialEnvelope, send: (m: 
       out.messages.push(m);
       if (m.type === 'ready') {
         const config = rawConfig as ReturnType<typeof resolveTrialConfig>;
-        send({ type: 'run', trialKey: 'k'.repeat(8), attempt: 2, config, options: { dataDir: null, artifactDir: join(dir, String(Math.random()).slice(2)), startCheckpoint: null, backend: 'wasm', heartbeatMs: 500 } });
+        send({
+          type: 'run',
+          trialKey: 'k'.repeat(8),
+          attempt: 2,
+          config,
+          options: {
+            dataDir: null,
+            artifactDir: join(dir, String(Math.random()).slice(2)),
+            startCheckpoint: null,
+            backend: 'wasm',
+            heartbeatMs: 500,
+          },
+        });
       } else if (m.type === 'event') {
         out.envelopes.push(m.envelope);
         onEnvelope?.(m.envelope, send);
@@ -80,7 +105,12 @@ describe('trial child process', { timeout: 120_000 }, () => {
   });
 
   it("stops on 'cancel': failed, code CANCELLED, not retryable, exit 0", async () => {
-    const long = { ...tiny, method: 'baseline' as const, compression: null, training: { ...tiny.training, epochs: 200 } };
+    const long = {
+      ...tiny,
+      method: 'baseline' as const,
+      compression: null,
+      training: { ...tiny.training, epochs: 200 },
+    };
     let sent = false;
     const r = await runChild(long, (e, send) => {
       if (!sent && e.event.type === 'metric') {
@@ -91,13 +121,19 @@ describe('trial child process', { timeout: 120_000 }, () => {
     checkEnvelopes(r);
     const last = r.envelopes[r.envelopes.length - 1]!.event;
     expect(last).toMatchObject({ type: 'failed', retryable: false, error: { code: 'CANCELLED' } });
-    expect(r.envelopes.filter((e) => e.event.type === 'metric' && e.event.phase === 'eval').length).toBeLessThan(5);
+    expect(
+      r.envelopes.filter((e) => e.event.type === 'metric' && e.event.phase === 'eval').length,
+    ).toBeLessThan(5);
   });
 
   it('an invalid config ends in one failed event naming the field', async () => {
     const r = await runChild({ ...tiny, training: { ...tiny.training, batchSize: 0 } });
     checkEnvelopes(r);
     expect(r.envelopes).toHaveLength(1);
-    expect(r.envelopes[0]!.event).toMatchObject({ type: 'failed', retryable: false, error: { code: 'INVALID_OPTION', context: { field: 'config.training.batchSize' } } });
+    expect(r.envelopes[0]!.event).toMatchObject({
+      type: 'failed',
+      retryable: false,
+      error: { code: 'INVALID_OPTION', context: { field: 'config.training.batchSize' } },
+    });
   });
 });

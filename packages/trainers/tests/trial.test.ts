@@ -2,7 +2,13 @@ import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DivergedError, ValidationError, isTerminalEvent, type TrialConfigInput, type TrialEvent } from '@flatrank/protocol';
+import {
+  DivergedError,
+  ValidationError,
+  isTerminalEvent,
+  type TrialConfigInput,
+  type TrialEvent,
+} from '@flatrank/protocol';
 import { runTrial, type RunTrialOptions } from '../src/trial.js';
 import { loadCheckpoint } from '../src/training/index.js';
 
@@ -21,7 +27,17 @@ const base: TrialConfigInput = {
 };
 
 function opts(name: string, events: TrialEvent[], extra: Partial<RunTrialOptions> = {}): RunTrialOptions {
-  return { dataDir: null, artifactDir: join(dir, name), startCheckpoint: null, backend: 'wasm', heartbeatMs: 1000, emit: (e) => events.push(e), logEverySteps: 4, latencyRepeats: 1, ...extra };
+  return {
+    dataDir: null,
+    artifactDir: join(dir, name),
+    startCheckpoint: null,
+    backend: 'wasm',
+    heartbeatMs: 1000,
+    emit: (e) => events.push(e),
+    logEverySteps: 4,
+    latencyRepeats: 1,
+    ...extra,
+  };
 }
 
 /** started first, exactly one terminal event, last. */
@@ -32,7 +48,10 @@ function checkSequence(events: TrialEvent[], terminal: TrialEvent['type']): void
 }
 
 const metric = (events: TrialEvent[], phase: string, name: string) =>
-  events.filter((e): e is Extract<TrialEvent, { type: 'metric' }> => e.type === 'metric' && e.phase === phase && e.name === name);
+  events.filter(
+    (e): e is Extract<TrialEvent, { type: 'metric' }> =>
+      e.type === 'metric' && e.phase === phase && e.name === name,
+  );
 
 let baselineCkpt: string;
 
@@ -50,7 +69,9 @@ describe('runTrial', { timeout: 120_000 }, () => {
     expect(s.accuracyAfterDecomposition).toBeNull();
     expect(s.paramsAfter).toBe(s.paramsBefore);
     expect(s.latencyBeforeMs).toBeGreaterThan(0);
-    const art = events.find((e): e is Extract<TrialEvent, { type: 'artifact' }> => e.type === 'artifact' && e.kind === 'checkpoint')!;
+    const art = events.find(
+      (e): e is Extract<TrialEvent, { type: 'artifact' }> => e.type === 'artifact' && e.kind === 'checkpoint',
+    )!;
     baselineCkpt = art.path;
     const ck = await loadCheckpoint(art.path);
     expect(ck.meta.accuracy).toBe(s.accuracyFinal);
@@ -65,7 +86,12 @@ describe('runTrial', { timeout: 120_000 }, () => {
       method: 'distort',
       start: { kind: 'checkpoint', name: 'baseline' },
       training: { ...base.training!, lr: 0.01 },
-      compression: { decomposition: 'svd', scheme: 'lowered', rank: { kind: 'rank', rank: 3 }, layers: { kind: 'all-but-first', includeFc: true } },
+      compression: {
+        decomposition: 'svd',
+        scheme: 'lowered',
+        rank: { kind: 'rank', rank: 3 },
+        layers: { kind: 'all-but-first', includeFc: true },
+      },
       distortion: { interval: 8, resetMomentum: true, reestimateBatchNorm: true },
     };
     const s = await runTrial(cfg, opts('distort', events, { startCheckpoint: baselineCkpt }));
@@ -92,7 +118,12 @@ describe('runTrial', { timeout: 120_000 }, () => {
       dataset: { name: 'mnist', trainLimit: 384, testLimit: 128 },
       method: 'distort',
       training: { ...base.training!, maxSteps: 12, lr: 0.02 },
-      compression: { decomposition: 'cp', rank: { kind: 'rank', rank: 6 }, cp: { maxIterations: 25 }, layers: { kind: 'filter', stride: 1, kernelSize: 3 } },
+      compression: {
+        decomposition: 'cp',
+        rank: { kind: 'rank', rank: 6 },
+        cp: { maxIterations: 25 },
+        layers: { kind: 'filter', stride: 1, kernelSize: 3 },
+      },
       distortion: { interval: 5, resetMomentum: false, reestimateBatchNorm: true },
     };
     const s = await runTrial(cfg, opts('distort-resnet', events));
@@ -109,7 +140,13 @@ describe('runTrial', { timeout: 120_000 }, () => {
   it('finetune (tucker2) from the checkpoint and posttrain (cp) from scratch', async () => {
     const events: TrialEvent[] = [];
     const ft = await runTrial(
-      { ...base, method: 'finetune', start: { kind: 'trial', trialKey: 'a'.repeat(64) }, training: { ...base.training!, lr: 0.005 }, compression: { decomposition: 'tucker2', rank: { kind: 'fraction', fraction: 0.5 } } },
+      {
+        ...base,
+        method: 'finetune',
+        start: { kind: 'trial', trialKey: 'a'.repeat(64) },
+        training: { ...base.training!, lr: 0.005 },
+        compression: { decomposition: 'tucker2', rank: { kind: 'fraction', fraction: 0.5 } },
+      },
       opts('finetune', events, { startCheckpoint: baselineCkpt }),
     );
     checkSequence(events, 'finished');
@@ -120,7 +157,12 @@ describe('runTrial', { timeout: 120_000 }, () => {
 
     const ev2: TrialEvent[] = [];
     const pt = await runTrial(
-      { ...base, method: 'posttrain', training: { ...base.training!, maxSteps: 8 }, compression: { decomposition: 'cp', rank: { kind: 'rank', rank: 4 }, cp: { maxIterations: 20 } } },
+      {
+        ...base,
+        method: 'posttrain',
+        training: { ...base.training!, maxSteps: 8 },
+        compression: { decomposition: 'cp', rank: { kind: 'rank', rank: 4 }, cp: { maxIterations: 20 } },
+      },
       opts('posttrain', ev2),
     );
     checkSequence(ev2, 'finished');
@@ -132,7 +174,10 @@ describe('runTrial', { timeout: 120_000 }, () => {
 
   it('a bad config fails with one terminal event naming the field', async () => {
     const events: TrialEvent[] = [];
-    const err = await runTrial({ ...base, training: { ...base.training!, lr: -1 } }, opts('bad', events)).catch((e: unknown) => e);
+    const err = await runTrial(
+      { ...base, training: { ...base.training!, lr: -1 } },
+      opts('bad', events),
+    ).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ValidationError);
     expect((err as ValidationError).field).toBe('config.training.lr');
     expect(events).toHaveLength(1);
@@ -141,7 +186,10 @@ describe('runTrial', { timeout: 120_000 }, () => {
 
   it('a huge learning rate ends in a diverged event', async () => {
     const events: TrialEvent[] = [];
-    const err = await runTrial({ ...base, training: { ...base.training!, lr: 1e5 } }, opts('diverge', events)).catch((e: unknown) => e);
+    const err = await runTrial(
+      { ...base, training: { ...base.training!, lr: 1e5 } },
+      opts('diverge', events),
+    ).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DivergedError);
     checkSequence(events, 'diverged');
     expect((events[events.length - 1] as Extract<TrialEvent, { type: 'diverged' }>).step).toBeGreaterThan(0);
@@ -151,18 +199,30 @@ describe('runTrial', { timeout: 120_000 }, () => {
   it('an aborted trial fails with code CANCELLED, not retryable', async () => {
     const events: TrialEvent[] = [];
     const ac = new AbortController();
-    const err = await runTrial(base, opts('cancel', events, { signal: ac.signal, emit: (e) => {
-      events.push(e);
-      if (e.type === 'metric' && e.name === 'loss') ac.abort('test cancel');
-    } })).catch((e: unknown) => e);
+    const err = await runTrial(
+      base,
+      opts('cancel', events, {
+        signal: ac.signal,
+        emit: (e) => {
+          events.push(e);
+          if (e.type === 'metric' && e.name === 'loss') ac.abort('test cancel');
+        },
+      }),
+    ).catch((e: unknown) => e);
     expect((err as { code: string }).code).toBe('CANCELLED');
     checkSequence(events, 'failed');
-    expect(events[events.length - 1]).toMatchObject({ type: 'failed', retryable: false, error: { code: 'CANCELLED' } });
+    expect(events[events.length - 1]).toMatchObject({
+      type: 'failed',
+      retryable: false,
+      error: { code: 'CANCELLED' },
+    });
   });
 
   it('a start checkpoint is required when start is not scratch', async () => {
     const events: TrialEvent[] = [];
-    await expect(runTrial({ ...base, start: { kind: 'checkpoint', name: 'x' } }, opts('nostart', events))).rejects.toThrow(/startCheckpoint/);
+    await expect(
+      runTrial({ ...base, start: { kind: 'checkpoint', name: 'x' } }, opts('nostart', events)),
+    ).rejects.toThrow(/startCheckpoint/);
     checkSequence(events, 'failed');
   });
 });

@@ -7,7 +7,17 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { parse as parseYaml } from 'yaml';
-import { BACKENDS, SpecError, ValidationError, resolveTrialConfig, trialKey, type BackendName, type TrialConfig, type TrialEvent, type TrialSummary } from '@flatrank/protocol';
+import {
+  BACKENDS,
+  SpecError,
+  ValidationError,
+  resolveTrialConfig,
+  trialKey,
+  type BackendName,
+  type TrialConfig,
+  type TrialEvent,
+  type TrialSummary,
+} from '@flatrank/protocol';
 
 interface TrainFlags {
   backend: string;
@@ -23,13 +33,20 @@ export async function readTrialConfig(file: string): Promise<TrialConfig> {
   try {
     text = await readFile(file, 'utf8');
   } catch (e) {
-    throw new SpecError('config', `cannot read config file ${file}: ${(e as Error).message}`, { file, cause: e });
+    throw new SpecError('config', `cannot read config file ${file}: ${(e as Error).message}`, {
+      file,
+      cause: e,
+    });
   }
   let raw: unknown;
   try {
     raw = /\.ya?ml$/i.test(file) ? parseYaml(text) : JSON.parse(text);
   } catch (e) {
-    throw new SpecError('config', `${file}: not valid ${/\.ya?ml$/i.test(file) ? 'YAML' : 'JSON'}: ${(e as Error).message}`, { file, cause: e });
+    throw new SpecError(
+      'config',
+      `${file}: not valid ${/\.ya?ml$/i.test(file) ? 'YAML' : 'JSON'}: ${(e as Error).message}`,
+      { file, cause: e },
+    );
   }
   return resolveTrialConfig(raw, 'config');
 }
@@ -44,11 +61,15 @@ export function progressLine(e: TrialEvent): string | null {
     case 'started':
       return `started on ${e.env.backend} ${e.env.backendVersion} (${e.env.device}), node ${e.env.nodeVersion}, commit ${e.env.gitCommit ?? '?'}${e.env.gitDirty ? ' (dirty)' : ''}`;
     case 'metric':
-      if (e.phase === 'train' && e.name === 'epoch_loss') return `epoch ${e.epoch + 1}  step ${e.step}  train loss ${fmt(e.value)}`;
-      if (e.phase === 'train' && e.name === 'epoch_accuracy') return `epoch ${e.epoch + 1}  step ${e.step}  train accuracy ${fmt(e.value)}`;
+      if (e.phase === 'train' && e.name === 'epoch_loss')
+        return `epoch ${e.epoch + 1}  step ${e.step}  train loss ${fmt(e.value)}`;
+      if (e.phase === 'train' && e.name === 'epoch_accuracy')
+        return `epoch ${e.epoch + 1}  step ${e.step}  train accuracy ${fmt(e.value)}`;
       if (e.phase === 'eval') return `epoch ${e.epoch + 1}  step ${e.step}  test ${e.name} ${fmt(e.value)}`;
-      if (e.name === 'distortion_error') return `step ${e.step}  distortion: mean relative error ${fmt(e.value)}`;
-      if (e.phase === 'after-decomposition' || e.phase === 'final') return `${e.phase} ${e.name} ${fmt(e.value)}`;
+      if (e.name === 'distortion_error')
+        return `step ${e.step}  distortion: mean relative error ${fmt(e.value)}`;
+      if (e.phase === 'after-decomposition' || e.phase === 'final')
+        return `${e.phase} ${e.name} ${fmt(e.value)}`;
       if (e.phase === 'train' && e.name === 'loss') return `  step ${e.step}  loss ${fmt(e.value)}`;
       return null;
     case 'layer': {
@@ -83,23 +104,41 @@ export function registerTrain(program: Command): void {
     .argument('<config>', 'trial config file (.json, .yaml or .yml)')
     .option('--backend <name>', `TensorFlow.js backend: auto|${BACKENDS.join('|')}`, 'auto')
     .option('--data-dir <dir>', 'dataset directory (CIFAR-10 binary files, IDX files)')
-    .option('--out <dir>', 'artifact directory (checkpoints, exported model); default runs/train-<trial key prefix>')
-    .option('--start-checkpoint <dir>', 'checkpoint directory to start from (config.start kind trial / checkpoint)')
+    .option(
+      '--out <dir>',
+      'artifact directory (checkpoints, exported model); default runs/train-<trial key prefix>',
+    )
+    .option(
+      '--start-checkpoint <dir>',
+      'checkpoint directory to start from (config.start kind trial / checkpoint)',
+    )
     .option('--heartbeat-ms <ms>', 'heartbeat interval', '10000')
     .option('--json', 'print the summary as one JSON object on stdout (progress goes to stderr)')
     .action(async (file: string, flags: TrainFlags) => {
       const config = await readTrialConfig(file);
       const backend = flags.backend;
       if (backend !== 'auto' && !(BACKENDS as readonly string[]).includes(backend))
-        throw new ValidationError('--backend', `--backend: unknown value ${JSON.stringify(backend)}; allowed: auto, ${BACKENDS.join(', ')}`);
+        throw new ValidationError(
+          '--backend',
+          `--backend: unknown value ${JSON.stringify(backend)}; allowed: auto, ${BACKENDS.join(', ')}`,
+        );
       const heartbeatMs = Number(flags.heartbeatMs);
-      if (!Number.isFinite(heartbeatMs) || heartbeatMs <= 0) throw new ValidationError('--heartbeat-ms', `--heartbeat-ms: must be a positive number, got ${flags.heartbeatMs}`);
+      if (!Number.isFinite(heartbeatMs) || heartbeatMs <= 0)
+        throw new ValidationError(
+          '--heartbeat-ms',
+          `--heartbeat-ms: must be a positive number, got ${flags.heartbeatMs}`,
+        );
       if (config.start.kind !== 'scratch' && !flags.startCheckpoint)
-        throw new ValidationError('--start-checkpoint', `--start-checkpoint: required because config.start.kind is '${config.start.kind}'`);
+        throw new ValidationError(
+          '--start-checkpoint',
+          `--start-checkpoint: required because config.start.kind is '${config.start.kind}'`,
+        );
       const key = trialKey(config);
       const out = resolve(flags.out ?? `runs/train-${key.slice(0, 12)}`);
       const write = (line: string) => (flags.json ? process.stderr : process.stdout).write(`${line}\n`);
-      write(`trial ${key.slice(0, 12)}: ${config.method} ${config.model} on ${config.dataset.name}${config.compression ? ` (${config.compression.decomposition}${config.compression.scheme ? `/${config.compression.scheme}` : ''})` : ''} -> ${out}`);
+      write(
+        `trial ${key.slice(0, 12)}: ${config.method} ${config.model} on ${config.dataset.name}${config.compression ? ` (${config.compression.decomposition}${config.compression.scheme ? `/${config.compression.scheme}` : ''})` : ''} -> ${out}`,
+      );
       const { runTrial } = await import('@flatrank/trainers');
       const summary = await runTrial(config, {
         dataDir: flags.dataDir ? resolve(flags.dataDir) : null,

@@ -19,7 +19,12 @@ import {
   type KernelDecomposition,
   type LayerGeometry,
 } from '@flatrank/decomposers';
-import { ValidationError, type CompressionConfig, type LayerRecord, type RankPolicy } from '@flatrank/protocol';
+import {
+  ValidationError,
+  type CompressionConfig,
+  type LayerRecord,
+  type RankPolicy,
+} from '@flatrank/protocol';
 import { convLayers, type ConvLayerInfo } from '../models/index.js';
 import { selectTargets } from './targets.js';
 import { buildFactoredModel, type ChainStep } from './factored-model.js';
@@ -54,7 +59,12 @@ function kernelShapeOf(l: ConvLayerInfo): number[] {
  * ("FC by SVD"); a Tucker pair [R_S, R_T] becomes rank R_T there. The first conv under tucker2 uses
  * Tucker-1 (Kim et al.). CP seeds derive from the trial seed and the layer position.
  */
-function layerOptions(c: CompressionConfig, l: ConvLayerInfo, rank: RankPolicy, seed: number): DecomposeOptions {
+function layerOptions(
+  c: CompressionConfig,
+  l: ConvLayerInfo,
+  rank: RankPolicy,
+  seed: number,
+): DecomposeOptions {
   if (l.kind === 'dense') {
     const r: RankPolicy = rank.kind === 'ranks' ? { kind: 'rank', rank: rank.ranks[1] } : rank;
     return { method: 'svd', scheme: 'lowered', rank: r };
@@ -65,21 +75,39 @@ function layerOptions(c: CompressionConfig, l: ConvLayerInfo, rank: RankPolicy, 
     base.scheme = 'lowered';
     base.tile = c.tile;
   }
-  if (c.decomposition === 'tucker2') base.tucker = { algorithm: c.tucker.algorithm, maxIterations: c.tucker.maxIterations, tolerance: c.tucker.tolerance, firstLayer: l.isFirst };
-  if (c.decomposition === 'cp') base.cp = { init: c.cp.init, maxIterations: c.cp.maxIterations, tolerance: c.cp.tolerance, seed: seed * 1000 + l.index };
+  if (c.decomposition === 'tucker2')
+    base.tucker = {
+      algorithm: c.tucker.algorithm,
+      maxIterations: c.tucker.maxIterations,
+      tolerance: c.tucker.tolerance,
+      firstLayer: l.isFirst,
+    };
+  if (c.decomposition === 'cp')
+    base.cp = {
+      init: c.cp.init,
+      maxIterations: c.cp.maxIterations,
+      tolerance: c.cp.tolerance,
+      seed: seed * 1000 + l.index,
+    };
   return base;
 }
 
 export function planCompression(model: tfl.LayersModel, c: CompressionConfig, seed: number): CompressionPlan {
   const layers = convLayers(model);
   const chosen = selectTargets(layers, c.layers);
-  if (chosen.length === 0) throw new ValidationError('compression.layers', `compression.layers: selects no layer of model ${model.name}`);
+  if (chosen.length === 0)
+    throw new ValidationError(
+      'compression.layers',
+      `compression.layers: selects no layer of model ${model.name}`,
+    );
   let rank: RankPolicy = c.rank;
   let fraction: number | null = null;
   if (c.rank.kind === 'model-ratio') {
     // Whole-model ratio over the conv + dense kernels; untargeted kernels count on both sides.
     const targeted = new Set(chosen.map((l) => l.name));
-    const untargetedParams = layers.filter((l) => !targeted.has(l.name)).reduce((s, l) => s + l.kernelShape.reduce((a, b) => a * b, 1), 0);
+    const untargetedParams = layers
+      .filter((l) => !targeted.has(l.name))
+      .reduce((s, l) => s + l.kernelShape.reduce((a, b) => a * b, 1), 0);
     const specs = chosen.map((l) => {
       const { rank: _r, ...options } = layerOptions(c, l, { kind: 'fraction', fraction: 1 }, seed);
       return { name: l.name, kernelShape: kernelShapeOf(l), options };
@@ -90,13 +118,22 @@ export function planCompression(model: tfl.LayersModel, c: CompressionConfig, se
   }
   const targets = chosen.map((l) => {
     const options = layerOptions(c, l, rank, seed);
-    const geometry: LayerGeometry = { strides: l.strides, padding: l.padding, inputSize: l.inputShape, useBias: l.hasBias };
+    const geometry: LayerGeometry = {
+      strides: l.strides,
+      padding: l.padding,
+      inputSize: l.inputShape,
+      useBias: l.hasBias,
+    };
     return { layer: l, kernelShape: kernelShapeOf(l), options, geometry };
   });
   // Fail early (before any training) on impossible ranks / tiles: planning needs no kernel values
   // except for the energy / vbmf policies, which are resolved at decomposition time.
   if (rank.kind !== 'energy' && rank.kind !== 'vbmf')
-    for (const t of targets) planDecomposition(new Tensor(new Float32Array(t.kernelShape.reduce((a, b) => a * b, 1)), t.kernelShape), t.options);
+    for (const t of targets)
+      planDecomposition(
+        new Tensor(new Float32Array(t.kernelShape.reduce((a, b) => a * b, 1)), t.kernelShape),
+        t.options,
+      );
   return { targets, modelRatioFraction: fraction, layers };
 }
 
@@ -113,7 +150,11 @@ function biasOf(model: tfl.LayersModel, name: string): Tensor | null {
 }
 
 /** Decomposes the current kernel of every target (no change to the model). */
-export function decomposeTargets(model: tfl.LayersModel, plan: CompressionPlan, onLayer?: (i: number) => void): LayerResult[] {
+export function decomposeTargets(
+  model: tfl.LayersModel,
+  plan: CompressionPlan,
+  onLayer?: (i: number) => void,
+): LayerResult[] {
   return plan.targets.map((target, i) => {
     const v = kernelVariable(model, target.layer.name);
     const data = Float32Array.from(v.read().dataSync() as Float32Array);
@@ -135,7 +176,11 @@ export function applyReconstructions(model: tfl.LayersModel, results: readonly L
 }
 
 /** One distortion: K <- reconstruct(decompose(K)) for every target. Returns the per-layer results. */
-export function distortModel(model: tfl.LayersModel, plan: CompressionPlan, onLayer?: (i: number) => void): LayerResult[] {
+export function distortModel(
+  model: tfl.LayersModel,
+  plan: CompressionPlan,
+  onLayer?: (i: number) => void,
+): LayerResult[] {
   const results = decomposeTargets(model, plan, onLayer);
   applyReconstructions(model, results);
   return results;
@@ -159,9 +204,17 @@ export function buildExportModel(model: tfl.LayersModel, results: readonly Layer
   const replacements = new Map<string, ChainStep[]>();
   for (const { target, decomposition } of results) {
     const bias = biasOf(model, target.layer.name);
-    const f = factoredLayer(decomposition, { strides: target.layer.strides, padding: target.layer.padding, bias, useBias: bias !== null });
+    const f = factoredLayer(decomposition, {
+      strides: target.layer.strides,
+      padding: target.layer.padding,
+      bias,
+      useBias: bias !== null,
+    });
     if (f.form !== 'chain')
-      throw new ValidationError('compression.decomposition', `layer ${target.layer.name}: ${f.method} has no conv-chain export (it is deployed as tiled GEMMs)`);
+      throw new ValidationError(
+        'compression.decomposition',
+        `layer ${target.layer.name}: ${f.method} has no conv-chain export (it is deployed as tiled GEMMs)`,
+      );
     replacements.set(
       target.layer.name,
       f.layers.map((l) => ({
@@ -189,8 +242,15 @@ export interface ModelCounts {
  * (kernels, biases, batch-norm scale / offset); after: minus each target's kernel saving (tiled-svd:
  * the tiled GEMM factors). MACs: conv + dense layers of one example with their real output sizes.
  */
-export function modelCounts(model: tfl.LayersModel, plan: CompressionPlan, results: readonly LayerResult[] | null): ModelCounts {
-  const paramsBefore = model.trainableWeights.reduce((s, w) => s + w.shape.reduce((a: number, b) => a * (b ?? 1), 1), 0);
+export function modelCounts(
+  model: tfl.LayersModel,
+  plan: CompressionPlan,
+  results: readonly LayerResult[] | null,
+): ModelCounts {
+  const paramsBefore = model.trainableWeights.reduce(
+    (s, w) => s + w.shape.reduce((a: number, b) => a * (b ?? 1), 1),
+    0,
+  );
   const macsBefore = plan.layers.reduce((s, l) => s + l.macs, 0);
   let paramsAfter = paramsBefore;
   let macsAfter = macsBefore;

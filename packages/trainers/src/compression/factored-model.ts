@@ -31,7 +31,11 @@ interface GraphNode {
 function cloneLayer(layer: AnyLayer): AnyLayer {
   const className = layer.getClassName();
   const entry = tf.serialization.SerializationMap.getMap().classNameMap[className];
-  if (!entry) throw new ValidationError('model', `cannot clone layer ${layer.name}: class ${className} is not registered for serialization`);
+  if (!entry)
+    throw new ValidationError(
+      'model',
+      `cannot clone layer ${layer.name}: class ${className} is not registered for serialization`,
+    );
   const [cls, fromConfig] = entry;
   return fromConfig(cls, layer.getConfig() as tf.serialization.ConfigDict) as unknown as AnyLayer;
 }
@@ -41,8 +45,12 @@ function activationOf(layer: AnyLayer): string {
   return typeof a === 'string' ? a : 'linear';
 }
 
-function chainLayers(original: AnyLayer, steps: readonly ChainStep[]): Array<{ layer: AnyLayer; weights: tf.Tensor[] }> {
-  if (steps.length === 0) throw new ValidationError('chain', `empty factored chain for layer ${original.name}`);
+function chainLayers(
+  original: AnyLayer,
+  steps: readonly ChainStep[],
+): Array<{ layer: AnyLayer; weights: tf.Tensor[] }> {
+  if (steps.length === 0)
+    throw new ValidationError('chain', `empty factored chain for layer ${original.name}`);
   const act = activationOf(original);
   return steps.map((s, i) => {
     const last = i === steps.length - 1;
@@ -52,25 +60,63 @@ function chainLayers(original: AnyLayer, steps: readonly ChainStep[]): Array<{ l
     const kernel = tf.tensor(s.kernel, s.kernelShape);
     const weights = useBias ? [kernel, tf.tensor1d(s.bias!)] : [kernel];
     if (s.kind === 'dense') {
-      if (s.kernelShape.length !== 2) throw new ShapeError('chain.kernelShape', `dense step of ${original.name}: kernel must be [in, out], got [${s.kernelShape}]`);
+      if (s.kernelShape.length !== 2)
+        throw new ShapeError(
+          'chain.kernelShape',
+          `dense step of ${original.name}: kernel must be [in, out], got [${s.kernelShape}]`,
+        );
       return { layer: tfl.layers.dense({ ...common, units: s.kernelShape[1]! }), weights };
     }
-    if (s.kernelShape.length !== 4) throw new ShapeError('chain.kernelShape', `conv step of ${original.name}: kernel must be HWIO, got [${s.kernelShape}]`);
+    if (s.kernelShape.length !== 4)
+      throw new ShapeError(
+        'chain.kernelShape',
+        `conv step of ${original.name}: kernel must be HWIO, got [${s.kernelShape}]`,
+      );
     const [h, w, , o] = s.kernelShape as [number, number, number, number];
     if (s.kind === 'depthwise') {
-      if (o !== 1) throw new ShapeError('chain.kernelShape', `depthwise step of ${original.name}: depth multiplier must be 1, got ${o}`);
-      return { layer: tfl.layers.depthwiseConv2d({ ...common, kernelSize: [h, w], strides: s.strides, padding: s.padding, depthMultiplier: 1 }), weights };
+      if (o !== 1)
+        throw new ShapeError(
+          'chain.kernelShape',
+          `depthwise step of ${original.name}: depth multiplier must be 1, got ${o}`,
+        );
+      return {
+        layer: tfl.layers.depthwiseConv2d({
+          ...common,
+          kernelSize: [h, w],
+          strides: s.strides,
+          padding: s.padding,
+          depthMultiplier: 1,
+        }),
+        weights,
+      };
     }
-    return { layer: tfl.layers.conv2d({ ...common, filters: o, kernelSize: [h, w], strides: s.strides, padding: s.padding }), weights };
+    return {
+      layer: tfl.layers.conv2d({
+        ...common,
+        filters: o,
+        kernelSize: [h, w],
+        strides: s.strides,
+        padding: s.padding,
+      }),
+      weights,
+    };
   });
 }
 
 /**
  * @param replacements layer name -> chain replacing it (layers not named are cloned unchanged).
  */
-export function buildFactoredModel(model: tfl.LayersModel, replacements: ReadonlyMap<string, readonly ChainStep[]>, name = `${model.name}_factored`): tfl.LayersModel {
+export function buildFactoredModel(
+  model: tfl.LayersModel,
+  replacements: ReadonlyMap<string, readonly ChainStep[]>,
+  name = `${model.name}_factored`,
+): tfl.LayersModel {
   for (const n of replacements.keys()) {
-    if (!model.layers.some((l) => l.name === n)) throw new ValidationError('layers', `cannot replace layer ${JSON.stringify(n)}: no such layer in model ${model.name}`);
+    if (!model.layers.some((l) => l.name === n))
+      throw new ValidationError(
+        'layers',
+        `cannot replace layer ${JSON.stringify(n)}: no such layer in model ${model.name}`,
+      );
   }
   const map = new Map<number, tfl.SymbolicTensor>();
   const newInputs = model.inputs.map((t) => {
@@ -82,11 +128,19 @@ export function buildFactoredModel(model: tfl.LayersModel, replacements: Readonl
   for (const layer of model.layers) {
     if (layer.getClassName() === 'InputLayer') continue;
     const nodes = layer.inboundNodes as unknown as GraphNode[];
-    if (nodes.length !== 1) throw new ValidationError('model', `layer ${layer.name} is used at ${nodes.length} call sites; shared layers are not supported by the factored export`);
+    if (nodes.length !== 1)
+      throw new ValidationError(
+        'model',
+        `layer ${layer.name} is used at ${nodes.length} call sites; shared layers are not supported by the factored export`,
+      );
     const node = nodes[0]!;
     const inputs = node.inputTensors.map((t) => {
       const m = map.get(t.id);
-      if (!m) throw new ValidationError('model', `layer ${layer.name}: input ${t.name} not produced earlier in the graph`);
+      if (!m)
+        throw new ValidationError(
+          'model',
+          `layer ${layer.name}: input ${t.name} not produced earlier in the graph`,
+        );
       return m;
     });
     const arg = inputs.length === 1 ? inputs[0]! : inputs;
@@ -114,7 +168,11 @@ export function buildFactoredModel(model: tfl.LayersModel, replacements: Readonl
     node.outputTensors.forEach((t, i) => map.set(t.id, outs[i]!));
   }
   const outputs = model.outputs.map((t) => map.get(t.id)!);
-  const result = tfl.model({ inputs: newInputs.length === 1 ? newInputs[0]! : newInputs, outputs: outputs.length === 1 ? outputs[0]! : outputs, name });
+  const result = tfl.model({
+    inputs: newInputs.length === 1 ? newInputs[0]! : newInputs,
+    outputs: outputs.length === 1 ? outputs[0]! : outputs,
+    name,
+  });
   for (const p of pending) p();
   return result;
 }

@@ -19,7 +19,11 @@ export function median(xs: readonly number[]): number {
 }
 
 /** Median milliseconds per batch of `batch` images of shape inputShape (HWC). */
-export async function measureLatency(model: tfl.LayersModel, inputShape: readonly number[], opts: LatencyOptions): Promise<number> {
+export async function measureLatency(
+  model: tfl.LayersModel,
+  inputShape: readonly number[],
+  opts: LatencyOptions,
+): Promise<number> {
   const warmup = opts.warmup ?? 2;
   const repeats = opts.repeats ?? 5;
   const x = tf.randomUniform([opts.batch, ...inputShape], 0, 1, 'float32', opts.seed ?? 0);

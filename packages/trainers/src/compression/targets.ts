@@ -16,7 +16,11 @@ export interface TargetableLayer {
   isFirst: boolean;
 }
 
-export function selectTargets<L extends TargetableLayer>(layers: readonly L[], selection: LayerSelection, field = 'compression.layers'): L[] {
+export function selectTargets<L extends TargetableLayer>(
+  layers: readonly L[],
+  selection: LayerSelection,
+  field = 'compression.layers',
+): L[] {
   switch (selection.kind) {
     case 'all-but-first':
       return layers.filter((l) => (l.kind === 'conv' ? !l.isFirst : selection.includeFc));
@@ -25,8 +29,17 @@ export function selectTargets<L extends TargetableLayer>(layers: readonly L[], s
       const seen = new Set<string>();
       return selection.names.map((n, i) => {
         const l = byName.get(n);
-        if (!l) throw new UnknownNameError(`${field}.names[${i}]`, n, layers.map((x) => x.name));
-        if (seen.has(n)) throw new ValidationError(`${field}.names[${i}]`, `${field}.names[${i}]: layer ${JSON.stringify(n)} is listed twice`);
+        if (!l)
+          throw new UnknownNameError(
+            `${field}.names[${i}]`,
+            n,
+            layers.map((x) => x.name),
+          );
+        if (seen.has(n))
+          throw new ValidationError(
+            `${field}.names[${i}]`,
+            `${field}.names[${i}]: layer ${JSON.stringify(n)} is listed twice`,
+          );
         seen.add(n);
         return l;
       });
@@ -37,11 +50,22 @@ export function selectTargets<L extends TargetableLayer>(layers: readonly L[], s
         const [kh, kw, s, t] = l.kernelShape as [number, number, number, number];
         if (selection.inChannels !== undefined && s !== selection.inChannels) return false;
         if (selection.outChannels !== undefined && t !== selection.outChannels) return false;
-        if (selection.kernelSize !== undefined && (kh !== selection.kernelSize || kw !== selection.kernelSize)) return false;
+        if (
+          selection.kernelSize !== undefined &&
+          (kh !== selection.kernelSize || kw !== selection.kernelSize)
+        )
+          return false;
         if (selection.stride !== undefined && l.strides.some((x) => x !== selection.stride)) return false;
         return true;
       });
-      if (out.length === 0) throw new ValidationError(field, `${field}: the filter ${JSON.stringify(selection)} matches no conv layer (convs: ${layers.filter((l) => l.kind === 'conv').map((l) => `${l.name} [${l.kernelShape}] stride ${l.strides[0]}`).join('; ')})`);
+      if (out.length === 0)
+        throw new ValidationError(
+          field,
+          `${field}: the filter ${JSON.stringify(selection)} matches no conv layer (convs: ${layers
+            .filter((l) => l.kind === 'conv')
+            .map((l) => `${l.name} [${l.kernelShape}] stride ${l.strides[0]}`)
+            .join('; ')})`,
+        );
       return out;
     }
   }

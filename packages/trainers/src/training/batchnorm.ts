@@ -14,13 +14,19 @@ export function batchNormLayers(model: tfl.LayersModel): tfl.layers.Layer[] {
 }
 
 /** Returns the number of BN layers updated (0 when the model has none). Disposes the batches. */
-export function reestimateBatchNorm(model: tfl.LayersModel, batches: Iterable<Batch>, maxBatches = 100): number {
+export function reestimateBatchNorm(
+  model: tfl.LayersModel,
+  batches: Iterable<Batch>,
+  maxBatches = 100,
+): number {
   const bns = batchNormLayers(model);
   const sums: tf.Tensor1D[] = [];
   const sqs: tf.Tensor1D[] = [];
   const counts: number[] = bns.map(() => 0);
   let used = 0;
-  const probe = bns.length ? tfl.model({ inputs: model.inputs, outputs: bns.map((l) => l.input as tfl.SymbolicTensor) }) : null;
+  const probe = bns.length
+    ? tfl.model({ inputs: model.inputs, outputs: bns.map((l) => l.input as tfl.SymbolicTensor) })
+    : null;
   for (const b of batches) {
     if (probe && used < maxBatches) {
       tf.tidy(() => {

@@ -31,12 +31,22 @@ export interface CheckpointMeta {
 export interface LoadedCheckpoint {
   dir: string;
   meta: CheckpointMeta;
-  modelJson: { modelTopology: unknown; weightsManifest: tf.io.WeightsManifestConfig; format?: string; generatedBy?: string; convertedBy?: string | null };
+  modelJson: {
+    modelTopology: unknown;
+    weightsManifest: tf.io.WeightsManifestConfig;
+    format?: string;
+    generatedBy?: string;
+    convertedBy?: string | null;
+  };
   /** Weights in manifest order (the order of model.weights when saved). */
   weights: Array<{ name: string; tensor: tf.Tensor }>;
 }
 
-export async function saveCheckpoint(model: tfl.LayersModel, dir: string, meta: Omit<CheckpointMeta, 'format' | 'savedAt'>): Promise<string> {
+export async function saveCheckpoint(
+  model: tfl.LayersModel,
+  dir: string,
+  meta: Omit<CheckpointMeta, 'format' | 'savedAt'>,
+): Promise<string> {
   const parent = dirname(dir);
   await mkdir(parent, { recursive: true });
   const tmp = join(parent, `.${basename(dir)}.tmp-${process.pid}-${Date.now().toString(36)}`);
@@ -44,7 +54,10 @@ export async function saveCheckpoint(model: tfl.LayersModel, dir: string, meta: 
   try {
     await model.save(
       tf.io.withSaveHandler(async (artifacts) => {
-        const data = artifacts.weightData === undefined ? new ArrayBuffer(0) : tf.io.CompositeArrayBuffer.join(artifacts.weightData);
+        const data =
+          artifacts.weightData === undefined
+            ? new ArrayBuffer(0)
+            : tf.io.CompositeArrayBuffer.join(artifacts.weightData);
         const modelJson = {
           modelTopology: artifacts.modelTopology,
           format: artifacts.format ?? 'layers-model',
@@ -54,7 +67,13 @@ export async function saveCheckpoint(model: tfl.LayersModel, dir: string, meta: 
         };
         await writeFile(join(tmp, 'model.json'), JSON.stringify(modelJson));
         await writeFile(join(tmp, 'weights.bin'), new Uint8Array(data));
-        return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON', weightDataBytes: data.byteLength } };
+        return {
+          modelArtifactsInfo: {
+            dateSaved: new Date(),
+            modelTopologyType: 'JSON',
+            weightDataBytes: data.byteLength,
+          },
+        };
       }),
     );
     const full = { format: CHECKPOINT_FORMAT, savedAt: new Date().toISOString(), ...meta } as CheckpointMeta;
@@ -73,7 +92,10 @@ async function readJson(file: string): Promise<unknown> {
   try {
     text = await readFile(file, 'utf8');
   } catch (e) {
-    throw new DataError(`checkpoint file ${file} cannot be read: ${(e as Error).message}`, { file, cause: e });
+    throw new DataError(`checkpoint file ${file} cannot be read: ${(e as Error).message}`, {
+      file,
+      cause: e,
+    });
   }
   try {
     return JSON.parse(text);
@@ -84,7 +106,11 @@ async function readJson(file: string): Promise<unknown> {
 
 export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
   const meta = (await readJson(join(dir, 'flatrank.json'))) as CheckpointMeta;
-  if (meta?.format !== CHECKPOINT_FORMAT) throw new DataError(`${join(dir, 'flatrank.json')}: not a flatrank checkpoint (format ${JSON.stringify(meta?.format)}, expected ${CHECKPOINT_FORMAT})`, { file: join(dir, 'flatrank.json') });
+  if (meta?.format !== CHECKPOINT_FORMAT)
+    throw new DataError(
+      `${join(dir, 'flatrank.json')}: not a flatrank checkpoint (format ${JSON.stringify(meta?.format)}, expected ${CHECKPOINT_FORMAT})`,
+      { file: join(dir, 'flatrank.json') },
+    );
   const modelJson = (await readJson(join(dir, 'model.json'))) as LoadedCheckpoint['modelJson'];
   const specs = (modelJson.weightsManifest ?? []).flatMap((g) => g.weights);
   const binFile = join(dir, 'weights.bin');
@@ -92,10 +118,17 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
   try {
     bin = await readFile(binFile);
   } catch (e) {
-    throw new DataError(`checkpoint file ${binFile} cannot be read: ${(e as Error).message}`, { file: binFile, cause: e });
+    throw new DataError(`checkpoint file ${binFile} cannot be read: ${(e as Error).message}`, {
+      file: binFile,
+      cause: e,
+    });
   }
   const expected = specs.reduce((s, w) => s + w.shape.reduce((a, b) => a * b, 1) * 4, 0);
-  if (bin.byteLength !== expected) throw new DataError(`${binFile}: ${bin.byteLength} bytes, the manifest needs ${expected} (truncated or corrupt checkpoint)`, { file: binFile });
+  if (bin.byteLength !== expected)
+    throw new DataError(
+      `${binFile}: ${bin.byteLength} bytes, the manifest needs ${expected} (truncated or corrupt checkpoint)`,
+      { file: binFile },
+    );
   const buffer = new Uint8Array(bin).buffer as ArrayBuffer;
   const named = tf.io.decodeWeights(buffer, specs);
   return { dir, meta, modelJson, weights: specs.map((s) => ({ name: s.name, tensor: named[s.name]! })) };
@@ -109,19 +142,33 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
 export function restoreWeights(model: tfl.LayersModel, ckpt: LoadedCheckpoint): void {
   const targets = model.weights;
   if (targets.length !== ckpt.weights.length)
-    throw new ShapeError('startCheckpoint', `checkpoint ${ckpt.dir} has ${ckpt.weights.length} weight tensors, the model has ${targets.length} (different architecture?)`);
+    throw new ShapeError(
+      'startCheckpoint',
+      `checkpoint ${ckpt.dir} has ${ckpt.weights.length} weight tensors, the model has ${targets.length} (different architecture?)`,
+    );
   targets.forEach((w, i) => {
     const src = ckpt.weights[i]!;
     if (src.tensor.shape.join('x') !== w.shape.join('x'))
-      throw new ShapeError('startCheckpoint', `checkpoint ${ckpt.dir}: weight ${i} (${src.name}) has shape [${src.tensor.shape}], the model's ${w.originalName} has [${w.shape}]`);
+      throw new ShapeError(
+        'startCheckpoint',
+        `checkpoint ${ckpt.dir}: weight ${i} (${src.name}) has shape [${src.tensor.shape}], the model's ${w.originalName} has [${w.shape}]`,
+      );
   });
   targets.forEach((w, i) => w.write(ckpt.weights[i]!.tensor));
 }
 
 /** Rebuilds the saved model from its own topology (any architecture, e.g. a factored one). */
 export async function loadCheckpointModel(ckpt: LoadedCheckpoint): Promise<tfl.LayersModel> {
-  const { data, specs: encSpecs } = await tf.io.encodeWeights(ckpt.weights.map((w) => ({ name: w.name, tensor: w.tensor })));
-  return tfl.loadLayersModel(tf.io.fromMemory({ modelTopology: ckpt.modelJson.modelTopology as object, weightSpecs: encSpecs, weightData: data }));
+  const { data, specs: encSpecs } = await tf.io.encodeWeights(
+    ckpt.weights.map((w) => ({ name: w.name, tensor: w.tensor })),
+  );
+  return tfl.loadLayersModel(
+    tf.io.fromMemory({
+      modelTopology: ckpt.modelJson.modelTopology as object,
+      weightSpecs: encSpecs,
+      weightData: data,
+    }),
+  );
 }
 
 export function disposeCheckpoint(ckpt: LoadedCheckpoint): void {

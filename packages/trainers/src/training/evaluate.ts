@@ -17,7 +17,13 @@ export interface EvalResult {
 }
 
 /** Accuracy (0..1) and mean cross-entropy over the whole split, in batches of `batchSize`. */
-export function evaluateModel(model: tfl.LayersModel, split: ArraySplit, imageShape: readonly number[], numClasses: number, batchSize = 256): EvalResult {
+export function evaluateModel(
+  model: tfl.LayersModel,
+  split: ArraySplit,
+  imageShape: readonly number[],
+  numClasses: number,
+  batchSize = 256,
+): EvalResult {
   const per = imageShape.reduce((a, b) => a * b, 1);
   const softmax = outputIsSoftmax(model);
   let correct = 0;
@@ -25,23 +31,45 @@ export function evaluateModel(model: tfl.LayersModel, split: ArraySplit, imageSh
   for (let start = 0; start < split.count; start += batchSize) {
     const n = Math.min(batchSize, split.count - start);
     const [c, l] = tf.tidy(() => {
-      const x = tf.tensor4d(split.images.subarray(start * per, (start + n) * per), [n, ...imageShape] as [number, number, number, number]);
+      const x = tf.tensor4d(split.images.subarray(start * per, (start + n) * per), [n, ...imageShape] as [
+        number,
+        number,
+        number,
+        number,
+      ]);
       const y = tf.tensor1d(split.labels.subarray(start, start + n), 'int32');
       const out = model.apply(x, { training: false }) as tf.Tensor;
-      return [correctCount(out, y).dataSync()[0]!, crossEntropy(out, y, numClasses, softmax).dataSync()[0]! * n];
+      return [
+        correctCount(out, y).dataSync()[0]!,
+        crossEntropy(out, y, numClasses, softmax).dataSync()[0]! * n,
+      ];
     });
     correct += c;
     lossSum += l;
   }
-  return { accuracy: split.count ? correct / split.count : 0, loss: split.count ? lossSum / split.count : 0, count: split.count };
+  return {
+    accuracy: split.count ? correct / split.count : 0,
+    loss: split.count ? lossSum / split.count : 0,
+    count: split.count,
+  };
 }
 
 /** Model outputs (as stored: logits or probabilities) for the first `n` examples, for export checks. */
-export function predictArrays(model: tfl.LayersModel, split: ArraySplit, imageShape: readonly number[], n: number): Float32Array {
+export function predictArrays(
+  model: tfl.LayersModel,
+  split: ArraySplit,
+  imageShape: readonly number[],
+  n: number,
+): Float32Array {
   const per = imageShape.reduce((a, b) => a * b, 1);
   const k = Math.min(n, split.count);
   return tf.tidy(() => {
-    const x = tf.tensor4d(split.images.subarray(0, k * per), [k, ...imageShape] as [number, number, number, number]);
+    const x = tf.tensor4d(split.images.subarray(0, k * per), [k, ...imageShape] as [
+      number,
+      number,
+      number,
+      number,
+    ]);
     return (model.apply(x, { training: false }) as tf.Tensor).dataSync() as Float32Array;
   });
 }

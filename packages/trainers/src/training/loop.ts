@@ -8,7 +8,13 @@ import type * as tfl from '@tensorflow/tfjs-layers';
 import { DivergedError, FlatrankError, type TrainingRecipe, type TrialEventSink } from '@flatrank/protocol';
 import { learningRateAt } from './schedule.js';
 import { MomentumSgd } from './sgd.js';
-import { correctCount, crossEntropy, outputIsSoftmax, trainableVariables, yieldToEventLoop } from './model-utils.js';
+import {
+  correctCount,
+  crossEntropy,
+  outputIsSoftmax,
+  trainableVariables,
+  yieldToEventLoop,
+} from './model-utils.js';
 import type { EvalResult } from './evaluate.js';
 
 export interface Batch {
@@ -83,7 +89,11 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
   const divergenceLoss = o.divergenceLoss ?? 50 * Math.log(Math.max(2, numClasses));
   const softmax = outputIsSoftmax(model);
   const vars = trainableVariables(model);
-  const optimizer = new MomentumSgd(vars, { momentum: recipe.optimizer.momentum, nesterov: recipe.optimizer.nesterov, weightDecay: recipe.weightDecay });
+  const optimizer = new MomentumSgd(vars, {
+    momentum: recipe.optimizer.momentum,
+    nesterov: recipe.optimizer.nesterov,
+    weightDecay: recipe.weightDecay,
+  });
   const varList = vars.map((v) => v.variable);
   let steps = 0;
   let epochsDone = 0;
@@ -124,8 +134,12 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
         if (!Number.isFinite(loss) || loss > divergenceLoss) {
           tf.dispose(grads);
           tf.dispose([batch.x, batch.y]);
-          const reason = Number.isFinite(loss) ? `loss exploded to ${loss.toPrecision(4)} (> ${divergenceLoss.toPrecision(4)})` : `loss is ${loss}`;
-          throw new DivergedError(`training diverged at step ${stepOffset + steps + 1}: ${reason}`, { context: { step: stepOffset + steps + 1, epoch: epochOffset + epoch, loss: String(loss), lr } });
+          const reason = Number.isFinite(loss)
+            ? `loss exploded to ${loss.toPrecision(4)} (> ${divergenceLoss.toPrecision(4)})`
+            : `loss is ${loss}`;
+          throw new DivergedError(`training diverged at step ${stepOffset + steps + 1}: ${reason}`, {
+            context: { step: stepOffset + steps + 1, epoch: epochOffset + epoch, loss: String(loss), lr },
+          });
         }
         optimizer.step(grads, lr);
         tf.dispose(grads);
@@ -140,12 +154,27 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
         lastTrainLoss = loss;
         const globalStep = stepOffset + steps;
         if (windowSteps >= logEvery) {
-          emit({ type: 'metric', step: globalStep, epoch: epochOffset + epoch, phase: 'train', name: 'loss', value: windowLoss / windowSteps });
-          emit({ type: 'metric', step: globalStep, epoch: epochOffset + epoch, phase: 'train', name: 'lr', value: lr });
+          emit({
+            type: 'metric',
+            step: globalStep,
+            epoch: epochOffset + epoch,
+            phase: 'train',
+            name: 'loss',
+            value: windowLoss / windowSteps,
+          });
+          emit({
+            type: 'metric',
+            step: globalStep,
+            epoch: epochOffset + epoch,
+            phase: 'train',
+            name: 'lr',
+            value: lr,
+          });
           windowLoss = 0;
           windowSteps = 0;
         }
-        if (o.afterStep) await o.afterStep({ step: globalStep, epoch: epochOffset + epoch, lr, loss, optimizer });
+        if (o.afterStep)
+          await o.afterStep({ step: globalStep, epoch: epochOffset + epoch, lr, loss, optimizer });
         if (Date.now() - lastBeat >= heartbeatMs) {
           emit({ type: 'heartbeat', step: globalStep, epoch: epochOffset + epoch });
           lastBeat = Date.now();
@@ -157,13 +186,41 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
       epochsDone += 1;
       const globalStep = stepOffset + steps;
       const e = epochOffset + epoch;
-      emit({ type: 'metric', step: globalStep, epoch: e, phase: 'train', name: 'epoch_loss', value: epochLoss / epochCount });
-      emit({ type: 'metric', step: globalStep, epoch: e, phase: 'train', name: 'epoch_accuracy', value: epochCorrect / epochCount });
+      emit({
+        type: 'metric',
+        step: globalStep,
+        epoch: e,
+        phase: 'train',
+        name: 'epoch_loss',
+        value: epochLoss / epochCount,
+      });
+      emit({
+        type: 'metric',
+        step: globalStep,
+        epoch: e,
+        phase: 'train',
+        name: 'epoch_accuracy',
+        value: epochCorrect / epochCount,
+      });
       if (o.evaluate) {
         checkAborted(o.signal);
         lastEval = o.evaluate();
-        emit({ type: 'metric', step: globalStep, epoch: e, phase: 'eval', name: 'accuracy', value: lastEval.accuracy });
-        emit({ type: 'metric', step: globalStep, epoch: e, phase: 'eval', name: 'loss', value: lastEval.loss });
+        emit({
+          type: 'metric',
+          step: globalStep,
+          epoch: e,
+          phase: 'eval',
+          name: 'accuracy',
+          value: lastEval.accuracy,
+        });
+        emit({
+          type: 'metric',
+          step: globalStep,
+          epoch: e,
+          phase: 'eval',
+          name: 'loss',
+          value: lastEval.loss,
+        });
       }
       emit({ type: 'heartbeat', step: globalStep, epoch: e });
       lastBeat = Date.now();

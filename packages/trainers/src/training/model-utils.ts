@@ -10,7 +10,10 @@ export function isDecayedWeight(originalName: string): boolean {
 
 export function trainableVariables(model: tfl.LayersModel): TrainableVariable[] {
   // LayerVariable.read() returns the underlying tf.Variable (this is what LayersModel.fit does too).
-  return model.trainableWeights.map((w) => ({ variable: w.read() as tf.Variable, decay: isDecayedWeight(w.originalName) }));
+  return model.trainableWeights.map((w) => ({
+    variable: w.read() as tf.Variable,
+    decay: isDecayedWeight(w.originalName),
+  }));
 }
 
 /** True when the model ends in a softmax (probabilities), false when it outputs logits. */
@@ -22,7 +25,12 @@ export function outputIsSoftmax(model: tfl.LayersModel): boolean {
 }
 
 /** Mean cross-entropy of a batch; works on logits or on softmax probabilities. */
-export function crossEntropy(output: tf.Tensor, labels: tf.Tensor1D, numClasses: number, softmaxOutput: boolean): tf.Scalar {
+export function crossEntropy(
+  output: tf.Tensor,
+  labels: tf.Tensor1D,
+  numClasses: number,
+  softmaxOutput: boolean,
+): tf.Scalar {
   return tf.tidy(() => {
     const oneHot = tf.oneHot(labels, numClasses);
     if (softmaxOutput) {
@@ -35,7 +43,9 @@ export function crossEntropy(output: tf.Tensor, labels: tf.Tensor1D, numClasses:
 
 /** Number of correct top-1 predictions (int32 scalar). */
 export function correctCount(output: tf.Tensor, labels: tf.Tensor1D): tf.Scalar {
-  return tf.tidy(() => tf.sum(tf.cast(tf.equal(tf.argMax(output, -1), tf.cast(labels, 'int32')), 'int32')) as tf.Scalar);
+  return tf.tidy(
+    () => tf.sum(tf.cast(tf.equal(tf.argMax(output, -1), tf.cast(labels, 'int32')), 'int32')) as tf.Scalar,
+  );
 }
 
 /** Total number of parameters (trainable and not, e.g. batch-norm moving statistics). */

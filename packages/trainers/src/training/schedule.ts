@@ -10,7 +10,12 @@ import { ValidationError, type LrSchedule } from '@flatrank/protocol';
  * - step: lr * gamma^(number of milestones <= epoch) (a milestone at 5 applies from epoch 5 on).
  * - cosine: minLr + (lr - minLr) * (1 + cos(pi * epoch / totalEpochs)) / 2, clamped at the end.
  */
-export function learningRateAt(schedule: LrSchedule, baseLr: number, epoch: number, totalEpochs: number): number {
+export function learningRateAt(
+  schedule: LrSchedule,
+  baseLr: number,
+  epoch: number,
+  totalEpochs: number,
+): number {
   if (!(baseLr > 0)) throw new ValidationError('training.lr', `training.lr: must be > 0, got ${baseLr}`);
   switch (schedule.kind) {
     case 'constant':

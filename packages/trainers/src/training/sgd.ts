@@ -30,10 +30,19 @@ export class MomentumSgd {
     readonly variables: readonly TrainableVariable[],
     options: SgdOptions,
   ) {
-    if (!(options.momentum >= 0 && options.momentum <= 1)) throw new ValidationError('training.optimizer.momentum', `training.optimizer.momentum: must be in [0, 1], got ${options.momentum}`);
-    if (!(options.weightDecay >= 0)) throw new ValidationError('training.weightDecay', `training.weightDecay: must be >= 0, got ${options.weightDecay}`);
+    if (!(options.momentum >= 0 && options.momentum <= 1))
+      throw new ValidationError(
+        'training.optimizer.momentum',
+        `training.optimizer.momentum: must be in [0, 1], got ${options.momentum}`,
+      );
+    if (!(options.weightDecay >= 0))
+      throw new ValidationError(
+        'training.weightDecay',
+        `training.weightDecay: must be >= 0, got ${options.weightDecay}`,
+      );
     this.options = { ...options };
-    for (const v of variables) this.buffers.set(v.variable.name, tf.variable(tf.zerosLike(v.variable), false));
+    for (const v of variables)
+      this.buffers.set(v.variable.name, tf.variable(tf.zerosLike(v.variable), false));
   }
 
   /** One update with gradients keyed by variable name (as returned by tf.variableGrads). */
