@@ -6,7 +6,7 @@ import Database from 'better-sqlite3';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { trialKey } from '@flatrank/protocol';
 import { createTempDb, tempDbTrialConfig, type TempDb } from '@flatrank/testing';
-import { ResultsStore, listRuns } from '../src/index.js';
+import { MIGRATIONS, ResultsStore, SCHEMA_VERSION, listRuns } from '../src/index.js';
 import { HELPERS, buildStoreDist } from './util.js';
 
 beforeAll(() => buildStoreDist(), 120_000);
@@ -53,7 +53,9 @@ describe('multi-process', () => {
     const nextMessage = (c: ChildProcess) => new Promise<unknown>((resolve) => c.once('message', resolve));
     // Both opened the database and are waiting: release them together.
     expect(await Promise.all(workers.map(nextMessage))).toEqual(['ready', 'ready']);
-    const results = workers.map((c) => nextMessage(c) as Promise<{ worker: string; claimed: Array<{ key: string; attempt: number }> }>);
+    const results = workers.map(
+      (c) => nextMessage(c) as Promise<{ worker: string; claimed: Array<{ key: string; attempt: number }> }>,
+    );
     for (const c of workers) c.send('go');
     const [ra, rb] = await Promise.all(results);
     await Promise.all(workers.map(exited));
@@ -71,6 +73,30 @@ describe('multi-process', () => {
     const byWorker = new Map(rows.map((r) => [r.key, r.worker]));
     for (const c of ra!.claimed) expect(byWorker.get(c.key)).toBe('a');
     for (const c of rb!.claimed) expect(byWorker.get(c.key)).toBe('b');
+  });
+
+  it('two processes creating the same new database at once apply each migration exactly once', async () => {
+    for (let round = 0; round < 3; round++) {
+      const file = join(tmp.dir, `race-${round}.sqlite`);
+      const openers = [0, 1].map(() => start('opener.mjs', [file]));
+      const next = (c: ChildProcess) => new Promise<unknown>((resolve) => c.once('message', resolve));
+      await Promise.all(openers.map(next));
+      const results = openers.map(
+        (c) => next(c) as Promise<{ migrated: number[]; version: number; journal: string }>,
+      );
+      for (const c of openers) c.send('go');
+      const [a, b] = await Promise.all(results);
+      await Promise.all(openers.map(exited));
+      expect(a!.version).toBe(SCHEMA_VERSION);
+      expect(b!.version).toBe(SCHEMA_VERSION);
+      expect([...a!.migrated, ...b!.migrated].sort()).toEqual(MIGRATIONS.map((m) => m.version));
+      expect([a!.journal, b!.journal]).toEqual(['wal', 'wal']);
+      const check = ResultsStore.open(file, { readonly: true });
+      expect(check.db.prepare('SELECT count(*) FROM schema_migrations').pluck().get()).toBe(
+        MIGRATIONS.length,
+      );
+      check.close();
+    }
   });
 
   it('a reader during a writer never fails with "database is locked"', async () => {

@@ -1,0 +1,16 @@
+// Forked by processes.test.ts: opens (creating) the database as soon as the parent says go, and
+// reports which migrations this process applied and the journal mode it ended up with.
+import { ResultsStore } from '../../dist/index.js';
+
+const [file] = process.argv.slice(2);
+const go = new Promise((resolve) => process.once('message', resolve));
+process.send('ready');
+await go;
+const store = ResultsStore.open(file, { create: true });
+const result = {
+  migrated: [...store.migrated],
+  version: store.schemaVersion(),
+  journal: store.db.pragma('journal_mode', { simple: true }),
+};
+store.close();
+process.send(result, () => process.exit(0));
