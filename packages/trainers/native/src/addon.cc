@@ -96,8 +96,14 @@ napi_value undef(napi_env env) {
   return u;
 }
 
+// Threads for the memory-bound loops here (elementwise, reductions, copies, pooling, batch norm).
+// One by default: they gain little from a second thread, and on a loaded machine each OpenMP
+// fork/join can wait a whole scheduler slice for the other thread (measured: 2M-element multiply
+// 0.5 ms on one thread vs 21 ms on two at load 6). oneDNN's convolutions and GEMM use all threads.
+int g_ewThreads = 1;
 // Below this many elements a parallel region costs more than it saves.
-constexpr i64 kParMin = 1 << 15;
+constexpr i64 kParMin = 1 << 16;
+inline bool ewPar(i64 n) { return g_ewThreads > 1 && n >= kParMin; }
 
 // ---------------------------------------------------------------- oneDNN convolution
 
@@ -321,7 +327,9 @@ napi_value matmul(const Args &a) {
 
 // ---------------------------------------------------------------- elementwise
 
-enum BinOp { ADD, SUB, MUL, DIV, MAXIMUM, MINIMUM, SQDIFF, POW };
+// RELU_GRAD(dy, x) = dy * step(x); SQUARE_GRAD(dy, x) = dy * (2x): the tfjs-core gradients of Relu
+// and Square in one pass instead of two or three.
+enum BinOp { ADD, SUB, MUL, DIV, MAXIMUM, MINIMUM, SQDIFF, POW, RELU_GRAD, SQUARE_GRAD };
 
 template <int OP>
 inline float bin(float x, float y) {
@@ -333,6 +341,8 @@ inline float bin(float x, float y) {
   if constexpr (OP == MINIMUM) return (x <= y || std::isnan(x)) ? x : y;
   if constexpr (OP == SQDIFF) return (x - y) * (x - y);
   if constexpr (OP == POW) return std::pow(x, y);
+  if constexpr (OP == RELU_GRAD) return y > 0.f ? x * 1.f : (std::isnan(y) ? y : x * 0.f);
+  if constexpr (OP == SQUARE_GRAD) return x * (y * 2.f);
   return 0;
 }
 
@@ -343,8 +353,8 @@ void binaryRun(const float *A, const float *B, float *O, int rank, const i64 *sh
   const i64 inner = shape[rank - 1], ia = sa[rank - 1], ib = sb[rank - 1];
   i64 rows = 1;
   for (int d = 0; d < rank - 1; ++d) rows *= shape[d];
-  const bool par = rows * inner >= kParMin;
-#pragma omp parallel for schedule(static) if (par)
+  const bool par = ewPar(rows * inner);
+#pragma omp parallel for schedule(static) num_threads(g_ewThreads) if (par)
   for (i64 r = 0; r < rows; ++r) {
     i64 oa = 0, ob = 0, rem = r;
     for (int d = rank - 2; d >= 0; --d) {
@@ -393,6 +403,8 @@ napi_value binary(const Args &a) {
     case MINIMUM: binaryRun<MINIMUM>(A, B, O, r, shape, sa, sb); break;
     case SQDIFF: binaryRun<SQDIFF>(A, B, O, r, shape, sa, sb); break;
     case POW: binaryRun<POW>(A, B, O, r, shape, sa, sb); break;
+    case RELU_GRAD: binaryRun<RELU_GRAD>(A, B, O, r, shape, sa, sb); break;
+    case SQUARE_GRAD: binaryRun<SQUARE_GRAD>(A, B, O, r, shape, sa, sb); break;
     default: throw ArgError{"binary: unknown op"};
   }
   return undef(a.env);
@@ -402,7 +414,7 @@ enum UnOp { RELU, STEP, NEG, SQUARE, SQRT, RSQRT, EXP, LOG, ABS, SIGMOID, TANH, 
 
 template <int OP>
 void unaryRun(const float *X, float *O, i64 n, float alpha) {
-#pragma omp parallel for schedule(static) if (n >= kParMin)
+#pragma omp parallel for schedule(static) num_threads(g_ewThreads) if (ewPar(n))
   for (i64 i = 0; i < n; ++i) {
     const float x = X[i];
     float y;
@@ -468,7 +480,7 @@ napi_value reduce(const Args &a) {
   const bool isSum = op == RSUM || op == RMEAN;
   const double scale = op == RMEAN ? 1.0 / static_cast<double>(red) : 1.0;
   const i64 total = outer * red * inner;
-  const int nt = total >= kParMin ? omp_get_max_threads() : 1;
+  const int nt = ewPar(total) ? g_ewThreads : 1;
   if (outer >= 2 * nt || nt == 1) {
 #pragma omp parallel num_threads(nt)
     {
@@ -554,7 +566,7 @@ napi_value gather(const Args &a) {
   const int r = static_cast<int>(rank);
   const i64 inner = shape[r - 1], is = s[r - 1];
   const i64 rows = total / inner;
-#pragma omp parallel for schedule(static) if (total >= kParMin)
+#pragma omp parallel for schedule(static) num_threads(g_ewThreads) if (ewPar(total))
   for (i64 row = 0; row < rows; ++row) {
     i64 off = offset, rem = row;
     for (int d = r - 2; d >= 0; --d) {
@@ -587,12 +599,12 @@ napi_value pad(const Args &a) {
     if (bf[d] < 0 || bf[d] + is[d] > os[d]) throw ArgError{"pad: input does not fit"};
   }
   checkLen(lx, itotal, "x"), checkLen(lo, total, "out");
-  const bool par = total >= kParMin;
-#pragma omp parallel for schedule(static) if (par)
+  const bool par = ewPar(total);
+#pragma omp parallel for schedule(static) num_threads(g_ewThreads) if (par)
   for (i64 i = 0; i < total; ++i) O[i] = value;
   if (itotal == 0) return undef(a.env);
   const i64 inner = is[r - 1], rows = itotal / inner;
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(static) num_threads(g_ewThreads) if (par)
   for (i64 row = 0; row < rows; ++row) {
     i64 off = bf[r - 1], rem = row;
     for (int d = r - 2; d >= 0; --d) {
@@ -627,7 +639,7 @@ napi_value poolFwd(const Args &a) {
   size_t lx, ly;
   float *X = a.f32(1, &lx), *Y = a.f32(2, &ly);
   checkLen(lx, p.N * p.IH * p.IW * p.C, "x"), checkLen(ly, p.N * p.OH * p.OW * p.C, "y");
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) num_threads(g_ewThreads) if (ewPar(p.N * p.OH * p.OW * p.C))
   for (i64 n = 0; n < p.N; ++n)
     for (i64 oh = 0; oh < p.OH; ++oh) {
       std::vector<float> acc(p.C);
@@ -663,7 +675,7 @@ napi_value maxPoolGrad(const Args &a) {
   float *X = a.f32(1, &lx), *DY = a.f32(2, &ldy), *DX = a.f32(3, &ldx);
   checkLen(lx, p.N * p.IH * p.IW * p.C, "x"), checkLen(ldy, p.N * p.OH * p.OW * p.C, "dy");
   checkLen(ldx, lx, "dx");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(g_ewThreads) if (ewPar(static_cast<i64>(lx)))
   for (i64 n = 0; n < p.N; ++n) {
     float *dxn = DX + n * p.IH * p.IW * p.C;
     std::fill(dxn, dxn + p.IH * p.IW * p.C, 0.f);
@@ -700,7 +712,7 @@ napi_value avgPoolGrad(const Args &a) {
   float *DY = a.f32(1, &ldy), *DX = a.f32(2, &ldx);
   checkLen(ldy, p.N * p.OH * p.OW * p.C, "dy"), checkLen(ldx, p.N * p.IH * p.IW * p.C, "dx");
   const float mult = 1.f / static_cast<float>(p.KH * p.KW);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(g_ewThreads) if (ewPar(static_cast<i64>(ldx)))
   for (i64 n = 0; n < p.N; ++n) {
     float *dxn = DX + n * p.IH * p.IW * p.C;
     std::fill(dxn, dxn + p.IH * p.IW * p.C, 0.f);
@@ -743,7 +755,7 @@ napi_value batchNorm(const Args &a) {
     add[c] = static_cast<float>(o - m * k);
   }
   const i64 rows = static_cast<i64>(lx) / C;
-#pragma omp parallel for schedule(static) if (static_cast<i64>(lx) >= kParMin)
+#pragma omp parallel for schedule(static) num_threads(g_ewThreads) if (ewPar(static_cast<i64>(lx)))
   for (i64 r = 0; r < rows; ++r) {
     const float *x = X + r * C;
     float *o = O + r * C;
@@ -772,7 +784,7 @@ napi_value batchNormGrad(const Args &a) {
     inv[c] = 1.0 / std::sqrt(static_cast<double>(V[c]) + eps);
     k[c] = static_cast<float>(inv[c] * (Sc ? Sc[c] : 1.0));
   }
-  const int nt = static_cast<i64>(lx) >= kParMin ? omp_get_max_threads() : 1;
+  const int nt = ewPar(static_cast<i64>(lx)) ? g_ewThreads : 1;
   std::vector<double> sdy(static_cast<size_t>(nt) * C, 0.0), sdyx(static_cast<size_t>(nt) * C, 0.0);
 #pragma omp parallel num_threads(nt)
   {
@@ -803,10 +815,16 @@ napi_value batchNormGrad(const Args &a) {
 
 // ---------------------------------------------------------------- misc
 
+// setNumThreads(convThreads, elementwiseThreads)
 napi_value setNumThreads(const Args &a) {
   const int n = a.integer(0);
   if (n < 1) throw ArgError{"threads must be >= 1"};
   omp_set_num_threads(n);
+  if (!a.isNull(1)) {
+    const int e = a.integer(1);
+    if (e < 1) throw ArgError{"elementwise threads must be >= 1"};
+    g_ewThreads = e;
+  }
   return undef(a.env);
 }
 
@@ -819,6 +837,8 @@ napi_value info(const Args &a) {
   napi_set_named_property(a.env, o, "onednn", v);
   napi_create_int32(a.env, omp_get_max_threads(), &v);
   napi_set_named_property(a.env, o, "threads", v);
+  napi_create_int32(a.env, g_ewThreads, &v);
+  napi_set_named_property(a.env, o, "elementwiseThreads", v);
   napi_create_int32(a.env, static_cast<int32_t>(convCache().size()), &v);
   napi_set_named_property(a.env, o, "cachedPrimitives", v);
   return o;
@@ -826,22 +846,22 @@ napi_value info(const Args &a) {
 
 napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
-      {"conv", nullptr, wrap<conv>, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"convImpl", nullptr, wrap<convImpl>, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"matmul", nullptr, wrap<matmul>, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"binary", nullptr, wrap<binary>, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"unary", nullptr, wrap<unary>, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"reduce", nullptr, wrap<reduce>, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"gather", nullptr, wrap<gather>, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"pad", nullptr, wrap<pad>, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"maxPool", nullptr, wrap<poolFwd<true>>, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"avgPool", nullptr, wrap<poolFwd<false>>, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"maxPoolGrad", nullptr, wrap<maxPoolGrad>, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"avgPoolGrad", nullptr, wrap<avgPoolGrad>, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"batchNorm", nullptr, wrap<batchNorm>, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"batchNormGrad", nullptr, wrap<batchNormGrad>, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"setNumThreads", nullptr, wrap<setNumThreads>, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"info", nullptr, wrap<info>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"conv", nullptr, wrap<conv>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"convImpl", nullptr, wrap<convImpl>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"matmul", nullptr, wrap<matmul>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"binary", nullptr, wrap<binary>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"unary", nullptr, wrap<unary>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"reduce", nullptr, wrap<reduce>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"gather", nullptr, wrap<gather>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"pad", nullptr, wrap<pad>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"maxPool", nullptr, wrap<poolFwd<true>>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"avgPool", nullptr, wrap<poolFwd<false>>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"maxPoolGrad", nullptr, wrap<maxPoolGrad>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"avgPoolGrad", nullptr, wrap<avgPoolGrad>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"batchNorm", nullptr, wrap<batchNorm>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"batchNormGrad", nullptr, wrap<batchNormGrad>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"setNumThreads", nullptr, wrap<setNumThreads>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"info", nullptr, wrap<info>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

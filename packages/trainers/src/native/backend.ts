@@ -10,7 +10,16 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { GradConfig, KernelFunc, NamedAttrMap, Tensor } from '@tensorflow/tfjs-core';
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import { loadNativeAddon, type NativeAddon, type NativeAddonStatus } from './addon.js';
-import { BATCH_NORM_GRAD_KERNEL, NATIVE_KERNELS, batchNormGradKernel, withFallback } from './kernels.js';
+import {
+  BATCH_NORM_GRAD_KERNEL,
+  GRADIENT_KERNELS,
+  MEAN_GRAD_KERNEL,
+  NATIVE_KERNELS,
+  RELU_GRAD_KERNEL,
+  SQUARE_GRAD_KERNEL,
+  batchNormGradKernel,
+  withFallback,
+} from './kernels.js';
 
 export const NATIVE_BACKEND_NAME = 'native';
 /** Above wasm (2) and cpu (1), so plain tf.ready() also picks it when registered. */
@@ -40,13 +49,13 @@ export async function registerNativeBackend(): Promise<boolean> {
     }, PRIORITY);
     registered = true;
   }
-  installBatchNormGradient();
+  installGradients();
   return true;
 }
 
 /** Names of the kernels the addon implements (the others are the cpu backend's). */
 export function nativeKernelNames(): string[] {
-  return [...Object.keys(NATIVE_KERNELS), `FusedBatchNorm (gradient)`];
+  return [...Object.keys(NATIVE_KERNELS), ...Object.keys(NATIVE_GRADIENTS).map((k) => `${k} (gradient)`)];
 }
 
 function registerKernels(addon: NativeAddon): void {
@@ -65,6 +74,8 @@ function registerKernels(addon: NativeAddon): void {
   for (const [name, impl] of Object.entries(NATIVE_KERNELS))
     if (!tf.getKernel(name, NATIVE_BACKEND_NAME))
       tf.registerKernel({ kernelName: name, backendName: NATIVE_BACKEND_NAME, kernelFunc: withFallback(name, impl, addon, null) });
+  for (const [name, impl] of Object.entries(GRADIENT_KERNELS))
+    tf.registerKernel({ kernelName: name, backendName: NATIVE_BACKEND_NAME, kernelFunc: withFallback(name, impl, addon, null) });
   tf.registerKernel({
     kernelName: BATCH_NORM_GRAD_KERNEL,
     backendName: NATIVE_BACKEND_NAME,
@@ -76,47 +87,85 @@ function registerKernels(addon: NativeAddon): void {
   });
 }
 
-const OURS = Symbol('flatrank-native-bn-grad');
+const OURS = Symbol('flatrank-native-gradient');
+type GradFunc = GradConfig['gradFunc'];
+type Saved = Tensor[];
+/** A native gradient: the input-gradient thunks, or null to use the wrapped (tfjs) gradient. */
+type NativeGrad = (dy: Tensor, saved: Saved, attrs: NamedAttrMap) => Record<string, () => Tensor> | null;
+
+const run = (kernel: string, inputs: Record<string, Tensor>, attrs: NamedAttrMap = {}) =>
+  tf.engine().runKernel(kernel, inputs, attrs) as Tensor | Tensor[];
 
 /**
- * Gradients are global in TF.js (one per kernel name, for every backend), so the native
- * FusedBatchNorm gradient wraps whichever gradient is registered: on 'native' with per-channel
- * statistics it runs one native pass; everywhere else it delegates unchanged. Re-installed on each
- * registerNativeBackend() call, since the wasm backend registers its own version when it loads.
+ * Gradients with a native one-pass version. Each expects tfjs-core's inputsToSave for its kernel
+ * (checked when installed) so that delegating to the wrapped gradient stays exact.
  */
-function installBatchNormGradient(): void {
-  const prev = tf.getGradient('FusedBatchNorm') as (GradConfig & { [OURS]?: boolean }) | undefined;
-  if (!prev || prev[OURS]) return;
-  const cfg: GradConfig & { [OURS]: boolean } = {
-    kernelName: 'FusedBatchNorm',
-    inputsToSave: ['x', 'mean', 'variance', 'scale'],
-    [OURS]: true,
-    gradFunc: (dy: Tensor | Tensor[], saved: Tensor[], attrs: NamedAttrMap) => {
+const NATIVE_GRADIENTS: Record<string, { save: string[]; grad: NativeGrad }> = {
+  // tfjs-core: mul(dy, cast(step(x))): two full passes.
+  Relu: {
+    save: ['x'],
+    grad: (dy, [x]) => (dy.dtype === 'float32' && x!.dtype === 'float32' ? { x: () => run(RELU_GRAD_KERNEL, { dy, x: x! }) as Tensor } : null),
+  },
+  // tfjs-core: mul(dy, mul(x, 2)).
+  Square: {
+    save: ['x'],
+    grad: (dy, [x]) => (dy.dtype === 'float32' && x!.dtype === 'float32' ? { x: () => run(SQUARE_GRAD_KERNEL, { dy, x: x! }) as Tensor } : null),
+  },
+  // tfjs-core: div(mul(reshape(dy), ones(x.shape)), n): a fill and two full passes.
+  Mean: {
+    save: ['x'],
+    grad: (dy, [x], attrs) => {
+      if (dy.dtype !== 'float32') return null;
+      const axes = tf.util.parseAxisParam(attrs['axis'] as number | number[], x!.shape);
+      const reduceSize = axes.reduce((p, a) => p * x!.shape[a]!, 1);
+      return { x: () => run(MEAN_GRAD_KERNEL, { dy }, { shape: x!.shape, axes, reduceSize }) as Tensor };
+    },
+  },
+  // tfjs-core: a dozen full passes with Tile; here one pass for all five gradients.
+  FusedBatchNorm: {
+    save: ['x', 'mean', 'variance', 'scale'],
+    grad: (dy, saved, attrs) => {
       const [x, mean, variance, scale] = saved as [Tensor, Tensor, Tensor, Tensor | undefined];
       const C = x.shape[x.shape.length - 1];
       const fits =
-        tf.getBackend() === NATIVE_BACKEND_NAME &&
-        !Array.isArray(dy) &&
         x.dtype === 'float32' &&
         mean.rank === 1 &&
         variance.rank === 1 &&
         mean.size === C &&
         variance.size === C &&
         (scale == null || (scale.rank === 1 && scale.size === C));
-      if (!fits) return prev.gradFunc(dy, saved, attrs);
-      const inputs: Record<string, Tensor> = { dy: dy as Tensor, x, mean, variance };
+      if (!fits) return null;
+      const inputs: Record<string, Tensor> = { dy, x, mean, variance };
       if (scale != null) inputs['scale'] = scale;
-      const [dx, dmean, dvar, dscale, doffset] = tf.engine().runKernel(BATCH_NORM_GRAD_KERNEL, inputs, attrs) as Tensor[];
-      return {
-        x: () => dx!,
-        mean: () => dmean!,
-        variance: () => dvar!,
-        scale: () => dscale!,
-        offset: () => doffset!,
-      };
+      const [dx, dmean, dvar, dscale, doffset] = run(BATCH_NORM_GRAD_KERNEL, inputs, attrs) as Tensor[];
+      return { x: () => dx!, mean: () => dmean!, variance: () => dvar!, scale: () => dscale!, offset: () => doffset! };
     },
-  };
-  tf.registerGradient(cfg);
+  },
+};
+
+/**
+ * Gradients are global in TF.js (one per kernel name, for every backend), so each native gradient
+ * wraps whichever gradient is registered: on 'native' it runs the one-pass kernel, everywhere else
+ * (and for inputs it does not handle) it delegates unchanged. Re-installed on every
+ * registerNativeBackend() call, since the wasm backend registers its own FusedBatchNorm gradient.
+ */
+function installGradients(): void {
+  for (const [kernelName, { save, grad }] of Object.entries(NATIVE_GRADIENTS)) {
+    const prev = tf.getGradient(kernelName) as (GradConfig & { [OURS]?: boolean }) | undefined;
+    if (!prev || prev[OURS]) continue;
+    if (JSON.stringify(prev.inputsToSave ?? []) !== JSON.stringify(save) || prev.outputsToSave?.some(Boolean)) continue;
+    const prevFunc: GradFunc = prev.gradFunc;
+    const cfg: GradConfig & { [OURS]: boolean } = {
+      kernelName,
+      inputsToSave: save,
+      [OURS]: true,
+      gradFunc: (dy: Tensor | Tensor[], saved: Tensor[], attrs: NamedAttrMap) => {
+        const r = tf.getBackend() === NATIVE_BACKEND_NAME && !Array.isArray(dy) ? grad(dy, saved, attrs) : null;
+        return r ?? prevFunc(dy, saved, attrs);
+      },
+    };
+    tf.registerGradient(cfg);
+  }
 }
 
 /** The candidate src/backend/registry.ts discovers: installed when the addon loads. */
