@@ -103,8 +103,8 @@ export function snapshotFromStore(store: ResultsStore, sweep: { id: number; name
     .map((t) => ({
       key: t.key,
       label: trialLabel(t.config),
-      device: t.device,
-      worker: t.worker,
+      device: t.device ?? (t.environment ? `${t.environment.host} ${t.environment.cudaVisibleDevices ? `cuda:${t.environment.cudaVisibleDevices}` : 'cpu'}` : null),
+      worker: t.environment ? null : t.worker,
       attempt: t.attempts,
       epoch: t.lastEpoch,
       epochs: t.config.training.epochs,

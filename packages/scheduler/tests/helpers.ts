@@ -1,5 +1,5 @@
 // Shared set-up of the scheduler tests: temp dirs, spec files, runSpec with the fake trainer.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -110,4 +110,31 @@ export async function waitFor<T>(fn: () => T | undefined | null | false, timeout
     if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+// ---------------------------------------------------------------- processes of the built CLI
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const CLI = fileURLToPath(new URL('../../../apps/cli/dist/main.js', import.meta.url));
+
+export function assertBuilt(): void {
+  if (!existsSync(CLI) || !existsSync(fileURLToPath(new URL('../dist/index.js', import.meta.url))))
+    throw new Error(`these tests fork the built CLI (${CLI}); build first: npx tsc -b packages/scheduler apps/cli`);
+}
+
+export interface Proc {
+  proc: ChildProcess;
+  output(): string;
+  exited: Promise<number | null>;
+}
+
+export function spawnCli(args: string[], env: Record<string, string | undefined>, cwd: string): Proc {
+  const proc = spawn(process.execPath, [CLI, ...args], { cwd, env: { ...process.env, ...env, FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code, signal) => resolve(code ?? (signal ? -1 : null))));
+  return { proc, output: () => out, exited };
 }

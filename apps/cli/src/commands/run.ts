@@ -48,6 +48,14 @@ export function parseTrainerBackend(value: string): BackendName | 'auto' {
   throw new ValidationError('--trainer-backend', `--trainer-backend: unknown value ${JSON.stringify(value)}; allowed: auto, ${BACKENDS.join(', ')}`);
 }
 
+/**
+ * After a long-running command: if a stray handle (a Redis socket, a timer of a library) keeps the
+ * event loop alive, leave anyway once the result has been printed.
+ */
+export function exitWhenDone(): void {
+  setTimeout(() => process.exit(process.exitCode ?? 0), 3000).unref();
+}
+
 /** SIGINT / SIGTERM abort the returned signal once; a second one exits at once. */
 export function interruptSignal(): { signal: AbortSignal; dispose(): void } {
   const ac = new AbortController();
@@ -111,6 +119,7 @@ export function registerRun(program: Command): void {
         await runSpec({ ...common, childEntry, signal: interrupt.signal });
       } finally {
         interrupt.dispose();
+        exitWhenDone();
       }
     });
 }

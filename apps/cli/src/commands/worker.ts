@@ -7,7 +7,7 @@
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import { createCoordinatorLogger, parseGpusFlag, planSlots, startWorker } from '@flatrank/scheduler';
-import { interruptSignal, parsePositiveInt, resolveChildEntry } from './run.js';
+import { exitWhenDone, interruptSignal, parsePositiveInt, resolveChildEntry } from './run.js';
 
 interface WorkerFlags {
   redis: string;
@@ -61,6 +61,7 @@ export function registerWorker(program: Command): void {
       } finally {
         interrupt.dispose();
         log.close();
+        exitWhenDone();
       }
     });
 }

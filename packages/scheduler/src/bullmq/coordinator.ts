@@ -61,22 +61,29 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
   const me = workerId('bullmq');
   const conn = redisConnection(o.redisUrl, `flatrank-coordinator-${process.pid}`);
   await connect(conn, o.redisUrl);
-  await checkNoEviction(conn, o.redisUrl, logger);
+  try {
+    await checkNoEviction(conn, o.redisUrl, logger);
+  } catch (e) {
+    conn.disconnect();
+    throw e;
+  }
   const reader = conn.duplicate();
   await reader.connect().catch(() => undefined);
-  conn.on('error', (e: Error) => logger.debug(`redis: ${e.message}`));
-  reader.on('error', (e: Error) => logger.debug(`redis reader: ${e.message}`));
+  conn.on('error', (e: Error) => closed || logger.debug(`redis: ${e.message}`));
+  reader.on('error', (e: Error) => closed || logger.debug(`redis reader: ${e.message}`));
   let redisDown = false;
+  let closed = false;
   conn.on('close', () => {
+    if (closed) return;
     if (!redisDown) logger.warn(`lost the connection to Redis at ${o.redisUrl}; reconnecting`);
     redisDown = true;
   });
   conn.on('ready', () => {
-    if (redisDown) logger.warn(`reconnected to Redis at ${o.redisUrl}; checking queued attempts`);
+    if (redisDown && !closed) logger.warn(`reconnected to Redis at ${o.redisUrl}; checking queued attempts`);
     redisDown = false;
   });
   const queue = new Queue<TrialJobData>(queueName, { connection: conn });
-  queue.on('error', (e) => logger.debug(`queue: ${e.message}`));
+  queue.on('error', (e) => closed || logger.debug(`queue: ${e.message}`));
 
   const inflight = new Map<string, Inflight>(); // by job id
   const attempts: AttemptRecord[] = [];
@@ -363,6 +370,7 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
       }
     }
   } finally {
+    closed = true;
     o.signal?.removeEventListener('abort', onAbort);
     writer.flush();
     await queue.close().catch(() => undefined);

@@ -45,7 +45,12 @@ export async function startWorker(o: WorkerOptions): Promise<WorkerHandle> {
   const logger = o.logger;
   const conn = redisConnection(o.redisUrl, `flatrank-worker-${HOST}-${process.pid}`);
   await connect(conn, o.redisUrl);
-  await checkNoEviction(conn, o.redisUrl, logger);
+  try {
+    await checkNoEviction(conn, o.redisUrl, logger);
+  } catch (e) {
+    conn.disconnect();
+    throw e;
+  }
   const sub = conn.duplicate();
   const blocking = conn.duplicate();
   await Promise.all([sub.connect(), blocking.connect()]).catch(() => undefined);
@@ -127,8 +132,10 @@ export async function startWorker(o: WorkerOptions): Promise<WorkerHandle> {
     stalledInterval: o.lockDurationMs ?? 30_000,
     autorun: true,
   });
-  worker.on('error', (e) => logger.warn(`worker: ${e.message}`));
-  worker.on('failed', (job, e) => logger.warn({ job: job?.id }, `job ${job?.id?.slice(0, 10) ?? '?'} failed: ${e.message}`));
+  let stopped = false;
+  for (const c of [conn, sub, blocking]) c.on('error', (e: Error) => stopped || logger.debug(`redis: ${e.message}`));
+  worker.on('error', (e) => stopped || logger.warn(`worker: ${e.message}`));
+  worker.on('failed', (job, e) => stopped || logger.warn({ job: job?.id }, `job ${job?.id?.slice(0, 10) ?? '?'} failed: ${e.message}`));
   logger.info(`worker ${HOST}:${process.pid} on queue ${queueName} at ${o.redisUrl}: ${o.slots.length} slot(s) ${o.slots.map((s) => s.id).join(', ')}`);
 
   let closing: Promise<void> | null = null;
@@ -141,6 +148,7 @@ export async function startWorker(o: WorkerOptions): Promise<WorkerHandle> {
       await sub.quit().catch(() => undefined);
       await conn.quit().catch(() => undefined);
       blocking.disconnect();
+      stopped = true;
       resolveDone();
     })();
     return closing;
