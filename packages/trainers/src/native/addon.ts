@@ -41,7 +41,10 @@ export function addonPath(): string {
 
 let cached: { addon: NativeAddon | null; status: NativeAddonStatus } | null = null;
 
-/** Loads the addon once per process; FLATRANK_NATIVE=0 forces it off (read on first call). */
+/**
+ * Loads the addon once per process (env read on first call): FLATRANK_NATIVE=0 forces it off,
+ * FLATRANK_NATIVE_ADDON=<file.node> loads another build, FLATRANK_NATIVE_THREADS=N sets the threads.
+ */
 export function loadNativeAddon(env: NodeJS.ProcessEnv = process.env): { addon: NativeAddon | null; status: NativeAddonStatus } {
   if (cached) return cached;
   cached = tryLoad(env);
@@ -57,7 +60,7 @@ function tryLoad(env: NodeJS.ProcessEnv): { addon: NativeAddon | null; status: N
   const flag = env['FLATRANK_NATIVE'];
   if (flag === '0' || flag === 'false' || flag === 'off')
     return { addon: null, status: { available: false, detail: `disabled by FLATRANK_NATIVE=${flag}` } };
-  const path = addonPath();
+  const path = env['FLATRANK_NATIVE_ADDON'] || addonPath();
   if (!existsSync(path))
     return {
       addon: null,

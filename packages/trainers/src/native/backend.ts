@@ -169,9 +169,17 @@ function installGradients(): void {
 }
 
 /** The candidate src/backend/registry.ts discovers: installed when the addon loads. */
+let noticed = false;
+
 export const nativeBackendCandidate = {
   isInstalled(): boolean {
-    return nativeBackendStatus().available;
+    const st = nativeBackendStatus();
+    // One line per process when the addon should be there but is not (not when switched off).
+    if (!st.available && !noticed && !st.detail.startsWith('disabled')) {
+      noticed = true;
+      process.stderr.write(`flatrank: native backend unavailable (${st.detail}); falling back to wasm\n`);
+    }
+    return st.available;
   },
   async load() {
     if (!(await registerNativeBackend())) throw new Error(`native addon unavailable: ${nativeBackendStatus().detail}`);

@@ -5,4 +5,4 @@ export {
   nativeKernelNames,
   registerNativeBackend,
 } from './backend.js';
-export { loadNativeAddon, addonPath, type NativeAddon, type NativeAddonStatus } from './addon.js';
+export { loadNativeAddon, resetNativeAddonCache, addonPath, type NativeAddon, type NativeAddonStatus } from './addon.js';
