@@ -172,6 +172,16 @@ describe('runTrial', { timeout: 120_000 }, () => {
     expect(ev2.filter((e) => e.type === 'layer')).toHaveLength(1);
   });
 
+  it('is deterministic on one backend: the same config gives bit-identical weights', async () => {
+    const cfg = { ...base, training: { ...base.training!, epochs: 1, maxSteps: 6 } };
+    await runTrial(cfg, opts('det-a', []));
+    await runTrial(cfg, opts('det-b', []));
+    const a = await loadCheckpoint(join(dir, 'det-a', 'checkpoint'));
+    const b = await loadCheckpoint(join(dir, 'det-b', 'checkpoint'));
+    expect(a.weights.length).toBeGreaterThan(0);
+    a.weights.forEach((w, i) => expect(Array.from(b.weights[i]!.tensor.dataSync())).toEqual(Array.from(w.tensor.dataSync())));
+  });
+
   it('a bad config fails with one terminal event naming the field', async () => {
     const events: TrialEvent[] = [];
     const err = await runTrial(
