@@ -75,8 +75,7 @@ export function expandSpec(spec: Spec): GridPoint[] {
       else start = { kind: 'trial', trialKey: findStartTrial(spec, plan, axes, label, byMethod.get(plan.start.methodId)!) };
       const draft = buildDraft(spec, plan, start);
       for (const [, def, value] of combo) def.apply(draft, structuredCloneJson(value));
-      const config = resolvePoint(spec, plan, draft, label);
-      const key = trialKey(config);
+      const { config, key } = resolvePoint(spec, plan, draft, label);
       const point: GridPoint = { key, config, dependsOn: start.kind === 'trial' ? [start.trialKey] : [], methodId: id, axes, label };
       const dup = seen.get(key);
       if (dup)
@@ -155,7 +154,7 @@ function findStartTrial(spec: Spec, plan: MethodPlan, axes: Record<string, unkno
   if (st.match) {
     for (const n of st.match)
       if (!plan.axisNames.has(n) || !producerPlanAxes.has(n))
-        throw specError(spec, [...st.path.slice(0, -1), 'match'], `"${n}" is not an axis of both '${plan.id}' and '${st.methodId}'; their shared axes: ${[...plan.axisNames].filter((a) => producerPlanAxes.has(a)).join(', ') || '(none)'}`);
+        throw specError(spec, [...st.path, 'match'], `"${n}" is not an axis of both '${plan.id}' and '${st.methodId}'; their shared axes: ${[...plan.axisNames].filter((a) => producerPlanAxes.has(a)).join(', ') || '(none)'}`);
     match = st.match;
   } else match = [...plan.axisNames].filter((a) => producerPlanAxes.has(a));
   const want = match.map((n) => canonicalJson(axes[n]));
@@ -186,10 +185,12 @@ function buildDraft(spec: Spec, plan: MethodPlan, start: StartPoint): Record<str
   return draft;
 }
 
-function resolvePoint(spec: Spec, plan: MethodPlan, draft: Record<string, unknown>, label: string): TrialConfig {
+function resolvePoint(spec: Spec, plan: MethodPlan, draft: Record<string, unknown>, label: string): { config: TrialConfig; key: string } {
   let config: TrialConfig;
+  let key: string;
   try {
     config = resolveTrialConfig(draft, '');
+    key = trialKey(config);
   } catch (e) {
     if (!(e instanceof ValidationError)) throw e;
     const sub = e.field.replace(/^\./, '');
@@ -198,7 +199,7 @@ function resolvePoint(spec: Spec, plan: MethodPlan, draft: Record<string, unknow
   }
   if (plan.method === 'posttrain' && config.training.epochs !== 0)
     throw specError(spec, ['methods', plan.id, 'training', 'epochs'], `must be 0 for method 'posttrain' (it trains nothing; use finetune to train after decomposition), got ${config.training.epochs}`);
-  return config;
+  return { config, key };
 }
 
 function dimensionsOf(spec: Spec, grid: GridInput, path: Array<string | number>): Dimension[] {
@@ -239,9 +240,9 @@ function dimensionsOf(spec: Spec, grid: GridInput, path: Array<string | number>)
         return [name, def, pt[name]] as const;
       });
     });
-    const first = [...defs.keys()];
+    const first = options[0]!.map(([n]) => n);
     for (const [i, opt] of options.entries())
-      if (opt.length !== first.length)
+      if (opt.length !== first.length || opt.some(([n]) => !first.includes(n)))
         throw specError(spec, [...path, 'points', i], `every point must set the same axes (${first.join(', ')}); this one sets ${opt.map(([n]) => n).join(', ')}`);
     dims.push({ names: first, options });
   }

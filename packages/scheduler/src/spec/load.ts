@@ -38,7 +38,7 @@ export function parseSpecText(text: string, file?: string): Spec {
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
     const err = doc.errors[0]!;
-    const pos = err.linePos?.[0];
+    const pos = err.linePos?.[0] ?? (err.pos ? lineCounter.linePos(err.pos[0]) : undefined);
     const at = pos ? `:${pos.line}:${pos.col}` : '';
     throw new SpecError('(yaml)', `${where}${at}: invalid YAML: ${err.message.split('\n')[0]}`, { file, cause: err, context: { line: pos?.line, col: pos?.col } });
   }
@@ -49,6 +49,12 @@ export function parseSpecText(text: string, file?: string): Spec {
   if (typeof raw !== 'object' || Array.isArray(raw))
     throw new SpecError('(root)', `${where}: the spec must be a mapping (name: ..., model: ..., methods: ...), got ${Array.isArray(raw) ? 'a list' : typeof raw}`, { file });
 
+  const nonFinite = findNonFinite(raw, []);
+  if (nonFinite) {
+    const field = formatPath('', nonFinite.path);
+    const line = lineOf(nonFinite.path);
+    throw new SpecError(field, `${where}${line !== undefined ? `:${line}` : ''}: ${field}: must be a finite number, got ${nonFinite.value}`, { file, context: { line } });
+  }
   const result = specSchema.safeParse(raw);
   if (!result.success) throw specZodError(result.error, where, file, lineOf);
   const parsed = result.data;
@@ -78,6 +84,23 @@ function specZodError(error: z.ZodError, where: string, file: string | undefined
   const loc = `${where}${line !== undefined ? `:${line}` : ''}`;
   const message = v.message.startsWith(': ') ? `(root)${v.message}` : v.message;
   return new SpecError(field, `${loc}: ${message}`, { file, cause: error, context: { line, issues: v.context['issues'] } });
+}
+
+/** The first NaN / Infinity in the document (YAML has .nan and .inf; a trial config must not). */
+function findNonFinite(v: unknown, path: Array<string | number>): { path: Array<string | number>; value: number } | null {
+  if (typeof v === 'number') return Number.isFinite(v) ? null : { path, value: v };
+  if (Array.isArray(v)) {
+    for (const [i, x] of v.entries()) {
+      const r = findNonFinite(x, [...path, i]);
+      if (r) return r;
+    }
+  } else if (v !== null && typeof v === 'object') {
+    for (const [k, x] of Object.entries(v)) {
+      const r = findNonFinite(x, [...path, k]);
+      if (r) return r;
+    }
+  }
+  return null;
 }
 
 /** Line (1-based) of the deepest existing node along the path. */

@@ -93,7 +93,15 @@ export type MethodSpecInput = z.infer<typeof methodSpecSchema>;
 export const resourcesSchema = z
   .object({
     /** 'auto' asks nvidia-smi; 'none' runs on CPU workers; or a list of GPU indices. */
-    gpus: z.union([z.enum(['auto', 'none']), z.array(z.number().int().nonnegative()).min(1)]).default('auto'),
+    gpus: z
+      .unknown()
+      .transform((v, ctx): 'auto' | 'none' | number[] => {
+        if (v === undefined) return 'auto';
+        if (v === 'auto' || v === 'none') return v;
+        if (Array.isArray(v) && v.length > 0 && v.every((x) => Number.isInteger(x) && (x as number) >= 0) && new Set(v).size === v.length) return v as number[];
+        ctx.addIssue({ code: z.ZodIssueCode.custom, message: `must be auto, none, or a list of distinct GPU indices such as [0, 1]; got ${JSON.stringify(v)}` });
+        return z.NEVER;
+      }),
     workersPerGpu: z.number().int().positive().max(64).default(1),
     cpuWorkers: z.number().int().positive().max(256).default(1),
     maxAttempts: z.number().int().positive().max(100).default(3),
