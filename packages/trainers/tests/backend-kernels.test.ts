@@ -155,3 +155,65 @@ test('custom kernels dispose their intermediates', async () => {
   expect((tf.backend() as unknown as { numDataIds(): number }).numDataIds()).toBe(before);
   tf.dispose([x, w]);
 });
+
+describe('wasm MaxPoolGrad (JS scatter) matches cpu, ties included', () => {
+  const cases: Array<[string, number, number, 'same' | 'valid']> = [];
+  for (const f of [2, 3]) for (const s of [1, 2]) for (const p of ['same', 'valid'] as const) cases.push([`f${f} s${s} ${p}`, f, s, p]);
+  test.each(cases)('%s', async (_l, f, s, pad) => {
+    const rng = new Rng(f * 10 + s);
+    // ReLU-like values: many exact zeros, so windows often tie.
+    const xv = randn(2 * 7 * 6 * 3, rng).map((v) => Math.max(0, v));
+    const run = () => {
+      const x = tf.tensor4d(xv, [2, 7, 6, 3]);
+      const y = tf.maxPool(x, f, s, pad);
+      const r = tf.tensor(randn(y.size, new Rng(4)), y.shape);
+      return [y, tf.grad((a: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(a as tf.Tensor4D, f, s, pad), r)))(x)];
+    };
+    const cpu = await on('cpu', run);
+    const wasm = await on('wasm', run);
+    expect(wasm[0]).toEqual(cpu[0]);
+    expect(maxRelErr(wasm[1]!, cpu[1]!)).toBeLessThan(1e-6);
+  });
+});
+
+describe('wasm BatchMatMul with transposed operands matches cpu', () => {
+  test.each([
+    [false, false],
+    [true, false],
+    [false, true],
+    [true, true],
+  ])('transposeA %s, transposeB %s', async (ta, tb) => {
+    const rng = new Rng(Number(ta) * 2 + Number(tb));
+    const av = randn(2 * 5 * 7, rng);
+    const bv = randn(2 * 7 * 3, rng);
+    const run = () => {
+      const a = tf.tensor3d(av, ta ? [2, 7, 5] : [2, 5, 7]);
+      const b = tf.tensor3d(bv, tb ? [2, 3, 7] : [2, 7, 3]);
+      const r = tf.tensor(randn(2 * 5 * 3, new Rng(2)), [2, 5, 3]);
+      const [da, db] = tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.sum(tf.mul(tf.matMul(p, q, ta, tb), r)))([a, b]);
+      return [tf.matMul(a, b, ta, tb), da!, db!];
+    };
+    const cpu = await on('cpu', run);
+    const wasm = await on('wasm', run);
+    for (let i = 0; i < 3; i++) expect(maxRelErr(wasm[i]!, cpu[i]!)).toBeLessThan(1e-5);
+  });
+});
+
+describe('wasm Add of a per-channel vector (bias add) matches cpu', () => {
+  test.each([
+    ['[2,3,4,5] + [5]', [2, 3, 4, 5], [5]],
+    ['[5] + [2,3,4,5]', [5], [2, 3, 4, 5]],
+    ['[6,4] + [1,4]', [6, 4], [1, 4]],
+    ['[2,3] + [2,3] (stock)', [2, 3], [2, 3]],
+    ['[2,3,4] + [3,1] (stock)', [2, 3, 4], [3, 1]],
+  ])('%s', async (_l, as, bs) => {
+    const rng = new Rng(as.length * 7 + bs.length);
+    const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
+    const av = randn(size(as), rng);
+    const bv = randn(size(bs), rng);
+    const run = () => [tf.add(tf.tensor(av, as), tf.tensor(bv, bs))];
+    const cpu = await on('cpu', run);
+    const wasm = await on('wasm', run);
+    expect(wasm[0]).toEqual(cpu[0]);
+  });
+});

@@ -143,7 +143,8 @@ describe('wasm memory cap', () => {
     // No cap on other backends.
     expect(() => checkTrainingMemory(r56, 4096, { backend: 'cpu' })).not.toThrow();
     expect(estimateTrainingMemory(r56, 256).bytes).toBeCloseTo(2 * estimateTrainingMemory(r56, 128).bytes, -8);
-    tf.dispose([r56, r20]);
+    r56.dispose();
+    r20.dispose();
   });
 
   test('wasm out-of-memory traps become ResourceExhaustedError suggesting a smaller batch', async () => {

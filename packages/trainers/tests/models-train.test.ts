@@ -35,7 +35,7 @@ describe.each(installed)('backend %s', (backend) => {
       if (k.endsWith('kernel')) expect(v.some((t) => t !== 0), k).toBe(true);
     }
     const w0 = model.getLayer(name === 'lenet5' ? 'conv2' : 'conv1').getWeights()[0]!.dataSync().slice();
-    opt.applyGradients(grads);
+    opt.applyGradients(grads as tf.NamedTensorMap as Record<string, tf.Variable>);
     tf.dispose([value, ...Object.values(grads)]);
     const w1 = model.getLayer(name === 'lenet5' ? 'conv2' : 'conv1').getWeights()[0]!.dataSync();
     expect(Array.from(w1)).not.toEqual(Array.from(w0));

@@ -12,7 +12,7 @@ beforeAll(async () => {
 const cifar = { inputShape: [32, 32, 3] as [number, number, number], numClasses: 10, seed: 0 };
 
 function trainableParams(m: LayersModel): number {
-  return m.trainableWeights.reduce((a, w) => a + w.shape.reduce((x, y) => x * y, 1), 0);
+  return m.trainableWeights.reduce((a, w) => a + (w.shape as number[]).reduce((x, y) => x * y, 1), 0);
 }
 
 describe('parameter counts', () => {
@@ -53,7 +53,7 @@ describe('seeded initialisation', () => {
   test('He-normal conv kernels (std ~ sqrt(2 / fan_in)), BN gamma 1 / beta 0', () => {
     const m = buildModel('resnet56', cifar);
     const k = m.getLayer('s3b5_conv2').getWeights()[0]!; // 3x3x64x64: fan_in 576
-    const v = k.dataSync();
+    const v = Array.from(k.dataSync());
     const mean = v.reduce((a, b) => a + b, 0) / v.length;
     const std = Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / v.length);
     expect(Math.abs(mean)).toBeLessThan(0.005);

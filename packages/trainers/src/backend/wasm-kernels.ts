@@ -9,6 +9,10 @@
  * - DepthwiseConv2dNativeBackpropFilter / -Input (absent from tfjs-backend-wasm; the CP chain uses
  *   depthwise convs): per-tap products and the flipped depthwise conv of the zero-dilated dy.
  * - FusedBatchNorm gradient: the same maths as tfjs-core's, with broadcasting instead of Tile.
+ * - Slow paths of stock kernels, measured at LeNet-5 / batch 128 sizes: BatchMatMul with a
+ *   transposed operand (~10x slower than plain: transpose first), MaxPoolGrad (~40 ms for
+ *   [128, 28, 28, 6]: a JS scatter over the wasm heap), and Add of a per-channel vector (bias add:
+ *   2x a same-shape add: a JS loop over the heap).
  * Kernels call other wasm kernels directly (not tf ops) so nothing is recorded on the tape, and
  * dispose every intermediate.
  */
@@ -268,6 +272,112 @@ export function depthwiseBackpropInputWasm(args: KernelArgs): TensorInfo {
   }
 }
 
+/** The wasm backend's heap access (BackendWasm; not part of KernelBackend's typings). */
+interface WasmHeapBackend {
+  makeOutput(shape: number[], dtype: 'float32'): TensorInfo;
+  typedArrayFromHeap(t: TensorInfo): Float32Array;
+}
+const heap = (b: KernelBackend) => b as unknown as WasmHeapBackend;
+
+/** Swaps the two innermost axes via the (fast) Transpose kernel. */
+function transposeInner(t: TensorInfo, backend: KernelBackend): TensorInfo {
+  const r = t.shape.length;
+  const perm = [...Array(r).keys()];
+  perm[r - 2] = r - 1;
+  perm[r - 1] = r - 2;
+  return run('Transpose', { x: t }, backend, { perm });
+}
+
+/** BatchMatMul: materialise transposed operands, then the stock (XNNPACK) plain product. */
+export function batchMatMulWasm({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const { a, b } = inputs as { a: TensorInfo; b: TensorInfo };
+  const transposeA = Boolean(attrs['transposeA']);
+  const transposeB = Boolean(attrs['transposeB']);
+  if ((!transposeA && !transposeB) || a.dtype !== 'float32' || b.dtype !== 'float32')
+    return run('BatchMatMul', inputs, backend, attrs);
+  const s = new Scratch(backend);
+  try {
+    const a2 = transposeA ? s.keep(transposeInner(a, backend)) : a;
+    const b2 = transposeB ? s.keep(transposeInner(b, backend)) : b;
+    return run('BatchMatMul', { a: a2, b: b2 }, backend, { transposeA: false, transposeB: false });
+  } finally {
+    s.dispose();
+  }
+}
+
+/**
+ * MaxPoolGrad: dy flows to the first maximum of each window (row-major window order, strict >),
+ * as in the cpu backend; a JS loop over the heap, channels innermost.
+ */
+export function maxPoolGradWasm({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const { dy, input } = inputs as { dy: TensorInfo; input: TensorInfo };
+  if (input.dtype !== 'float32') return run('MaxPoolGrad', inputs, backend, attrs);
+  const info = backend_util.computePool2DInfo(
+    input.shape as [number, number, number, number],
+    attrs['filterSize'] as number | [number, number],
+    attrs['strides'] as number | [number, number],
+    1,
+    attrs['pad'] as Pad,
+    attrs['dimRoundingMode'] as 'floor' | 'round' | 'ceil' | undefined,
+  );
+  const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW, strideHeight: sh, strideWidth: sw, filterHeight: FH, filterWidth: FW, padInfo } = info;
+  const out = heap(backend).makeOutput(input.shape, 'float32');
+  // Views after the allocation: growing the heap detaches older views.
+  const dx = heap(backend).typedArrayFromHeap(out);
+  const x = heap(backend).typedArrayFromHeap(input);
+  const g = heap(backend).typedArrayFromHeap(dy);
+  dx.fill(0);
+  const best = new Float32Array(C);
+  const pos = new Int32Array(C);
+  for (let n = 0; n < N; n++)
+    for (let oh = 0; oh < OH; oh++) {
+      const r0 = oh * sh - padInfo.top;
+      for (let ow = 0; ow < OW; ow++) {
+        const c0 = ow * sw - padInfo.left;
+        best.fill(-Infinity);
+        pos.fill(-1);
+        for (let fh = 0; fh < FH; fh++) {
+          const r = r0 + fh;
+          if (r < 0 || r >= H) continue;
+          for (let fw = 0; fw < FW; fw++) {
+            const c = c0 + fw;
+            if (c < 0 || c >= W) continue;
+            const base = ((n * H + r) * W + c) * C;
+            for (let k = 0; k < C; k++) {
+              const v = x[base + k]!;
+              if (v > best[k]!) {
+                best[k] = v;
+                pos[k] = base + k;
+              }
+            }
+          }
+        }
+        const o = ((n * OH + oh) * OW + ow) * C;
+        for (let k = 0; k < C; k++) if (pos[k]! >= 0) dx[pos[k]!] += g[o + k]!;
+      }
+    }
+  return out;
+}
+
+/** Add of a float32 tensor and a per-channel vector ([C] or [1, ..., 1, C]); other cases: stock. */
+export function addWasm({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const { a, b } = inputs as { a: TensorInfo; b: TensorInfo };
+  const isVec = (t: TensorInfo, c: number) => t.shape[t.shape.length - 1] === c && t.shape.slice(0, -1).every((d) => d === 1);
+  if (a.dtype === 'float32' && b.dtype === 'float32' && a.shape.length >= 2) {
+    const [big, vec] = a.shape.length >= b.shape.length ? [a, b] : [b, a];
+    const C = big.shape[big.shape.length - 1]!;
+    if (vec.shape.length <= big.shape.length && isVec(vec, C) && C > 1) {
+      const out = heap(backend).makeOutput(big.shape, 'float32');
+      const o = heap(backend).typedArrayFromHeap(out);
+      const x = heap(backend).typedArrayFromHeap(big);
+      const v = heap(backend).typedArrayFromHeap(vec);
+      for (let i = 0; i < x.length; i += C) for (let k = 0; k < C; k++) o[i + k] = x[i + k]! + v[k]!;
+      return out;
+    }
+  }
+  return run('Add', inputs, backend, attrs);
+}
+
 /** tfjs-core's FusedBatchNorm gradient, broadcasting instead of tiling. */
 const fusedBatchNormGrad: tf.GradConfig = {
   kernelName: 'FusedBatchNorm',
@@ -301,6 +411,9 @@ export const CUSTOM_WASM_KERNELS = [
   'Conv2DBackpropInput',
   'DepthwiseConv2dNativeBackpropFilter',
   'DepthwiseConv2dNativeBackpropInput',
+  'BatchMatMul',
+  'MaxPoolGrad',
+  'Add',
   'FusedBatchNorm (gradient)',
 ] as const;
 
@@ -336,6 +449,9 @@ export function registerWasmKernels(): string[] {
   replace('Conv2DBackpropInput', conv2DBackpropInputWasm);
   replace('DepthwiseConv2dNativeBackpropFilter', depthwiseBackpropFilterWasm);
   replace('DepthwiseConv2dNativeBackpropInput', depthwiseBackpropInputWasm);
+  replace('BatchMatMul', batchMatMulWasm);
+  replace('MaxPoolGrad', maxPoolGradWasm);
+  replace('Add', addWasm);
   // Same values as the stock gradient on every backend, so overriding it globally is safe.
   stockBatchNormGrad ??= tf.getGradient('FusedBatchNorm') ?? null;
   tf.registerGradient(fusedBatchNormGrad);

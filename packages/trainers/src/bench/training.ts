@@ -1,0 +1,280 @@
+/**
+ * `npm run bench -- training [--json FILE]`: training throughput (images/s) of one SGD-with-momentum
+ * step at batch 128 (median of timed steps after warm-up) for LeNet-5 (28x28x1) and ResNet-20 /
+ * ResNet-32 (32x32x3) on every installed TF.js backend, side by side with PyTorch on CPU in the same
+ * run when `import torch` works (Debian: `apt-get install python3-torch`; the bench installs
+ * nothing). Options: --nets lenet5,resnet20,resnet32  --backends wasm,cpu  --batch 128  --steps 3
+ * --warmup 1  --no-torch  --cpu-resnets (time the plain cpu backend's ResNets at batch 2; skipped
+ * by default: ~0.06 images/s, 35 s a step).
+ *
+ * On a shared machine wall-clock rates drop with the load; each row also reports the rate per
+ * second of this process's CPU time (user + system), which for a single-threaded backend (wasm,
+ * cpu) is the unloaded rate, and the 1-minute load average at the time.
+ */
+import { execFile } from 'node:child_process';
+import { loadavg } from 'node:os';
+import { promisify } from 'node:util';
+import * as tf from '@tensorflow/tfjs-core';
+import type { BackendName, ModelName } from '@flatrank/protocol';
+import { checkTrainingMemory, initBackend, installedBackends } from '../backend/index.js';
+import { buildModel } from '../models/index.js';
+
+const run = promisify(execFile);
+
+type Row = Record<string, string | number | boolean | null>;
+
+const NET_INPUT: Partial<Record<ModelName, [number, number, number]>> = {
+  lenet5: [28, 28, 1],
+  resnet8: [32, 32, 3],
+  resnet20: [32, 32, 3],
+  resnet32: [32, 32, 3],
+  resnet56: [32, 32, 3],
+};
+
+/** Floors of issue 4 on wasm at batch 128 (reference: 1,108 / 22.7 images/s). */
+const WASM_FLOORS: Partial<Record<ModelName, number>> = { lenet5: 1000, resnet20: 20 };
+
+interface Options {
+  nets: ModelName[];
+  backends: BackendName[] | null;
+  batch: number;
+  steps: number;
+  warmup: number;
+  torch: boolean;
+  cpuResnets: boolean;
+}
+
+function parse(args: string[]): Options {
+  const o: Options = { nets: ['lenet5', 'resnet20', 'resnet32'], backends: null, batch: 128, steps: 3, warmup: 1, torch: true, cpuResnets: false };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    const [k, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
+    const val = () => inline ?? args[++i] ?? '';
+    if (k === '--nets') o.nets = val().split(',') as ModelName[];
+    else if (k === '--backends') o.backends = val().split(',') as BackendName[];
+    else if (k === '--batch') o.batch = Number(val());
+    else if (k === '--steps') o.steps = Number(val());
+    else if (k === '--warmup') o.warmup = Number(val());
+    else if (k === '--no-torch') o.torch = false;
+    else if (k === '--cpu-resnets') o.cpuResnets = true;
+  }
+  return o;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** Median wall and process-CPU seconds of one SGD-momentum step of `net` at `batch` on the active backend. */
+async function timeSteps(net: ModelName, batch: number, warmup: number, steps: number): Promise<{ wall: number; cpu: number }> {
+  const shape = NET_INPUT[net]!;
+  const model = buildModel(net, { inputShape: shape, numClasses: 10, seed: 0 });
+  checkTrainingMemory(model, batch, { modelName: net });
+  const x = tf.randomNormal([batch, ...shape], 0, 1, 'float32', 1);
+  const y = tf.oneHot(tf.randomUniform([batch], 0, 10, 'int32', 2), 10);
+  const opt = tf.train.momentum(0.01, 0.9);
+  const step = async (): Promise<void> => {
+    const loss = opt.minimize(() => tf.losses.softmaxCrossEntropy(y, model.apply(x, { training: true }) as tf.Tensor) as tf.Scalar, true)!;
+    await loss.data(); // forces the step to finish on async backends
+    loss.dispose();
+  };
+  try {
+    for (let i = 0; i < warmup; i++) await step();
+    const wall: number[] = [];
+    const cpu: number[] = [];
+    for (let i = 0; i < steps; i++) {
+      const t0 = performance.now();
+      const c0 = process.cpuUsage();
+      await step();
+      const c = process.cpuUsage(c0);
+      wall.push((performance.now() - t0) / 1000);
+      cpu.push((c.user + c.system) / 1e6);
+    }
+    return { wall: median(wall), cpu: median(cpu) };
+  } finally {
+    tf.dispose([x, y]);
+    opt.dispose();
+    model.dispose();
+  }
+}
+
+// ---- PyTorch reference (same nets, same protocol) ----------------------------------------------
+
+const TORCH_SCRIPT = String.raw`
+import json, sys, time, statistics
+import torch, torch.nn as nn, torch.nn.functional as F
+nets, batch, warmup, steps = sys.argv[1].split(','), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+torch.manual_seed(0)
+class LeNet5(nn.Module):
+    def __init__(s):
+        super().__init__(); s.c1 = nn.Conv2d(1, 6, 5, padding=2); s.c2 = nn.Conv2d(6, 16, 5)
+        s.f1 = nn.Linear(400, 120); s.f2 = nn.Linear(120, 84); s.f3 = nn.Linear(84, 10)
+    def forward(s, x):
+        x = F.max_pool2d(F.relu(s.c1(x)), 2); x = F.max_pool2d(F.relu(s.c2(x)), 2)
+        x = x.flatten(1); return s.f3(F.relu(s.f2(F.relu(s.f1(x)))))
+class Block(nn.Module):
+    def __init__(s, cin, cout, stride):
+        super().__init__()
+        s.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False); s.b1 = nn.BatchNorm2d(cout)
+        s.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False); s.b2 = nn.BatchNorm2d(cout)
+        s.pad = cout - cin; s.stride = stride
+    def forward(s, x):
+        out = s.b2(s.c2(F.relu(s.b1(s.c1(x)))))
+        sc = x
+        if s.stride != 1 or s.pad:  # option A: subsample + zero channels
+            sc = F.pad(x[:, :, ::s.stride, ::s.stride], (0, 0, 0, 0, s.pad // 2, s.pad - s.pad // 2))
+        return F.relu(out + sc)
+class ResNet(nn.Module):
+    def __init__(s, n):
+        super().__init__(); s.c = nn.Conv2d(3, 16, 3, 1, 1, bias=False); s.b = nn.BatchNorm2d(16)
+        layers, cin = [], 16
+        for i, w in enumerate([16, 32, 64]):
+            for k in range(n):
+                layers.append(Block(cin, w, 2 if i > 0 and k == 0 else 1)); cin = w
+        s.layers = nn.Sequential(*layers); s.fc = nn.Linear(64, 10)
+    def forward(s, x):
+        x = s.layers(F.relu(s.b(s.c(x)))); return s.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+make = {'lenet5': (LeNet5, (1, 28, 28)), 'resnet8': (lambda: ResNet(1), (3, 32, 32)), 'resnet20': (lambda: ResNet(3), (3, 32, 32)),
+        'resnet32': (lambda: ResNet(5), (3, 32, 32)), 'resnet56': (lambda: ResNet(9), (3, 32, 32))}
+for net in nets:
+    if net not in make: continue
+    ctor, shape = make[net]; m = ctor(); m.train()
+    opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(batch, *shape); y = torch.randint(0, 10, (batch,))
+    def step():
+        opt.zero_grad(); loss = F.cross_entropy(m(x), y); loss.backward(); opt.step()
+    for _ in range(warmup): step()
+    ts, cs = [], []
+    for _ in range(steps):
+        t0, c0 = time.perf_counter(), time.process_time(); step()
+        ts.append(time.perf_counter() - t0); cs.append(time.process_time() - c0)
+    print(json.dumps({'net': net, 'seconds': statistics.median(ts), 'cpuSeconds': statistics.median(cs), 'threads': torch.get_num_threads(), 'version': torch.__version__}), flush=True)
+`;
+
+interface TorchResult {
+  seconds: number;
+  cpuSeconds: number;
+  threads: number;
+  version: string;
+}
+
+/** The first python3 that can import torch (pyenv shims often cannot; Debian's /usr/bin/python3 may). */
+async function findTorchPython(): Promise<string | null> {
+  for (const py of ['python3', '/usr/bin/python3']) {
+    try {
+      await run(py, ['-c', 'import torch'], { timeout: 60_000 });
+      return py;
+    } catch {
+      // try the next one
+    }
+  }
+  return null;
+}
+
+async function torchRows(python: string, o: Options): Promise<Map<ModelName, TorchResult>> {
+  const { stdout } = await run(python, ['-c', TORCH_SCRIPT, o.nets.join(','), String(o.batch), String(o.warmup), String(o.steps)], {
+    timeout: 30 * 60_000,
+    maxBuffer: 1 << 20,
+  });
+  const out = new Map<ModelName, TorchResult>();
+  for (const line of stdout.split('\n').filter((l) => l.startsWith('{'))) {
+    const r = JSON.parse(line) as TorchResult & { net: ModelName };
+    out.set(r.net, r);
+  }
+  return out;
+}
+
+export default {
+  name: 'training',
+  description:
+    'training images/s (one SGD-momentum step, median after warm-up) per net x installed backend, with PyTorch CPU side by side when python3-torch is installed',
+  async run(args: string[]): Promise<Row[]> {
+    const o = parse(args);
+    const rows: Row[] = [];
+    const installed = await installedBackends();
+    const backends = (o.backends ?? installed).filter((b) => installed.includes(b));
+
+    let torch: Map<ModelName, TorchResult> | null = null;
+    let torchNote: string | null = null;
+    if (o.torch) {
+      const py = await findTorchPython();
+      if (!py) torchNote = 'PyTorch not importable by python3 or /usr/bin/python3 (apt-get install python3-torch)';
+      else {
+        try {
+          torch = await torchRows(py, o);
+        } catch (e) {
+          torchNote = `PyTorch run failed: ${(e as Error).message.split('\n')[0]}`;
+        }
+      }
+    }
+
+    for (const backend of backends) {
+      const info = await initBackend({ backend });
+      for (const net of o.nets) {
+        if (!NET_INPUT[net]) continue;
+        const base: Row = { net, backend, version: info.version, threads: info.threads, inputShape: NET_INPUT[net]!.join('x') };
+        // The plain cpu backend is ~100x slower than wasm: a small batch, one step, ResNets only on request.
+        const slow = backend === 'cpu';
+        if (slow && net !== 'lenet5' && !o.cpuResnets) {
+          rows.push({ ...base, batch: null, imagesPerSecond: null, note: 'skipped: the cpu backend trains a ResNet at ~0.06 images/s (35 s a step at batch 2); --cpu-resnets times it' });
+          continue;
+        }
+        const batch = slow ? (net === 'lenet5' ? 16 : 2) : o.batch;
+        const steps = slow ? 1 : o.steps;
+        try {
+          const s = await timeSteps(net, batch, slow ? 0 : o.warmup, steps);
+          const ips = batch / s.wall;
+          const t = torch?.get(net);
+          const floor = backend === 'wasm' && batch === 128 ? (WASM_FLOORS[net] ?? null) : null;
+          rows.push({
+            ...base,
+            batch,
+            imagesPerSecond: round(ips),
+            imagesPerCpuSecond: round(batch / s.cpu),
+            msPerStep: round(s.wall * 1000),
+            steps,
+            loadAverage: round(loadavg()[0]!),
+            pytorchImagesPerSecond: t ? round(o.batch / t.seconds) : null,
+            pytorchOverThis: t ? round(o.batch / t.seconds / ips) : null,
+            floor,
+            meetsFloor: floor === null ? null : ips >= floor,
+            meetsFloorCpuTime: floor === null ? null : batch / s.cpu >= floor,
+            note: batch !== o.batch ? `batch ${batch}, ${steps} step (the cpu backend is too slow for ${o.batch})` : null,
+          });
+        } catch (e) {
+          rows.push({ ...base, batch, imagesPerSecond: null, note: `failed: ${(e as Error).message}` });
+        }
+        console.error(`training bench: ${net} on ${backend}: ${JSON.stringify(rows.at(-1)?.['imagesPerSecond'])} images/s`);
+      }
+    }
+    for (const net of o.nets) {
+      const t = torch?.get(net);
+      rows.push({
+        net,
+        backend: 'pytorch-cpu',
+        version: t?.version ?? null,
+        threads: t?.threads ?? null,
+        inputShape: NET_INPUT[net]?.join('x') ?? null,
+        batch: o.batch,
+        imagesPerSecond: t ? round(o.batch / t.seconds) : null,
+        imagesPerCpuSecond: t ? round(o.batch / t.cpuSeconds) : null,
+        msPerStep: t ? round(t.seconds * 1000) : null,
+        steps: o.steps,
+        loadAverage: round(loadavg()[0]!),
+        pytorchImagesPerSecond: t ? round(o.batch / t.seconds) : null,
+        pytorchOverThis: t ? 1 : null,
+        floor: null,
+        meetsFloor: null,
+        meetsFloorCpuTime: null,
+        note: t ? 'reference (same nets, option-A shortcuts, NCHW)' : (torchNote ?? 'not measured'),
+      });
+    }
+    return rows;
+  },
+};
+
+function round(x: number): number {
+  return Math.round(x * 100) / 100;
+}
