@@ -125,10 +125,12 @@ export function renderPlotSvg(data: PlotData, options: SvgOptions = {}): string 
   const xs = pts.map((p) => p.x);
   const ys = pts.flatMap((p) => [p.y - (p.err ?? 0), p.y + (p.err ?? 0)]);
   if (data.baseline) ys.push(data.baseline.y);
-  let xLo = xs.length ? Math.min(...xs) : 1;
-  let xHi = xs.length ? Math.max(...xs) : 2;
-  xLo = Math.max(1, xLo / 1.15);
-  xHi = Math.max(xHi * 1.15, xLo * 1.5);
+  // Pad the x range on the log scale so that a narrow range (e.g. 1.02x .. 1.04x) still spreads out.
+  const logLo = xs.length ? Math.log(Math.min(...xs)) : 0;
+  const logHi = xs.length ? Math.log(Math.max(...xs)) : Math.log(2);
+  const padX = Math.max(0.02, (logHi - logLo) * 0.08);
+  const xLo = Math.exp(logLo - padX);
+  const xHi = Math.exp(logHi + padX);
   let yLo = ys.length ? Math.min(...ys) : 0;
   let yHi = ys.length ? Math.max(...ys) : 100;
   const pad = Math.max(0.5, (yHi - yLo) * 0.08);
@@ -149,12 +151,19 @@ export function renderPlotSvg(data: PlotData, options: SvgOptions = {}): string 
 
   // Axes with ticks and grid.
   const axes: string[] = [];
-  for (const t of logTicks(xLo, xHi)) {
+  // Round ratios on a wide range; plain decimal ticks when the range is too narrow for them.
+  const roundTicks = logTicks(xLo, xHi);
+  const xTicks = roundTicks.length >= 3 ? roundTicks : linearTicks(xLo, xHi, 5);
+  for (const t of xTicks) {
     const x = X(t);
     axes.push(el('line', { x1: x, y1: m.top, x2: x, y2: m.top + ph, stroke: '#e5e5e5' }));
     axes.push(el('line', { x1: x, y1: m.top + ph, x2: x, y2: m.top + ph + 5, stroke: '#333' }));
     axes.push(
-      text(x, m.top + ph + 19, `${t}x`, { 'text-anchor': 'middle', 'font-size': 12, 'font-family': FONT }),
+      text(x, m.top + ph + 19, `${Number(t.toFixed(6))}x`, {
+        'text-anchor': 'middle',
+        'font-size': 12,
+        'font-family': FONT,
+      }),
     );
   }
   for (const t of linearTicks(yLo, yHi, 6)) {

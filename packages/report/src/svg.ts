@@ -63,5 +63,5 @@ const LOG_CANDIDATES = [1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24,
 export function logTicks(lo: number, hi: number, max = 9): number[] {
   let ticks = LOG_CANDIDATES.filter((v) => v >= lo * (1 - 1e-9) && v <= hi * (1 + 1e-9));
   while (ticks.length > max) ticks = ticks.filter((_, i) => i % 2 === 0);
-  return ticks.length > 0 ? ticks : [lo, hi];
+  return ticks;
 }
