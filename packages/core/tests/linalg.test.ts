@@ -91,6 +91,34 @@ for (const backend of ['js', 'native'] as const) {
       expect(maxAbsDiff(rec.data, a.data)).toBeLessThan(1e-11);
     });
 
+    it('SVD edge cases: zero, 1x1, single row and column, empty, entries near 1e-300 and 1e300', () => {
+      const z = svd(Tensor.zeros([5, 3]), { method });
+      expect(Array.from(z.S)).toEqual([0, 0, 0]);
+      expect(orthogonalityError(z.U)).toBeLessThan(1e-15);
+      expect(Array.from(svd(Tensor.from([[-2]]), { method }).S)).toEqual([2]);
+      expect(svd(Tensor.from([[3, 4, 0]]), { method }).S[0]).toBeCloseTo(5, 14);
+      const col = svd(Tensor.from([[3], [4]]), { method });
+      expect(Array.from(col.U.data).map((x) => Math.abs(x))).toEqual(
+        [0.6, 0.8].map((x) => expect.closeTo(x, 14)),
+      );
+      const e = svd(Tensor.zeros([0, 3]), { method });
+      expect([e.U.shape, e.V.shape, e.S.length]).toEqual([[0, 0], [3, 0], 0]);
+      // [[1, 2], [3, 4]] has singular values sqrt(15 +- sqrt(221)).
+      const s1 = Math.sqrt(15 + Math.sqrt(221));
+      const s2 = Math.sqrt(15 - Math.sqrt(221));
+      for (const scale of [1e-300, 1e300]) {
+        const { S } = svd(
+          Tensor.from([
+            [1 * scale, 2 * scale],
+            [3 * scale, 4 * scale],
+          ]),
+          { method },
+        );
+        expect(S[0]! / scale).toBeCloseTo(s1, 12);
+        expect(S[1]! / scale).toBeCloseTo(s2, 12);
+      }
+    });
+
     it('SVD of a diagonal matrix gives |d| sorted, with signed unit vectors', () => {
       const { U, S, V } = svd(diag([3, -5, 1, 0]), { method });
       expect(Array.from(S)).toEqual([5, 3, 1, 0]);

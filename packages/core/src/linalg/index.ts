@@ -144,7 +144,18 @@ export function svdRaw(
     if (info !== 0) throw lapackFailure('dgesdd', info, { m, n });
     return { u, s, v: transposeBuffer(vt, k, n) };
   }
-  return svdJs(a, m, n);
+  // Scale to max |a_ij| = 1 first: the JS QR iteration's negligibility tests use absolute thresholds
+  // (as LINPACK's did) that would misfire on matrices of entries near 1e-300 (LAPACK rescales too).
+  let maxAbs = 0;
+  for (let i = 0; i < a.length; i++) maxAbs = Math.max(maxAbs, Math.abs(a[i]!));
+  if (maxAbs === 0 || maxAbs === 1) return svdJs(a, m, n);
+  const r = svdJs(
+    a.map((x) => x / maxAbs),
+    m,
+    n,
+  );
+  for (let i = 0; i < r.s.length; i++) r.s[i] = r.s[i]! * maxAbs;
+  return r;
 }
 
 function checkIntOption(value: unknown, field: string, min: number): number | undefined {

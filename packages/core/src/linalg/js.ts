@@ -2,6 +2,7 @@
 // native LAPACK addon is missing (and the reference it is tested against). Inner loops run down
 // contiguous columns, so the working copies are kept column-major (a column-major m x n matrix is a
 // row-major n x m buffer).
+import { FlatrankError } from '@flatrank/protocol';
 import { gemm, norm2, transposeBuffer } from '../ops.js';
 
 const EPS = 2 ** -52;
@@ -282,7 +283,10 @@ function gkrColumnMajor(
   let iter = 0;
   const maxIter = 75 * n + 100;
   while (p > 0) {
-    if (iter > maxIter) throw new Error(`SVD did not converge after ${iter} QR sweeps`);
+    if (iter > maxIter)
+      throw new FlatrankError('LINALG_FAILED', `SVD (JS) did not converge after ${iter} QR sweeps`, {
+        context: { m, n },
+      });
     let k: number;
     let kase: number;
     for (k = p - 2; k >= 0; k--) {
@@ -542,7 +546,10 @@ export function eigSymJs(a: Float64Array, n: number): { values: Float64Array; ve
     if (m > l) {
       let iter = 0;
       do {
-        if (++iter > 30 * n + 100) throw new Error('symmetric eigendecomposition did not converge');
+        if (++iter > 30 * n + 100)
+          throw new FlatrankError('LINALG_FAILED', 'symmetric eigendecomposition (JS) did not converge', {
+            context: { n },
+          });
         let g = d[l]!;
         let p = (d[l + 1]! - g) / (2 * e[l]!);
         let r = hypot(p, 1);
