@@ -1,6 +1,7 @@
 // Small row-major kernels shared by Tucker and CP. They work on raw Float64Arrays so that the
 // iterative loops (HOOI, ALS) allocate little and never go through generic index arithmetic.
 import { Tensor } from '../tensor.js';
+import { matmul } from '../ops.js';
 
 /** View of a row-major tensor around one mode: [pre, I_n, post]. */
 export function around(shape: readonly number[], mode: number): { pre: number; n: number; post: number } {
@@ -37,67 +38,46 @@ export function modeMul(
   transposed: boolean,
 ): { data: Float64Array; shape: number[] } {
   const { pre, n, post } = around(shape, mode);
-  const out = new Float64Array(pre * j * post);
-  // m(jj, i): element of the [J, I_n] matrix
-  const rowStride = transposed ? 1 : n;
-  const colStride = transposed ? j : 1;
-  if (post === 1 && transposed) {
-    // out[p, :] = sum_i x[p, i] * M^T[i, :] with M^T rows contiguous
-    for (let p = 0; p < pre; p++) {
-      const xo = p * n;
-      const oo = p * j;
-      for (let i = 0; i < n; i++) {
-        const v = x[xo + i]!;
-        if (v === 0) continue;
-        const mo = i * j;
-        for (let jj = 0; jj < j; jj++) out[oo + jj] += v * m[mo + jj]!;
-      }
-    }
-  } else if (post === 1) {
-    for (let p = 0; p < pre; p++) {
-      const xo = p * n;
-      for (let jj = 0; jj < j; jj++) {
-        let s = 0;
-        const mo = jj * rowStride;
-        for (let i = 0; i < n; i++) s += m[mo + i * colStride]! * x[xo + i]!;
-        out[p * j + jj] = s;
-      }
-    }
-  } else {
-    for (let p = 0; p < pre; p++) {
-      for (let jj = 0; jj < j; jj++) {
-        const oo = (p * j + jj) * post;
-        for (let i = 0; i < n; i++) {
-          const c = m[jj * rowStride + i * colStride]!;
-          if (c === 0) continue;
-          const xo = (p * n + i) * post;
-          for (let q = 0; q < post; q++) out[oo + q] += c * x[xo + q]!;
-        }
-      }
-    }
-  }
+  const mt = new Tensor(m, transposed ? [n, j] : [j, n]);
   const newShape = [...shape];
   newShape[mode] = j;
+  // Blocks go through core's matmul (BLAS when the native addon is built, blocked JS otherwise).
+  if (post === 1) {
+    const xs = new Tensor(x, [pre, n]);
+    const out = transposed ? matmul(xs, mt) : matmul(xs, mt, { transposeB: true });
+    return { data: out.data as Float64Array, shape: newShape };
+  }
+  const out = new Float64Array(pre * j * post);
+  for (let p = 0; p < pre; p++) {
+    const xp = new Tensor(x.subarray(p * n * post, (p + 1) * n * post), [n, post]);
+    const blk = transposed ? matmul(mt, xp, { transposeA: true }) : matmul(mt, xp);
+    out.set(blk.data, p * j * post);
+  }
   return { data: out, shape: newShape };
 }
 
 /** Gram matrix of the mode-n unfolding, X_(n) X_(n)^T (I_n x I_n, symmetric), without unfolding. */
 export function modeGram(x: Float64Array, shape: readonly number[], mode: number): Float64Array {
   const { pre, n, post } = around(shape, mode);
-  const g = new Float64Array(n * n);
-  for (let p = 0; p < pre; p++) {
-    const base = p * n * post;
-    for (let a = 0; a < n; a++) {
-      const ao = base + a * post;
-      for (let b = a; b < n; b++) {
-        const bo = base + b * post;
-        let s = 0;
-        for (let q = 0; q < post; q++) s += x[ao + q]! * x[bo + q]!;
-        g[a * n + b] += s;
-      }
+  let g: Float64Array;
+  if (post === 1) {
+    const y = new Tensor(x, [pre, n]);
+    g = matmul(y, y, { transposeA: true }).data as Float64Array;
+  } else {
+    g = new Float64Array(n * n);
+    for (let p = 0; p < pre; p++) {
+      const xp = new Tensor(x.subarray(p * n * post, (p + 1) * n * post), [n, post]);
+      const blk = matmul(xp, xp, { transposeB: true }).data;
+      for (let i = 0; i < n * n; i++) g[i] += blk[i]!;
     }
   }
-  for (let a = 0; a < n; a++) for (let b = 0; b < a; b++) g[a * n + b] = g[b * n + a]!;
+  // exact symmetry (eigSym checks it; BLAS may differ in the last bit between triangles)
+  for (let a = 0; a < n; a++)
+    for (let b = 0; b < a; b++) {
+      const v = 0.5 * (g[a * n + b]! + g[b * n + a]!);
+      g[a * n + b] = v;
+      g[b * n + a] = v;
+    }
   return g;
 }
 
@@ -235,18 +215,13 @@ export function contractMode(
   r: number,
 ): Float64Array {
   const { pre, n, post } = around(shape, c);
+  const at = new Tensor(a, [n, r]);
+  if (post === 1) return matmul(new Tensor(x, [pre, n]), at).data as Float64Array;
   const y = new Float64Array(pre * post * r);
-  for (let p = 0; p < pre; p++)
-    for (let i = 0; i < n; i++) {
-      const xo = (p * n + i) * post;
-      const ao = i * r;
-      for (let q = 0; q < post; q++) {
-        const v = x[xo + q]!;
-        if (v === 0) continue;
-        const yo = (p * post + q) * r;
-        for (let k = 0; k < r; k++) y[yo + k] += v * a[ao + k]!;
-      }
-    }
+  for (let p = 0; p < pre; p++) {
+    const xp = new Tensor(x.subarray(p * n * post, (p + 1) * n * post), [n, post]);
+    y.set(matmul(xp, at, { transposeA: true }).data, p * post * r);
+  }
   return y;
 }
 
