@@ -9,7 +9,7 @@ import {
   type DType,
   type TypedArray,
 } from './tensor.js';
-import { getNative } from './linalg/native.js';
+import { getNative, withThreads } from './linalg/native.js';
 
 /** Below this many multiply-adds the native call overhead outweighs BLAS. */
 const NATIVE_GEMM_MIN_FLOPS = 32 * 32 * 32;
@@ -100,7 +100,13 @@ export function gemm(
         : x instanceof Float64Array
           ? x
           : Float64Array.from(x);
-    native.gemm(transA, transB, m, n, k, conv(a), transA ? m : k, conv(b), transB ? k : n, c, n);
+    const work = m * n * k;
+    const call = (): void =>
+      native.gemm(transA, transB, m, n, k, conv(a), transA ? m : k, conv(b), transB ? k : n, c, n);
+    // OpenBLAS already runs products under 2^18 on one thread; between that and 2^24 one thread is
+    // also what we want (withThreads), and toggling costs ~5 us, so skip it for the small ones.
+    if (work < 2 ** 18) call();
+    else withThreads(native, work, call);
     return c;
   }
   const aa = transA ? transposeBuffer(a, k, m) : a;
