@@ -46,7 +46,6 @@ import { checkTrainingMemory, initBackend, runEnvironment, withMemoryGuard } fro
 import { batches, loadDataset, type Dataset } from './data/index.js';
 import { buildModel, convLayers as convLayersOf } from './models/index.js';
 import {
-  CancelledError,
   checkAborted,
   disposeCheckpoint,
   evaluateModel,
@@ -414,7 +413,7 @@ async function runDistort(
   }
   let distortions = 0;
   let last: { step: number; results: LayerResult[] } | null = null;
-  const res = await ctx.train(model, config.training, ({ step, epoch, optimizer }) => {
+  await ctx.train(model, config.training, ({ step, epoch, optimizer }) => {
     if (step % dist.interval !== 0) return;
     const r = distortModel(model, plan, () => ctx.beat());
     distortions += 1;
@@ -429,7 +428,6 @@ async function runDistort(
     });
     if (dist.resetMomentum) optimizer.resetMomentum();
   });
-  res.optimizer.dispose();
   // The final distortion makes the weights exactly low-rank; its decompositions are exported. When
   // the last optimizer step was itself a distortion step the weights already are, and that
   // distortion's results (with its real reconstruction errors) are kept instead of a no-op one.
@@ -513,11 +511,11 @@ async function runDecompose(
     if (started) fineTuneRecipe = config.training;
     else {
       const [pre, ft] = splitRecipe(config.training);
-      if (pre.epochs > 0) (await ctx.train(model, pre)).optimizer.dispose();
+      if (pre.epochs > 0) await ctx.train(model, pre);
       fineTuneRecipe = ft;
     }
   } else if (config.training.epochs > 0) {
-    (await ctx.train(model, config.training)).optimizer.dispose();
+    await ctx.train(model, config.training);
   }
   const original = started || ctx.steps > 0 ? ctx.evaluate(model).accuracy : null;
   if (original !== null) ctx.metric('eval', 'accuracy_original', original);
@@ -542,7 +540,6 @@ async function runDecompose(
   let final = afterDecomposition;
   if (fineTuneRecipe && fineTuneRecipe.epochs > 0) {
     const res = await ctx.train(compressed, fineTuneRecipe);
-    res.optimizer.dispose();
     final = (res.lastEval ?? ctx.evaluate(compressed)).accuracy;
   }
   ctx.metric('final', 'accuracy', final);
@@ -558,5 +555,3 @@ async function runDecompose(
     latencyBatch: latencyBatchOf(config),
   });
 }
-
-export { CancelledError };

@@ -96,7 +96,7 @@ describe('target selection', () => {
   });
 });
 
-describe('distortion makes the targeted kernels exactly low-rank', () => {
+describe('distortion makes the targeted kernels exactly low-rank', { timeout: 120_000 }, () => {
   it('svd lowered: every target kernel has rank r (SVD of the lowered matrix); the first conv is untouched', () => {
     const model = buildModel('resnet8', { inputShape: [8, 8, 3], numClasses: 10, seed: 4 });
     const first = kernelOf(model, convLayers(model)[0]!.name).data.slice();
@@ -213,7 +213,7 @@ describe('distortion makes the targeted kernels exactly low-rank', () => {
   });
 });
 
-describe('the exported factored model reproduces the distorted model', () => {
+describe('the exported factored model reproduces the distorted model', { timeout: 120_000 }, () => {
   const cases: Array<[string, Record<string, unknown>]> = [
     [
       'svd lowered (+ FC)',

@@ -1,7 +1,7 @@
 // The trial child IPC protocol (packages/protocol/src/ipc.ts), against the built
 // apps/cli/dist/trial-child.js: ready -> run -> envelopes with increasing seq -> one terminal -> exit 0.
-import { fork, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, fork, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -135,5 +135,52 @@ describe('trial child process', { timeout: 120_000 }, () => {
       retryable: false,
       error: { code: 'INVALID_OPTION', context: { field: 'config.training.batchSize' } },
     });
+  });
+});
+
+describe('flatrank train (built CLI)', { timeout: 120_000 }, () => {
+  const cli = join(root, 'apps/cli/dist/main.js');
+  const runCli = (args: string[]) =>
+    spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 110_000 });
+
+  it('runs a YAML config and prints the summary as one JSON object with --json', () => {
+    const file = join(dir, 'trial.yaml');
+    writeFileSync(
+      file,
+      [
+        'model: lenet5',
+        'dataset: { name: mnist, trainLimit: 128, testLimit: 64 }',
+        'training: { epochs: 1, batchSize: 32, lr: 0.05 }',
+        'method: distort',
+        'compression: { decomposition: tiled-svd, tile: [8, 10], rank: { kind: rank, rank: 2 } }',
+        'distortion: { interval: 2 }',
+      ].join('\n'),
+    );
+    const r = runCli(['train', file, '--backend', 'wasm', '--out', join(dir, 'cli-out'), '--json']);
+    expect(r.status).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    const s = JSON.parse(lines[0]!) as Record<string, unknown>;
+    expect(s['steps']).toBe(4);
+    expect(s['latencyAfterMs']).toBeNull(); // tiled-svd: no conv-chain export
+    expect(s['paramsAfter'] as number).toBeLessThan(s['paramsBefore'] as number);
+    expect(r.stderr).toMatch(/distortion: mean relative error/);
+    expect(existsSync(join(dir, 'cli-out', 'checkpoint', 'model.json'))).toBe(true);
+  });
+
+  it('a bad config is a typed error naming the field, exit 2', () => {
+    const file = join(dir, 'bad.json');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        model: 'lenet5',
+        dataset: { name: 'mnist' },
+        training: { epochs: 1 },
+        method: 'distort',
+      }),
+    );
+    const r = runCli(['train', file]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/config\.compression/);
   });
 });

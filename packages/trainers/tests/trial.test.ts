@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   DivergedError,
@@ -175,11 +176,16 @@ describe('runTrial', { timeout: 120_000 }, () => {
   it('is deterministic on one backend: the same config gives bit-identical weights', async () => {
     const cfg = { ...base, training: { ...base.training!, epochs: 1, maxSteps: 6 } };
     await runTrial(cfg, opts('det-a', []));
+    const tensors = tf.memory().numTensors;
     await runTrial(cfg, opts('det-b', []));
+    // nothing leaks: every model, batch, optimizer buffer and checkpoint tensor is disposed
+    expect(tf.memory().numTensors).toBe(tensors);
     const a = await loadCheckpoint(join(dir, 'det-a', 'checkpoint'));
     const b = await loadCheckpoint(join(dir, 'det-b', 'checkpoint'));
     expect(a.weights.length).toBeGreaterThan(0);
-    a.weights.forEach((w, i) => expect(Array.from(b.weights[i]!.tensor.dataSync())).toEqual(Array.from(w.tensor.dataSync())));
+    a.weights.forEach((w, i) =>
+      expect(Array.from(b.weights[i]!.tensor.dataSync())).toEqual(Array.from(w.tensor.dataSync())),
+    );
   });
 
   it('a bad config fails with one terminal event naming the field', async () => {

@@ -87,13 +87,19 @@ export function progressLine(e: TrialEvent): string | null {
   }
 }
 
-export function summaryLines(s: TrialSummary): string[] {
+export function summaryLines(s: TrialSummary, config?: TrialConfig): string[] {
   const ratio = s.paramsAfter > 0 ? s.paramsBefore / s.paramsAfter : null;
+  const tiled = config?.compression?.decomposition === 'tiled-svd';
   return [
     `accuracy: original ${fmt(s.accuracyOriginal)}  after decomposition ${fmt(s.accuracyAfterDecomposition)}  final ${fmt(s.accuracyFinal)}`,
     `params: ${s.paramsBefore} -> ${s.paramsAfter}${ratio ? ` (${ratio.toFixed(2)}x)` : ''}   multiply-adds: ${s.macsBefore} -> ${s.macsAfter}`,
     `latency (batch ${s.latencyBatch ?? '-'}): ${fmt(s.latencyBeforeMs, 2)} ms -> ${fmt(s.latencyAfterMs, 2)} ms`,
     `epochs ${s.epochs}  steps ${s.steps}  wall ${s.wallSeconds.toFixed(1)} s`,
+    ...(tiled
+      ? [
+          'tiled-svd has no conv-chain export: params / multiply-adds are the tiled GEMM counts; accuracy and latency are those of the distorted (reconstructed) model',
+        ]
+      : []),
   ];
 }
 
@@ -152,6 +158,6 @@ export function registerTrain(program: Command): void {
         },
       });
       if (flags.json) process.stdout.write(`${JSON.stringify({ trialKey: key, ...summary })}\n`);
-      else for (const l of summaryLines(summary)) write(l);
+      else for (const l of summaryLines(summary, config)) write(l);
     });
 }

@@ -70,7 +70,6 @@ export interface TrainLoopResult {
   epochs: number;
   lastEval: EvalResult | null;
   lastTrainLoss: number | null;
-  optimizer: MomentumSgd;
 }
 
 export function checkAborted(signal: AbortSignal | undefined): void {
@@ -225,9 +224,9 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
       emit({ type: 'heartbeat', step: globalStep, epoch: e });
       lastBeat = Date.now();
     }
-  } catch (e) {
+  } finally {
+    // The momentum buffers live as long as this call (a later phase starts with fresh ones).
     optimizer.dispose();
-    throw e;
   }
-  return { steps, epochs: epochsDone, lastEval, lastTrainLoss, optimizer };
+  return { steps, epochs: epochsDone, lastEval, lastTrainLoss };
 }

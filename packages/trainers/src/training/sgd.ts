@@ -42,7 +42,11 @@ export class MomentumSgd {
       );
     this.options = { ...options };
     for (const v of variables)
-      this.buffers.set(v.variable.name, tf.variable(tf.zerosLike(v.variable), false));
+      // tidy disposes the zeros once the variable holds them (variables survive tidy).
+      this.buffers.set(
+        v.variable.name,
+        tf.tidy(() => tf.variable(tf.zerosLike(v.variable), false)),
+      );
   }
 
   /** One update with gradients keyed by variable name (as returned by tf.variableGrads). */
@@ -67,7 +71,9 @@ export class MomentumSgd {
 
   /** Zeroes every momentum buffer (used after a low-rank distortion when resetMomentum is set). */
   resetMomentum(): void {
-    for (const buf of this.buffers.values()) buf.assign(tf.zerosLike(buf));
+    tf.tidy(() => {
+      for (const buf of this.buffers.values()) buf.assign(tf.zerosLike(buf));
+    });
   }
 
   /** Sum of squares of all momentum buffers (for tests and diagnostics). */
