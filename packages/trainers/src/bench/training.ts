@@ -3,8 +3,8 @@
  * step at batch 128 (median of timed steps after warm-up) for LeNet-5 (28x28x1) and ResNet-20 /
  * ResNet-32 (32x32x3) on every installed TF.js backend, side by side with PyTorch on CPU in the same
  * run when `import torch` works (Debian: `apt-get install python3-torch`; the bench installs
- * nothing). Options: --nets lenet5,resnet20,resnet32  --backends wasm,cpu  --batch 128  --steps 3
- * --warmup 1  --no-torch  --cpu-resnets (time the plain cpu backend's ResNets at batch 2; skipped
+ * nothing). Options (with '=': the root runner treats bare words as suite names):
+ * --nets=lenet5,resnet20,resnet32  --backends=wasm,cpu  --batch=128  --steps=3  --warmup=1  --no-torch  --cpu-resnets (time the plain cpu backend's ResNets at batch 2; skipped
  * by default: ~0.06 images/s, 35 s a step).
  *
  * On a shared machine wall-clock rates drop with the load; each row also reports the rate per
@@ -49,9 +49,10 @@ function parse(args: string[]): Options {
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     const [k, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
-    const val = () => inline ?? args[++i] ?? '';
-    if (k === '--nets') o.nets = val().split(',') as ModelName[];
-    else if (k === '--backends') o.backends = val().split(',') as BackendName[];
+    // The root runner passes only --flags through (bare words name suites): use --nets=a,b.
+    const val = () => inline ?? (args[i + 1] && !args[i + 1]!.startsWith('--') ? args[++i]! : '');
+    if (k === '--nets') o.nets = val().split(',').filter(Boolean) as ModelName[];
+    else if (k === '--backends') o.backends = val().split(',').filter(Boolean) as BackendName[];
     else if (k === '--batch') o.batch = Number(val());
     else if (k === '--steps') o.steps = Number(val());
     else if (k === '--warmup') o.warmup = Number(val());
@@ -249,7 +250,7 @@ export default {
         console.error(`training bench: ${net} on ${backend}: ${JSON.stringify(rows.at(-1)?.['imagesPerSecond'])} images/s`);
       }
     }
-    for (const net of o.nets) {
+    for (const net of o.torch ? o.nets : []) {
       const t = torch?.get(net);
       rows.push({
         net,
