@@ -268,6 +268,11 @@ function* product(dims: Dimension[]): Generator<Assignment[]> {
   }
 }
 
+/** Deep copy of plain JSON data (a draft is mutated by axes; points must not share objects). */
 function structuredCloneJson<T>(v: T): T {
-  return v === undefined || v === null || typeof v !== 'object' ? v : (JSON.parse(JSON.stringify(v)) as T);
+  if (v === null || typeof v !== 'object') return v;
+  if (Array.isArray(v)) return v.map(structuredCloneJson) as T;
+  const out: Record<string, unknown> = {};
+  for (const k in v) out[k] = structuredCloneJson((v as Record<string, unknown>)[k]);
+  return out as T;
 }
