@@ -129,6 +129,30 @@ describe('trainLoop', { timeout: 120_000 }, () => {
     expect(b.weights).toEqual(a.weights);
   });
 
+  it('resetMomentum from the step hook zeroes the live buffers (the distortion option)', async () => {
+    const model = tinyNet(6);
+    const train = blobs(96, 7);
+    const norms: Array<[number, number]> = [];
+    await trainLoop({
+      model,
+      recipe: { ...recipe, epochs: 1 },
+      numClasses: 4,
+      epochBatches: (e) => batchesOf(train, shape, 16, e),
+      emit: () => {},
+      afterStep: ({ step, optimizer }) => {
+        if (step % 3 !== 0) return;
+        const before = optimizer.momentumSquaredNorm();
+        optimizer.resetMomentum();
+        norms.push([before, optimizer.momentumSquaredNorm()]);
+      },
+    });
+    expect(norms).toHaveLength(2);
+    for (const [before, after] of norms) {
+      expect(before).toBeGreaterThan(0);
+      expect(after).toBe(0);
+    }
+  });
+
   it('stops at maxSteps', async () => {
     const model = tinyNet(2);
     const train = blobs(128, 3);
