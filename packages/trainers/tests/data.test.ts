@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
+import { initBackend } from '../src/backend/index.js';
 import { DataError, type DatasetConfig } from '@flatrank/protocol';
 import { AUGMENT_PAD, augmentInto, batches, batchCount, DATASET_INFO, loadDataset, Rng, type Split } from '../src/data/index.js';
 import { FASHION_MNIST_SYSTEM_DIR } from '../src/data/index.js';
@@ -14,7 +14,7 @@ const cfg = (name: DatasetConfig['name'], trainLimit: number | null = null, test
 let dir: string;
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'flatrank-data-'));
-  await tf.setBackend('cpu');
+  await initBackend({ backend: 'cpu' });
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -257,6 +257,8 @@ registerBackendCandidate('cpu', {
   async load() {
     await import('@tensorflow/tfjs-backend-cpu');
     if (!(await tf.setBackend('cpu'))) throw new Error("tfjs-backend-cpu did not register the 'cpu' backend");
+    // Chosen on purpose: skip its first-use banner recommending tfjs-node.
+    (tf.backend() as unknown as { firstUse?: boolean }).firstUse = false;
     return { version: packageVersion('@tensorflow/tfjs-backend-cpu') ?? tf.version_core, threads: 1 };
   },
 });
