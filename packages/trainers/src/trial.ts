@@ -43,8 +43,8 @@ import {
   type TrialSummary,
 } from '@flatrank/protocol';
 import { checkTrainingMemory, initBackend, runEnvironment, withMemoryGuard } from './backend/index.js';
-import { batches, loadDataset, type Dataset } from './data/index.js';
-import { buildModel, convLayers as convLayersOf } from './models/index.js';
+import { batchCount, batches, loadDataset, type Dataset } from './data/index.js';
+import { buildModel, modelMacs } from './models/index.js';
 import {
   checkAborted,
   disposeCheckpoint,
@@ -158,6 +158,7 @@ class TrialContext {
       emit: (e) => this.emit(e),
       stepOffset: this.steps,
       epochOffset,
+      stepsPerEpoch: batchCount(this.dataset.train.count, this.config.training.batchSize),
       heartbeatMs: this.options.heartbeatMs,
       logEverySteps: this.options.logEverySteps ?? 50,
       ...(this.options.signal ? { signal: this.options.signal } : {}),
@@ -338,7 +339,7 @@ async function runBaseline(
     (s, w) => s + w.shape.reduce((a: number, b) => a * (b ?? 1), 1),
     0,
   );
-  const macs = planMacs(model);
+  const macs = modelMacs(model);
   const latency = await ctx.latency(model);
   await saveFinal(ctx, model, 'base', final.accuracy);
   return summary(ctx, t0, {
@@ -353,12 +354,6 @@ async function runBaseline(
     latencyAfterMs: null,
     latencyBatch: latencyBatchOf(ctx.config),
   });
-}
-
-function planMacs(model: tfl.LayersModel): number {
-  // Model-level multiply-adds without a compression plan: every conv / dense layer.
-  return modelCounts(model, { targets: [], modelRatioFraction: null, layers: convLayersOf(model) }, null)
-    .macsBefore;
 }
 
 function emitLayers(ctx: TrialContext, results: readonly LayerResult[]): void {

@@ -82,6 +82,20 @@ describe('MomentumSgd', () => {
     opt.dispose();
     w.dispose();
   });
+  it('nesterov: w -= lr * (g + momentum * buf)', () => {
+    const w = tf.variable(tf.tensor1d([1]), true, 'sgd_test_nesterov');
+    const opt = new MomentumSgd([{ variable: w, decay: false }], {
+      momentum: 0.5,
+      nesterov: true,
+      weightDecay: 0,
+    });
+    opt.step({ [w.name]: tf.tensor1d([2]) }, 0.1); // buf = 2; d = 2 + 0.5*2 = 3
+    expect(w.dataSync()[0]).toBeCloseTo(0.7, 6);
+    opt.step({ [w.name]: tf.tensor1d([2]) }, 0.1); // buf = 1 + 2 = 3; d = 2 + 1.5 = 3.5
+    expect(w.dataSync()[0]).toBeCloseTo(0.35, 6);
+    opt.dispose();
+    w.dispose();
+  });
   it('decays kernels but not biases or batch-norm parameters', () => {
     const m = tinyNet(1, { batchNorm: true });
     const vars = trainableVariables(m);
@@ -151,6 +165,27 @@ describe('trainLoop', { timeout: 120_000 }, () => {
       expect(before).toBeGreaterThan(0);
       expect(after).toBe(0);
     }
+  });
+
+  it('moves the schedule within an epoch and anneals cosine over the maxSteps horizon', async () => {
+    const model = tinyNet(8);
+    const train = blobs(128, 9);
+    const events: TrialEvent[] = [];
+    await trainLoop({
+      model,
+      recipe: { ...recipe, epochs: 10, maxSteps: 4, lr: 0.1, schedule: { kind: 'cosine', minLr: 0 } },
+      numClasses: 4,
+      epochBatches: (e) => batchesOf(train, shape, 16, e),
+      stepsPerEpoch: 8,
+      logEverySteps: 1,
+      emit: (e) => events.push(e),
+    });
+    const lrs = events
+      .filter((e): e is Extract<TrialEvent, { type: 'metric' }> => e.type === 'metric' && e.name === 'lr')
+      .map((e) => e.value);
+    // step k uses epoch (k-1)/8 of a 4/8-epoch run
+    expect(lrs).toHaveLength(4);
+    lrs.forEach((lr, i) => expect(lr).toBeCloseTo((0.1 * (1 + Math.cos((Math.PI * (i / 8)) / 0.5))) / 2, 8));
   });
 
   it('stops at maxSteps', async () => {

@@ -59,6 +59,11 @@ export interface TrainLoopOptions {
   signal?: AbortSignal;
   /** Called after every optimizer step (the distortion hook). */
   afterStep?: (info: StepInfo) => void | Promise<void>;
+  /**
+   * Mini-batches per epoch, when the caller knows it (lets the schedule move within the first epoch;
+   * otherwise it is learnt from the first epoch).
+   */
+  stepsPerEpoch?: number;
   /** Cross-entropy above this counts as an exploding loss (default 50 * ln(numClasses)). */
   divergenceLoss?: number;
 }
@@ -99,7 +104,12 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
   let lastEval: EvalResult | null = null;
   let lastTrainLoss: number | null = null;
   let lastBeat = Date.now();
-  let stepsPerEpochSeen = 0;
+  let stepsPerEpochSeen = o.stepsPerEpoch ?? 0;
+  // The schedule's horizon is the whole run: the epochs, or fewer when maxSteps ends it earlier.
+  const horizon = (): number =>
+    recipe.maxSteps !== null && stepsPerEpochSeen > 0
+      ? Math.min(recipe.epochs, recipe.maxSteps / stepsPerEpochSeen)
+      : recipe.epochs;
 
   try {
     for (let epoch = 0; epoch < recipe.epochs; epoch++) {
@@ -119,7 +129,7 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
         // Fractional epoch for the schedule: before the first epoch is complete we do not know the
         // epoch length, so the schedule stays at the epoch start until it is known.
         const frac = stepsPerEpochSeen > 0 ? inEpoch / stepsPerEpochSeen : 0;
-        const lr = learningRateAt(recipe.schedule, recipe.lr, epoch + frac, recipe.epochs);
+        const lr = learningRateAt(recipe.schedule, recipe.lr, epoch + frac, horizon());
         let correctT: tf.Scalar | null = null;
         const { value, grads } = tf.variableGrads(() => {
           const out = model.apply(batch.x, { training: true }) as tf.Tensor;
