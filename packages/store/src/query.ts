@@ -201,7 +201,8 @@ function sweepId(db: Database.Database, name: string): number {
 export function runsQuery(
   db: Database.Database,
   filter: RunsFilter,
-  extraColumns: readonly string[] = [],
+  /** Extra select expressions over `t` (trials) and `ts` (trial_summary), e.g. 't.config AS __config'. */
+  extraSelect: readonly string[] = [],
 ): { sql: string; params: Array<string | number> } {
   const where = parseWhere(filter.where);
   const status = validateStatus(filter.status);
@@ -221,7 +222,7 @@ export function runsQuery(
     params.push(...where.params);
   }
   // Filters apply to the trials table (indexed columns); the view supplies the joined columns.
-  const cols = [...RUN_COLUMNS, ...extraColumns].map((c) => `ts.${c}`).join(', ');
+  const cols = [...RUN_COLUMNS.map((c) => `ts.${c}`), ...extraSelect].join(', ');
   const sql = `SELECT ${cols} FROM trials t JOIN trial_summary ts ON ts.trial_id = t.id${conds.length ? ` WHERE ${conds.join(' AND ')}` : ''} ORDER BY t.id`;
   return { sql, params };
 }
@@ -289,9 +290,8 @@ export function listRunsOnlyChanged(
   store: ResultsStore,
   filter: RunsFilter = {},
 ): { columns: string[]; rows: Row[] } {
-  const { sql, params } = runsQuery(store.db, filter);
-  const withConfig = sql.replace('SELECT ', 'SELECT t.config AS __config, ');
-  const raw = store.db.prepare(withConfig).all(...params) as Array<Row & { __config: string }>;
+  const { sql, params } = runsQuery(store.db, filter, ['t.config AS __config']);
+  const raw = store.db.prepare(sql).all(...params) as Array<Row & { __config: string }>;
   const configs = raw.map((r) => JSON.parse(r.__config) as unknown);
   const changed = changedConfigKeys(configs);
   const flats = configs.map((c) => flattenConfig(c));
