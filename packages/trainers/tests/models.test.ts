@@ -37,12 +37,18 @@ describe('parameter counts', () => {
     around(trainableParams(buildModel('resnet20', cifar)), 0.27e6);
     around(trainableParams(buildModel('resnet32', cifar)), 0.46e6);
     around(trainableParams(buildModel('resnet56', cifar)), 0.85e6);
-    around(trainableParams(buildModel('lenet5', { inputShape: [28, 28, 1], numClasses: 10, seed: 0 })), 61.7e3);
+    around(
+      trainableParams(buildModel('lenet5', { inputShape: [28, 28, 1], numClasses: 10, seed: 0 })),
+      61.7e3,
+    );
   });
 });
 
 describe('seeded initialisation', () => {
-  const weights = (seed: number) => buildModel('resnet8', { ...cifar, seed }).getWeights().map((w) => Array.from(w.dataSync()));
+  const weights = (seed: number) =>
+    buildModel('resnet8', { ...cifar, seed })
+      .getWeights()
+      .map((w) => Array.from(w.dataSync()));
   test('same seed, same weights; another seed, other weights', () => {
     const a = weights(7);
     expect(weights(7)).toEqual(a);
@@ -72,11 +78,32 @@ describe('convLayers', () => {
     const ls = convLayers(m);
     expect(ls).toHaveLength(20);
     expect(ls.filter((l) => l.kind === 'conv')).toHaveLength(19);
-    expect(ls[0]).toMatchObject({ name: 'conv1', kind: 'conv', kernelShape: [3, 3, 3, 16], isFirst: true, index: 0, hasBias: false, padding: 'same' });
+    expect(ls[0]).toMatchObject({
+      name: 'conv1',
+      kind: 'conv',
+      kernelShape: [3, 3, 3, 16],
+      isFirst: true,
+      index: 0,
+      hasBias: false,
+      padding: 'same',
+    });
     expect(ls.filter((l) => l.isFirst)).toHaveLength(1);
     const down = ls.find((l) => l.name === 's2b1_conv1')!;
-    expect(down).toMatchObject({ kernelShape: [3, 3, 16, 32], strides: [2, 2], inputShape: [32, 32], outputShape: [16, 16], macs: 16 * 16 * 9 * 16 * 32 });
-    expect(ls.at(-1)).toMatchObject({ name: 'fc', kind: 'dense', kernelShape: [1, 1, 64, 10], hasBias: true, params: 650, macs: 640 });
+    expect(down).toMatchObject({
+      kernelShape: [3, 3, 16, 32],
+      strides: [2, 2],
+      inputShape: [32, 32],
+      outputShape: [16, 16],
+      macs: 16 * 16 * 9 * 16 * 32,
+    });
+    expect(ls.at(-1)).toMatchObject({
+      name: 'fc',
+      kind: 'dense',
+      kernelShape: [1, 1, 64, 10],
+      hasBias: true,
+      params: 650,
+      macs: 640,
+    });
     expect(m.getLayer(down.name).getWeights()[0]!.shape).toEqual(down.kernelShape);
     expect(modelMacs(m)).toBe(40_551_040);
     expect(ls.filter((l) => l.kernelShape[2] === 64 && l.kernelShape[3] === 64)).toHaveLength(5);
@@ -85,24 +112,40 @@ describe('convLayers', () => {
   test('LeNet-5 on 28x28: the first conv pads same, 416,520 multiply-adds', () => {
     const ls = convLayers(buildModel('lenet5', { inputShape: [28, 28, 1], numClasses: 10, seed: 0 }));
     expect(ls.map((l) => l.name)).toEqual(['conv1', 'conv2', 'fc1', 'fc2', 'fc3']);
-    expect(ls[0]).toMatchObject({ padding: 'same', inputShape: [28, 28], outputShape: [28, 28], hasBias: true });
-    expect(ls[1]).toMatchObject({ padding: 'valid', inputShape: [14, 14], outputShape: [10, 10], kernelShape: [5, 5, 6, 16] });
+    expect(ls[0]).toMatchObject({
+      padding: 'same',
+      inputShape: [28, 28],
+      outputShape: [28, 28],
+      hasBias: true,
+    });
+    expect(ls[1]).toMatchObject({
+      padding: 'valid',
+      inputShape: [14, 14],
+      outputShape: [10, 10],
+      kernelShape: [5, 5, 6, 16],
+    });
     expect(ls.reduce((a, l) => a + l.macs, 0)).toBe(416_520);
   });
 });
 
 describe('option-A shortcut', () => {
   test('subsamples at the strided conv centres and zero-pads channels on both sides', () => {
-    const x = tf.tensor4d(Float32Array.from({ length: 4 * 4 * 2 }, (_, i) => i + 1), [1, 4, 4, 2]);
+    const x = tf.tensor4d(
+      Float32Array.from({ length: 4 * 4 * 2 }, (_, i) => i + 1),
+      [1, 4, 4, 2],
+    );
     const layer = new ShortcutA({ stride: 2, outChannels: 4, offset: 1 });
     const y = layer.apply(x) as tf.Tensor4D;
     expect(y.shape).toEqual([1, 2, 2, 4]);
     const xv = x.arraySync()[0]!;
     const yv = y.arraySync()[0]!;
     for (let i = 0; i < 2; i++)
-      for (let j = 0; j < 2; j++) expect(yv[i]![j]).toEqual([0, xv[1 + 2 * i]![1 + 2 * j]![0]!, xv[1 + 2 * i]![1 + 2 * j]![1]!, 0]);
+      for (let j = 0; j < 2; j++)
+        expect(yv[i]![j]).toEqual([0, xv[1 + 2 * i]![1 + 2 * j]![0]!, xv[1 + 2 * i]![1 + 2 * j]![1]!, 0]);
     // Gradient: ones at the sampled pixels, zero elsewhere.
-    const g = tf.grad((t: tf.Tensor) => tf.sum(layer.apply(t) as tf.Tensor))(x).arraySync() as number[][][][];
+    const g = tf
+      .grad((t: tf.Tensor) => tf.sum(layer.apply(t) as tf.Tensor))(x)
+      .arraySync() as number[][][][];
     expect(g[0]![1]![3]).toEqual([1, 1]);
     expect(g[0]![0]![1]).toEqual([0, 0]);
   });
@@ -116,7 +159,14 @@ describe('option-A shortcut', () => {
   test('models with the custom layer save and load (tf.serialization) with identical outputs', async () => {
     const m = buildModel('resnet8', cifar);
     let saved: tf.io.ModelArtifacts | null = null;
-    await m.save(tf.io.withSaveHandler(async (a) => ((saved = a), { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } })));
+    await m.save(
+      tf.io.withSaveHandler(
+        async (a) => (
+          (saved = a),
+          { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } }
+        ),
+      ),
+    );
     expect(JSON.stringify(saved!.modelTopology)).toContain('FlatrankShortcutA');
     const loaded = await loadLayersModel(tf.io.fromMemory(saved!));
     const x = tf.randomNormal([2, 32, 32, 3], 0, 1, 'float32', 3);

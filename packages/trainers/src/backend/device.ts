@@ -71,7 +71,12 @@ export function isResolvable(name: string): boolean {
 /** Git commit and dirty flag of the checkout containing `dir` (nulls outside a checkout). */
 export function gitState(dir: string): { commit: string | null; dirty: boolean | null } {
   const git = (args: string[]): string =>
-    execFileSync('git', args, { cwd: dir, encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'ignore'] });
+    execFileSync('git', args, {
+      cwd: dir,
+      encoding: 'utf8',
+      timeout: 10_000,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
   try {
     const commit = git(['rev-parse', 'HEAD']).trim();
     let dirty: boolean | null = null;

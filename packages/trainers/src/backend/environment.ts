@@ -24,7 +24,11 @@ let cachedGit: { commit: string | null; dirty: boolean | null } | null = null;
  * initBackend(). Git facts come from the checkout containing this package (null outside one).
  */
 export function runEnvironment(backend: BackendInfo | null = currentBackend()): RunEnvironment {
-  if (!backend) throw new FlatrankError('BACKEND_NOT_INITIALISED', 'runEnvironment: call initBackend() first (no TF.js backend is active)');
+  if (!backend)
+    throw new FlatrankError(
+      'BACKEND_NOT_INITIALISED',
+      'runEnvironment: call initBackend() first (no TF.js backend is active)',
+    );
   cachedGit ??= gitState(dirname(fileURLToPath(import.meta.url)));
   const packageVersions: Record<string, string> = {};
   for (const p of VERSIONED_PACKAGES) {

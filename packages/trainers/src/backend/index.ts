@@ -11,5 +11,11 @@ export {
 export { runEnvironment } from './environment.js';
 export { cpuModel, gpuNames, packageVersion } from './device.js';
 export { WASM_HEAP_LIMIT_BYTES, wasmHeapBytes } from './wasm.js';
-export { estimateTrainingMemory, checkTrainingMemory, withMemoryGuard, isOutOfMemoryError, type MemoryEstimate } from './memory.js';
+export {
+  estimateTrainingMemory,
+  checkTrainingMemory,
+  withMemoryGuard,
+  isOutOfMemoryError,
+  type MemoryEstimate,
+} from './memory.js';
 export { registerWasmKernels, useBatchNormGradient, CUSTOM_WASM_KERNELS } from './wasm-kernels.js';

@@ -35,7 +35,9 @@ export function estimateTrainingMemory(model: LayersModel, batchSize: number): M
   let floats = 0;
   for (const layer of model.layers) {
     const shapes = layer.outputShape;
-    const list = (Array.isArray(shapes[0]) || shapes.length === 0 ? shapes : [shapes]) as Array<Array<number | null>>;
+    const list = (Array.isArray(shapes[0]) || shapes.length === 0 ? shapes : [shapes]) as Array<
+      Array<number | null>
+    >;
     for (const s of list) floats += s.slice(1).reduce<number>((a, d) => a * (d ?? 1), 1);
   }
   const params = model.countParams();
@@ -65,14 +67,31 @@ export function checkTrainingMemory(
     throw new ResourceExhaustedError(
       `training ${name} at batch size ${batchSize} needs about ${gib(est.bytes)} GiB, more than the ${gib(limit)} GiB ` +
         `${backend} heap can hold` +
-        (suggestion ? `; use a smaller batch (training.batchSize <= ${suggestion}) or the tensorflow backend` : '; use the tensorflow backend'),
-      { context: { model: name, batchSize, estimatedBytes: est.bytes, limitBytes: limit, suggestedBatchSize: suggestion, backend } },
+        (suggestion
+          ? `; use a smaller batch (training.batchSize <= ${suggestion}) or the tensorflow backend`
+          : '; use the tensorflow backend'),
+      {
+        context: {
+          model: name,
+          batchSize,
+          estimatedBytes: est.bytes,
+          limitBytes: limit,
+          suggestedBatchSize: suggestion,
+          backend,
+        },
+      },
     );
   }
   return est;
 }
 
-const OOM_PATTERNS = [/memory access out of bounds/i, /^Aborted\(/, /Cannot enlarge memory/i, /out of memory/i, /\bOOM\b/];
+const OOM_PATTERNS = [
+  /memory access out of bounds/i,
+  /^Aborted\(/,
+  /Cannot enlarge memory/i,
+  /out of memory/i,
+  /\bOOM\b/,
+];
 
 /**
  * True for the errors a heap exhaustion produces. A failed wasm malloc returns 0 and the kernel
@@ -92,7 +111,10 @@ export function isOutOfMemoryError(e: unknown, heapBytes: number | null = wasmHe
  * batch. After a wasm abort the module is dead: the process must exit (the trial fails, not retried
  * as is).
  */
-export async function withMemoryGuard<T>(fn: () => Promise<T> | T, ctx: { batchSize?: number; model?: string } = {}): Promise<T> {
+export async function withMemoryGuard<T>(
+  fn: () => Promise<T> | T,
+  ctx: { batchSize?: number; model?: string } = {},
+): Promise<T> {
   try {
     return await fn();
   } catch (e) {

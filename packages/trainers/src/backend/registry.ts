@@ -66,7 +66,10 @@ const candidates = new Map<BackendName, BackendCandidate>();
  * src/native/backend.(ts|js) exists next to this package's backend folder and exports
  * `nativeBackendCandidate: BackendCandidate`. Returns the candidate it replaces (tests restore it).
  */
-export function registerBackendCandidate(name: BackendName, candidate: BackendCandidate): BackendCandidate | null {
+export function registerBackendCandidate(
+  name: BackendName,
+  candidate: BackendCandidate,
+): BackendCandidate | null {
   if (!(BACKENDS as readonly string[]).includes(name)) throw new UnknownNameError('backend', name, BACKENDS);
   const previous = candidates.get(name) ?? null;
   candidates.set(name, candidate);
@@ -142,9 +145,12 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
       skipped.push({ name, reason: `failed to load: ${(e as Error).message}` });
     }
   }
-  throw new BackendUnavailableError(`no TF.js backend could be loaded (${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')})`, {
-    context: { skipped },
-  });
+  throw new BackendUnavailableError(
+    `no TF.js backend could be loaded (${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')})`,
+    {
+      context: { skipped },
+    },
+  );
 }
 
 async function activate(
@@ -154,7 +160,8 @@ async function activate(
 ): Promise<BackendInfo> {
   const l = await c.load();
   await tf.ready();
-  if (tf.getBackend() !== tfjsNameOf(name)) throw new Error(`TF.js active backend is '${tf.getBackend()}' after loading '${name}'`);
+  if (tf.getBackend() !== tfjsNameOf(name))
+    throw new Error(`TF.js active backend is '${tf.getBackend()}' after loading '${name}'`);
   const info: BackendInfo = {
     name,
     version: l.version,
@@ -205,7 +212,8 @@ registerBackendCandidate('tensorflow', {
     // A variable specifier: these optional packages have no types here and are usually absent.
     const spec: string = pkg;
     await import(spec);
-    if (!(await tf.setBackend('tensorflow'))) throw new Error(`${pkg} did not register the 'tensorflow' backend`);
+    if (!(await tf.setBackend('tensorflow')))
+      throw new Error(`${pkg} did not register the 'tensorflow' backend`);
     const gpus = pkg.endsWith('-gpu') ? gpuNames() : null;
     return {
       version: `${pkg}@${packageVersion(pkg) ?? '?'}`,
@@ -240,7 +248,9 @@ registerBackendCandidate('native', {
 });
 
 async function nativeCandidate(u: URL): Promise<BackendCandidate | null> {
-  const mod = (await import(pathToFileURL(fileURLToPath(u)).href)) as { nativeBackendCandidate?: BackendCandidate };
+  const mod = (await import(pathToFileURL(fileURLToPath(u)).href)) as {
+    nativeBackendCandidate?: BackendCandidate;
+  };
   return mod.nativeBackendCandidate ?? null;
 }
 

@@ -19,7 +19,13 @@ import * as tf from '@tensorflow/tfjs-core';
 // tfjs-layers registers TF.js's gradients on import; ours must override after that.
 import '@tensorflow/tfjs-layers';
 import { backend_util } from '@tensorflow/tfjs-core';
-import type { KernelBackend, NamedAttrMap, NamedTensorInfoMap, Tensor, TensorInfo } from '@tensorflow/tfjs-core';
+import type {
+  KernelBackend,
+  NamedAttrMap,
+  NamedTensorInfoMap,
+  Tensor,
+  TensorInfo,
+} from '@tensorflow/tfjs-core';
 
 type Pad = 'valid' | 'same' | number | backend_util.ExplicitPadding;
 interface KernelArgs {
@@ -29,7 +35,12 @@ interface KernelArgs {
 }
 
 /** Runs a stock wasm kernel directly (no engine, no tape). */
-function run(name: string, inputs: NamedTensorInfoMap, backend: KernelBackend, attrs: NamedAttrMap = {}): TensorInfo {
+function run(
+  name: string,
+  inputs: NamedTensorInfoMap,
+  backend: KernelBackend,
+  attrs: NamedAttrMap = {},
+): TensorInfo {
   const old = stock.get(name);
   if (old?.setupFunc && !stockSetUp.has(backend)) {
     // Replaced stock kernels were unregistered before the backend initialised: set them up once.
@@ -59,12 +70,19 @@ class Scratch {
   }
 }
 
-function convInfo(xShape: number[], filterShape: number[], attrs: NamedAttrMap, depthwise = false): backend_util.Conv2DInfo {
+function convInfo(
+  xShape: number[],
+  filterShape: number[],
+  attrs: NamedAttrMap,
+  depthwise = false,
+): backend_util.Conv2DInfo {
   const dataFormat = (attrs['dataFormat'] as string | undefined) ?? 'NHWC';
-  if (dataFormat !== 'NHWC' && dataFormat !== 'channelsLast') throw new Error(`flatrank wasm conv kernels support NHWC only, got ${dataFormat}`);
+  if (dataFormat !== 'NHWC' && dataFormat !== 'channelsLast')
+    throw new Error(`flatrank wasm conv kernels support NHWC only, got ${dataFormat}`);
   const dil = (attrs['dilations'] as number | [number, number] | undefined) ?? 1;
   const dils: [number, number] = Array.isArray(dil) ? dil : [dil, dil];
-  if (dils[0] !== 1 || dils[1] !== 1) throw new Error('flatrank wasm conv gradient kernels support dilation 1 only');
+  if (dils[0] !== 1 || dils[1] !== 1)
+    throw new Error('flatrank wasm conv gradient kernels support dilation 1 only');
   return backend_util.computeConv2DInfo(
     xShape as [number, number, number, number],
     filterShape as [number, number, number, number],
@@ -78,8 +96,21 @@ function convInfo(xShape: number[], filterShape: number[], attrs: NamedAttrMap, 
 }
 
 /** Pads x to the conv's padded input and crops it to exactly (O-1)*s + F rows / cols. */
-function paddedCroppedInput(x: TensorInfo, info: backend_util.Conv2DInfo, backend: KernelBackend, s: Scratch): TensorInfo {
-  const { outHeight: OH, outWidth: OW, strideHeight: sh, strideWidth: sw, filterHeight: FH, filterWidth: FW, padInfo } = info;
+function paddedCroppedInput(
+  x: TensorInfo,
+  info: backend_util.Conv2DInfo,
+  backend: KernelBackend,
+  s: Scratch,
+): TensorInfo {
+  const {
+    outHeight: OH,
+    outWidth: OW,
+    strideHeight: sh,
+    strideWidth: sw,
+    filterHeight: FH,
+    filterWidth: FW,
+    padInfo,
+  } = info;
   let xp = x;
   if (padInfo.top || padInfo.bottom || padInfo.left || padInfo.right) {
     xp = s.keep(
@@ -97,7 +128,12 @@ function paddedCroppedInput(x: TensorInfo, info: backend_util.Conv2DInfo, backen
   const needH = (OH - 1) * sh + FH;
   const needW = (OW - 1) * sw + FW;
   if (xp.shape[1] !== needH || xp.shape[2] !== needW) {
-    xp = s.keep(run('Slice', { x: xp }, backend, { begin: [0, 0, 0, 0], size: [xp.shape[0]!, needH, needW, xp.shape[3]!] }));
+    xp = s.keep(
+      run('Slice', { x: xp }, backend, {
+        begin: [0, 0, 0, 0],
+        size: [xp.shape[0]!, needH, needW, xp.shape[3]!],
+      }),
+    );
   }
   return xp;
 }
@@ -137,7 +173,18 @@ function dilatedPaddedDy(
   backend: KernelBackend,
   s: Scratch,
 ): { d: TensorInfo; pad: [[number, number], [number, number], [number, number], [number, number]] } | null {
-  const { batchSize: N, inHeight: H, inWidth: W, outHeight: OH, outWidth: OW, strideHeight: sh, strideWidth: sw, filterHeight: FH, filterWidth: FW, padInfo } = info;
+  const {
+    batchSize: N,
+    inHeight: H,
+    inWidth: W,
+    outHeight: OH,
+    outWidth: OW,
+    strideHeight: sh,
+    strideWidth: sw,
+    filterHeight: FH,
+    filterWidth: FW,
+    padInfo,
+  } = info;
   const C = dy.shape[3]!;
   const pt = FH - 1 - padInfo.top;
   const pl = FW - 1 - padInfo.left;
@@ -164,7 +211,12 @@ function dilatedPaddedDy(
   let pb = H + padInfo.top - OH * sh;
   let pr = W + padInfo.left - OW * sw;
   if (pb < 0 || pr < 0) {
-    d = s.keep(run('Slice', { x: d }, backend, { begin: [0, 0, 0, 0], size: [N, d.shape[1]! + Math.min(pb, 0), d.shape[2]! + Math.min(pr, 0), C] }));
+    d = s.keep(
+      run('Slice', { x: d }, backend, {
+        begin: [0, 0, 0, 0],
+        size: [N, d.shape[1]! + Math.min(pb, 0), d.shape[2]! + Math.min(pr, 0), C],
+      }),
+    );
     pb = Math.max(pb, 0);
     pr = Math.max(pr, 0);
   }
@@ -193,7 +245,12 @@ export function conv2DBackpropInputWasm(args: KernelArgs): TensorInfo {
     }
     const wr = s.keep(run('Reverse', { x: filter }, backend, { dims: [0, 1] }));
     const wt = s.keep(run('Transpose', { x: wr }, backend, { perm: [0, 1, 3, 2] }));
-    return run('Conv2D', { x: prep.d, filter: wt }, backend, { strides: [1, 1], pad: prep.pad, dataFormat: 'NHWC', dilations: [1, 1] });
+    return run('Conv2D', { x: prep.d, filter: wt }, backend, {
+      strides: [1, 1],
+      pad: prep.pad,
+      dataFormat: 'NHWC',
+      dilations: [1, 1],
+    });
   } finally {
     s.dispose();
   }
@@ -207,7 +264,16 @@ export function depthwiseBackpropFilterWasm({ inputs, backend, attrs }: KernelAr
   const { x, dy } = inputs as { x: TensorInfo; dy: TensorInfo };
   const filterShape = attrs['filterShape'] as number[];
   const info = convInfo(x.shape, filterShape, attrs, true);
-  const { batchSize: N, inChannels: C, outHeight: OH, outWidth: OW, strideHeight: sh, strideWidth: sw, filterHeight: FH, filterWidth: FW } = info;
+  const {
+    batchSize: N,
+    inChannels: C,
+    outHeight: OH,
+    outWidth: OW,
+    strideHeight: sh,
+    strideWidth: sw,
+    filterHeight: FH,
+    filterWidth: FW,
+  } = info;
   const M = filterShape[3]!;
   const s = new Scratch(backend);
   try {
@@ -233,7 +299,10 @@ export function depthwiseBackpropFilterWasm({ inputs, backend, attrs }: KernelAr
       }
     // Concat takes its inputs as an array; Reshape returns a view with its own reference.
     const parts = taps.map((t) => view(t, [1, C, M]));
-    const all = taps.length === 1 ? taps[0]! : s.keep(run('Concat', parts as unknown as NamedTensorInfoMap, backend, { axis: 0 }));
+    const all =
+      taps.length === 1
+        ? taps[0]!
+        : s.keep(run('Concat', parts as unknown as NamedTensorInfoMap, backend, { axis: 0 }));
     return run('Reshape', { x: all }, backend, { shape: [FH, FW, C, M] });
   } finally {
     s.dispose();
@@ -254,7 +323,10 @@ export function depthwiseBackpropInputWasm(args: KernelArgs): TensorInfo {
   const s = new Scratch(backend);
   try {
     const prep = dilatedPaddedDy(dy, info, backend, s);
-    if (!prep) throw new Error('depthwise conv gradient: padding larger than filter size - 1 is not supported on wasm');
+    if (!prep)
+      throw new Error(
+        'depthwise conv gradient: padding larger than filter size - 1 is not supported on wasm',
+      );
     const wr = s.keep(run('Reverse', { x: filter }, backend, { dims: [0, 1] }));
     const out = run('DepthwiseConv2dNative', { x: prep.d, filter: view(wr, [FH, FW, C * M, 1]) }, backend, {
       strides: [1, 1],
@@ -319,7 +391,19 @@ export function maxPoolGradWasm({ inputs, backend, attrs }: KernelArgs): TensorI
     attrs['pad'] as Pad,
     attrs['dimRoundingMode'] as 'floor' | 'round' | 'ceil' | undefined,
   );
-  const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW, strideHeight: sh, strideWidth: sw, filterHeight: FH, filterWidth: FW, padInfo } = info;
+  const {
+    batchSize: N,
+    inHeight: H,
+    inWidth: W,
+    inChannels: C,
+    outHeight: OH,
+    outWidth: OW,
+    strideHeight: sh,
+    strideWidth: sw,
+    filterHeight: FH,
+    filterWidth: FW,
+    padInfo,
+  } = info;
   const out = heap(backend).makeOutput(input.shape, 'float32');
   // Views after the allocation: growing the heap detaches older views.
   const dx = heap(backend).typedArrayFromHeap(out);
@@ -376,7 +460,8 @@ const fusedBatchNormGrad: tf.GradConfig = {
     return {
       x: () => tf.reshape(tf.mul(g, tf.mul(inv, scaleValue)), x.shape),
       mean: () => tf.reshape(reduce(tf.mul(tf.neg(inv), dyTimesScale)), mean.shape),
-      variance: () => tf.reshape(reduce(tf.mul(tf.mul(minusHalfRCube, xMinusMean), dyTimesScale)), mean.shape),
+      variance: () =>
+        tf.reshape(reduce(tf.mul(tf.mul(minusHalfRCube, xMinusMean), dyTimesScale)), mean.shape),
       scale: () => tf.reshape(reduce(tf.mul(g, tf.mul(xMinusMean, inv))), mean.shape),
       offset: () => tf.reshape(reduce(g), mean.shape),
     };
@@ -422,7 +507,11 @@ export function registerWasmKernels(): string[] {
       stock.set(kernelName, old);
       tf.unregisterKernel(kernelName, 'wasm');
     }
-    tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc: kernelFunc as unknown as tf.KernelFunc });
+    tf.registerKernel({
+      kernelName,
+      backendName: 'wasm',
+      kernelFunc: kernelFunc as unknown as tf.KernelFunc,
+    });
   };
   replace('Conv2DBackpropFilter', conv2DBackpropFilterWasm);
   replace('Conv2DBackpropInput', conv2DBackpropInputWasm);

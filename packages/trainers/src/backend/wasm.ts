@@ -22,7 +22,8 @@ export async function loadWasmBackend(): Promise<LoadedBackend> {
     pathsSet = true;
   }
   const customKernels = registerWasmKernels();
-  if (!(await tf.setBackend('wasm'))) throw new Error('tfjs-backend-wasm failed to initialise (see the warning above)');
+  if (!(await tf.setBackend('wasm')))
+    throw new Error('tfjs-backend-wasm failed to initialise (see the warning above)');
   const simd = (await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT')) as boolean;
   return {
     version: packageVersion('@tensorflow/tfjs-backend-wasm') ?? wasm.version_wasm,

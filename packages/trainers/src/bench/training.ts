@@ -45,10 +45,20 @@ interface Options {
 }
 
 function parse(args: string[]): Options {
-  const o: Options = { nets: ['lenet5', 'resnet20', 'resnet32'], backends: null, batch: 128, steps: 3, warmup: 1, torch: true, cpuResnets: false };
+  const o: Options = {
+    nets: ['lenet5', 'resnet20', 'resnet32'],
+    backends: null,
+    batch: 128,
+    steps: 3,
+    warmup: 1,
+    torch: true,
+    cpuResnets: false,
+  };
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
-    const [k, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
+    const [k, inline] = a.includes('=')
+      ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]
+      : [a, undefined];
     // The root runner passes only --flags through (bare words name suites): use --nets=a,b.
     const val = () => inline ?? (args[i + 1] && !args[i + 1]!.startsWith('--') ? args[++i]! : '');
     if (k === '--nets') o.nets = val().split(',').filter(Boolean) as ModelName[];
@@ -69,7 +79,12 @@ function median(xs: number[]): number {
 }
 
 /** Median wall and process-CPU seconds of one SGD-momentum step of `net` at `batch` on the active backend. */
-async function timeSteps(net: ModelName, batch: number, warmup: number, steps: number): Promise<{ wall: number; cpu: number }> {
+async function timeSteps(
+  net: ModelName,
+  batch: number,
+  warmup: number,
+  steps: number,
+): Promise<{ wall: number; cpu: number }> {
   const shape = NET_INPUT[net]!;
   const model = buildModel(net, { inputShape: shape, numClasses: 10, seed: 0 });
   checkTrainingMemory(model, batch, { modelName: net });
@@ -77,7 +92,10 @@ async function timeSteps(net: ModelName, batch: number, warmup: number, steps: n
   const y = tf.oneHot(tf.randomUniform([batch], 0, 10, 'int32', 2), 10);
   const opt = tf.train.momentum(0.01, 0.9);
   const step = async (): Promise<void> => {
-    const loss = opt.minimize(() => tf.losses.softmaxCrossEntropy(y, model.apply(x, { training: true }) as tf.Tensor) as tf.Scalar, true)!;
+    const loss = opt.minimize(
+      () => tf.losses.softmaxCrossEntropy(y, model.apply(x, { training: true }) as tf.Tensor) as tf.Scalar,
+      true,
+    )!;
     await loss.data(); // forces the step to finish on async backends
     loss.dispose();
   };
@@ -175,10 +193,14 @@ async function findTorchPython(): Promise<string | null> {
 }
 
 async function torchRows(python: string, o: Options): Promise<Map<ModelName, TorchResult>> {
-  const { stdout } = await run(python, ['-c', TORCH_SCRIPT, o.nets.join(','), String(o.batch), String(o.warmup), String(o.steps)], {
-    timeout: 30 * 60_000,
-    maxBuffer: 1 << 20,
-  });
+  const { stdout } = await run(
+    python,
+    ['-c', TORCH_SCRIPT, o.nets.join(','), String(o.batch), String(o.warmup), String(o.steps)],
+    {
+      timeout: 30 * 60_000,
+      maxBuffer: 1 << 20,
+    },
+  );
   const out = new Map<ModelName, TorchResult>();
   for (const line of stdout.split('\n').filter((l) => l.startsWith('{'))) {
     const r = JSON.parse(line) as TorchResult & { net: ModelName };
@@ -201,7 +223,8 @@ export default {
     let torchNote: string | null = null;
     if (o.torch) {
       const py = await findTorchPython();
-      if (!py) torchNote = 'PyTorch not importable by python3 or /usr/bin/python3 (apt-get install python3-torch)';
+      if (!py)
+        torchNote = 'PyTorch not importable by python3 or /usr/bin/python3 (apt-get install python3-torch)';
       else {
         try {
           torch = await torchRows(py, o);
@@ -215,11 +238,22 @@ export default {
       const info = await initBackend({ backend });
       for (const net of o.nets) {
         if (!NET_INPUT[net]) continue;
-        const base: Row = { net, backend, version: info.version, threads: info.threads, inputShape: NET_INPUT[net]!.join('x') };
+        const base: Row = {
+          net,
+          backend,
+          version: info.version,
+          threads: info.threads,
+          inputShape: NET_INPUT[net]!.join('x'),
+        };
         // The plain cpu backend is ~100x slower than wasm: a small batch, one step, ResNets only on request.
         const slow = backend === 'cpu';
         if (slow && net !== 'lenet5' && !o.cpuResnets) {
-          rows.push({ ...base, batch: null, imagesPerSecond: null, note: 'skipped: the cpu backend trains a ResNet at ~0.06 images/s (35 s a step at batch 2); --cpu-resnets times it' });
+          rows.push({
+            ...base,
+            batch: null,
+            imagesPerSecond: null,
+            note: 'skipped: the cpu backend trains a ResNet at ~0.06 images/s (35 s a step at batch 2); --cpu-resnets times it',
+          });
           continue;
         }
         const batch = slow ? (net === 'lenet5' ? 16 : 2) : o.batch;
@@ -242,12 +276,17 @@ export default {
             floor,
             meetsFloor: floor === null ? null : ips >= floor,
             meetsFloorCpuTime: floor === null ? null : batch / s.cpu >= floor,
-            note: batch !== o.batch ? `batch ${batch}, ${steps} step (the cpu backend is too slow for ${o.batch})` : null,
+            note:
+              batch !== o.batch
+                ? `batch ${batch}, ${steps} step (the cpu backend is too slow for ${o.batch})`
+                : null,
           });
         } catch (e) {
           rows.push({ ...base, batch, imagesPerSecond: null, note: `failed: ${(e as Error).message}` });
         }
-        console.error(`training bench: ${net} on ${backend}: ${JSON.stringify(rows.at(-1)?.['imagesPerSecond'])} images/s`);
+        console.error(
+          `training bench: ${net} on ${backend}: ${JSON.stringify(rows.at(-1)?.['imagesPerSecond'])} images/s`,
+        );
       }
     }
     for (const net of o.torch ? o.nets : []) {

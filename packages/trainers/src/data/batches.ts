@@ -46,7 +46,8 @@ export function batchCount(count: number, batchSize: number, dropRemainder = fal
  */
 export function* batches(split: Split, opts: BatchOptions): Generator<Batch, void, undefined> {
   const { batchSize } = opts;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new ValidationError('batchSize', `batchSize: must be a positive integer, got ${batchSize}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1)
+    throw new ValidationError('batchSize', `batchSize: must be a positive integer, got ${batchSize}`);
   const seed = opts.seed ?? 0;
   const epoch = opts.epoch ?? 0;
   const n = split.count;
@@ -88,7 +89,14 @@ export function* batches(split: Split, opts: BatchOptions): Generator<Batch, voi
 export const AUGMENT_PAD = 4;
 
 /** Random crop of the 4-pixel zero-padded image (offsets 0..8 each way) and a coin-flip mirror. */
-export function augmentInto(src: Float32Array, dst: Float32Array, h: number, w: number, c: number, rng: Rng): void {
+export function augmentInto(
+  src: Float32Array,
+  dst: Float32Array,
+  h: number,
+  w: number,
+  c: number,
+  rng: Rng,
+): void {
   const dy = rng.int(2 * AUGMENT_PAD + 1) - AUGMENT_PAD;
   const dx = rng.int(2 * AUGMENT_PAD + 1) - AUGMENT_PAD;
   const flip = rng.next() < 0.5;

@@ -7,11 +7,20 @@ import { DataError } from '@flatrank/protocol';
 import { isFile, readDataFile } from './files.js';
 
 export const CIFAR_RECORD_BYTES = 3073;
-export const CIFAR_TRAIN_FILES = ['data_batch_1.bin', 'data_batch_2.bin', 'data_batch_3.bin', 'data_batch_4.bin', 'data_batch_5.bin'] as const;
+export const CIFAR_TRAIN_FILES = [
+  'data_batch_1.bin',
+  'data_batch_2.bin',
+  'data_batch_3.bin',
+  'data_batch_4.bin',
+  'data_batch_5.bin',
+] as const;
 export const CIFAR_TEST_FILE = 'test_batch.bin';
 
 /** Parses one batch file into HWC bytes and labels. */
-export function parseCifarBatch(buf: Buffer, file: string): { images: Uint8Array; labels: Int32Array; count: number } {
+export function parseCifarBatch(
+  buf: Buffer,
+  file: string,
+): { images: Uint8Array; labels: Int32Array; count: number } {
   if (buf.length === 0 || buf.length % CIFAR_RECORD_BYTES !== 0)
     throw new DataError(
       `${file}: ${buf.length} bytes is not a whole number of ${CIFAR_RECORD_BYTES}-byte CIFAR-10 records (truncated or not the binary version)`,
@@ -23,7 +32,11 @@ export function parseCifarBatch(buf: Buffer, file: string): { images: Uint8Array
   for (let i = 0; i < n; i++) {
     const off = i * CIFAR_RECORD_BYTES;
     const l = buf[off]!;
-    if (l > 9) throw new DataError(`${file}: record ${i} has label ${l} (allowed 0..9): corrupt file or not CIFAR-10`, { file, context: { record: i, label: l } });
+    if (l > 9)
+      throw new DataError(
+        `${file}: record ${i} has label ${l} (allowed 0..9): corrupt file or not CIFAR-10`,
+        { file, context: { record: i, label: l } },
+      );
     labels[i] = l;
     const o = i * 3072;
     for (let p = 0; p < 1024; p++) {
@@ -35,7 +48,11 @@ export function parseCifarBatch(buf: Buffer, file: string): { images: Uint8Array
   return { images, labels, count: n };
 }
 
-export function loadCifarFiles(files: readonly string[]): { images: Uint8Array; labels: Int32Array; count: number } {
+export function loadCifarFiles(files: readonly string[]): {
+  images: Uint8Array;
+  labels: Int32Array;
+  count: number;
+} {
   const parts = files.map((f) => parseCifarBatch(readDataFile(f), f));
   const count = parts.reduce((a, p) => a + p.count, 0);
   const images = new Uint8Array(count * 3072);
@@ -51,7 +68,12 @@ export function loadCifarFiles(files: readonly string[]): { images: Uint8Array; 
 
 /** The directory under dataDir that holds the CIFAR-10 binary files, or null. */
 export function findCifarDir(dataDir: string): string | null {
-  for (const d of [join(dataDir, 'cifar-10-batches-bin'), join(dataDir, 'cifar10'), join(dataDir, 'cifar-10'), dataDir])
+  for (const d of [
+    join(dataDir, 'cifar-10-batches-bin'),
+    join(dataDir, 'cifar10'),
+    join(dataDir, 'cifar-10'),
+    dataDir,
+  ])
     if (isFile(join(d, CIFAR_TEST_FILE)) || isFile(join(d, CIFAR_TRAIN_FILES[0]))) return d;
   return null;
 }

@@ -40,10 +40,15 @@ export function loadEmbeddedMnist(): { train: RawSplit; test: RawSplit; total: n
     try {
       data = (JSON.parse(readFileSync(file, 'utf8')) as { data?: unknown }).data;
     } catch (e) {
-      throw new DataError(`${file}: cannot read the embedded MNIST digits (${(e as Error).message})`, { file, cause: e });
+      throw new DataError(`${file}: cannot read the embedded MNIST digits (${(e as Error).message})`, {
+        file,
+        cause: e,
+      });
     }
     if (!Array.isArray(data) || data.length === 0 || data.length % 784 !== 0)
-      throw new DataError(`${file}: expected a 'data' array of 28x28 digits (a multiple of 784 values)`, { file });
+      throw new DataError(`${file}: expected a 'data' array of 28x28 digits (a multiple of 784 values)`, {
+        file,
+      });
     perDigit.push(Float32Array.from(data as number[]));
     total += data.length / 784;
   }

@@ -10,13 +10,19 @@ export function readDataFile(file: string): Buffer {
     raw = readFileSync(file);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new DataError(`${file}: ${code === 'ENOENT' ? 'file not found' : `cannot read (${code ?? (e as Error).message})`}`, { file, cause: e });
+    throw new DataError(
+      `${file}: ${code === 'ENOENT' ? 'file not found' : `cannot read (${code ?? (e as Error).message})`}`,
+      { file, cause: e },
+    );
   }
   if (!file.endsWith('.gz')) return raw;
   try {
     return gunzipSync(raw);
   } catch (e) {
-    throw new DataError(`${file}: corrupt or truncated gzip data (${(e as Error).message})`, { file, cause: e });
+    throw new DataError(`${file}: corrupt or truncated gzip data (${(e as Error).message})`, {
+      file,
+      cause: e,
+    });
   }
 }
 

@@ -12,16 +12,28 @@ export interface IdxArray {
 }
 
 export function parseIdx(buf: Buffer, file: string, expectedDims?: number): IdxArray {
-  if (buf.length < 4) throw new DataError(`${file}: truncated IDX file (${buf.length} bytes, no header)`, { file });
+  if (buf.length < 4)
+    throw new DataError(`${file}: truncated IDX file (${buf.length} bytes, no header)`, { file });
   const magic = buf.readUInt32BE(0);
   const type = buf[2]!;
   const ndim = buf[3]!;
-  if (buf[0] !== 0 || buf[1] !== 0 || type !== 0x08 || ndim < 1 || ndim > 4 || (expectedDims !== undefined && ndim !== expectedDims)) {
-    const want = expectedDims === undefined ? '0x0000080N' : `0x${(0x800 + expectedDims).toString(16).padStart(8, '0')}`;
-    throw new DataError(`${file}: wrong magic number 0x${magic.toString(16).padStart(8, '0')} (expected ${want}: unsigned-byte IDX data)`, {
-      file,
-      context: { magic },
-    });
+  if (
+    buf[0] !== 0 ||
+    buf[1] !== 0 ||
+    type !== 0x08 ||
+    ndim < 1 ||
+    ndim > 4 ||
+    (expectedDims !== undefined && ndim !== expectedDims)
+  ) {
+    const want =
+      expectedDims === undefined ? '0x0000080N' : `0x${(0x800 + expectedDims).toString(16).padStart(8, '0')}`;
+    throw new DataError(
+      `${file}: wrong magic number 0x${magic.toString(16).padStart(8, '0')} (expected ${want}: unsigned-byte IDX data)`,
+      {
+        file,
+        context: { magic },
+      },
+    );
   }
   const header = 4 + 4 * ndim;
   if (buf.length < header) throw new DataError(`${file}: truncated IDX header`, { file });
@@ -37,16 +49,26 @@ export function parseIdx(buf: Buffer, file: string, expectedDims?: number): IdxA
 }
 
 /** Images [n, h, w] and labels [n] from a pair of IDX files, checked against each other. */
-export function loadIdxPair(imagesFile: string, labelsFile: string, numClasses = 10): { images: Uint8Array; labels: Int32Array; count: number; h: number; w: number } {
+export function loadIdxPair(
+  imagesFile: string,
+  labelsFile: string,
+  numClasses = 10,
+): { images: Uint8Array; labels: Int32Array; count: number; h: number; w: number } {
   const img = parseIdx(readDataFile(imagesFile), imagesFile, 3);
   const lab = parseIdx(readDataFile(labelsFile), labelsFile, 1);
   const [n, h, w] = img.dims as [number, number, number];
   if (lab.dims[0] !== n)
-    throw new DataError(`${labelsFile}: ${lab.dims[0]} labels but ${imagesFile} has ${n} images`, { file: labelsFile, context: { images: n, labels: lab.dims[0] } });
+    throw new DataError(`${labelsFile}: ${lab.dims[0]} labels but ${imagesFile} has ${n} images`, {
+      file: labelsFile,
+      context: { images: n, labels: lab.dims[0] },
+    });
   const labels = new Int32Array(n);
   for (let i = 0; i < n; i++) {
     const l = lab.data[i]!;
-    if (l >= numClasses) throw new DataError(`${labelsFile}: label ${l} at index ${i} is out of range 0..${numClasses - 1}`, { file: labelsFile });
+    if (l >= numClasses)
+      throw new DataError(`${labelsFile}: label ${l} at index ${i} is out of range 0..${numClasses - 1}`, {
+        file: labelsFile,
+      });
     labels[i] = l;
   }
   return { images: img.data, labels, count: n, h, w };
@@ -60,11 +82,14 @@ export const IDX_FILES = {
 /** Finds an IDX file by its canonical name in dir, raw or gzipped (also 'train-images.idx3-ubyte'). */
 export function findIdxFile(dir: string, base: string): string | null {
   const variants = [base, base.replace(/-idx(\d)-/, '.idx$1-')];
-  for (const v of variants) for (const ext of ['', '.gz']) if (isFile(join(dir, v + ext))) return join(dir, v + ext);
+  for (const v of variants)
+    for (const ext of ['', '.gz']) if (isFile(join(dir, v + ext))) return join(dir, v + ext);
   return null;
 }
 
 /** True when dir holds all four IDX files. */
 export function hasIdxFiles(dir: string): boolean {
-  return [IDX_FILES.train.images, IDX_FILES.train.labels, IDX_FILES.test.images, IDX_FILES.test.labels].every((b) => findIdxFile(dir, b) !== null);
+  return [IDX_FILES.train.images, IDX_FILES.train.labels, IDX_FILES.test.images, IDX_FILES.test.labels].every(
+    (b) => findIdxFile(dir, b) !== null,
+  );
 }

@@ -1,6 +1,13 @@
 /** loadDataset: the one entry point from a DatasetConfig to normalised in-memory splits. */
 import { join } from 'node:path';
-import { DataError, UnknownNameError, DATASETS, ValidationError, type DatasetConfig, type DatasetName } from '@flatrank/protocol';
+import {
+  DataError,
+  UnknownNameError,
+  DATASETS,
+  ValidationError,
+  type DatasetConfig,
+  type DatasetName,
+} from '@flatrank/protocol';
 import { CIFAR_TEST_FILE, CIFAR_TRAIN_FILES, findCifarDir, loadCifarFiles } from './cifar.js';
 import { loadEmbeddedMnist } from './embedded-mnist.js';
 import { isDir } from './files.js';
@@ -30,10 +37,12 @@ export interface LoadDatasetOptions {
  * trainLimit / testLimit keep the first N examples of each split.
  */
 export async function loadDataset(cfg: DatasetConfig, opts: LoadDatasetOptions): Promise<Dataset> {
-  if (!(DATASETS as readonly string[]).includes(cfg.name)) throw new UnknownNameError('dataset.name', cfg.name, DATASETS);
+  if (!(DATASETS as readonly string[]).includes(cfg.name))
+    throw new UnknownNameError('dataset.name', cfg.name, DATASETS);
   for (const k of ['trainLimit', 'testLimit'] as const) {
     const v = cfg[k];
-    if (v !== null && v !== undefined && !(Number.isInteger(v) && v > 0)) throw new ValidationError(`dataset.${k}`, `dataset.${k}: must be a positive integer or null, got ${v}`);
+    if (v !== null && v !== undefined && !(Number.isInteger(v) && v > 0))
+      throw new ValidationError(`dataset.${k}`, `dataset.${k}: must be a positive integer or null, got ${v}`);
   }
   const dataDir = opts.dataDir ?? null;
   const info = DATASET_INFO[cfg.name];
@@ -61,7 +70,7 @@ export async function loadDataset(cfg: DatasetConfig, opts: LoadDatasetOptions):
       if (!dir)
         throw new DataError(
           `fashion-mnist: no IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-...) in ${candidates.join(', ')}; ` +
-            'install Debian\'s dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or pass --data-dir',
+            "install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or pass --data-dir",
           { file: candidates[0], context: { searched: candidates } },
         );
       ({ train, test } = loadIdxDir(dir, info.imageShape));
@@ -104,7 +113,9 @@ function loadIdxDir(dir: string, shape: [number, number, number]) {
     const labelsFile = findIdxFile(dir, names.labels) ?? join(dir, names.labels + '.gz');
     const r = loadIdxPair(imagesFile, labelsFile);
     if (r.h !== shape[0] || r.w !== shape[1])
-      throw new DataError(`${imagesFile}: images are ${r.h}x${r.w}, expected ${shape[0]}x${shape[1]}`, { file: imagesFile });
+      throw new DataError(`${imagesFile}: images are ${r.h}x${r.w}, expected ${shape[0]}x${shape[1]}`, {
+        file: imagesFile,
+      });
     return { pixels: r.images, labels: r.labels, count: r.count };
   };
   return { train: load('train'), test: load('test') };
@@ -127,5 +138,11 @@ function normalise(
     const ch = i % c;
     images[i] = px[i]! * a[ch]! + b[ch]!;
   }
-  return { images, labels: s.labels.slice(0, n), count: n, imageShape: info.imageShape, numClasses: info.numClasses };
+  return {
+    images,
+    labels: s.labels.slice(0, n),
+    count: n,
+    imageShape: info.imageShape,
+    numClasses: info.numClasses,
+  };
 }

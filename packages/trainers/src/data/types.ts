@@ -24,9 +24,17 @@ export interface Dataset {
 }
 
 /** Shapes known before loading (used to build models). */
-export const DATASET_INFO: Record<DatasetName, { imageShape: [number, number, number]; numClasses: number; mean: number[]; std: number[] }> = {
+export const DATASET_INFO: Record<
+  DatasetName,
+  { imageShape: [number, number, number]; numClasses: number; mean: number[]; std: number[] }
+> = {
   // The usual constants of each dataset's training set.
   mnist: { imageShape: [28, 28, 1], numClasses: 10, mean: [0.1307], std: [0.3081] },
   'fashion-mnist': { imageShape: [28, 28, 1], numClasses: 10, mean: [0.286], std: [0.353] },
-  cifar10: { imageShape: [32, 32, 3], numClasses: 10, mean: [0.4914, 0.4822, 0.4465], std: [0.247, 0.2435, 0.2616] },
+  cifar10: {
+    imageShape: [32, 32, 3],
+    numClasses: 10,
+    mean: [0.4914, 0.4822, 0.4465],
+    std: [0.247, 0.2435, 0.2616],
+  },
 };

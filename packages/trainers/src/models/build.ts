@@ -14,7 +14,14 @@
  *   LQ-Nets): 2x conv3x3(128) - pool - 2x conv3x3(256) - pool - 2x conv3x3(512) - pool - fc, each
  *   conv followed by batch norm and ReLU; He-normal init.
  */
-import { layers, model as functionalModel, input, initializers, type LayersModel, type SymbolicTensor } from '@tensorflow/tfjs-layers';
+import {
+  layers,
+  model as functionalModel,
+  input,
+  initializers,
+  type LayersModel,
+  type SymbolicTensor,
+} from '@tensorflow/tfjs-layers';
 import { MODELS, UnknownNameError, ValidationError, type ModelName } from '@flatrank/protocol';
 import { mixSeed } from '../data/rng.js';
 import { ShortcutA } from './shortcut.js';
@@ -32,10 +39,19 @@ const BN = { momentum: 0.9, epsilon: 1e-5 } as const;
 export function buildModel(name: ModelName, opts: BuildModelOptions): LayersModel {
   if (!(MODELS as readonly string[]).includes(name)) throw new UnknownNameError('model', name, MODELS);
   const { inputShape, numClasses, seed } = opts;
-  if (!Array.isArray(inputShape) || inputShape.length !== 3 || inputShape.some((d) => !Number.isInteger(d) || d < 1))
-    throw new ValidationError('inputShape', `inputShape: must be [h, w, c] positive integers, got ${JSON.stringify(inputShape)}`);
-  if (!Number.isInteger(numClasses) || numClasses < 2) throw new ValidationError('numClasses', `numClasses: must be an integer >= 2, got ${numClasses}`);
-  if (!Number.isInteger(seed) || seed < 0) throw new ValidationError('seed', `seed: must be a non-negative integer, got ${seed}`);
+  if (
+    !Array.isArray(inputShape) ||
+    inputShape.length !== 3 ||
+    inputShape.some((d) => !Number.isInteger(d) || d < 1)
+  )
+    throw new ValidationError(
+      'inputShape',
+      `inputShape: must be [h, w, c] positive integers, got ${JSON.stringify(inputShape)}`,
+    );
+  if (!Number.isInteger(numClasses) || numClasses < 2)
+    throw new ValidationError('numClasses', `numClasses: must be an integer >= 2, got ${numClasses}`);
+  if (!Number.isInteger(seed) || seed < 0)
+    throw new ValidationError('seed', `seed: must be a non-negative integer, got ${seed}`);
   const b = new Builder(seed);
   switch (name) {
     case 'lenet5':
@@ -74,27 +90,76 @@ function lenet5(b: Builder, inputShape: [number, number, number], numClasses: nu
   const x = input({ shape: inputShape, name: 'input' });
   // 28x28 (MNIST) pads the first conv to act like LeNet-5's 32x32 input.
   const pad = h < 32 || w < 32 ? 'same' : 'valid';
-  let y = layers.conv2d({ name: 'conv1', filters: 6, kernelSize: 5, padding: pad, activation: 'relu', kernelInitializer: b.lecun(), biasInitializer: 'zeros' }).apply(x) as SymbolicTensor;
+  let y = layers
+    .conv2d({
+      name: 'conv1',
+      filters: 6,
+      kernelSize: 5,
+      padding: pad,
+      activation: 'relu',
+      kernelInitializer: b.lecun(),
+      biasInitializer: 'zeros',
+    })
+    .apply(x) as SymbolicTensor;
   y = layers.maxPooling2d({ name: 'pool1', poolSize: 2, strides: 2 }).apply(y) as SymbolicTensor;
-  y = layers.conv2d({ name: 'conv2', filters: 16, kernelSize: 5, padding: 'valid', activation: 'relu', kernelInitializer: b.lecun(), biasInitializer: 'zeros' }).apply(y) as SymbolicTensor;
+  y = layers
+    .conv2d({
+      name: 'conv2',
+      filters: 16,
+      kernelSize: 5,
+      padding: 'valid',
+      activation: 'relu',
+      kernelInitializer: b.lecun(),
+      biasInitializer: 'zeros',
+    })
+    .apply(y) as SymbolicTensor;
   y = layers.maxPooling2d({ name: 'pool2', poolSize: 2, strides: 2 }).apply(y) as SymbolicTensor;
   y = layers.flatten({ name: 'flatten' }).apply(y) as SymbolicTensor;
-  y = layers.dense({ name: 'fc1', units: 120, activation: 'relu', kernelInitializer: b.lecun() }).apply(y) as SymbolicTensor;
-  y = layers.dense({ name: 'fc2', units: 84, activation: 'relu', kernelInitializer: b.lecun() }).apply(y) as SymbolicTensor;
-  y = layers.dense({ name: 'fc3', units: numClasses, kernelInitializer: b.lecun() }).apply(y) as SymbolicTensor;
+  y = layers
+    .dense({ name: 'fc1', units: 120, activation: 'relu', kernelInitializer: b.lecun() })
+    .apply(y) as SymbolicTensor;
+  y = layers
+    .dense({ name: 'fc2', units: 84, activation: 'relu', kernelInitializer: b.lecun() })
+    .apply(y) as SymbolicTensor;
+  y = layers
+    .dense({ name: 'fc3', units: numClasses, kernelInitializer: b.lecun() })
+    .apply(y) as SymbolicTensor;
   return functionalModel({ inputs: x, outputs: y, name: 'lenet5' });
 }
 
-function convBn(b: Builder, x: SymbolicTensor, name: string, filters: number, stride: number, relu: boolean): SymbolicTensor {
+function convBn(
+  b: Builder,
+  x: SymbolicTensor,
+  name: string,
+  filters: number,
+  stride: number,
+  relu: boolean,
+): SymbolicTensor {
   let y = layers
-    .conv2d({ name, filters, kernelSize: 3, strides: stride, padding: 'same', useBias: false, kernelInitializer: b.he() })
+    .conv2d({
+      name,
+      filters,
+      kernelSize: 3,
+      strides: stride,
+      padding: 'same',
+      useBias: false,
+      kernelInitializer: b.he(),
+    })
     .apply(x) as SymbolicTensor;
-  y = layers.batchNormalization({ name: name.replace(/conv/, 'bn'), axis: -1, ...BN }).apply(y) as SymbolicTensor;
+  y = layers
+    .batchNormalization({ name: name.replace(/conv/, 'bn'), axis: -1, ...BN })
+    .apply(y) as SymbolicTensor;
   return relu ? (layers.reLU({ name: name.replace(/conv/, 'relu') }).apply(y) as SymbolicTensor) : y;
 }
 
 /** Layer names: conv1/bn1/relu1, then s{stage}b{block}_conv1 ... _add, _out, then pool, fc. */
-function resnet(b: Builder, name: string, n: number, inputShape: [number, number, number], numClasses: number): LayersModel {
+function resnet(
+  b: Builder,
+  name: string,
+  n: number,
+  inputShape: [number, number, number],
+  numClasses: number,
+): LayersModel {
   const x = input({ shape: inputShape, name: 'input' });
   let y = convBn(b, x, 'conv1', 16, 1, true);
   const widths = [16, 32, 64];
@@ -120,7 +185,9 @@ function resnet(b: Builder, name: string, n: number, inputShape: [number, number
     }
   }
   y = layers.globalAveragePooling2d({ name: 'pool' }).apply(y) as SymbolicTensor;
-  y = layers.dense({ name: 'fc', units: numClasses, kernelInitializer: b.he(), biasInitializer: 'zeros' }).apply(y) as SymbolicTensor;
+  y = layers
+    .dense({ name: 'fc', units: numClasses, kernelInitializer: b.he(), biasInitializer: 'zeros' })
+    .apply(y) as SymbolicTensor;
   return functionalModel({ inputs: x, outputs: y, name });
 }
 
@@ -133,6 +200,8 @@ function vggSmall(b: Builder, inputShape: [number, number, number], numClasses: 
     y = layers.maxPooling2d({ name: `pool${i / 2}`, poolSize: 2, strides: 2 }).apply(y) as SymbolicTensor;
   }
   y = layers.flatten({ name: 'flatten' }).apply(y) as SymbolicTensor;
-  y = layers.dense({ name: 'fc', units: numClasses, kernelInitializer: b.he(), biasInitializer: 'zeros' }).apply(y) as SymbolicTensor;
+  y = layers
+    .dense({ name: 'fc', units: numClasses, kernelInitializer: b.he(), biasInitializer: 'zeros' })
+    .apply(y) as SymbolicTensor;
   return functionalModel({ inputs: x, outputs: y, name: 'vgg-small' });
 }

@@ -24,7 +24,8 @@ export interface ConvLayerInfo {
   macs: number;
 }
 
-const pair = (v: unknown): [number, number] => (Array.isArray(v) ? [Number(v[0]), Number(v[1] ?? v[0])] : [Number(v), Number(v)]);
+const pair = (v: unknown): [number, number] =>
+  Array.isArray(v) ? [Number(v[0]), Number(v[1] ?? v[0])] : [Number(v), Number(v)];
 
 export function convLayers(model: LayersModel): ConvLayerInfo[] {
   const out: ConvLayerInfo[] = [];

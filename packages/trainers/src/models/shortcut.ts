@@ -30,8 +30,10 @@ export class ShortcutA extends layers.Layer {
     this.stride = config.stride;
     this.outChannels = config.outChannels;
     this.offset = config.offset ?? 0;
-    if (!Number.isInteger(this.stride) || this.stride < 1) throw new Error(`ShortcutA: stride must be a positive integer, got ${this.stride}`);
-    if (this.offset < 0 || this.offset >= this.stride) throw new Error(`ShortcutA: offset must be in [0, stride), got ${this.offset}`);
+    if (!Number.isInteger(this.stride) || this.stride < 1)
+      throw new Error(`ShortcutA: stride must be a positive integer, got ${this.stride}`);
+    if (this.offset < 0 || this.offset >= this.stride)
+      throw new Error(`ShortcutA: offset must be in [0, stride), got ${this.offset}`);
   }
 
   private outSize(n: number | null): number | null {
@@ -41,7 +43,8 @@ export class ShortcutA extends layers.Layer {
   override computeOutputShape(inputShape: Shape | Shape[]): Shape {
     const s = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as Shape;
     if (s.length !== 4) throw new Error(`ShortcutA expects NHWC input, got shape [${s.join(', ')}]`);
-    if (s[3] !== null && s[3]! > this.outChannels) throw new Error(`ShortcutA: input has ${s[3]} channels, more than outChannels ${this.outChannels}`);
+    if (s[3] !== null && s[3]! > this.outChannels)
+      throw new Error(`ShortcutA: input has ${s[3]} channels, more than outChannels ${this.outChannels}`);
     return [s[0]!, this.outSize(s[1]!), this.outSize(s[2]!), this.outChannels];
   }
 
@@ -67,7 +70,12 @@ export class ShortcutA extends layers.Layer {
         y = tf.slice(y, [0, o, o, 0], [n, ho * s, wo * s, c]);
         // [n, ho, s, wo, s, c] viewed as 4-D [n*ho, s, wo, s*c]: keep phase 0 of both strides with
         // one 4-D slice (plain Slice / Reshape ops, which have gradients; StridedSlice has none).
-        y = tf.reshape(tf.slice(tf.reshape(y, [n * ho, s, wo, s * c]), [0, 0, 0, 0], [n * ho, 1, wo, c]), [n, ho, wo, c]);
+        y = tf.reshape(tf.slice(tf.reshape(y, [n * ho, s, wo, s * c]), [0, 0, 0, 0], [n * ho, 1, wo, c]), [
+          n,
+          ho,
+          wo,
+          c,
+        ]);
       }
       const extra = this.outChannels - c;
       if (extra > 0) {
