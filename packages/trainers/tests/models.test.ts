@@ -150,10 +150,14 @@ describe('option-A shortcut', () => {
     expect(g[0]![0]![1]).toEqual([0, 0]);
   });
 
-  test('odd sizes (7 -> 4) line up with the strided conv, so the adds build', () => {
+  test('odd sizes (7 -> 4) and non-square inputs line up with the strided conv, so the adds build', () => {
     const m = buildModel('resnet8', { inputShape: [14, 14, 1], numClasses: 10, seed: 0 });
     expect(m.getLayer('s3b1_shortcut').outputShape).toEqual([null, 4, 4, 64]);
     expect((m.predict(tf.zeros([1, 14, 14, 1])) as tf.Tensor).shape).toEqual([1, 10]);
+    const r = buildModel('resnet8', { inputShape: [16, 13, 3], numClasses: 10, seed: 0 });
+    expect(r.getLayer('s2b1_shortcut').outputShape).toEqual([null, 8, 7, 32]);
+    expect(r.getLayer('s2b1_conv1').outputShape).toEqual([null, 8, 7, 32]);
+    expect((r.predict(tf.zeros([1, 16, 13, 3])) as tf.Tensor).shape).toEqual([1, 10]);
   });
 
   test('models with the custom layer save and load (tf.serialization) with identical outputs', async () => {

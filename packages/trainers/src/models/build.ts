@@ -175,9 +175,11 @@ function resnet(
       if (stride !== 1 || inC !== widths[s]) {
         // TF 'same' padding of a stride-2 3x3 conv on an even size pads only at the end, so its
         // windows are centred on odd pixels: sample the shortcut there too.
-        const hIn = inShape[1]!;
-        const padTop = Math.floor(Math.max((Math.ceil(hIn / stride) - 1) * stride + 3 - hIn, 0) / 2);
-        const offset = stride > 1 ? Math.min(stride - 1, Math.max(0, 1 - padTop)) : 0;
+        const offsetFor = (size: number): number => {
+          const before = Math.floor(Math.max((Math.ceil(size / stride) - 1) * stride + 3 - size, 0) / 2);
+          return stride > 1 ? Math.min(stride - 1, Math.max(0, 1 - before)) : 0;
+        };
+        const offset: [number, number] = [offsetFor(inShape[1]!), offsetFor(inShape[2]!)];
         sc = ShortcutA.applyTo(y, { name: `${p}_shortcut`, stride, outChannels: widths[s]!, offset });
       }
       y = layers.add({ name: `${p}_add` }).apply([r, sc]) as SymbolicTensor;

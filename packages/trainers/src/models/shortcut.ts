@@ -13,8 +13,11 @@ export interface ShortcutAConfig {
   stride: number;
   /** Channels of the output (>= input channels); the extra ones are zeros split evenly on both sides. */
   outChannels: number;
-  /** First sampled row / column: the centre of the strided conv's first window (1 for TF 'same' on even sizes). */
-  offset?: number;
+  /**
+   * First sampled row and column: the centre of the strided conv's first window (1 for TF 'same'
+   * on even sizes, 0 on odd ones). One number applies to both axes.
+   */
+  offset?: number | [number, number];
   name?: string;
   trainable?: boolean;
 }
@@ -23,21 +26,23 @@ export class ShortcutA extends layers.Layer {
   static readonly className = 'FlatrankShortcutA';
   readonly stride: number;
   readonly outChannels: number;
-  readonly offset: number;
+  /** [row, column] offsets. */
+  readonly offset: [number, number];
 
   constructor(config: ShortcutAConfig) {
     super({ name: config.name, trainable: false });
     this.stride = config.stride;
     this.outChannels = config.outChannels;
-    this.offset = config.offset ?? 0;
+    const o = config.offset ?? 0;
+    this.offset = Array.isArray(o) ? [o[0], o[1]] : [o, o];
     if (!Number.isInteger(this.stride) || this.stride < 1)
       throw new Error(`ShortcutA: stride must be a positive integer, got ${this.stride}`);
-    if (this.offset < 0 || this.offset >= this.stride)
-      throw new Error(`ShortcutA: offset must be in [0, stride), got ${this.offset}`);
+    if (this.offset.some((v) => !Number.isInteger(v) || v < 0 || v >= this.stride))
+      throw new Error(`ShortcutA: offsets must be integers in [0, stride), got ${this.offset.join(', ')}`);
   }
 
-  private outSize(n: number | null): number | null {
-    return n === null ? null : Math.ceil((n - this.offset) / this.stride);
+  private outSize(n: number | null, axis: 0 | 1): number | null {
+    return n === null ? null : Math.ceil((n - this.offset[axis]) / this.stride);
   }
 
   override computeOutputShape(inputShape: Shape | Shape[]): Shape {
@@ -45,7 +50,7 @@ export class ShortcutA extends layers.Layer {
     if (s.length !== 4) throw new Error(`ShortcutA expects NHWC input, got shape [${s.join(', ')}]`);
     if (s[3] !== null && s[3]! > this.outChannels)
       throw new Error(`ShortcutA: input has ${s[3]} channels, more than outChannels ${this.outChannels}`);
-    return [s[0]!, this.outSize(s[1]!), this.outSize(s[2]!), this.outChannels];
+    return [s[0]!, this.outSize(s[1]!, 0), this.outSize(s[2]!, 1), this.outChannels];
   }
 
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
@@ -53,13 +58,13 @@ export class ShortcutA extends layers.Layer {
       const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor4D;
       const [n, h, w, c] = x.shape;
       const s = this.stride;
-      const o = this.offset;
+      const [oh, ow] = this.offset;
       let y: tf.Tensor4D = x;
-      if (s > 1 || o > 0) {
-        const ho = Math.ceil((h - o) / s);
-        const wo = Math.ceil((w - o) / s);
-        const needH = o + ho * s;
-        const needW = o + wo * s;
+      if (s > 1 || oh > 0 || ow > 0) {
+        const ho = Math.ceil((h - oh) / s);
+        const wo = Math.ceil((w - ow) / s);
+        const needH = oh + ho * s;
+        const needW = ow + wo * s;
         if (needH > h || needW > w)
           y = tf.pad(y, [
             [0, 0],
@@ -67,7 +72,7 @@ export class ShortcutA extends layers.Layer {
             [0, Math.max(0, needW - w)],
             [0, 0],
           ]);
-        y = tf.slice(y, [0, o, o, 0], [n, ho * s, wo * s, c]);
+        y = tf.slice(y, [0, oh, ow, 0], [n, ho * s, wo * s, c]);
         // [n, ho, s, wo, s, c] viewed as 4-D [n*ho, s, wo, s*c]: keep phase 0 of both strides with
         // one 4-D slice (plain Slice / Reshape ops, which have gradients; StridedSlice has none).
         y = tf.reshape(tf.slice(tf.reshape(y, [n * ho, s, wo, s * c]), [0, 0, 0, 0], [n * ho, 1, wo, c]), [
@@ -92,7 +97,12 @@ export class ShortcutA extends layers.Layer {
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    return { ...super.getConfig(), stride: this.stride, outChannels: this.outChannels, offset: this.offset };
+    return {
+      ...super.getConfig(),
+      stride: this.stride,
+      outChannels: this.outChannels,
+      offset: [...this.offset],
+    };
   }
 
   /** Convenience for the functional API. */
