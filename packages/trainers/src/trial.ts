@@ -213,7 +213,7 @@ export async function runTrial(
   const t0 = Date.now();
   let terminal = false;
   const safeEmit: TrialEventSink = (e) => {
-    if (terminal) return;
+    if (terminal || typeof options?.emit !== 'function') return;
     if (e.type === 'finished' || e.type === 'failed' || e.type === 'diverged') terminal = true;
     options.emit(e);
   };
