@@ -29,8 +29,8 @@ export interface AttemptTimings {
 
 export type AttemptOutcome = (
   | /** The child sent its terminal event (cancelled: it was the answer to our 'cancel'). */
-  { kind: 'terminal'; event: TerminalEvent; cancelled: boolean }
-  /** The attempt ended without a terminal event. */
+    { kind: 'terminal'; event: TerminalEvent; cancelled: boolean }
+    /** The attempt ended without a terminal event. */
   | { kind: 'lost'; cause: 'exit' | 'heartbeat' | 'timeout' | 'cancelled' | 'spawn'; reason: string }
 ) & { lastSeq: number; exitCode: number | null; timings: AttemptTimings };
 
@@ -72,7 +72,12 @@ export function runChildAttempt(o: ChildAttemptOptions): Promise<AttemptOutcome>
     let lastSeq = -1;
     let lastMessageAt = Date.now();
     const startedAt = Date.now();
-    const timings: AttemptTimings = { forkAt: startedAt, readyAt: null, terminalAt: null, closedAt: startedAt };
+    const timings: AttemptTimings = {
+      forkAt: startedAt,
+      readyAt: null,
+      terminalAt: null,
+      closedAt: startedAt,
+    };
     const timers: NodeJS.Timeout[] = [];
     let settled = false;
 
@@ -90,7 +95,8 @@ export function runChildAttempt(o: ChildAttemptOptions): Promise<AttemptOutcome>
       }
     };
     const send = (msg: CoordinatorToChild) => {
-      if (child.connected) child.send(msg, (err) => void err /* a dying child cannot receive: its exit decides */);
+      if (child.connected)
+        child.send(msg, (err) => void err /* a dying child cannot receive: its exit decides */);
     };
 
     try {
@@ -109,7 +115,14 @@ export function runChildAttempt(o: ChildAttemptOptions): Promise<AttemptOutcome>
         detached: true,
       });
     } catch (e) {
-      resolve({ kind: 'lost', cause: 'spawn', reason: `cannot start the trial process: ${(e as Error).message}`, lastSeq, exitCode: null, timings });
+      resolve({
+        kind: 'lost',
+        cause: 'spawn',
+        reason: `cannot start the trial process: ${(e as Error).message}`,
+        lastSeq,
+        exitCode: null,
+        timings,
+      });
       return;
     }
     if (child.pid !== undefined) o.onSpawn?.(child.pid);
@@ -151,7 +164,8 @@ export function runChildAttempt(o: ChildAttemptOptions): Promise<AttemptOutcome>
       send({ type: 'cancel', reason: String(o.signal?.reason ?? 'cancelled') });
       timers.push(
         setTimeout(() => {
-          if (!terminal) killedFor ??= { cause: 'cancelled', reason: 'did not stop within the cancel grace period' };
+          if (!terminal)
+            killedFor ??= { cause: 'cancelled', reason: 'did not stop within the cancel grace period' };
           kill();
         }, o.cancelGraceMs ?? 10_000),
       );
@@ -165,10 +179,16 @@ export function runChildAttempt(o: ChildAttemptOptions): Promise<AttemptOutcome>
         if (terminal || killedFor) return;
         const now = Date.now();
         if (now - lastMessageAt > o.heartbeatTimeoutMs) {
-          killedFor = { cause: 'heartbeat', reason: `no heartbeat for ${Math.round((now - lastMessageAt) / 1000)} s (hung or overloaded; timeout ${o.heartbeatTimeoutMs / 1000} s)` };
+          killedFor = {
+            cause: 'heartbeat',
+            reason: `no heartbeat for ${Math.round((now - lastMessageAt) / 1000)} s (hung or overloaded; timeout ${o.heartbeatTimeoutMs / 1000} s)`,
+          };
           kill();
         } else if (o.trialTimeoutMs !== null && now - startedAt > o.trialTimeoutMs) {
-          killedFor = { cause: 'timeout', reason: `exceeded the trial timeout of ${Math.round(o.trialTimeoutMs / 1000)} s` };
+          killedFor = {
+            cause: 'timeout',
+            reason: `exceeded the trial timeout of ${Math.round(o.trialTimeoutMs / 1000)} s`,
+          };
           kill();
         }
       }, tick),
@@ -181,20 +201,53 @@ export function runChildAttempt(o: ChildAttemptOptions): Promise<AttemptOutcome>
       o.signal?.removeEventListener('abort', onAbort);
       timings.closedAt = Date.now();
       if (terminal) {
-        const isCancelAnswer = cancelled && terminal.type === 'failed' && terminal.error.code === CANCELLED_CODE;
-        resolve({ kind: 'terminal', event: terminal, cancelled: isCancelAnswer, lastSeq, exitCode: code, timings });
+        const isCancelAnswer =
+          cancelled && terminal.type === 'failed' && terminal.error.code === CANCELLED_CODE;
+        resolve({
+          kind: 'terminal',
+          event: terminal,
+          cancelled: isCancelAnswer,
+          lastSeq,
+          exitCode: code,
+          timings,
+        });
         return;
       }
       if (killedFor) {
-        resolve({ kind: 'lost', cause: killedFor.cause, reason: killedFor.reason, lastSeq, exitCode: code, timings });
+        resolve({
+          kind: 'lost',
+          cause: killedFor.cause,
+          reason: killedFor.reason,
+          lastSeq,
+          exitCode: code,
+          timings,
+        });
         return;
       }
       if (cancelled) {
-        resolve({ kind: 'lost', cause: 'cancelled', reason: 'cancelled before it reported an end', lastSeq, exitCode: code, timings });
+        resolve({
+          kind: 'lost',
+          cause: 'cancelled',
+          reason: 'cancelled before it reported an end',
+          lastSeq,
+          exitCode: code,
+          timings,
+        });
         return;
       }
-      const how = error ? `failed to run: ${error.message}` : signal ? `was killed by ${signal}` : `exited with code ${code}`;
-      resolve({ kind: 'lost', cause: 'exit', reason: `the trial process (pid ${child.pid ?? '?'}) ${how} before reporting an end`, lastSeq, exitCode: code, timings });
+      const how = error
+        ? `failed to run: ${error.message}`
+        : signal
+          ? `was killed by ${signal}`
+          : `exited with code ${code}`;
+      resolve({
+        kind: 'lost',
+        cause: 'exit',
+        reason: `the trial process (pid ${child.pid ?? '?'}) ${how} before reporting an end`,
+        lastSeq,
+        exitCode: code,
+        timings,
+      });
     };
     child.on('error', (e) => {
       // 'error' without a pid means the spawn failed; otherwise 'exit' follows.

@@ -33,11 +33,17 @@ export function pidAlive(pid: number): boolean {
  * -9, power loss) go back to pending at once instead of waiting for their leases to expire.
  * Returns the keys recovered.
  */
-export function recoverOrphans(store: ResultsStore, sweepId: number, prefixes: readonly string[], note: (key: string, reason: string) => void = () => {}): string[] {
+export function recoverOrphans(
+  store: ResultsStore,
+  sweepId: number,
+  prefixes: readonly string[],
+  note: (key: string, reason: string) => void = () => {},
+): string[] {
   const keys: string[] = [];
   for (const t of store.listTrials({ sweepId, status: 'running' })) {
     const w = t.worker ? parseWorkerId(t.worker) : null;
-    if (!w || w.host !== HOST || !prefixes.includes(w.prefix) || w.pid === process.pid || pidAlive(w.pid)) continue;
+    if (!w || w.host !== HOST || !prefixes.includes(w.prefix) || w.pid === process.pid || pidAlive(w.pid))
+      continue;
     const reason = `interrupted: the coordinator (pid ${w.pid}) running attempt ${t.attempts} is gone`;
     if (store.endAttempt(t.key, t.attempts, { status: 'pending', error: reason })) {
       keys.push(t.key);
@@ -48,11 +54,18 @@ export function recoverOrphans(store: ResultsStore, sweepId: number, prefixes: r
 }
 
 /** The checkpoint a dependent trial starts from, or an error text. */
-export function startCheckpoint(store: ResultsStore, config: TrialConfig): { path: string | null; error?: string } {
+export function startCheckpoint(
+  store: ResultsStore,
+  config: TrialConfig,
+): { path: string | null; error?: string } {
   if (config.start.kind !== 'trial') return { path: null };
   const key = config.start.trialKey;
   const ckpts = store.artifacts(key).filter((a) => a.kind === 'checkpoint');
-  if (ckpts.length === 0) return { path: null, error: `start trial ${key.slice(0, 12)} has no checkpoint artifact (did it succeed and report one?)` };
+  if (ckpts.length === 0)
+    return {
+      path: null,
+      error: `start trial ${key.slice(0, 12)} has no checkpoint artifact (did it succeed and report one?)`,
+    };
   return { path: ckpts[ckpts.length - 1]!.path };
 }
 

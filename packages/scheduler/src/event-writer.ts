@@ -31,7 +31,8 @@ export class EventWriter {
 
   push(env: TrialEnvelope): void {
     this.buffer.push(env);
-    if (env.event.type === 'heartbeat' || env.event.type === 'started') this.beats.set(`${env.trialKey}#${env.attempt}`, { key: env.trialKey, attempt: env.attempt });
+    if (env.event.type === 'heartbeat' || env.event.type === 'started')
+      this.beats.set(`${env.trialKey}#${env.attempt}`, { key: env.trialKey, attempt: env.attempt });
     if (isTerminalEvent(env.event) || this.buffer.length >= (this.o.maxBatch ?? 500)) this.flush();
     else this.timer ??= setTimeout(() => this.flush(), this.o.flushMs ?? 100);
   }
@@ -47,7 +48,9 @@ export class EventWriter {
     }
     const batch = this.buffer;
     // An attempt that ended in this batch is no longer running: its lease is over, not lost.
-    const ended = new Set(batch.filter((e) => isTerminalEvent(e.event)).map((e) => `${e.trialKey}#${e.attempt}`));
+    const ended = new Set(
+      batch.filter((e) => isTerminalEvent(e.event)).map((e) => `${e.trialKey}#${e.attempt}`),
+    );
     const beats = [...this.beats.entries()].filter(([k]) => !ended.has(k)).map(([, v]) => v);
     this.buffer = [];
     this.beats.clear();
@@ -57,7 +60,8 @@ export class EventWriter {
         this.written += batch.length;
         this.applied += stats.applied;
       }
-      for (const b of beats) if (!this.o.store.heartbeat(b.key, b.attempt, this.o.leaseMs)) this.o.onLeaseLost?.(b.key, b.attempt);
+      for (const b of beats)
+        if (!this.o.store.heartbeat(b.key, b.attempt, this.o.leaseMs)) this.o.onLeaseLost?.(b.key, b.attempt);
     } catch (e) {
       if (this.o.onError) this.o.onError(e);
       else throw e;

@@ -26,7 +26,9 @@ export const discoverGpus: GpuDiscovery = () =>
     };
     let child;
     try {
-      child = spawn('nvidia-smi', ['--query-gpu=index,name,uuid', '--format=csv,noheader'], { stdio: ['ignore', 'pipe', 'ignore'] });
+      child = spawn('nvidia-smi', ['--query-gpu=index,name,uuid', '--format=csv,noheader'], {
+        stdio: ['ignore', 'pipe', 'ignore'],
+      });
     } catch {
       finish([]);
       return;
@@ -65,10 +67,14 @@ export function parseGpusFlag(value: string, field = '--gpus'): GpuRequest {
   if (v === 'auto' || v === 'none') return v;
   if (/^\d+(\s*,\s*\d+)*$/.test(v)) {
     const ids = v.split(',').map((s) => Number(s.trim()));
-    if (new Set(ids).size !== ids.length) throw new ValidationError(field, `${field}: GPU ${v} lists a GPU twice`);
+    if (new Set(ids).size !== ids.length)
+      throw new ValidationError(field, `${field}: GPU ${v} lists a GPU twice`);
     return ids;
   }
-  throw new ValidationError(field, `${field}: must be auto, none, or a comma-separated list of GPU indices such as 0,1; got ${JSON.stringify(value)}`);
+  throw new ValidationError(
+    field,
+    `${field}: must be auto, none, or a comma-separated list of GPU indices such as 0,1; got ${JSON.stringify(value)}`,
+  );
 }
 
 export interface Slot {
@@ -91,7 +97,12 @@ export interface SlotPlan {
  * One slot per GPU x workersPerGpu, or cpuWorkers CPU slots when there is no GPU. An explicit GPU
  * list is trusted (its names come from nvidia-smi when it answers).
  */
-export async function planSlots(opts: { gpus: GpuRequest; workersPerGpu: number; cpuWorkers: number; discover?: GpuDiscovery }): Promise<SlotPlan> {
+export async function planSlots(opts: {
+  gpus: GpuRequest;
+  workersPerGpu: number;
+  cpuWorkers: number;
+  discover?: GpuDiscovery;
+}): Promise<SlotPlan> {
   const discover = opts.discover ?? discoverGpus;
   let gpus: GpuInfo[] = [];
   let reason: string;
@@ -100,9 +111,13 @@ export async function planSlots(opts: { gpus: GpuRequest; workersPerGpu: number;
     const found = await discover();
     if (opts.gpus === 'auto') {
       gpus = found;
-      reason = found.length ? `nvidia-smi found ${found.length} GPU${found.length > 1 ? 's' : ''}` : 'no GPU found (nvidia-smi absent or empty): CPU workers';
+      reason = found.length
+        ? `nvidia-smi found ${found.length} GPU${found.length > 1 ? 's' : ''}`
+        : 'no GPU found (nvidia-smi absent or empty): CPU workers';
     } else {
-      gpus = opts.gpus.map((i) => found.find((g) => g.index === i) ?? { index: i, name: `GPU ${i}`, uuid: null });
+      gpus = opts.gpus.map(
+        (i) => found.find((g) => g.index === i) ?? { index: i, name: `GPU ${i}`, uuid: null },
+      );
       reason = `GPUs ${opts.gpus.join(',')} requested`;
     }
   }
@@ -110,9 +125,14 @@ export async function planSlots(opts: { gpus: GpuRequest; workersPerGpu: number;
   if (gpus.length > 0) {
     for (const g of gpus)
       for (let w = 0; w < opts.workersPerGpu; w++)
-        slots.push({ id: opts.workersPerGpu > 1 ? `gpu${g.index}#${w}` : `gpu${g.index}`, cudaVisibleDevices: String(g.index), device: `cuda:${g.index} ${g.name}` });
+        slots.push({
+          id: opts.workersPerGpu > 1 ? `gpu${g.index}#${w}` : `gpu${g.index}`,
+          cudaVisibleDevices: String(g.index),
+          device: `cuda:${g.index} ${g.name}`,
+        });
   } else {
-    for (let w = 0; w < opts.cpuWorkers; w++) slots.push({ id: `cpu${w}`, cudaVisibleDevices: '', device: 'cpu' });
+    for (let w = 0; w < opts.cpuWorkers; w++)
+      slots.push({ id: `cpu${w}`, cudaVisibleDevices: '', device: 'cpu' });
   }
   return { slots, gpus, reason };
 }

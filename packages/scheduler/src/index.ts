@@ -2,14 +2,39 @@
 // on local slots (GPUs / CPU workers) or on BullMQ workers, with the coordinator as the one writer.
 export { loadSpecFile, parseSpecText, type Spec } from './spec/load.js';
 export { expandSpec, type GridPoint } from './spec/expand.js';
-export { specSchema, REPRODUCES, durationMs, type ParsedSpec, type Resources, type Reproduces } from './spec/schema.js';
+export {
+  specSchema,
+  REPRODUCES,
+  durationMs,
+  type ParsedSpec,
+  type Resources,
+  type Reproduces,
+} from './spec/schema.js';
 export { NAMED_AXES, axisDef } from './spec/axes.js';
 export { writeSweep, describePoints, type PreparedSweep } from './sweep.js';
-export { discoverGpus, parseNvidiaSmi, parseGpusFlag, planSlots, type GpuInfo, type GpuDiscovery, type GpuRequest, type Slot, type SlotPlan } from './gpus.js';
+export {
+  discoverGpus,
+  parseNvidiaSmi,
+  parseGpusFlag,
+  planSlots,
+  type GpuInfo,
+  type GpuDiscovery,
+  type GpuRequest,
+  type Slot,
+  type SlotPlan,
+} from './gpus.js';
 export { runChildAttempt, type AttemptOutcome, type ChildAttemptOptions } from './child.js';
 export { runLocal, type LocalRunOptions, type RunResult, type AttemptRecord } from './local.js';
 export { runSpec, type RunSpecOptions, type RunSpecResult } from './run.js';
-export { snapshotFromStore, renderStatus, progressLine, resultsTable, trialLabel, TtyRenderer, type ProgressSnapshot } from './progress.js';
+export {
+  snapshotFromStore,
+  renderStatus,
+  progressLine,
+  resultsTable,
+  trialLabel,
+  TtyRenderer,
+  type ProgressSnapshot,
+} from './progress.js';
 export { createCoordinatorLogger, type Logger } from './logging.js';
 export { startWorker, type WorkerOptions, type WorkerHandle } from './bullmq/worker.js';
 export { runBullmqCoordinator, type BullmqRunOptions } from './bullmq/coordinator.js';

@@ -67,7 +67,9 @@ export async function runLocal(o: LocalRunOptions): Promise<RunResult> {
   const { store, sweep, logger } = o;
   const leaseMs = o.heartbeatTimeoutMs * 2;
   const coordinator = workerId('local');
-  const recovered = recoverOrphans(store, sweep.id, ['local'], (key, reason) => logger.warn({ trial: key }, `${key.slice(0, 10)}: ${reason}; back to pending`));
+  const recovered = recoverOrphans(store, sweep.id, ['local'], (key, reason) =>
+    logger.warn({ trial: key }, `${key.slice(0, 10)}: ${reason}; back to pending`),
+  );
 
   const attempts: AttemptRecord[] = [];
   const running = new Map<string, RunningInfo & { abort: AbortController; ended: boolean }>();
@@ -98,7 +100,10 @@ export async function runLocal(o: LocalRunOptions): Promise<RunResult> {
     onLeaseLost: (key, attempt) => {
       const r = running.get(key);
       if (r && r.attempt === attempt && !r.ended) {
-        logger.warn({ trial: key, attempt }, `${key.slice(0, 10)}: attempt ${attempt} lost its lease; stopping it`);
+        logger.warn(
+          { trial: key, attempt },
+          `${key.slice(0, 10)}: attempt ${attempt} lost its lease; stopping it`,
+        );
         r.abort.abort('lease lost');
       }
     },
@@ -123,7 +128,9 @@ export async function runLocal(o: LocalRunOptions): Promise<RunResult> {
   const ticker = o.onProgress ? setInterval(progress, 1000) : null;
 
   const onAbort = () => {
-    logger.warn(`interrupted (${String(o.signal?.reason ?? 'signal')}): handing out no more trials, cancelling ${running.size} running`);
+    logger.warn(
+      `interrupted (${String(o.signal?.reason ?? 'signal')}): handing out no more trials, cancelling ${running.size} running`,
+    );
     for (const r of running.values()) r.abort.abort(String(o.signal?.reason ?? 'interrupted'));
     notify();
   };
@@ -133,8 +140,20 @@ export async function runLocal(o: LocalRunOptions): Promise<RunResult> {
     const { key, attempt, config } = claimed;
     const label = trialLabel(config);
     const short = key.slice(0, 10);
-    const tlog = createTrialLogger(join(trialDir(o.runsDir, sweep.name, key), 'trial.log'), { trial: key, sweep: sweep.name });
-    const rec: AttemptRecord = { key, attempt, slot: slot.id, outcome: 'not-started', reason: null, totalMs: 0, bootMs: null, workMs: null };
+    const tlog = createTrialLogger(join(trialDir(o.runsDir, sweep.name, key), 'trial.log'), {
+      trial: key,
+      sweep: sweep.name,
+    });
+    const rec: AttemptRecord = {
+      key,
+      attempt,
+      slot: slot.id,
+      outcome: 'not-started',
+      reason: null,
+      totalMs: 0,
+      bootMs: null,
+      workMs: null,
+    };
     try {
       const start = startCheckpoint(store, config);
       if (start.error) {
@@ -145,10 +164,28 @@ export async function runLocal(o: LocalRunOptions): Promise<RunResult> {
       }
       const abort = new AbortController();
       if (o.signal?.aborted) abort.abort(String(o.signal.reason ?? 'interrupted'));
-      const info: RunningInfo & { abort: AbortController; ended: boolean } = { key, label, device: slot.device, worker: coordinator, attempt, epoch: null, epochs: config.training.epochs, step: null, startedAt: Date.now(), abort, ended: false };
+      const info: RunningInfo & { abort: AbortController; ended: boolean } = {
+        key,
+        label,
+        device: slot.device,
+        worker: coordinator,
+        attempt,
+        epoch: null,
+        epochs: config.training.epochs,
+        step: null,
+        startedAt: Date.now(),
+        abort,
+        ended: false,
+      };
       running.set(key, info);
-      logger.info({ trial: key, attempt, slot: slot.id }, `start ${short} ${label} on ${slot.id}${attempt > 1 ? ` (attempt ${attempt})` : ''}`);
-      tlog.logger.info({ attempt, slot: slot.id, cudaVisibleDevices: slot.cudaVisibleDevices, config }, 'attempt started');
+      logger.info(
+        { trial: key, attempt, slot: slot.id },
+        `start ${short} ${label} on ${slot.id}${attempt > 1 ? ` (attempt ${attempt})` : ''}`,
+      );
+      tlog.logger.info(
+        { attempt, slot: slot.id, cudaVisibleDevices: slot.cudaVisibleDevices, config },
+        'attempt started',
+      );
       progress();
       const options = {
         dataDir: o.dataDir,
@@ -184,7 +221,8 @@ export async function runLocal(o: LocalRunOptions): Promise<RunResult> {
             heldCancel = env;
             return;
           }
-          if (ev.type !== 'heartbeat' && ev.type !== 'metric') tlog.logger.info({ attempt, seq: env.seq, event: ev }, ev.type);
+          if (ev.type !== 'heartbeat' && ev.type !== 'metric')
+            tlog.logger.info({ attempt, seq: env.seq, event: ev }, ev.type);
           else tlog.logger.debug({ attempt, seq: env.seq, event: ev }, ev.type);
           writer.push(env);
         },
@@ -193,23 +231,35 @@ export async function runLocal(o: LocalRunOptions): Promise<RunResult> {
       writer.flush();
       info.ended = true;
       rec.bootMs = outcome.timings.readyAt !== null ? outcome.timings.readyAt - outcome.timings.forkAt : null;
-      rec.workMs = outcome.timings.readyAt !== null && outcome.timings.terminalAt !== null ? outcome.timings.terminalAt - outcome.timings.readyAt : null;
+      rec.workMs =
+        outcome.timings.readyAt !== null && outcome.timings.terminalAt !== null
+          ? outcome.timings.terminalAt - outcome.timings.readyAt
+          : null;
 
       if (outcome.kind === 'terminal' && !outcome.cancelled) {
         const ev = outcome.event;
         if (ev.type === 'finished') {
           rec.outcome = 'succeeded';
           durations.push(Date.now() - (info.startedAt ?? claimAt));
-          logger.info({ trial: key, attempt }, `done  ${short} ${label}: accuracy ${ev.summary.accuracyFinal.toFixed(4)}`);
+          logger.info(
+            { trial: key, attempt },
+            `done  ${short} ${label}: accuracy ${ev.summary.accuracyFinal.toFixed(4)}`,
+          );
         } else if (ev.type === 'diverged') {
           rec.outcome = 'diverged';
           rec.reason = ev.reason;
-          logger.warn({ trial: key, attempt }, `diverged ${short} ${label}: ${ev.reason} (recorded, not retried)`);
+          logger.warn(
+            { trial: key, attempt },
+            `diverged ${short} ${label}: ${ev.reason} (recorded, not retried)`,
+          );
         } else {
           rec.outcome = 'failed';
           rec.reason = ev.error.message;
           const again = ev.retryable && attempt < o.maxAttempts;
-          logger.error({ trial: key, attempt, error: ev.error }, `failed ${short} ${label}: ${ev.error.code}: ${ev.error.message}${again ? ' (will retry)' : ''}`);
+          logger.error(
+            { trial: key, attempt, error: ev.error },
+            `failed ${short} ${label}: ${ev.error.code}: ${ev.error.message}${again ? ' (will retry)' : ''}`,
+          );
         }
         tlog.logger.info({ attempt, outcome: rec.outcome }, 'attempt ended');
       } else if (outcome.kind === 'terminal' || outcome.cause === 'cancelled') {
@@ -224,8 +274,15 @@ export async function runLocal(o: LocalRunOptions): Promise<RunResult> {
         rec.outcome = 'lost';
         rec.reason = outcome.reason;
         const again = attempt < o.maxAttempts;
-        store.endAttempt(key, attempt, { status: 'failed', error: `attempt ${attempt}: ${outcome.reason}`, retryable: true });
-        logger.error({ trial: key, attempt, cause: outcome.cause }, `lost  ${short} ${label}: ${outcome.reason}${again ? ' (will retry)' : ` (giving up after ${attempt} attempts)`}`);
+        store.endAttempt(key, attempt, {
+          status: 'failed',
+          error: `attempt ${attempt}: ${outcome.reason}`,
+          retryable: true,
+        });
+        logger.error(
+          { trial: key, attempt, cause: outcome.cause },
+          `lost  ${short} ${label}: ${outcome.reason}${again ? ' (will retry)' : ` (giving up after ${attempt} attempts)`}`,
+        );
         tlog.logger.error({ attempt, cause: outcome.cause }, outcome.reason);
       }
     } finally {
@@ -245,7 +302,13 @@ export async function runLocal(o: LocalRunOptions): Promise<RunResult> {
         continue;
       }
       const claimAt = Date.now();
-      const claimed = store.claimTrial({ sweepId: sweep.id, worker: `${coordinator}/${slot.id}`, device: slot.device, leaseMs, maxAttempts: o.maxAttempts });
+      const claimed = store.claimTrial({
+        sweepId: sweep.id,
+        worker: `${coordinator}/${slot.id}`,
+        device: slot.device,
+        leaseMs,
+        maxAttempts: o.maxAttempts,
+      });
       if (!claimed) {
         free.unshift(slot);
         if (running.size > 0) {
@@ -262,7 +325,12 @@ export async function runLocal(o: LocalRunOptions): Promise<RunResult> {
       }
       void queue
         .add(() => runOne(claimed, slot, claimAt))
-        .catch((e: unknown) => logger.error({ err: e, trial: claimed.key }, `internal error running ${claimed.key.slice(0, 10)}: ${(e as Error)?.message}`))
+        .catch((e: unknown) =>
+          logger.error(
+            { err: e, trial: claimed.key },
+            `internal error running ${claimed.key.slice(0, 10)}: ${(e as Error)?.message}`,
+          ),
+        )
         .finally(() => {
           free.push(slot);
           notify();
@@ -277,5 +345,12 @@ export async function runLocal(o: LocalRunOptions): Promise<RunResult> {
   const blocked = store.listTrials({ sweepId: sweep.id, status: 'pending' }).map((t) => t.key);
   const counts = store.trialCounts(sweep.id);
   progress();
-  return { attempts, interrupted: o.signal?.aborted ?? false, recovered, blocked, counts, elapsedMs: Date.now() - t0 };
+  return {
+    attempts,
+    interrupted: o.signal?.aborted ?? false,
+    recovered,
+    blocked,
+    counts,
+    elapsedMs: Date.now() - t0,
+  };
 }

@@ -28,18 +28,28 @@ export interface CoordinatorLoggerOptions {
 
 export function createCoordinatorLogger(o: CoordinatorLoggerOptions): LoggerHandle {
   const streams: pino.StreamEntry[] = [];
-  let dest: pino.DestinationStream & { flushSync?: () => void; end?: () => void } | null = null;
+  let dest: (pino.DestinationStream & { flushSync?: () => void; end?: () => void }) | null = null;
   if (o.file) {
     mkdirSync(dirname(o.file), { recursive: true });
     dest = pino.destination({ dest: o.file, sync: true, append: true });
     streams.push({ stream: dest, level: 'debug' });
   }
   if (o.console) {
-    const prettify = pinoPretty.prettyFactory({ colorize: o.colorize ?? false, translateTime: 'HH:MM:ss', ignore: 'pid,hostname,name', hideObject: true });
+    const prettify = pinoPretty.prettyFactory({
+      colorize: o.colorize ?? false,
+      translateTime: 'HH:MM:ss',
+      ignore: 'pid,hostname,name',
+      hideObject: true,
+    });
     const write = o.console;
-    streams.push({ stream: { write: (chunk: string) => write(prettify(chunk)) }, level: o.consoleLevel ?? 'info' });
+    streams.push({
+      stream: { write: (chunk: string) => write(prettify(chunk)) },
+      level: o.consoleLevel ?? 'info',
+    });
   }
-  const logger = streams.length ? pino({ name: o.name ?? 'flatrank', level: 'debug' }, pino.multistream(streams)) : pino({ level: 'silent' });
+  const logger = streams.length
+    ? pino({ name: o.name ?? 'flatrank', level: 'debug' }, pino.multistream(streams))
+    : pino({ level: 'silent' });
   return {
     logger,
     close() {

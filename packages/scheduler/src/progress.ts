@@ -94,7 +94,11 @@ export function renderStatus(s: ProgressSnapshot, now = Date.now()): string {
 }
 
 /** The same snapshot from the database (flatrank status). */
-export function snapshotFromStore(store: ResultsStore, sweep: { id: number; name: string; createdAt?: number }, now = Date.now()): ProgressSnapshot {
+export function snapshotFromStore(
+  store: ResultsStore,
+  sweep: { id: number; name: string; createdAt?: number },
+  now = Date.now(),
+): ProgressSnapshot {
   const counts = store.trialCounts(sweep.id);
   const total = TRIAL_STATUSES.reduce((a, k) => a + counts[k], 0);
   const trials = store.listTrials({ sweepId: sweep.id });
@@ -103,7 +107,11 @@ export function snapshotFromStore(store: ResultsStore, sweep: { id: number; name
     .map((t) => ({
       key: t.key,
       label: trialLabel(t.config),
-      device: t.device ?? (t.environment ? `${t.environment.host} ${t.environment.cudaVisibleDevices ? `cuda:${t.environment.cudaVisibleDevices}` : 'cpu'}` : null),
+      device:
+        t.device ??
+        (t.environment
+          ? `${t.environment.host} ${t.environment.cudaVisibleDevices ? `cuda:${t.environment.cudaVisibleDevices}` : 'cpu'}`
+          : null),
       worker: t.environment ? null : t.worker,
       attempt: t.attempts,
       epoch: t.lastEpoch,
@@ -111,11 +119,24 @@ export function snapshotFromStore(store: ResultsStore, sweep: { id: number; name
       step: t.lastStep,
       startedAt: t.startedAt,
     }));
-  const durations = trials.filter((t) => t.status === 'succeeded' && t.startedAt && t.finishedAt).map((t) => t.finishedAt! - t.startedAt!);
+  const durations = trials
+    .filter((t) => t.status === 'succeeded' && t.startedAt && t.finishedAt)
+    .map((t) => t.finishedAt! - t.startedAt!);
   const parallel = Math.max(1, running.length);
   const left = counts.pending + counts.running;
-  const eta = durations.length ? (durations.reduce((a, b) => a + b, 0) / durations.length) * (left / parallel) : left === 0 ? 0 : null;
-  return { sweep: sweep.name, total, counts, running, etaMs: eta, elapsedMs: sweep.createdAt ? now - sweep.createdAt : null };
+  const eta = durations.length
+    ? (durations.reduce((a, b) => a + b, 0) / durations.length) * (left / parallel)
+    : left === 0
+      ? 0
+      : null;
+  return {
+    sweep: sweep.name,
+    total,
+    counts,
+    running,
+    etaMs: eta,
+    elapsedMs: sweep.createdAt ? now - sweep.createdAt : null,
+  };
 }
 
 /** The end-of-run results table of a sweep (flatrank report goes further). */
@@ -134,7 +155,19 @@ export function resultsTable(store: ResultsStore, sweep: string): string {
     params_ratio: r['params_ratio'],
   }));
   if (rows.length === 0) return '(no trials)\n';
-  return formatTable(rows, ['trial', 'method', 'decomposition', 'ratio', 'sd', 'seed', 'status', 'attempts', 'acc_final', 'acc_after_decomp', 'params_ratio']);
+  return formatTable(rows, [
+    'trial',
+    'method',
+    'decomposition',
+    'ratio',
+    'sd',
+    'seed',
+    'status',
+    'attempts',
+    'acc_final',
+    'acc_after_decomp',
+    'params_ratio',
+  ]);
 }
 
 /** Redraws a block of text in place on a terminal; log lines print above it. */

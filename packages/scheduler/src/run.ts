@@ -64,8 +64,16 @@ export async function runSpec(o: RunSpecOptions): Promise<RunSpecResult> {
   if (o.workers !== undefined && (!Number.isInteger(o.workers) || o.workers < 1))
     throw new ValidationError('--workers', `--workers: must be a positive integer, got ${o.workers}`);
   const backend = o.backend ?? 'local';
-  if (backend !== 'local' && backend !== 'bullmq') throw new ValidationError('--backend', `--backend: unknown value ${JSON.stringify(backend)}; allowed: local, bullmq`);
-  if (backend === 'bullmq' && !o.redis) throw new ValidationError('--redis', '--redis: the bullmq backend needs a Redis URL, e.g. --redis redis://127.0.0.1:6379');
+  if (backend !== 'local' && backend !== 'bullmq')
+    throw new ValidationError(
+      '--backend',
+      `--backend: unknown value ${JSON.stringify(backend)}; allowed: local, bullmq`,
+    );
+  if (backend === 'bullmq' && !o.redis)
+    throw new ValidationError(
+      '--redis',
+      '--redis: the bullmq backend needs a Redis URL, e.g. --redis redis://127.0.0.1:6379',
+    );
 
   const res = spec.parsed.resources;
   const runsDir = resolve(o.runsDir ?? 'runs');
@@ -116,7 +124,9 @@ export async function runSpec(o: RunSpecOptions): Promise<RunSpecResult> {
         cpuWorkers: o.workers ?? res.cpuWorkers,
         discover: o.discoverGpus,
       });
-      logger.info(`${plan.reason}; ${plan.slots.length} slot${plan.slots.length > 1 ? 's' : ''}: ${plan.slots.map((s) => s.id).join(', ')}`);
+      logger.info(
+        `${plan.reason}; ${plan.slots.length} slot${plan.slots.length > 1 ? 's' : ''}: ${plan.slots.map((s) => s.id).join(', ')}`,
+      );
       run = await runLocal({ ...common, slots: plan.slots, childEntry: o.childEntry, childEnv: o.childEnv });
     } else {
       const { runBullmqCoordinator } = await import('./bullmq/coordinator.js');
@@ -128,17 +138,33 @@ export async function runSpec(o: RunSpecOptions): Promise<RunSpecResult> {
     const tail = `${sweep.name}: ${c['succeeded']} succeeded, ${c['diverged']} diverged, ${c['failed']} failed, ${c['cancelled']} cancelled, ${c['pending']} pending, ${c['running']} running (${(run.elapsedMs / 1000).toFixed(1)} s)`;
     stdout.write(`${tail}\n`);
     if (run.interrupted)
-      throw new SchedulerError('INTERRUPTED', `interrupted: ${c['pending']} trials left pending; run the same spec again to resume with only the unfinished points`, {
-        context: { sweep: sweep.name, counts: c },
-      });
+      throw new SchedulerError(
+        'INTERRUPTED',
+        `interrupted: ${c['pending']} trials left pending; run the same spec again to resume with only the unfinished points`,
+        {
+          context: { sweep: sweep.name, counts: c },
+        },
+      );
     if (c['failed']! + c['cancelled']! + c['pending']! + c['running']! > 0) {
-      const blocked = run.blocked.length ? `; ${run.blocked.length} pending trial(s) wait for a start trial that is not in this database` : '';
-      throw new SchedulerError('TRIALS_FAILED', `sweep ${sweep.name}: ${c['failed']} failed, ${c['cancelled']} cancelled (a dependency failed)${blocked}; see flatrank status ${sweep.name} and the logs in ${join(runsDir, sweep.name)}`, {
-        context: { sweep: sweep.name, counts: c },
-      });
+      const blocked = run.blocked.length
+        ? `; ${run.blocked.length} pending trial(s) wait for a start trial that is not in this database`
+        : '';
+      throw new SchedulerError(
+        'TRIALS_FAILED',
+        `sweep ${sweep.name}: ${c['failed']} failed, ${c['cancelled']} cancelled (a dependency failed)${blocked}; see flatrank status ${sweep.name} and the logs in ${join(runsDir, sweep.name)}`,
+        {
+          context: { sweep: sweep.name, counts: c },
+        },
+      );
     }
     store.finishSweep(sweep.id);
-    return { sweep: sweep.name, points: points.length, inserted: sweep.inserted, existing: sweep.existing, run };
+    return {
+      sweep: sweep.name,
+      points: points.length,
+      inserted: sweep.inserted,
+      existing: sweep.existing,
+      run,
+    };
   } finally {
     store.close();
     log.close();

@@ -15,7 +15,12 @@ export interface PreparedSweep {
 }
 
 export function writeSweep(store: ResultsStore, spec: Spec, points: readonly GridPoint[]): PreparedSweep {
-  const { id, created } = store.upsertSweep({ name: spec.parsed.name, specText: spec.text, specResolved: spec.parsed, specHash: spec.hash });
+  const { id, created } = store.upsertSweep({
+    name: spec.parsed.name,
+    specText: spec.text,
+    specResolved: spec.parsed,
+    specHash: spec.hash,
+  });
   const { inserted, existing } = store.insertTrials(
     id,
     points.map((p) => ({ key: p.key, config: p.config, dependsOn: p.dependsOn })),
@@ -25,7 +30,10 @@ export function writeSweep(store: ResultsStore, spec: Spec, points: readonly Gri
 
 /** The dry-run listing: one line per point and the count by method. */
 export function describePoints(points: readonly GridPoint[]): string {
-  const lines = points.map((p) => `${p.key.slice(0, 12)}  ${p.label}${p.dependsOn.length ? `  (after ${p.dependsOn.map((d) => d.slice(0, 12)).join(', ')})` : ''}`);
+  const lines = points.map(
+    (p) =>
+      `${p.key.slice(0, 12)}  ${p.label}${p.dependsOn.length ? `  (after ${p.dependsOn.map((d) => d.slice(0, 12)).join(', ')})` : ''}`,
+  );
   const byMethod = new Map<string, number>();
   for (const p of points) byMethod.set(p.methodId, (byMethod.get(p.methodId) ?? 0) + 1);
   const summary = [...byMethod].map(([m, n]) => `${n} ${m}`).join(', ');

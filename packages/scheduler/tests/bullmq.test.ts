@@ -4,164 +4,262 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { SchedulerError } from '@flatrank/protocol';
 import { ResultsStore } from '@flatrank/store';
-import { fakeTrainerEnv, fakeTrainerPath, installFakeNvidiaSmi, readFakeLog, redisServerPath, startTestRedis, type FakeTrainerSettings, type TestRedis } from '@flatrank/testing';
-import { assertBuilt, assertNoDuplicates, baselineSpec, runFake, sandbox, spawnCli, waitFor, type Proc, type Sandbox } from './helpers.js';
+import {
+  fakeTrainerEnv,
+  fakeTrainerPath,
+  installFakeNvidiaSmi,
+  readFakeLog,
+  redisServerPath,
+  startTestRedis,
+  type FakeTrainerSettings,
+  type TestRedis,
+} from '@flatrank/testing';
+import {
+  assertBuilt,
+  assertNoDuplicates,
+  baselineSpec,
+  runFake,
+  sandbox,
+  spawnCli,
+  waitFor,
+  type Proc,
+  type Sandbox,
+} from './helpers.js';
 
 const hasRedis = redisServerPath() !== null;
-if (!hasRedis) console.warn('SKIPPED: BullMQ tests need redis-server (apt-get install redis-server); it is not installed here');
+if (!hasRedis)
+  console.warn(
+    'SKIPPED: BullMQ tests need redis-server (apt-get install redis-server); it is not installed here',
+  );
 
 const FAST = 'resources: { heartbeatInterval: 200ms, heartbeatTimeout: 3s, maxAttempts: 3 }\n';
 
-describe.skipIf(!hasRedis)('bullmq backend (real redis-server, two flatrank worker processes)', { timeout: 120_000 }, () => {
-  let redis: TestRedis;
-  let sb: Sandbox;
-  let workers: Proc[] = [];
-  let queue = '';
-  let n = 0;
+describe.skipIf(!hasRedis)(
+  'bullmq backend (real redis-server, two flatrank worker processes)',
+  { timeout: 120_000 },
+  () => {
+    let redis: TestRedis;
+    let sb: Sandbox;
+    let workers: Proc[] = [];
+    let queue = '';
+    let n = 0;
 
-  beforeAll(async () => {
-    assertBuilt();
-    redis = await startTestRedis();
-  });
-  afterAll(async () => {
-    await redis?.stop();
-  });
-  beforeEach(() => {
-    sb = sandbox();
-    queue = `q${process.pid}-${n++}`;
-  });
-  afterEach(async () => {
-    for (const w of workers) if (w.proc.exitCode === null) w.proc.kill('SIGKILL');
-    await Promise.all(workers.map((w) => w.exited));
-    workers = [];
-    sb.cleanup();
-  });
+    beforeAll(async () => {
+      assertBuilt();
+      redis = await startTestRedis();
+    });
+    afterAll(async () => {
+      await redis?.stop();
+    });
+    beforeEach(() => {
+      sb = sandbox();
+      queue = `q${process.pid}-${n++}`;
+    });
+    afterEach(async () => {
+      for (const w of workers) if (w.proc.exitCode === null) w.proc.kill('SIGKILL');
+      await Promise.all(workers.map((w) => w.exited));
+      workers = [];
+      sb.cleanup();
+    });
 
-  /** Two workers on GPU 0 and GPU 1 of a fake two-GPU machine. */
-  function startWorkers(fake: FakeTrainerSettings, count = 2, concurrency = 1): void {
-    const path = installFakeNvidiaSmi(join(sb.dir, 'bin'), 2);
-    for (let i = 0; i < count; i++) {
-      workers.push(
-        spawnCli(
-          ['worker', '--redis', redis.url, '--queue', queue, '--gpus', String(i), '--concurrency', String(concurrency), '--runs-dir', sb.runsDir, '--child-entry', fakeTrainerPath, '--lock-ms', '2000'],
-          { ...fakeTrainerEnv({ logFile: sb.logFile, pidDir: sb.pidDir, ...fake }), PATH: path },
-          sb.dir,
-        ),
+    /** Two workers on GPU 0 and GPU 1 of a fake two-GPU machine. */
+    function startWorkers(fake: FakeTrainerSettings, count = 2, concurrency = 1): void {
+      const path = installFakeNvidiaSmi(join(sb.dir, 'bin'), 2);
+      for (let i = 0; i < count; i++) {
+        workers.push(
+          spawnCli(
+            [
+              'worker',
+              '--redis',
+              redis.url,
+              '--queue',
+              queue,
+              '--gpus',
+              String(i),
+              '--concurrency',
+              String(concurrency),
+              '--runs-dir',
+              sb.runsDir,
+              '--child-entry',
+              fakeTrainerPath,
+              '--lock-ms',
+              '2000',
+            ],
+            { ...fakeTrainerEnv({ logFile: sb.logFile, pidDir: sb.pidDir, ...fake }), PATH: path },
+            sb.dir,
+          ),
+        );
+      }
+    }
+
+    async function waitWorkersReady(): Promise<void> {
+      await waitFor(
+        () => workers.every((w) => /worker .* on queue/.test(w.output())),
+        20_000,
+        `workers to start: ${workers.map((w) => w.output()).join('\n')}`,
       );
     }
-  }
 
-  async function waitWorkersReady(): Promise<void> {
-    await waitFor(() => workers.every((w) => /worker .* on queue/.test(w.output())), 20_000, `workers to start: ${workers.map((w) => w.output()).join('\n')}`);
-  }
+    const bull = (spec: string, extra: Parameters<typeof runFake>[3] = {}) =>
+      runFake(
+        sb,
+        spec,
+        {},
+        {
+          backend: 'bullmq',
+          redis: redis.url,
+          queue,
+          heartbeatMs: undefined,
+          heartbeatTimeoutMs: undefined,
+          cancelGraceMs: 3000,
+          ...extra,
+        },
+      );
 
-  const bull = (spec: string, extra: Parameters<typeof runFake>[3] = {}) =>
-    runFake(sb, spec, {}, { backend: 'bullmq', redis: redis.url, queue, heartbeatMs: undefined, heartbeatTimeoutMs: undefined, cancelGraceMs: 3000, ...extra });
-
-  function trials() {
-    const s = ResultsStore.open(sb.db, { readonly: true });
-    try {
-      return s.listTrials({});
-    } finally {
-      s.close();
+    function trials() {
+      const s = ResultsStore.open(sb.db, { readonly: true });
+      try {
+        return s.listTrials({});
+      } finally {
+        s.close();
+      }
     }
-  }
 
-  it('runs a sweep on two workers, each trial on its worker GPU; a second run runs nothing', async () => {
-    startWorkers({ default: { steps: 6, stepMs: 60 } });
-    await waitWorkersReady();
-    const spec = sb.spec('two', baselineSpec('two', [0, 1, 2, 3, 4, 5], FAST));
-    const r = await bull(spec);
-    expect(r.error).toBeUndefined();
-    expect(trials().every((t) => t.status === 'succeeded')).toBe(true);
-    const starts = readFakeLog(sb.logFile).filter((x) => x.kind === 'start');
-    expect(starts).toHaveLength(6);
-    // Both machines pulled work, and each child saw only its worker's GPU.
-    expect(new Set(starts.map((s) => s.cuda))).toEqual(new Set(['0', '1']));
-    expect(assertNoDuplicates(sb.db)).toEqual({ results: 6, succeeded: 6 });
-    const again = await bull(spec);
-    expect(again.error).toBeUndefined();
-    expect(again.result?.run?.attempts).toHaveLength(0);
-    expect(readFakeLog(sb.logFile).filter((x) => x.kind === 'start')).toHaveLength(6);
-  });
+    it('runs a sweep on two workers, each trial on its worker GPU; a second run runs nothing', async () => {
+      startWorkers({ default: { steps: 6, stepMs: 60 } });
+      await waitWorkersReady();
+      const spec = sb.spec('two', baselineSpec('two', [0, 1, 2, 3, 4, 5], FAST));
+      const r = await bull(spec);
+      expect(r.error).toBeUndefined();
+      expect(trials().every((t) => t.status === 'succeeded')).toBe(true);
+      const starts = readFakeLog(sb.logFile).filter((x) => x.kind === 'start');
+      expect(starts).toHaveLength(6);
+      // Both machines pulled work, and each child saw only its worker's GPU.
+      expect(new Set(starts.map((s) => s.cuda))).toEqual(new Set(['0', '1']));
+      expect(assertNoDuplicates(sb.db)).toEqual({ results: 6, succeeded: 6 });
+      const again = await bull(spec);
+      expect(again.error).toBeUndefined();
+      expect(again.result?.run?.attempts).toHaveLength(0);
+      expect(readFakeLog(sb.logFile).filter((x) => x.kind === 'start')).toHaveLength(6);
+    });
 
-  it('kill -9 of a worker mid-trial: the trial is retried on the other worker, finished, no duplicates', async () => {
-    startWorkers({ default: { steps: 40, stepMs: 50 } });
-    await waitWorkersReady();
-    const spec = sb.spec('killw', baselineSpec('killw', [0, 1, 2], FAST));
-    const running = bull(spec);
-    // Wait until worker 0 (GPU 0) runs a trial, then kill that worker process hard.
-    const victim = await waitFor(() => readFakeLog(sb.logFile).find((x) => x.kind === 'start' && x.cuda === '0'), 20_000, 'a trial on worker 0');
-    await new Promise((r) => setTimeout(r, 300));
-    workers[0]!.proc.kill('SIGKILL');
-    const r = await running;
-    expect(r.error).toBeUndefined();
-    const all = trials();
-    expect(all.every((t) => t.status === 'succeeded')).toBe(true);
-    const t = all.find((x) => x.key === victim.key)!;
-    expect(t.attempts).toBeGreaterThanOrEqual(2);
-    // Its successful attempt ran on the surviving worker (GPU 1).
-    expect(t.environment?.cudaVisibleDevices).toBe('1');
-    expect(assertNoDuplicates(sb.db)).toEqual({ results: 3, succeeded: 3 });
-    expect(r.err).toMatch(/no event from its worker|job failed in the queue/);
-  });
+    it('kill -9 of a worker mid-trial: the trial is retried on the other worker, finished, no duplicates', async () => {
+      startWorkers({ default: { steps: 40, stepMs: 50 } });
+      await waitWorkersReady();
+      const spec = sb.spec('killw', baselineSpec('killw', [0, 1, 2], FAST));
+      const running = bull(spec);
+      // Wait until worker 0 (GPU 0) runs a trial, then kill that worker process hard.
+      const victim = await waitFor(
+        () => readFakeLog(sb.logFile).find((x) => x.kind === 'start' && x.cuda === '0'),
+        20_000,
+        'a trial on worker 0',
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      workers[0]!.proc.kill('SIGKILL');
+      const r = await running;
+      expect(r.error).toBeUndefined();
+      const all = trials();
+      expect(all.every((t) => t.status === 'succeeded')).toBe(true);
+      const t = all.find((x) => x.key === victim.key)!;
+      expect(t.attempts).toBeGreaterThanOrEqual(2);
+      // Its successful attempt ran on the surviving worker (GPU 1).
+      expect(t.environment?.cudaVisibleDevices).toBe('1');
+      expect(assertNoDuplicates(sb.db)).toEqual({ results: 3, succeeded: 3 });
+      expect(r.err).toMatch(/no event from its worker|job failed in the queue/);
+    });
 
-  it('a Redis restart mid-sweep loses and duplicates no result', async () => {
-    startWorkers({ default: { steps: 20, stepMs: 50 } }, 2, 1);
-    await waitWorkersReady();
-    const spec = sb.spec('restart', baselineSpec('restart', [0, 1, 2, 3, 4, 5], FAST.replace('3s', '5s')));
-    const running = bull(spec);
-    await waitFor(() => readFakeLog(sb.logFile).filter((x) => x.kind === 'end').length >= 1, 30_000, 'a finished trial');
-    await waitFor(() => readFakeLog(sb.logFile).filter((x) => x.kind === 'start').length >= 3, 30_000, 'trials running');
-    // Everything in Redis is gone: queued jobs, unread events, acks, locks.
-    await redis.kill();
-    await new Promise((r) => setTimeout(r, 800));
-    await redis.start();
-    const r = await running;
-    expect(r.error).toBeUndefined();
-    const all = trials();
-    expect(all).toHaveLength(6);
-    expect(all.every((t) => t.status === 'succeeded')).toBe(true);
-    expect(assertNoDuplicates(sb.db)).toEqual({ results: 6, succeeded: 6 });
-  });
+    it('a Redis restart mid-sweep loses and duplicates no result', async () => {
+      startWorkers({ default: { steps: 20, stepMs: 50 } }, 2, 1);
+      await waitWorkersReady();
+      const spec = sb.spec('restart', baselineSpec('restart', [0, 1, 2, 3, 4, 5], FAST.replace('3s', '5s')));
+      const running = bull(spec);
+      await waitFor(
+        () => readFakeLog(sb.logFile).filter((x) => x.kind === 'end').length >= 1,
+        30_000,
+        'a finished trial',
+      );
+      await waitFor(
+        () => readFakeLog(sb.logFile).filter((x) => x.kind === 'start').length >= 3,
+        30_000,
+        'trials running',
+      );
+      // Everything in Redis is gone: queued jobs, unread events, acks, locks.
+      await redis.kill();
+      await new Promise((r) => setTimeout(r, 800));
+      await redis.start();
+      const r = await running;
+      expect(r.error).toBeUndefined();
+      const all = trials();
+      expect(all).toHaveLength(6);
+      expect(all.every((t) => t.status === 'succeeded')).toBe(true);
+      expect(assertNoDuplicates(sb.db)).toEqual({ results: 6, succeeded: 6 });
+    });
 
-  it('the coordinator killed and restarted: only unfinished points run', async () => {
-    startWorkers({ default: { steps: 8, stepMs: 50 } });
-    await waitWorkersReady();
-    const spec = sb.spec('coord', baselineSpec('coord', [0, 1, 2, 3, 4, 5, 6, 7], FAST));
-    const args = ['run', spec, '--db', sb.db, '--backend', 'bullmq', '--redis', redis.url, '--queue', queue, '--runs-dir', sb.runsDir];
-    const first = spawnCli(args, {}, sb.dir);
-    await waitFor(() => readFakeLog(sb.logFile).filter((x) => x.kind === 'end').length >= 3, 30_000, 'three finished trials');
-    first.proc.kill('SIGKILL');
-    await first.exited;
-    const store = ResultsStore.open(sb.db, { readonly: true });
-    const doneBefore = store.listTrials({ status: 'succeeded' }).map((t) => t.key);
-    store.close();
-    expect(doneBefore.length).toBeGreaterThanOrEqual(1);
-    const second = spawnCli(args, {}, sb.dir);
-    const code = await Promise.race([second.exited, new Promise((r) => setTimeout(() => r('timeout'), 60_000))]);
-    if (code !== 0) second.proc.kill('SIGKILL');
-    expect(code, `${second.output()}\n--- worker 0:\n${workers[0]!.output()}\n--- worker 1:\n${workers[1]!.output()}`).toBe(0);
-    expect(trials().every((t) => t.status === 'succeeded')).toBe(true);
-    const starts = readFakeLog(sb.logFile).filter((x) => x.kind === 'start');
-    // No trial that had succeeded before the kill ran again.
-    for (const k of doneBefore) expect(starts.filter((s) => s.key === k)).toHaveLength(1);
-    expect(assertNoDuplicates(sb.db)).toEqual({ results: 8, succeeded: 8 });
-  });
+    it('the coordinator killed and restarted: only unfinished points run', async () => {
+      startWorkers({ default: { steps: 8, stepMs: 50 } });
+      await waitWorkersReady();
+      const spec = sb.spec('coord', baselineSpec('coord', [0, 1, 2, 3, 4, 5, 6, 7], FAST));
+      const args = [
+        'run',
+        spec,
+        '--db',
+        sb.db,
+        '--backend',
+        'bullmq',
+        '--redis',
+        redis.url,
+        '--queue',
+        queue,
+        '--runs-dir',
+        sb.runsDir,
+      ];
+      const first = spawnCli(args, {}, sb.dir);
+      await waitFor(
+        () => readFakeLog(sb.logFile).filter((x) => x.kind === 'end').length >= 3,
+        30_000,
+        'three finished trials',
+      );
+      first.proc.kill('SIGKILL');
+      await first.exited;
+      const store = ResultsStore.open(sb.db, { readonly: true });
+      const doneBefore = store.listTrials({ status: 'succeeded' }).map((t) => t.key);
+      store.close();
+      expect(doneBefore.length).toBeGreaterThanOrEqual(1);
+      const second = spawnCli(args, {}, sb.dir);
+      const code = await Promise.race([
+        second.exited,
+        new Promise((r) => setTimeout(() => r('timeout'), 60_000)),
+      ]);
+      if (code !== 0) second.proc.kill('SIGKILL');
+      expect(
+        code,
+        `${second.output()}\n--- worker 0:\n${workers[0]!.output()}\n--- worker 1:\n${workers[1]!.output()}`,
+      ).toBe(0);
+      expect(trials().every((t) => t.status === 'succeeded')).toBe(true);
+      const starts = readFakeLog(sb.logFile).filter((x) => x.kind === 'start');
+      // No trial that had succeeded before the kill ran again.
+      for (const k of doneBefore) expect(starts.filter((s) => s.key === k)).toHaveLength(1);
+      expect(assertNoDuplicates(sb.db)).toEqual({ results: 8, succeeded: 8 });
+    });
 
-  it('refuses a Redis whose maxmemory-policy is not noeviction', async () => {
-    const lru = await startTestRedis({ maxmemoryPolicy: 'allkeys-lru' });
-    try {
-      const spec = sb.spec('lru', baselineSpec('lru', [0], FAST));
-      const r = await runFake(sb, spec, {}, { backend: 'bullmq', redis: lru.url, queue });
-      expect(r.error).toBeInstanceOf(SchedulerError);
-      expect((r.error as SchedulerError).code).toBe('REDIS_EVICTION_POLICY');
-      expect((r.error as Error).message).toMatch(/maxmemory-policy allkeys-lru; .* need noeviction/);
-      const w = spawnCli(['worker', '--redis', lru.url, '--gpus', 'none', '--child-entry', fakeTrainerPath], {}, sb.dir);
-      expect(await w.exited).toBe(8);
-      expect(w.output()).toMatch(/CONFIG SET maxmemory-policy noeviction/);
-    } finally {
-      await lru.stop();
-    }
-  });
-});
+    it('refuses a Redis whose maxmemory-policy is not noeviction', async () => {
+      const lru = await startTestRedis({ maxmemoryPolicy: 'allkeys-lru' });
+      try {
+        const spec = sb.spec('lru', baselineSpec('lru', [0], FAST));
+        const r = await runFake(sb, spec, {}, { backend: 'bullmq', redis: lru.url, queue });
+        expect(r.error).toBeInstanceOf(SchedulerError);
+        expect((r.error as SchedulerError).code).toBe('REDIS_EVICTION_POLICY');
+        expect((r.error as Error).message).toMatch(/maxmemory-policy allkeys-lru; .* need noeviction/);
+        const w = spawnCli(
+          ['worker', '--redis', lru.url, '--gpus', 'none', '--child-entry', fakeTrainerPath],
+          {},
+          sb.dir,
+        );
+        expect(await w.exited).toBe(8);
+        expect(w.output()).toMatch(/CONFIG SET maxmemory-policy noeviction/);
+      } finally {
+        await lru.stop();
+      }
+    });
+  },
+);

@@ -4,7 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { runUserQuery } from '@flatrank/store';
-import { fakeGpuDiscovery, fakeTrainerEnv, fakeTrainerPath, type FakeTrainerSettings } from '@flatrank/testing';
+import {
+  fakeGpuDiscovery,
+  fakeTrainerEnv,
+  fakeTrainerPath,
+  type FakeTrainerSettings,
+} from '@flatrank/testing';
 import { runSpec, type RunSpecOptions, type RunSpecResult } from '../src/index.js';
 
 export interface Sandbox {
@@ -92,7 +97,10 @@ export function sql(db: string, q: string): Array<Record<string, unknown>> {
 
 /** No result row twice, no metric (trial, attempt, seq) twice, one results row per succeeded trial. */
 export function assertNoDuplicates(db: string): { results: number; succeeded: number } {
-  const dupMetrics = sql(db, 'SELECT trial_id, attempt, step, phase, name, count(*) AS n FROM metrics GROUP BY trial_id, attempt, step, phase, name HAVING n > 1');
+  const dupMetrics = sql(
+    db,
+    'SELECT trial_id, attempt, step, phase, name, count(*) AS n FROM metrics GROUP BY trial_id, attempt, step, phase, name HAVING n > 1',
+  );
   if (dupMetrics.length) throw new Error(`duplicate metrics: ${JSON.stringify(dupMetrics.slice(0, 3))}`);
   const results = Number(sql(db, 'SELECT count(*) AS n FROM results')[0]!['n']);
   const resultTrials = Number(sql(db, 'SELECT count(DISTINCT trial_id) AS n FROM results')[0]!['n']);
@@ -102,7 +110,11 @@ export function assertNoDuplicates(db: string): { results: number; succeeded: nu
   return { results, succeeded };
 }
 
-export async function waitFor<T>(fn: () => T | undefined | null | false, timeoutMs = 20_000, what = 'condition'): Promise<T> {
+export async function waitFor<T>(
+  fn: () => T | undefined | null | false,
+  timeoutMs = 20_000,
+  what = 'condition',
+): Promise<T> {
   const t0 = Date.now();
   for (;;) {
     const v = fn();
@@ -121,7 +133,9 @@ export const CLI = fileURLToPath(new URL('../../../apps/cli/dist/main.js', impor
 
 export function assertBuilt(): void {
   if (!existsSync(CLI) || !existsSync(fileURLToPath(new URL('../dist/index.js', import.meta.url))))
-    throw new Error(`these tests fork the built CLI (${CLI}); build first: npx tsc -b packages/scheduler apps/cli`);
+    throw new Error(
+      `these tests fork the built CLI (${CLI}); build first: npx tsc -b packages/scheduler apps/cli`,
+    );
 }
 
 export interface Proc {
@@ -131,10 +145,16 @@ export interface Proc {
 }
 
 export function spawnCli(args: string[], env: Record<string, string | undefined>, cwd: string): Proc {
-  const proc = spawn(process.execPath, [CLI, ...args], { cwd, env: { ...process.env, ...env, FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [CLI, ...args], {
+    cwd,
+    env: { ...process.env, ...env, FORCE_COLOR: '0' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code, signal) => resolve(code ?? (signal ? -1 : null))));
+  const exited = new Promise<number | null>((resolve) =>
+    proc.on('exit', (code, signal) => resolve(code ?? (signal ? -1 : null))),
+  );
   return { proc, output: () => out, exited };
 }

@@ -33,8 +33,14 @@ describe('local backend', () => {
     const starts = log.filter((x) => x.kind === 'start');
     expect(new Set(starts.map((s) => s.cuda))).toEqual(new Set(['0', '1', '2']));
     for (const s of starts) expect(s.order).toBe('PCI_BUS_ID');
-    const spans = starts.map((s) => ({ cuda: s.cuda, t0: s.t, t1: log.find((e) => e.kind === 'end' && e.key === s.key && e.attempt === s.attempt)!.t }));
-    for (const a of spans) for (const b of spans) if (a !== b && a.cuda === b.cuda) expect(a.t1 <= b.t0 || b.t1 <= a.t0).toBe(true);
+    const spans = starts.map((s) => ({
+      cuda: s.cuda,
+      t0: s.t,
+      t1: log.find((e) => e.kind === 'end' && e.key === s.key && e.attempt === s.attempt)!.t,
+    }));
+    for (const a of spans)
+      for (const b of spans)
+        if (a !== b && a.cuda === b.cuda) expect(a.t1 <= b.t0 || b.t1 <= a.t0).toBe(true);
     // The store records each trial's device and what its process saw.
     for (const t of trials(sb.db)) {
       expect(t.status).toBe('succeeded');
@@ -57,7 +63,11 @@ describe('local backend', () => {
     const spec = sb.spec('kill', baselineSpec('kill', [0, 1]));
     const running = runFake(sb, spec, { default: { steps: 30, stepMs: 40 } }, { gpus: 'none', workers: 2 });
     // Kill the first attempt of one trial once it has started streaming metrics.
-    const pidFile = await waitFor(() => existsSync(sb.pidDir) && readdirSync(sb.pidDir).find((f) => f.endsWith('-1.pid')), 20_000, 'a pid file');
+    const pidFile = await waitFor(
+      () => existsSync(sb.pidDir) && readdirSync(sb.pidDir).find((f) => f.endsWith('-1.pid')),
+      20_000,
+      'a pid file',
+    );
     await new Promise((r) => setTimeout(r, 300));
     const pid = Number(readFileSync(join(sb.pidDir, pidFile), 'utf8'));
     process.kill(pid, 'SIGKILL');
@@ -72,11 +82,16 @@ describe('local backend', () => {
     expect(r.err).toMatch(/was killed by SIGKILL before reporting an end \(will retry\)/);
     // Only the surviving attempt's metrics count; the killed attempt's rows stay as attempt 1.
     const log = readFakeLog(sb.logFile);
-    expect(log.filter((x) => x.key === killedKey && x.kind === 'start').map((x) => x.attempt)).toEqual([1, 2]);
+    expect(log.filter((x) => x.key === killedKey && x.kind === 'start').map((x) => x.attempt)).toEqual([
+      1, 2,
+    ]);
   });
 
   it('crash, hang, diverge and failure behaviours: retried, killed, recorded', async () => {
-    const spec = sb.spec('faults', baselineSpec('faults', [0, 1, 2, 3, 4], 'resources: { maxAttempts: 2 }\n'));
+    const spec = sb.spec(
+      'faults',
+      baselineSpec('faults', [0, 1, 2, 3, 4], 'resources: { maxAttempts: 2 }\n'),
+    );
     const r = await runFake(
       sb,
       spec,
@@ -107,8 +122,20 @@ describe('local backend', () => {
   });
 
   it('a trial over its timeout is killed and retried', async () => {
-    const spec = sb.spec('timeout', baselineSpec('timeout', [0], 'resources: { maxAttempts: 2, trialTimeout: 600ms, heartbeatInterval: 100ms, heartbeatTimeout: 5s }\n'));
-    const r = await runFake(sb, spec, { default: { steps: 100, stepMs: 20 } }, { gpus: 'none', heartbeatTimeoutMs: undefined, heartbeatMs: undefined });
+    const spec = sb.spec(
+      'timeout',
+      baselineSpec(
+        'timeout',
+        [0],
+        'resources: { maxAttempts: 2, trialTimeout: 600ms, heartbeatInterval: 100ms, heartbeatTimeout: 5s }\n',
+      ),
+    );
+    const r = await runFake(
+      sb,
+      spec,
+      { default: { steps: 100, stepMs: 20 } },
+      { gpus: 'none', heartbeatTimeoutMs: undefined, heartbeatMs: undefined },
+    );
     expect((r.error as SchedulerError).code).toBe('TRIALS_FAILED');
     const [t] = trials(sb.db);
     expect(t).toMatchObject({ status: 'failed', attempts: 2 });
@@ -169,7 +196,10 @@ resources: { maxAttempts: 1 }
     expect((r.error as SchedulerError).code).toBe('TRIALS_FAILED');
     const all = trials(sb.db);
     expect(all.find((t) => t.config.method === 'baseline')!.status).toBe('failed');
-    expect(all.find((t) => t.config.method === 'posttrain')).toMatchObject({ status: 'cancelled', attempts: 0 });
+    expect(all.find((t) => t.config.method === 'posttrain')).toMatchObject({
+      status: 'cancelled',
+      attempts: 0,
+    });
   });
 
   it('a second run of a finished sweep runs nothing', async () => {
@@ -177,7 +207,12 @@ resources: { maxAttempts: 1 }
     const first = await runFake(sb, spec, { default: { steps: 2, stepMs: 5 } }, { gpus: 'none', workers: 2 });
     expect(first.result?.inserted).toBe(3);
     expect(first.result?.run?.attempts).toHaveLength(3);
-    const second = await runFake(sb, spec, { default: { steps: 2, stepMs: 5 } }, { gpus: 'none', workers: 2 });
+    const second = await runFake(
+      sb,
+      spec,
+      { default: { steps: 2, stepMs: 5 } },
+      { gpus: 'none', workers: 2 },
+    );
     expect(second.error).toBeUndefined();
     expect(second.result).toMatchObject({ inserted: 0, existing: 3 });
     expect(second.result?.run?.attempts).toHaveLength(0);
@@ -188,8 +223,17 @@ resources: { maxAttempts: 1 }
   it('Ctrl-C cancels running trials cleanly; the next run resumes only the unfinished points', async () => {
     const spec = sb.spec('sigint', baselineSpec('sigint', [0, 1, 2, 3]));
     const ac = new AbortController();
-    const running = runFake(sb, spec, { default: { steps: 40, stepMs: 25 } }, { gpus: 'none', workers: 2, signal: ac.signal });
-    await waitFor(() => readFakeLog(sb.logFile).filter((x) => x.kind === 'start').length >= 2, 20_000, 'two trials running');
+    const running = runFake(
+      sb,
+      spec,
+      { default: { steps: 40, stepMs: 25 } },
+      { gpus: 'none', workers: 2, signal: ac.signal },
+    );
+    await waitFor(
+      () => readFakeLog(sb.logFile).filter((x) => x.kind === 'start').length >= 2,
+      20_000,
+      'two trials running',
+    );
     ac.abort('SIGINT');
     const r = await running;
     expect((r.error as SchedulerError).code).toBe('INTERRUPTED');
@@ -198,7 +242,12 @@ resources: { maxAttempts: 1 }
     expect(after.map((t) => t.status).sort()).toEqual(['pending', 'pending', 'pending', 'pending']);
     const log1 = readFakeLog(sb.logFile);
     expect(log1.filter((x) => x.kind === 'end' && x.outcome === 'CANCELLED')).toHaveLength(2);
-    const resumed = await runFake(sb, spec, { default: { steps: 2, stepMs: 5 } }, { gpus: 'none', workers: 2 });
+    const resumed = await runFake(
+      sb,
+      spec,
+      { default: { steps: 2, stepMs: 5 } },
+      { gpus: 'none', workers: 2 },
+    );
     expect(resumed.error).toBeUndefined();
     expect(resumed.result?.run?.attempts).toHaveLength(4);
     expect(trials(sb.db).every((t) => t.status === 'succeeded')).toBe(true);
@@ -210,7 +259,7 @@ resources: { maxAttempts: 1 }
     const r = await runFake(sb, spec, {}, { dryRun: true });
     expect(r.error).toBeUndefined();
     expect(r.out).toMatch(/3 trials \(3 baseline\)/);
-    expect(r.out.split('\n').filter((l) => /^[0-9a-f]{12}  baseline seed=\d/.test(l))).toHaveLength(3);
+    expect(r.out.split('\n').filter((l) => /^[0-9a-f]{12} {2}baseline seed=\d/.test(l))).toHaveLength(3);
     expect(existsSync(sb.db)).toBe(false);
     expect(existsSync(sb.runsDir)).toBe(false);
   });
@@ -220,12 +269,18 @@ resources: { maxAttempts: 1 }
     const r = await runFake(sb, spec, { default: { steps: 2, stepMs: 5 } }, { gpus: 'none' });
     expect(r.error).toBeUndefined();
     const dir = join(sb.runsDir, 'logs');
-    const coord = readFileSync(join(dir, 'coordinator.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { msg: string });
+    const coord = readFileSync(join(dir, 'coordinator.log'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { msg: string });
     expect(coord.some((l) => /^done /.test(l.msg))).toBe(true);
     const trialDirs = readdirSync(dir).filter((d) => /^[0-9a-f]{16}$/.test(d));
     expect(trialDirs).toHaveLength(2);
     for (const d of trialDirs) {
-      const lines = readFileSync(join(dir, d, 'trial.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { msg: string; trial: string });
+      const lines = readFileSync(join(dir, d, 'trial.log'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { msg: string; trial: string });
       expect(lines.map((l) => l.msg)).toContain('finished');
       expect(lines[0]!.trial.startsWith(d)).toBe(true);
       expect(existsSync(join(dir, d, 'attempt-1', 'final.ckpt.json'))).toBe(true);

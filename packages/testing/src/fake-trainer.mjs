@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+/* global setTimeout, setInterval, clearInterval */
 // A fake trial child: speaks the scheduler's IPC protocol (@flatrank/protocol ipc.ts) like the real
 // apps/cli/dist/trial-child.js, but "trains" by sleeping. Plain .mjs so tests can fork it without a
 // build. Behaviour comes from the FLATRANK_FAKE_TRAINER environment variable (JSON):
@@ -21,7 +22,10 @@ process.on('disconnect', () => process.exit(1));
 let lastSent = Promise.resolve();
 function send(event) {
   if (!current || !process.connected) return;
-  const msg = { type: 'event', envelope: { trialKey: current.trialKey, attempt: current.attempt, seq: seq++, event } };
+  const msg = {
+    type: 'event',
+    envelope: { trialKey: current.trialKey, attempt: current.attempt, seq: seq++, event },
+  };
   lastSent = new Promise((resolve) => process.send(msg, () => resolve()));
 }
 
@@ -45,7 +49,8 @@ function record(kind, extra = {}) {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function behaviourFor(config, attempt) {
-  const b = settings.bySeed?.[String(config.seed)] ?? settings.byMethod?.[config.method] ?? settings.default ?? {};
+  const b =
+    settings.bySeed?.[String(config.seed)] ?? settings.byMethod?.[config.method] ?? settings.default ?? {};
   const steps = b.steps ?? 5;
   const applies = !b.attempts || b.attempts.includes(attempt);
   return {
@@ -102,7 +107,12 @@ async function run(msg) {
     } catch {
       ok = false;
     }
-    if (!ok) return finishWithFailure('DATA_INVALID', `start checkpoint ${options.startCheckpoint} is not the checkpoint of trial ${config.start.trialKey}`, false);
+    if (!ok)
+      return finishWithFailure(
+        'DATA_INVALID',
+        `start checkpoint ${options.startCheckpoint} is not the checkpoint of trial ${config.start.trialKey}`,
+        false,
+      );
   }
 
   let step = 0;
@@ -133,7 +143,11 @@ async function run(msg) {
       }
       if (b.action === 'fail' || b.action === 'fail-retryable') {
         clearInterval(beat);
-        return finishWithFailure('FAKE_FAILURE', `fake failure at step ${step}`, b.action === 'fail-retryable');
+        return finishWithFailure(
+          'FAKE_FAILURE',
+          `fake failure at step ${step}`,
+          b.action === 'fail-retryable',
+        );
       }
     }
     if (b.stepMs > 0) await sleep(b.stepMs);
@@ -193,7 +207,11 @@ async function run(msg) {
 process.on('message', (msg) => {
   if (msg?.type === 'run') {
     run(msg).catch((e) => {
-      send({ type: 'failed', error: { name: 'Error', code: 'INTERNAL', message: String(e?.stack ?? e) }, retryable: false });
+      send({
+        type: 'failed',
+        error: { name: 'Error', code: 'INTERNAL', message: String(e?.stack ?? e) },
+        retryable: false,
+      });
       flushAndExit(1);
     });
   } else if (msg?.type === 'cancel') {

@@ -106,7 +106,10 @@ export function installFakeNvidiaSmi(dir: string, n: number): string {
     .map((g) => `${g.index}, ${g.name}, ${g.uuid}`)
     .join('\\n');
   const script = join(dir, 'nvidia-smi');
-  writeFileSync(script, `#!/bin/sh\n# fake nvidia-smi (flatrank tests)\nprintf '${lines}${n ? '\\n' : ''}'\n`);
+  writeFileSync(
+    script,
+    `#!/bin/sh\n# fake nvidia-smi (flatrank tests)\nprintf '${lines}${n ? '\\n' : ''}'\n`,
+  );
   chmodSync(script, 0o755);
   return `${dir}${delimiter}${process.env['PATH'] ?? ''}`;
 }

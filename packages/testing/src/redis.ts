@@ -62,7 +62,20 @@ export async function startTestRedis(opts: { maxmemoryPolicy?: string } = {}): P
   const launch = async () => {
     proc = spawn(
       bin,
-      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--maxmemory-policy', opts.maxmemoryPolicy ?? 'noeviction', '--daemonize', 'no'],
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--maxmemory-policy',
+        opts.maxmemoryPolicy ?? 'noeviction',
+        '--daemonize',
+        'no',
+      ],
       { stdio: 'ignore' },
     );
     for (let i = 0; i < 100; i++) {
@@ -80,5 +93,11 @@ export async function startTestRedis(opts: { maxmemoryPolicy?: string } = {}): P
     await gone;
   };
   await launch();
-  return { port, url: `redis://127.0.0.1:${port}`, kill: () => halt('SIGKILL'), start: launch, stop: () => halt('SIGTERM') };
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    kill: () => halt('SIGKILL'),
+    start: launch,
+    stop: () => halt('SIGTERM'),
+  };
 }

@@ -33,19 +33,28 @@ export function defaultChildEntry(): string {
 export function resolveChildEntry(flag: string | undefined): string {
   const entry = flag ?? defaultChildEntry();
   if (!existsSync(entry))
-    throw new SchedulerError('CHILD_ENTRY_MISSING', `the trial child ${entry} does not exist; build the CLI first (npx tsc -b apps/cli)`, { context: { entry } });
+    throw new SchedulerError(
+      'CHILD_ENTRY_MISSING',
+      `the trial child ${entry} does not exist; build the CLI first (npx tsc -b apps/cli)`,
+      { context: { entry } },
+    );
   return entry;
 }
 
 export function parsePositiveInt(value: string | undefined, field: string): number | undefined {
   if (value === undefined) return undefined;
-  if (!/^\d+$/.test(value.trim()) || Number(value) < 1) throw new ValidationError(field, `${field}: must be a positive integer, got ${JSON.stringify(value)}`);
+  if (!/^\d+$/.test(value.trim()) || Number(value) < 1)
+    throw new ValidationError(field, `${field}: must be a positive integer, got ${JSON.stringify(value)}`);
   return Number(value);
 }
 
 export function parseTrainerBackend(value: string): BackendName | 'auto' {
-  if (value === 'auto' || (BACKENDS as readonly string[]).includes(value)) return value as BackendName | 'auto';
-  throw new ValidationError('--trainer-backend', `--trainer-backend: unknown value ${JSON.stringify(value)}; allowed: auto, ${BACKENDS.join(', ')}`);
+  if (value === 'auto' || (BACKENDS as readonly string[]).includes(value))
+    return value as BackendName | 'auto';
+  throw new ValidationError(
+    '--trainer-backend',
+    `--trainer-backend: unknown value ${JSON.stringify(value)}; allowed: auto, ${BACKENDS.join(', ')}`,
+  );
 }
 
 /**
@@ -64,7 +73,9 @@ export function interruptSignal(): { signal: AbortSignal; dispose(): void } {
       process.stderr.write(`\nflatrank: second ${sig}: exiting without waiting for trials to stop\n`);
       process.exit(130);
     }
-    process.stderr.write(`\nflatrank: ${sig}: cancelling running trials (press Ctrl-C again to exit at once)\n`);
+    process.stderr.write(
+      `\nflatrank: ${sig}: cancelling running trials (press Ctrl-C again to exit at once)\n`,
+    );
     ac.abort(sig);
   };
   process.on('SIGINT', handler);
@@ -84,19 +95,39 @@ export function registerRun(program: Command): void {
     .description('run an experiment spec: expand its grid, store every point, run what has not succeeded yet')
     .argument('<spec>', 'experiment spec (YAML), e.g. experiments/example-small.yaml')
     .option('--db <file>', 'results database (default: $FLATRANK_DB, else ./flatrank.sqlite)')
-    .option('--gpus <list>', 'auto (ask nvidia-smi), none (CPU workers), or GPU indices such as 0,1 (default: the spec, else auto)')
+    .option(
+      '--gpus <list>',
+      'auto (ask nvidia-smi), none (CPU workers), or GPU indices such as 0,1 (default: the spec, else auto)',
+    )
     .option('--workers <n>', 'CPU workers, or workers per GPU when running on GPUs (default: the spec)')
-    .option('--backend <name>', 'local (child processes on this machine) or bullmq (flatrank worker processes via Redis)', 'local')
+    .option(
+      '--backend <name>',
+      'local (child processes on this machine) or bullmq (flatrank worker processes via Redis)',
+      'local',
+    )
     .option('--redis <url>', 'Redis URL for --backend bullmq, e.g. redis://127.0.0.1:6379')
     .option('--queue <name>', 'BullMQ queue name (workers must use the same)', 'flatrank-trials')
     .option('--data-dir <dir>', 'dataset directory on this machine')
     .option('--runs-dir <dir>', 'logs, checkpoints and exported models', 'runs')
-    .option('--trainer-backend <name>', `TensorFlow.js backend of the trials: auto, ${BACKENDS.join(', ')}`, 'auto')
+    .option(
+      '--trainer-backend <name>',
+      `TensorFlow.js backend of the trials: auto, ${BACKENDS.join(', ')}`,
+      'auto',
+    )
     .option('--dry-run', 'print the grid points and their count; write nothing')
-    .addOption(new Option('--child-entry <file>', 'module forked for every trial (tests use a fake trainer)').hideHelp())
+    .addOption(
+      new Option(
+        '--child-entry <file>',
+        'module forked for every trial (tests use a fake trainer)',
+      ).hideHelp(),
+    )
     .action(async (spec: string, flags: RunFlags) => {
       const backend = flags.backend;
-      if (backend !== 'local' && backend !== 'bullmq') throw new ValidationError('--backend', `--backend: unknown value ${JSON.stringify(backend)}; allowed: local, bullmq`);
+      if (backend !== 'local' && backend !== 'bullmq')
+        throw new ValidationError(
+          '--backend',
+          `--backend: unknown value ${JSON.stringify(backend)}; allowed: local, bullmq`,
+        );
       const common = {
         specFile: spec,
         db: resolveDbPath(flags.db),
@@ -113,7 +144,8 @@ export function registerRun(program: Command): void {
         await runSpec({ ...common, dryRun: true, childEntry: flags.childEntry ?? defaultChildEntry() });
         return;
       }
-      const childEntry = backend === 'local' ? resolveChildEntry(flags.childEntry) : (flags.childEntry ?? defaultChildEntry());
+      const childEntry =
+        backend === 'local' ? resolveChildEntry(flags.childEntry) : (flags.childEntry ?? defaultChildEntry());
       const interrupt = interruptSignal();
       try {
         await runSpec({ ...common, childEntry, signal: interrupt.signal });

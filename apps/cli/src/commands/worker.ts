@@ -23,15 +23,37 @@ interface WorkerFlags {
 export function registerWorker(program: Command): void {
   program
     .command('worker')
-    .description('run trials of multi-machine sweeps: pull them from Redis (BullMQ), report results to the coordinator')
-    .requiredOption('--redis <url>', 'Redis URL, e.g. redis://10.0.0.5:6379 (maxmemory-policy must be noeviction)')
+    .description(
+      'run trials of multi-machine sweeps: pull them from Redis (BullMQ), report results to the coordinator',
+    )
+    .requiredOption(
+      '--redis <url>',
+      'Redis URL, e.g. redis://10.0.0.5:6379 (maxmemory-policy must be noeviction)',
+    )
     .option('--gpus <list>', 'auto (ask nvidia-smi), none (CPU), or GPU indices such as 0,1', 'auto')
-    .option('--concurrency <n>', 'trials at once: CPU workers, or trials per GPU when running on GPUs (default 1)')
+    .option(
+      '--concurrency <n>',
+      'trials at once: CPU workers, or trials per GPU when running on GPUs (default 1)',
+    )
     .option('--queue <name>', 'BullMQ queue name (the coordinator must use the same)', 'flatrank-trials')
-    .option('--runs-dir <dir>', 'logs, checkpoints and exported models (share it between machines for dependent trials)', 'runs')
+    .option(
+      '--runs-dir <dir>',
+      'logs, checkpoints and exported models (share it between machines for dependent trials)',
+      'runs',
+    )
     .option('--data-dir <dir>', 'dataset directory on this machine')
-    .addOption(new Option('--child-entry <file>', 'module forked for every trial (tests use a fake trainer)').hideHelp())
-    .addOption(new Option('--lock-ms <ms>', 'BullMQ lock duration (a dead worker is noticed after about this long)').hideHelp())
+    .addOption(
+      new Option(
+        '--child-entry <file>',
+        'module forked for every trial (tests use a fake trainer)',
+      ).hideHelp(),
+    )
+    .addOption(
+      new Option(
+        '--lock-ms <ms>',
+        'BullMQ lock duration (a dead worker is noticed after about this long)',
+      ).hideHelp(),
+    )
     .action(async (flags: WorkerFlags) => {
       const childEntry = resolveChildEntry(flags.childEntry);
       const n = parsePositiveInt(flags.concurrency, '--concurrency') ?? 1;

@@ -76,7 +76,11 @@ async function runTrials(dir: string, name: string, trials: number, slots: numbe
   const store = ResultsStore.open(join(dir, `${name}.sqlite`), { create: true });
   const sweep = writeSweep(store, spec, points);
   const log = createCoordinatorLogger({ file: join(dir, 'runs', name, 'coordinator.log'), console: null });
-  const slotList: Slot[] = Array.from({ length: slots }, (_, i) => ({ id: `cpu${i}`, cudaVisibleDevices: '', device: 'cpu' }));
+  const slotList: Slot[] = Array.from({ length: slots }, (_, i) => ({
+    id: `cpu${i}`,
+    cudaVisibleDevices: '',
+    device: 'cpu',
+  }));
   const t0 = performance.now();
   const result = await runLocal({
     store,
@@ -102,7 +106,8 @@ async function runTrials(dir: string, name: string, trials: number, slots: numbe
 
 export default {
   name: 'scheduler',
-  description: 'grid expansion + insert (10k points), per-trial scheduling overhead (instant fake trainer), throughput with 1/2/4 slots',
+  description:
+    'grid expansion + insert (10k points), per-trial scheduling overhead (instant fake trainer), throughput with 1/2/4 slots',
   async run(): Promise<Row[]> {
     const dir = mkdtempSync(join(tmpdir(), 'flatrank-bench-sched-'));
     const rows: Row[] = [];
@@ -137,7 +142,14 @@ export default {
           const r = await runTrials(dir, `tp-${label.split(' ')[0]}-${slots}`, trials, slots, behaviour);
           const tps = trials / (r.wall / 1000);
           if (slots === 1) base = tps;
-          rows.push({ case: `throughput, ${label}, ${slots} slot${slots > 1 ? 's' : ''}`, trials, wall_ms: Math.round(r.wall), trials_per_s: r1(tps), speedup: r1(tps / base), ok: r.ok });
+          rows.push({
+            case: `throughput, ${label}, ${slots} slot${slots > 1 ? 's' : ''}`,
+            trials,
+            wall_ms: Math.round(r.wall),
+            trials_per_s: r1(tps),
+            speedup: r1(tps / base),
+            ok: r.ok,
+          });
         }
       }
     } finally {

@@ -91,7 +91,10 @@ export class EventPublisher {
   async drain(timeoutMs: number): Promise<void> {
     const t0 = Date.now();
     while (this.acked < this.events.length - 1) {
-      if (Date.now() - t0 > timeoutMs) throw new Error(`events of ${this.trialKey.slice(0, 10)} attempt ${this.attempt} not acknowledged within ${timeoutMs / 1000} s (coordinator down?)`);
+      if (Date.now() - t0 > timeoutMs)
+        throw new Error(
+          `events of ${this.trialKey.slice(0, 10)} attempt ${this.attempt} not acknowledged within ${timeoutMs / 1000} s (coordinator down?)`,
+        );
       await new Promise((r) => setTimeout(r, 50));
     }
   }
@@ -117,6 +120,20 @@ export class AckTracker {
     if (seq >= s.next) s.ahead.add(seq);
     while (s.ahead.delete(s.next)) s.next++;
     return s.next - 1;
+  }
+
+  /**
+   * Starts an attempt at an ack already written (by an earlier coordinator): the entries below it
+   * were applied and deleted from the stream and will never be read again.
+   */
+  seed(field: string, acked: number): void {
+    const s = this.state.get(field);
+    if (!s) this.state.set(field, { next: acked + 1, ahead: new Set() });
+    else if (acked + 1 > s.next) {
+      s.next = acked + 1;
+      for (const x of s.ahead) if (x < s.next) s.ahead.delete(x);
+      while (s.ahead.delete(s.next)) s.next++;
+    }
   }
 
   contiguous(trialKey: string, attempt: number): number {

@@ -13,7 +13,17 @@ import type { AttemptRecord, RunResult } from '../local.js';
 import type { Logger } from '../logging.js';
 import { trialLabel, type ProgressSnapshot, type RunningInfo } from '../progress.js';
 import { AckTracker } from './channel.js';
-import { ackField, cancelChannel, channelKeys, checkNoEviction, connect, DEFAULT_QUEUE, jobId as makeJobId, redisConnection, type TrialJobData } from './redis.js';
+import {
+  ackField,
+  cancelChannel,
+  channelKeys,
+  checkNoEviction,
+  connect,
+  DEFAULT_QUEUE,
+  jobId as makeJobId,
+  redisConnection,
+  type TrialJobData,
+} from './redis.js';
 
 export interface BullmqRunOptions {
   store: ResultsStore;
@@ -88,6 +98,8 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
   const inflight = new Map<string, Inflight>(); // by job id
   const attempts: AttemptRecord[] = [];
   const acks = new AckTracker();
+  // Acks written by a previous coordinator of this sweep: what they cover is applied and gone.
+  for (const [field, v] of Object.entries(await conn.hgetall(keys.acks))) acks.seed(field, Number(v));
   const durations: number[] = [];
   let stopping = false;
 
@@ -99,14 +111,25 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
     const state = await queue.getJobState(id).catch(() => 'unknown');
     const deadHere = recoverCandidates(t.worker);
     if (!deadHere) continue;
-    if (state === 'waiting' || state === 'active' || state === 'delayed' || state === 'prioritized' || state === 'waiting-children') {
+    if (
+      state === 'waiting' ||
+      state === 'active' ||
+      state === 'delayed' ||
+      state === 'prioritized' ||
+      state === 'waiting-children'
+    ) {
       inflight.set(id, newInflight(t.key, t.attempts, trialLabel(t.config), t.config.training.epochs));
       logger.info({ trial: t.key }, `adopted ${t.key.slice(0, 10)} attempt ${t.attempts} (job ${state})`);
     } else {
-      store.endAttempt(t.key, t.attempts, { status: 'pending', error: `interrupted: its coordinator died and the job is ${state}` });
+      store.endAttempt(t.key, t.attempts, {
+        status: 'pending',
+        error: `interrupted: its coordinator died and the job is ${state}`,
+      });
     }
   }
-  recoverOrphans(store, sweep.id, ['local'], (key, reason) => logger.warn({ trial: key }, `${key.slice(0, 10)}: ${reason}; back to pending`));
+  recoverOrphans(store, sweep.id, ['local'], (key, reason) =>
+    logger.warn({ trial: key }, `${key.slice(0, 10)}: ${reason}; back to pending`),
+  );
 
   function recoverCandidates(worker: string): boolean {
     const m = /^bullmq:(.+):(\d+)$/.exec(worker);
@@ -124,12 +147,35 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
 
   function newInflight(key: string, attempt: number, label: string, epochs: number): Inflight {
     const now = Date.now();
-    return { key, attempt, jobId: makeJobId(key, attempt), label, epochs, enqueuedAt: now, started: false, lastSeen: now, startedAt: null, device: null, epoch: null, step: null, oddSince: null };
+    return {
+      key,
+      attempt,
+      jobId: makeJobId(key, attempt),
+      label,
+      epochs,
+      enqueuedAt: now,
+      started: false,
+      lastSeen: now,
+      startedAt: null,
+      device: null,
+      epoch: null,
+      step: null,
+      oddSince: null,
+    };
   }
 
   const endInflight = (f: Inflight, outcome: AttemptRecord['outcome'], reason: string | null) => {
     inflight.delete(f.jobId);
-    attempts.push({ key: f.key, attempt: f.attempt, slot: f.device ?? 'remote', outcome, reason, totalMs: Date.now() - f.enqueuedAt, bootMs: null, workMs: null });
+    attempts.push({
+      key: f.key,
+      attempt: f.attempt,
+      slot: f.device ?? 'remote',
+      outcome,
+      reason,
+      totalMs: Date.now() - f.enqueuedAt,
+      bootMs: null,
+      workMs: null,
+    });
     if (outcome === 'succeeded' && f.startedAt) durations.push(Date.now() - f.startedAt);
   };
 
@@ -152,7 +198,14 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
       step: f.step,
       startedAt: f.startedAt,
     }));
-    return { sweep: sweep.name, total, counts, running, etaMs: mean === null ? (left === 0 ? 0 : null) : (mean * left) / par, elapsedMs: Date.now() - t0 };
+    return {
+      sweep: sweep.name,
+      total,
+      counts,
+      running,
+      etaMs: mean === null ? (left === 0 ? 0 : null) : (mean * left) / par,
+      elapsedMs: Date.now() - t0,
+    };
   };
   const progress = () => o.onProgress?.(snapshot());
 
@@ -171,7 +224,8 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
           f.started = true;
           f.startedAt = Date.now();
         }
-        if (ev.type === 'started') f.device = `${ev.env.host} ${ev.env.cudaVisibleDevices ? `cuda:${ev.env.cudaVisibleDevices}` : 'cpu'}`;
+        if (ev.type === 'started')
+          f.device = `${ev.env.host} ${ev.env.cudaVisibleDevices ? `cuda:${ev.env.cudaVisibleDevices}` : 'cpu'}`;
         if (ev.type === 'heartbeat' || ev.type === 'metric') {
           f.step = ev.step;
           f.epoch = ev.epoch;
@@ -180,21 +234,33 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
       if (f && isTerminalEvent(ev)) {
         if (ev.type === 'failed' && ev.error.code === 'CANCELLED' && stopping) {
           writer.flush();
-          store.endAttempt(f.key, f.attempt, { status: 'pending', error: `cancelled (interrupted) at attempt ${f.attempt}; runs again on the next flatrank run` });
+          store.endAttempt(f.key, f.attempt, {
+            status: 'pending',
+            error: `cancelled (interrupted) at attempt ${f.attempt}; runs again on the next flatrank run`,
+          });
           endInflight(f, 'cancelled', 'interrupted');
           continue;
         }
         writer.push(env);
         if (ev.type === 'finished') {
           endInflight(f, 'succeeded', null);
-          logger.info({ trial: f.key, attempt: f.attempt }, `done  ${f.key.slice(0, 10)} ${f.label}: accuracy ${ev.summary.accuracyFinal.toFixed(4)} (${f.device ?? 'remote'})`);
+          logger.info(
+            { trial: f.key, attempt: f.attempt },
+            `done  ${f.key.slice(0, 10)} ${f.label}: accuracy ${ev.summary.accuracyFinal.toFixed(4)} (${f.device ?? 'remote'})`,
+          );
         } else if (ev.type === 'diverged') {
           endInflight(f, 'diverged', ev.reason);
-          logger.warn({ trial: f.key }, `diverged ${f.key.slice(0, 10)} ${f.label}: ${ev.reason} (recorded, not retried)`);
+          logger.warn(
+            { trial: f.key },
+            `diverged ${f.key.slice(0, 10)} ${f.label}: ${ev.reason} (recorded, not retried)`,
+          );
         } else {
           endInflight(f, ev.error.code === 'ATTEMPT_LOST' ? 'lost' : 'failed', ev.error.message);
           const again = ev.retryable && f.attempt < o.maxAttempts;
-          logger.error({ trial: f.key, attempt: f.attempt }, `failed ${f.key.slice(0, 10)} ${f.label}: ${ev.error.code}: ${ev.error.message}${again ? ' (will retry)' : ''}`);
+          logger.error(
+            { trial: f.key, attempt: f.attempt },
+            `failed ${f.key.slice(0, 10)} ${f.label}: ${ev.error.code}: ${ev.error.message}${again ? ' (will retry)' : ''}`,
+          );
         }
         continue;
       }
@@ -213,7 +279,13 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
   /** Claims and enqueues while there is room. */
   const enqueue = async (): Promise<void> => {
     while (!stopping && inflight.size < (o.maxQueued ?? 256)) {
-      const c = store.claimTrial({ sweepId: sweep.id, worker: me, device: null, leaseMs, maxAttempts: o.maxAttempts });
+      const c = store.claimTrial({
+        sweepId: sweep.id,
+        worker: me,
+        device: null,
+        leaseMs,
+        maxAttempts: o.maxAttempts,
+      });
       if (!c) return;
       const start = startCheckpoint(store, c.config);
       if (start.error) {
@@ -238,8 +310,16 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
         acksKey: keys.acks,
       };
       // attempts: 1 — retries are the coordinator's decision (a new attempt = a new job id).
-      await queue.add('trial', data, { jobId: f.jobId, attempts: 1, removeOnComplete: { age: 3600 }, removeOnFail: { age: 24 * 3600 } });
-      logger.info({ trial: c.key, attempt: c.attempt }, `queued ${c.key.slice(0, 10)} ${f.label}${c.attempt > 1 ? ` (attempt ${c.attempt})` : ''}`);
+      await queue.add('trial', data, {
+        jobId: f.jobId,
+        attempts: 1,
+        removeOnComplete: { age: 3600 },
+        removeOnFail: { age: 24 * 3600 },
+      });
+      logger.info(
+        { trial: c.key, attempt: c.attempt },
+        `queued ${c.key.slice(0, 10)} ${f.label}${c.attempt > 1 ? ` (attempt ${c.attempt})` : ''}`,
+      );
     }
   };
 
@@ -257,7 +337,10 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
         store.endAttempt(f.key, f.attempt, { status: 'failed', error: why, retryable: true });
         await queue.remove(f.jobId).catch(() => 0);
         endInflight(f, 'lost', why);
-        logger.error({ trial: f.key, attempt: f.attempt }, `lost  ${f.key.slice(0, 10)} ${f.label}: ${why}${f.attempt < o.maxAttempts ? ' (will retry)' : ''}`);
+        logger.error(
+          { trial: f.key, attempt: f.attempt },
+          `lost  ${f.key.slice(0, 10)} ${f.label}: ${why}${f.attempt < o.maxAttempts ? ' (will retry)' : ''}`,
+        );
         continue;
       }
       const state = await queue.getJobState(f.jobId);
@@ -272,14 +355,23 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
         // re-sent). Missing before any event: the job was lost (Redis restart); try again as a new attempt.
         f.oddSince ??= now;
         if (!f.started && state === 'unknown' && now - f.oddSince > 1000) {
-          store.endAttempt(f.key, f.attempt, { status: 'pending', error: `attempt ${f.attempt}: its job vanished from Redis before it started (Redis restart?)` });
+          store.endAttempt(f.key, f.attempt, {
+            status: 'pending',
+            error: `attempt ${f.attempt}: its job vanished from Redis before it started (Redis restart?)`,
+          });
           endInflight(f, 'lost', 'job vanished');
-          logger.warn({ trial: f.key, attempt: f.attempt }, `requeue ${f.key.slice(0, 10)} ${f.label}: its job vanished from Redis before it started`);
+          logger.warn(
+            { trial: f.key, attempt: f.attempt },
+            `requeue ${f.key.slice(0, 10)} ${f.label}: its job vanished from Redis before it started`,
+          );
         } else if (now - f.oddSince > o.heartbeatTimeoutMs) {
           const why = `attempt ${f.attempt}: job ${state} but its result never arrived`;
           store.endAttempt(f.key, f.attempt, { status: 'failed', error: why, retryable: true });
           endInflight(f, 'lost', why);
-          logger.error({ trial: f.key, attempt: f.attempt }, `lost  ${f.key.slice(0, 10)} ${f.label}: ${why}`);
+          logger.error(
+            { trial: f.key, attempt: f.attempt },
+            `lost  ${f.key.slice(0, 10)} ${f.label}: ${why}`,
+          );
         }
       } else if (state === 'active' && !f.started) {
         // Taken by a worker that never reported: count silence from the moment it was taken.
@@ -296,7 +388,9 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
 
   const onAbort = () => {
     stopping = true;
-    logger.warn(`interrupted (${String(o.signal?.reason ?? 'signal')}): enqueueing no more trials, cancelling ${inflight.size} queued or running`);
+    logger.warn(
+      `interrupted (${String(o.signal?.reason ?? 'signal')}): enqueueing no more trials, cancelling ${inflight.size} queued or running`,
+    );
   };
   o.signal?.addEventListener('abort', onAbort, { once: true });
   if (o.signal?.aborted) onAbort();
@@ -311,7 +405,15 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
       type XReadReply = Array<[string, Array<[string, string[]]>]>;
       let res: XReadReply | null = null;
       try {
-        res = (await reader.xread('COUNT', 2000, 'BLOCK', 200, 'STREAMS', keys.events, lastId)) as XReadReply | null;
+        res = (await reader.xread(
+          'COUNT',
+          2000,
+          'BLOCK',
+          200,
+          'STREAMS',
+          keys.events,
+          lastId,
+        )) as XReadReply | null;
       } catch (e) {
         logger.debug(`xread: ${(e as Error).message}`);
         await new Promise((r) => setTimeout(r, 200));
@@ -334,7 +436,10 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
           for (const f of [...inflight.values()]) {
             const removed = await queue.remove(f.jobId).catch(() => 0);
             if (removed || !f.started) {
-              store.endAttempt(f.key, f.attempt, { status: 'pending', error: `cancelled before it started (interrupted)` });
+              store.endAttempt(f.key, f.attempt, {
+                status: 'pending',
+                error: `cancelled before it started (interrupted)`,
+              });
               endInflight(f, 'cancelled', 'interrupted');
               if (!removed) await conn.publish(cancelChannel(queueName), f.jobId).catch(() => 0);
             } else await conn.publish(cancelChannel(queueName), f.jobId).catch(() => 0);
@@ -342,7 +447,10 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
         }
         if (inflight.size === 0 || now - cancelSentAt > (o.cancelGraceMs ?? 10_000)) {
           for (const f of [...inflight.values()]) {
-            store.endAttempt(f.key, f.attempt, { status: 'pending', error: 'interrupted before its worker answered the cancel' });
+            store.endAttempt(f.key, f.attempt, {
+              status: 'pending',
+              error: 'interrupted before its worker answered the cancel',
+            });
             endInflight(f, 'cancelled', 'interrupted');
           }
           break;
@@ -380,5 +488,12 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
   const blocked = store.listTrials({ sweepId: sweep.id, status: 'pending' }).map((t) => t.key);
   const counts = store.trialCounts(sweep.id);
   progress();
-  return { attempts, interrupted: o.signal?.aborted ?? false, recovered: [], blocked, counts, elapsedMs: Date.now() - t0 };
+  return {
+    attempts,
+    interrupted: o.signal?.aborted ?? false,
+    recovered: [],
+    blocked,
+    counts,
+    elapsedMs: Date.now() - t0,
+  };
 }

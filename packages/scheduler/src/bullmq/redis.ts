@@ -58,10 +58,17 @@ export function redisConnection(url: string, name: string): Redis {
   try {
     parsed = new URL(url);
   } catch (e) {
-    throw new SchedulerError('REDIS_URL_INVALID', `--redis: ${JSON.stringify(url)} is not a URL; expected e.g. redis://127.0.0.1:6379`, { cause: e });
+    throw new SchedulerError(
+      'REDIS_URL_INVALID',
+      `--redis: ${JSON.stringify(url)} is not a URL; expected e.g. redis://127.0.0.1:6379`,
+      { cause: e },
+    );
   }
   if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:')
-    throw new SchedulerError('REDIS_URL_INVALID', `--redis: unsupported scheme ${parsed.protocol} in ${url}; allowed: redis://, rediss://`);
+    throw new SchedulerError(
+      'REDIS_URL_INVALID',
+      `--redis: unsupported scheme ${parsed.protocol} in ${url}; allowed: redis://, rediss://`,
+    );
   return new Redis(url, {
     maxRetriesPerRequest: null,
     connectionName: name,
@@ -83,7 +90,11 @@ export async function connect(conn: Redis, url: string, timeoutMs = 5000): Promi
     await conn.ping();
   } catch (e) {
     conn.disconnect();
-    throw new SchedulerError('REDIS_UNREACHABLE', `cannot connect to Redis at ${url}: ${(e as Error).message}`, { cause: e, context: { url } });
+    throw new SchedulerError(
+      'REDIS_UNREACHABLE',
+      `cannot connect to Redis at ${url}: ${(e as Error).message}`,
+      { cause: e, context: { url } },
+    );
   } finally {
     clearTimeout(timer);
   }
@@ -99,7 +110,9 @@ export async function checkNoEviction(conn: Redis, url: string, logger: Logger):
     const r = (await conn.call('CONFIG', 'GET', 'maxmemory-policy')) as string[];
     policy = r[1];
   } catch (e) {
-    logger.warn(`cannot read maxmemory-policy of ${url} (${(e as Error).message}); make sure it is noeviction, or trials can be lost`);
+    logger.warn(
+      `cannot read maxmemory-policy of ${url} (${(e as Error).message}); make sure it is noeviction, or trials can be lost`,
+    );
     return;
   }
   if (policy !== undefined && policy !== 'noeviction')

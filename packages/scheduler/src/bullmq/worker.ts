@@ -12,7 +12,15 @@ import type { Slot } from '../gpus.js';
 import type { Logger } from '../logging.js';
 import { trialLabel } from '../progress.js';
 import { EventPublisher } from './channel.js';
-import { cancelChannel, checkNoEviction, connect, DEFAULT_QUEUE, jobId as makeJobId, redisConnection, type TrialJobData } from './redis.js';
+import {
+  cancelChannel,
+  checkNoEviction,
+  connect,
+  DEFAULT_QUEUE,
+  jobId as makeJobId,
+  redisConnection,
+  type TrialJobData,
+} from './redis.js';
 
 export interface WorkerOptions {
   redisUrl: string;
@@ -74,9 +82,14 @@ export async function startWorker(o: WorkerOptions): Promise<WorkerHandle> {
     const ac = new AbortController();
     active.set(id, ac);
     if (o.signal?.aborted) ac.abort('worker shutting down');
-    const pub = new EventPublisher(conn, d.eventsKey, d.acksKey, d.trialKey, d.attempt, { resendAfterMs: o.resendAfterMs });
+    const pub = new EventPublisher(conn, d.eventsKey, d.acksKey, d.trialKey, d.attempt, {
+      resendAfterMs: o.resendAfterMs,
+    });
     const label = trialLabel(d.config);
-    logger.info({ trial: d.trialKey, attempt: d.attempt, slot: slot.id }, `start ${d.trialKey.slice(0, 10)} ${label} on ${slot.id} (attempt ${d.attempt})`);
+    logger.info(
+      { trial: d.trialKey, attempt: d.attempt, slot: slot.id },
+      `start ${d.trialKey.slice(0, 10)} ${label} on ${slot.id} (attempt ${d.attempt})`,
+    );
     try {
       const outcome = await runChildAttempt({
         childEntry: o.childEntry,
@@ -105,14 +118,21 @@ export async function startWorker(o: WorkerOptions): Promise<WorkerHandle> {
         const cancelled = outcome.cause === 'cancelled';
         pub.add({
           type: 'failed',
-          error: { name: 'SchedulerError', code: cancelled ? CANCELLED_CODE : 'ATTEMPT_LOST', message: `attempt ${d.attempt} on ${HOST}/${slot.id}: ${outcome.reason}` },
+          error: {
+            name: 'SchedulerError',
+            code: cancelled ? CANCELLED_CODE : 'ATTEMPT_LOST',
+            message: `attempt ${d.attempt} on ${HOST}/${slot.id}: ${outcome.reason}`,
+          },
           retryable: !cancelled,
         });
         result = `lost: ${outcome.reason}`;
       }
       await pub.flush();
       await pub.drain(o.drainTimeoutMs ?? 300_000);
-      logger.info({ trial: d.trialKey, attempt: d.attempt }, `end   ${d.trialKey.slice(0, 10)} ${label}: ${result}`);
+      logger.info(
+        { trial: d.trialKey, attempt: d.attempt },
+        `end   ${d.trialKey.slice(0, 10)} ${label}: ${result}`,
+      );
       o.onAttemptEnd?.({ trialKey: d.trialKey, attempt: d.attempt, outcome: result });
       return { outcome: result };
     } finally {
@@ -133,10 +153,17 @@ export async function startWorker(o: WorkerOptions): Promise<WorkerHandle> {
     autorun: true,
   });
   let stopped = false;
-  for (const c of [conn, sub, blocking]) c.on('error', (e: Error) => stopped || logger.debug(`redis: ${e.message}`));
+  for (const c of [conn, sub, blocking])
+    c.on('error', (e: Error) => stopped || logger.debug(`redis: ${e.message}`));
   worker.on('error', (e) => stopped || logger.warn(`worker: ${e.message}`));
-  worker.on('failed', (job, e) => stopped || logger.warn({ job: job?.id }, `job ${job?.id?.slice(0, 10) ?? '?'} failed: ${e.message}`));
-  logger.info(`worker ${HOST}:${process.pid} on queue ${queueName} at ${o.redisUrl}: ${o.slots.length} slot(s) ${o.slots.map((s) => s.id).join(', ')}`);
+  worker.on(
+    'failed',
+    (job, e) =>
+      stopped || logger.warn({ job: job?.id }, `job ${job?.id?.slice(0, 10) ?? '?'} failed: ${e.message}`),
+  );
+  logger.info(
+    `worker ${HOST}:${process.pid} on queue ${queueName} at ${o.redisUrl}: ${o.slots.length} slot(s) ${o.slots.map((s) => s.id).join(', ')}`,
+  );
 
   let closing: Promise<void> | null = null;
   let resolveDone: () => void = () => {};

@@ -29,7 +29,8 @@ function setPath(obj: Record<string, unknown>, path: readonly string[], value: u
 
 function pathAxis(target: string, help: string, map: (v: unknown) => unknown = (v) => v): AxisDef {
   const parts = target.split('.');
-  const scope: AxisScope = parts[0] === 'compression' ? 'compression' : parts[0] === 'distortion' ? 'distortion' : 'all';
+  const scope: AxisScope =
+    parts[0] === 'compression' ? 'compression' : parts[0] === 'distortion' ? 'distortion' : 'all';
   return { target, scope, help, apply: (d, v) => setPath(d, parts, map(v)) };
 }
 
@@ -44,10 +45,26 @@ export const NAMED_AXES: Readonly<Record<string, AxisDef>> = {
   scheme: pathAxis('compression.scheme', 'SVD reshaping: lowered | spatial | input'),
   tile: pathAxis('compression.tile', 'tiled-svd tile [rows, cols]'),
   rank: pathAxis('compression.rank', 'a rank (number) or Tucker ranks [R_S, R_T]', rankShorthand),
-  ratio: pathAxis('compression.rank', 'per-layer target compression ratio (> 1)', rankPolicy('ratio', 'ratio')),
-  modelRatio: pathAxis('compression.rank', 'whole-model target compression ratio (> 1)', rankPolicy('model-ratio', 'ratio')),
-  fraction: pathAxis('compression.rank', 'ranks as a fraction of the channels (0 < f <= 1)', rankPolicy('fraction', 'fraction')),
-  energy: pathAxis('compression.rank', 'singular-value energy threshold (0 < e <= 1)', rankPolicy('energy', 'threshold')),
+  ratio: pathAxis(
+    'compression.rank',
+    'per-layer target compression ratio (> 1)',
+    rankPolicy('ratio', 'ratio'),
+  ),
+  modelRatio: pathAxis(
+    'compression.rank',
+    'whole-model target compression ratio (> 1)',
+    rankPolicy('model-ratio', 'ratio'),
+  ),
+  fraction: pathAxis(
+    'compression.rank',
+    'ranks as a fraction of the channels (0 < f <= 1)',
+    rankPolicy('fraction', 'fraction'),
+  ),
+  energy: pathAxis(
+    'compression.rank',
+    'singular-value energy threshold (0 < e <= 1)',
+    rankPolicy('energy', 'threshold'),
+  ),
   rankPolicy: pathAxis('compression.rank', 'a full rank policy object, e.g. {kind: vbmf}'),
   layers: pathAxis('compression.layers', 'a layer selection object'),
   sd: pathAxis('distortion.interval', 'S_D: mini-batches between two distortions'),
@@ -66,7 +83,11 @@ export function axisDef(name: string): AxisDef | undefined {
   const named = NAMED_AXES[name];
   if (named) return named;
   const parts = name.split('.');
-  if (parts.length >= 2 && (PATH_ROOTS as readonly string[]).includes(parts[0]!) && parts.every((p) => /^[A-Za-z][A-Za-z0-9]*$/.test(p)))
+  if (
+    parts.length >= 2 &&
+    (PATH_ROOTS as readonly string[]).includes(parts[0]!) &&
+    parts.every((p) => /^[A-Za-z][A-Za-z0-9]*$/.test(p))
+  )
     return pathAxis(name, `config field ${name}`);
   return undefined;
 }

@@ -2,7 +2,15 @@
  * Grid expansion: a validated spec -> the list of grid points, each a canonical TrialConfig with its
  * trial key and the trial keys it depends on (a method that starts from another method's trial).
  */
-import { canonicalJson, resolveTrialConfig, trialKey, ValidationError, type Method, type StartPoint, type TrialConfig } from '@flatrank/protocol';
+import {
+  canonicalJson,
+  resolveTrialConfig,
+  trialKey,
+  ValidationError,
+  type Method,
+  type StartPoint,
+  type TrialConfig,
+} from '@flatrank/protocol';
 import { allowedAxesText, axisDef, targetsOverlap, type AxisDef } from './axes.js';
 import { specError, type Spec } from './load.js';
 import type { GridInput, MethodSpecInput, StartInput } from './schema.js';
@@ -32,7 +40,9 @@ interface MethodPlan {
   id: string;
   method: Method;
   spec: MethodSpecInput;
-  start: { kind: 'method'; methodId: string; match: string[] | undefined; path: Array<string | number> } | { kind: 'fixed'; start: StartPoint };
+  start:
+    | { kind: 'method'; methodId: string; match: string[] | undefined; path: Array<string | number> }
+    | { kind: 'fixed'; start: StartPoint };
   dimensions: Dimension[];
   axisNames: Set<string>;
 }
@@ -52,7 +62,11 @@ export function expandSpec(spec: Spec): GridPoint[] {
   const visit = (id: string, chain: string[]): void => {
     if (state.get(id) === 'done') return;
     if (state.get(id) === 'visiting')
-      throw specError(spec, ['methods', id, 'start'], `start methods form a cycle: ${[...chain, id].join(' -> ')}`);
+      throw specError(
+        spec,
+        ['methods', id, 'start'],
+        `start methods form a cycle: ${[...chain, id].join(' -> ')}`,
+      );
     state.set(id, 'visiting');
     const plan = plans.get(id)!;
     if (plan.start.kind === 'method') visit(plan.start.methodId, [...chain, id]);
@@ -69,17 +83,35 @@ export function expandSpec(spec: Spec): GridPoint[] {
     for (const combo of product(plan.dimensions)) {
       const axes: Record<string, unknown> = {};
       for (const [name, , value] of combo) axes[name] = value;
-      const label = [id, ...Object.entries(axes).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)].join(' ');
+      const label = [
+        id,
+        ...Object.entries(axes).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`),
+      ].join(' ');
       let start: StartPoint;
       if (plan.start.kind === 'fixed') start = plan.start.start;
-      else start = { kind: 'trial', trialKey: findStartTrial(spec, plan, axes, label, byMethod.get(plan.start.methodId)!) };
+      else
+        start = {
+          kind: 'trial',
+          trialKey: findStartTrial(spec, plan, axes, label, byMethod.get(plan.start.methodId)!),
+        };
       const draft = buildDraft(spec, plan, start);
       for (const [, def, value] of combo) def.apply(draft, structuredCloneJson(value));
       const { config, key } = resolvePoint(spec, plan, draft, label);
-      const point: GridPoint = { key, config, dependsOn: start.kind === 'trial' ? [start.trialKey] : [], methodId: id, axes, label };
+      const point: GridPoint = {
+        key,
+        config,
+        dependsOn: start.kind === 'trial' ? [start.trialKey] : [],
+        methodId: id,
+        axes,
+        label,
+      };
       const dup = seen.get(key);
       if (dup)
-        throw specError(spec, ['methods', id], `grid point "${label}" is the same trial as "${dup.label}" (identical config); remove the duplicate value or method`);
+        throw specError(
+          spec,
+          ['methods', id],
+          `grid point "${label}" is the same trial as "${dup.label}" (identical config); remove the duplicate value or method`,
+        );
       seen.set(key, point);
       points.push(point);
     }
@@ -94,8 +126,17 @@ function planMethod(spec: Spec, id: string, sweepDims: Dimension[]): MethodPlan 
   const m = p.methods[id]!;
   const method = (m.method ?? (METHOD_NAMES.includes(id) ? id : undefined)) as Method | undefined;
   if (!method)
-    throw specError(spec, ['methods', id], `needs a "method" field (baseline, distort, finetune, posttrain); only a method id equal to a method name may omit it`);
-  if (id === 'scratch') throw specError(spec, ['methods', id], `"scratch" is reserved for start: scratch; pick another method id`);
+    throw specError(
+      spec,
+      ['methods', id],
+      `needs a "method" field (baseline, distort, finetune, posttrain); only a method id equal to a method name may omit it`,
+    );
+  if (id === 'scratch')
+    throw specError(
+      spec,
+      ['methods', id],
+      `"scratch" is reserved for start: scratch; pick another method id`,
+    );
 
   const ownDims = m.grid ? dimensionsOf(spec, m.grid, ['methods', id, 'grid']) : [];
   // A method's own axis replaces a sweep axis with the same name or an overlapping target.
@@ -103,18 +144,27 @@ function planMethod(spec: Spec, id: string, sweepDims: Dimension[]): MethodPlan 
   const inherited: Dimension[] = [];
   for (const d of sweepDims) {
     const defs = d.options[0]!.map(([n, def]) => ({ n, def }));
-    if (defs.some((x) => ownAssign.some((o) => o.n === x.n || targetsOverlap(o.def.target, x.def.target)))) continue;
+    if (defs.some((x) => ownAssign.some((o) => o.n === x.n || targetsOverlap(o.def.target, x.def.target))))
+      continue;
     // Sweep-level compression / distortion axes apply only where they make sense.
     if (defs.some((x) => !scopeApplies(x.def, method))) {
       if (defs.every((x) => !scopeApplies(x.def, method))) continue;
-      throw specError(spec, ['grid'], `zipped axes ${defs.map((x) => x.n).join(', ')} mix axes that apply to method '${method}' (methods.${id}) with axes that do not`);
+      throw specError(
+        spec,
+        ['grid'],
+        `zipped axes ${defs.map((x) => x.n).join(', ')} mix axes that apply to method '${method}' (methods.${id}) with axes that do not`,
+      );
     }
     inherited.push(d);
   }
   for (const d of ownDims)
     for (const [n, def] of d.options[0]!)
       if (!scopeApplies(def, method))
-        throw specError(spec, ['methods', id, 'grid', n], `axis "${n}" sets ${def.target}, which does not apply to method '${method}'`);
+        throw specError(
+          spec,
+          ['methods', id, 'grid', n],
+          `axis "${n}" sets ${def.target}, which does not apply to method '${method}'`,
+        );
 
   const dims = [...inherited, ...ownDims];
   const axisNames = new Set(dims.flatMap((d) => d.names));
@@ -122,7 +172,8 @@ function planMethod(spec: Spec, id: string, sweepDims: Dimension[]): MethodPlan 
   const startInput: StartInput = m.start ?? (p.start as StartInput);
   const startPath: Array<string | number> = m.start !== undefined ? ['methods', id, 'start'] : ['start'];
   let start: MethodPlan['start'];
-  if (m.start === undefined && typeof p.start === 'string' && p.start === id) start = { kind: 'fixed', start: { kind: 'scratch' } };
+  if (m.start === undefined && typeof p.start === 'string' && p.start === id)
+    start = { kind: 'fixed', start: { kind: 'scratch' } };
   else start = resolveStart(spec, startInput, startPath, id);
   return { id, method, spec: m, start, dimensions: dims, axisNames };
 }
@@ -133,44 +184,81 @@ function scopeApplies(def: AxisDef, method: Method): boolean {
   return true;
 }
 
-function resolveStart(spec: Spec, s: StartInput, path: Array<string | number>, selfId: string): MethodPlan['start'] {
+function resolveStart(
+  spec: Spec,
+  s: StartInput,
+  path: Array<string | number>,
+  selfId: string,
+): MethodPlan['start'] {
   const ids = Object.keys(spec.parsed.methods);
-  const methodRef = (methodId: string, match: string[] | undefined, refPath: Array<string | number>): MethodPlan['start'] => {
+  const methodRef = (
+    methodId: string,
+    match: string[] | undefined,
+    refPath: Array<string | number>,
+  ): MethodPlan['start'] => {
     if (!ids.includes(methodId))
-      throw specError(spec, refPath, `unknown start ${JSON.stringify(methodId)}; allowed: scratch, a method id of this sweep (${ids.join(', ')}), {trial: <key>}, {checkpoint: <name>}`);
+      throw specError(
+        spec,
+        refPath,
+        `unknown start ${JSON.stringify(methodId)}; allowed: scratch, a method id of this sweep (${ids.join(', ')}), {trial: <key>}, {checkpoint: <name>}`,
+      );
     if (methodId === selfId) throw specError(spec, refPath, `method '${selfId}' cannot start from itself`);
     return { kind: 'method', methodId, match, path };
   };
-  if (typeof s === 'string') return s === 'scratch' ? { kind: 'fixed', start: { kind: 'scratch' } } : methodRef(s, undefined, path);
+  if (typeof s === 'string')
+    return s === 'scratch' ? { kind: 'fixed', start: { kind: 'scratch' } } : methodRef(s, undefined, path);
   if ('method' in s) return methodRef(s.method, s.match, [...path, 'method']);
   if ('trial' in s) return { kind: 'fixed', start: { kind: 'trial', trialKey: s.trial } };
   return { kind: 'fixed', start: { kind: 'checkpoint', name: s.checkpoint } };
 }
 
-function findStartTrial(spec: Spec, plan: MethodPlan, axes: Record<string, unknown>, label: string, producers: GridPoint[]): string {
+function findStartTrial(
+  spec: Spec,
+  plan: MethodPlan,
+  axes: Record<string, unknown>,
+  label: string,
+  producers: GridPoint[],
+): string {
   const st = plan.start as Extract<MethodPlan['start'], { kind: 'method' }>;
   const producerPlanAxes = new Set(producers[0] ? Object.keys(producers[0].axes) : []);
   let match: string[];
   if (st.match) {
     for (const n of st.match)
       if (!plan.axisNames.has(n) || !producerPlanAxes.has(n))
-        throw specError(spec, [...st.path, 'match'], `"${n}" is not an axis of both '${plan.id}' and '${st.methodId}'; their shared axes: ${[...plan.axisNames].filter((a) => producerPlanAxes.has(a)).join(', ') || '(none)'}`);
+        throw specError(
+          spec,
+          [...st.path, 'match'],
+          `"${n}" is not an axis of both '${plan.id}' and '${st.methodId}'; their shared axes: ${[...plan.axisNames].filter((a) => producerPlanAxes.has(a)).join(', ') || '(none)'}`,
+        );
     match = st.match;
   } else match = [...plan.axisNames].filter((a) => producerPlanAxes.has(a));
   const want = match.map((n) => canonicalJson(axes[n]));
   const found = producers.filter((pp) => match.every((n, i) => canonicalJson(pp.axes[n]) === want[i]));
-  const matchText = match.length ? ` with ${match.map((n) => `${n}=${JSON.stringify(axes[n])}`).join(', ')}` : '';
+  const matchText = match.length
+    ? ` with ${match.map((n) => `${n}=${JSON.stringify(axes[n])}`).join(', ')}`
+    : '';
   if (found.length === 0)
-    throw specError(spec, st.path, `grid point "${label}" starts from method '${st.methodId}', which has no trial${matchText}; give '${st.methodId}' that value, or set start: {method: ${st.methodId}, match: [...]} to match on fewer axes`);
+    throw specError(
+      spec,
+      st.path,
+      `grid point "${label}" starts from method '${st.methodId}', which has no trial${matchText}; give '${st.methodId}' that value, or set start: {method: ${st.methodId}, match: [...]} to match on fewer axes`,
+    );
   if (found.length > 1)
-    throw specError(spec, st.path, `grid point "${label}" starts from method '${st.methodId}', which has ${found.length} trials${matchText}; match on more axes with start: {method: ${st.methodId}, match: [...]}`);
+    throw specError(
+      spec,
+      st.path,
+      `grid point "${label}" starts from method '${st.methodId}', which has ${found.length} trials${matchText}; match on more axes with start: {method: ${st.methodId}, match: [...]}`,
+    );
   return found[0]!.key;
 }
 
 function buildDraft(spec: Spec, plan: MethodPlan, start: StartPoint): Record<string, unknown> {
   const p = spec.parsed;
   const m = plan.spec;
-  const training: Record<string, unknown> = { ...structuredCloneJson(p.training), ...structuredCloneJson(m.training ?? {}) };
+  const training: Record<string, unknown> = {
+    ...structuredCloneJson(p.training),
+    ...structuredCloneJson(m.training ?? {}),
+  };
   // Post-training compression trains nothing: epochs 0 unless the spec insists (then resolve checks it).
   if (plan.method === 'posttrain' && m.training?.epochs === undefined) training['epochs'] = 0;
   const draft: Record<string, unknown> = {
@@ -179,13 +267,24 @@ function buildDraft(spec: Spec, plan: MethodPlan, start: StartPoint): Record<str
     training,
     start,
     method: plan.method,
-    compression: m.compression !== undefined ? structuredCloneJson(m.compression) : plan.method === 'baseline' ? null : {},
-    distortion: m.distortion !== undefined ? structuredCloneJson(m.distortion) : plan.method === 'distort' ? {} : null,
+    compression:
+      m.compression !== undefined
+        ? structuredCloneJson(m.compression)
+        : plan.method === 'baseline'
+          ? null
+          : {},
+    distortion:
+      m.distortion !== undefined ? structuredCloneJson(m.distortion) : plan.method === 'distort' ? {} : null,
   };
   return draft;
 }
 
-function resolvePoint(spec: Spec, plan: MethodPlan, draft: Record<string, unknown>, label: string): { config: TrialConfig; key: string } {
+function resolvePoint(
+  spec: Spec,
+  plan: MethodPlan,
+  draft: Record<string, unknown>,
+  label: string,
+): { config: TrialConfig; key: string } {
   let config: TrialConfig;
   let key: string;
   try {
@@ -195,10 +294,17 @@ function resolvePoint(spec: Spec, plan: MethodPlan, draft: Record<string, unknow
     if (!(e instanceof ValidationError)) throw e;
     const sub = e.field.replace(/^\./, '');
     const msg = e.message.replace(/^\.?[^:]*: /, '');
-    throw specError(spec, ['methods', plan.id], `grid point "${label}": ${sub}: ${msg}`, { cause: e, context: { point: label, configField: sub } });
+    throw specError(spec, ['methods', plan.id], `grid point "${label}": ${sub}: ${msg}`, {
+      cause: e,
+      context: { point: label, configField: sub },
+    });
   }
   if (plan.method === 'posttrain' && config.training.epochs !== 0)
-    throw specError(spec, ['methods', plan.id, 'training', 'epochs'], `must be 0 for method 'posttrain' (it trains nothing; use finetune to train after decomposition), got ${config.training.epochs}`);
+    throw specError(
+      spec,
+      ['methods', plan.id, 'training', 'epochs'],
+      `must be 0 for method 'posttrain' (it trains nothing; use finetune to train after decomposition), got ${config.training.epochs}`,
+    );
   return { config, key };
 }
 
@@ -209,8 +315,14 @@ function dimensionsOf(spec: Spec, grid: GridInput, path: Array<string | number>)
     const def = axisDef(name);
     if (!def) throw specError(spec, at, `unknown grid axis "${name}"; allowed: ${allowedAxesText()}`);
     const clash = used.find((u) => u.name !== name && targetsOverlap(u.def.target, def.target));
-    if (clash) throw specError(spec, at, `axes "${clash.name}" and "${name}" both set ${def.target.length <= clash.def.target.length ? def.target : clash.def.target}; use one of them`);
-    if (used.some((u) => u.name === name)) throw specError(spec, at, `axis "${name}" is given twice in this grid`);
+    if (clash)
+      throw specError(
+        spec,
+        at,
+        `axes "${clash.name}" and "${name}" both set ${def.target.length <= clash.def.target.length ? def.target : clash.def.target}; use one of them`,
+      );
+    if (used.some((u) => u.name === name))
+      throw specError(spec, at, `axis "${name}" is given twice in this grid`);
     used.push({ name, def });
     return def;
   };
@@ -225,15 +337,25 @@ function dimensionsOf(spec: Spec, grid: GridInput, path: Array<string | number>)
     const len = entries[0]![1].length;
     for (const [name, values] of entries)
       if (values.length !== len)
-        throw specError(spec, [...path, 'zip', name], `zipped lists must have equal lengths: "${entries[0]![0]}" has ${len} values, "${name}" has ${values.length}`);
+        throw specError(
+          spec,
+          [...path, 'zip', name],
+          `zipped lists must have equal lengths: "${entries[0]![0]}" has ${len} values, "${name}" has ${values.length}`,
+        );
     const defs = entries.map(([name]) => [name, take(name, [...path, 'zip', name])] as const);
-    dims.push({ names: defs.map(([n]) => n), options: Array.from({ length: len }, (_, k) => defs.map(([n, def], j) => [n, def, entries[j]![1][k]] as const)) });
+    dims.push({
+      names: defs.map(([n]) => n),
+      options: Array.from({ length: len }, (_, k) =>
+        defs.map(([n, def], j) => [n, def, entries[j]![1][k]] as const),
+      ),
+    });
   }
   if (grid.points) {
     const defs = new Map<string, AxisDef>();
     const options = grid.points.map((pt, i) => {
       const keys = Object.keys(pt);
-      if (keys.length === 0) throw specError(spec, [...path, 'points', i], 'a point must set at least one axis');
+      if (keys.length === 0)
+        throw specError(spec, [...path, 'points', i], 'a point must set at least one axis');
       return keys.map((name) => {
         let def = defs.get(name);
         if (!def) defs.set(name, (def = take(name, [...path, 'points', i, name])));
@@ -243,7 +365,11 @@ function dimensionsOf(spec: Spec, grid: GridInput, path: Array<string | number>)
     const first = options[0]!.map(([n]) => n);
     for (const [i, opt] of options.entries())
       if (opt.length !== first.length || opt.some(([n]) => !first.includes(n)))
-        throw specError(spec, [...path, 'points', i], `every point must set the same axes (${first.join(', ')}); this one sets ${opt.map(([n]) => n).join(', ')}`);
+        throw specError(
+          spec,
+          [...path, 'points', i],
+          `every point must set the same axes (${first.join(', ')}); this one sets ${opt.map(([n]) => n).join(', ')}`,
+        );
     dims.push({ names: first, options });
   }
   return dims;

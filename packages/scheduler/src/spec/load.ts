@@ -26,7 +26,11 @@ export function loadSpecFile(file: string): Spec {
     text = readFileSync(file, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new SpecError('(file)', `${file}: cannot read the spec${code === 'ENOENT' ? ': no such file' : `: ${(e as Error).message}`}`, { file, cause: e });
+    throw new SpecError(
+      '(file)',
+      `${file}: cannot read the spec${code === 'ENOENT' ? ': no such file' : `: ${(e as Error).message}`}`,
+      { file, cause: e },
+    );
   }
   return parseSpecText(text, file);
 }
@@ -40,20 +44,37 @@ export function parseSpecText(text: string, file?: string): Spec {
     const err = doc.errors[0]!;
     const pos = err.linePos?.[0] ?? (err.pos ? lineCounter.linePos(err.pos[0]) : undefined);
     const at = pos ? `:${pos.line}:${pos.col}` : '';
-    throw new SpecError('(yaml)', `${where}${at}: invalid YAML: ${err.message.split('\n')[0]}`, { file, cause: err, context: { line: pos?.line, col: pos?.col } });
+    throw new SpecError('(yaml)', `${where}${at}: invalid YAML: ${err.message.split('\n')[0]}`, {
+      file,
+      cause: err,
+      context: { line: pos?.line, col: pos?.col },
+    });
   }
-  const lineOf = (path: ReadonlyArray<string | number>): number | undefined => nodeLine(doc, lineCounter, path);
+  const lineOf = (path: ReadonlyArray<string | number>): number | undefined =>
+    nodeLine(doc, lineCounter, path);
   const raw: unknown = doc.toJS({ maxAliasCount: 100 });
   if (raw === null || raw === undefined)
-    throw new SpecError('(root)', `${where}: the spec is empty; expected a mapping with name, model, dataset, training, methods`, { file });
+    throw new SpecError(
+      '(root)',
+      `${where}: the spec is empty; expected a mapping with name, model, dataset, training, methods`,
+      { file },
+    );
   if (typeof raw !== 'object' || Array.isArray(raw))
-    throw new SpecError('(root)', `${where}: the spec must be a mapping (name: ..., model: ..., methods: ...), got ${Array.isArray(raw) ? 'a list' : typeof raw}`, { file });
+    throw new SpecError(
+      '(root)',
+      `${where}: the spec must be a mapping (name: ..., model: ..., methods: ...), got ${Array.isArray(raw) ? 'a list' : typeof raw}`,
+      { file },
+    );
 
   const nonFinite = findNonFinite(raw, []);
   if (nonFinite) {
     const field = formatPath('', nonFinite.path);
     const line = lineOf(nonFinite.path);
-    throw new SpecError(field, `${where}${line !== undefined ? `:${line}` : ''}: ${field}: must be a finite number, got ${nonFinite.value}`, { file, context: { line } });
+    throw new SpecError(
+      field,
+      `${where}${line !== undefined ? `:${line}` : ''}: ${field}: must be a finite number, got ${nonFinite.value}`,
+      { file, context: { line } },
+    );
   }
   const result = specSchema.safeParse(raw);
   if (!result.success) throw specZodError(result.error, where, file, lineOf);
@@ -71,10 +92,19 @@ export function specError(
   const field = formatPath('', path) || '(root)';
   const line = spec.lineOf(path);
   const where = `${spec.file ?? 'spec'}${line !== undefined ? `:${line}` : ''}`;
-  return new SpecError(field, `${where}: ${field}: ${message}`, { file: spec.file, cause: options.cause, context: { line, ...options.context } });
+  return new SpecError(field, `${where}: ${field}: ${message}`, {
+    file: spec.file,
+    cause: options.cause,
+    context: { line, ...options.context },
+  });
 }
 
-function specZodError(error: z.ZodError, where: string, file: string | undefined, lineOf: Spec['lineOf']): SpecError {
+function specZodError(
+  error: z.ZodError,
+  where: string,
+  file: string | undefined,
+  lineOf: Spec['lineOf'],
+): SpecError {
   const v = zodToValidationError(error, '');
   const first = error.issues[0]!;
   const field = v.field || '(root)';
@@ -83,11 +113,18 @@ function specZodError(error: z.ZodError, where: string, file: string | undefined
   const line = lineOf(linePath) ?? lineOf(first.path);
   const loc = `${where}${line !== undefined ? `:${line}` : ''}`;
   const message = v.message.startsWith(': ') ? `(root)${v.message}` : v.message;
-  return new SpecError(field, `${loc}: ${message}`, { file, cause: error, context: { line, issues: v.context['issues'] } });
+  return new SpecError(field, `${loc}: ${message}`, {
+    file,
+    cause: error,
+    context: { line, issues: v.context['issues'] },
+  });
 }
 
 /** The first NaN / Infinity in the document (YAML has .nan and .inf; a trial config must not). */
-function findNonFinite(v: unknown, path: Array<string | number>): { path: Array<string | number>; value: number } | null {
+function findNonFinite(
+  v: unknown,
+  path: Array<string | number>,
+): { path: Array<string | number>; value: number } | null {
   if (typeof v === 'number') return Number.isFinite(v) ? null : { path, value: v };
   if (Array.isArray(v)) {
     for (const [i, x] of v.entries()) {

@@ -5,7 +5,15 @@
  * resolveTrialConfig.
  */
 import { z } from 'zod';
-import { compressionSchema, DATASETS, datasetSchema, distortionSchema, METHODS, MODELS, trainingSchema } from '@flatrank/protocol';
+import {
+  compressionSchema,
+  DATASETS,
+  datasetSchema,
+  distortionSchema,
+  METHODS,
+  MODELS,
+  trainingSchema,
+} from '@flatrank/protocol';
 
 export const REPRODUCES = ['paper-fig3', 'paper-table1'] as const;
 export type Reproduces = (typeof REPRODUCES)[number];
@@ -15,12 +23,20 @@ const idSchema = z
   .string()
   .min(1)
   .max(64)
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'must start with a letter or digit and contain only letters, digits, ".", "_", "-"');
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9._-]*$/,
+    'must start with a letter or digit and contain only letters, digits, ".", "_", "-"',
+  );
 
 /** "90s", "30m", "2h", "500ms" or a number of seconds. */
 export const durationSchema = z.union([
   z.number().positive(),
-  z.string().regex(/^\d+(\.\d+)?(ms|s|m|h)$/, 'must be a duration such as "500ms", "90s", "30m", "2h" or a number of seconds'),
+  z
+    .string()
+    .regex(
+      /^\d+(\.\d+)?(ms|s|m|h)$/,
+      'must be a duration such as "500ms", "90s", "30m", "2h" or a number of seconds',
+    ),
 ]);
 
 export function durationMs(d: z.infer<typeof durationSchema>): number {
@@ -33,23 +49,36 @@ export function durationMs(d: z.infer<typeof durationSchema>): number {
 /** compression.rank shorthands: 4 -> {kind: rank, rank: 4}; [8, 16] -> {kind: ranks, ranks: [8, 16]}. */
 export function rankShorthand(v: unknown): unknown {
   if (typeof v === 'number') return { kind: 'rank', rank: v };
-  if (Array.isArray(v) && v.length === 2 && v.every((x) => typeof x === 'number')) return { kind: 'ranks', ranks: v };
+  if (Array.isArray(v) && v.length === 2 && v.every((x) => typeof x === 'number'))
+    return { kind: 'ranks', ranks: v };
   return v;
 }
 
 const partialCompression = z.preprocess((v) => {
-  if (v !== null && typeof v === 'object' && !Array.isArray(v) && 'rank' in v) return { ...(v as object), rank: rankShorthand((v as { rank: unknown }).rank) };
+  if (v !== null && typeof v === 'object' && !Array.isArray(v) && 'rank' in v)
+    return { ...(v as object), rank: rankShorthand((v as { rank: unknown }).rank) };
   return v;
 }, compressionSchema.partial());
 
 /** A dataset by name ("mnist") or the full dataset object. */
-const datasetField = z.preprocess((v) => (typeof v === 'string' ? { name: v } : v), datasetSchema.partial().extend({ name: z.enum(DATASETS) }).strict());
-const datasetOverride = z.preprocess((v) => (typeof v === 'string' ? { name: v } : v), datasetSchema.partial().strict());
+const datasetField = z.preprocess(
+  (v) => (typeof v === 'string' ? { name: v } : v),
+  datasetSchema
+    .partial()
+    .extend({ name: z.enum(DATASETS) })
+    .strict(),
+);
+const datasetOverride = z.preprocess(
+  (v) => (typeof v === 'string' ? { name: v } : v),
+  datasetSchema.partial().strict(),
+);
 
 const trainingPartial = trainingSchema.partial().strict();
 
 /** Axis values: a non-empty list. */
-const axisValues = z.array(z.unknown(), { invalid_type_error: 'must be a list of values (write [x] for a single value)' }).min(1, 'must list at least one value');
+const axisValues = z
+  .array(z.unknown(), { invalid_type_error: 'must be a list of values (write [x] for a single value)' })
+  .min(1, 'must list at least one value');
 
 export const gridSchema = z
   .object({
@@ -93,15 +122,22 @@ export type MethodSpecInput = z.infer<typeof methodSpecSchema>;
 export const resourcesSchema = z
   .object({
     /** 'auto' asks nvidia-smi; 'none' runs on CPU workers; or a list of GPU indices. */
-    gpus: z
-      .unknown()
-      .transform((v, ctx): 'auto' | 'none' | number[] => {
-        if (v === undefined) return 'auto';
-        if (v === 'auto' || v === 'none') return v;
-        if (Array.isArray(v) && v.length > 0 && v.every((x) => Number.isInteger(x) && (x as number) >= 0) && new Set(v).size === v.length) return v as number[];
-        ctx.addIssue({ code: z.ZodIssueCode.custom, message: `must be auto, none, or a list of distinct GPU indices such as [0, 1]; got ${JSON.stringify(v)}` });
-        return z.NEVER;
-      }),
+    gpus: z.unknown().transform((v, ctx): 'auto' | 'none' | number[] => {
+      if (v === undefined) return 'auto';
+      if (v === 'auto' || v === 'none') return v;
+      if (
+        Array.isArray(v) &&
+        v.length > 0 &&
+        v.every((x) => Number.isInteger(x) && (x as number) >= 0) &&
+        new Set(v).size === v.length
+      )
+        return v as number[];
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        message: `must be auto, none, or a list of distinct GPU indices such as [0, 1]; got ${JSON.stringify(v)}`,
+      });
+      return z.NEVER;
+    }),
     workersPerGpu: z.number().int().positive().max(64).default(1),
     cpuWorkers: z.number().int().positive().max(256).default(1),
     maxAttempts: z.number().int().positive().max(100).default(3),
@@ -115,7 +151,11 @@ export const resourcesSchema = z
   .strict()
   .superRefine((r, ctx) => {
     if (durationMs(r.heartbeatInterval) * 2 > durationMs(r.heartbeatTimeout))
-      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['heartbeatTimeout'], message: 'must be at least twice heartbeatInterval' });
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['heartbeatTimeout'],
+        message: 'must be at least twice heartbeatInterval',
+      });
   });
 export type Resources = z.output<typeof resourcesSchema>;
 
@@ -130,7 +170,10 @@ export const specSchema = z
     /** Where every method starts unless it says otherwise: 'scratch', a method id of this sweep, {trial: key}, {checkpoint: name}. */
     start: startField.default('scratch'),
     methods: z
-      .record(idSchema, methodSpecSchema.nullable().transform((m) => m ?? {}))
+      .record(
+        idSchema,
+        methodSpecSchema.nullable().transform((m) => m ?? {}),
+      )
       .refine((m) => Object.keys(m).length > 0, 'must define at least one method'),
     grid: gridSchema.optional(),
     resources: resourcesSchema.default({}),
