@@ -101,6 +101,11 @@ class TrialContext {
     readonly options: RunTrialOptions,
   ) {}
 
+  /** 0-based index of the last completed epoch (0 before any), as the training loop numbers them. */
+  get lastEpoch(): number {
+    return Math.max(0, this.epochs - 1);
+  }
+
   emit(e: TrialEvent): void {
     this.options.emit(e);
     if (e.type === 'heartbeat') this.lastBeat = Date.now();
@@ -109,7 +114,7 @@ class TrialContext {
   /** A heartbeat when one is due (long non-training phases: decompositions, evaluation). */
   beat(): void {
     if (Date.now() - this.lastBeat >= this.options.heartbeatMs)
-      this.emit({ type: 'heartbeat', step: this.steps, epoch: this.epochs });
+      this.emit({ type: 'heartbeat', step: this.steps, epoch: this.lastEpoch });
     checkAborted(this.options.signal);
   }
 
@@ -126,7 +131,7 @@ class TrialContext {
   }
 
   metric(phase: 'train' | 'eval' | 'after-decomposition' | 'final', name: string, value: number): void {
-    this.emit({ type: 'metric', step: this.steps, epoch: this.epochs, phase, name, value });
+    this.emit({ type: 'metric', step: this.steps, epoch: this.lastEpoch, phase, name, value });
   }
 
   /** Training batches of one epoch (seeded by trial seed and epoch), labels as int32. */
