@@ -242,6 +242,36 @@ describe.skipIf(!hasRedis)(
       expect(assertNoDuplicates(sb.db)).toEqual({ results: 8, succeeded: 8 });
     });
 
+    it('Ctrl-C of the coordinator: queued jobs removed, running attempts cancelled on the workers, resumable', async () => {
+      startWorkers({ default: { steps: 60, stepMs: 50 } });
+      await waitWorkersReady();
+      const spec = sb.spec('intr', baselineSpec('intr', [0, 1, 2, 3, 4], FAST));
+      const ac = new AbortController();
+      const running = bull(spec, { signal: ac.signal });
+      await waitFor(
+        () => readFakeLog(sb.logFile).filter((x) => x.kind === 'start').length >= 2,
+        30_000,
+        'two running trials',
+      );
+      ac.abort('SIGINT');
+      const r = await running;
+      expect((r.error as SchedulerError).code).toBe('INTERRUPTED');
+      expect(trials().map((t) => t.status)).toEqual(['pending', 'pending', 'pending', 'pending', 'pending']);
+      // The workers stopped their children cleanly (cancel -> failed CANCELLED), nothing else started.
+      const log = readFakeLog(sb.logFile);
+      expect(log.filter((x) => x.kind === 'end' && x.outcome === 'CANCELLED')).toHaveLength(2);
+      expect(log.filter((x) => x.kind === 'start')).toHaveLength(2);
+      const again = await runFake(
+        sb,
+        spec,
+        { default: { steps: 2, stepMs: 10 } },
+        { backend: 'bullmq', redis: redis.url, queue, heartbeatMs: undefined, heartbeatTimeoutMs: undefined },
+      );
+      expect(again.error).toBeUndefined();
+      expect(trials().every((t) => t.status === 'succeeded')).toBe(true);
+      assertNoDuplicates(sb.db);
+    });
+
     it('refuses a Redis whose maxmemory-policy is not noeviction', async () => {
       const lru = await startTestRedis({ maxmemoryPolicy: 'allkeys-lru' });
       try {
