@@ -74,6 +74,20 @@ describe.skipIf(!nativeExpected)('native kernels vs cpu', () => {
     await check(cases, 'conv');
   });
 
+  test('batches split into uneven chunks across threads (11 images)', async () => {
+    const cases: Array<[string, () => tf.Tensor[]]> = [];
+    for (const s of [1, 2])
+      cases.push([
+        `conv2d grads batch 11 s=${s}`,
+        () => valueAndGrads((x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, s, 'same'), [rand([11, 6, 5, 3], 41), rand([3, 3, 3, 4], 42)]),
+      ]);
+    cases.push([
+      'depthwise grads batch 11',
+      () => valueAndGrads((x, w) => tf.depthwiseConv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same'), [rand([11, 6, 5, 3], 43), rand([3, 3, 3, 2], 44)]),
+    ]);
+    await check(cases, 'conv');
+  });
+
   test('conv2dTranspose runs Conv2DBackpropInput directly', async () => {
     await check(
       [

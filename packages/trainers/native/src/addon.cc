@@ -5,12 +5,18 @@
 // runtime in Debian is OpenMP too, so both share one thread pool).
 // Convolutions (plain and depthwise, forward and both gradients) and GEMM come from oneDNN;
 // pooling, batch norm and the elementwise/reduction/copy ops are simple loops here.
+#include <malloc.h>
 #include <node_api.h>
 #include <omp.h>
 
 #include <dnnl.hpp>
 
+#include <atomic>
 #include <cmath>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <thread>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -111,10 +117,6 @@ dnnl::engine &engine() {
   static dnnl::engine e(dnnl::engine::kind::cpu, 0);
   return e;
 }
-dnnl::stream &stream() {
-  static dnnl::stream s(engine());
-  return s;
-}
 
 // p: N IH IW IC OH OW OC KH KW SH SW DH DW PT PL PB PR G ACT(0 none,1 relu)
 struct ConvP {
@@ -142,12 +144,134 @@ memory::desc anyWeightsDesc(const ConvP &p) {
                       memory::format_tag::any);
 }
 
+// ---------------------------------------------------------------- worker pool
+//
+// Convolutions run as chunks of the batch claimed dynamically by the calling thread and the pool's
+// workers, each chunk a single-threaded oneDNN primitive. Unlike an OpenMP fork/join (static halves
+// and a barrier), a worker that the OS has not scheduled yet costs nothing: the caller takes its
+// chunks. On an idle machine both cores work; on a loaded one we never wait a scheduler slice.
+
+class Pool {
+ public:
+  explicit Pool(int threads) {
+    for (int t = 1; t < threads; ++t) workers_.emplace_back([this, t] { loop(t); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> l(m_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto &w : workers_) w.join();
+  }
+  int threads() const { return static_cast<int>(workers_.size()) + 1; }
+
+  // Runs f(chunk, thread) for chunk in [0, total); returns when all chunks are done.
+  void run(int total, const std::function<void(int, int)> &f) {
+    if (workers_.empty() || total <= 1) {
+      for (int i = 0; i < total; ++i) f(i, 0);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> l(m_);
+      job_ = &f;
+      total_ = total;
+      ++gen_;
+      done_.store(0);
+      error_.clear();
+      state_.store(static_cast<uint64_t>(gen_) << 32);
+    }
+    cv_.notify_all();
+    work(gen_, total, f, 0);
+    // The caller ran out of chunks: wait for those a worker is still computing.
+    while (done_.load(std::memory_order_acquire) < total) std::this_thread::yield();
+    if (!error_.empty()) throw std::runtime_error(error_);
+  }
+
+ private:
+  // Claims chunks of generation g until none are left (or a newer job started).
+  void work(uint32_t g, int total, const std::function<void(int, int)> &f, int tid) {
+    for (;;) {
+      uint64_t s = state_.load(std::memory_order_acquire);
+      if ((s >> 32) != g) return;
+      const int i = static_cast<int>(s & 0xffffffffu);
+      if (i >= total) return;
+      if (!state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) continue;
+      try {
+        f(i, tid);
+      } catch (const std::exception &e) {
+        std::lock_guard<std::mutex> l(m_);
+        if (error_.empty()) error_ = e.what();
+      }
+      done_.fetch_add(1, std::memory_order_acq_rel);
+    }
+  }
+  void loop(int tid) {
+    omp_set_num_threads(1);  // oneDNN calls from this thread stay single-threaded
+    uint32_t seen = 0;
+    for (;;) {
+      const std::function<void(int, int)> *f;
+      int total;
+      uint32_t g;
+      {
+        std::unique_lock<std::mutex> l(m_);
+        cv_.wait(l, [&] { return stop_ || gen_ != seen; });
+        if (stop_) return;
+        seen = g = gen_;
+        f = job_;
+        total = total_;
+      }
+      work(g, total, *f, tid);
+    }
+  }
+  std::vector<std::thread> workers_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  uint32_t gen_ = 0;
+  const std::function<void(int, int)> *job_ = nullptr;
+  int total_ = 0;
+  std::atomic<uint64_t> state_{0};
+  std::atomic<int> done_{0};
+  std::string error_;
+};
+
+std::unique_ptr<Pool> &pool() {
+  static std::unique_ptr<Pool> p;
+  if (!p) {
+    unsigned hc = std::thread::hardware_concurrency();
+    p = std::make_unique<Pool>(hc > 0 ? static_cast<int>(hc) : 1);
+  }
+  return p;
+}
+
+// Per-thread oneDNN scratchpads (scratchpad_mode::user: library scratchpads may be shared between
+// threads unless oneDNN was built for concurrent execution) and streams.
+struct ThreadCtx {
+  std::unique_ptr<dnnl::stream> s;
+  std::vector<char> scratch;
+  void *scratchFor(size_t bytes) {
+    if (scratch.size() < bytes + 64) scratch.resize(bytes + 64);
+    auto p = reinterpret_cast<uintptr_t>(scratch.data());
+    return reinterpret_cast<void *>((p + 63) & ~uintptr_t(63));
+  }
+  dnnl::stream &stream() {
+    if (!s) s = std::make_unique<dnnl::stream>(engine());
+    return *s;
+  }
+};
+ThreadCtx &ctx() {
+  thread_local ThreadCtx c;
+  return c;
+}
+
+// ---------------------------------------------------------------- convolution primitives
+
 struct ConvEntry {
   dnnl::primitive prim;
-  memory::desc srcMd, dstMd, wMd, userWMd;
+  memory::desc srcMd, dstMd, wMd, userWMd, scratchMd;
   bool reorderW = false;
-  dnnl::primitive wReorder;
-  std::unique_ptr<memory> wBuf;  // weights in the primitive's preferred layout
+  dnnl::primitive wReorder;  // user -> internal (fwd, bwd data) or internal -> user (bwd weights)
   std::string impl;
 };
 
@@ -156,17 +280,24 @@ std::unordered_map<std::string, std::unique_ptr<ConvEntry>> &convCache() {
   return c;
 }
 
-dnnl::convolution_forward::primitive_desc fwdPd(const ConvP &p, bool bias) {
+dnnl::primitive_attr convAttr(const ConvP &p) {
   using namespace dnnl;
-  memory::dims strides{p.SH, p.SW}, dil{p.DH - 1, p.DW - 1}, pl{p.PT, p.PL}, pr{p.PB, p.PR};
-  auto src = actDesc(p.N, p.IC, p.IH, p.IW), dst = actDesc(p.N, p.OC, p.OH, p.OW);
-  auto w = anyWeightsDesc(p);
   primitive_attr attr;
+  attr.set_scratchpad_mode(scratchpad_mode::user);
   if (p.ACT == 1) {
     post_ops ops;
     ops.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
     attr.set_post_ops(ops);
   }
+  return attr;
+}
+
+dnnl::convolution_forward::primitive_desc fwdPd(const ConvP &p, bool bias) {
+  using namespace dnnl;
+  memory::dims strides{p.SH, p.SW}, dil{p.DH - 1, p.DW - 1}, pl{p.PT, p.PL}, pr{p.PB, p.PR};
+  auto src = actDesc(p.N, p.IC, p.IH, p.IW), dst = actDesc(p.N, p.OC, p.OH, p.OW);
+  auto w = anyWeightsDesc(p);
+  auto attr = convAttr(p);
   if (bias) {
     memory::desc b({p.OC}, memory::data_type::f32, memory::format_tag::a);
     convolution_forward::desc d(prop_kind::forward_training, algorithm::convolution_direct, src, w, b, dst,
@@ -178,7 +309,8 @@ dnnl::convolution_forward::primitive_desc fwdPd(const ConvP &p, bool bias) {
   return convolution_forward::primitive_desc(d, attr, engine());
 }
 
-// kind: 0 forward, 1 backward data, 2 backward weights
+// kind: 0 forward, 1 backward data, 2 backward weights; p.N is the chunk's batch.
+// Created on the JS thread only (the cache is not locked); executed from any thread.
 ConvEntry &convEntry(int kind, const ConvP &p, bool bias) {
   std::string key = std::to_string(kind) + (bias ? "b" : "n");
   const i64 *v = &p.N;
@@ -195,38 +327,35 @@ ConvEntry &convEntry(int kind, const ConvP &p, bool bias) {
   e->userWMd = userWeightsDesc(p);
   e->srcMd = src;
   e->dstMd = dst;
+  ConvP q = p;
+  q.ACT = 0;
   if (kind == 0) {
     auto pd = fwdPd(p, bias);
     e->wMd = pd.weights_desc();
+    e->scratchMd = pd.scratchpad_desc();
     e->prim = convolution_forward(pd);
     e->impl = pd.impl_info_str();
   } else if (kind == 1) {
-    ConvP q = p;
-    q.ACT = 0;
     auto hint = fwdPd(q, false);
     convolution_backward_data::desc d(algorithm::convolution_direct, src, w, dst, strides, dil, pl, pr);
-    convolution_backward_data::primitive_desc pd(d, engine(), hint);
+    convolution_backward_data::primitive_desc pd(d, convAttr(q), engine(), hint);
     e->wMd = pd.weights_desc();
+    e->scratchMd = pd.scratchpad_desc();
     e->prim = convolution_backward_data(pd);
     e->impl = pd.impl_info_str();
   } else {
-    ConvP q = p;
-    q.ACT = 0;
     auto hint = fwdPd(q, false);
     convolution_backward_weights::desc d(algorithm::convolution_direct, src, w, dst, strides, dil, pl, pr);
-    convolution_backward_weights::primitive_desc pd(d, engine(), hint);
+    convolution_backward_weights::primitive_desc pd(d, convAttr(q), engine(), hint);
     e->wMd = pd.diff_weights_desc();
+    e->scratchMd = pd.scratchpad_desc();
     e->prim = convolution_backward_weights(pd);
     e->impl = pd.impl_info_str();
   }
   e->reorderW = e->wMd != e->userWMd;
   if (e->reorderW) {
-    e->wBuf = std::make_unique<memory>(e->wMd, engine());
-    memory userW(e->userWMd, engine(), DNNL_MEMORY_NONE);
-    if (kind == 2)
-      e->wReorder = reorder(*e->wBuf, userW);
-    else
-      e->wReorder = reorder(userW, *e->wBuf);
+    memory::desc from = kind == 2 ? e->wMd : e->userWMd, to = kind == 2 ? e->userWMd : e->wMd;
+    e->wReorder = reorder(reorder::primitive_desc(engine(), from, engine(), to));
   }
   auto &ref = *e;
   cache.emplace(key, std::move(e));
@@ -249,6 +378,21 @@ void checkLen(size_t have, i64 want, const char *what) {
                    std::to_string(want)};
 }
 
+void exec(ConvEntry &e, std::unordered_map<int, memory> args) {
+  ThreadCtx &c = ctx();
+  const size_t sb = e.scratchMd.get_size();
+  if (sb > 0) args.emplace(DNNL_ARG_SCRATCHPAD, memory(e.scratchMd, engine(), c.scratchFor(sb)));
+  e.prim.execute(c.stream(), args);
+  c.stream().wait();
+}
+
+// Batch chunks: enough for the threads to balance, not so small that oneDNN loses efficiency.
+int chunkSize(i64 N, int threads, int perThread) {
+  if (threads <= 1) return static_cast<int>(N);
+  const i64 want = threads * perThread;
+  return static_cast<int>(std::max<i64>(1, (N + want - 1) / want));
+}
+
 // conv(kind, params, a, b, bias|null, out)
 //  kind 0: a=x, b=w, out=y;  kind 1: a=dy, b=w, out=dx;  kind 2: a=x, b=dy, out=dw
 napi_value conv(const Args &a) {
@@ -266,34 +410,69 @@ napi_value conv(const Args &a) {
   } else {
     checkLen(la, xs, "x"), checkLen(lb, ys, "dy"), checkLen(lo, ws, "dw");
   }
-  ConvEntry &e = convEntry(kind, p, bias != nullptr);
-  auto &s = stream();
+  Pool &P = *pool();
+  const int T = P.threads();
+  // Weight gradients sum per-chunk results: fewer, larger chunks there.
+  const i64 cs = chunkSize(p.N, T, kind == 2 ? 2 : 4);
+  const int nChunks = static_cast<int>((p.N + cs - 1) / cs);
+  const i64 tail = p.N - (nChunks - 1) * cs;
+  ConvP pc = p, pt = p;
+  pc.N = cs;
+  pt.N = tail;
+  ConvEntry &ec = convEntry(kind, pc, bias != nullptr);
+  ConvEntry &et = convEntry(kind, pt, bias != nullptr);
   auto &eng = engine();
-  if (kind == 0) {
-    memory x(e.srcMd, eng, A), y(e.dstMd, eng, out), uw(e.userWMd, eng, B);
-    memory w = uw;
-    if (e.reorderW) {
-      e.wReorder.execute(s, {{DNNL_ARG_FROM, uw}, {DNNL_ARG_TO, *e.wBuf}});
-      w = *e.wBuf;
-    }
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, y}};
-    if (bias) args.emplace(DNNL_ARG_BIAS, memory({{p.OC}, memory::data_type::f32, memory::format_tag::a}, eng, bias));
-    e.prim.execute(s, args);
-  } else if (kind == 1) {
-    memory dy(e.dstMd, eng, A), dx(e.srcMd, eng, out), uw(e.userWMd, eng, B);
-    memory w = uw;
-    if (e.reorderW) {
-      e.wReorder.execute(s, {{DNNL_ARG_FROM, uw}, {DNNL_ARG_TO, *e.wBuf}});
-      w = *e.wBuf;
-    }
-    e.prim.execute(s, {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DIFF_SRC, dx}});
-  } else {
-    memory x(e.srcMd, eng, A), dy(e.dstMd, eng, B), udw(e.userWMd, eng, out);
-    memory dw = e.reorderW ? *e.wBuf : udw;
-    e.prim.execute(s, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_WEIGHTS, dw}});
-    if (e.reorderW) e.wReorder.execute(s, {{DNNL_ARG_FROM, *e.wBuf}, {DNNL_ARG_TO, udw}});
+  const i64 xPer = p.IH * p.IW * p.IC, yPer = p.OH * p.OW * p.OC;
+
+  // Weights in the primitives' layout, converted once for all chunks.
+  std::vector<float> wInternal;
+  float *W = B;
+  if (kind != 2 && ec.reorderW) {
+    wInternal.resize(ec.wMd.get_size() / sizeof(float) + 16);
+    memory uw(ec.userWMd, eng, B), iw(ec.wMd, eng, wInternal.data());
+    ec.wReorder.execute(ctx().stream(), {{DNNL_ARG_FROM, uw}, {DNNL_ARG_TO, iw}});
+    ctx().stream().wait();
+    W = wInternal.data();
   }
-  s.wait();
+  if (kind != 2 && et.wMd != ec.wMd) throw std::runtime_error("conv: chunk primitives disagree on the weights layout");
+
+  // Weight gradients: one buffer per chunk in the primitive's layout, summed, then converted once.
+  const bool sameW = ec.wMd == et.wMd;
+  if (kind == 2 && !sameW) throw std::runtime_error("conv: chunk primitives disagree on the weights layout");
+  const size_t partLen = kind == 2 ? ec.wMd.get_size() / sizeof(float) : 0;
+  std::vector<float> parts(static_cast<size_t>(nChunks) * partLen);
+  auto chunk = [&](int i, int) {
+    ConvEntry &e = (i == nChunks - 1) ? et : ec;
+    const i64 n0 = i * cs;
+    if (kind == 0) {
+      memory x(e.srcMd, eng, A + n0 * xPer), y(e.dstMd, eng, out + n0 * yPer), w(e.wMd, eng, W);
+      std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, y}};
+      if (bias) args.emplace(DNNL_ARG_BIAS, memory({{p.OC}, memory::data_type::f32, memory::format_tag::a}, eng, bias));
+      exec(e, std::move(args));
+    } else if (kind == 1) {
+      memory dy(e.dstMd, eng, A + n0 * yPer), dx(e.srcMd, eng, out + n0 * xPer), w(e.wMd, eng, W);
+      exec(e, {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DIFF_SRC, dx}});
+    } else {
+      memory x(e.srcMd, eng, A + n0 * xPer), dy(e.dstMd, eng, B + n0 * yPer),
+          dw(e.wMd, eng, parts.data() + static_cast<size_t>(i) * partLen);
+      exec(e, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_WEIGHTS, dw}});
+    }
+  };
+  P.run(nChunks, chunk);
+  if (kind == 2) {
+    float *sum = parts.data();
+    for (int i = 1; i < nChunks; ++i) {
+      const float *src = parts.data() + static_cast<size_t>(i) * partLen;
+      for (size_t j = 0; j < partLen; ++j) sum[j] += src[j];
+    }
+    if (ec.reorderW) {
+      memory idw(ec.wMd, eng, sum), udw(ec.userWMd, eng, out);
+      ec.wReorder.execute(ctx().stream(), {{DNNL_ARG_FROM, idw}, {DNNL_ARG_TO, udw}});
+      ctx().stream().wait();
+    } else {
+      std::memcpy(out, sum, sizeof(float) * ws);
+    }
+  }
   return undef(a.env);
 }
 
@@ -819,13 +998,28 @@ napi_value batchNormGrad(const Args &a) {
 napi_value setNumThreads(const Args &a) {
   const int n = a.integer(0);
   if (n < 1) throw ArgError{"threads must be >= 1"};
-  omp_set_num_threads(n);
+  auto &p = pool();
+  if (p->threads() != n) {
+    p.reset();
+    p = std::make_unique<Pool>(n);
+  }
   if (!a.isNull(1)) {
     const int e = a.integer(1);
     if (e < 1) throw ArgError{"elementwise threads must be >= 1"};
     g_ewThreads = e;
   }
   return undef(a.env);
+}
+
+// tuneMalloc(mmapThreshold, trimThreshold): every kernel allocates its output as a fresh typed
+// array, and glibc serves big ones with mmap/munmap, so each 8 MB activation costs ~2000 page
+// faults. Raising both thresholds keeps freed memory mapped for reuse (process-wide setting).
+napi_value tuneMalloc(const Args &a) {
+  const int mm = a.integer(0), trim = a.integer(1);
+  const bool ok = mallopt(M_MMAP_THRESHOLD, mm) == 1 && mallopt(M_TRIM_THRESHOLD, trim) == 1;
+  napi_value v;
+  napi_get_boolean(a.env, ok, &v);
+  return v;
 }
 
 napi_value info(const Args &a) {
@@ -835,7 +1029,7 @@ napi_value info(const Args &a) {
   std::string s = std::to_string(ver->major) + "." + std::to_string(ver->minor) + "." + std::to_string(ver->patch);
   napi_create_string_utf8(a.env, s.c_str(), s.size(), &v);
   napi_set_named_property(a.env, o, "onednn", v);
-  napi_create_int32(a.env, omp_get_max_threads(), &v);
+  napi_create_int32(a.env, pool()->threads(), &v);
   napi_set_named_property(a.env, o, "threads", v);
   napi_create_int32(a.env, g_ewThreads, &v);
   napi_set_named_property(a.env, o, "elementwiseThreads", v);
@@ -845,6 +1039,8 @@ napi_value info(const Args &a) {
 }
 
 napi_value init(napi_env env, napi_value exports) {
+  // oneDNN runs single-threaded in every thread; parallelism comes from the Pool.
+  omp_set_num_threads(1);
   napi_property_descriptor props[] = {
       {"conv", nullptr, wrap<conv>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"convImpl", nullptr, wrap<convImpl>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
@@ -861,6 +1057,7 @@ napi_value init(napi_env env, napi_value exports) {
       {"batchNorm", nullptr, wrap<batchNorm>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"batchNormGrad", nullptr, wrap<batchNormGrad>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"setNumThreads", nullptr, wrap<setNumThreads>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"tuneMalloc", nullptr, wrap<tuneMalloc>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"info", nullptr, wrap<info>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);

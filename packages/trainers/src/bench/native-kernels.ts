@@ -1,0 +1,138 @@
+/**
+ * `npm run bench -- native-kernels`: time of the hot training kernels at ResNet-20 / LeNet-5
+ * shapes (batch 128) on the native backend next to the wasm backend (and its ratio), in one run:
+ * the three convolution kernels of each distinct conv layer, batch norm forward + its gradient,
+ * and a few elementwise ops. Min over repetitions (robust to the other load of a shared machine).
+ * Options: --reps=N (default 5), --backends=native,wasm.
+ */
+import { loadavg } from 'node:os';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-layers';
+import type { BackendName } from '@flatrank/protocol';
+import { initBackend, installedBackends } from '../backend/index.js';
+
+type Row = Record<string, string | number | boolean | null>;
+
+interface Case {
+  name: string;
+  shape: string;
+  /** Builds inputs (outside timing) and returns the timed work. */
+  setup: () => { run: () => tf.Tensor | tf.Tensor[]; inputs: tf.Tensor[] };
+}
+
+function conv(name: string, n: number, h: number, c: number, k: number, oc: number, s: number, pad: 'same' | 'valid'): Case[] {
+  const shape = `x ${n}x${h}x${h}x${c} k ${k}x${k}x${c}x${oc} s${s} ${pad}`;
+  const x = () => tf.randomNormal([n, h, h, c]) as tf.Tensor4D;
+  const w = () => tf.randomNormal([k, k, c, oc], 0, 0.1) as tf.Tensor4D;
+  const outShape = () => tf.conv2d(x(), w(), s, pad).shape;
+  return [
+    { name: `${name} Conv2D`, shape, setup: () => { const a = x(), b = w(); return { inputs: [a, b], run: () => tf.conv2d(a, b, s, pad) }; } },
+    {
+      name: `${name} Conv2DBackpropInput`,
+      shape,
+      setup: () => {
+        const dy = tf.randomNormal(outShape()) as tf.Tensor4D, b = w();
+        return { inputs: [dy, b], run: () => tf.conv2dTranspose(dy, b, [n, h, h, c], s, pad) };
+      },
+    },
+    {
+      name: `${name} Conv2DBackpropFilter`,
+      shape,
+      setup: () => {
+        const a = x(), dy = tf.randomNormal(outShape()) as tf.Tensor4D, b = w();
+        // Gradient w.r.t. the filter only: runs Conv2DBackpropFilter.
+        const g = tf.grad((f: tf.Tensor) => tf.conv2d(a, f as tf.Tensor4D, s, pad));
+        return { inputs: [a, dy, b], run: () => g(b, dy) };
+      },
+    },
+  ];
+}
+
+function cases(): Case[] {
+  const bn: Case = {
+    name: 'batch norm (moments + FusedBatchNorm) fwd+bwd',
+    shape: 'x 128x32x32x16',
+    setup: () => {
+      const x = tf.randomNormal([128, 32, 32, 16]);
+      const g = tf.ones([16]);
+      const b = tf.zeros([16]);
+      const dy = tf.randomNormal([128, 32, 32, 16]);
+      const f = tf.grads((xx: tf.Tensor, gg: tf.Tensor, bb: tf.Tensor) => {
+        const { mean, variance } = tf.moments(xx, [0, 1, 2]);
+        return tf.batchNorm(xx, mean, variance, bb, gg, 1e-5);
+      });
+      return { inputs: [x, g, b, dy], run: () => f([x, g, b], dy) };
+    },
+  };
+  const ew = (name: string, f: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor, bShape: number[]): Case => ({
+    name,
+    shape: `128x32x32x16 ${bShape.join('x') || 'scalar'}`,
+    setup: () => {
+      const a = tf.randomNormal([128, 32, 32, 16]);
+      const b = tf.randomNormal(bShape);
+      return { inputs: [a, b], run: () => f(a, b) };
+    },
+  });
+  return [
+    ...conv('resnet20 stage1', 128, 32, 16, 3, 16, 1, 'same'),
+    ...conv('resnet20 stage2 down', 128, 32, 16, 3, 32, 2, 'same'),
+    ...conv('resnet20 stage2', 128, 16, 32, 3, 32, 1, 'same'),
+    ...conv('resnet20 stage3', 128, 8, 64, 3, 64, 1, 'same'),
+    ...conv('lenet5 conv2', 128, 14, 6, 5, 16, 1, 'valid'),
+    bn,
+    ew('Add (residual)', tf.add, [128, 32, 32, 16]),
+    ew('Multiply (per-channel)', tf.mul, [16]),
+    { name: 'Relu', shape: '128x32x32x16', setup: () => { const a = tf.randomNormal([128, 32, 32, 16]); return { inputs: [a], run: () => tf.relu(a) }; } },
+  ];
+}
+
+function timeCase(c: Case, reps: number): number {
+  const { run, inputs } = c.setup();
+  tf.dispose(run()); // warm-up (oneDNN primitive creation, wasm kernel setup)
+  let best = Infinity;
+  for (let i = 0; i < reps; i++) {
+    const t = performance.now();
+    const out = run();
+    // Reading one value makes sure the work is done on every backend.
+    (Array.isArray(out) ? out : [out]).forEach((o) => o.dataSync());
+    best = Math.min(best, performance.now() - t);
+    tf.dispose(out);
+  }
+  tf.dispose(inputs);
+  return best;
+}
+
+export default {
+  name: 'native-kernels',
+  description: 'hot training kernels at batch 128 (ResNet-20 / LeNet-5 shapes): native vs wasm, ms (min of reps)',
+  async run(args: string[]): Promise<Row[]> {
+    let reps = 5;
+    let wanted: BackendName[] = ['native', 'wasm'];
+    for (const a of args) {
+      if (a.startsWith('--reps=')) reps = Math.max(1, Number(a.slice(7)));
+      if (a.startsWith('--backends=')) wanted = a.slice(11).split(',') as BackendName[];
+    }
+    const installed = await installedBackends();
+    const backends = wanted.filter((b) => installed.includes(b));
+    const times = new Map<string, Map<string, number>>();
+    for (const b of backends) {
+      await initBackend({ backend: b, env: {} });
+      for (const c of cases()) {
+        const key = `${c.name}|${c.shape}`;
+        if (!times.has(key)) times.set(key, new Map());
+        times.get(key)!.set(b, timeCase(c, reps));
+      }
+    }
+    const load = Number(loadavg()[0]!.toFixed(2));
+    return [...times].map(([key, m]) => {
+      const [kernel, shape] = key.split('|') as [string, string];
+      const row: Row = { kernel, shape };
+      for (const b of backends) row[`${b}Ms`] = Number(m.get(b)!.toFixed(2));
+      const n = m.get('native');
+      const w = m.get('wasm');
+      row['speedupVsWasm'] = n !== undefined && w !== undefined ? Number((w / n).toFixed(2)) : null;
+      row['load1m'] = load;
+      return row;
+    });
+  },
+};
