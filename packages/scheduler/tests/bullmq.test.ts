@@ -168,6 +168,32 @@ describe.skipIf(!hasRedis)(
       expect(r.err).toMatch(/no event from its worker|job failed in the queue/);
     });
 
+    it('crash, hang, diverge and failure on the workers: retried, killed, recorded', async () => {
+      startWorkers({
+        default: { steps: 6, stepMs: 30 },
+        bySeed: {
+          '1': { steps: 6, stepMs: 30, action: 'crash', attempts: [1] },
+          '2': { steps: 6, stepMs: 30, action: 'hang', attempts: [1] },
+          '3': { steps: 6, stepMs: 30, action: 'diverge' },
+          '4': { steps: 6, stepMs: 30, action: 'fail' },
+        },
+      });
+      await waitWorkersReady();
+      const spec = sb.spec('faults', baselineSpec('faults', [0, 1, 2, 3, 4], FAST.replace('3s', '2s')));
+      const r = await bull(spec);
+      expect((r.error as SchedulerError).code).toBe('TRIALS_FAILED');
+      const bySeed = new Map(trials().map((t) => [t.config.seed, t]));
+      expect(bySeed.get(0)).toMatchObject({ status: 'succeeded', attempts: 1 });
+      expect(bySeed.get(1)).toMatchObject({ status: 'succeeded', attempts: 2 });
+      expect(bySeed.get(2)).toMatchObject({ status: 'succeeded', attempts: 2 });
+      expect(bySeed.get(3)).toMatchObject({ status: 'diverged', attempts: 1 });
+      expect(bySeed.get(4)).toMatchObject({ status: 'failed', attempts: 1, errorCode: 'FAKE_FAILURE' });
+      // The hung child was killed by its worker's watchdog, which reported the cause.
+      expect(r.err).toMatch(/ATTEMPT_LOST: attempt 1 on .*: no heartbeat for \d+ s/);
+      expect(r.err).toMatch(/ATTEMPT_LOST: attempt 1 on .*exited with code 1 before reporting an end/);
+      assertNoDuplicates(sb.db);
+    });
+
     it('a Redis restart mid-sweep loses and duplicates no result', async () => {
       startWorkers({ default: { steps: 20, stepMs: 50 } }, 2, 1);
       await waitWorkersReady();

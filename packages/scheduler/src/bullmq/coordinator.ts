@@ -68,6 +68,7 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
   const queueName = o.queueName ?? DEFAULT_QUEUE;
   const keys = channelKeys(queueName, sweep.name);
   const leaseMs = o.heartbeatTimeoutMs * 2;
+  const silenceMs = Math.round(o.heartbeatTimeoutMs * 1.5) + 2000;
   const me = workerId('bullmq');
   const conn = redisConnection(o.redisUrl, `flatrank-coordinator-${process.pid}`);
   await connect(conn, o.redisUrl);
@@ -332,7 +333,9 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
         endInflight(f, 'lost', 'lease lost');
         continue;
       }
-      if (f.started && now - f.lastSeen > o.heartbeatTimeoutMs) {
+      // Longer than the worker's own watchdog (heartbeatTimeout), so that a hung child is reported
+      // by its worker; only a silent worker (killed, cut off from Redis) is declared dead here.
+      if (f.started && now - f.lastSeen > silenceMs) {
         const why = `attempt ${f.attempt}: no event from its worker (${f.device ?? '?'}) for ${Math.round((now - f.lastSeen) / 1000)} s (worker died or lost Redis)`;
         store.endAttempt(f.key, f.attempt, { status: 'failed', error: why, retryable: true });
         await queue.remove(f.jobId).catch(() => 0);
