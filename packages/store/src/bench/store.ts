@@ -194,6 +194,27 @@ export default {
           40000000, CAST(40000000 / target_ratio AS INTEGER), target_ratio, target_ratio, 60.0, 1000, 2, 0
         FROM trials WHERE sweep_id = ${sweepId} AND status = 'succeeded';
         ANALYZE;`);
+      // Claims and counts at this size: what the coordinator does per trial / per progress tick.
+      const c = timeIt(50, () =>
+        store.claimTrial({ sweepId, worker: 'bench', leaseMs: 3_600_000, maxAttempts: 3 }) ? 1 : 0,
+      );
+      rows.push({
+        case: `claimTrial in a sweep of ${nTrials} (10% pending)`,
+        rows: c.rows,
+        medianMs: +c.medianMs.toFixed(2),
+        p95Ms: +c.p95Ms.toFixed(2),
+        target: null,
+        meetsTarget: null,
+      });
+      const tc = timeIt(10, () => Object.keys(store.trialCounts(sweepId)).length);
+      rows.push({
+        case: `trialCounts of a sweep of ${nTrials}`,
+        rows: 1,
+        medianMs: +tc.medianMs.toFixed(2),
+        p95Ms: +tc.p95Ms.toFixed(2),
+        target: null,
+        meetsTarget: null,
+      });
       store.close();
 
       // --- read latency on a read-only connection, as `flatrank runs` / `query` use it
