@@ -786,8 +786,8 @@ export class ResultsStore {
     return this.db
       .transaction(() => {
         const keys = this.stmt(
-          `SELECT t.key FROM sweep_trials st JOIN trials t ON t.id = st.trial_id
-           WHERE st.sweep_id = @sweepId AND t.status = 'pending' AND EXISTS (
+          `SELECT t.key FROM trials AS t INDEXED BY trials_status
+           WHERE t.status = 'pending' AND EXISTS (SELECT 1 FROM sweep_trials st WHERE st.sweep_id = @sweepId AND st.trial_id = t.id) AND EXISTS (
              SELECT 1 FROM trial_dependencies d JOIN trials u ON u.key = d.depends_on_key
              WHERE d.trial_id = t.id AND (u.status IN ('diverged', 'cancelled')
                OR (u.status = 'failed' AND (u.retryable = 0 OR u.attempts >= @maxAttempts))))`,
