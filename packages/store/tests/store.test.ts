@@ -160,6 +160,37 @@ describe('claims and leases', () => {
     expect(store.getTrial(t!.key)!.status).toBe('succeeded');
   });
 
+  it('takes the lowest id among pending, retryable and lease-expired trials', () => {
+    const id = sweep();
+    const [a, b, c] = grid(3);
+    store.insertTrials(id, [a!, b!, c!]);
+    const claim = (now: number) =>
+      store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 100, maxAttempts: 3, now });
+    expect(claim(0)!.key).toBe(a!.key);
+    expect(claim(0)!.key).toBe(b!.key);
+    store.applyEvents([
+      {
+        trialKey: b!.key,
+        attempt: 1,
+        seq: 0,
+        event: { type: 'failed', error: { name: 'E', code: 'E', message: 'x' }, retryable: true },
+      },
+    ]);
+    // Before a's lease expires: the retryable failure b (id 2) comes before the pending c (id 3).
+    expect(claim(50)).toMatchObject({ key: b!.key, attempt: 2 });
+    // After a's lease expired (100) but before b's (150): a (id 1) is re-claimed before c.
+    expect(claim(120)).toMatchObject({ key: a!.key, attempt: 2 });
+    expect(claim(120)).toMatchObject({ key: c!.key, attempt: 1 });
+    // Later b's lease expires too (id 2, now the lowest claimable).
+    expect(claim(160)).toMatchObject({ key: b!.key, attempt: 3 });
+    expect(store.listTrials({ sweepId: id, status: 'running' }).map((t) => t.key)).toEqual([
+      a!.key,
+      b!.key,
+      c!.key,
+    ]);
+    expect(store.listTrials({ status: 'pending' })).toEqual([]);
+  });
+
   it('an expired lease after maxAttempts attempts fails the trial instead of re-running it', () => {
     const id = sweep();
     const [t] = grid(1);
