@@ -280,4 +280,33 @@ describe.skipIf(!nativeExpected)('native kernels vs cpu', () => {
     await check(cases, 'gather');
     expect(calls.get('pad') ?? 0).toBeGreaterThan(0);
   });
+
+  test('large tensors (split into chunks across threads): elementwise, reductions, copies, pooling, batch norm', async () => {
+    const big = () => rand([2, 64, 64, 16], 45); // 131k elements: two of the addon's 64k-element chunks
+    const cases: Array<[string, () => tf.Tensor | tf.Tensor[]]> = [
+      ['add per-channel + relu grads', () => valueAndGrads((a, b) => tf.relu(tf.add(a!, b!)), [big(), rand([16], 46)])],
+      ['mul same shape grads', () => valueAndGrads((a, b) => tf.mul(a!, b!), [big(), rand([2, 64, 64, 16], 47)])],
+      ['square/exp', () => valueAndGrads((a) => tf.exp(tf.square(a!)), [big()])],
+      ['sum over N,H,W (per-channel)', () => valueAndGrads((a) => tf.sum(a!, [0, 1, 2]), [big()])],
+      ['sum over C (per-pixel)', () => tf.sum(big(), [3])],
+      ['max over H,W', () => tf.max(big(), [1, 2])],
+      ['mean over H,W grads (global average pooling)', () => valueAndGrads((a) => tf.mean(a!, [1, 2]), [big()])],
+      ['transpose', () => tf.transpose(big(), [0, 3, 1, 2])],
+      ['slice + pad (option-A shortcut)', () => valueAndGrads((a) => tf.pad(tf.slice(a!, [0, 1, 1, 0], [2, 62, 62, 16]), [[0, 0], [0, 0], [0, 0], [8, 8]]), [big()])],
+      ['maxPool grads', () => valueAndGrads((a) => tf.maxPool(a as tf.Tensor4D, 3, 2, 'same'), [big()])],
+      ['avgPool grads', () => valueAndGrads((a) => tf.avgPool(a as tf.Tensor4D, 2, 2, 'valid'), [big()])],
+      [
+        'moments + batchNorm grads',
+        () =>
+          valueAndGrads(
+            (x, g, b) => {
+              const { mean, variance } = tf.moments(x!, [0, 1, 2]);
+              return tf.batchNorm(x!, mean, variance, b, g, 1e-5);
+            },
+            [big(), rand([16], 48), rand([16], 49)],
+          ),
+      ],
+    ];
+    await check(cases, 'reduce', 1e-4);
+  });
 });

@@ -102,14 +102,11 @@ napi_value undef(napi_env env) {
   return u;
 }
 
-// Threads for the memory-bound loops here (elementwise, reductions, copies, pooling, batch norm).
-// One by default: they gain little from a second thread, and on a loaded machine each OpenMP
-// fork/join can wait a whole scheduler slice for the other thread (measured: 2M-element multiply
-// 0.5 ms on one thread vs 21 ms on two at load 6). oneDNN's convolutions and GEMM use all threads.
-int g_ewThreads = 1;
-// Below this many elements a parallel region costs more than it saves.
-constexpr i64 kParMin = 1 << 16;
-inline bool ewPar(i64 n) { return g_ewThreads > 1 && n >= kParMin; }
+// Memory-bound loops (elementwise, reductions, copies, pooling, batch norm) are split into chunks of
+// at least this many elements for the worker pool (not OpenMP: on a loaded machine an OpenMP
+// fork/join waits whole scheduler slices for the other thread; measured 0.5 ms -> 21 ms for a
+// 2M-element multiply at load 6).
+constexpr i64 kGrainElems = 1 << 16;
 
 // ---------------------------------------------------------------- oneDNN convolution
 
@@ -244,6 +241,22 @@ std::unique_ptr<Pool> &pool() {
   }
   return p;
 }
+
+// f(begin, end) over [0, n) in chunks of at least `grain` items, on the caller and the pool.
+template <typename F>
+void parFor(i64 n, i64 grain, F &&f) {
+  Pool &P = *pool();
+  const int T = P.threads();
+  const i64 maxChunks = grain > 0 ? n / std::max<i64>(grain, 1) : n;
+  const int chunks = static_cast<int>(std::min<i64>(static_cast<i64>(T) * 4, maxChunks));
+  if (T <= 1 || chunks < 2) {
+    if (n > 0) f(i64(0), n);
+    return;
+  }
+  std::function<void(int, int)> job = [&](int c, int) { f(n * c / chunks, n * (c + 1) / chunks); };
+  P.run(chunks, job);
+}
+inline i64 rowGrain(i64 rowLen) { return std::max<i64>(1, kGrainElems / std::max<i64>(rowLen, 1)); }
 
 // Per-thread oneDNN scratchpads (scratchpad_mode::user: library scratchpads may be shared between
 // threads unless oneDNN was built for concurrent execution) and streams.
@@ -532,9 +545,8 @@ void binaryRun(const float *A, const float *B, float *O, int rank, const i64 *sh
   const i64 inner = shape[rank - 1], ia = sa[rank - 1], ib = sb[rank - 1];
   i64 rows = 1;
   for (int d = 0; d < rank - 1; ++d) rows *= shape[d];
-  const bool par = ewPar(rows * inner);
-#pragma omp parallel for schedule(static) num_threads(g_ewThreads) if (par)
-  for (i64 r = 0; r < rows; ++r) {
+  parFor(rows, rowGrain(inner), [&](i64 r0, i64 r1) {
+  for (i64 r = r0; r < r1; ++r) {
     i64 oa = 0, ob = 0, rem = r;
     for (int d = rank - 2; d >= 0; --d) {
       const i64 idx = rem % shape[d];
@@ -555,6 +567,7 @@ void binaryRun(const float *A, const float *B, float *O, int rank, const i64 *sh
     } else
       for (i64 j = 0; j < inner; ++j) o[j] = bin<OP>(x[j * ia], y[j * ib]);
   }
+  });
 }
 
 // binary(op, a, b, out, outShape, stridesA, stridesB): strides are 0 on broadcast axes.
@@ -593,8 +606,8 @@ enum UnOp { RELU, STEP, NEG, SQUARE, SQRT, RSQRT, EXP, LOG, ABS, SIGMOID, TANH, 
 
 template <int OP>
 void unaryRun(const float *X, float *O, i64 n, float alpha) {
-#pragma omp parallel for schedule(static) num_threads(g_ewThreads) if (ewPar(n))
-  for (i64 i = 0; i < n; ++i) {
+  parFor(n, kGrainElems, [&](i64 i0, i64 i1) {
+  for (i64 i = i0; i < i1; ++i) {
     const float x = X[i];
     float y;
     if constexpr (OP == RELU) y = std::isnan(x) ? x : (x > 0.f ? x : 0.f);
@@ -613,6 +626,7 @@ void unaryRun(const float *X, float *O, i64 n, float alpha) {
     if constexpr (OP == RECIP) y = 1.f / x;
     O[i] = y;
   }
+  });
 }
 
 // unary(op, x, out, alpha)
@@ -658,68 +672,49 @@ napi_value reduce(const Args &a) {
   if (red == 0) throw ArgError{"reduce: empty reduction"};
   const bool isSum = op == RSUM || op == RMEAN;
   const double scale = op == RMEAN ? 1.0 / static_cast<double>(red) : 1.0;
-  const i64 total = outer * red * inner;
-  const int nt = ewPar(total) ? g_ewThreads : 1;
-  if (outer >= 2 * nt || nt == 1) {
-#pragma omp parallel num_threads(nt)
-    {
-      std::vector<double> acc(inner);
-#pragma omp for schedule(static)
-      for (i64 o = 0; o < outer; ++o) {
-        const float *x = X + o * red * inner;
-        if (isSum) {
-          std::fill(acc.begin(), acc.end(), 0.0);
-          for (i64 r = 0; r < red; ++r)
-            for (i64 j = 0; j < inner; ++j) acc[j] += x[r * inner + j];
-          for (i64 j = 0; j < inner; ++j) O[o * inner + j] = static_cast<float>(acc[j] * scale);
-        } else {
-          for (i64 j = 0; j < inner; ++j) acc[j] = x[j];
-          for (i64 r = 1; r < red; ++r)
-            for (i64 j = 0; j < inner; ++j) {
-              const double v = x[r * inner + j];
-              if (std::isnan(v) || (op == RMAX ? v > acc[j] : v < acc[j])) acc[j] = v;
-            }
-          for (i64 j = 0; j < inner; ++j) O[o * inner + j] = static_cast<float>(acc[j]);
-        }
+  auto rowsOf = [&](i64 o, i64 r0, i64 r1, double *ac) {  // fold rows [r0, r1) of outer row o into ac
+    const float *x = X + o * red * inner;
+    for (i64 r = r0; r < r1; ++r)
+      for (i64 j = 0; j < inner; ++j) {
+        const double v = x[r * inner + j];
+        if (isSum)
+          ac[j] += v;
+        else if (std::isnan(v) || (op == RMAX ? v > ac[j] : v < ac[j]))
+          ac[j] = v;
       }
-    }
+  };
+  const double init = isSum ? 0.0 : (op == RMAX ? -INFINITY : INFINITY);
+  auto finish = [&](double v) { return static_cast<float>(isSum ? v * scale : v); };
+  const int T = pool()->threads();
+  if (outer >= 2 * T) {
+    parFor(outer, rowGrain(red * inner), [&](i64 o0, i64 o1) {
+      std::vector<double> acc(inner);
+      for (i64 o = o0; o < o1; ++o) {
+        std::fill(acc.begin(), acc.end(), init);
+        rowsOf(o, 0, red, acc.data());
+        for (i64 j = 0; j < inner; ++j) O[o * inner + j] = finish(acc[j]);
+      }
+    });
     return undef(a.env);
   }
-  // Few output rows (e.g. per-channel sums over N*H*W): split the reduced axis between threads.
-  std::vector<double> part(static_cast<size_t>(nt) * outer * inner);
-#pragma omp parallel num_threads(nt)
-  {
-    const int t = omp_get_thread_num();
-    const i64 lo_r = red * t / nt, hi_r = red * (t + 1) / nt;
-    double *acc = part.data() + static_cast<size_t>(t) * outer * inner;
-    for (i64 o = 0; o < outer; ++o) {
-      const float *x = X + o * red * inner;
-      double *ac = acc + o * inner;
-      if (isSum) {
-        for (i64 j = 0; j < inner; ++j) ac[j] = 0;
-        for (i64 r = lo_r; r < hi_r; ++r)
-          for (i64 j = 0; j < inner; ++j) ac[j] += x[r * inner + j];
-      } else {
-        const double init = op == RMAX ? -INFINITY : INFINITY;
-        for (i64 j = 0; j < inner; ++j) ac[j] = init;
-        for (i64 r = lo_r; r < hi_r; ++r)
-          for (i64 j = 0; j < inner; ++j) {
-            const double v = x[r * inner + j];
-            if (std::isnan(v) || (op == RMAX ? v > ac[j] : v < ac[j])) ac[j] = v;
-          }
-      }
-    }
-  }
+  // Few output rows (e.g. per-channel sums over N*H*W): chunks of the reduced axis, then combine.
+  const int chunks = static_cast<int>(std::max<i64>(1, std::min<i64>(T * 4, red * inner / kGrainElems)));
+  std::vector<double> part(static_cast<size_t>(chunks) * outer * inner, init);
+  std::function<void(int, int)> job = [&](int c, int) {
+    const i64 r0 = red * c / chunks, r1 = red * (c + 1) / chunks;
+    for (i64 o = 0; o < outer; ++o) rowsOf(o, r0, r1, part.data() + (static_cast<size_t>(c) * outer + o) * inner);
+  };
+  pool()->run(chunks, job);
   for (i64 k = 0; k < outer * inner; ++k) {
     double v = part[k];
-    for (int t = 1; t < nt; ++t) {
-      const double w = part[static_cast<size_t>(t) * outer * inner + k];
+    for (int c = 1; c < chunks; ++c) {
+      const double w = part[static_cast<size_t>(c) * outer * inner + k];
       if (isSum)
         v += w;
       else if (std::isnan(w) || (op == RMAX ? w > v : w < v))
         v = w;
     }
-    O[k] = static_cast<float>(isSum ? v * scale : v);
+    O[k] = finish(v);
   }
   return undef(a.env);
 }
@@ -745,8 +740,8 @@ napi_value gather(const Args &a) {
   const int r = static_cast<int>(rank);
   const i64 inner = shape[r - 1], is = s[r - 1];
   const i64 rows = total / inner;
-#pragma omp parallel for schedule(static) num_threads(g_ewThreads) if (ewPar(total))
-  for (i64 row = 0; row < rows; ++row) {
+  parFor(rows, rowGrain(inner), [&](i64 r0, i64 r1) {
+  for (i64 row = r0; row < r1; ++row) {
     i64 off = offset, rem = row;
     for (int d = r - 2; d >= 0; --d) {
       off += (rem % shape[d]) * s[d];
@@ -759,6 +754,7 @@ napi_value gather(const Args &a) {
     else
       for (i64 j = 0; j < inner; ++j) o[j] = x[j * is];
   }
+  });
   return undef(a.env);
 }
 
@@ -778,13 +774,11 @@ napi_value pad(const Args &a) {
     if (bf[d] < 0 || bf[d] + is[d] > os[d]) throw ArgError{"pad: input does not fit"};
   }
   checkLen(lx, itotal, "x"), checkLen(lo, total, "out");
-  const bool par = ewPar(total);
-#pragma omp parallel for schedule(static) num_threads(g_ewThreads) if (par)
-  for (i64 i = 0; i < total; ++i) O[i] = value;
+  parFor(total, kGrainElems, [&](i64 i0, i64 i1) { std::fill(O + i0, O + i1, value); });
   if (itotal == 0) return undef(a.env);
   const i64 inner = is[r - 1], rows = itotal / inner;
-#pragma omp parallel for schedule(static) num_threads(g_ewThreads) if (par)
-  for (i64 row = 0; row < rows; ++row) {
+  parFor(rows, rowGrain(inner), [&](i64 r0, i64 r1) {
+  for (i64 row = r0; row < r1; ++row) {
     i64 off = bf[r - 1], rem = row;
     for (int d = r - 2; d >= 0; --d) {
       off += (rem % is[d] + bf[d]) * ostr[d];
@@ -792,6 +786,7 @@ napi_value pad(const Args &a) {
     }
     std::memcpy(O + off, X + row * inner, sizeof(float) * inner);
   }
+  });
   return undef(a.env);
 }
 
@@ -818,10 +813,10 @@ napi_value poolFwd(const Args &a) {
   size_t lx, ly;
   float *X = a.f32(1, &lx), *Y = a.f32(2, &ly);
   checkLen(lx, p.N * p.IH * p.IW * p.C, "x"), checkLen(ly, p.N * p.OH * p.OW * p.C, "y");
-#pragma omp parallel for collapse(2) schedule(static) num_threads(g_ewThreads) if (ewPar(p.N * p.OH * p.OW * p.C))
-  for (i64 n = 0; n < p.N; ++n)
-    for (i64 oh = 0; oh < p.OH; ++oh) {
-      std::vector<float> acc(p.C);
+  parFor(p.N * p.OH, rowGrain(p.OW * p.C * p.KH * p.KW), [&](i64 q0, i64 q1) {
+  std::vector<float> acc(p.C);
+  for (i64 q = q0; q < q1; ++q) {
+      const i64 n = q / p.OH, oh = q % p.OH;
       const i64 h0 = oh * p.SH - p.PT;
       const i64 hs = h0 < 0 ? 0 : h0, he = std::min(p.IH, h0 + p.KH);
       for (i64 ow = 0; ow < p.OW; ++ow) {
@@ -843,6 +838,7 @@ napi_value poolFwd(const Args &a) {
         for (i64 c = 0; c < p.C; ++c) y[c] = MAX ? acc[c] : acc[c] / static_cast<float>(cnt > 0 ? cnt : 1);
       }
     }
+  });
   return undef(a.env);
 }
 
@@ -854,8 +850,8 @@ napi_value maxPoolGrad(const Args &a) {
   float *X = a.f32(1, &lx), *DY = a.f32(2, &ldy), *DX = a.f32(3, &ldx);
   checkLen(lx, p.N * p.IH * p.IW * p.C, "x"), checkLen(ldy, p.N * p.OH * p.OW * p.C, "dy");
   checkLen(ldx, lx, "dx");
-#pragma omp parallel for schedule(static) num_threads(g_ewThreads) if (ewPar(static_cast<i64>(lx)))
-  for (i64 n = 0; n < p.N; ++n) {
+  parFor(p.N, rowGrain(p.IH * p.IW * p.C), [&](i64 n0, i64 n1) {
+  for (i64 n = n0; n < n1; ++n) {
     float *dxn = DX + n * p.IH * p.IW * p.C;
     std::fill(dxn, dxn + p.IH * p.IW * p.C, 0.f);
     std::vector<float> best(p.C);
@@ -881,6 +877,7 @@ napi_value maxPoolGrad(const Args &a) {
       }
     }
   }
+  });
   return undef(a.env);
 }
 
@@ -891,8 +888,8 @@ napi_value avgPoolGrad(const Args &a) {
   float *DY = a.f32(1, &ldy), *DX = a.f32(2, &ldx);
   checkLen(ldy, p.N * p.OH * p.OW * p.C, "dy"), checkLen(ldx, p.N * p.IH * p.IW * p.C, "dx");
   const float mult = 1.f / static_cast<float>(p.KH * p.KW);
-#pragma omp parallel for schedule(static) num_threads(g_ewThreads) if (ewPar(static_cast<i64>(ldx)))
-  for (i64 n = 0; n < p.N; ++n) {
+  parFor(p.N, rowGrain(p.IH * p.IW * p.C), [&](i64 n0, i64 n1) {
+  for (i64 n = n0; n < n1; ++n) {
     float *dxn = DX + n * p.IH * p.IW * p.C;
     std::fill(dxn, dxn + p.IH * p.IW * p.C, 0.f);
     for (i64 oh = 0; oh < p.OH; ++oh) {
@@ -910,6 +907,7 @@ napi_value avgPoolGrad(const Args &a) {
       }
     }
   }
+  });
   return undef(a.env);
 }
 
@@ -934,12 +932,13 @@ napi_value batchNorm(const Args &a) {
     add[c] = static_cast<float>(o - m * k);
   }
   const i64 rows = static_cast<i64>(lx) / C;
-#pragma omp parallel for schedule(static) num_threads(g_ewThreads) if (ewPar(static_cast<i64>(lx)))
-  for (i64 r = 0; r < rows; ++r) {
-    const float *x = X + r * C;
-    float *o = O + r * C;
-    for (i64 c = 0; c < C; ++c) o[c] = x[c] * mul[c] + add[c];
-  }
+  parFor(rows, rowGrain(C), [&](i64 r0, i64 r1) {
+    for (i64 r = r0; r < r1; ++r) {
+      const float *x = X + r * C;
+      float *o = O + r * C;
+      for (i64 c = 0; c < C; ++c) o[c] = x[c] * mul[c] + add[c];
+    }
+  });
   return undef(a.env);
 }
 
@@ -963,11 +962,10 @@ napi_value batchNormGrad(const Args &a) {
     inv[c] = 1.0 / std::sqrt(static_cast<double>(V[c]) + eps);
     k[c] = static_cast<float>(inv[c] * (Sc ? Sc[c] : 1.0));
   }
-  const int nt = ewPar(static_cast<i64>(lx)) ? g_ewThreads : 1;
+  // Per-chunk partial sums (double), combined below.
+  const int nt = static_cast<int>(std::max<i64>(1, std::min<i64>(pool()->threads() * 4, static_cast<i64>(lx) / kGrainElems)));
   std::vector<double> sdy(static_cast<size_t>(nt) * C, 0.0), sdyx(static_cast<size_t>(nt) * C, 0.0);
-#pragma omp parallel num_threads(nt)
-  {
-    const int t = omp_get_thread_num();
+  std::function<void(int, int)> job = [&](int t, int) {
     double *s1 = sdy.data() + static_cast<size_t>(t) * C, *s2 = sdyx.data() + static_cast<size_t>(t) * C;
     const i64 r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
     for (i64 r = r0; r < r1; ++r) {
@@ -979,7 +977,8 @@ napi_value batchNormGrad(const Args &a) {
         s2[c] += static_cast<double>(dy[c]) * (x[c] - Mn[c]);
       }
     }
-  }
+  };
+  pool()->run(nt, job);
   for (i64 c = 0; c < C; ++c) {
     double a1 = 0, a2 = 0;
     for (int t = 0; t < nt; ++t) a1 += sdy[static_cast<size_t>(t) * C + c], a2 += sdyx[static_cast<size_t>(t) * C + c];
@@ -994,7 +993,7 @@ napi_value batchNormGrad(const Args &a) {
 
 // ---------------------------------------------------------------- misc
 
-// setNumThreads(convThreads, elementwiseThreads)
+// setNumThreads(n): size of the worker pool (the calling thread included).
 napi_value setNumThreads(const Args &a) {
   const int n = a.integer(0);
   if (n < 1) throw ArgError{"threads must be >= 1"};
@@ -1002,11 +1001,6 @@ napi_value setNumThreads(const Args &a) {
   if (p->threads() != n) {
     p.reset();
     p = std::make_unique<Pool>(n);
-  }
-  if (!a.isNull(1)) {
-    const int e = a.integer(1);
-    if (e < 1) throw ArgError{"elementwise threads must be >= 1"};
-    g_ewThreads = e;
   }
   return undef(a.env);
 }
@@ -1031,8 +1025,6 @@ napi_value info(const Args &a) {
   napi_set_named_property(a.env, o, "onednn", v);
   napi_create_int32(a.env, pool()->threads(), &v);
   napi_set_named_property(a.env, o, "threads", v);
-  napi_create_int32(a.env, g_ewThreads, &v);
-  napi_set_named_property(a.env, o, "elementwiseThreads", v);
   napi_create_int32(a.env, static_cast<int32_t>(convCache().size()), &v);
   napi_set_named_property(a.env, o, "cachedPrimitives", v);
   return o;
