@@ -147,7 +147,7 @@ export async function runSpec(o: RunSpecOptions): Promise<RunSpecResult> {
       );
     if (c['failed']! + c['cancelled']! + c['pending']! + c['running']! > 0) {
       const blocked = run.blocked.length
-        ? `; ${run.blocked.length} pending trial(s) wait for a start trial that is not in this database`
+        ? `; ${run.blocked.length} pending trial(s) wait for start trials outside this sweep that have not succeeded (or are not in this database)`
         : '';
       throw new SchedulerError(
         'TRIALS_FAILED',
