@@ -72,7 +72,7 @@ export function openDatabase(
   if (!exists && !create) {
     throw new StoreError(
       'DB_MISSING',
-      `no flatrank database at ${path}. Pass --db FILE (or set FLATRANK_DB) to an existing database; databases are created by the sweep coordinator (flatrank sweep).`,
+      `no flatrank database at ${path}. Pass --db FILE (or set FLATRANK_DB) to an existing database; databases are created by the sweep coordinator (flatrank run <spec>).`,
       { context: { path } },
     );
   }
