@@ -194,6 +194,28 @@ describe.skipIf(!hasRedis)(
       assertNoDuplicates(sb.db);
     });
 
+    it('Ctrl-C of a worker mid-trial: its attempt is handed back and finished by the other worker', async () => {
+      startWorkers({ default: { steps: 30, stepMs: 50 } });
+      await waitWorkersReady();
+      const spec = sb.spec('wint', baselineSpec('wint', [0, 1, 2], FAST));
+      const running = bull(spec);
+      const victim = await waitFor(
+        () => readFakeLog(sb.logFile).find((x) => x.kind === 'start' && x.cuda === '0'),
+        20_000,
+        'a trial on worker 0',
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      workers[0]!.proc.kill('SIGINT');
+      expect(await workers[0]!.exited).toBe(0);
+      const r = await running;
+      expect(r.error).toBeUndefined();
+      const t = trials().find((x) => x.key === victim.key)!;
+      expect(t).toMatchObject({ status: 'succeeded', attempts: 2 });
+      expect(t.environment?.cudaVisibleDevices).toBe('1');
+      expect(r.err).toMatch(/WORKER_SHUTDOWN: worker .* shut down during attempt 1 \(will retry\)/);
+      assertNoDuplicates(sb.db);
+    });
+
     it('a Redis restart mid-sweep loses and duplicates no result', async () => {
       startWorkers({ default: { steps: 20, stepMs: 50 } }, 2, 1);
       await waitWorkersReady();

@@ -64,6 +64,7 @@ export async function startWorker(o: WorkerOptions): Promise<WorkerHandle> {
   await Promise.all([sub.connect(), blocking.connect()]).catch(() => undefined);
 
   const free: Slot[] = [...o.slots];
+  let shuttingDown = false;
   const active = new Map<string, AbortController>();
   await sub.subscribe(cancelChannel(queueName));
   sub.on('message', (_channel: string, id: string) => {
@@ -81,7 +82,7 @@ export async function startWorker(o: WorkerOptions): Promise<WorkerHandle> {
     if (!slot) throw new Error('no free slot (concurrency exceeds slots)');
     const ac = new AbortController();
     active.set(id, ac);
-    if (o.signal?.aborted) ac.abort('worker shutting down');
+    if (shuttingDown) ac.abort('worker shutting down');
     const pub = new EventPublisher(conn, d.eventsKey, d.acksKey, d.trialKey, d.attempt, {
       resendAfterMs: o.resendAfterMs,
     });
@@ -108,14 +109,29 @@ export async function startWorker(o: WorkerOptions): Promise<WorkerHandle> {
         heartbeatTimeoutMs: d.heartbeatTimeoutMs,
         trialTimeoutMs: d.trialTimeoutMs,
         signal: ac.signal,
-        onEvent: (env) => pub.add(env.event),
+        onEvent: (env) => {
+          const ev = env.event;
+          // This machine going down is not the trial's fault: report a retryable end so that
+          // another worker runs it (a coordinator's cancel stays CANCELLED).
+          if (ev.type === 'failed' && ev.error.code === CANCELLED_CODE && shuttingDown)
+            pub.add({
+              ...ev,
+              error: {
+                ...ev.error,
+                code: 'WORKER_SHUTDOWN',
+                message: `worker ${HOST}:${process.pid} shut down during attempt ${d.attempt}`,
+              },
+              retryable: true,
+            });
+          else pub.add(ev);
+        },
         onOutput: (stream, line) => logger.debug({ trial: d.trialKey, attempt: d.attempt, stream }, line),
       });
       let result: string;
       if (outcome.kind === 'terminal') result = outcome.event.type;
       else {
         // The attempt ended without its own verdict: report one on its behalf (the coordinator retries).
-        const cancelled = outcome.cause === 'cancelled';
+        const cancelled = outcome.cause === 'cancelled' && !shuttingDown;
         pub.add({
           type: 'failed',
           error: {
@@ -128,7 +144,11 @@ export async function startWorker(o: WorkerOptions): Promise<WorkerHandle> {
         result = `lost: ${outcome.reason}`;
       }
       await pub.flush();
-      await pub.drain(o.drainTimeoutMs ?? 300_000);
+      // Shutting down: wait briefly for the coordinator; unacknowledged events are re-read from the
+      // stream by the coordinator anyway (only the re-send on a Redis restart is lost).
+      await pub.drain(
+        shuttingDown ? Math.min(10_000, o.drainTimeoutMs ?? 10_000) : (o.drainTimeoutMs ?? 300_000),
+      );
       logger.info(
         { trial: d.trialKey, attempt: d.attempt },
         `end   ${d.trialKey.slice(0, 10)} ${label}: ${result}`,
@@ -170,6 +190,7 @@ export async function startWorker(o: WorkerOptions): Promise<WorkerHandle> {
   const done = new Promise<void>((resolve) => (resolveDone = resolve));
   const close = (): Promise<void> => {
     closing ??= (async () => {
+      shuttingDown = true;
       for (const ac of active.values()) ac.abort('worker shutting down');
       await worker.close();
       await sub.quit().catch(() => undefined);
