@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SpecError } from '@flatrank/protocol';
 import { fakeTrainerPath } from '@flatrank/testing';
@@ -393,6 +393,17 @@ grid:
     expect(pts.every((p) => p.dependsOn[0] === KEY)).toBe(true);
     expect(pts[0]!.label).toBe('baseline seed=0');
     expect(post[0]!.label).toBe('post ratio=2 seed=0');
+  });
+
+  it('the README examples are valid specs', () => {
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+    const blocks = [...readme.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]!);
+    const full = parseSpecText(blocks[0]!, 'README.md');
+    expect(expandSpec(full)).toHaveLength(14);
+    expect(full.parsed.reproduces).toBe('paper-fig3');
+    // The zip / points fragment, inside a minimal spec.
+    const grid = parseSpecText(`${HEAD}methods:\n  d: { method: distort, compression: { decomposition: tiled-svd } }\n${blocks[1]!}`, 'README.md');
+    expect(expandSpec(grid)).toHaveLength(8);
   });
 
   it('the example spec and its hash are stable; the same text gives the same keys', () => {
