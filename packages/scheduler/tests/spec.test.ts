@@ -402,7 +402,10 @@ grid:
     expect(expandSpec(full)).toHaveLength(14);
     expect(full.parsed.reproduces).toBe('paper-fig3');
     // The zip / points fragment, inside a minimal spec.
-    const grid = parseSpecText(`${HEAD}methods:\n  d: { method: distort, compression: { decomposition: tiled-svd } }\n${blocks[1]!}`, 'README.md');
+    const grid = parseSpecText(
+      `${HEAD}methods:\n  d: { method: distort, compression: { decomposition: tiled-svd } }\n${blocks[1]!}`,
+      'README.md',
+    );
     expect(expandSpec(grid)).toHaveLength(8);
   });
 
