@@ -16,7 +16,8 @@ export interface EventWriterOptions {
   maxBatch?: number;
   /** An attempt lost its lease (someone else owns the trial now). */
   onLeaseLost?(trialKey: string, attempt: number): void;
-  onError?(e: unknown): void;
+  /** A write the store refused (with the envelope when it was one event). Without it, errors throw. */
+  onError?(e: unknown, env?: TrialEnvelope): void;
 }
 
 export class EventWriter {
@@ -54,17 +55,35 @@ export class EventWriter {
     const beats = [...this.beats.entries()].filter(([k]) => !ended.has(k)).map(([, v]) => v);
     this.buffer = [];
     this.beats.clear();
-    try {
-      if (batch.length) {
+    if (batch.length) {
+      try {
         const stats = this.o.store.applyEvents(batch);
         this.written += batch.length;
         this.applied += stats.applied;
+      } catch {
+        // One bad event (e.g. an unknown metric phase from a confused child) must not cost the
+        // others: apply them one by one and report the ones the store refuses.
+        for (const env of batch) {
+          try {
+            this.applied += this.o.store.applyEvents([env]).applied;
+            this.written++;
+          } catch (err) {
+            this.report(err, env);
+          }
+        }
       }
-      for (const b of beats)
-        if (!this.o.store.heartbeat(b.key, b.attempt, this.o.leaseMs)) this.o.onLeaseLost?.(b.key, b.attempt);
-    } catch (e) {
-      if (this.o.onError) this.o.onError(e);
-      else throw e;
     }
+    for (const b of beats) {
+      try {
+        if (!this.o.store.heartbeat(b.key, b.attempt, this.o.leaseMs)) this.o.onLeaseLost?.(b.key, b.attempt);
+      } catch (err) {
+        this.report(err);
+      }
+    }
+  }
+
+  private report(e: unknown, env?: TrialEnvelope): void {
+    if (this.o.onError) this.o.onError(e, env);
+    else throw e;
   }
 }

@@ -97,6 +97,11 @@ export async function runLocal(o: LocalRunOptions): Promise<RunResult> {
   const writer = new EventWriter({
     store,
     leaseMs,
+    onError: (e, env) =>
+      logger.error(
+        { err: e, trial: env?.trialKey, seq: env?.seq },
+        `could not store ${env ? `event ${env.event.type} #${env.seq} of ${env.trialKey.slice(0, 10)}` : 'a heartbeat'}: ${(e as Error)?.message}`,
+      ),
     onLeaseLost: (key, attempt) => {
       const r = running.get(key);
       if (r && r.attempt === attempt && !r.ended) {

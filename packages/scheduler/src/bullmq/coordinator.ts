@@ -180,7 +180,15 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
     if (outcome === 'succeeded' && f.startedAt) durations.push(Date.now() - f.startedAt);
   };
 
-  const writer = new EventWriter({ store, leaseMs });
+  const writer = new EventWriter({
+    store,
+    leaseMs,
+    onError: (e, env) =>
+      logger.error(
+        { err: e, trial: env?.trialKey, seq: env?.seq },
+        `could not store ${env ? `event ${env.event.type} #${env.seq} of ${env.trialKey.slice(0, 10)}` : 'a heartbeat'}: ${(e as Error)?.message}`,
+      ),
+  });
 
   const snapshot = (): ProgressSnapshot => {
     const counts = store.trialCounts(sweep.id);
