@@ -8,7 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { GradConfig, KernelFunc, NamedAttrMap, Tensor } from '@tensorflow/tfjs-core';
-import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
+import { NativeBackend } from './buffers.js';
 import { loadNativeAddon, type NativeAddon, type NativeAddonStatus } from './addon.js';
 import {
   BATCH_NORM_GRAD_KERNEL,
@@ -41,12 +41,7 @@ export async function registerNativeBackend(): Promise<boolean> {
   if (!addon) return false;
   if (!registered) {
     registerKernels(addon);
-    tf.registerBackend(NATIVE_BACKEND_NAME, () => {
-      const b = new MathBackendCPU();
-      // MathBackendCPU advertises tfjs-node on first use in Node; that advice does not apply here.
-      (b as unknown as { firstUse: boolean }).firstUse = false;
-      return b;
-    }, PRIORITY);
+    tf.registerBackend(NATIVE_BACKEND_NAME, () => new NativeBackend(), PRIORITY);
     registered = true;
   }
   installGradients();

@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { backend_util, slice_util, util, type KernelFunc, type NamedAttrMap, type TensorInfo } from '@tensorflow/tfjs-core';
 import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import type { NativeAddon } from './addon.js';
+import { NativeBackend } from './buffers.js';
 
 type Inputs = Record<string, TensorInfo | undefined>;
 interface Args {
@@ -28,6 +29,11 @@ function out(b: MathBackendCPU, shape: number[], values: Float32Array): TensorIn
 }
 
 const i32 = (a: number[]) => Int32Array.from(a);
+
+/** Output buffer for a kernel: recycled by the NativeBackend when possible (contents arbitrary). */
+function alloc(b: MathBackendCPU, n: number): Float32Array {
+  return b instanceof NativeBackend ? b.alloc(n) : new Float32Array(n);
+}
 
 // ---------------------------------------------------------------- convolution
 
@@ -95,7 +101,7 @@ function convForward(args: Args, n: NativeAddon, depthwise: boolean, fused: bool
   }
   const p = convParams(c, depthwise ? c.inChannels : 1, act);
   if (!p) return null;
-  const y = new Float32Array(c.batchSize * c.outHeight * c.outWidth * c.outChannels);
+  const y = alloc(backend, c.batchSize * c.outHeight * c.outWidth * c.outChannels);
   n.conv(0, p, x, w, bias, y);
   return out(backend, [c.batchSize, c.outHeight, c.outWidth, c.outChannels], y);
 }
@@ -117,7 +123,7 @@ function convBackpropInput(args: Args, n: NativeAddon, depthwise: boolean): Tens
   );
   const p = convParams(c, depthwise ? c.inChannels : 1, 0);
   if (!p) return null;
-  const dx = new Float32Array(util.sizeFromShape(inputShape));
+  const dx = alloc(backend, util.sizeFromShape(inputShape));
   n.conv(1, p, dy, w, null, dx);
   return out(backend, [...inputShape], dx);
 }
@@ -139,7 +145,7 @@ function convBackpropFilter(args: Args, n: NativeAddon, depthwise: boolean): Ten
   );
   const p = convParams(c, depthwise ? c.inChannels : 1, 0);
   if (!p) return null;
-  const dw = new Float32Array(util.sizeFromShape(filterShape));
+  const dw = alloc(backend, util.sizeFromShape(filterShape));
   n.conv(2, p, x, dy, null, dw);
   return out(backend, [...filterShape], dw);
 }
@@ -163,7 +169,7 @@ function batchMatMul(args: Args, n: NativeAddon, fused: boolean): TensorInfo | n
   const K = tA ? a.shape[ra - 2]! : a.shape[ra - 1]!;
   const K2 = tB ? b.shape[rb - 1]! : b.shape[rb - 2]!;
   const N = tB ? b.shape[rb - 2]! : b.shape[rb - 1]!;
-  if (K !== K2) return null;
+  if (K !== K2 || K === 0) return null;
   const batchShapeA = a.shape.slice(0, -2);
   const batchShapeB = b.shape.slice(0, -2);
   const bA = util.sizeFromShape(batchShapeA);
@@ -178,7 +184,7 @@ function batchMatMul(args: Args, n: NativeAddon, fused: boolean): TensorInfo | n
     bias = f32(backend, inputs['bias']);
     if (!bias || (bias.length !== N && bias.length !== 1)) return null;
   }
-  const res = new Float32Array(Math.max(bA, bB) * M * N);
+  const res = alloc(backend, Math.max(bA, bB) * M * N);
   n.matmul(av, bv, res, bA, bB, M, N, K, tA ? 1 : 0, tB ? 1 : 0);
   if (bias) {
     const rows = res.length / N;
@@ -241,7 +247,7 @@ function binaryKernel(op: number, aName = 'a', bName = 'b') {
     if (!a || !b || !av || !bv) return null;
     const outShape = backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
     const plan = broadcastPlan(a.shape, b.shape);
-    const res = new Float32Array(util.sizeFromShape(outShape));
+    const res = alloc(backend, util.sizeFromShape(outShape));
     if (res.length > 0) n.binary(op, av, bv, res, i32(plan.shape), i32(plan.sa), i32(plan.sb));
     return out(backend, outShape, res);
   };
@@ -259,7 +265,7 @@ function unaryKernel(op: number, alphaAttr?: string) {
     const xv = f32(backend, x);
     if (!x || !xv) return null;
     const alpha = alphaAttr ? Number(attrs[alphaAttr] ?? 0) : 0;
-    const res = new Float32Array(xv.length);
+    const res = alloc(backend, xv.length);
     n.unary(op, xv, res, alpha);
     return out(backend, [...x.shape], res);
   };
@@ -302,7 +308,7 @@ function reduceKernel(op: number) {
     if (!plan) return null;
     let outShape = x.shape.filter((_, d) => !axes.includes(d));
     if (attrs['keepDims']) outShape = backend_util.expandShapeToKeepDim(outShape, axes);
-    const res = new Float32Array(plan.outer * plan.inner);
+    const res = alloc(backend, plan.outer * plan.inner);
     n.reduce(op, xv, res, plan.outer, plan.red, plan.inner);
     return out(backend, outShape, res);
   };
@@ -310,10 +316,10 @@ function reduceKernel(op: number) {
 
 // ---------------------------------------------------------------- copies
 
-function gatherInto(n: NativeAddon, xv: Float32Array, xShape: number[], outShape: number[], stepPerAxis: number[], begin: number[]): Float32Array {
+function gatherInto(b: MathBackendCPU, n: NativeAddon, xv: Float32Array, xShape: number[], outShape: number[], stepPerAxis: number[], begin: number[]): Float32Array {
   const xs = util.computeStrides(xShape);
   const xStride = (d: number) => (d === xShape.length - 1 ? 1 : xs[d]!);
-  const res = new Float32Array(util.sizeFromShape(outShape));
+  const res = alloc(b, util.sizeFromShape(outShape));
   if (res.length === 0) return res;
   let offset = 0;
   const strides: number[] = [];
@@ -334,7 +340,7 @@ function transposeKernel(args: Args, n: NativeAddon): TensorInfo | null {
   const xs = util.computeStrides(x.shape);
   const stride = (d: number) => (d === x.shape.length - 1 ? 1 : xs[d]!);
   const outShape = perm.map((p) => x.shape[p]!);
-  const res = new Float32Array(xv.length);
+  const res = alloc(backend, xv.length);
   if (res.length > 0) n.gather(xv, res, i32(outShape), i32(perm.map(stride)), 0);
   return out(backend, outShape, res);
 }
@@ -346,7 +352,7 @@ function sliceKernel(args: Args, n: NativeAddon): TensorInfo | null {
   if (!x || !xv || x.shape.length === 0) return null;
   const [begin, size] = slice_util.parseSliceParams(x as tf.Tensor, attrs['begin'] as number[], attrs['size'] as number[]);
   slice_util.assertParamsValid(x as tf.Tensor, begin, size);
-  const res = gatherInto(n, xv, x.shape, size, x.shape.map(() => 1), begin);
+  const res = gatherInto(backend, n, xv, x.shape, size, x.shape.map(() => 1), begin);
   return out(backend, size, res);
 }
 
@@ -367,7 +373,7 @@ function stridedSliceKernel(args: Args, n: NativeAddon): TensorInfo | null {
     attrs['shrinkAxisMask'] as number,
   );
   if (info.isIdentity || info.finalShapeSparse.length !== x.shape.length) return null;
-  const res = gatherInto(n, xv, x.shape, info.finalShapeSparse, info.strides, info.begin);
+  const res = gatherInto(backend, n, xv, x.shape, info.finalShapeSparse, info.strides, info.begin);
   return out(backend, info.finalShape, res);
 }
 
@@ -378,7 +384,7 @@ function padKernel(args: Args, n: NativeAddon): TensorInfo | null {
   if (!x || !xv || x.shape.length === 0) return null;
   const paddings = attrs['paddings'] as Array<[number, number]>;
   const outShape = x.shape.map((s, d) => s + paddings[d]![0] + paddings[d]![1]);
-  const res = new Float32Array(util.sizeFromShape(outShape));
+  const res = alloc(backend, util.sizeFromShape(outShape));
   if (res.length > 0)
     n.pad(xv, res, i32(x.shape), i32(outShape), i32(paddings.map((p) => p[0])), Number(attrs['constantValue'] ?? 0));
   return out(backend, outShape, res);
@@ -410,7 +416,7 @@ function poolKernel(max: boolean) {
     const xv = f32(backend, x);
     if (!x || !xv || x.shape.length !== 4) return null;
     const c = poolInfo(x.shape, attrs);
-    const y = new Float32Array(util.sizeFromShape(c.outShape));
+    const y = alloc(backend, util.sizeFromShape(c.outShape));
     (max ? n.maxPool : n.avgPool)(poolParams(c), xv, y);
     return out(backend, [...c.outShape], y);
   };
@@ -423,7 +429,7 @@ function maxPoolGradKernel(args: Args, n: NativeAddon): TensorInfo | null {
   const dy = f32(backend, inputs['dy']);
   if (!x || !xv || !dy || x.shape.length !== 4) return null;
   const c = poolInfo(x.shape, attrs);
-  const dx = new Float32Array(xv.length);
+  const dx = alloc(backend, xv.length);
   n.maxPoolGrad(poolParams(c), xv, dy, dx);
   return out(backend, [...x.shape], dx);
 }
@@ -434,7 +440,7 @@ function avgPoolGradKernel(args: Args, n: NativeAddon): TensorInfo | null {
   const dy = f32(backend, inputs['dy']);
   if (!x || !dy || x.shape.length !== 4) return null;
   const c = poolInfo(x.shape, attrs);
-  const dx = new Float32Array(util.sizeFromShape(x.shape));
+  const dx = alloc(backend, util.sizeFromShape(x.shape));
   n.avgPoolGrad(poolParams(c), dy, dx);
   return out(backend, [...x.shape], dx);
 }
@@ -463,7 +469,7 @@ function batchNormKernel(args: Args, n: NativeAddon): TensorInfo | null {
   const scale = channelParam(backend, inputs['scale'], C);
   if (!mean || !variance || offset === null || scale === null) return null;
   const eps = Number(attrs['varianceEpsilon'] ?? 0.001);
-  const res = new Float32Array(xv.length);
+  const res = alloc(backend, xv.length);
   n.batchNorm(xv, mean, variance, offset ?? null, scale ?? null, eps, res);
   return out(backend, [...x.shape], res);
 }
@@ -484,7 +490,7 @@ function batchNormGradKernel(args: Args, n: NativeAddon): TensorInfo[] | null {
   if (!mean || !variance || mean.length !== C || variance.length !== C || scale === null || (scale && scale.length !== C))
     return null;
   const eps = Number(attrs['varianceEpsilon'] ?? 0.001);
-  const dx = new Float32Array(xv.length);
+  const dx = alloc(backend, xv.length);
   const d = [0, 1, 2, 3].map(() => new Float32Array(C));
   n.batchNormGrad(dy, xv, mean, variance, scale ?? null, eps, dx, d[0]!, d[1]!, d[2]!, d[3]!);
   const pShape = [...inputs['mean']!.shape];
@@ -508,7 +514,7 @@ function meanGradKernel(args: Args, n: NativeAddon): TensorInfo | null {
   const axes = attrs['axes'] as number[];
   const expanded = shape.map((s, d) => (axes.includes(d) ? 1 : s));
   if (util.sizeFromShape(expanded) !== dyv.length) return null;
-  const res = new Float32Array(util.sizeFromShape(shape));
+  const res = alloc(backend, util.sizeFromShape(shape));
   const full = broadcastPlan(expanded, shape);
   if (res.length > 0)
     n.binary(BIN.RealDiv, dyv, Float32Array.of(Number(attrs['reduceSize'])), res, i32(full.shape), i32(full.sa), i32(full.shape.map(() => 0)));
