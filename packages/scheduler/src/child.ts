@@ -178,10 +178,13 @@ export function runChildAttempt(o: ChildAttemptOptions): Promise<AttemptOutcome>
       setInterval(() => {
         if (terminal || killedFor) return;
         const now = Date.now();
-        if (now - lastMessageAt > o.heartbeatTimeoutMs) {
+        // Until 'ready' the child is starting Node (slow on a busy machine): a generous limit.
+        const limit =
+          timings.readyAt === null ? Math.max(o.heartbeatTimeoutMs, 30_000) : o.heartbeatTimeoutMs;
+        if (now - lastMessageAt > limit) {
           killedFor = {
             cause: 'heartbeat',
-            reason: `no heartbeat for ${Math.round((now - lastMessageAt) / 1000)} s (hung or overloaded; timeout ${o.heartbeatTimeoutMs / 1000} s)`,
+            reason: `no heartbeat for ${Math.round((now - lastMessageAt) / 1000)} s (hung or overloaded; timeout ${limit / 1000} s)`,
           };
           kill();
         } else if (o.trialTimeoutMs !== null && now - startedAt > o.trialTimeoutMs) {

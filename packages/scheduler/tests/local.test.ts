@@ -104,7 +104,7 @@ describe('local backend', () => {
           '4': { steps: 6, stepMs: 20, action: 'crash' },
         },
       },
-      { gpus: 'none', workers: 2, heartbeatTimeoutMs: 800 },
+      { gpus: 'none', workers: 2, heartbeatTimeoutMs: 1500 },
     );
     expect(r.error).toBeInstanceOf(SchedulerError);
     expect((r.error as SchedulerError).code).toBe('TRIALS_FAILED');

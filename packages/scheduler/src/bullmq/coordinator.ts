@@ -387,7 +387,7 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
       } else if (state === 'active' && !f.started) {
         // Taken by a worker that never reported: count silence from the moment it was taken.
         f.oddSince ??= now;
-        if (now - f.oddSince > o.heartbeatTimeoutMs * 2) {
+        if (now - f.oddSince > Math.max(o.heartbeatTimeoutMs * 2, 30_000)) {
           const why = `attempt ${f.attempt}: taken by a worker that never reported`;
           store.endAttempt(f.key, f.attempt, { status: 'failed', error: why, retryable: true });
           await queue.remove(f.jobId).catch(() => 0);
