@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 import PQueue from 'p-queue';
-import { TRIAL_STATUSES, type BackendName, type TrialEnvelope } from '@flatrank/protocol';
+import { TRIAL_STATUSES, type BackendName } from '@flatrank/protocol';
 import type { ClaimedTrial, ResultsStore } from '@flatrank/store';
 import { runChildAttempt, type AttemptOutcome } from './child.js';
 import { attemptDir, recoverOrphans, startCheckpoint, trialDir, workerId } from './common.js';
@@ -199,7 +199,6 @@ export async function runLocal(o: LocalRunOptions): Promise<RunResult> {
         backend: o.backend,
         heartbeatMs: o.heartbeatMs,
       };
-      let heldCancel: TrialEnvelope | null = null;
       const outcome: AttemptOutcome = await runChildAttempt({
         childEntry: o.childEntry,
         trialKey: key,
@@ -223,7 +222,7 @@ export async function runLocal(o: LocalRunOptions): Promise<RunResult> {
           }
           // Our own cancel's answer is not the trial's verdict: the attempt goes back to pending below.
           if (abort.signal.aborted && ev.type === 'failed' && ev.error.code === 'CANCELLED') {
-            heldCancel = env;
+            tlog.logger.info({ attempt, seq: env.seq }, 'answered the cancel');
             return;
           }
           if (ev.type !== 'heartbeat' && ev.type !== 'metric')
@@ -271,7 +270,6 @@ export async function runLocal(o: LocalRunOptions): Promise<RunResult> {
         rec.outcome = 'cancelled';
         const why = `cancelled (${String(abort.signal.reason ?? 'interrupted')}) at attempt ${attempt}; runs again on the next flatrank run`;
         rec.reason = why;
-        void heldCancel;
         store.endAttempt(key, attempt, { status: 'pending', error: why });
         logger.warn({ trial: key, attempt }, `cancelled ${short} ${label}`);
         tlog.logger.warn({ attempt }, why);
