@@ -7,7 +7,7 @@
 import { Queue } from 'bullmq';
 import { TRIAL_STATUSES, isTerminalEvent, type BackendName, type TrialEnvelope } from '@flatrank/protocol';
 import type { ResultsStore } from '@flatrank/store';
-import { recoverOrphans, startCheckpoint, workerId } from '../common.js';
+import { HOST, recoverOrphans, startCheckpoint, workerId } from '../common.js';
 import { EventWriter } from '../event-writer.js';
 import type { AttemptRecord, RunResult } from '../local.js';
 import type { Logger } from '../logging.js';
@@ -135,7 +135,7 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
   function recoverCandidates(worker: string): boolean {
     const m = /^bullmq:(.+):(\d+)$/.exec(worker);
     if (!m) return false;
-    if (m[1] !== workerId('x').split(':')[1]) return false; // another host: its lease decides
+    if (m[1] !== HOST) return false; // another host: its lease decides
     const pid = Number(m[2]);
     if (pid === process.pid) return false;
     try {
