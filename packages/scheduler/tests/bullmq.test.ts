@@ -241,6 +241,13 @@ describe.skipIf(!hasRedis)(
       expect(all).toHaveLength(6);
       expect(all.every((t) => t.status === 'succeeded')).toBe(true);
       expect(assertNoDuplicates(sb.db)).toEqual({ results: 6, succeeded: 6 });
+      // The coordinator noticed: it lost Redis, came back and checked its queued attempts.
+      expect(r.err).toMatch(/lost the connection to Redis/);
+      expect(r.err).toMatch(/reconnected to Redis/);
+      // Queued jobs died with Redis: enqueued again as new attempts (each trial still ran to one result).
+      expect(r.err).toMatch(
+        /requeue [0-9a-f]{10} baseline seed=\d: its job vanished from Redis before it started/,
+      );
     });
 
     it('the coordinator killed and restarted: only unfinished points run', async () => {
