@@ -143,6 +143,38 @@ describe.skipIf(!hasRedis)(
       expect(readFakeLog(sb.logFile).filter((x) => x.kind === 'start')).toHaveLength(6);
     });
 
+    it('dependent trials run after their start trial, from its checkpoint, on any worker', async () => {
+      startWorkers({ default: { steps: 3, stepMs: 20 } });
+      await waitWorkersReady();
+      const spec = sb.spec(
+        'deps',
+        `name: deps
+model: lenet5
+dataset: mnist
+training: { epochs: 1 }
+start: baseline
+methods:
+  baseline: {}
+  ft: { method: finetune, compression: { decomposition: tucker2 } }
+grid:
+  seed: [0, 1]
+  ratio: [2, 3]
+${FAST}`,
+      );
+      const r = await bull(spec);
+      expect(r.error).toBeUndefined();
+      const all = trials();
+      expect(all).toHaveLength(6);
+      expect(all.every((t) => t.status === 'succeeded')).toBe(true);
+      const log = readFakeLog(sb.logFile);
+      for (const t of all.filter((x) => x.config.start.kind === 'trial')) {
+        const dep = (t.config.start as { trialKey: string }).trialKey;
+        expect(log.find((e) => e.kind === 'start' && e.key === t.key)!.t).toBeGreaterThanOrEqual(
+          log.find((e) => e.kind === 'end' && e.key === dep)!.t,
+        );
+      }
+    });
+
     it('kill -9 of a worker mid-trial: the trial is retried on the other worker, finished, no duplicates', async () => {
       startWorkers({ default: { steps: 40, stepMs: 50 } });
       await waitWorkersReady();
