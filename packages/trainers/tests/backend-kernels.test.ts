@@ -130,6 +130,7 @@ describe('FusedBatchNorm gradient by broadcasting', () => {
   test.each([
     ['NHWC, per-channel stats', [2, 5, 4, 3], [3]],
     ['2-D, per-feature stats', [6, 4], [4]],
+    ['statistics shaped like x', [3, 2, 4], [3, 2, 4]],
   ] as const)('%s: equals the stock (Tile) gradient on cpu, and on wasm', async (_l, xShape, pShape) => {
     const rng = new Rng(5);
     const size = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);

@@ -445,7 +445,13 @@ export function maxPoolGradWasm({ inputs, backend, attrs }: KernelArgs): TensorI
   return out;
 }
 
-/** tfjs-core's FusedBatchNorm gradient, broadcasting instead of tiling. */
+/**
+ * tfjs-core's FusedBatchNorm gradient without Tile. With per-channel statistics (rank-1 mean, as
+ * tfjs-layers' BatchNormalization uses) inv = 1/sqrt(var + eps) and scale are per-channel constants,
+ * so the four reductions collapse to two, sum(dy) and sum(dy * (x - mean)):
+ *   d mean = -inv * scale * sum(dy),  d var = -inv^3 / 2 * scale * sum(dy * (x - mean)),
+ *   d scale = inv * sum(dy * (x - mean)),  d offset = sum(dy),  dx = dy * inv * scale.
+ */
 const fusedBatchNormGrad: tf.GradConfig = {
   kernelName: 'FusedBatchNorm',
   inputsToSave: ['x', 'mean', 'variance', 'scale'],
@@ -454,19 +460,31 @@ const fusedBatchNormGrad: tf.GradConfig = {
     const { varianceEpsilon } = attrs as unknown as { varianceEpsilon: number };
     const [x, mean, variance, scale] = saved as [Tensor, Tensor, Tensor, Tensor | undefined];
     const scaleValue = scale ?? tf.scalar(1);
-    const axes = backend_util.getReductionAxes(mean.shape, x.shape);
-    const reduce = (t: Tensor): Tensor => (mean.rank === 1 ? tf.sum(t, axes) : t);
-    const xMinusMean = tf.sub(x, mean);
-    const dyTimesScale = tf.mul(g, scaleValue);
     const inv = tf.rsqrt(tf.add(variance, tf.scalar(varianceEpsilon)));
     const minusHalfRCube = tf.mul(tf.mul(tf.mul(inv, inv), inv), tf.scalar(-0.5));
+    const dx = () => tf.reshape(tf.mul(g, tf.mul(inv, scaleValue)), x.shape);
+    if (mean.rank === 1) {
+      const axes = backend_util.getReductionAxes(mean.shape, x.shape);
+      // Eager, not memoised in the closures: the tape runs each closure in its own tidy.
+      const sdy = tf.sum(g, axes);
+      const sdyx = tf.sum(tf.mul(g, tf.sub(x, mean)), axes);
+      return {
+        x: dx,
+        mean: () => tf.reshape(tf.mul(tf.mul(tf.neg(inv), scaleValue), sdy), mean.shape),
+        variance: () => tf.reshape(tf.mul(tf.mul(minusHalfRCube, scaleValue), sdyx), mean.shape),
+        scale: () => tf.reshape(tf.mul(inv, sdyx), mean.shape),
+        offset: () => tf.reshape(sdy, mean.shape),
+      };
+    }
+    // Statistics shaped like x: no reductions, the stock formulas with broadcasting.
+    const xMinusMean = tf.sub(x, mean);
+    const dyTimesScale = tf.mul(g, scaleValue);
     return {
-      x: () => tf.reshape(tf.mul(g, tf.mul(inv, scaleValue)), x.shape),
-      mean: () => tf.reshape(reduce(tf.mul(tf.neg(inv), dyTimesScale)), mean.shape),
-      variance: () =>
-        tf.reshape(reduce(tf.mul(tf.mul(minusHalfRCube, xMinusMean), dyTimesScale)), mean.shape),
-      scale: () => tf.reshape(reduce(tf.mul(g, tf.mul(xMinusMean, inv))), mean.shape),
-      offset: () => tf.reshape(reduce(g), mean.shape),
+      x: dx,
+      mean: () => tf.reshape(tf.mul(tf.neg(inv), dyTimesScale), mean.shape),
+      variance: () => tf.reshape(tf.mul(tf.mul(minusHalfRCube, xMinusMean), dyTimesScale), mean.shape),
+      scale: () => tf.reshape(tf.mul(g, tf.mul(xMinusMean, inv)), mean.shape),
+      offset: () => tf.reshape(g, mean.shape),
     };
   },
 };
