@@ -31,7 +31,8 @@ export interface BackendCandidate {
   /** Cheap presence check (resolves packages / files; loads nothing heavy). */
   isInstalled(): boolean | Promise<boolean>;
   /**
-   * Loads the backend, registers it with TF.js and makes it active (tf.setBackend). Must be
+   * Loads the backend, registers it with TF.js under the same name (tfjs-node registers
+   * 'tensorflow') and makes it active (tf.setBackend). Must be
    * idempotent: initBackend calls it again when switching back. Throws when installed but broken.
    */
   load(): Promise<LoadedBackend>;
@@ -73,7 +74,6 @@ export function registerBackendCandidate(
   if (!(BACKENDS as readonly string[]).includes(name)) throw new UnknownNameError('backend', name, BACKENDS);
   const previous = candidates.get(name) ?? null;
   candidates.set(name, candidate);
-  loaded.delete(name);
   return previous;
 }
 
@@ -87,16 +87,11 @@ export async function installedBackends(): Promise<BackendName[]> {
   return out;
 }
 
-const loaded = new Map<BackendName, BackendInfo>();
 let active: BackendInfo | null = null;
 
 /** The backend chosen by the last initBackend call (null before). */
 export function currentBackend(): BackendInfo | null {
-  return active && tf.getBackend() === tfjsNameOf(active.name) ? active : null;
-}
-
-function tfjsNameOf(name: BackendName): string {
-  return name === 'tensorflow' ? 'tensorflow' : name;
+  return active && tf.getBackend() === active.name ? active : null;
 }
 
 export interface InitBackendOptions {
@@ -160,7 +155,7 @@ async function activate(
 ): Promise<BackendInfo> {
   const l = await c.load();
   await tf.ready();
-  if (tf.getBackend() !== tfjsNameOf(name))
+  if (tf.getBackend() !== name)
     throw new Error(`TF.js active backend is '${tf.getBackend()}' after loading '${name}'`);
   const info: BackendInfo = {
     name,
@@ -173,7 +168,6 @@ async function activate(
     tfjsVersion: tf.version_core,
     ...sel,
   };
-  loaded.set(name, info);
   return info;
 }
 
