@@ -75,6 +75,7 @@ export function toMarkdown(report: Report): string {
     'latency ×',
     'acc. after decomp. %',
     'final acc. %',
+    'vs base pts',
   ];
   if (paper) head.push('paper %', 'Δ pts');
   head.push('wall s', 'not done');
@@ -92,6 +93,7 @@ export function toMarkdown(report: Report): string {
       fmtStat(r.latencyRatio, 2),
       fmtStat(r.accuracyAfterDecomposition, 2, 100),
       r.best ? `**${final}**` : final,
+      fmtSigned(r.vsBaseline, 2),
     ];
     if (paper)
       cells.push(r.paper ? fmtNum(r.paper.accuracy, 2) : '', r.paper ? fmtSigned(r.paper.delta, 2) : '');
@@ -100,7 +102,7 @@ export function toMarkdown(report: Report): string {
   }
   out.push('');
   out.push(
-    'Mean ± sample std over seeds (n = succeeded trials). × columns: before / after (params and multiply-adds of the whole model; latency measured, > 1 means the factored model is faster). ★ / bold: highest mean final accuracy among the rows of the same compression ratio.',
+    'Mean ± sample std over seeds (n = succeeded trials). × columns: before / after (params and multiply-adds of the whole model; latency measured, > 1 means the factored model is faster). ★ / bold: highest mean final accuracy among the rows of the same compression ratio. vs base: mean final accuracy minus that of the uncompressed baseline, in points.',
   );
   if (paper) {
     out.push(
@@ -148,6 +150,7 @@ export function toCsv(report: Report): string {
   ];
   for (const c of STAT_COLUMNS) head.push(`${c}_mean`, `${c}_std`);
   head.push(
+    'vs_baseline_pts',
     'paper_accuracy_pct',
     'paper_ratio',
     'delta_pts',
@@ -174,7 +177,7 @@ export function toCsv(report: Report): string {
       r.seeds.join(' '),
     ];
     for (const c of STAT_COLUMNS) cells.push(r[c].mean, r[c].std);
-    cells.push(r.paper?.accuracy ?? null, r.paper?.ratio ?? null, r.paper?.delta ?? null);
+    cells.push(r.vsBaseline, r.paper?.accuracy ?? null, r.paper?.ratio ?? null, r.paper?.delta ?? null);
     cells.push(
       r.status.succeeded,
       r.status.failed,

@@ -7,6 +7,11 @@ import type { PaperReference, PublishedRow } from './paper.js';
 export interface ReportEntry extends ReportRow {
   /** The published counterpart (only when the sweep reproduces a paper figure / table). */
   paper: PaperMatch | null;
+  /**
+   * Mean final accuracy minus the uncompressed baseline's, in percentage points (null for the
+   * baseline itself, without a baseline row, or without our accuracy).
+   */
+  vsBaseline: number | null;
 }
 
 export interface Report {
@@ -30,9 +35,17 @@ export interface BuildReportOptions extends AggregateOptions {
 export function buildReport(trials: readonly ReportTrial[], options: BuildReportOptions): Report {
   const reproduces = options.reproduces ?? null;
   const tolerance = options.matchTolerance ?? DEFAULT_MATCH_TOLERANCE;
-  const rows: ReportEntry[] = aggregate(trials, options).map((r) => ({
+  const aggregated = aggregate(trials, options);
+  // With several baseline configurations, the first (sorted) one is the reference.
+  const base =
+    aggregated.find((r) => r.isBaseline && r.accuracyFinal.mean !== null)?.accuracyFinal.mean ?? null;
+  const rows: ReportEntry[] = aggregated.map((r) => ({
     ...r,
     paper: reproduces ? matchRow(r, reproduces, { tolerance }) : null,
+    vsBaseline:
+      r.isBaseline || base === null || r.accuracyFinal.mean === null
+        ? null
+        : (r.accuracyFinal.mean - base) * 100,
   }));
   const totals = {
     trials: trials.length,

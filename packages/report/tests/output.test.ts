@@ -77,6 +77,8 @@ describe('formats', () => {
     expect(best.every((l) => l.includes('distort tucker2'))).toBe(true);
     // distort 2x: mean of 0.90 and 0.92 -> 91.00 ± 1.41, bold
     expect(md).toContain('**91.00 ± 1.41**');
+    // vs base: 91.00 - 95.50 (baseline mean) = -4.50 points
+    expect(md).toMatch(/\*\*91\.00 ± 1\.41\*\* \| -4\.50 \|/);
     expect(md).toMatch(/baseline \(uncompressed\).*\| 92\.63 \| \+2\.87 \|/);
     expect(md).toContain('Published rows without a counterpart here:');
   });
@@ -100,6 +102,8 @@ describe('formats', () => {
     expect(distort2['best']).toBe('true');
     expect(Number(distort2['paper_accuracy_pct'])).toBe(92.62);
     expect(Number(distort2['n'])).toBe(2);
+    expect(Number(distort2['vs_baseline_pts'])).toBeCloseTo(-4.5, 10);
+    expect(cols(1)['vs_baseline_pts']).toBe('');
   });
 
   it('json: round-trips the report', () => {
