@@ -1,8 +1,8 @@
 // Benchmark suite `core-linalg`: thin SVD of 64x576 and 512x4608 float64 matrices (the sizes of a conv
 // layer's lowered kernel) with every available @flatrank/core path, side by side with numpy
 // (LAPACK gesdd) on the very same matrix in the same run when python3 + numpy are installed.
-// Options: --reps N (timed runs per row, default 15 small / 3 large), --no-js-large (skip the slow
-// pure-JS 512x4608 row).
+// Options: --reps=N (timed runs per row, default 15 small / 3 large), --no-js-large (skip the slow
+// pure-JS 512x4608 row), --numpy-1thread (also time numpy on one OpenBLAS thread).
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -60,12 +60,14 @@ function timeNumpy(
   a: Tensor,
   reps: number,
   dir: string,
+  threads?: number,
 ): { ms: number; s: Float64Array; version: string } | { error: string } {
   const inFile = join(dir, `a-${a.shape.join('x')}.npy`);
   const outFile = join(dir, `s-${a.shape.join('x')}.npy`);
   writeFileSync(inFile, writeNpy(a));
   const r = spawnSync('python3', ['-c', NUMPY_SCRIPT, inFile, String(reps), outFile], {
     encoding: 'utf8',
+    env: threads ? { ...process.env, OPENBLAS_NUM_THREADS: String(threads) } : process.env,
     timeout: 600_000,
   });
   if (r.status !== 0)
@@ -119,6 +121,7 @@ export default {
   async run(args: string[]): Promise<Row[]> {
     const repsArg = argValue(args, '--reps');
     const skipJsLarge = args.includes('--no-js-large');
+    const single = args.includes('--numpy-1thread');
     const info = linalgInfo();
     const numpy = hasNumpy();
     const dir = mkdtempSync(join(tmpdir(), 'flatrank-bench-'));
@@ -163,6 +166,11 @@ export default {
             ? `numpy ${refOk.version} np.linalg.svd(full_matrices=False)`
             : (ref as { error: string }).error,
         );
+        if (refOk && single) {
+          // numpy on one thread: a steadier yardstick when other jobs share the cores.
+          const one = timeNumpy(a, reps, dir, 1);
+          add('numpy-1thread', Math.min(m, n), 'ms' in one ? one : null, 'OPENBLAS_NUM_THREADS=1');
+        }
         if (info.backend === 'native') {
           add(
             'native',
