@@ -66,6 +66,12 @@ function tryLoad(env: NodeJS.ProcessEnv): { addon: NativeAddon | null; status: N
       addon: null,
       status: { available: false, detail: `addon not built (${path} missing; run npm run build:native -w @flatrank/trainers)` },
     };
+  // Under V8's sampling profiler (--cpu-prof, --prof) oneDNN's AVX-512 kernels have aborted the
+  // process with heap corruption (4 of 4 runs; none with AVX2, none without the profiler, and
+  // valgrind/ASan runs are clean): cap oneDNN at AVX2 there unless the user chose an ISA.
+  const execArgs = [...process.execArgv, ...(env['NODE_OPTIONS'] ?? '').split(/\s+/)];
+  if (!env['ONEDNN_MAX_CPU_ISA'] && !env['DNNL_MAX_CPU_ISA'] && execArgs.some((a) => a.startsWith('--cpu-prof') || a === '--prof'))
+    process.env['ONEDNN_MAX_CPU_ISA'] = 'AVX2';
   try {
     const require = createRequire(import.meta.url);
     const addon = require(path) as NativeAddon;

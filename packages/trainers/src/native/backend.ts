@@ -41,7 +41,10 @@ export async function registerNativeBackend(): Promise<boolean> {
   if (!addon) return false;
   if (!registered) {
     registerKernels(addon);
-    tf.registerBackend(NATIVE_BACKEND_NAME, () => new NativeBackend(), PRIORITY);
+    // FLATRANK_NATIVE_POOL_MB caps the recycled-buffer free list (0 turns recycling off).
+    const mb = Number(process.env['FLATRANK_NATIVE_POOL_MB'] ?? '1024');
+    const cap = Number.isFinite(mb) && mb >= 0 ? mb * 1024 ** 2 : 1024 ** 3;
+    tf.registerBackend(NATIVE_BACKEND_NAME, () => new NativeBackend(cap), PRIORITY);
     registered = true;
   }
   installGradients();
