@@ -98,7 +98,7 @@ describe('wasm Conv2DBackpropFilter / Conv2DBackpropInput match cpu', () => {
 describe('wasm depthwise conv gradients match cpu', () => {
   const cases: Array<[string, number, Pad, number, number]> = [];
   for (const stride of [1, 2])
-    for (const [pn, pad] of PADS.slice(0, 2))
+    for (const [pn, pad] of PADS)
       for (const f of [1, 3, 5])
         for (const m of [1, 2]) cases.push([`s${stride} ${pn} f${f} m${m}`, stride, pad, f, m]);
   test.each(cases)('%s', async (_label, stride, pad, f, m) => {

@@ -168,7 +168,7 @@ export function conv2DBackpropFilterWasm({ inputs, backend, attrs }: KernelArgs)
 
 /**
  * Zero-dilates dy by the strides and pads / crops it so that a stride-1 'valid' correlation with
- * the flipped filter yields dx. Returns null when the padding cannot be expressed (pad > F - 1).
+ * the flipped filter yields dx. Returns null when no dy entry reaches the input (dx is zero).
  */
 function dilatedPaddedDy(
   dy: TensorInfo,
@@ -189,9 +189,6 @@ function dilatedPaddedDy(
     padInfo,
   } = info;
   const C = dy.shape[3]!;
-  const pt = FH - 1 - padInfo.top;
-  const pl = FW - 1 - padInfo.left;
-  if (pt < 0 || pl < 0) return null;
   let d = dy;
   if (sh > 1 || sw > 1) {
     // Interleave zeros: view dy as [N, OH, 1, OW, 1, C], pad the unit axes to the strides.
@@ -210,16 +207,22 @@ function dilatedPaddedDy(
     );
     d = view(p6, [N, OH * sh, OW * sw, C]);
   }
-  // Rows of the dilated dy reach (OH-1)*sh + 1 + (sh-1); the full correlation needs H + F - 1 rows.
+  // The full correlation with the flipped filter needs H + F - 1 rows: F - 1 - top before the
+  // dilated dy's OH*sh rows and H + top - OH*sh after. A negative amount crops instead (padding
+  // wider than the filter: those dy rows only ever saw padding).
+  let pt = FH - 1 - padInfo.top;
+  let pl = FW - 1 - padInfo.left;
   let pb = H + padInfo.top - OH * sh;
   let pr = W + padInfo.left - OW * sw;
-  if (pb < 0 || pr < 0) {
-    d = s.keep(
-      run('Slice', { x: d }, backend, {
-        begin: [0, 0, 0, 0],
-        size: [N, d.shape[1]! + Math.min(pb, 0), d.shape[2]! + Math.min(pr, 0), C],
-      }),
-    );
+  if (pt < 0 || pl < 0 || pb < 0 || pr < 0) {
+    const top = Math.max(0, -pt);
+    const left = Math.max(0, -pl);
+    const rows = d.shape[1]! - top - Math.max(0, -pb);
+    const cols = d.shape[2]! - left - Math.max(0, -pr);
+    if (rows <= 0 || cols <= 0) return null;
+    d = s.keep(run('Slice', { x: d }, backend, { begin: [0, top, left, 0], size: [N, rows, cols, C] }));
+    pt = Math.max(pt, 0);
+    pl = Math.max(pl, 0);
     pb = Math.max(pb, 0);
     pr = Math.max(pr, 0);
   }
@@ -242,10 +245,7 @@ export function conv2DBackpropInputWasm(args: KernelArgs): TensorInfo {
   const s = new Scratch(backend);
   try {
     const prep = dilatedPaddedDy(dy, info, backend, s);
-    if (!prep) {
-      s.dispose();
-      return run('Conv2DBackpropInput', inputs, backend, attrs); // stock kernel handles any padding
-    }
+    if (!prep) return zeros(attrs['inputShape'] as number[], backend);
     const wr = s.keep(run('Reverse', { x: filter }, backend, { dims: [0, 1] }));
     const wt = s.keep(run('Transpose', { x: wr }, backend, { perm: [0, 1, 3, 2] }));
     return run('Conv2D', { x: prep.d, filter: wt }, backend, {
@@ -326,10 +326,7 @@ export function depthwiseBackpropInputWasm(args: KernelArgs): TensorInfo {
   const s = new Scratch(backend);
   try {
     const prep = dilatedPaddedDy(dy, info, backend, s);
-    if (!prep)
-      throw new Error(
-        'depthwise conv gradient: padding larger than filter size - 1 is not supported on wasm',
-      );
+    if (!prep) return zeros(inputShape, backend);
     const wr = s.keep(run('Reverse', { x: filter }, backend, { dims: [0, 1] }));
     const out = run('DepthwiseConv2dNative', { x: prep.d, filter: view(wr, [FH, FW, C * M, 1]) }, backend, {
       strides: [1, 1],
@@ -344,6 +341,13 @@ export function depthwiseBackpropInputWasm(args: KernelArgs): TensorInfo {
   } finally {
     s.dispose();
   }
+}
+
+/** A fresh float32 tensor of zeros on the wasm heap. */
+function zeros(shape: number[], backend: KernelBackend): TensorInfo {
+  const out = heap(backend).makeOutput(shape, 'float32');
+  heap(backend).typedArrayFromHeap(out).fill(0);
+  return out;
 }
 
 /** The wasm backend's heap access (BackendWasm; not part of KernelBackend's typings). */
