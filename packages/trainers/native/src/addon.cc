@@ -865,7 +865,7 @@ napi_value poolFwd(const Args &a) {
             const float *x = X + ((n * p.IH + ih) * p.IW + iw) * p.C;
             for (i64 c = 0; c < p.C; ++c) {
               if (MAX) {
-                if (x[c] > acc[c]) acc[c] = x[c];
+                acc[c] = x[c] > acc[c] ? x[c] : acc[c];  // maxps: no branch
               } else
                 acc[c] += x[c];
             }
@@ -906,7 +906,11 @@ napi_value maxPoolGrad(const Args &a) {
             const i64 base = (ih * p.IW + iw) * p.C;
             const float *x = X + n * p.IH * p.IW * p.C + base;
             for (i64 c = 0; c < p.C; ++c)
-              if (x[c] > best[c]) best[c] = x[c], pos[c] = base + c;
+            {
+              const bool gt = x[c] > best[c];  // first strict maximum, as selects
+              best[c] = gt ? x[c] : best[c];
+              pos[c] = gt ? base + c : pos[c];
+            }
           }
         const float *dy = DY + ((n * p.OH + oh) * p.OW + ow) * p.C;
         for (i64 c = 0; c < p.C; ++c)
