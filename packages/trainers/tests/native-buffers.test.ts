@@ -44,14 +44,19 @@ describe.skipIf(!nativeExpected)('native buffer recycling', () => {
   test('views of a buffer (cpu kernels returning subarrays) keep it alive', async () => {
     await tf.setBackend('native');
     // The same values computed separately (reading parent itself would mark its buffer escaped).
-    const expected = Float32Array.from(tf.tidy(() => tf.add(rand([8, 512], 2), 0).dataSync() as Float32Array));
+    const expected = Float32Array.from(
+      tf.tidy(() => tf.add(rand([8, 512], 2), 0).dataSync() as Float32Array),
+    );
     const parent = tf.add(rand([8, 512], 2), 0); // native output, 4096 floats
     const parts = tf.split(parent, 2, 0); // cpu kernel: subarray views of the parent's buffer
     const valuesOf = (t: tf.Tensor) => backend().data.get(t.dataId)!.values as Float32Array;
     expect(valuesOf(parts[0]!).buffer).toBe(valuesOf(parent).buffer);
     parent.dispose();
     churn([8, 512]);
-    const got = new Float32Array([...(parts[0]!.dataSync() as Float32Array), ...(parts[1]!.dataSync() as Float32Array)]);
+    const got = new Float32Array([
+      ...(parts[0]!.dataSync() as Float32Array),
+      ...(parts[1]!.dataSync() as Float32Array),
+    ]);
     expect(got).toEqual(expected);
     tf.dispose(parts);
   });

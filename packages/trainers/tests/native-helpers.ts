@@ -6,10 +6,16 @@ import { existsSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-core/dist/register_all_gradients.js';
-import { loadNativeAddon, nativeBackendStatus, registerNativeBackend, type NativeAddon } from '../src/native/index.js';
+import {
+  loadNativeAddon,
+  nativeBackendStatus,
+  registerNativeBackend,
+  type NativeAddon,
+} from '../src/native/index.js';
 
 /** The build prerequisites are present, so the addon must have been built (the tests then require it). */
-export const nativeExpected = existsSync('/usr/include/dnnl.hpp') || existsSync('/usr/include/oneapi/dnnl/dnnl.hpp');
+export const nativeExpected =
+  existsSync('/usr/include/dnnl.hpp') || existsSync('/usr/include/oneapi/dnnl/dnnl.hpp');
 
 export async function setupNative(): Promise<{ available: boolean; calls: Map<string, number> }> {
   const available = await registerNativeBackend();
@@ -57,14 +63,19 @@ export function maxRelDiff(a: Float32Array[], b: Float32Array[]): number {
     for (const v of y) scale = Math.max(scale, Math.abs(v));
     for (let j = 0; j < x.length; j++) {
       const d = Math.abs(x[j]! - y[j]!) / scale;
-      if (!(d <= worst)) worst = Number.isNaN(d) ? (Number.isNaN(x[j]!) && Number.isNaN(y[j]!) ? worst : Infinity) : d;
+      if (!(d <= worst))
+        worst = Number.isNaN(d) ? (Number.isNaN(x[j]!) && Number.isNaN(y[j]!) ? worst : Infinity) : d;
     }
   }
   return worst;
 }
 
 /** Compares f on native against cpu; returns a failure line or null. */
-export async function compareBackends(label: string, f: () => tf.Tensor | tf.Tensor[], tol = 2e-5): Promise<string | null> {
+export async function compareBackends(
+  label: string,
+  f: () => tf.Tensor | tf.Tensor[],
+  tol = 2e-5,
+): Promise<string | null> {
   const ref = await runOn('cpu', f);
   let got: Float32Array[];
   try {

@@ -22,7 +22,12 @@ interface StepResult {
   weights: Map<string, Float32Array>;
 }
 
-async function trainSteps(backend: string, name: 'resnet20' | 'lenet5', shape: [number, number, number], batch: number): Promise<StepResult> {
+async function trainSteps(
+  backend: string,
+  name: 'resnet20' | 'lenet5',
+  shape: [number, number, number],
+  batch: number,
+): Promise<StepResult> {
   await tf.setBackend(backend);
   const model: LayersModel = buildModel(name, { inputShape: shape, numClasses: 10, seed: 7 });
   const x = rand([batch, ...shape], 1);
@@ -33,17 +38,23 @@ async function trainSteps(backend: string, name: 'resnet20' | 'lenet5', shape: [
   const grads = new Map<string, Float32Array>();
   for (let step = 0; step < 2; step++) {
     const { value, grads: g } = tf.variableGrads(
-      () => tf.losses.softmaxCrossEntropy(labels, model.apply(x, { training: true }) as tf.Tensor) as tf.Scalar,
+      () =>
+        tf.losses.softmaxCrossEntropy(labels, model.apply(x, { training: true }) as tf.Tensor) as tf.Scalar,
       vars,
     );
     losses.push(value.dataSync()[0]!);
     // Keyed by layer weight name: tf variable names get a uniquifying suffix per model instance.
-    if (step === 0) model.trainableWeights.forEach((w, i) => grads.set(w.originalName, Float32Array.from(g[vars[i]!.name]!.dataSync() as Float32Array)));
+    if (step === 0)
+      model.trainableWeights.forEach((w, i) =>
+        grads.set(w.originalName, Float32Array.from(g[vars[i]!.name]!.dataSync() as Float32Array)),
+      );
     opt.applyGradients(g);
     value.dispose();
     tf.dispose(Object.values(g));
   }
-  const weights = new Map(model.weights.map((w) => [w.originalName, Float32Array.from(w.read().dataSync() as Float32Array)]));
+  const weights = new Map(
+    model.weights.map((w) => [w.originalName, Float32Array.from(w.read().dataSync() as Float32Array)]),
+  );
   model.dispose();
   opt.dispose();
   tf.dispose([x, labels]);
@@ -53,9 +64,13 @@ async function trainSteps(backend: string, name: 'resnet20' | 'lenet5', shape: [
 function compare(a: StepResult, b: StepResult, tol: number): string[] {
   const bad: string[] = [];
   a.losses.forEach((l, i) => {
-    if (!(Math.abs(l - b.losses[i]!) <= tol * Math.max(1, Math.abs(b.losses[i]!)))) bad.push(`loss ${i}: ${l} vs ${b.losses[i]}`);
+    if (!(Math.abs(l - b.losses[i]!) <= tol * Math.max(1, Math.abs(b.losses[i]!))))
+      bad.push(`loss ${i}: ${l} vs ${b.losses[i]}`);
   });
-  for (const [what, ma, mb] of [['grad', a.grads, b.grads], ['weight', a.weights, b.weights]] as const) {
+  for (const [what, ma, mb] of [
+    ['grad', a.grads, b.grads],
+    ['weight', a.weights, b.weights],
+  ] as const) {
     expect([...ma.keys()].sort()).toEqual([...mb.keys()].sort());
     for (const [k, v] of ma) {
       const d = maxRelDiff([v], [mb.get(k)!]);

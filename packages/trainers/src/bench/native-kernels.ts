@@ -20,18 +20,36 @@ interface Case {
   setup: () => { run: () => tf.Tensor | tf.Tensor[]; inputs: tf.Tensor[] };
 }
 
-function conv(name: string, n: number, h: number, c: number, k: number, oc: number, s: number, pad: 'same' | 'valid'): Case[] {
+function conv(
+  name: string,
+  n: number,
+  h: number,
+  c: number,
+  k: number,
+  oc: number,
+  s: number,
+  pad: 'same' | 'valid',
+): Case[] {
   const shape = `x ${n}x${h}x${h}x${c} k ${k}x${k}x${c}x${oc} s${s} ${pad}`;
   const x = () => tf.randomNormal([n, h, h, c]) as tf.Tensor4D;
   const w = () => tf.randomNormal([k, k, c, oc], 0, 0.1) as tf.Tensor4D;
   const outShape = () => tf.conv2d(x(), w(), s, pad).shape;
   return [
-    { name: `${name} Conv2D`, shape, setup: () => { const a = x(), b = w(); return { inputs: [a, b], run: () => tf.conv2d(a, b, s, pad) }; } },
+    {
+      name: `${name} Conv2D`,
+      shape,
+      setup: () => {
+        const a = x(),
+          b = w();
+        return { inputs: [a, b], run: () => tf.conv2d(a, b, s, pad) };
+      },
+    },
     {
       name: `${name} Conv2DBackpropInput`,
       shape,
       setup: () => {
-        const dy = tf.randomNormal(outShape()) as tf.Tensor4D, b = w();
+        const dy = tf.randomNormal(outShape()) as tf.Tensor4D,
+          b = w();
         return { inputs: [dy, b], run: () => tf.conv2dTranspose(dy, b, [n, h, h, c], s, pad) };
       },
     },
@@ -39,7 +57,9 @@ function conv(name: string, n: number, h: number, c: number, k: number, oc: numb
       name: `${name} Conv2DBackpropFilter`,
       shape,
       setup: () => {
-        const a = x(), dy = tf.randomNormal(outShape()) as tf.Tensor4D, b = w();
+        const a = x(),
+          dy = tf.randomNormal(outShape()) as tf.Tensor4D,
+          b = w();
         // Gradient w.r.t. the filter only: runs Conv2DBackpropFilter.
         const g = tf.grad((f: tf.Tensor) => tf.conv2d(a, f as tf.Tensor4D, s, pad));
         return { inputs: [a, dy, b], run: () => g(b, dy) };
@@ -82,7 +102,14 @@ function cases(): Case[] {
     bn,
     ew('Add (residual)', tf.add, [128, 32, 32, 16]),
     ew('Multiply (per-channel)', tf.mul, [16]),
-    { name: 'Relu', shape: '128x32x32x16', setup: () => { const a = tf.randomNormal([128, 32, 32, 16]); return { inputs: [a], run: () => tf.relu(a) }; } },
+    {
+      name: 'Relu',
+      shape: '128x32x32x16',
+      setup: () => {
+        const a = tf.randomNormal([128, 32, 32, 16]);
+        return { inputs: [a], run: () => tf.relu(a) };
+      },
+    },
   ];
 }
 
@@ -104,7 +131,8 @@ function timeCase(c: Case, reps: number): number {
 
 export default {
   name: 'native-kernels',
-  description: 'hot training kernels at batch 128 (ResNet-20 / LeNet-5 shapes): native vs wasm, ms (min of reps)',
+  description:
+    'hot training kernels at batch 128 (ResNet-20 / LeNet-5 shapes): native vs wasm, ms (min of reps)',
   async run(args: string[]): Promise<Row[]> {
     let reps = 5;
     let wanted: BackendName[] = ['native', 'wasm'];

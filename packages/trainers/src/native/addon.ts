@@ -10,20 +10,73 @@ import { fileURLToPath } from 'node:url';
 /** The functions exported by native/src/addon.cc (all synchronous, Float32Array in/out). */
 export interface NativeAddon {
   /** kind 0: y = conv(x, w [, bias]); 1: dx from (dy, w); 2: dw from (x, dy). params: see CONV_PARAMS. */
-  conv(kind: 0 | 1 | 2, params: Int32Array, a: Float32Array, b: Float32Array, bias: Float32Array | null, out: Float32Array): void;
+  conv(
+    kind: 0 | 1 | 2,
+    params: Int32Array,
+    a: Float32Array,
+    b: Float32Array,
+    bias: Float32Array | null,
+    out: Float32Array,
+  ): void;
   convImpl(kind: 0 | 1 | 2, params: Int32Array, hasBias: number): string;
-  matmul(a: Float32Array, b: Float32Array, out: Float32Array, batchA: number, batchB: number, m: number, n: number, k: number, transA: number, transB: number): void;
-  binary(op: number, a: Float32Array, b: Float32Array, out: Float32Array, shape: Int32Array, stridesA: Int32Array, stridesB: Int32Array): void;
+  matmul(
+    a: Float32Array,
+    b: Float32Array,
+    out: Float32Array,
+    batchA: number,
+    batchB: number,
+    m: number,
+    n: number,
+    k: number,
+    transA: number,
+    transB: number,
+  ): void;
+  binary(
+    op: number,
+    a: Float32Array,
+    b: Float32Array,
+    out: Float32Array,
+    shape: Int32Array,
+    stridesA: Int32Array,
+    stridesB: Int32Array,
+  ): void;
   unary(op: number, x: Float32Array, out: Float32Array, alpha: number): void;
   reduce(op: number, x: Float32Array, out: Float32Array, outer: number, red: number, inner: number): void;
   gather(x: Float32Array, out: Float32Array, shape: Int32Array, strides: Int32Array, offset: number): void;
-  pad(x: Float32Array, out: Float32Array, inShape: Int32Array, outShape: Int32Array, before: Int32Array, value: number): void;
+  pad(
+    x: Float32Array,
+    out: Float32Array,
+    inShape: Int32Array,
+    outShape: Int32Array,
+    before: Int32Array,
+    value: number,
+  ): void;
   maxPool(params: Int32Array, x: Float32Array, y: Float32Array): void;
   avgPool(params: Int32Array, x: Float32Array, y: Float32Array): void;
   maxPoolGrad(params: Int32Array, x: Float32Array, dy: Float32Array, dx: Float32Array): void;
   avgPoolGrad(params: Int32Array, dy: Float32Array, dx: Float32Array): void;
-  batchNorm(x: Float32Array, mean: Float32Array, variance: Float32Array, offset: Float32Array | null, scale: Float32Array | null, eps: number, out: Float32Array): void;
-  batchNormGrad(dy: Float32Array, x: Float32Array, mean: Float32Array, variance: Float32Array, scale: Float32Array | null, eps: number, dx: Float32Array, dmean: Float32Array, dvariance: Float32Array, dscale: Float32Array, doffset: Float32Array): void;
+  batchNorm(
+    x: Float32Array,
+    mean: Float32Array,
+    variance: Float32Array,
+    offset: Float32Array | null,
+    scale: Float32Array | null,
+    eps: number,
+    out: Float32Array,
+  ): void;
+  batchNormGrad(
+    dy: Float32Array,
+    x: Float32Array,
+    mean: Float32Array,
+    variance: Float32Array,
+    scale: Float32Array | null,
+    eps: number,
+    dx: Float32Array,
+    dmean: Float32Array,
+    dvariance: Float32Array,
+    dscale: Float32Array,
+    doffset: Float32Array,
+  ): void;
   setNumThreads(n: number): void;
   info(): { onednn: string; threads: number; cachedPrimitives: number };
 }
@@ -45,7 +98,10 @@ let cached: { addon: NativeAddon | null; status: NativeAddonStatus } | null = nu
  * Loads the addon once per process (env read on first call): FLATRANK_NATIVE=0 forces it off,
  * FLATRANK_NATIVE_ADDON=<file.node> loads another build, FLATRANK_NATIVE_THREADS=N sets the threads.
  */
-export function loadNativeAddon(env: NodeJS.ProcessEnv = process.env): { addon: NativeAddon | null; status: NativeAddonStatus } {
+export function loadNativeAddon(env: NodeJS.ProcessEnv = process.env): {
+  addon: NativeAddon | null;
+  status: NativeAddonStatus;
+} {
   if (cached) return cached;
   cached = tryLoad(env);
   return cached;
@@ -64,13 +120,20 @@ function tryLoad(env: NodeJS.ProcessEnv): { addon: NativeAddon | null; status: N
   if (!existsSync(path))
     return {
       addon: null,
-      status: { available: false, detail: `addon not built (${path} missing; run npm run build:native -w @flatrank/trainers)` },
+      status: {
+        available: false,
+        detail: `addon not built (${path} missing; run npm run build:native -w @flatrank/trainers)`,
+      },
     };
   // Under V8's sampling profiler (--cpu-prof, --prof) oneDNN's AVX-512 kernels have aborted the
   // process with heap corruption (4 of 4 runs; none with AVX2, none without the profiler, and
   // valgrind/ASan runs are clean): cap oneDNN at AVX2 there unless the user chose an ISA.
   const execArgs = [...process.execArgv, ...(env['NODE_OPTIONS'] ?? '').split(/\s+/)];
-  if (!env['ONEDNN_MAX_CPU_ISA'] && !env['DNNL_MAX_CPU_ISA'] && execArgs.some((a) => a.startsWith('--cpu-prof') || a === '--prof'))
+  if (
+    !env['ONEDNN_MAX_CPU_ISA'] &&
+    !env['DNNL_MAX_CPU_ISA'] &&
+    execArgs.some((a) => a.startsWith('--cpu-prof') || a === '--prof')
+  )
     process.env['ONEDNN_MAX_CPU_ISA'] = 'AVX2';
   try {
     const require = createRequire(import.meta.url);
@@ -78,7 +141,10 @@ function tryLoad(env: NodeJS.ProcessEnv): { addon: NativeAddon | null; status: N
     const threads = Number(env['FLATRANK_NATIVE_THREADS'] ?? '');
     if (Number.isInteger(threads) && threads > 0) addon.setNumThreads(threads);
     const i = addon.info();
-    return { addon, status: { available: true, detail: `${path} (oneDNN ${i.onednn}, ${i.threads} threads)` } };
+    return {
+      addon,
+      status: { available: true, detail: `${path} (oneDNN ${i.onednn}, ${i.threads} threads)` },
+    };
   } catch (e) {
     const msg = (e as Error).message.split('\n')[0];
     return { addon: null, status: { available: false, detail: `addon failed to load: ${msg}` } };

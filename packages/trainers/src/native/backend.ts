@@ -71,9 +71,17 @@ function registerKernels(addon: NativeAddon): void {
   // Native kernels the cpu backend lacks (none today, but keep them reachable).
   for (const [name, impl] of Object.entries(NATIVE_KERNELS))
     if (!tf.getKernel(name, NATIVE_BACKEND_NAME))
-      tf.registerKernel({ kernelName: name, backendName: NATIVE_BACKEND_NAME, kernelFunc: withFallback(name, impl, addon, null) });
+      tf.registerKernel({
+        kernelName: name,
+        backendName: NATIVE_BACKEND_NAME,
+        kernelFunc: withFallback(name, impl, addon, null),
+      });
   for (const [name, impl] of Object.entries(GRADIENT_KERNELS))
-    tf.registerKernel({ kernelName: name, backendName: NATIVE_BACKEND_NAME, kernelFunc: withFallback(name, impl, addon, null) });
+    tf.registerKernel({
+      kernelName: name,
+      backendName: NATIVE_BACKEND_NAME,
+      kernelFunc: withFallback(name, impl, addon, null),
+    });
   tf.registerKernel({
     kernelName: BATCH_NORM_GRAD_KERNEL,
     backendName: NATIVE_BACKEND_NAME,
@@ -102,12 +110,18 @@ const NATIVE_GRADIENTS: Record<string, { save: string[]; grad: NativeGrad }> = {
   // tfjs-core: mul(dy, cast(step(x))): two full passes.
   Relu: {
     save: ['x'],
-    grad: (dy, [x]) => (dy.dtype === 'float32' && x!.dtype === 'float32' ? { x: () => run(RELU_GRAD_KERNEL, { dy, x: x! }) as Tensor } : null),
+    grad: (dy, [x]) =>
+      dy.dtype === 'float32' && x!.dtype === 'float32'
+        ? { x: () => run(RELU_GRAD_KERNEL, { dy, x: x! }) as Tensor }
+        : null,
   },
   // tfjs-core: mul(dy, mul(x, 2)).
   Square: {
     save: ['x'],
-    grad: (dy, [x]) => (dy.dtype === 'float32' && x!.dtype === 'float32' ? { x: () => run(SQUARE_GRAD_KERNEL, { dy, x: x! }) as Tensor } : null),
+    grad: (dy, [x]) =>
+      dy.dtype === 'float32' && x!.dtype === 'float32'
+        ? { x: () => run(SQUARE_GRAD_KERNEL, { dy, x: x! }) as Tensor }
+        : null,
   },
   // tfjs-core: div(mul(reshape(dy), ones(x.shape)), n): a fill and two full passes.
   Mean: {
@@ -136,7 +150,13 @@ const NATIVE_GRADIENTS: Record<string, { save: string[]; grad: NativeGrad }> = {
       const inputs: Record<string, Tensor> = { dy, x, mean, variance };
       if (scale != null) inputs['scale'] = scale;
       const [dx, dmean, dvar, dscale, doffset] = run(BATCH_NORM_GRAD_KERNEL, inputs, attrs) as Tensor[];
-      return { x: () => dx!, mean: () => dmean!, variance: () => dvar!, scale: () => dscale!, offset: () => doffset! };
+      return {
+        x: () => dx!,
+        mean: () => dmean!,
+        variance: () => dvar!,
+        scale: () => dscale!,
+        offset: () => doffset!,
+      };
     },
   },
 };
@@ -151,14 +171,16 @@ function installGradients(): void {
   for (const [kernelName, { save, grad }] of Object.entries(NATIVE_GRADIENTS)) {
     const prev = tf.getGradient(kernelName) as (GradConfig & { [OURS]?: boolean }) | undefined;
     if (!prev || prev[OURS]) continue;
-    if (JSON.stringify(prev.inputsToSave ?? []) !== JSON.stringify(save) || prev.outputsToSave?.some(Boolean)) continue;
+    if (JSON.stringify(prev.inputsToSave ?? []) !== JSON.stringify(save) || prev.outputsToSave?.some(Boolean))
+      continue;
     const prevFunc: GradFunc = prev.gradFunc;
     const cfg: GradConfig & { [OURS]: boolean } = {
       kernelName,
       inputsToSave: save,
       [OURS]: true,
       gradFunc: (dy: Tensor | Tensor[], saved: Tensor[], attrs: NamedAttrMap) => {
-        const r = tf.getBackend() === NATIVE_BACKEND_NAME && !Array.isArray(dy) ? grad(dy, saved, attrs) : null;
+        const r =
+          tf.getBackend() === NATIVE_BACKEND_NAME && !Array.isArray(dy) ? grad(dy, saved, attrs) : null;
         return r ?? prevFunc(dy, saved, attrs);
       },
     };
@@ -180,8 +202,10 @@ export const nativeBackendCandidate = {
     return st.available;
   },
   async load() {
-    if (!(await registerNativeBackend())) throw new Error(`native addon unavailable: ${nativeBackendStatus().detail}`);
-    if (!(await tf.setBackend(NATIVE_BACKEND_NAME))) throw new Error("the 'native' backend failed to initialise");
+    if (!(await registerNativeBackend()))
+      throw new Error(`native addon unavailable: ${nativeBackendStatus().detail}`);
+    if (!(await tf.setBackend(NATIVE_BACKEND_NAME)))
+      throw new Error("the 'native' backend failed to initialise");
     const info = loadNativeAddon().addon!.info();
     return {
       version: `flatrank-native (oneDNN ${info.onednn})`,

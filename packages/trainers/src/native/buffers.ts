@@ -58,7 +58,13 @@ export class NativeBackend extends MathBackendCPU {
     return id;
   }
 
-  override move(dataId: DataId, values: BackendValues, shape: number[], dtype: DataType, refCount: number): void {
+  override move(
+    dataId: DataId,
+    values: BackendValues,
+    shape: number[],
+    dtype: DataType,
+    refCount: number,
+  ): void {
     super.move(dataId, values, shape, dtype, refCount);
     this.track(values, 1);
   }

@@ -5,4 +5,10 @@ export {
   nativeKernelNames,
   registerNativeBackend,
 } from './backend.js';
-export { loadNativeAddon, resetNativeAddonCache, addonPath, type NativeAddon, type NativeAddonStatus } from './addon.js';
+export {
+  loadNativeAddon,
+  resetNativeAddonCache,
+  addonPath,
+  type NativeAddon,
+  type NativeAddonStatus,
+} from './addon.js';

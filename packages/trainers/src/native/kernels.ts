@@ -4,8 +4,15 @@
  * null when a case is outside what it handles (other dtypes, NCHW, unusual broadcasting), and the
  * wrapper then runs the cpu backend's own kernel, so nothing the native code skips is lost.
  */
-import * as tf from '@tensorflow/tfjs-core';
-import { backend_util, slice_util, util, type KernelFunc, type NamedAttrMap, type TensorInfo } from '@tensorflow/tfjs-core';
+import type * as tf from '@tensorflow/tfjs-core';
+import {
+  backend_util,
+  slice_util,
+  util,
+  type KernelFunc,
+  type NamedAttrMap,
+  type TensorInfo,
+} from '@tensorflow/tfjs-core';
 import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import type { NativeAddon } from './addon.js';
 import { NativeBackend } from './buffers.js';
@@ -38,14 +45,41 @@ function alloc(b: MathBackendCPU, n: number): Float32Array {
 // ---------------------------------------------------------------- convolution
 
 /** Order of the addon's conv params (native/src/addon.cc ConvP). */
-export const CONV_PARAMS = ['N', 'IH', 'IW', 'IC', 'OH', 'OW', 'OC', 'KH', 'KW', 'SH', 'SW', 'DH', 'DW', 'PT', 'PL', 'PB', 'PR', 'G', 'ACT'] as const;
+export const CONV_PARAMS = [
+  'N',
+  'IH',
+  'IW',
+  'IC',
+  'OH',
+  'OW',
+  'OC',
+  'KH',
+  'KW',
+  'SH',
+  'SW',
+  'DH',
+  'DW',
+  'PT',
+  'PL',
+  'PB',
+  'PR',
+  'G',
+  'ACT',
+] as const;
 
 /**
  * Conv params for oneDNN, or null when tfjs's padding does not fit oneDNN's output-size rule
  * (floor((in + pt + pb - effK) / s) + 1 == out); we then retry with the bottom/right padding that fits.
  */
 function convParams(c: backend_util.Conv2DInfo, groups: number, act: number): Int32Array | null {
-  const fit = (inp: number, k: number, s: number, before: number, after: number, o: number): number | null => {
+  const fit = (
+    inp: number,
+    k: number,
+    s: number,
+    before: number,
+    after: number,
+    o: number,
+  ): number | null => {
     if (Math.floor((inp + before + after - k) / s) + 1 === o) return after;
     const alt = (o - 1) * s + k - inp - before;
     return alt >= 0 && Math.floor((inp + before + alt - k) / s) + 1 === o ? alt : null;
@@ -60,9 +94,25 @@ function convParams(c: backend_util.Conv2DInfo, groups: number, act: number): In
   const pr = fit(c.inWidth, c.effectiveFilterWidth, c.strideWidth, p.left, p.right, c.outWidth);
   if (pb === null || pr === null) return null;
   return i32([
-    c.batchSize, c.inHeight, c.inWidth, c.inChannels, c.outHeight, c.outWidth, c.outChannels,
-    c.filterHeight, c.filterWidth, c.strideHeight, c.strideWidth, c.dilationHeight, c.dilationWidth,
-    p.top, p.left, pb, pr, groups, act,
+    c.batchSize,
+    c.inHeight,
+    c.inWidth,
+    c.inChannels,
+    c.outHeight,
+    c.outWidth,
+    c.outChannels,
+    c.filterHeight,
+    c.filterWidth,
+    c.strideHeight,
+    c.strideWidth,
+    c.dilationHeight,
+    c.dilationWidth,
+    p.top,
+    p.left,
+    pb,
+    pr,
+    groups,
+    act,
   ]);
 }
 
@@ -196,13 +246,27 @@ function batchMatMul(args: Args, n: NativeAddon, fused: boolean): TensorInfo | n
 
 // ---------------------------------------------------------------- elementwise
 
-const BIN = { Add: 0, Sub: 1, Multiply: 2, RealDiv: 3, Maximum: 4, Minimum: 5, SquaredDifference: 6, Pow: 7, ReluGrad: 8, SquareGrad: 9 } as const;
+const BIN = {
+  Add: 0,
+  Sub: 1,
+  Multiply: 2,
+  RealDiv: 3,
+  Maximum: 4,
+  Minimum: 5,
+  SquaredDifference: 6,
+  Pow: 7,
+  ReluGrad: 8,
+  SquareGrad: 9,
+} as const;
 
 /**
  * Broadcast strides of `shape` inside `outShape` (0 on broadcast axes), then adjacent axes merged
  * where both inputs stay contiguous, so the addon's inner loop is as long as possible.
  */
-export function broadcastPlan(aShape: number[], bShape: number[]): { shape: number[]; sa: number[]; sb: number[] } {
+export function broadcastPlan(
+  aShape: number[],
+  bShape: number[],
+): { shape: number[]; sa: number[]; sb: number[] } {
   const outShape = backend_util.assertAndGetBroadcastShape(aShape, bShape);
   const r = outShape.length;
   const stridesFor = (s: number[]) => {
@@ -254,8 +318,20 @@ function binaryKernel(op: number, aName = 'a', bName = 'b') {
 }
 
 export const UN = {
-  Relu: 0, Step: 1, Neg: 2, Square: 3, Sqrt: 4, Rsqrt: 5, Exp: 6, Log: 7, Abs: 8, Sigmoid: 9, Tanh: 10, Relu6: 11,
-  LeakyRelu: 12, Reciprocal: 13,
+  Relu: 0,
+  Step: 1,
+  Neg: 2,
+  Square: 3,
+  Sqrt: 4,
+  Rsqrt: 5,
+  Exp: 6,
+  Log: 7,
+  Abs: 8,
+  Sigmoid: 9,
+  Tanh: 10,
+  Relu6: 11,
+  LeakyRelu: 12,
+  Reciprocal: 13,
 } as const;
 
 function unaryKernel(op: number, alphaAttr?: string) {
@@ -276,7 +352,10 @@ function unaryKernel(op: number, alphaAttr?: string) {
 const RED = { Sum: 0, Mean: 1, Max: 2, Min: 3 } as const;
 
 /** [outer, reduced, inner] when the reduced axes are contiguous (after dropping size-1 axes). */
-export function reductionPlan(shape: number[], axes: number[]): { outer: number; red: number; inner: number } | null {
+export function reductionPlan(
+  shape: number[],
+  axes: number[],
+): { outer: number; red: number; inner: number } | null {
   const set = new Set(axes);
   const kinds: Array<'k' | 'r'> = [];
   const sizes: number[] = [];
@@ -284,7 +363,10 @@ export function reductionPlan(shape: number[], axes: number[]): { outer: number;
     if (s === 1) return;
     const k = set.has(d) ? 'r' : 'k';
     if (kinds.length && kinds[kinds.length - 1] === k) sizes[sizes.length - 1]! *= s;
-    else kinds.push(k), sizes.push(s);
+    else {
+      kinds.push(k);
+      sizes.push(s);
+    }
   });
   let outer = 1;
   let red = 1;
@@ -303,7 +385,10 @@ function reduceKernel(op: number) {
     const xv = f32(backend, x);
     if (!x || !xv || xv.length === 0) return null;
     // Max names its axes 'reductionIndices', the others 'axis'.
-    const axes = util.parseAxisParam((attrs['axis'] ?? attrs['reductionIndices']) as number | number[], x.shape);
+    const axes = util.parseAxisParam(
+      (attrs['axis'] ?? attrs['reductionIndices']) as number | number[],
+      x.shape,
+    );
     const plan = reductionPlan(x.shape, axes);
     if (!plan) return null;
     let outShape = x.shape.filter((_, d) => !axes.includes(d));
@@ -316,7 +401,15 @@ function reduceKernel(op: number) {
 
 // ---------------------------------------------------------------- copies
 
-function gatherInto(b: MathBackendCPU, n: NativeAddon, xv: Float32Array, xShape: number[], outShape: number[], stepPerAxis: number[], begin: number[]): Float32Array {
+function gatherInto(
+  b: MathBackendCPU,
+  n: NativeAddon,
+  xv: Float32Array,
+  xShape: number[],
+  outShape: number[],
+  stepPerAxis: number[],
+  begin: number[],
+): Float32Array {
   const xs = util.computeStrides(xShape);
   const xStride = (d: number) => (d === xShape.length - 1 ? 1 : xs[d]!);
   const res = alloc(b, util.sizeFromShape(outShape));
@@ -350,9 +443,21 @@ function sliceKernel(args: Args, n: NativeAddon): TensorInfo | null {
   const x = inputs['x'];
   const xv = f32(backend, x);
   if (!x || !xv || x.shape.length === 0) return null;
-  const [begin, size] = slice_util.parseSliceParams(x as tf.Tensor, attrs['begin'] as number[], attrs['size'] as number[]);
+  const [begin, size] = slice_util.parseSliceParams(
+    x as tf.Tensor,
+    attrs['begin'] as number[],
+    attrs['size'] as number[],
+  );
   slice_util.assertParamsValid(x as tf.Tensor, begin, size);
-  const res = gatherInto(backend, n, xv, x.shape, size, x.shape.map(() => 1), begin);
+  const res = gatherInto(
+    backend,
+    n,
+    xv,
+    x.shape,
+    size,
+    x.shape.map(() => 1),
+    begin,
+  );
   return out(backend, size, res);
 }
 
@@ -386,7 +491,14 @@ function padKernel(args: Args, n: NativeAddon): TensorInfo | null {
   const outShape = x.shape.map((s, d) => s + paddings[d]![0] + paddings[d]![1]);
   const res = alloc(backend, util.sizeFromShape(outShape));
   if (res.length > 0)
-    n.pad(xv, res, i32(x.shape), i32(outShape), i32(paddings.map((p) => p[0])), Number(attrs['constantValue'] ?? 0));
+    n.pad(
+      xv,
+      res,
+      i32(x.shape),
+      i32(outShape),
+      i32(paddings.map((p) => p[0])),
+      Number(attrs['constantValue'] ?? 0),
+    );
   return out(backend, outShape, res);
 }
 
@@ -404,8 +516,18 @@ function poolInfo(xShape: number[], attrs: NamedAttrMap): backend_util.Conv2DInf
 }
 function poolParams(c: backend_util.Conv2DInfo): Int32Array {
   return i32([
-    c.batchSize, c.inHeight, c.inWidth, c.inChannels, c.outHeight, c.outWidth, c.filterHeight, c.filterWidth,
-    c.strideHeight, c.strideWidth, c.padInfo.top, c.padInfo.left,
+    c.batchSize,
+    c.inHeight,
+    c.inWidth,
+    c.inChannels,
+    c.outHeight,
+    c.outWidth,
+    c.filterHeight,
+    c.filterWidth,
+    c.strideHeight,
+    c.strideWidth,
+    c.padInfo.top,
+    c.padInfo.left,
   ]);
 }
 
@@ -448,7 +570,11 @@ function avgPoolGradKernel(args: Args, n: NativeAddon): TensorInfo | null {
 // ---------------------------------------------------------------- batch norm
 
 /** Per-channel parameter of length C or 1 (any rank, all other axes 1). */
-function channelParam(b: MathBackendCPU, t: TensorInfo | undefined, C: number): Float32Array | null | undefined {
+function channelParam(
+  b: MathBackendCPU,
+  t: TensorInfo | undefined,
+  C: number,
+): Float32Array | null | undefined {
   if (!t) return undefined;
   const v = f32(b, t);
   if (!v) return null;
@@ -487,7 +613,14 @@ function batchNormGradKernel(args: Args, n: NativeAddon): TensorInfo[] | null {
   const mean = f32(backend, inputs['mean']);
   const variance = f32(backend, inputs['variance']);
   const scale = inputs['scale'] ? f32(backend, inputs['scale']) : undefined;
-  if (!mean || !variance || mean.length !== C || variance.length !== C || scale === null || (scale && scale.length !== C))
+  if (
+    !mean ||
+    !variance ||
+    mean.length !== C ||
+    variance.length !== C ||
+    scale === null ||
+    (scale && scale.length !== C)
+  )
     return null;
   const eps = Number(attrs['varianceEpsilon'] ?? 0.001);
   const dx = alloc(backend, xv.length);
@@ -517,7 +650,15 @@ function meanGradKernel(args: Args, n: NativeAddon): TensorInfo | null {
   const res = alloc(backend, util.sizeFromShape(shape));
   const full = broadcastPlan(expanded, shape);
   if (res.length > 0)
-    n.binary(BIN.RealDiv, dyv, Float32Array.of(Number(attrs['reduceSize'])), res, i32(full.shape), i32(full.sa), i32(full.shape.map(() => 0)));
+    n.binary(
+      BIN.RealDiv,
+      dyv,
+      Float32Array.of(Number(attrs['reduceSize'])),
+      res,
+      i32(full.shape),
+      i32(full.sa),
+      i32(full.shape.map(() => 0)),
+    );
   return out(backend, [...shape], res);
 }
 
@@ -578,7 +719,12 @@ export const NATIVE_KERNELS: Record<string, NativeKernel> = {
 };
 
 /** A tfjs kernel function running the native kernel, else the cpu backend's `fallback`. */
-export function withFallback(name: string, impl: NativeKernel, n: NativeAddon, fallback: KernelFunc | null): KernelFunc {
+export function withFallback(
+  name: string,
+  impl: NativeKernel,
+  n: NativeAddon,
+  fallback: KernelFunc | null,
+): KernelFunc {
   return ((args: Args) => {
     const r = impl(args, n);
     if (r !== null) return r;
