@@ -39,6 +39,8 @@ describe('flatrank report / plot', () => {
     const svg = join(tmp.dir, 'p.svg');
     expect((await cli(['plot', 's1', '--db', tmp.path, '--out', svg])).code).toBe(0);
     expect(readFileSync(svg, 'utf8')).toContain('<svg');
+    expect((await cli(['plot', 's1', '--db', tmp.path, '--out', svg, '--y-range', '70:100'])).code).toBe(0);
+    expect(readFileSync(svg, 'utf8')).toContain('clip-path="url(#plot-area)"');
     const png = join(tmp.dir, 'p.png');
     expect((await cli(['plot', 's1', '--db', tmp.path, '--out', png])).code).toBe(0);
     expect(readFileSync(png).subarray(0, 4).toString('latin1')).toBe('\x89PNG');
@@ -54,6 +56,10 @@ describe('flatrank report / plot', () => {
     expect(missing.code).toBe(6);
     expect(missing.err).toMatch(/no flatrank database/);
     expect((await cli(['report', 's1', '--db', tmp.path, '--format', 'html'])).code).toBe(2);
+    expect(
+      (await cli(['plot', 's1', '--db', tmp.path, '--out', join(tmp.dir, 'z.svg'), '--y-range', '90:80']))
+        .code,
+    ).toBe(2);
     const jpg = join(tmp.dir, 'p.jpg');
     expect((await cli(['plot', 's1', '--db', tmp.path, '--out', jpg])).code).toBe(2);
     expect(existsSync(jpg)).toBe(false);

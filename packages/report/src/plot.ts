@@ -5,6 +5,7 @@
  */
 import type { Report, ReportEntry } from './report.js';
 import { publishedRows } from './paper.js';
+import { ValidationError } from '@flatrank/protocol';
 import { document, el, linearTicks, logTicks, polyline, text } from './svg.js';
 
 export interface PlotPoint {
@@ -112,6 +113,8 @@ export function plotData(report: Report): PlotData {
 export interface SvgOptions {
   width?: number;
   height?: number;
+  /** Fixed accuracy range [lo, hi] in percent (zoom); data outside it is clipped. Default: fit the data. */
+  yRange?: readonly [number, number];
 }
 
 export function renderPlotSvg(data: PlotData, options: SvgOptions = {}): string {
@@ -136,6 +139,12 @@ export function renderPlotSvg(data: PlotData, options: SvgOptions = {}): string 
   const pad = Math.max(0.5, (yHi - yLo) * 0.08);
   yLo -= pad;
   yHi += pad;
+  if (options.yRange) {
+    const [lo, hi] = options.yRange;
+    if (!(Number.isFinite(lo) && Number.isFinite(hi) && hi > lo))
+      throw new ValidationError('yRange', `yRange: needs two numbers lo < hi, got [${lo}, ${hi}]`);
+    [yLo, yHi] = [lo, hi];
+  }
   const X = (v: number) => m.left + ((Math.log(v) - Math.log(xLo)) / (Math.log(xHi) - Math.log(xLo))) * pw;
   const Y = (v: number) => m.top + (1 - (v - yLo) / (yHi - yLo)) * ph;
 
@@ -195,6 +204,13 @@ export function renderPlotSvg(data: PlotData, options: SvgOptions = {}): string 
     }),
   );
   body.push(el('g', { class: 'axes' }, axes));
+  // Everything drawn from here on is data: clipped to the plot area (matters with a fixed yRange).
+  body.push(
+    el('defs', {}, [
+      el('clipPath', { id: 'plot-area' }, [el('rect', { x: m.left, y: m.top, width: pw, height: ph })]),
+    ]),
+  );
+  const dataStart = body.length;
 
   const legend: Array<{ label: string; draw: (x: number, y: number) => string[] }> = [];
 
@@ -300,6 +316,8 @@ export function renderPlotSvg(data: PlotData, options: SvgOptions = {}): string 
       ],
     });
   });
+
+  body.push(el('g', { class: 'data', 'clip-path': 'url(#plot-area)' }, body.splice(dataStart)));
 
   const lg: string[] = [];
   const lx = m.left + pw + 16;

@@ -160,9 +160,20 @@ describe('plot', () => {
     expect(legend).toContain('uncompressed baseline');
     expect(legend).toContain('Pareto front');
     // Balanced tags: every opened element is closed.
-    const opened = (svg.match(/<(?!\/|\?)[a-z]+[^>]*[^/]>/g) ?? []).length;
-    const closed = (svg.match(/<\/[a-z]+>/g) ?? []).length;
+    const opened = (svg.match(/<(?!\/|\?)[a-zA-Z]+[^>]*[^/]>/g) ?? []).length;
+    const closed = (svg.match(/<\/[a-zA-Z]+>/g) ?? []).length;
     expect(opened).toBe(closed);
+  });
+
+  it('a fixed y range zooms: ticks inside it, data clipped to the plot area', () => {
+    const svg = renderPlotSvg(plotData(report), { yRange: [85, 100] });
+    expect(svg).toContain('<g class="data" clip-path="url(#plot-area)">');
+    const yTicks = [...svg.matchAll(/<text[^>]*text-anchor="end"[^>]*>([^<]+)<\/text>/g)].map((m) =>
+      Number(m[1]),
+    );
+    expect(Math.min(...yTicks)).toBeGreaterThanOrEqual(85);
+    expect(Math.max(...yTicks)).toBeLessThanOrEqual(100);
+    expect(() => renderPlotSvg(plotData(report), { yRange: [90, 80] })).toThrow(ValidationError);
   });
 
   it('paper-fig3 reproductions add the published curves', () => {
