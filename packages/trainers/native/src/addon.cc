@@ -1,11 +1,10 @@
 // flatrank native kernels for the TensorFlow.js 'native' backend.
 //
 // Every function works on caller-owned Float32Arrays (the cpu backend's tensor storage) and is
-// synchronous: tfjs kernels are synchronous, and the work itself runs on OpenMP threads (oneDNN's
-// runtime in Debian is OpenMP too, so both share one thread pool).
+// synchronous, like tfjs kernels; the work is split into chunks that the calling thread and a small
+// worker pool claim (see Pool). oneDNN (OpenMP runtime in Debian) runs single-threaded per call.
 // Convolutions (plain and depthwise, forward and both gradients) and GEMM come from oneDNN;
 // pooling, batch norm and the elementwise/reduction/copy ops are simple loops here.
-#include <malloc.h>
 #include <node_api.h>
 #include <omp.h>
 
@@ -1054,17 +1053,6 @@ napi_value setNumThreads(const Args &a) {
   return undef(a.env);
 }
 
-// tuneMalloc(mmapThreshold, trimThreshold): every kernel allocates its output as a fresh typed
-// array, and glibc serves big ones with mmap/munmap, so each 8 MB activation costs ~2000 page
-// faults. Raising both thresholds keeps freed memory mapped for reuse (process-wide setting).
-napi_value tuneMalloc(const Args &a) {
-  const int mm = a.integer(0), trim = a.integer(1);
-  const bool ok = mallopt(M_MMAP_THRESHOLD, mm) == 1 && mallopt(M_TRIM_THRESHOLD, trim) == 1;
-  napi_value v;
-  napi_get_boolean(a.env, ok, &v);
-  return v;
-}
-
 napi_value info(const Args &a) {
   napi_value o, v;
   napi_create_object(a.env, &o);
@@ -1098,7 +1086,6 @@ napi_value init(napi_env env, napi_value exports) {
       {"batchNorm", nullptr, wrap<batchNorm>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"batchNormGrad", nullptr, wrap<batchNormGrad>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"setNumThreads", nullptr, wrap<setNumThreads>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
-      {"tuneMalloc", nullptr, wrap<tuneMalloc>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"info", nullptr, wrap<info>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);

@@ -2,7 +2,7 @@
  * The 'native' TF.js backend: the cpu backend's MathBackendCPU (plain typed-array tensors) with
  * every cpu kernel re-registered under 'native', and the hot ones (convolutions and their
  * gradients, matmul, pooling, batch norm, elementwise, reductions, copies) replaced by the addon's
- * oneDNN/OpenMP code using all cores. No wasm heap, so no 4 GiB cap.
+ * oneDNN code, run on all cores by a work-claiming thread pool. No wasm heap, so no 4 GiB cap.
  *
  * Backend selection (src/backend/registry.ts) discovers `nativeBackendCandidate` in this module.
  */
