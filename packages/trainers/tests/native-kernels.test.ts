@@ -259,6 +259,17 @@ describe.skipIf(!nativeExpected)('native kernels vs cpu', () => {
             () => valueAndGrads((x) => tf.avgPool(x as tf.Tensor4D, f, s, pad), [rand([2, 7, 6, 3], 20)]),
           ]);
         }
+    // Ties (integer-valued inputs, as after quantisation or in all-zero relu windows): the first
+    // maximum in scan order gets dy, as on cpu.
+    for (const s of [1, 2])
+      cases.push([
+        `maxPool ties s=${s}`,
+        () =>
+          valueAndGrads(
+            (x) => tf.maxPool(x as tf.Tensor4D, 3, s, 'same'),
+            [tf.round(tf.mul(rand([2, 7, 6, 3], 50), 1.5))],
+          ),
+      ]);
     await check(cases, 'maxPoolGrad');
     expect(calls.get('avgPoolGrad') ?? 0).toBeGreaterThan(0);
     expect(calls.get('maxPool') ?? 0).toBeGreaterThan(0);

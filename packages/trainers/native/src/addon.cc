@@ -887,36 +887,41 @@ napi_value maxPoolGrad(const Args &a) {
   checkLen(lx, p.N * p.IH * p.IW * p.C, "x"), checkLen(ldy, p.N * p.OH * p.OW * p.C, "dy");
   checkLen(ldx, lx, "dx");
   parFor(p.N, rowGrain(p.IH * p.IW * p.C), [&](i64 n0, i64 n1) {
-  for (i64 n = n0; n < n1; ++n) {
-    float *dxn = DX + n * p.IH * p.IW * p.C;
-    std::fill(dxn, dxn + p.IH * p.IW * p.C, 0.f);
-    std::vector<float> best(p.C);
-    std::vector<i64> pos(p.C);
-    for (i64 oh = 0; oh < p.OH; ++oh) {
-      const i64 h0 = oh * p.SH - p.PT;
-      const i64 hs = h0 < 0 ? 0 : h0, he = std::min(p.IH, h0 + p.KH);
-      for (i64 ow = 0; ow < p.OW; ++ow) {
-        const i64 w0 = ow * p.SW - p.PL;
-        const i64 ws = w0 < 0 ? 0 : w0, we = std::min(p.IW, w0 + p.KW);
-        std::fill(best.begin(), best.end(), -INFINITY);
-        std::fill(pos.begin(), pos.end(), -1);
-        for (i64 ih = hs; ih < he; ++ih)
-          for (i64 iw = ws; iw < we; ++iw) {
-            const i64 base = (ih * p.IW + iw) * p.C;
-            const float *x = X + n * p.IH * p.IW * p.C + base;
-            for (i64 c = 0; c < p.C; ++c)
-            {
-              const bool gt = x[c] > best[c];  // first strict maximum, as selects
-              best[c] = gt ? x[c] : best[c];
-              pos[c] = gt ? base + c : pos[c];
+    // Per window: the max, then dy to the first position holding it (the cpu backend's first
+    // strict maximum), as selects over channels so that it vectorizes.
+    std::vector<float> best(p.C), taken(p.C);
+    for (i64 n = n0; n < n1; ++n) {
+      float *dxn = DX + n * p.IH * p.IW * p.C;
+      const float *xn = X + n * p.IH * p.IW * p.C;
+      std::fill(dxn, dxn + p.IH * p.IW * p.C, 0.f);
+      for (i64 oh = 0; oh < p.OH; ++oh) {
+        const i64 h0 = oh * p.SH - p.PT;
+        const i64 hs = h0 < 0 ? 0 : h0, he = std::min(p.IH, h0 + p.KH);
+        for (i64 ow = 0; ow < p.OW; ++ow) {
+          const i64 w0 = ow * p.SW - p.PL;
+          const i64 ws = w0 < 0 ? 0 : w0, we = std::min(p.IW, w0 + p.KW);
+          std::fill(best.begin(), best.end(), -INFINITY);
+          for (i64 ih = hs; ih < he; ++ih)
+            for (i64 iw = ws; iw < we; ++iw) {
+              const float *x = xn + (ih * p.IW + iw) * p.C;
+              for (i64 c = 0; c < p.C; ++c) best[c] = x[c] > best[c] ? x[c] : best[c];
             }
-          }
-        const float *dy = DY + ((n * p.OH + oh) * p.OW + ow) * p.C;
-        for (i64 c = 0; c < p.C; ++c)
-          if (pos[c] >= 0) dxn[pos[c]] += dy[c];
+          // A window of only -inf/NaN has no strict maximum: it passes no gradient.
+          for (i64 c = 0; c < p.C; ++c) taken[c] = best[c] > -INFINITY ? 0.f : 1.f;
+          const float *dy = DY + ((n * p.OH + oh) * p.OW + ow) * p.C;
+          for (i64 ih = hs; ih < he; ++ih)
+            for (i64 iw = ws; iw < we; ++iw) {
+              const float *x = xn + (ih * p.IW + iw) * p.C;
+              float *dx = dxn + (ih * p.IW + iw) * p.C;
+              for (i64 c = 0; c < p.C; ++c) {
+                const bool hit = x[c] == best[c] && taken[c] == 0.f;
+                dx[c] += selectf(hit, dy[c], 0.f);
+                taken[c] = selectf(hit, 1.f, taken[c]);
+              }
+            }
+        }
       }
     }
-  }
   });
   return undef(a.env);
 }
