@@ -571,6 +571,18 @@ void binaryRun(const float *A, const float *B, float *O, int rank, const i64 *sh
     parFor(inner, kGrainElems, [&](i64 j0, i64 j1) { binaryRow<OP>(A + j0 * ia, B + j0 * ib, O + j0, j1 - j0, ia, ib); });
     return;
   }
+  bool sameRows = true;  // both inputs broadcast over every outer axis (e.g. the Mean gradient)
+  for (int d = 0; d < rank - 1; ++d) sameRows = sameRows && sa[d] == 0 && sb[d] == 0;
+  if (sameRows) {
+    binaryRow<OP>(A, B, O, inner, ia, ib);
+    // Replicate the first row by doubling copies: a memory-bound fill.
+    for (i64 done = 1; done < rows;) {
+      const i64 n = std::min(done, rows - done);
+      std::memcpy(O + done * inner, O, sizeof(float) * n * inner);
+      done += n;
+    }
+    return;
+  }
   parFor(rows, rowGrain(inner), [&](i64 r0, i64 r1) {
     // Multi-index of row r0, then an odometer: no division per row.
     i64 idx[8] = {0}, oa = 0, ob = 0, rem = r0;
@@ -710,13 +722,22 @@ napi_value reduce(const Args &a) {
   const double scale = op == RMEAN ? 1.0 / static_cast<double>(red) : 1.0;
   auto rowsOf = [&](i64 o, i64 r0, i64 r1, double *ac) {  // fold rows [r0, r1) of outer row o into ac
     const float *x = X + o * red * inner;
+    if (isSum) {
+      // float sums over blocks of 32 rows (vectorizes), folded into double between blocks.
+      std::vector<float> blk(inner);
+      for (i64 rb = r0; rb < r1; rb += 32) {
+        std::fill(blk.begin(), blk.end(), 0.f);
+        const i64 re = std::min(r1, rb + 32);
+        for (i64 r = rb; r < re; ++r)
+          for (i64 j = 0; j < inner; ++j) blk[j] += x[r * inner + j];
+        for (i64 j = 0; j < inner; ++j) ac[j] += blk[j];
+      }
+      return;
+    }
     for (i64 r = r0; r < r1; ++r)
       for (i64 j = 0; j < inner; ++j) {
         const double v = x[r * inner + j];
-        if (isSum)
-          ac[j] += v;
-        else if (std::isnan(v) || (op == RMAX ? v > ac[j] : v < ac[j]))
-          ac[j] = v;
+        if (std::isnan(v) || (op == RMAX ? v > ac[j] : v < ac[j])) ac[j] = v;
       }
   };
   const double init = isSum ? 0.0 : (op == RMAX ? -INFINITY : INFINITY);
