@@ -122,8 +122,10 @@ async function timeSteps(
 // ---- PyTorch reference (same nets, same protocol) ----------------------------------------------
 
 const TORCH_SCRIPT = String.raw`
-import json, sys, time, statistics
+import json, os, sys, time, statistics
 import torch, torch.nn as nn, torch.nn.functional as F
+# Same cores as our backends: Debian's torch defaults to 1 thread here; the issue compares with 2.
+torch.set_num_threads(os.cpu_count() or 1)
 nets, batch, warmup, steps = sys.argv[1].split(','), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 torch.manual_seed(0)
 class LeNet5(nn.Module):
@@ -293,7 +295,7 @@ export default {
       const t = torch?.get(net);
       rows.push({
         net,
-        backend: 'pytorch-cpu',
+        backend: 'pytorch',
         version: t?.version ?? null,
         threads: t?.threads ?? null,
         inputShape: NET_INPUT[net]?.join('x') ?? null,
