@@ -13,14 +13,35 @@ export default tseslint.config(
   },
   {
     files: ['**/*.js', '**/*.mjs', '**/*.cjs'],
-    languageOptions: { globals: { process: 'readonly', console: 'readonly', require: 'readonly', module: 'writable', __dirname: 'readonly' } },
+    languageOptions: {
+      globals: {
+        process: 'readonly',
+        console: 'readonly',
+        require: 'readonly',
+        module: 'writable',
+        __dirname: 'readonly',
+        URL: 'readonly',
+        Buffer: 'readonly',
+      },
+    },
     rules: { '@typescript-eslint/no-require-imports': 'off' },
   },
   {
     // Import direction (architecture.md): only the trainers import TensorFlow.js; only the store imports SQLite.
-    files: ['packages/protocol/**', 'packages/core/**', 'packages/decomposers/**', 'packages/store/**', 'packages/scheduler/**'],
+    files: [
+      'packages/protocol/**',
+      'packages/core/**',
+      'packages/decomposers/**',
+      'packages/store/**',
+      'packages/scheduler/**',
+    ],
     rules: {
-      'no-restricted-imports': ['error', { patterns: [{ group: ['@tensorflow/*'], message: 'Only @flatrank/trainers imports TensorFlow.js.' }] }],
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [{ group: ['@tensorflow/*'], message: 'Only @flatrank/trainers imports TensorFlow.js.' }],
+        },
+      ],
     },
   },
 );

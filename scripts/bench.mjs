@@ -22,7 +22,9 @@ for (const group of ['packages', 'apps']) {
   for (const pkg of readdirSync(join(root, group))) {
     const dir = join(root, group, pkg, 'dist', 'bench');
     if (!existsSync(dir)) continue;
-    for (const f of readdirSync(dir).filter((f) => f.endsWith('.js')).sort()) {
+    for (const f of readdirSync(dir)
+      .filter((f) => f.endsWith('.js'))
+      .sort()) {
       suites.push({ pkg: `${group}/${pkg}`, file: join(dir, f) });
     }
   }
@@ -42,14 +44,22 @@ for (const s of suites) {
   const t0 = Date.now();
   const rows = await suite.run(passthrough);
   console.table(rows);
-  const record = { suite: suite.name, date: new Date().toISOString(), seconds: (Date.now() - t0) / 1000, host: { node: process.version }, rows };
+  const record = {
+    suite: suite.name,
+    date: new Date().toISOString(),
+    seconds: (Date.now() - t0) / 1000,
+    host: { node: process.version },
+    rows,
+  };
   const file = join(outDir, `${suite.name}.json`);
   writeFileSync(`${file}.tmp`, JSON.stringify(record, null, 2));
   renameSync(`${file}.tmp`, file);
   all.push(...rows.map((r) => ({ suite: suite.name, ...r })));
 }
 if (wanted.length && ran === 0) {
-  console.error(`bench: no suite named ${wanted.join(', ')}; available suites are compiled from <package>/src/bench/*.ts`);
+  console.error(
+    `bench: no suite named ${wanted.join(', ')}; available suites are compiled from <package>/src/bench/*.ts`,
+  );
   process.exit(2);
 }
 if (jsonOut) {

@@ -29,7 +29,8 @@ export async function run(argv: string[]): Promise<number> {
     if (e instanceof FlatrankError) {
       process.stderr.write(`flatrank: ${e.message}\n`);
       if (debug && e.stack) process.stderr.write(`${e.stack}\n`);
-      if (debug && e.cause) process.stderr.write(`caused by: ${String((e.cause as Error)?.stack ?? e.cause)}\n`);
+      if (debug && e.cause)
+        process.stderr.write(`caused by: ${String((e.cause as Error)?.stack ?? e.cause)}\n`);
       return e.exitCode;
     }
     process.stderr.write(`flatrank: internal error: ${(e as Error)?.message ?? String(e)}\n`);

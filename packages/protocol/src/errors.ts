@@ -44,7 +44,11 @@ export class ValidationError extends FlatrankError {
 export class SpecError extends ValidationError {
   readonly file: string | undefined;
   constructor(field: string, message: string, options: FlatrankErrorOptions & { file?: string } = {}) {
-    super(field, message, { ...options, code: 'SPEC_INVALID', context: { file: options.file, ...options.context } });
+    super(field, message, {
+      ...options,
+      code: 'SPEC_INVALID',
+      context: { file: options.file, ...options.context },
+    });
     this.file = options.file;
   }
 }
@@ -141,6 +145,7 @@ export interface SerializedError {
 
 export function serializeError(e: unknown): SerializedError {
   if (e instanceof FlatrankError) return { ...e.toJSON(), ...(e.stack ? { stack: e.stack } : {}) };
-  if (e instanceof Error) return { name: e.name, code: 'INTERNAL', message: e.message, ...(e.stack ? { stack: e.stack } : {}) };
+  if (e instanceof Error)
+    return { name: e.name, code: 'INTERNAL', message: e.message, ...(e.stack ? { stack: e.stack } : {}) };
   return { name: 'Error', code: 'INTERNAL', message: String(e) };
 }

@@ -83,7 +83,9 @@ export interface TrialEnvelope {
 }
 
 /** A terminal event ends the attempt. */
-export function isTerminalEvent(e: TrialEvent): e is Extract<TrialEvent, { type: 'finished' | 'failed' | 'diverged' }> {
+export function isTerminalEvent(
+  e: TrialEvent,
+): e is Extract<TrialEvent, { type: 'finished' | 'failed' | 'diverged' }> {
   return e.type === 'finished' || e.type === 'failed' || e.type === 'diverged';
 }
 

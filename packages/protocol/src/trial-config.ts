@@ -17,7 +17,13 @@ const nonNegativeInt = z.number().int().nonnegative();
 export const lrScheduleSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('constant') }).strict(),
   /** lr *= gamma at each milestone (in epochs). He et al.: milestones at 32k and 48k iterations. */
-  z.object({ kind: z.literal('step'), milestones: z.array(z.number().positive()), gamma: z.number().positive().default(0.1) }).strict(),
+  z
+    .object({
+      kind: z.literal('step'),
+      milestones: z.array(z.number().positive()),
+      gamma: z.number().positive().default(0.1),
+    })
+    .strict(),
   /** Cosine annealing from lr to minLr over the whole run. */
   z.object({ kind: z.literal('cosine'), minLr: z.number().nonnegative().default(0) }).strict(),
 ]);
@@ -31,7 +37,11 @@ export const trainingSchema = z
     maxSteps: positiveInt.nullable().default(null),
     batchSize: positiveInt.default(128),
     optimizer: z
-      .object({ name: z.literal('sgd'), momentum: z.number().min(0).max(1).default(0.9), nesterov: z.boolean().default(false) })
+      .object({
+        name: z.literal('sgd'),
+        momentum: z.number().min(0).max(1).default(0.9),
+        nesterov: z.boolean().default(false),
+      })
       .strict()
       .default({ name: 'sgd', momentum: 0.9, nesterov: false }),
     lr: z.number().positive().default(0.1),
@@ -107,11 +117,19 @@ export const compressionSchema = z
     rank: rankPolicySchema,
     layers: layerSelectionSchema.default({ kind: 'all-but-first', includeFc: false }),
     tucker: z
-      .object({ algorithm: z.enum(['hooi', 'hosvd']).default('hooi'), maxIterations: positiveInt.default(50), tolerance: z.number().positive().default(1e-6) })
+      .object({
+        algorithm: z.enum(['hooi', 'hosvd']).default('hooi'),
+        maxIterations: positiveInt.default(50),
+        tolerance: z.number().positive().default(1e-6),
+      })
       .strict()
       .default({}),
     cp: z
-      .object({ init: z.enum(['svd', 'random']).default('svd'), maxIterations: positiveInt.default(200), tolerance: z.number().positive().default(1e-7) })
+      .object({
+        init: z.enum(['svd', 'random']).default('svd'),
+        maxIterations: positiveInt.default(200),
+        tolerance: z.number().positive().default(1e-7),
+      })
       .strict()
       .default({}),
   })
@@ -147,21 +165,49 @@ export const trialConfigSchema = z
   .strict()
   .superRefine((c, ctx) => {
     if (c.method === 'baseline' && c.compression !== null)
-      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['compression'], message: "must be null for method 'baseline'" });
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['compression'],
+        message: "must be null for method 'baseline'",
+      });
     if (c.method !== 'baseline' && c.compression === null)
-      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['compression'], message: `is required for method '${c.method}'` });
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['compression'],
+        message: `is required for method '${c.method}'`,
+      });
     if (c.method === 'distort' && c.distortion === null)
-      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['distortion'], message: "is required for method 'distort'" });
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['distortion'],
+        message: "is required for method 'distort'",
+      });
     if (c.method !== 'distort' && c.distortion !== null)
-      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['distortion'], message: "is only allowed for method 'distort'" });
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['distortion'],
+        message: "is only allowed for method 'distort'",
+      });
     const comp = c.compression;
     if (comp) {
       if (comp.decomposition === 'tiled-svd' && comp.tile === null)
-        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['compression', 'tile'], message: "is required for decomposition 'tiled-svd'" });
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['compression', 'tile'],
+          message: "is required for decomposition 'tiled-svd'",
+        });
       if (comp.decomposition !== 'tiled-svd' && comp.tile !== null)
-        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['compression', 'tile'], message: "is only allowed for decomposition 'tiled-svd'" });
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['compression', 'tile'],
+          message: "is only allowed for decomposition 'tiled-svd'",
+        });
       if (comp.decomposition !== 'tucker2' && comp.rank.kind === 'ranks')
-        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['compression', 'rank'], message: "kind 'ranks' ([R_S, R_T]) is only allowed for tucker2" });
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['compression', 'rank'],
+          message: "kind 'ranks' ([R_S, R_T]) is only allowed for tucker2",
+        });
     }
   });
 
@@ -188,8 +234,12 @@ export function resolveTrialConfig(input: unknown, where = 'config'): TrialConfi
 export function zodToValidationError(error: z.ZodError, where: string): ValidationError {
   const issues = error.issues.map((i) => ({ path: formatPath(where, i.path), message: describeIssue(i) }));
   const first = issues[0] ?? { path: where, message: 'invalid' };
-  const more = issues.length > 1 ? ` (and ${issues.length - 1} more problem${issues.length > 2 ? 's' : ''})` : '';
-  return new ValidationError(first.path, `${first.path}: ${first.message}${more}`, { context: { issues }, cause: error });
+  const more =
+    issues.length > 1 ? ` (and ${issues.length - 1} more problem${issues.length > 2 ? 's' : ''})` : '';
+  return new ValidationError(first.path, `${first.path}: ${first.message}${more}`, {
+    context: { issues },
+    cause: error,
+  });
 }
 
 export function formatPath(where: string, path: ReadonlyArray<string | number>): string {
@@ -228,7 +278,8 @@ function sortKeys(v: unknown): unknown {
     }
     return out;
   }
-  if (typeof v === 'number' && !Number.isFinite(v)) throw new ValidationError('config', `non-finite number ${v} cannot be part of a trial config`);
+  if (typeof v === 'number' && !Number.isFinite(v))
+    throw new ValidationError('config', `non-finite number ${v} cannot be part of a trial config`);
   return v;
 }
 

@@ -28,19 +28,26 @@ describe('trial config', () => {
   });
 
   it('sorts keys recursively in canonical JSON', () => {
-    expect(canonicalJson({ b: 1, a: { d: [3, { z: 1, y: 2 }], c: 2 } })).toBe('{"a":{"c":2,"d":[3,{"y":2,"z":1}]},"b":1}');
+    expect(canonicalJson({ b: 1, a: { d: [3, { z: 1, y: 2 }], c: 2 } })).toBe(
+      '{"a":{"c":2,"d":[3,{"y":2,"z":1}]},"b":1}',
+    );
   });
 
   it('names the field and the allowed values on bad input', () => {
-    expect(() => resolveTrialConfig({ ...base, model: 'alexnet' })).toThrow(/config\.model: unknown value "alexnet"; allowed: lenet5/);
-    expect(() => resolveTrialConfig({ ...base, compression: { decomposition: 'qr', rank: { kind: 'rank', rank: 2 } } })).toThrow(
-      /config\.compression\.decomposition: unknown value "qr"; allowed: svd, tiled-svd, tucker2, cp/,
+    expect(() => resolveTrialConfig({ ...base, model: 'alexnet' })).toThrow(
+      /config\.model: unknown value "alexnet"; allowed: lenet5/,
     );
+    expect(() =>
+      resolveTrialConfig({ ...base, compression: { decomposition: 'qr', rank: { kind: 'rank', rank: 2 } } }),
+    ).toThrow(/config\.compression\.decomposition: unknown value "qr"; allowed: svd, tiled-svd, tucker2, cp/);
     expect(() => resolveTrialConfig({ ...base, distortion: null })).toThrow(ValidationError);
     expect(() => resolveTrialConfig({ ...base, method: 'baseline' })).toThrow(/compression: must be null/);
-    expect(() => resolveTrialConfig({ ...base, compression: { decomposition: 'tiled-svd', rank: { kind: 'rank', rank: 2 } } })).toThrow(
-      /tile: is required/,
-    );
+    expect(() =>
+      resolveTrialConfig({
+        ...base,
+        compression: { decomposition: 'tiled-svd', rank: { kind: 'rank', rank: 2 } },
+      }),
+    ).toThrow(/tile: is required/);
     try {
       resolveTrialConfig({ ...base, seed: -1 });
       expect.unreachable();
