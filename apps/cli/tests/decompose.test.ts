@@ -1,11 +1,11 @@
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { Tensor, createRng, readNpy, writeNpy } from '@flatrank/core';
 import { hwioToOihw, kernelToMatrix } from '@flatrank/decomposers';
 import { svd } from '@flatrank/core';
-import { run } from '../src/program.js';
+import { runCli, type CliResult } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'flatrank-decompose-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -26,21 +26,7 @@ writeFileSync(k32File, writeNpy(K, 'float32'));
 const oihwFile = join(dir, 'k-oihw.npy');
 writeFileSync(oihwFile, writeNpy(hwioToOihw(K)));
 
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
-  const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-  try {
-    const code = await run(['node', 'flatrank', 'decompose', ...args]);
-    return {
-      code,
-      out: out.mock.calls.map((c) => String(c[0])).join(''),
-      err: err.mock.calls.map((c) => String(c[0])).join(''),
-    };
-  } finally {
-    out.mockRestore();
-    err.mockRestore();
-  }
-}
+const cli = (args: string[]): Promise<CliResult> => runCli(['decompose', ...args]);
 
 function json(out: string): Record<string, unknown> {
   const lines = out.trim().split('\n');

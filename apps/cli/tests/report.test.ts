@@ -1,27 +1,11 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { createTempDb, populateTempDb, type TempDb } from '@flatrank/testing';
-import { run } from '../src/program.js';
+import { runCli as cli } from './helpers.js';
 
 let tmp: TempDb | undefined;
 afterEach(() => tmp?.cleanup());
-
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
-  const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-  try {
-    const code = await run(['node', 'flatrank', ...args]);
-    return {
-      code,
-      out: out.mock.calls.map((c) => String(c[0])).join(''),
-      err: err.mock.calls.map((c) => String(c[0])).join(''),
-    };
-  } finally {
-    out.mockRestore();
-    err.mockRestore();
-  }
-}
 
 describe('flatrank report / plot', () => {
   it('prints the table of a sweep and writes csv / svg / png files', async () => {

@@ -2,10 +2,10 @@
 // real program (argument parsing, typed errors -> exit codes).
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTempDb, populateTempDb, type PopulatedSweep, type TempDb } from '@flatrank/testing';
 import { SCHEMA_VERSION, createDatabaseAtVersion } from '@flatrank/store';
-import { run } from '../src/program.js';
+import { runCli, type CliResult } from './helpers.js';
 
 let tmp: TempDb;
 let sweep: PopulatedSweep;
@@ -16,21 +16,7 @@ beforeAll(() => {
 });
 afterAll(() => tmp.cleanup());
 
-async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
-  const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-  try {
-    const code = await run(['node', 'flatrank', ...args]);
-    return {
-      code,
-      out: out.mock.calls.map((c) => String(c[0])).join(''),
-      err: err.mock.calls.map((c) => String(c[0])).join(''),
-    };
-  } finally {
-    out.mockRestore();
-    err.mockRestore();
-  }
-}
+const cli = (...args: string[]): Promise<CliResult> => runCli(args);
 
 describe('flatrank runs', () => {
   it('lists every trial as a table', async () => {
