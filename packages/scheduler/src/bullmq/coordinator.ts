@@ -17,8 +17,7 @@ import {
   ackField,
   cancelChannel,
   channelKeys,
-  checkNoEviction,
-  connect,
+  connectChecked,
   DEFAULT_QUEUE,
   jobId as makeJobId,
   redisConnection,
@@ -71,13 +70,7 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
   const silenceMs = Math.round(o.heartbeatTimeoutMs * 1.5) + 2000;
   const me = workerId('bullmq');
   const conn = redisConnection(o.redisUrl, `flatrank-coordinator-${process.pid}`);
-  await connect(conn, o.redisUrl);
-  try {
-    await checkNoEviction(conn, o.redisUrl, logger);
-  } catch (e) {
-    conn.disconnect();
-    throw e;
-  }
+  await connectChecked(conn, o.redisUrl, logger);
   const reader = conn.duplicate();
   await reader.connect().catch(() => undefined);
   conn.on('error', (e: Error) => closed || logger.debug(`redis: ${e.message}`));

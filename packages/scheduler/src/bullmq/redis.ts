@@ -122,3 +122,14 @@ export async function checkNoEviction(conn: Redis, url: string, logger: Logger):
       { context: { url, policy } },
     );
 }
+
+/** connect() then checkNoEviction(): a coordinator or worker only starts on a Redis it can trust. */
+export async function connectChecked(conn: Redis, url: string, logger: Logger): Promise<void> {
+  await connect(conn, url);
+  try {
+    await checkNoEviction(conn, url, logger);
+  } catch (e) {
+    conn.disconnect();
+    throw e;
+  }
+}

@@ -14,8 +14,7 @@ import { trialLabel } from '../progress.js';
 import { EventPublisher } from './channel.js';
 import {
   cancelChannel,
-  checkNoEviction,
-  connect,
+  connectChecked,
   DEFAULT_QUEUE,
   jobId as makeJobId,
   redisConnection,
@@ -52,13 +51,7 @@ export async function startWorker(o: WorkerOptions): Promise<WorkerHandle> {
   const queueName = o.queueName ?? DEFAULT_QUEUE;
   const logger = o.logger;
   const conn = redisConnection(o.redisUrl, `flatrank-worker-${HOST}-${process.pid}`);
-  await connect(conn, o.redisUrl);
-  try {
-    await checkNoEviction(conn, o.redisUrl, logger);
-  } catch (e) {
-    conn.disconnect();
-    throw e;
-  }
+  await connectChecked(conn, o.redisUrl, logger);
   const sub = conn.duplicate();
   const blocking = conn.duplicate();
   await Promise.all([sub.connect(), blocking.connect()]).catch(() => undefined);
