@@ -1,11 +1,32 @@
 /**
- * Pieces shared by the local and the BullMQ coordinators: worker identities, recovery of attempts
- * orphaned by a dead coordinator, start-checkpoint resolution, the runs-directory layout.
+ * Pieces shared by the local and the BullMQ coordinators: their common options, worker identities,
+ * recovery of attempts orphaned by a dead coordinator, start-checkpoint resolution, the
+ * runs-directory layout, logging of refused event writes, the live progress snapshot.
  */
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { TrialConfig } from '@flatrank/protocol';
+import { TRIAL_STATUSES, type BackendName, type TrialConfig, type TrialEnvelope } from '@flatrank/protocol';
 import type { ResultsStore } from '@flatrank/store';
+import type { Logger } from './logging.js';
+import type { ProgressSnapshot, RunningInfo } from './progress.js';
+
+/** What both coordinators (runLocal, runBullmqCoordinator) take; each adds its own options. */
+export interface CoordinatorOptions {
+  store: ResultsStore;
+  sweep: { id: number; name: string };
+  maxAttempts: number;
+  heartbeatMs: number;
+  heartbeatTimeoutMs: number;
+  trialTimeoutMs: number | null;
+  cancelGraceMs?: number;
+  runsDir: string;
+  dataDir: string | null;
+  backend: BackendName | 'auto';
+  logger: Logger;
+  /** Abort = Ctrl-C: stop handing out work, cancel running attempts, return interrupted. */
+  signal?: AbortSignal;
+  onProgress?(snapshot: ProgressSnapshot): void;
+}
 
 export const HOST = hostname();
 
@@ -75,4 +96,42 @@ export function trialDir(runsDir: string, sweep: string, key: string): string {
 
 export function attemptDir(runsDir: string, sweep: string, key: string, attempt: number): string {
   return join(trialDir(runsDir, sweep, key), `attempt-${attempt}`);
+}
+
+/** The EventWriter's onError of a coordinator: a write the store refused is logged, not thrown. */
+export function logRefusedWrite(logger: Logger): (e: unknown, env?: TrialEnvelope) => void {
+  return (e, env) =>
+    logger.error(
+      { err: e, trial: env?.trialKey, seq: env?.seq },
+      `could not store ${env ? `event ${env.event.type} #${env.seq} of ${env.trialKey.slice(0, 10)}` : 'a heartbeat'}: ${(e as Error)?.message}`,
+    );
+}
+
+/**
+ * A coordinator's live progress: counts from the store; ETA = mean duration of the attempts that
+ * succeeded in this run x trials left / `parallel(left)` (0 when nothing is left, null before any
+ * succeeded).
+ */
+export function liveSnapshot(p: {
+  store: ResultsStore;
+  sweep: { id: number; name: string };
+  t0: number;
+  durations: readonly number[];
+  running: RunningInfo[];
+  parallel(left: number): number;
+}): ProgressSnapshot {
+  const { store, sweep, durations } = p;
+  const counts = store.trialCounts(sweep.id);
+  const total = TRIAL_STATUSES.reduce((a, k) => a + counts[k], 0);
+  const left = counts.pending + counts.running;
+  const mean = durations.length ? durations.reduce((a, b) => a + b, 0) / durations.length : null;
+  const par = p.parallel(left);
+  return {
+    sweep: sweep.name,
+    total,
+    counts,
+    running: p.running,
+    etaMs: mean === null ? (left === 0 ? 0 : null) : (mean * left) / par,
+    elapsedMs: Date.now() - p.t0,
+  };
 }

@@ -5,34 +5,28 @@
  */
 import { join } from 'node:path';
 import PQueue from 'p-queue';
-import { TRIAL_STATUSES, type BackendName } from '@flatrank/protocol';
-import type { ClaimedTrial, ResultsStore } from '@flatrank/store';
+import type { ClaimedTrial } from '@flatrank/store';
 import { runChildAttempt, type AttemptOutcome } from './child.js';
-import { attemptDir, recoverOrphans, startCheckpoint, trialDir, workerId } from './common.js';
+import {
+  attemptDir,
+  liveSnapshot,
+  logRefusedWrite,
+  recoverOrphans,
+  startCheckpoint,
+  trialDir,
+  workerId,
+  type CoordinatorOptions,
+} from './common.js';
 import { EventWriter } from './event-writer.js';
 import type { Slot } from './gpus.js';
-import { createTrialLogger, type Logger } from './logging.js';
+import { createTrialLogger } from './logging.js';
 import { trialLabel, type ProgressSnapshot, type RunningInfo } from './progress.js';
 
-export interface LocalRunOptions {
-  store: ResultsStore;
-  sweep: { id: number; name: string };
+export interface LocalRunOptions extends CoordinatorOptions {
   slots: readonly Slot[];
   /** Module forked for every attempt (apps/cli/dist/trial-child.js, or the fake trainer). */
   childEntry: string;
   childEnv?: Record<string, string | undefined>;
-  maxAttempts: number;
-  heartbeatMs: number;
-  heartbeatTimeoutMs: number;
-  trialTimeoutMs: number | null;
-  cancelGraceMs?: number;
-  runsDir: string;
-  dataDir: string | null;
-  backend: BackendName | 'auto';
-  logger: Logger;
-  /** Abort = Ctrl-C: stop handing out work, cancel running attempts, return interrupted. */
-  signal?: AbortSignal;
-  onProgress?(snapshot: ProgressSnapshot): void;
   /** How often to look again when nothing is claimable but trials still run elsewhere. */
   pollMs?: number;
 }
@@ -97,11 +91,7 @@ export async function runLocal(o: LocalRunOptions): Promise<RunResult> {
   const writer = new EventWriter({
     store,
     leaseMs,
-    onError: (e, env) =>
-      logger.error(
-        { err: e, trial: env?.trialKey, seq: env?.seq },
-        `could not store ${env ? `event ${env.event.type} #${env.seq} of ${env.trialKey.slice(0, 10)}` : 'a heartbeat'}: ${(e as Error)?.message}`,
-      ),
+    onError: logRefusedWrite(logger),
     onLeaseLost: (key, attempt) => {
       const r = running.get(key);
       if (r && r.attempt === attempt && !r.ended) {
@@ -114,21 +104,15 @@ export async function runLocal(o: LocalRunOptions): Promise<RunResult> {
     },
   });
 
-  const snapshot = (): ProgressSnapshot => {
-    const counts = store.trialCounts(sweep.id);
-    const total = TRIAL_STATUSES.reduce((a, k) => a + counts[k], 0);
-    const left = counts.pending + counts.running;
-    const mean = durations.length ? durations.reduce((a, b) => a + b, 0) / durations.length : null;
-    const par = Math.max(1, Math.min(o.slots.length, left));
-    return {
-      sweep: sweep.name,
-      total,
-      counts,
+  const snapshot = (): ProgressSnapshot =>
+    liveSnapshot({
+      store,
+      sweep,
+      t0,
+      durations,
       running: [...running.values()].map(({ abort: _a, ended: _e, ...r }) => r),
-      etaMs: mean === null ? (left === 0 ? 0 : null) : (mean * left) / par,
-      elapsedMs: Date.now() - t0,
-    };
-  };
+      parallel: (left) => Math.max(1, Math.min(o.slots.length, left)),
+    });
   const progress = () => o.onProgress?.(snapshot());
   const ticker = o.onProgress ? setInterval(progress, 1000) : null;
 

@@ -5,12 +5,18 @@
  * that went silent (dead worker, Redis restart) by heartbeat timeout and job state.
  */
 import { Queue } from 'bullmq';
-import { TRIAL_STATUSES, isTerminalEvent, type BackendName, type TrialEnvelope } from '@flatrank/protocol';
-import type { ResultsStore } from '@flatrank/store';
-import { HOST, recoverOrphans, startCheckpoint, workerId } from '../common.js';
+import { isTerminalEvent, type TrialEnvelope } from '@flatrank/protocol';
+import {
+  HOST,
+  liveSnapshot,
+  logRefusedWrite,
+  recoverOrphans,
+  startCheckpoint,
+  workerId,
+  type CoordinatorOptions,
+} from '../common.js';
 import { EventWriter } from '../event-writer.js';
 import type { AttemptRecord, RunResult } from '../local.js';
-import type { Logger } from '../logging.js';
 import { trialLabel, type ProgressSnapshot, type RunningInfo } from '../progress.js';
 import { AckTracker } from './channel.js';
 import {
@@ -24,22 +30,9 @@ import {
   type TrialJobData,
 } from './redis.js';
 
-export interface BullmqRunOptions {
-  store: ResultsStore;
-  sweep: { id: number; name: string };
+export interface BullmqRunOptions extends CoordinatorOptions {
   redisUrl: string;
   queueName?: string;
-  maxAttempts: number;
-  heartbeatMs: number;
-  heartbeatTimeoutMs: number;
-  trialTimeoutMs: number | null;
-  cancelGraceMs?: number;
-  runsDir: string;
-  dataDir: string | null;
-  backend: BackendName | 'auto';
-  logger: Logger;
-  signal?: AbortSignal;
-  onProgress?(snapshot: ProgressSnapshot): void;
   /** Attempts claimed and enqueued at most at once (default 256). */
   maxQueued?: number;
 }
@@ -176,39 +169,28 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
   const writer = new EventWriter({
     store,
     leaseMs,
-    onError: (e, env) =>
-      logger.error(
-        { err: e, trial: env?.trialKey, seq: env?.seq },
-        `could not store ${env ? `event ${env.event.type} #${env.seq} of ${env.trialKey.slice(0, 10)}` : 'a heartbeat'}: ${(e as Error)?.message}`,
-      ),
+    onError: logRefusedWrite(logger),
   });
 
-  const snapshot = (): ProgressSnapshot => {
-    const counts = store.trialCounts(sweep.id);
-    const total = TRIAL_STATUSES.reduce((a, k) => a + counts[k], 0);
-    const left = counts.pending + counts.running;
-    const mean = durations.length ? durations.reduce((a, b) => a + b, 0) / durations.length : null;
-    const par = Math.max(1, [...inflight.values()].filter((f) => f.started).length);
-    const running: RunningInfo[] = [...inflight.values()].map((f) => ({
-      key: f.key,
-      label: f.label,
-      device: f.started ? f.device : 'queued',
-      worker: null,
-      attempt: f.attempt,
-      epoch: f.epoch,
-      epochs: f.epochs,
-      step: f.step,
-      startedAt: f.startedAt,
-    }));
-    return {
-      sweep: sweep.name,
-      total,
-      counts,
-      running,
-      etaMs: mean === null ? (left === 0 ? 0 : null) : (mean * left) / par,
-      elapsedMs: Date.now() - t0,
-    };
-  };
+  const snapshot = (): ProgressSnapshot =>
+    liveSnapshot({
+      store,
+      sweep,
+      t0,
+      durations,
+      running: [...inflight.values()].map((f): RunningInfo => ({
+        key: f.key,
+        label: f.label,
+        device: f.started ? f.device : 'queued',
+        worker: null,
+        attempt: f.attempt,
+        epoch: f.epoch,
+        epochs: f.epochs,
+        step: f.step,
+        startedAt: f.startedAt,
+      })),
+      parallel: () => Math.max(1, [...inflight.values()].filter((f) => f.started).length),
+    });
   const progress = () => o.onProgress?.(snapshot());
 
   /** Applies a batch of envelopes read from the stream, then acknowledges them. */
