@@ -128,6 +128,24 @@ function activationCode(attrs: NamedAttrMap): number | null {
   return null;
 }
 
+/** The geometry of a conv (forward or either gradient) from its input / filter shapes and attrs. */
+function convInfo(
+  xShape: number[],
+  filterShape: number[],
+  attrs: NamedAttrMap,
+  depthwise: boolean,
+): backend_util.Conv2DInfo {
+  return backend_util.computeConv2DInfo(
+    xShape as [number, number, number, number],
+    filterShape as [number, number, number, number],
+    attrs['strides'] as number | [number, number],
+    (attrs['dilations'] as number | [number, number] | undefined) ?? 1,
+    attrs['pad'] as 'same',
+    attrs['dimRoundingMode'] as 'floor' | undefined,
+    depthwise,
+  );
+}
+
 function convForward(args: Args, n: NativeAddon, depthwise: boolean, fused: boolean): TensorInfo | null {
   const { inputs, backend, attrs } = args;
   const x = f32(backend, inputs['x']);
@@ -135,15 +153,7 @@ function convForward(args: Args, n: NativeAddon, depthwise: boolean, fused: bool
   if (!x || !w || !isNHWC(attrs)) return null;
   const act = fused ? activationCode(attrs) : 0;
   if (act === null || (fused && inputs['preluActivationWeights'])) return null;
-  const c = backend_util.computeConv2DInfo(
-    inputs['x']!.shape as [number, number, number, number],
-    inputs['filter']!.shape as [number, number, number, number],
-    attrs['strides'] as number | [number, number],
-    (attrs['dilations'] as number | [number, number] | undefined) ?? 1,
-    attrs['pad'] as 'same',
-    attrs['dimRoundingMode'] as 'floor' | undefined,
-    depthwise,
-  );
+  const c = convInfo(inputs['x']!.shape, inputs['filter']!.shape, attrs, depthwise);
   let bias: Float32Array | null = null;
   if (fused && inputs['bias']) {
     bias = f32(backend, inputs['bias']);
@@ -162,15 +172,7 @@ function convBackpropInput(args: Args, n: NativeAddon, depthwise: boolean): Tens
   const w = f32(backend, inputs['filter']);
   if (!dy || !w || !isNHWC(attrs)) return null;
   const inputShape = attrs['inputShape'] as [number, number, number, number];
-  const c = backend_util.computeConv2DInfo(
-    inputShape,
-    inputs['filter']!.shape as [number, number, number, number],
-    attrs['strides'] as number | [number, number],
-    (attrs['dilations'] as number | [number, number] | undefined) ?? 1,
-    attrs['pad'] as 'same',
-    attrs['dimRoundingMode'] as 'floor' | undefined,
-    depthwise,
-  );
+  const c = convInfo(inputShape, inputs['filter']!.shape, attrs, depthwise);
   const p = convParams(c, depthwise ? c.inChannels : 1, 0);
   if (!p) return null;
   const dx = alloc(backend, util.sizeFromShape(inputShape));
@@ -184,15 +186,7 @@ function convBackpropFilter(args: Args, n: NativeAddon, depthwise: boolean): Ten
   const dy = f32(backend, inputs['dy']);
   if (!x || !dy || !isNHWC(attrs)) return null;
   const filterShape = attrs['filterShape'] as [number, number, number, number];
-  const c = backend_util.computeConv2DInfo(
-    inputs['x']!.shape as [number, number, number, number],
-    filterShape,
-    attrs['strides'] as number | [number, number],
-    (attrs['dilations'] as number | [number, number] | undefined) ?? 1,
-    attrs['pad'] as 'same',
-    attrs['dimRoundingMode'] as 'floor' | undefined,
-    depthwise,
-  );
+  const c = convInfo(inputs['x']!.shape, filterShape, attrs, depthwise);
   const p = convParams(c, depthwise ? c.inChannels : 1, 0);
   if (!p) return null;
   const dw = alloc(backend, util.sizeFromShape(filterShape));
