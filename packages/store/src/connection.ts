@@ -37,6 +37,24 @@ export interface OpenOptions {
   create?: boolean;
 }
 
+/** Runs `step`, retrying for up to BUSY_TIMEOUT_MS while it fails with SQLITE_BUSY. */
+function retryBusy<T>(step: () => T): T {
+  const deadline = Date.now() + BUSY_TIMEOUT_MS;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return step();
+    } catch (e) {
+      if (
+        !isSqliteError(e, 'SQLITE_BUSY', 'SQLITE_BUSY_RECOVERY', 'SQLITE_BUSY_SNAPSHOT') ||
+        Date.now() > deadline
+      )
+        throw e;
+      Atomics.wait(pause, 0, 0, Math.min(200, 10 * 2 ** attempt)); // synchronous sleep: the API is sync
+    }
+  }
+}
+
 function isSqliteError(e: unknown, ...codes: string[]): boolean {
   const code = (e as { code?: unknown })?.code;
   return typeof code === 'string' && codes.includes(code);
@@ -94,19 +112,29 @@ export function openDatabase(
   }
   let migrated: number[] = [];
   try {
-    let appId: number;
+    // application_id and the object count are read in one read transaction: another process may
+    // be creating this database right now, and two separate reads could see its tables without
+    // its (same-transaction) application_id.
+    let identity: { appId: number; objects: number };
     try {
-      appId = db.pragma('application_id', { simple: true }) as number;
+      identity = retryBusy(() =>
+        db.transaction(() => ({
+          appId: db.pragma('application_id', { simple: true }) as number,
+          objects: (
+            db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").get() as {
+              n: number;
+            }
+          ).n,
+        }))(),
+      );
     } catch (e) {
       if (isSqliteError(e, 'SQLITE_NOTADB', 'SQLITE_CORRUPT'))
         throw notFlatrank(path, 'not a SQLite file', e);
       throw e;
     }
+    const { appId } = identity;
     if (appId !== FLATRANK_APPLICATION_ID) {
-      const objects = db
-        .prepare("SELECT count(*) AS n FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")
-        .get() as { n: number };
-      const fresh = appId === 0 && objects.n === 0;
+      const fresh = appId === 0 && identity.objects === 0;
       if (!(fresh && create)) {
         throw notFlatrank(
           path,
@@ -142,11 +170,16 @@ export function openDatabase(
     } else {
       // WAL: readers never block the writer and the writer never blocks readers; NORMAL
       // synchronous is durable against process crashes (kill -9), which is what we need.
-      db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = NORMAL');
       db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
-      db.pragma('foreign_keys = ON');
-      migrated = migrate(db);
+      // Two processes creating one new database at once: switching to WAL (and WAL recovery) can
+      // answer SQLITE_BUSY without consulting the busy handler, so retry that step briefly.
+      // Migrations are idempotent (each step re-checks user_version inside BEGIN IMMEDIATE).
+      migrated = retryBusy(() => {
+        db.pragma('journal_mode = WAL');
+        db.pragma('synchronous = NORMAL');
+        db.pragma('foreign_keys = ON');
+        return migrate(db);
+      });
     }
     return { db, path, migrated };
   } catch (e) {

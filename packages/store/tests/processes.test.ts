@@ -82,11 +82,12 @@ describe('multi-process', () => {
       const next = (c: ChildProcess) => new Promise<unknown>((resolve) => c.once('message', resolve));
       await Promise.all(openers.map(next));
       const results = openers.map(
-        (c) => next(c) as Promise<{ migrated: number[]; version: number; journal: string }>,
+        (c) => next(c) as Promise<{ migrated: number[]; version: number; journal: string; error?: string }>,
       );
       for (const c of openers) c.send('go');
       const [a, b] = await Promise.all(results);
       await Promise.all(openers.map(exited));
+      expect([a!.error, b!.error]).toEqual([undefined, undefined]);
       expect(a!.version).toBe(SCHEMA_VERSION);
       expect(b!.version).toBe(SCHEMA_VERSION);
       expect([...a!.migrated, ...b!.migrated].sort()).toEqual(MIGRATIONS.map((m) => m.version));

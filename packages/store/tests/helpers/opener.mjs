@@ -6,11 +6,17 @@ const [file] = process.argv.slice(2);
 const go = new Promise((resolve) => process.once('message', resolve));
 process.send('ready');
 await go;
-const store = ResultsStore.open(file, { create: true });
-const result = {
-  migrated: [...store.migrated],
-  version: store.schemaVersion(),
-  journal: store.db.pragma('journal_mode', { simple: true }),
-};
-store.close();
+let result;
+try {
+  const store = ResultsStore.open(file, { create: true });
+  result = {
+    migrated: [...store.migrated],
+    version: store.schemaVersion(),
+    journal: store.db.pragma('journal_mode', { simple: true }),
+  };
+  store.close();
+} catch (e) {
+  // Report the failure instead of dying silently (the parent would wait for a message forever).
+  result = { error: `${e?.code ?? ''} ${e?.message ?? String(e)}` };
+}
 process.send(result, () => process.exit(0));
