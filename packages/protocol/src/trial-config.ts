@@ -285,7 +285,7 @@ function sortKeys(v: unknown): unknown {
 
 /** trial key = sha256 (hex) of the canonical JSON of the resolved config. */
 export function trialKey(config: TrialConfig): string {
-  return createHash('sha256').update(canonicalJson(config)).digest('hex');
+  return sha256Hex(canonicalJson(config));
 }
 
 export function sha256Hex(text: string): string {
