@@ -1,22 +1,39 @@
 /**
  * Checkpoints: a directory holding
- *   model.json    tfjs LayersModel format (modelTopology + weightsManifest, paths ['weights.bin'])
- *   weights.bin   the concatenated weights
- *   flatrank.json metadata: trial key, config, epoch, step, accuracy, ... (CheckpointMeta)
- * Written into a sibling temp directory and renamed into place, so a crash never leaves a half
- * checkpoint under the final name.
+ *   model.json     tfjs LayersModel format (modelTopology + weightsManifest, paths ['weights.bin'])
+ *   weights.bin    the concatenated weights
+ *   flatrank.json  metadata: format, trial key, config, epoch, step, accuracy, ... (CheckpointMeta)
+ *   optimizer.json + optimizer.bin  (format 2, optional) the momentum buffers: kind, hyperparameters,
+ *                  one { name, shape } per buffer, byte count and sha256 of optimizer.bin
+ * Every file is written (and fsynced) into a sibling temp directory which is then renamed into
+ * place, so a crash never leaves a half checkpoint (model without its optimizer state, or the
+ * reverse) under the final name. Format 1 (before optimizer state) still loads, without momentum.
  */
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { open, mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { DataError, ShapeError, type TrialConfig } from '@flatrank/protocol';
+import { DataError, ShapeError, ValidationError, type TrialConfig } from '@flatrank/protocol';
+import {
+  OPTIMIZER_STATE_KIND,
+  optimizerStateMismatch,
+  type MomentumStart,
+  type OptimizerState,
+} from './optimizer-state.js';
 
-export const CHECKPOINT_FORMAT = 'flatrank-checkpoint-1';
+export const CHECKPOINT_FORMAT = 'flatrank-checkpoint-2';
+/** Formats loadCheckpoint reads: 1 has no optimizer state. */
+export const CHECKPOINT_FORMATS = ['flatrank-checkpoint-1', CHECKPOINT_FORMAT] as const;
+export type CheckpointFormat = (typeof CHECKPOINT_FORMATS)[number];
+
+const OPTIMIZER_JSON = 'optimizer.json';
+const OPTIMIZER_BIN = 'optimizer.bin';
+const OPTIMIZER_FORMAT = 'flatrank-optimizer-1';
 
 export interface CheckpointMeta {
-  format: typeof CHECKPOINT_FORMAT;
+  format: CheckpointFormat;
   trialKey: string | null;
   config: TrialConfig | null;
   /** 'base': the architecture named by config.model; 'factored': the exported compressed model. */
@@ -25,6 +42,8 @@ export interface CheckpointMeta {
   step: number;
   accuracy: number | null;
   savedAt: string;
+  /** Format 2: the saved optimizer state (null: saved without); absent in format 1. */
+  optimizer?: { kind: typeof OPTIMIZER_STATE_KIND; file: typeof OPTIMIZER_JSON; buffers: number } | null;
   [extra: string]: unknown;
 }
 
@@ -40,16 +59,100 @@ export interface LoadedCheckpoint {
   };
   /** Weights in manifest order (the order of model.weights when saved). */
   weights: Array<{ name: string; tensor: tf.Tensor }>;
+  /** The momentum buffers, or null (see optimizerAbsentReason). */
+  optimizer: OptimizerState | null;
+  /** Why optimizer is null: format 1, saved without, or not read (options.optimizer false). */
+  optimizerAbsentReason: string | null;
+}
+
+export interface SaveCheckpointOptions {
+  /**
+   * The optimizer state of the training that produced these weights (trainLoop's
+   * result.optimizerState with keepOptimizerState). Omitted or null: saved without (a dependent
+   * training run then starts with fresh momentum). Must match the model's trainable variables.
+   */
+  optimizer?: OptimizerState | null;
+}
+
+/** Writes and fsyncs a file, so that the rename that publishes it cannot outrun its data. */
+async function writeSynced(file: string, data: string | Uint8Array): Promise<void> {
+  const fh = await open(file, 'w');
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** fsync of a directory (its entries); not possible on every platform, so best effort. */
+async function syncDir(dir: string): Promise<void> {
+  try {
+    const fh = await open(dir, 'r');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    // e.g. Windows cannot open directories; the rename is still atomic there.
+  }
+}
+
+function product(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Checks a state about to be saved against the model (a mismatch would only fail at load time). */
+function checkStateToSave(model: tfl.LayersModel, state: OptimizerState): void {
+  if (state.kind !== OPTIMIZER_STATE_KIND)
+    throw new ValidationError(
+      'optimizer.kind',
+      `optimizer.kind: must be '${OPTIMIZER_STATE_KIND}', got ${JSON.stringify(state.kind)}`,
+    );
+  const targets = model.trainableWeights.map((w) => ({ name: w.originalName, shape: w.shape as number[] }));
+  const mismatch = optimizerStateMismatch(state, targets);
+  if (mismatch !== null)
+    throw new ValidationError(
+      'optimizer',
+      `optimizer: the state does not belong to model ${model.name}: ${mismatch}`,
+    );
+}
+
+function encodeOptimizer(state: OptimizerState): { json: string; bin: Uint8Array } {
+  const bytes = state.slots.reduce((s, b) => s + b.values.byteLength, 0);
+  const bin = new Uint8Array(bytes);
+  let off = 0;
+  for (const slot of state.slots) {
+    bin.set(new Uint8Array(slot.values.buffer, slot.values.byteOffset, slot.values.byteLength), off);
+    off += slot.values.byteLength;
+  }
+  const json = JSON.stringify({
+    format: OPTIMIZER_FORMAT,
+    kind: state.kind,
+    momentum: state.momentum,
+    nesterov: state.nesterov,
+    weightDecay: state.weightDecay,
+    dtype: 'float32',
+    bytes,
+    sha256: createHash('sha256').update(bin).digest('hex'),
+    buffers: state.slots.map((s) => ({ name: s.name, shape: s.shape })),
+  });
+  return { json, bin };
 }
 
 export async function saveCheckpoint(
   model: tfl.LayersModel,
   dir: string,
-  meta: Omit<CheckpointMeta, 'format' | 'savedAt'>,
+  meta: Omit<CheckpointMeta, 'format' | 'savedAt' | 'optimizer'>,
+  options: SaveCheckpointOptions = {},
 ): Promise<string> {
+  const state = options.optimizer ?? null;
+  if (state !== null) checkStateToSave(model, state);
   const parent = dirname(dir);
   await mkdir(parent, { recursive: true });
-  const tmp = join(parent, `.${basename(dir)}.tmp-${process.pid}-${Date.now().toString(36)}`);
+  const stamp = `${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+  const tmp = join(parent, `.${basename(dir)}.tmp-${stamp}`);
   await mkdir(tmp, { recursive: true });
   try {
     await model.save(
@@ -65,8 +168,8 @@ export async function saveCheckpoint(
           convertedBy: artifacts.convertedBy ?? null,
           weightsManifest: [{ paths: ['weights.bin'], weights: artifacts.weightSpecs ?? [] }],
         };
-        await writeFile(join(tmp, 'model.json'), JSON.stringify(modelJson));
-        await writeFile(join(tmp, 'weights.bin'), new Uint8Array(data));
+        await writeSynced(join(tmp, 'model.json'), JSON.stringify(modelJson));
+        await writeSynced(join(tmp, 'weights.bin'), new Uint8Array(data));
         return {
           modelArtifactsInfo: {
             dateSaved: new Date(),
@@ -76,15 +179,55 @@ export async function saveCheckpoint(
         };
       }),
     );
-    const full = { format: CHECKPOINT_FORMAT, savedAt: new Date().toISOString(), ...meta } as CheckpointMeta;
-    await writeFile(join(tmp, 'flatrank.json'), JSON.stringify(full, null, 2));
-    if (existsSync(dir)) await rm(dir, { recursive: true, force: true });
-    await rename(tmp, dir);
+    if (state !== null) {
+      const { json, bin } = encodeOptimizer(state);
+      await writeSynced(join(tmp, OPTIMIZER_BIN), bin);
+      await writeSynced(join(tmp, OPTIMIZER_JSON), json);
+    }
+    // (Omit over CheckpointMeta's index signature drops the named keys from the type, hence the cast.)
+    const full = {
+      ...meta,
+      format: CHECKPOINT_FORMAT,
+      savedAt: new Date().toISOString(),
+      optimizer:
+        state === null ? null : { kind: state.kind, file: OPTIMIZER_JSON, buffers: state.slots.length },
+    } as CheckpointMeta;
+    await writeSynced(join(tmp, 'flatrank.json'), JSON.stringify(full, null, 2));
+    await syncDir(tmp);
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
     throw e;
   }
+  await publish(tmp, dir, stamp);
   return dir;
+}
+
+/**
+ * Renames the finished temp directory to `dir`. A directory cannot be renamed over a non-empty
+ * one, so an existing checkpoint is first moved aside and removed only once the new one is in
+ * place (a crash in between leaves it as .<name>.old-*, never a half checkpoint under the name).
+ */
+async function publish(tmp: string, dir: string, stamp: string): Promise<void> {
+  const parent = dirname(dir);
+  let old: string | null = null;
+  try {
+    if (existsSync(dir)) {
+      old = join(parent, `.${basename(dir)}.old-${stamp}`);
+      await rename(dir, old);
+    }
+    try {
+      await rename(tmp, dir);
+    } catch (e) {
+      if (old !== null) await rename(old, dir).catch(() => undefined);
+      old = null;
+      throw e;
+    }
+    await syncDir(parent);
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  if (old !== null) await rm(old, { recursive: true, force: true });
 }
 
 async function readJson(file: string): Promise<unknown> {
@@ -104,12 +247,21 @@ async function readJson(file: string): Promise<unknown> {
   }
 }
 
-export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
-  const meta = (await readJson(join(dir, 'flatrank.json'))) as CheckpointMeta;
-  if (meta?.format !== CHECKPOINT_FORMAT)
+export interface LoadCheckpointOptions {
+  /** Read the optimizer state (default true); false skips the files (e.g. evaluation only). */
+  optimizer?: boolean;
+}
+
+export async function loadCheckpoint(
+  dir: string,
+  options: LoadCheckpointOptions = {},
+): Promise<LoadedCheckpoint> {
+  const metaFile = join(dir, 'flatrank.json');
+  const meta = (await readJson(metaFile)) as CheckpointMeta;
+  if (!(CHECKPOINT_FORMATS as readonly unknown[]).includes(meta?.format))
     throw new DataError(
-      `${join(dir, 'flatrank.json')}: not a flatrank checkpoint (format ${JSON.stringify(meta?.format)}, expected ${CHECKPOINT_FORMAT})`,
-      { file: join(dir, 'flatrank.json') },
+      `${metaFile}: not a flatrank checkpoint (format ${JSON.stringify(meta?.format)}, expected one of ${CHECKPOINT_FORMATS.join(', ')})`,
+      { file: metaFile },
     );
   const modelJson = (await readJson(join(dir, 'model.json'))) as LoadedCheckpoint['modelJson'];
   const specs = (modelJson.weightsManifest ?? []).flatMap((g) => g.weights);
@@ -129,9 +281,111 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
       `${binFile}: ${bin.byteLength} bytes, the manifest needs ${expected} (truncated or corrupt checkpoint)`,
       { file: binFile },
     );
+  let optimizer: OptimizerState | null = null;
+  let optimizerAbsentReason: string | null = null;
+  if (meta.format === 'flatrank-checkpoint-1')
+    optimizerAbsentReason = `${dir} is format flatrank-checkpoint-1, which predates saved optimizer state`;
+  else if (meta.optimizer === null || meta.optimizer === undefined)
+    optimizerAbsentReason = `${dir} was saved without optimizer state`;
+  else if (options.optimizer === false) optimizerAbsentReason = `optimizer state of ${dir} not read`;
+  else optimizer = await readOptimizer(dir, meta.optimizer.buffers);
   const buffer = new Uint8Array(bin).buffer as ArrayBuffer;
   const named = tf.io.decodeWeights(buffer, specs);
-  return { dir, meta, modelJson, weights: specs.map((s) => ({ name: s.name, tensor: named[s.name]! })) };
+  return {
+    dir,
+    meta,
+    modelJson,
+    weights: specs.map((s) => ({ name: s.name, tensor: named[s.name]! })),
+    optimizer,
+    optimizerAbsentReason,
+  };
+}
+
+function isShape(x: unknown): x is number[] {
+  return Array.isArray(x) && x.every((d) => Number.isInteger(d) && (d as number) >= 0);
+}
+
+/** Reads optimizer.json + optimizer.bin; anything missing, malformed or truncated: DataError naming the file. */
+async function readOptimizer(dir: string, expectedBuffers: number): Promise<OptimizerState> {
+  const jsonFile = join(dir, OPTIMIZER_JSON);
+  const binFile = join(dir, OPTIMIZER_BIN);
+  const j = (await readJson(jsonFile)) as Record<string, unknown> | null;
+  const bad = (what: string): DataError =>
+    new DataError(`${jsonFile}: ${what} (corrupt optimizer state)`, { file: jsonFile });
+  if (typeof j !== 'object' || j === null) throw bad('not a JSON object');
+  if (j['format'] !== OPTIMIZER_FORMAT)
+    throw bad(`format ${JSON.stringify(j['format'])}, expected ${OPTIMIZER_FORMAT}`);
+  if (j['kind'] !== OPTIMIZER_STATE_KIND)
+    throw bad(`kind ${JSON.stringify(j['kind'])}, expected ${OPTIMIZER_STATE_KIND}`);
+  if (j['dtype'] !== 'float32') throw bad(`dtype ${JSON.stringify(j['dtype'])}, expected float32`);
+  const momentum = j['momentum'];
+  const weightDecay = j['weightDecay'];
+  const nesterov = j['nesterov'];
+  if (typeof momentum !== 'number' || !Number.isFinite(momentum)) throw bad('momentum is not a number');
+  if (typeof weightDecay !== 'number' || !Number.isFinite(weightDecay))
+    throw bad('weightDecay is not a number');
+  if (typeof nesterov !== 'boolean') throw bad('nesterov is not a boolean');
+  const buffers = j['buffers'];
+  if (
+    !Array.isArray(buffers) ||
+    !buffers.every(
+      (b: unknown) =>
+        typeof b === 'object' &&
+        b !== null &&
+        typeof (b as { name?: unknown }).name === 'string' &&
+        isShape((b as { shape?: unknown }).shape),
+    )
+  )
+    throw bad('buffers must be a list of { name, shape }');
+  const list = buffers as Array<{ name: string; shape: number[] }>;
+  if (list.length !== expectedBuffers)
+    throw bad(`${list.length} buffers, flatrank.json says ${expectedBuffers}`);
+  const bytes = list.reduce((s, b) => s + product(b.shape) * 4, 0);
+  if (j['bytes'] !== bytes) throw bad(`bytes ${JSON.stringify(j['bytes'])}, the buffers need ${bytes}`);
+  let bin: Buffer;
+  try {
+    bin = await readFile(binFile);
+  } catch (e) {
+    throw new DataError(`checkpoint file ${binFile} cannot be read: ${(e as Error).message}`, {
+      file: binFile,
+      cause: e,
+    });
+  }
+  if (bin.byteLength !== bytes)
+    throw new DataError(
+      `${binFile}: ${bin.byteLength} bytes, ${OPTIMIZER_JSON} needs ${bytes} (truncated or corrupt optimizer state)`,
+      { file: binFile },
+    );
+  const sha = createHash('sha256').update(bin).digest('hex');
+  if (sha !== j['sha256'])
+    throw new DataError(
+      `${binFile}: sha256 ${sha} differs from the ${JSON.stringify(j['sha256'])} recorded in ${OPTIMIZER_JSON} (corrupt optimizer state)`,
+      { file: binFile },
+    );
+  // One aligned copy, sliced per buffer (a Buffer from readFile may sit at an unaligned offset).
+  const all = new Float32Array(new Uint8Array(bin).buffer);
+  let off = 0;
+  const slots = list.map((b) => {
+    const n = product(b.shape);
+    const values = all.slice(off, off + n);
+    off += n;
+    return { name: b.name, shape: [...b.shape], values };
+  });
+  return { kind: OPTIMIZER_STATE_KIND, momentum, nesterov, weightDecay, slots };
+}
+
+/**
+ * What a training run starting from `ckpt` is offered: 'resume' when the checkpoint was written
+ * by the same trial (trial keys equal), else 'continue' (rules in optimizer-state.ts).
+ */
+export function momentumStartFor(ckpt: LoadedCheckpoint, trialKey: string | null): MomentumStart {
+  const resume = trialKey !== null && ckpt.meta.trialKey === trialKey;
+  return {
+    state: ckpt.optimizer,
+    mode: resume ? 'resume' : 'continue',
+    source: ckpt.dir,
+    absentReason: ckpt.optimizerAbsentReason,
+  };
 }
 
 /**

@@ -16,10 +16,27 @@ export {
   restoreWeights,
   loadCheckpointModel,
   disposeCheckpoint,
+  momentumStartFor,
   CHECKPOINT_FORMAT,
+  CHECKPOINT_FORMATS,
+  type CheckpointFormat,
   type CheckpointMeta,
   type LoadedCheckpoint,
+  type LoadCheckpointOptions,
+  type SaveCheckpointOptions,
 } from './checkpoint.js';
+export {
+  restoreMomentum,
+  optimizerStateMismatch,
+  OPTIMIZER_STATE_KIND,
+  type MomentumRestore,
+  type MomentumRestoreMode,
+  type MomentumStart,
+  type MomentumTarget,
+  type NamedShape,
+  type OptimizerSlot,
+  type OptimizerState,
+} from './optimizer-state.js';
 export { reestimateBatchNorm, batchNormLayers } from './batchnorm.js';
 export {
   trainableVariables,

@@ -9,6 +9,12 @@ import { DivergedError, FlatrankError, type TrainingRecipe, type TrialEventSink 
 import { learningRateAt } from './schedule.js';
 import { MomentumSgd } from './sgd.js';
 import {
+  restoreMomentum,
+  type MomentumRestore,
+  type MomentumStart,
+  type OptimizerState,
+} from './optimizer-state.js';
+import {
   correctCount,
   crossEntropy,
   outputIsSoftmax,
@@ -66,6 +72,15 @@ export interface TrainLoopOptions {
   stepsPerEpoch?: number;
   /** Cross-entropy above this counts as an exploding loss (default 50 * ln(numClasses)). */
   divergenceLoss?: number;
+  /**
+   * The momentum a run starting from a checkpoint is offered (momentumStartFor); whether it is
+   * taken follows the rules in optimizer-state.ts. The decision is emitted as the metric
+   * train/momentum_restored (1 restored, 0 fresh) and returned as result.momentum. Omitted: fresh
+   * momentum, nothing recorded (training from scratch).
+   */
+  momentumStart?: MomentumStart;
+  /** Return the final momentum buffers as result.optimizerState (to save with the checkpoint). */
+  keepOptimizerState?: boolean;
 }
 
 export interface TrainLoopResult {
@@ -75,6 +90,10 @@ export interface TrainLoopResult {
   epochs: number;
   lastEval: EvalResult | null;
   lastTrainLoss: number | null;
+  /** The restore decision when options.momentumStart was given, else null. */
+  momentum: MomentumRestore | null;
+  /** The final momentum buffers when options.keepOptimizerState, else null. */
+  optimizerState: OptimizerState | null;
 }
 
 export function checkAborted(signal: AbortSignal | undefined): void {
@@ -99,6 +118,8 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
     weightDecay: recipe.weightDecay,
   });
   const varList = vars.map((v) => v.variable);
+  let momentum: MomentumRestore | null = null;
+  let optimizerState: OptimizerState | null = null;
   let steps = 0;
   let epochsDone = 0;
   let lastEval: EvalResult | null = null;
@@ -112,6 +133,17 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
       : recipe.epochs;
 
   try {
+    if (o.momentumStart) {
+      momentum = restoreMomentum(optimizer, o.momentumStart);
+      emit({
+        type: 'metric',
+        step: stepOffset,
+        epoch: epochOffset,
+        phase: 'train',
+        name: 'momentum_restored',
+        value: momentum.restored ? 1 : 0,
+      });
+    }
     for (let epoch = 0; epoch < recipe.epochs; epoch++) {
       if (recipe.maxSteps !== null && steps >= recipe.maxSteps) break;
       let epochLoss = 0;
@@ -234,9 +266,11 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
       emit({ type: 'heartbeat', step: globalStep, epoch: e });
       lastBeat = Date.now();
     }
+    if (o.keepOptimizerState) optimizerState = optimizer.exportState();
   } finally {
-    // The momentum buffers live as long as this call (a later phase starts with fresh ones).
+    // The momentum buffers live as long as this call (a later phase starts with fresh ones unless
+    // it is handed optimizerState through momentumStart).
     optimizer.dispose();
   }
-  return { steps, epochs: epochsDone, lastEval, lastTrainLoss };
+  return { steps, epochs: epochsDone, lastEval, lastTrainLoss, momentum, optimizerState };
 }

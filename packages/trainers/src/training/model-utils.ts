@@ -13,6 +13,7 @@ export function trainableVariables(model: tfl.LayersModel): TrainableVariable[] 
   return model.trainableWeights.map((w) => ({
     variable: w.read() as tf.Variable,
     decay: isDecayedWeight(w.originalName),
+    name: w.originalName,
   }));
 }
 

@@ -7,7 +7,14 @@
  * the distortion method optionally resets them after every distortion.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { ValidationError } from '@flatrank/protocol';
+import { ShapeError, ValidationError } from '@flatrank/protocol';
+import {
+  OPTIMIZER_STATE_KIND,
+  optimizerStateMismatch,
+  type MomentumTarget,
+  type NamedShape,
+  type OptimizerState,
+} from './optimizer-state.js';
 
 export interface SgdOptions {
   momentum: number;
@@ -20,9 +27,14 @@ export interface TrainableVariable {
   variable: tf.Variable;
   /** Whether L2 weight decay applies (conv / dense kernels only; not biases or batch-norm). */
   decay: boolean;
+  /**
+   * Process-independent name keying the saved momentum buffer (LayerVariable.originalName, e.g.
+   * 'conv2/kernel'); defaults to variable.name, which carries per-process suffixes.
+   */
+  name?: string;
 }
 
-export class MomentumSgd {
+export class MomentumSgd implements MomentumTarget {
   private readonly buffers = new Map<string, tf.Variable>();
   readonly options: SgdOptions;
 
@@ -73,6 +85,43 @@ export class MomentumSgd {
   resetMomentum(): void {
     tf.tidy(() => {
       for (const buf of this.buffers.values()) buf.assign(tf.zerosLike(buf));
+    });
+  }
+
+  /** Stable name and shape of every buffer, in variable order (what a saved state must match). */
+  slotShapes(): NamedShape[] {
+    return this.variables.map((v) => ({ name: v.name ?? v.variable.name, shape: v.variable.shape }));
+  }
+
+  /** A copy of the momentum buffers (plain arrays: survives this optimizer's disposal). */
+  exportState(): OptimizerState {
+    return {
+      kind: OPTIMIZER_STATE_KIND,
+      momentum: this.options.momentum,
+      nesterov: this.options.nesterov,
+      weightDecay: this.options.weightDecay,
+      slots: this.variables.map((v) => ({
+        name: v.name ?? v.variable.name,
+        shape: [...v.variable.shape],
+        values: Float32Array.from(this.buffers.get(v.variable.name)!.dataSync()),
+      })),
+    };
+  }
+
+  /**
+   * Overwrites the momentum buffers with a saved state matched by name and shape. Whether a state
+   * should be imported at all is restoreMomentum's decision (optimizer-state.ts).
+   */
+  importState(state: OptimizerState): void {
+    const mismatch = optimizerStateMismatch(state, this.slotShapes());
+    if (mismatch !== null)
+      throw new ShapeError('optimizerState', `optimizer state does not fit the variables: ${mismatch}`);
+    const byName = new Map(state.slots.map((s) => [s.name, s]));
+    tf.tidy(() => {
+      for (const v of this.variables) {
+        const slot = byName.get(v.name ?? v.variable.name)!;
+        this.buffers.get(v.variable.name)!.assign(tf.tensor(slot.values, slot.shape, 'float32'));
+      }
     });
   }
 
