@@ -329,7 +329,7 @@ export async function runLocal(o: LocalRunOptions): Promise<RunResult> {
     o.signal?.removeEventListener('abort', onAbort);
     writer.flush();
   }
-  const blocked = store.listTrials({ sweepId: sweep.id, status: 'pending' }).map((t) => t.key);
+  const blocked = store.trialKeys({ sweepId: sweep.id, status: 'pending' });
   const counts = store.trialCounts(sweep.id);
   progress();
   return {

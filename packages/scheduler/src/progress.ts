@@ -93,7 +93,12 @@ export function renderStatus(s: ProgressSnapshot, now = Date.now()): string {
   return `${head}\n${bar}\n${formatTable(rows, ['trial', 'config', 'device', 'attempt', 'epoch', 'step', 'time'])}`;
 }
 
-/** The same snapshot from the database (flatrank status). */
+/**
+ * The same snapshot from the database (flatrank status). Cost independent of the sweep's size
+ * except for its running trials: counts and the mean duration of succeeded trials come from the
+ * store's per-sweep aggregates, and only running trials are read (a 100k-trial sweep read whole
+ * took seconds).
+ */
 export function snapshotFromStore(
   store: ResultsStore,
   sweep: { id: number; name: string; createdAt?: number },
@@ -101,34 +106,25 @@ export function snapshotFromStore(
 ): ProgressSnapshot {
   const counts = store.trialCounts(sweep.id);
   const total = TRIAL_STATUSES.reduce((a, k) => a + counts[k], 0);
-  const trials = store.listTrials({ sweepId: sweep.id });
-  const running: RunningInfo[] = trials
-    .filter((t) => t.status === 'running')
-    .map((t) => ({
-      key: t.key,
-      label: trialLabel(t.config),
-      device:
-        t.device ??
-        (t.environment
-          ? `${t.environment.host} ${t.environment.cudaVisibleDevices ? `cuda:${t.environment.cudaVisibleDevices}` : 'cpu'}`
-          : null),
-      worker: t.environment ? null : t.worker,
-      attempt: t.attempts,
-      epoch: t.lastEpoch,
-      epochs: t.config.training.epochs,
-      step: t.lastStep,
-      startedAt: t.startedAt,
-    }));
-  const durations = trials
-    .filter((t) => t.status === 'succeeded' && t.startedAt && t.finishedAt)
-    .map((t) => t.finishedAt! - t.startedAt!);
+  const running: RunningInfo[] = store.listTrials({ sweepId: sweep.id, status: 'running' }).map((t) => ({
+    key: t.key,
+    label: trialLabel(t.config),
+    device:
+      t.device ??
+      (t.environment
+        ? `${t.environment.host} ${t.environment.cudaVisibleDevices ? `cuda:${t.environment.cudaVisibleDevices}` : 'cpu'}`
+        : null),
+    worker: t.environment ? null : t.worker,
+    attempt: t.attempts,
+    epoch: t.lastEpoch,
+    epochs: t.config.training.epochs,
+    step: t.lastStep,
+    startedAt: t.startedAt,
+  }));
+  const { meanMs } = store.succeededTiming(sweep.id);
   const parallel = Math.max(1, running.length);
   const left = counts.pending + counts.running;
-  const eta = durations.length
-    ? (durations.reduce((a, b) => a + b, 0) / durations.length) * (left / parallel)
-    : left === 0
-      ? 0
-      : null;
+  const eta = meanMs !== null ? meanMs * (left / parallel) : left === 0 ? 0 : null;
   return {
     sweep: sweep.name,
     total,

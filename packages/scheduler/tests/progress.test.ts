@@ -1,7 +1,15 @@
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { resolveTrialConfig } from '@flatrank/protocol';
-import { progressLine, renderStatus, trialLabel, TtyRenderer, type ProgressSnapshot } from '../src/index.js';
+import { resolveTrialConfig, trialKey } from '@flatrank/protocol';
+import { createTempDb, tempDbTrialConfig, tempDbTrialEvents } from '@flatrank/testing';
+import {
+  progressLine,
+  renderStatus,
+  snapshotFromStore,
+  trialLabel,
+  TtyRenderer,
+  type ProgressSnapshot,
+} from '../src/index.js';
 
 const snap: ProgressSnapshot = {
   sweep: 'demo',
@@ -70,5 +78,69 @@ describe('progress', () => {
     expect(written).toBe(
       'a\nb\n' + '\x1b[2A\x1b[0J' + 'c\nd\ne\n' + '\x1b[3A\x1b[0J' + 'hello\n' + 'c\nd\ne\n',
     );
+  });
+
+  it('snapshotFromStore: counts, running trials and an ETA from the mean duration of succeeded trials', () => {
+    const db = createTempDb();
+    try {
+      const store = db.store!;
+      const { id } = store.upsertSweep({ name: 'snap', specText: '', specResolved: null, specHash: '' });
+      const g = [0, 1, 2, 3, 4].map((seed) => {
+        const config = tempDbTrialConfig({ seed });
+        return { key: trialKey(config), config };
+      });
+      store.insertTrials(id, g);
+      const claim = (now: number) =>
+        store.claimTrial({
+          sweepId: id,
+          worker: 'w',
+          device: 'cuda:0',
+          leaseMs: 60_000,
+          maxAttempts: 2,
+          now,
+        })!;
+      // Two trials succeed, after 10 s and 30 s: mean 20 s.
+      for (const ms of [10_000, 30_000]) {
+        const c = claim(1_000);
+        store.applyEvents(tempDbTrialEvents(c.key, c.attempt), 1_000 + ms);
+      }
+      const running = claim(50_000);
+      store.applyEvents([
+        {
+          trialKey: running.key,
+          attempt: running.attempt,
+          seq: 0,
+          event: { type: 'heartbeat', step: 7, epoch: 0 },
+        },
+      ]);
+      const s = snapshotFromStore(store, { id, name: 'snap', createdAt: 1_000 }, 60_000);
+      expect(s.total).toBe(5);
+      expect(s.counts).toEqual({
+        pending: 2,
+        running: 1,
+        succeeded: 2,
+        failed: 0,
+        diverged: 0,
+        cancelled: 0,
+      });
+      expect(s.running).toEqual([
+        {
+          key: running.key,
+          label: 'finetune tucker2 ratio=2 seed=2',
+          device: 'cuda:0',
+          worker: 'w',
+          attempt: 1,
+          epoch: 0,
+          epochs: 1,
+          step: 7,
+          startedAt: 50_000,
+        },
+      ]);
+      // 3 trials left, 1 running at a time: 3 x 20 s.
+      expect(s.etaMs).toBe(60_000);
+      expect(s.elapsedMs).toBe(59_000);
+    } finally {
+      db.cleanup();
+    }
   });
 });

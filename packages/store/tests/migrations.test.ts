@@ -149,6 +149,8 @@ describe('migrations', () => {
         name: 'accuracy',
         value: 0.75,
       });
+      // Migration 4 counted the existing memberships into sweep_status_counts.
+      expect(store.trialCounts(1)).toMatchObject({ succeeded: 1, pending: 0 });
       store.close();
 
       const fresh = join(dir, 'fresh.sqlite');

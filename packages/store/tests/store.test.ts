@@ -452,3 +452,135 @@ describe('read-only connections and lookups', () => {
     expect(store.getTrial('abcd2')!.key).toBe(`abcd2${'0'.repeat(59)}`);
   });
 });
+
+describe('status counts (migration 4: sweep_status_counts kept by triggers)', () => {
+  /** What trialCounts / succeededTiming must equal: a full recount over the memberships. */
+  function recount(sweepId: number) {
+    const counts = store.db
+      .prepare(
+        'SELECT t.status, count(*) AS n FROM sweep_trials st JOIN trials t ON t.id = st.trial_id WHERE st.sweep_id = ? GROUP BY t.status',
+      )
+      .all(sweepId) as Array<{ status: string; n: number }>;
+    const timing = store.db
+      .prepare(
+        `SELECT count(t.finished_at - t.started_at) AS n, avg(t.finished_at - t.started_at) AS mean
+         FROM sweep_trials st JOIN trials t ON t.id = st.trial_id WHERE st.sweep_id = ? AND t.status = 'succeeded'`,
+      )
+      .get(sweepId) as { n: number; mean: number | null };
+    return {
+      counts: {
+        pending: 0,
+        running: 0,
+        succeeded: 0,
+        failed: 0,
+        diverged: 0,
+        cancelled: 0,
+        ...Object.fromEntries(counts.map((r) => [r.status, r.n])),
+      },
+      timing: { trials: timing.n, meanMs: timing.mean },
+    };
+  }
+  const expectConsistent = (...sweeps: number[]) => {
+    for (const s of sweeps) {
+      const want = recount(s);
+      expect(store.trialCounts(s)).toEqual(want.counts);
+      expect(store.succeededTiming(s)).toEqual(want.timing);
+    }
+  };
+
+  it('match a recount after inserts, claims, events, failures, lease expiry, cancels and shared trials', () => {
+    const a = sweep('a');
+    const b = sweep('b');
+    const g = grid(8);
+    store.insertTrials(a, g.slice(0, 6), 1);
+    // g[4], g[5] shared with b; INSERT OR IGNORE of an existing membership must not count twice.
+    store.insertTrials(b, g.slice(4), 1);
+    store.insertTrials(b, g.slice(4), 1);
+    expectConsistent(a, b);
+    expect(store.trialCounts(a).pending).toBe(6);
+    expect(store.trialCounts(b).pending).toBe(4);
+
+    const claim = (sweepId: number, now: number) =>
+      store.claimTrial({ sweepId, worker: 'w', leaseMs: 100, maxAttempts: 2, now })!;
+    // g[0] succeeds after 40 ms, g[1] after 100 ms.
+    for (const [i, [from, to]] of [
+      [1000, 1040],
+      [1000, 1100],
+    ].entries()) {
+      const c = claim(a, from!);
+      expect(c.key).toBe(g[i]!.key);
+      store.applyEvents(tempDbTrialEvents(c.key, c.attempt), to);
+    }
+    const c2 = claim(a, 2000); // g[2]: fails, retryable
+    store.applyEvents(
+      [
+        {
+          trialKey: c2.key,
+          attempt: c2.attempt,
+          seq: 0,
+          event: { type: 'failed', error: { name: 'E', code: 'X', message: 'x' }, retryable: true },
+        },
+      ],
+      2010,
+    );
+    const c3 = claim(a, 2000); // g[2] again (retry), then lost: its lease expires at 2100
+    expect(c3.key).toBe(g[2]!.key);
+    expect(claim(a, 5000).key).toBe(g[3]!.key); // marks g[2] failed (LEASE_EXPIRED) on the way
+    expect(store.getTrial(g[2]!.key)!.errorCode).toBe('LEASE_EXPIRED');
+    const shared = claim(b, 6000); // g[4], through sweep b: counted as running in both sweeps
+    expect(shared.key).toBe(g[4]!.key);
+    expect(store.trialCounts(a).running).toBe(2);
+    expect(store.trialCounts(b).running).toBe(1);
+    store.endAttempt(shared.key, shared.attempt, { status: 'pending' }, 6100);
+    store.endAttempt(g[3]!.key, 1, { status: 'cancelled' }, 6200);
+    const c5 = claim(b, 7000);
+    store.applyEvents(
+      [
+        {
+          trialKey: c5.key,
+          attempt: c5.attempt,
+          seq: 0,
+          event: { type: 'diverged', reason: 'nan', step: 3 },
+        },
+      ],
+      7500,
+    );
+    expectConsistent(a, b);
+    expect(store.trialCounts(a)).toEqual({
+      pending: 1,
+      running: 0,
+      succeeded: 2,
+      failed: 1,
+      diverged: 1,
+      cancelled: 1,
+    });
+    expect(store.succeededTiming(a)).toEqual({ trials: 2, meanMs: 70 });
+    expect(store.succeededTiming(b)).toEqual({ trials: 0, meanMs: null });
+
+    // Writes by plain SQL (flatrank keeps no other writer, but the counts must not drift).
+    store.db.exec("UPDATE trials SET status = 'cancelled', finished_at = 9000 WHERE status = 'pending'");
+    store.db
+      .prepare('DELETE FROM sweep_trials WHERE sweep_id = ? AND trial_id = ?')
+      .run(b, store.getTrial(g[7]!.key)!.id);
+    store.db.prepare('DELETE FROM trials WHERE key = ?').run(g[0]!.key);
+    expectConsistent(a, b);
+    expect(store.succeededTiming(a)).toEqual({ trials: 1, meanMs: 100 });
+  });
+});
+
+describe('trialKeys', () => {
+  it('lists the keys of one status of one sweep in id order, and refuses an unknown status', () => {
+    const a = sweep('a');
+    const b = sweep('b');
+    const g = grid(4);
+    store.insertTrials(a, g.slice(0, 3));
+    store.insertTrials(b, g.slice(2));
+    const c = store.claimTrial({ sweepId: a, worker: 'w', leaseMs: 1000, maxAttempts: 1 })!;
+    expect(store.trialKeys({ sweepId: a, status: 'pending' })).toEqual([g[1]!.key, g[2]!.key]);
+    expect(store.trialKeys({ sweepId: a, status: 'running' })).toEqual([c.key]);
+    expect(store.trialKeys({ sweepId: b, status: 'pending' })).toEqual([g[2]!.key, g[3]!.key]);
+    expect(() => store.trialKeys({ sweepId: a, status: 'done' as never })).toThrow(
+      /status: unknown value "done"; allowed: pending, running/,
+    );
+  });
+});

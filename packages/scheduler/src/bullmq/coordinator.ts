@@ -471,7 +471,7 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
     reader.disconnect();
     await conn.quit().catch(() => undefined);
   }
-  const blocked = store.listTrials({ sweepId: sweep.id, status: 'pending' }).map((t) => t.key);
+  const blocked = store.trialKeys({ sweepId: sweep.id, status: 'pending' });
   const counts = store.trialCounts(sweep.id);
   progress();
   return {

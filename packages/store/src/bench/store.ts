@@ -1,7 +1,9 @@
 /**
  * `npm run bench -- store`: metric-insert throughput through applyEvents, batched (one transaction
  * per 1000 events) vs unbatched (one transaction per event) side by side, and the latency of the
- * summary view and of `flatrank runs --where` over a database of 100k trials.
+ * summary view and of `flatrank runs --where` over a database of 100k trials, and the progress
+ * queries of a running sweep side by side: before migration 4 (a status walk of the whole sweep per
+ * count, every trial read for `flatrank status`) and now (sweep_status_counts).
  * Options: --trials=N (default 100000), --metrics=N (batched rows, default 200000), --keep=DIR
  * (write the database into DIR and keep it).
  */
@@ -110,6 +112,87 @@ function grid(n: number): TrialConfig[] {
   return out;
 }
 
+/** trialCounts before migration 4: a covering walk of the status index probing every membership. */
+const LEGACY_COUNTS_SQL = `SELECT t.status, count(*) AS n FROM trials AS t INDEXED BY trials_status
+  WHERE EXISTS (SELECT 1 FROM sweep_trials st WHERE st.sweep_id = ? AND st.trial_id = t.id) GROUP BY t.status`;
+
+/**
+ * The progress queries, old and new, on the same database in the same run. A coordinator reads the
+ * counts once per started / finished trial and once a second; `flatrank status` builds a snapshot
+ * (counts, running trials, mean duration of the succeeded ones) per sweep.
+ */
+function progressRows(store: ResultsStore, sweepId: number, nTrials: number): BenchRow[] {
+  const legacy = store.db.prepare(LEGACY_COUNTS_SQL);
+  const oldCounts = timeIt(10, () => legacy.all(sweepId).length);
+  const newCounts = timeIt(200, () => Object.keys(store.trialCounts(sweepId)).length);
+  const same =
+    JSON.stringify(
+      Object.fromEntries(
+        (legacy.all(sweepId) as Array<{ status: string; n: number }>).map((r) => [r.status, r.n]),
+      ),
+    ) ===
+    JSON.stringify(Object.fromEntries(Object.entries(store.trialCounts(sweepId)).filter(([, n]) => n > 0)));
+  // Old status snapshot: every trial of the sweep read and parsed, filtered in JavaScript.
+  const oldSnap = timeIt(3, () => {
+    legacy.all(sweepId);
+    const all = store.listTrials({ sweepId });
+    const running = all.filter((t) => t.status === 'running');
+    const d = all
+      .filter((t) => t.status === 'succeeded' && t.startedAt !== null && t.finishedAt !== null)
+      .map((t) => t.finishedAt! - t.startedAt!);
+    return running.length + d.length;
+  });
+  const newSnap = timeIt(50, () => {
+    store.trialCounts(sweepId);
+    const running = store.listTrials({ sweepId, status: 'running' });
+    return running.length + store.succeededTiming(sweepId).trials;
+  });
+  const row = (c: string, t: { medianMs: number; p95Ms: number; rows: number }, note: string | null) => ({
+    case: c,
+    rows: t.rows,
+    medianMs: +t.medianMs.toFixed(3),
+    p95Ms: +t.p95Ms.toFixed(3),
+    target: note,
+    meetsTarget: null,
+  });
+  // A coordinator reads the counts at least twice per trial (start, end): the sweep's total.
+  const perSweep = (ms: number) =>
+    `x ${2 * nTrials} reads = ${((ms * 2 * nTrials) / 1000).toFixed(1)} s per sweep`;
+  return [
+    row(
+      `progress counts of a sweep of ${nTrials}, OLD (status walk)`,
+      oldCounts,
+      perSweep(oldCounts.medianMs),
+    ),
+    row(
+      `progress counts of a sweep of ${nTrials}, NEW (sweep_status_counts)`,
+      newCounts,
+      `${perSweep(newCounts.medianMs)}; same counts as OLD: ${same}`,
+    ),
+    row(`status snapshot of a sweep of ${nTrials}, OLD (listTrials of the sweep)`, oldSnap, null),
+    row(
+      `status snapshot of a sweep of ${nTrials}, NEW (counts + running trials + timing)`,
+      newSnap,
+      `${(oldSnap.medianMs / newSnap.medianMs).toFixed(0)}x faster`,
+    ),
+    row(
+      `listTrials running of a sweep of ${nTrials}`,
+      timeIt(50, () => store.listTrials({ sweepId, status: 'running' }).length),
+      null,
+    ),
+    row(
+      `listTrials pending of a sweep of ${nTrials} (10% pending)`,
+      timeIt(10, () => store.listTrials({ sweepId, status: 'pending' }).length),
+      null,
+    ),
+    row(
+      `trialKeys pending of a sweep of ${nTrials} (keys only)`,
+      timeIt(10, () => store.trialKeys({ sweepId, status: 'pending' }).length),
+      null,
+    ),
+  ];
+}
+
 export default {
   name: 'store',
   description:
@@ -187,7 +270,7 @@ export default {
       });
       // Results for 90% of them (bulk SQL: the setup is not what is measured here).
       store.db.exec(`
-        UPDATE trials SET status = 'succeeded', attempts = 1, finished_at = 0 WHERE sweep_id = ${sweepId} AND id % 10 != 0;
+        UPDATE trials SET status = 'succeeded', attempts = 1, started_at = 0, finished_at = 60000 + id % 1000 WHERE sweep_id = ${sweepId} AND id % 10 != 0;
         INSERT INTO results (trial_id, attempt, accuracy_original, accuracy_after_decomposition, accuracy_final, params_before, params_after,
           macs_before, macs_after, params_ratio, macs_ratio, wall_seconds, steps, epochs, created_at)
         SELECT id, 1, 0.92, 0.3 + (id % 50) / 100.0, 0.8 + (id % 17) / 100.0, 270000, CAST(270000 / target_ratio AS INTEGER),
@@ -206,15 +289,7 @@ export default {
         target: null,
         meetsTarget: null,
       });
-      const tc = timeIt(10, () => Object.keys(store.trialCounts(sweepId)).length);
-      rows.push({
-        case: `trialCounts of a sweep of ${nTrials}`,
-        rows: 1,
-        medianMs: +tc.medianMs.toFixed(2),
-        p95Ms: +tc.p95Ms.toFixed(2),
-        target: null,
-        meetsTarget: null,
-      });
+      rows.push(...progressRows(store, sweepId, nTrials));
       store.close();
 
       // --- read latency on a read-only connection, as `flatrank runs` / `query` use it
