@@ -8,7 +8,7 @@ import { beforeAll, describe, expect, test } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-layers';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
-import { buildModel } from '../src/models/index.js';
+import { buildModel, setFusedBatchNorm } from '../src/models/index.js';
 import { maxRelDiff, nativeExpected, rand, setupNative } from './native-helpers.js';
 
 let calls = new Map<string, number>();
@@ -81,14 +81,28 @@ function compare(a: StepResult, b: StepResult, tol: number): string[] {
 }
 
 describe.skipIf(!nativeExpected)('training steps: native vs cpu', () => {
-  test('ResNet-20 (8x8x3 inputs, batch 4): two momentum steps', async () => {
-    const before = calls.get('batchNormGrad') ?? 0;
+  test('ResNet-20 (8x8x3 inputs, batch 4): two momentum steps, fused batch norm', async () => {
+    const before = calls.get('batchNormTrainGrad') ?? 0;
     const ref = await trainSteps('cpu', 'resnet20', [8, 8, 3], 4);
     const got = await trainSteps('native', 'resnet20', [8, 8, 3], 4);
     expect(got.grads.size).toBeGreaterThan(40);
     expect(compare(got, ref, 2e-4)).toEqual([]);
     expect(got.losses[1]).not.toBe(got.losses[0]);
-    // 19 batch norms per step ran the native one-pass gradient.
+    // 19 batch norms per step ran the fused training kernel's gradient.
+    expect((calls.get('batchNormTrainGrad') ?? 0) - before).toBeGreaterThanOrEqual(38);
+  });
+
+  test("ResNet-20: two momentum steps through tfjs-layers' batch norm (fused kernel off)", async () => {
+    const before = calls.get('batchNormGrad') ?? 0;
+    setFusedBatchNorm(false);
+    try {
+      const ref = await trainSteps('cpu', 'resnet20', [8, 8, 3], 4);
+      const got = await trainSteps('native', 'resnet20', [8, 8, 3], 4);
+      expect(compare(got, ref, 2e-4)).toEqual([]);
+    } finally {
+      setFusedBatchNorm(true);
+    }
+    // moments() + batchNorm(): the native one-pass FusedBatchNorm gradient ran instead.
     expect((calls.get('batchNormGrad') ?? 0) - before).toBeGreaterThanOrEqual(38);
   });
 

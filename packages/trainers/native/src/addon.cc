@@ -899,18 +899,20 @@ napi_value poolFwd(const Args &a) {
   return undef(a.env);
 }
 
-// maxPoolGrad(params, x, dy, dx): dy goes to the first strict maximum of each window (the cpu
-// backend's maxPoolPositions order).
+// maxPoolGrad(params, x, dy, dx, y|null): dy goes to the first strict maximum of each window (the
+// cpu backend's maxPoolPositions order). y, the forward output, saves the scan for each window's
+// maximum (tfjs-core's MaxPool gradient has it).
 napi_value maxPoolGrad(const Args &a) {
   PoolP p = readPoolP(a, 0);
-  size_t lx, ldy, ldx;
-  float *X = a.f32(1, &lx), *DY = a.f32(2, &ldy), *DX = a.f32(3, &ldx);
+  size_t lx, ldy, ldx, ly;
+  float *X = a.f32(1, &lx), *DY = a.f32(2, &ldy), *DX = a.f32(3, &ldx), *Y = a.f32(4, &ly);
   checkLen(lx, p.N * p.IH * p.IW * p.C, "x"), checkLen(ldy, p.N * p.OH * p.OW * p.C, "dy");
   checkLen(ldx, lx, "dx");
+  if (Y) checkLen(ly, static_cast<i64>(ldy), "y");
   parFor(p.N, rowGrain(p.IH * p.IW * p.C), [&](i64 n0, i64 n1) {
     // Per window: the max, then dy to the first position holding it (the cpu backend's first
     // strict maximum), as selects over channels so that it vectorizes.
-    std::vector<float> best(p.C), taken(p.C);
+    std::vector<float> scan(p.C), taken(p.C);
     for (i64 n = n0; n < n1; ++n) {
       float *dxn = DX + n * p.IH * p.IW * p.C;
       const float *xn = X + n * p.IH * p.IW * p.C;
@@ -921,15 +923,21 @@ napi_value maxPoolGrad(const Args &a) {
         for (i64 ow = 0; ow < p.OW; ++ow) {
           const i64 w0 = ow * p.SW - p.PL;
           const i64 ws = w0 < 0 ? 0 : w0, we = std::min(p.IW, w0 + p.KW);
-          std::fill(best.begin(), best.end(), -INFINITY);
-          for (i64 ih = hs; ih < he; ++ih)
-            for (i64 iw = ws; iw < we; ++iw) {
-              const float *x = xn + (ih * p.IW + iw) * p.C;
-              for (i64 c = 0; c < p.C; ++c) best[c] = x[c] > best[c] ? x[c] : best[c];
-            }
+          const i64 o = ((n * p.OH + oh) * p.OW + ow) * p.C;
+          const float *best = scan.data();
+          if (Y) {
+            best = Y + o;
+          } else {
+            std::fill(scan.begin(), scan.end(), -INFINITY);
+            for (i64 ih = hs; ih < he; ++ih)
+              for (i64 iw = ws; iw < we; ++iw) {
+                const float *x = xn + (ih * p.IW + iw) * p.C;
+                for (i64 c = 0; c < p.C; ++c) scan[c] = x[c] > scan[c] ? x[c] : scan[c];
+              }
+          }
           // A window of only -inf/NaN has no strict maximum: it passes no gradient.
           for (i64 c = 0; c < p.C; ++c) taken[c] = best[c] > -INFINITY ? 0.f : 1.f;
-          const float *dy = DY + ((n * p.OH + oh) * p.OW + ow) * p.C;
+          const float *dy = DY + o;
           for (i64 ih = hs; ih < he; ++ih)
             for (i64 iw = ws; iw < we; ++iw) {
               const float *x = xn + (ih * p.IW + iw) * p.C;
@@ -1065,6 +1073,148 @@ napi_value batchNormGrad(const Args &a) {
   return undef(a.env);
 }
 
+// ---------------------------------------------------------------- training-mode batch norm
+//
+// tfjs-layers trains BatchNormalization as moments() + batchNorm(): mean, sub, square, mean, then
+// the normalisation, and the gradient runs back through all of them (about ten full-size passes
+// and as many allocations per layer and step). These two kernels do the same maths in two passes
+// each way, as cuDNN/oneDNN training batch norm does.
+
+// Per-chunk double partial sums over rows of C channels: f(r0, r1, s1, s2) fills s1/s2 (length C)
+// for rows [r0, r1); returns the chunk count. Chunking is deterministic (same n -> same chunks), so
+// results do not depend on which thread ran which chunk.
+template <typename F>
+int channelSums(i64 rows, i64 C, std::vector<double> &s1, std::vector<double> &s2, F &&f) {
+  const int nt = static_cast<int>(
+      std::max<i64>(1, std::min<i64>(pool()->threads() * 4, rows * C / kGrainElems)));
+  s1.assign(static_cast<size_t>(nt) * C, 0.0);
+  s2.assign(static_cast<size_t>(nt) * C, 0.0);
+  std::function<void(int, int)> job = [&](int t, int) {
+    f(rows * t / nt, rows * (t + 1) / nt, s1.data() + static_cast<size_t>(t) * C,
+      s2.data() + static_cast<size_t>(t) * C);
+  };
+  pool()->run(nt, job);
+  for (int t = 1; t < nt; ++t)
+    for (i64 c = 0; c < C; ++c)
+      s1[c] += s1[static_cast<size_t>(t) * C + c], s2[c] += s2[static_cast<size_t>(t) * C + c];
+  return nt;
+}
+
+// batchNormTrain(x, scale|null, offset|null, eps, y, mean, variance): batch statistics over all
+// axes but the last (biased variance, as tf.moments), then y = (x - mean) / sqrt(var + eps) * scale
+// + offset. Sums are taken around the first row (a per-channel shift) so that channels whose mean
+// is large against their spread keep their variance.
+napi_value batchNormTrain(const Args &a) {
+  size_t lx, lsc, lof, ly, lm, lv;
+  float *X = a.f32(0, &lx), *Sc = a.f32(1, &lsc), *Of = a.f32(2, &lof);
+  const double eps = a.num(3);
+  float *Y = a.f32(4, &ly), *M = a.f32(5, &lm), *V = a.f32(6, &lv);
+  const i64 C = static_cast<i64>(lm);
+  checkLen(lv, C, "variance"), checkLen(ly, static_cast<i64>(lx), "y");
+  if (Sc) checkLen(lsc, C, "scale");
+  if (Of) checkLen(lof, C, "offset");
+  if (C == 0 || lx == 0 || lx % C != 0) throw ArgError{"batchNormTrain: x is not a multiple of the channel count"};
+  const i64 rows = static_cast<i64>(lx) / C;
+  std::vector<float> shift(X, X + C);
+  std::vector<double> s1, s2;
+  channelSums(rows, C, s1, s2, [&](i64 r0, i64 r1, double *a1, double *a2) {
+    // float sums over blocks of 32 rows (vectorizes), folded into double between blocks.
+    std::vector<float> b1(C), b2(C);
+    for (i64 rb = r0; rb < r1; rb += 32) {
+      std::fill(b1.begin(), b1.end(), 0.f);
+      std::fill(b2.begin(), b2.end(), 0.f);
+      const i64 re = std::min(r1, rb + 32);
+      for (i64 r = rb; r < re; ++r) {
+        const float *x = X + r * C;
+        for (i64 c = 0; c < C; ++c) {
+          const float d = x[c] - shift[c];
+          b1[c] += d;
+          b2[c] += d * d;
+        }
+      }
+      for (i64 c = 0; c < C; ++c) a1[c] += b1[c], a2[c] += b2[c];
+    }
+  });
+  std::vector<float> mul(C), add(C);
+  for (i64 c = 0; c < C; ++c) {
+    const double md = s1[c] / rows;
+    const double var = std::max(0.0, s2[c] / rows - md * md);
+    const double mean = shift[c] + md;
+    M[c] = static_cast<float>(mean);
+    V[c] = static_cast<float>(var);
+    const double k = (Sc ? Sc[c] : 1.0) / std::sqrt(var + eps);
+    mul[c] = static_cast<float>(k);
+    add[c] = static_cast<float>((Of ? Of[c] : 0.0) - mean * k);
+  }
+  parFor(rows, rowGrain(C), [&](i64 r0, i64 r1) {
+    for (i64 r = r0; r < r1; ++r) {
+      const float *x = X + r * C;
+      float *y = Y + r * C;
+      for (i64 c = 0; c < C; ++c) y[c] = x[c] * mul[c] + add[c];
+    }
+  });
+  return undef(a.env);
+}
+
+// batchNormTrainGrad(dy, x, scale|null, mean, variance, dmean|null, dvariance|null, eps, dx, dscale,
+// doffset): the gradient of batchNormTrain, the batch statistics being functions of x. dmean and
+// dvariance are gradients arriving at the statistics outputs (null when nothing used them).
+napi_value batchNormTrainGrad(const Args &a) {
+  size_t ldy, lx, lsc, lm, lv, ldm, ldv, ldx, lds, ldo;
+  float *DY = a.f32(0, &ldy), *X = a.f32(1, &lx), *Sc = a.f32(2, &lsc), *M = a.f32(3, &lm), *V = a.f32(4, &lv);
+  float *DM = a.f32(5, &ldm), *DV = a.f32(6, &ldv);
+  const double eps = a.num(7);
+  float *DX = a.f32(8, &ldx), *DS = a.f32(9, &lds), *DO = a.f32(10, &ldo);
+  const i64 C = static_cast<i64>(lm);
+  checkLen(lv, C, "variance"), checkLen(lx, static_cast<i64>(ldy), "x"), checkLen(ldx, static_cast<i64>(ldy), "dx");
+  checkLen(lds, C, "dscale"), checkLen(ldo, C, "doffset");
+  if (Sc) checkLen(lsc, C, "scale");
+  if (DM) checkLen(ldm, C, "dmean");
+  if (DV) checkLen(ldv, C, "dvariance");
+  if (C == 0 || lx == 0 || lx % C != 0) throw ArgError{"batchNormTrainGrad: x is not a multiple of the channel count"};
+  const i64 rows = static_cast<i64>(lx) / C;
+  std::vector<double> s1, s2;
+  // Pass 1: sum(dy) and sum(dy * (x - mean)) per channel.
+  channelSums(rows, C, s1, s2, [&](i64 r0, i64 r1, double *a1, double *a2) {
+    std::vector<float> b1(C), b2(C);
+    for (i64 rb = r0; rb < r1; rb += 32) {
+      std::fill(b1.begin(), b1.end(), 0.f);
+      std::fill(b2.begin(), b2.end(), 0.f);
+      const i64 re = std::min(r1, rb + 32);
+      for (i64 r = rb; r < re; ++r) {
+        const float *dy = DY + r * C, *x = X + r * C;
+        for (i64 c = 0; c < C; ++c) {
+          b1[c] += dy[c];
+          b2[c] += dy[c] * (x[c] - M[c]);
+        }
+      }
+      for (i64 c = 0; c < C; ++c) a1[c] += b1[c], a2[c] += b2[c];
+    }
+  });
+  // dx = k dy + B (x - mean) + A, with k = scale * inv and (N rows, xhat = (x - mean) inv)
+  //   from y:         k (dy - sum(dy)/N - xhat sum(dy xhat)/N)
+  //   from mean/var:  dmean/N + dvar 2 (x - mean)/N
+  std::vector<float> k(C), A(C), B(C);
+  const double n = static_cast<double>(rows);
+  for (i64 c = 0; c < C; ++c) {
+    const double inv = 1.0 / std::sqrt(static_cast<double>(V[c]) + eps);
+    const double kc = (Sc ? Sc[c] : 1.0) * inv;
+    k[c] = static_cast<float>(kc);
+    A[c] = static_cast<float>(-kc * s1[c] / n + (DM ? DM[c] : 0.0) / n);
+    B[c] = static_cast<float>(-kc * inv * inv * s2[c] / n + (DV ? 2.0 * DV[c] : 0.0) / n);
+    DS[c] = static_cast<float>(s2[c] * inv);
+    DO[c] = static_cast<float>(s1[c]);
+  }
+  parFor(rows, rowGrain(C), [&](i64 r0, i64 r1) {
+    for (i64 r = r0; r < r1; ++r) {
+      const float *dy = DY + r * C, *x = X + r * C;
+      float *dx = DX + r * C;
+      for (i64 c = 0; c < C; ++c) dx[c] = dy[c] * k[c] + (x[c] - M[c]) * B[c] + A[c];
+    }
+  });
+  return undef(a.env);
+}
+
 // ---------------------------------------------------------------- misc
 
 // setNumThreads(n): size of the worker pool (the calling thread included).
@@ -1111,6 +1261,8 @@ napi_value init(napi_env env, napi_value exports) {
       {"avgPoolGrad", nullptr, wrap<avgPoolGrad>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"batchNorm", nullptr, wrap<batchNorm>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"batchNormGrad", nullptr, wrap<batchNormGrad>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"batchNormTrain", nullptr, wrap<batchNormTrain>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"batchNormTrainGrad", nullptr, wrap<batchNormTrainGrad>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"setNumThreads", nullptr, wrap<setNumThreads>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"info", nullptr, wrap<info>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
   };

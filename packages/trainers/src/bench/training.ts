@@ -1,15 +1,24 @@
 /**
  * `npm run bench -- training [--json FILE]`: training throughput (images/s) of one SGD-with-momentum
- * step at batch 128 (median of timed steps after warm-up) for LeNet-5 (28x28x1) and ResNet-20 /
- * ResNet-32 (32x32x3) on every installed TF.js backend, side by side with PyTorch on CPU in the same
- * run when `import torch` works (Debian: `apt-get install python3-torch`; the bench installs
- * nothing). Options (with '=': the root runner treats bare words as suite names):
- * --nets=lenet5,resnet20,resnet32  --backends=wasm,cpu  --batch=128  --steps=3  --warmup=1  --no-torch  --cpu-resnets (time the plain cpu backend's ResNets at batch 2; skipped
- * by default: ~0.06 images/s, 35 s a step).
+ * step at batch 128 for LeNet-5 (28x28x1) and ResNet-20 / ResNet-32 (32x32x3) on every installed
+ * TF.js backend, side by side with PyTorch on CPU in the same run when `import torch` works
+ * (Debian: `apt-get install python3-torch`; the bench installs nothing), and the ratio to PyTorch.
+ *
+ * Protocol (the same for every backend and for PyTorch): warm up for at least --warmup steps and
+ * --warmup-seconds (the first steps build oneDNN primitives and JIT-compile; a three-step warm-up
+ * under-reported LeNet-5 by 30 %), then time steps until both --steps and --seconds are reached
+ * (at most --max-steps) and report the median step. Nets are measured one at a time: PyTorch, then
+ * each backend, so that the machine's load is as alike as possible for the rows compared.
+ *
+ * Options (with '=': the root runner treats bare words as suite names):
+ * --nets=lenet5,resnet20,resnet32  --backends=native,wasm,cpu  --batch=128  --warmup=3
+ * --warmup-seconds=2  --steps=5  --seconds=3  --max-steps=300  --no-torch
+ * --compare-bn (adds native rows with variant 'tfjs-layers-bn': tfjs-layers' unfused training
+ * batch norm, the peer of the fused kernel)  --cpu-resnets (time the plain cpu backend's ResNets at
+ * batch 2; skipped by default: ~0.06 images/s, 35 s a step).
  *
  * On a shared machine wall-clock rates drop with the load; each row also reports the rate per
- * second of this process's CPU time (user + system), which for a single-threaded backend (wasm,
- * cpu) is the unloaded rate, and the 1-minute load average at the time.
+ * second of this process's CPU time (user + system) and the 1-minute load average at the time.
  */
 import { execFile } from 'node:child_process';
 import { loadavg } from 'node:os';
@@ -17,7 +26,7 @@ import { promisify } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import type { BackendName, ModelName } from '@flatrank/protocol';
 import { checkTrainingMemory, initBackend, installedBackends } from '../backend/index.js';
-import { buildModel } from '../models/index.js';
+import { buildModel, setFusedBatchNorm } from '../models/index.js';
 
 const run = promisify(execFile);
 
@@ -34,13 +43,21 @@ const NET_INPUT: Partial<Record<ModelName, [number, number, number]>> = {
 /** Floors of issue 4 on wasm at batch 128 (reference: 1,108 / 22.7 images/s). */
 const WASM_FLOORS: Partial<Record<ModelName, number>> = { lenet5: 1000, resnet20: 20 };
 
-interface Options {
+/** How long to warm up and to time (shared with the PyTorch script). */
+interface Protocol {
+  warmup: number;
+  warmupSeconds: number;
+  steps: number;
+  seconds: number;
+  maxSteps: number;
+}
+
+interface Options extends Protocol {
   nets: ModelName[];
   backends: BackendName[] | null;
   batch: number;
-  steps: number;
-  warmup: number;
   torch: boolean;
+  compareBn: boolean;
   cpuResnets: boolean;
 }
 
@@ -49,10 +66,20 @@ function parse(args: string[]): Options {
     nets: ['lenet5', 'resnet20', 'resnet32'],
     backends: null,
     batch: 128,
-    steps: 3,
-    warmup: 1,
+    warmup: 3,
+    warmupSeconds: 2,
+    steps: 5,
+    seconds: 3,
+    maxSteps: 300,
     torch: true,
+    compareBn: false,
     cpuResnets: false,
+  };
+  const num = (k: string, v: string, min: number): number => {
+    const x = Number(v);
+    if (!Number.isFinite(x) || x < min)
+      throw new Error(`training bench: ${k} must be a number >= ${min}, got '${v}'`);
+    return x;
   };
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
@@ -63,12 +90,21 @@ function parse(args: string[]): Options {
     const val = () => inline ?? (args[i + 1] && !args[i + 1]!.startsWith('--') ? args[++i]! : '');
     if (k === '--nets') o.nets = val().split(',').filter(Boolean) as ModelName[];
     else if (k === '--backends') o.backends = val().split(',').filter(Boolean) as BackendName[];
-    else if (k === '--batch') o.batch = Number(val());
-    else if (k === '--steps') o.steps = Number(val());
-    else if (k === '--warmup') o.warmup = Number(val());
+    else if (k === '--batch') o.batch = num(k, val(), 1);
+    else if (k === '--warmup') o.warmup = num(k, val(), 0);
+    else if (k === '--warmup-seconds') o.warmupSeconds = num(k, val(), 0);
+    else if (k === '--steps') o.steps = num(k, val(), 1);
+    else if (k === '--seconds') o.seconds = num(k, val(), 0);
+    else if (k === '--max-steps') o.maxSteps = num(k, val(), 1);
     else if (k === '--no-torch') o.torch = false;
+    else if (k === '--compare-bn') o.compareBn = true;
     else if (k === '--cpu-resnets') o.cpuResnets = true;
   }
+  const unknown = o.nets.filter((n) => !NET_INPUT[n]);
+  if (unknown.length)
+    throw new Error(
+      `training bench: --nets: unknown ${unknown.join(', ')}; allowed: ${Object.keys(NET_INPUT).join(', ')}`,
+    );
   return o;
 }
 
@@ -82,9 +118,8 @@ function median(xs: number[]): number {
 async function timeSteps(
   net: ModelName,
   batch: number,
-  warmup: number,
-  steps: number,
-): Promise<{ wall: number; cpu: number }> {
+  p: Protocol,
+): Promise<{ wall: number; cpu: number; steps: number }> {
   const shape = NET_INPUT[net]!;
   const model = buildModel(net, { inputShape: shape, numClasses: 10, seed: 0 });
   checkTrainingMemory(model, batch, { modelName: net });
@@ -100,18 +135,23 @@ async function timeSteps(
     loss.dispose();
   };
   try {
-    for (let i = 0; i < warmup; i++) await step();
+    const w0 = performance.now();
+    for (let i = 0; i < p.warmup || (performance.now() - w0) / 1000 < p.warmupSeconds; i++) await step();
     const wall: number[] = [];
     const cpu: number[] = [];
-    for (let i = 0; i < steps; i++) {
-      const t0 = performance.now();
+    const t0 = performance.now();
+    while (
+      wall.length < p.maxSteps &&
+      (wall.length < p.steps || (performance.now() - t0) / 1000 < p.seconds)
+    ) {
+      const s0 = performance.now();
       const c0 = process.cpuUsage();
       await step();
       const c = process.cpuUsage(c0);
-      wall.push((performance.now() - t0) / 1000);
+      wall.push((performance.now() - s0) / 1000);
       cpu.push((c.user + c.system) / 1e6);
     }
-    return { wall: median(wall), cpu: median(cpu) };
+    return { wall: median(wall), cpu: median(cpu), steps: wall.length };
   } finally {
     tf.dispose([x, y]);
     opt.dispose();
@@ -126,7 +166,8 @@ import json, os, sys, time, statistics
 import torch, torch.nn as nn, torch.nn.functional as F
 # Same cores as our backends: Debian's torch defaults to 1 thread here; the issue compares with 2.
 torch.set_num_threads(os.cpu_count() or 1)
-nets, batch, warmup, steps = sys.argv[1].split(','), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+nets, batch = sys.argv[1].split(','), int(sys.argv[2])
+warmup, warmup_s, steps, seconds, max_steps = int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7])
 torch.manual_seed(0)
 class LeNet5(nn.Module):
     def __init__(s):
@@ -166,16 +207,18 @@ for net in nets:
     x = torch.randn(batch, *shape); y = torch.randint(0, 10, (batch,))
     def step():
         opt.zero_grad(); loss = F.cross_entropy(m(x), y); loss.backward(); opt.step()
-    for _ in range(warmup): step()
-    ts, cs = [], []
-    for _ in range(steps):
-        t0, c0 = time.perf_counter(), time.process_time(); step()
-        ts.append(time.perf_counter() - t0); cs.append(time.process_time() - c0)
-    print(json.dumps({'net': net, 'seconds': statistics.median(ts), 'cpuSeconds': statistics.median(cs), 'threads': torch.get_num_threads(), 'version': torch.__version__}), flush=True)
+    w0 = time.perf_counter(); i = 0
+    while i < warmup or time.perf_counter() - w0 < warmup_s: step(); i += 1
+    ts, cs = [], []; t0 = time.perf_counter()
+    while len(ts) < max_steps and (len(ts) < steps or time.perf_counter() - t0 < seconds):
+        s0, c0 = time.perf_counter(), time.process_time(); step()
+        ts.append(time.perf_counter() - s0); cs.append(time.process_time() - c0)
+    print(json.dumps({'net': net, 'seconds': statistics.median(ts), 'cpuSeconds': statistics.median(cs), 'steps': len(ts), 'threads': torch.get_num_threads(), 'version': torch.__version__}), flush=True)
 `;
 
 interface TorchResult {
   seconds: number;
+  steps: number;
   cpuSeconds: number;
   threads: number;
   version: string;
@@ -194,10 +237,20 @@ async function findTorchPython(): Promise<string | null> {
   return null;
 }
 
-async function torchRows(python: string, o: Options): Promise<Map<ModelName, TorchResult>> {
+async function torchRows(
+  python: string,
+  nets: ModelName[],
+  o: Options,
+): Promise<Map<ModelName, TorchResult>> {
   const { stdout } = await run(
     python,
-    ['-c', TORCH_SCRIPT, o.nets.join(','), String(o.batch), String(o.warmup), String(o.steps)],
+    [
+      '-c',
+      TORCH_SCRIPT,
+      nets.join(','),
+      String(o.batch),
+      ...[o.warmup, o.warmupSeconds, o.steps, o.seconds, o.maxSteps].map(String),
+    ],
     {
       timeout: 30 * 60_000,
       maxBuffer: 1 << 20,
@@ -214,104 +267,114 @@ async function torchRows(python: string, o: Options): Promise<Map<ModelName, Tor
 export default {
   name: 'training',
   description:
-    'training images/s (one SGD-momentum step, median after warm-up) per net x installed backend, with PyTorch CPU side by side when python3-torch is installed',
+    'training images/s (one SGD-momentum step, median after a timed warm-up) per net x installed backend, with PyTorch CPU side by side and the ratio when python3-torch is installed',
   async run(args: string[]): Promise<Row[]> {
     const o = parse(args);
     const rows: Row[] = [];
     const installed = await installedBackends();
     const backends = (o.backends ?? installed).filter((b) => installed.includes(b));
+    const python = o.torch ? await findTorchPython() : null;
+    let torchNote: string | null = o.torch
+      ? python
+        ? null
+        : 'PyTorch not importable by python3 or /usr/bin/python3 (apt-get install python3-torch)'
+      : null;
 
-    let torch: Map<ModelName, TorchResult> | null = null;
-    let torchNote: string | null = null;
-    if (o.torch) {
-      const py = await findTorchPython();
-      if (!py)
-        torchNote = 'PyTorch not importable by python3 or /usr/bin/python3 (apt-get install python3-torch)';
-      else {
+    for (const net of o.nets) {
+      let t: TorchResult | null = null;
+      if (python) {
         try {
-          torch = await torchRows(py, o);
+          t = (await torchRows(python, [net], o)).get(net) ?? null;
         } catch (e) {
           torchNote = `PyTorch run failed: ${(e as Error).message.split('\n')[0]}`;
         }
       }
-    }
-
-    for (const backend of backends) {
-      const info = await initBackend({ backend });
-      for (const net of o.nets) {
-        if (!NET_INPUT[net]) continue;
-        const base: Row = {
+      const torchIps = t ? o.batch / t.seconds : null;
+      const torchIpcs = t ? o.batch / t.cpuSeconds : null;
+      if (o.torch)
+        rows.push({
           net,
-          backend,
-          version: info.version,
-          threads: info.threads,
+          backend: 'pytorch',
+          variant: null,
+          version: t?.version ?? null,
+          threads: t?.threads ?? null,
           inputShape: NET_INPUT[net]!.join('x'),
-        };
-        // The plain cpu backend is ~100x slower than wasm: a small batch, one step, ResNets only on request.
-        const slow = backend === 'cpu';
-        if (slow && net !== 'lenet5' && !o.cpuResnets) {
-          rows.push({
-            ...base,
-            batch: null,
-            imagesPerSecond: null,
-            note: 'skipped: the cpu backend trains a ResNet at ~0.06 images/s (35 s a step at batch 2); --cpu-resnets times it',
-          });
-          continue;
+          batch: o.batch,
+          imagesPerSecond: torchIps === null ? null : round(torchIps),
+          imagesPerCpuSecond: torchIpcs === null ? null : round(torchIpcs),
+          msPerStep: t ? round(t.seconds * 1000) : null,
+          steps: t?.steps ?? null,
+          loadAverage: round(loadavg()[0]!),
+          pytorchImagesPerSecond: torchIps === null ? null : round(torchIps),
+          ratioToPytorch: t ? 1 : null,
+          ratioToPytorchCpuTime: t ? 1 : null,
+          floor: null,
+          meetsFloor: null,
+          note: t ? 'reference (same nets, option-A shortcuts, NCHW)' : (torchNote ?? 'not measured'),
+        });
+      for (const backend of backends) {
+        const info = await initBackend({ backend });
+        const variants: Array<string | null> =
+          backend === 'native' && o.compareBn && net !== 'lenet5' ? [null, 'tfjs-layers-bn'] : [null];
+        for (const variant of variants) {
+          const base: Row = {
+            net,
+            backend,
+            variant,
+            version: info.version,
+            threads: info.threads,
+            inputShape: NET_INPUT[net]!.join('x'),
+          };
+          // The plain cpu backend is ~100x slower than wasm: a small batch, one step, ResNets only on request.
+          const slow = backend === 'cpu';
+          if (slow && net !== 'lenet5' && !o.cpuResnets) {
+            rows.push({
+              ...base,
+              batch: null,
+              imagesPerSecond: null,
+              note: 'skipped: the cpu backend trains a ResNet at ~0.06 images/s (35 s a step at batch 2); --cpu-resnets times it',
+            });
+            continue;
+          }
+          const batch = slow ? (net === 'lenet5' ? 16 : 2) : o.batch;
+          const protocol: Protocol = slow
+            ? { warmup: 1, warmupSeconds: 0, steps: 2, seconds: 0, maxSteps: 2 }
+            : o;
+          setFusedBatchNorm(variant !== 'tfjs-layers-bn');
+          try {
+            const s = await timeSteps(net, batch, protocol);
+            const ips = batch / s.wall;
+            const ipcs = batch / s.cpu;
+            const floor = backend === 'wasm' && batch === 128 ? (WASM_FLOORS[net] ?? null) : null;
+            const comparable = batch === o.batch;
+            rows.push({
+              ...base,
+              batch,
+              imagesPerSecond: round(ips),
+              imagesPerCpuSecond: round(ipcs),
+              msPerStep: round(s.wall * 1000),
+              steps: s.steps,
+              loadAverage: round(loadavg()[0]!),
+              pytorchImagesPerSecond: torchIps === null ? null : round(torchIps),
+              ratioToPytorch: torchIps !== null && comparable ? round(ips / torchIps) : null,
+              ratioToPytorchCpuTime: torchIpcs !== null && comparable ? round(ipcs / torchIpcs) : null,
+              floor,
+              meetsFloor: floor === null ? null : ips >= floor,
+              note: comparable
+                ? null
+                : `batch ${batch}, ${s.steps} steps (the cpu backend is too slow for ${o.batch})`,
+            });
+          } catch (e) {
+            rows.push({ ...base, batch, imagesPerSecond: null, note: `failed: ${(e as Error).message}` });
+          } finally {
+            setFusedBatchNorm(true);
+          }
+          console.error(
+            `training bench: ${net} on ${backend}${variant ? ` (${variant})` : ''}: ${JSON.stringify(rows.at(-1)?.['imagesPerSecond'])} images/s` +
+              (torchIps !== null ? ` (PyTorch ${round(torchIps)})` : ''),
+          );
         }
-        const batch = slow ? (net === 'lenet5' ? 16 : 2) : o.batch;
-        const steps = slow ? 1 : o.steps;
-        try {
-          const s = await timeSteps(net, batch, slow ? 0 : o.warmup, steps);
-          const ips = batch / s.wall;
-          const t = torch?.get(net);
-          const floor = backend === 'wasm' && batch === 128 ? (WASM_FLOORS[net] ?? null) : null;
-          rows.push({
-            ...base,
-            batch,
-            imagesPerSecond: round(ips),
-            imagesPerCpuSecond: round(batch / s.cpu),
-            msPerStep: round(s.wall * 1000),
-            steps,
-            loadAverage: round(loadavg()[0]!),
-            pytorchImagesPerSecond: t ? round(o.batch / t.seconds) : null,
-            pytorchOverThis: t ? round(o.batch / t.seconds / ips) : null,
-            floor,
-            meetsFloor: floor === null ? null : ips >= floor,
-            meetsFloorCpuTime: floor === null ? null : batch / s.cpu >= floor,
-            note:
-              batch !== o.batch
-                ? `batch ${batch}, ${steps} step (the cpu backend is too slow for ${o.batch})`
-                : null,
-          });
-        } catch (e) {
-          rows.push({ ...base, batch, imagesPerSecond: null, note: `failed: ${(e as Error).message}` });
-        }
-        console.error(
-          `training bench: ${net} on ${backend}: ${JSON.stringify(rows.at(-1)?.['imagesPerSecond'])} images/s`,
-        );
       }
-    }
-    for (const net of o.torch ? o.nets : []) {
-      const t = torch?.get(net);
-      rows.push({
-        net,
-        backend: 'pytorch',
-        version: t?.version ?? null,
-        threads: t?.threads ?? null,
-        inputShape: NET_INPUT[net]?.join('x') ?? null,
-        batch: o.batch,
-        imagesPerSecond: t ? round(o.batch / t.seconds) : null,
-        imagesPerCpuSecond: t ? round(o.batch / t.cpuSeconds) : null,
-        msPerStep: t ? round(t.seconds * 1000) : null,
-        steps: o.steps,
-        loadAverage: round(loadavg()[0]!),
-        pytorchImagesPerSecond: t ? round(o.batch / t.seconds) : null,
-        pytorchOverThis: t ? 1 : null,
-        floor: null,
-        meetsFloor: null,
-        meetsFloorCpuTime: null,
-        note: t ? 'reference (same nets, option-A shortcuts, NCHW)' : (torchNote ?? 'not measured'),
-      });
     }
     return rows;
   },

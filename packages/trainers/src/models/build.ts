@@ -25,6 +25,7 @@ import {
 import { MODELS, UnknownNameError, ValidationError, type ModelName } from '@flatrank/protocol';
 import { mixSeed } from '../data/rng.js';
 import { ShortcutA } from './shortcut.js';
+import { batchNormalization } from './batch-normalization.js';
 
 export interface BuildModelOptions {
   /** [h, w, c] of one input image. */
@@ -146,9 +147,7 @@ function convBn(
       kernelInitializer: b.he(),
     })
     .apply(x) as SymbolicTensor;
-  y = layers
-    .batchNormalization({ name: name.replace(/conv/, 'bn'), axis: -1, ...BN })
-    .apply(y) as SymbolicTensor;
+  y = batchNormalization({ name: name.replace(/conv/, 'bn'), axis: -1, ...BN }).apply(y) as SymbolicTensor;
   return relu ? (layers.reLU({ name: name.replace(/conv/, 'relu') }).apply(y) as SymbolicTensor) : y;
 }
 

@@ -53,7 +53,14 @@ export interface NativeAddon {
   ): void;
   maxPool(params: Int32Array, x: Float32Array, y: Float32Array): void;
   avgPool(params: Int32Array, x: Float32Array, y: Float32Array): void;
-  maxPoolGrad(params: Int32Array, x: Float32Array, dy: Float32Array, dx: Float32Array): void;
+  /** y: the forward output (skips the per-window max scan), or null. */
+  maxPoolGrad(
+    params: Int32Array,
+    x: Float32Array,
+    dy: Float32Array,
+    dx: Float32Array,
+    y: Float32Array | null,
+  ): void;
   avgPoolGrad(params: Int32Array, dy: Float32Array, dx: Float32Array): void;
   batchNorm(
     x: Float32Array,
@@ -74,6 +81,30 @@ export interface NativeAddon {
     dx: Float32Array,
     dmean: Float32Array,
     dvariance: Float32Array,
+    dscale: Float32Array,
+    doffset: Float32Array,
+  ): void;
+  /** Training-mode batch norm: y and the batch mean / biased variance over all axes but the last. */
+  batchNormTrain(
+    x: Float32Array,
+    scale: Float32Array | null,
+    offset: Float32Array | null,
+    eps: number,
+    y: Float32Array,
+    mean: Float32Array,
+    variance: Float32Array,
+  ): void;
+  /** Gradient of batchNormTrain (statistics included); dmean / dvariance null when zero. */
+  batchNormTrainGrad(
+    dy: Float32Array,
+    x: Float32Array,
+    scale: Float32Array | null,
+    mean: Float32Array,
+    variance: Float32Array,
+    dmean: Float32Array | null,
+    dvariance: Float32Array | null,
+    eps: number,
+    dx: Float32Array,
     dscale: Float32Array,
     doffset: Float32Array,
   ): void;

@@ -16,6 +16,7 @@ import {
 import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import type { NativeAddon } from './addon.js';
 import { NativeBackend } from './buffers.js';
+import { BATCH_NORM_TRAINING, BATCH_NORM_TRAINING_GRAD } from '../models/batch-normalization.js';
 
 type Inputs = Record<string, TensorInfo | undefined>;
 interface Args {
@@ -545,8 +546,10 @@ function maxPoolGradKernel(args: Args, n: NativeAddon): TensorInfo | null {
   const dy = f32(backend, inputs['dy']);
   if (!x || !xv || !dy || x.shape.length !== 4) return null;
   const c = poolInfo(x.shape, attrs);
+  // The forward output (tfjs-core saves it) spares the native code a scan for each window's max.
+  const y = inputs['output'] ? f32(backend, inputs['output']) : null;
   const dx = alloc(backend, xv.length);
-  n.maxPoolGrad(poolParams(c), xv, dy, dx);
+  n.maxPoolGrad(poolParams(c), xv, dy, dx, y && y.length === dy.length ? y : null);
   return out(backend, [...x.shape], dx);
 }
 
@@ -624,6 +627,60 @@ function batchNormGradKernel(args: Args, n: NativeAddon): TensorInfo[] | null {
   return [out(backend, [...x.shape], dx), ...d.map((v) => out(backend, pShape, v))];
 }
 
+/** Training-mode batch norm (models/batch-normalization.ts): [y, batch mean, batch variance]. */
+function batchNormTrainingKernel(args: Args, n: NativeAddon): TensorInfo[] | null {
+  const { inputs, backend, attrs } = args;
+  const x = inputs['x'];
+  const xv = f32(backend, x);
+  if (!x || !xv || x.shape.length === 0 || xv.length === 0) return null;
+  const C = x.shape[x.shape.length - 1]!;
+  const scale = channelParam(backend, inputs['scale'], C);
+  const offset = channelParam(backend, inputs['offset'], C);
+  if (scale === null || offset === null || scale?.length === 1 || offset?.length === 1) return null;
+  const y = alloc(backend, xv.length);
+  const mean = new Float32Array(C);
+  const variance = new Float32Array(C);
+  n.batchNormTrain(xv, scale ?? null, offset ?? null, Number(attrs['epsilon']), y, mean, variance);
+  return [out(backend, [...x.shape], y), out(backend, [C], mean), out(backend, [C], variance)];
+}
+
+/** Gradient of batchNormTrainingKernel: [dx, dscale, doffset]. */
+function batchNormTrainingGradKernel(args: Args, n: NativeAddon): TensorInfo[] | null {
+  const { inputs, backend, attrs } = args;
+  const x = inputs['x'];
+  const xv = f32(backend, x);
+  const dy = f32(backend, inputs['dy']);
+  if (!x || !xv || !dy || dy.length !== xv.length || xv.length === 0) return null;
+  const C = x.shape[x.shape.length - 1]!;
+  const vec = (name: string) => {
+    const v = f32(backend, inputs[name]);
+    return v && v.length === C ? v : null;
+  };
+  const [scale, mean, variance] = [vec('scale'), vec('mean'), vec('variance')];
+  if (!mean || !variance || (inputs['scale'] && !scale)) return null;
+  // Absent statistics gradients are zeros: pass null so the kernel skips them.
+  const dmean = inputs['dmean'] ? vec('dmean') : undefined;
+  const dvariance = inputs['dvariance'] ? vec('dvariance') : undefined;
+  if (dmean === null || dvariance === null) return null;
+  const dx = alloc(backend, xv.length);
+  const dscale = new Float32Array(C);
+  const doffset = new Float32Array(C);
+  n.batchNormTrainGrad(
+    dy,
+    xv,
+    scale,
+    mean,
+    variance,
+    dmean ?? null,
+    dvariance ?? null,
+    Number(attrs['epsilon']),
+    dx,
+    dscale,
+    doffset,
+  );
+  return [out(backend, [...x.shape], dx), out(backend, [C], dscale), out(backend, [C], doffset)];
+}
+
 // ---------------------------------------------------------------- gradient helpers
 
 /** Kernels behind the native gradients of Relu, Square and Mean (one pass each). */
@@ -660,6 +717,8 @@ export const GRADIENT_KERNELS: Record<string, NativeKernel> = {
   [RELU_GRAD_KERNEL]: binaryKernel(BIN.ReluGrad, 'dy', 'x'),
   [SQUARE_GRAD_KERNEL]: binaryKernel(BIN.SquareGrad, 'dy', 'x'),
   [MEAN_GRAD_KERNEL]: meanGradKernel,
+  [BATCH_NORM_TRAINING]: batchNormTrainingKernel,
+  [BATCH_NORM_TRAINING_GRAD]: batchNormTrainingGradKernel,
 };
 
 // ---------------------------------------------------------------- table
