@@ -3,11 +3,18 @@
  *   model.json     tfjs LayersModel format (modelTopology + weightsManifest, paths ['weights.bin'])
  *   weights.bin    the concatenated weights
  *   flatrank.json  metadata: format, trial key, config, epoch, step, accuracy, ... (CheckpointMeta)
- *   optimizer.json + optimizer.bin  (format 2, optional) the momentum buffers: kind, hyperparameters,
+ *   optimizer.json + optimizer.bin  (optional) the momentum buffers: format, kind, hyperparameters,
  *                  one { name, shape } per buffer, byte count and sha256 of optimizer.bin
  * Every file is written (and fsynced) into a sibling temp directory which is then renamed into
  * place, so a crash never leaves a half checkpoint (model without its optimizer state, or the
- * reverse) under the final name. Format 1 (before optimizer state) still loads, without momentum.
+ * reverse) under the final name.
+ *
+ * Versions: the optimizer state is an optional part with its own format ('flatrank-optimizer-1'),
+ * declared in flatrank.json as `optimizer: { format, kind, file, buffers }` (null: saved without;
+ * absent: written before optimizer state existed). The checkpoint format itself stays
+ * 'flatrank-checkpoint-1' because the layout readers depend on is unchanged: older readers (and
+ * the scheduler's start-checkpoint check, which compares the format string) still accept new
+ * checkpoints and just ignore the momentum, and old checkpoints load here with fresh momentum.
  */
 import { createHash } from 'node:crypto';
 import { open, mkdir, readFile, rename, rm } from 'node:fs/promises';
@@ -23,17 +30,15 @@ import {
   type OptimizerState,
 } from './optimizer-state.js';
 
-export const CHECKPOINT_FORMAT = 'flatrank-checkpoint-2';
-/** Formats loadCheckpoint reads: 1 has no optimizer state. */
-export const CHECKPOINT_FORMATS = ['flatrank-checkpoint-1', CHECKPOINT_FORMAT] as const;
-export type CheckpointFormat = (typeof CHECKPOINT_FORMATS)[number];
+export const CHECKPOINT_FORMAT = 'flatrank-checkpoint-1';
+/** Version of the optional optimizer part (optimizer.json + optimizer.bin). */
+export const OPTIMIZER_FORMAT = 'flatrank-optimizer-1';
 
 const OPTIMIZER_JSON = 'optimizer.json';
 const OPTIMIZER_BIN = 'optimizer.bin';
-const OPTIMIZER_FORMAT = 'flatrank-optimizer-1';
 
 export interface CheckpointMeta {
-  format: CheckpointFormat;
+  format: typeof CHECKPOINT_FORMAT;
   trialKey: string | null;
   config: TrialConfig | null;
   /** 'base': the architecture named by config.model; 'factored': the exported compressed model. */
@@ -42,8 +47,16 @@ export interface CheckpointMeta {
   step: number;
   accuracy: number | null;
   savedAt: string;
-  /** Format 2: the saved optimizer state (null: saved without); absent in format 1. */
-  optimizer?: { kind: typeof OPTIMIZER_STATE_KIND; file: typeof OPTIMIZER_JSON; buffers: number } | null;
+  /**
+   * The saved optimizer state: null when saved without, absent in checkpoints written before
+   * optimizer state was saved.
+   */
+  optimizer?: {
+    format: string;
+    kind: typeof OPTIMIZER_STATE_KIND;
+    file: typeof OPTIMIZER_JSON;
+    buffers: number;
+  } | null;
   [extra: string]: unknown;
 }
 
@@ -61,7 +74,7 @@ export interface LoadedCheckpoint {
   weights: Array<{ name: string; tensor: tf.Tensor }>;
   /** The momentum buffers, or null (see optimizerAbsentReason). */
   optimizer: OptimizerState | null;
-  /** Why optimizer is null: format 1, saved without, or not read (options.optimizer false). */
+  /** Why optimizer is null: written before optimizer state, saved without, unknown version, not read. */
   optimizerAbsentReason: string | null;
 }
 
@@ -190,7 +203,9 @@ export async function saveCheckpoint(
       format: CHECKPOINT_FORMAT,
       savedAt: new Date().toISOString(),
       optimizer:
-        state === null ? null : { kind: state.kind, file: OPTIMIZER_JSON, buffers: state.slots.length },
+        state === null
+          ? null
+          : { format: OPTIMIZER_FORMAT, kind: state.kind, file: OPTIMIZER_JSON, buffers: state.slots.length },
     } as CheckpointMeta;
     await writeSynced(join(tmp, 'flatrank.json'), JSON.stringify(full, null, 2));
     await syncDir(tmp);
@@ -258,9 +273,9 @@ export async function loadCheckpoint(
 ): Promise<LoadedCheckpoint> {
   const metaFile = join(dir, 'flatrank.json');
   const meta = (await readJson(metaFile)) as CheckpointMeta;
-  if (!(CHECKPOINT_FORMATS as readonly unknown[]).includes(meta?.format))
+  if (meta?.format !== CHECKPOINT_FORMAT)
     throw new DataError(
-      `${metaFile}: not a flatrank checkpoint (format ${JSON.stringify(meta?.format)}, expected one of ${CHECKPOINT_FORMATS.join(', ')})`,
+      `${metaFile}: not a flatrank checkpoint (format ${JSON.stringify(meta?.format)}, expected ${CHECKPOINT_FORMAT})`,
       { file: metaFile },
     );
   const modelJson = (await readJson(join(dir, 'model.json'))) as LoadedCheckpoint['modelJson'];
@@ -283,12 +298,20 @@ export async function loadCheckpoint(
     );
   let optimizer: OptimizerState | null = null;
   let optimizerAbsentReason: string | null = null;
-  if (meta.format === 'flatrank-checkpoint-1')
-    optimizerAbsentReason = `${dir} is format flatrank-checkpoint-1, which predates saved optimizer state`;
-  else if (meta.optimizer === null || meta.optimizer === undefined)
-    optimizerAbsentReason = `${dir} was saved without optimizer state`;
+  const declared = meta.optimizer;
+  if (declared === undefined)
+    optimizerAbsentReason = `${dir} was written before checkpoints carried optimizer state`;
+  else if (declared === null) optimizerAbsentReason = `${dir} was saved without optimizer state`;
+  else if (typeof declared !== 'object' || !Number.isInteger(declared.buffers))
+    throw new DataError(
+      `${metaFile}: optimizer must be null or { format, kind, file, buffers }, got ${JSON.stringify(declared)}`,
+      { file: metaFile },
+    );
+  else if (declared.format !== OPTIMIZER_FORMAT)
+    // A newer writer's optimizer part: the weights are still usable, only the momentum is not.
+    optimizerAbsentReason = `${dir} holds optimizer state of format ${JSON.stringify(declared.format)}, which this version cannot read (it reads ${OPTIMIZER_FORMAT})`;
   else if (options.optimizer === false) optimizerAbsentReason = `optimizer state of ${dir} not read`;
-  else optimizer = await readOptimizer(dir, meta.optimizer.buffers);
+  else optimizer = await readOptimizer(dir, declared.buffers);
   const buffer = new Uint8Array(bin).buffer as ArrayBuffer;
   const named = tf.io.decodeWeights(buffer, specs);
   return {

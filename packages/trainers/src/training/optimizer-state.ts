@@ -17,7 +17,8 @@
  *   has a saved buffer of the same name and shape (same architecture). A decomposed / factored
  *   model has other variables, its accumulators mean nothing there: momentum starts fresh and the
  *   reason is recorded.
- * - No saved state (a format-1 checkpoint, or one saved without it): fresh, with the reason.
+ * - No saved state (a checkpoint written before optimizer state was saved, or saved without it):
+ *   fresh, with the reason.
  */
 import { ShapeError, ValidationError } from '@flatrank/protocol';
 
@@ -50,7 +51,7 @@ export interface MomentumStart {
   mode: MomentumRestoreMode;
   /** Where the state comes from (the checkpoint directory), for messages. */
   source: string;
-  /** Why state is null (e.g. 'format flatrank-checkpoint-1 predates optimizer state'). */
+  /** Why state is null (e.g. '<dir> was written before checkpoints carried optimizer state'). */
   absentReason?: string | null;
 }
 
