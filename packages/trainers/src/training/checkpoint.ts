@@ -199,9 +199,9 @@ export async function saveCheckpoint(
     }
     // (Omit over CheckpointMeta's index signature drops the named keys from the type, hence the cast.)
     const full = {
-      ...meta,
       format: CHECKPOINT_FORMAT,
       savedAt: new Date().toISOString(),
+      ...meta,
       optimizer:
         state === null
           ? null
