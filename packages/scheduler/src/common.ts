@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path';
 import { TRIAL_STATUSES, type BackendName, type TrialConfig, type TrialEnvelope } from '@flatrank/protocol';
 import type { ResultsStore } from '@flatrank/store';
 import type { Logger } from './logging.js';
+import { resolveCheckpointName } from './spec/checkpoints.js';
 import type { ProgressSnapshot, RunningInfo } from './progress.js';
 
 /** What both coordinators (runLocal, runBullmqCoordinator) take; each adds its own options. */
@@ -20,6 +21,11 @@ export interface CoordinatorOptions {
   trialTimeoutMs: number | null;
   cancelGraceMs?: number;
   runsDir: string;
+  /**
+   * Where `start: {checkpoint: <name>}` names are looked up (the spec file's directory, see
+   * spec/checkpoints.ts); null: such trials fail with a message saying so.
+   */
+  checkpointDir?: string | null;
   dataDir: string | null;
   backend: BackendName | 'auto';
   logger: Logger;
@@ -74,12 +80,29 @@ export function recoverOrphans(
   return keys;
 }
 
-/** The checkpoint a dependent trial starts from, or an error text. */
+/**
+ * The checkpoint a trial starts from (absolute path; null from scratch), or an error text: the
+ * final checkpoint artifact of its start trial, or its named checkpoint resolved against
+ * `checkpointDir` (checked again here: it may have gone since the spec was loaded).
+ */
 export function startCheckpoint(
   store: ResultsStore,
   config: TrialConfig,
+  checkpointDir: string | null = null,
 ): { path: string | null; error?: string } {
-  if (config.start.kind !== 'trial') return { path: null };
+  if (config.start.kind === 'scratch') return { path: null };
+  if (config.start.kind === 'checkpoint') {
+    const name = config.start.name;
+    if (checkpointDir === null)
+      return {
+        path: null,
+        error: `start checkpoint "${name}" cannot be resolved: this run has no spec directory to look it up in (run the spec file with flatrank run)`,
+      };
+    const r = resolveCheckpointName(name, checkpointDir);
+    return r.ok
+      ? { path: r.checkpoint.path }
+      : { path: null, error: `start checkpoint: ${r.reason} (looked up in ${checkpointDir})` };
+  }
   const key = config.start.trialKey;
   const ckpts = store.artifacts(key).filter((a) => a.kind === 'checkpoint');
   if (ckpts.length === 0)

@@ -3,6 +3,12 @@
 export { loadSpecFile, parseSpecText, type Spec } from './spec/load.js';
 export { expandSpec, type GridPoint } from './spec/expand.js';
 export {
+  resolveCheckpointName,
+  CHECKPOINT_FORMAT,
+  type ResolvedCheckpoint,
+  type CheckpointLookup,
+} from './spec/checkpoints.js';
+export {
   specSchema,
   REPRODUCES,
   durationMs,

@@ -144,7 +144,7 @@ export async function runLocal(o: LocalRunOptions): Promise<RunResult> {
       workMs: null,
     };
     try {
-      const start = startCheckpoint(store, config);
+      const start = startCheckpoint(store, config, o.checkpointDir ?? null);
       if (start.error) {
         store.endAttempt(key, attempt, { status: 'failed', error: start.error, retryable: false });
         logger.error({ trial: key }, `${short} ${label}: ${start.error}`);
@@ -172,7 +172,13 @@ export async function runLocal(o: LocalRunOptions): Promise<RunResult> {
         `start ${short} ${label} on ${slot.id}${attempt > 1 ? ` (attempt ${attempt})` : ''}`,
       );
       tlog.logger.info(
-        { attempt, slot: slot.id, cudaVisibleDevices: slot.cudaVisibleDevices, config },
+        {
+          attempt,
+          slot: slot.id,
+          cudaVisibleDevices: slot.cudaVisibleDevices,
+          startCheckpoint: start.path,
+          config,
+        },
         'attempt started',
       );
       progress();

@@ -110,6 +110,7 @@ export async function runSpec(o: RunSpecOptions): Promise<RunSpecResult> {
       trialTimeoutMs: res.trialTimeout === null ? null : durationMs(res.trialTimeout),
       cancelGraceMs: o.cancelGraceMs,
       runsDir,
+      checkpointDir: spec.checkpointDir,
       dataDir: o.dataDir ?? null,
       backend: o.trainerBackend ?? 'auto',
       logger,

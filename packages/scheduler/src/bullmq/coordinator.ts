@@ -271,7 +271,7 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
         maxAttempts: o.maxAttempts,
       });
       if (!c) return;
-      const start = startCheckpoint(store, c.config);
+      const start = startCheckpoint(store, c.config, o.checkpointDir ?? null);
       if (start.error) {
         store.endAttempt(c.key, c.attempt, { status: 'failed', error: start.error, retryable: false });
         logger.error({ trial: c.key }, `${c.key.slice(0, 10)}: ${start.error}`);

@@ -97,6 +97,7 @@ export function expandSpec(spec: Spec): GridPoint[] {
       const draft = buildDraft(spec, plan, start);
       for (const [, def, value] of combo) def.apply(draft, structuredCloneJson(value));
       const { config, key } = resolvePoint(spec, plan, draft, label);
+      if (start.kind === 'checkpoint') checkCheckpointModel(spec, plan, start.name, config, label);
       const point: GridPoint = {
         key,
         config,
@@ -210,6 +211,25 @@ function resolveStart(
   if ('method' in s) return methodRef(s.method, s.match, [...path, 'method']);
   if ('trial' in s) return { kind: 'fixed', start: { kind: 'trial', trialKey: s.trial } };
   return { kind: 'fixed', start: { kind: 'checkpoint', name: s.checkpoint } };
+}
+
+/** A checkpoint that records its model must hold the model the point trains (found before any run). */
+function checkCheckpointModel(
+  spec: Spec,
+  plan: MethodPlan,
+  name: string,
+  config: TrialConfig,
+  label: string,
+): void {
+  const ckpt = spec.checkpoints.get(name);
+  if (!ckpt || ckpt.model === null || ckpt.model === config.model) return;
+  const path =
+    plan.spec.start !== undefined ? ['methods', plan.id, 'start', 'checkpoint'] : ['start', 'checkpoint'];
+  throw specError(
+    spec,
+    path,
+    `checkpoint "${name}" (${ckpt.path}) holds a ${ckpt.model} model, but grid point "${label}" trains ${config.model}; allowed: a checkpoint of the model the point trains`,
+  );
 }
 
 function findStartTrial(

@@ -3,10 +3,12 @@
  * allowed). Nothing here touches the database.
  */
 import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
 import type { z } from 'zod';
 import { canonicalJson, formatPath, sha256Hex, SpecError, zodToValidationError } from '@flatrank/protocol';
-import { specSchema, type ParsedSpec } from './schema.js';
+import { checkpointAllowedText, resolveCheckpointName, type ResolvedCheckpoint } from './checkpoints.js';
+import { specSchema, type ParsedSpec, type StartInput } from './schema.js';
 
 export interface Spec {
   /** File the spec came from (undefined for text given directly). */
@@ -17,6 +19,13 @@ export interface Spec {
   hash: string;
   /** Line of a spec path (for messages about grid points found later). */
   lineOf(path: ReadonlyArray<string | number>): number | undefined;
+  /**
+   * Where `start: {checkpoint: <name>}` names are looked up: the spec file's directory (null for
+   * text parsed without one: such names are then not resolved, and a run cannot start them).
+   */
+  checkpointDir: string | null;
+  /** Every checkpoint name of the spec, resolved and checked (empty when checkpointDir is null). */
+  checkpoints: ReadonlyMap<string, ResolvedCheckpoint>;
 }
 
 /** Reads and validates a spec file. */
@@ -32,11 +41,15 @@ export function loadSpecFile(file: string): Spec {
       { file, cause: e },
     );
   }
-  return parseSpecText(text, file);
+  return parseSpecText(text, file, { checkpointDir: dirname(resolve(file)) });
 }
 
-/** Parses and validates spec text (YAML or JSON). */
-export function parseSpecText(text: string, file?: string): Spec {
+/**
+ * Parses and validates spec text (YAML or JSON). With `checkpointDir`, every `start: {checkpoint:
+ * <name>}` is resolved against it and must name an existing checkpoint (loadSpecFile passes the
+ * spec file's directory).
+ */
+export function parseSpecText(text: string, file?: string, options: { checkpointDir?: string } = {}): Spec {
   const where = file ?? 'spec';
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
@@ -79,7 +92,37 @@ export function parseSpecText(text: string, file?: string): Spec {
   const result = specSchema.safeParse(raw);
   if (!result.success) throw specZodError(result.error, where, file, lineOf);
   const parsed = result.data;
-  return { file, text, parsed, hash: sha256Hex(canonicalJson(parsed)), lineOf };
+  const spec: Spec = {
+    file,
+    text,
+    parsed,
+    hash: sha256Hex(canonicalJson(parsed)),
+    lineOf,
+    checkpointDir: options.checkpointDir ?? null,
+    checkpoints: new Map(),
+  };
+  if (options.checkpointDir !== undefined) spec.checkpoints = resolveCheckpoints(spec, options.checkpointDir);
+  return spec;
+}
+
+/** Resolves every `start: {checkpoint: <name>}` of the spec (sweep level and per method). */
+function resolveCheckpoints(spec: Spec, baseDir: string): Map<string, ResolvedCheckpoint> {
+  const starts: Array<[StartInput | undefined, Array<string | number>]> = [
+    [spec.parsed.start, ['start']],
+    ...Object.entries(spec.parsed.methods).map(
+      ([id, m]): [StartInput | undefined, Array<string | number>] => [m.start, ['methods', id, 'start']],
+    ),
+  ];
+  const out = new Map<string, ResolvedCheckpoint>();
+  for (const [start, path] of starts) {
+    if (start === undefined || typeof start === 'string' || !('checkpoint' in start)) continue;
+    if (out.has(start.checkpoint)) continue;
+    const r = resolveCheckpointName(start.checkpoint, baseDir);
+    if (!r.ok)
+      throw specError(spec, [...path, 'checkpoint'], `${r.reason}; ${checkpointAllowedText(baseDir)}`);
+    out.set(start.checkpoint, r.checkpoint);
+  }
+  return out;
 }
 
 /** A SpecError for a field of the spec, with the line when known. */
