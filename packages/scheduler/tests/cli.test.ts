@@ -67,11 +67,21 @@ describe('flatrank run (CLI, local backend)', { timeout: 90_000 }, () => {
       fakeTrainerPath,
     ];
     const first = cli(args, { default: { steps: 10, stepMs: 60 } });
-    await waitFor(
-      () => readFakeLog(sb.logFile).filter((x) => x.kind === 'end').length >= 2,
-      40_000,
-      'two finished trials',
-    );
+    // Two results in the database (the fake trainer's own 'end' record comes before the coordinator
+    // has stored the result: killing on that record lost the race under load).
+    const succeeded = () => {
+      try {
+        const r = ResultsStore.open(sb.db, { readonly: true });
+        try {
+          return r.trialCounts(r.getSweep('coord')!.id).succeeded;
+        } finally {
+          r.close();
+        }
+      } catch {
+        return 0; // not created / not migrated yet
+      }
+    };
+    await waitFor(() => succeeded() >= 2, 40_000, 'two stored results');
     first.proc.kill('SIGKILL');
     await first.exited;
     const s = ResultsStore.open(sb.db, { readonly: true });
