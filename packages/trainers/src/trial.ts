@@ -50,6 +50,7 @@ import {
   disposeCheckpoint,
   evaluateModel,
   loadCheckpoint,
+  momentumStartFor,
   predictArrays,
   reestimateBatchNorm,
   restoreWeights,
@@ -57,6 +58,9 @@ import {
   trainLoop,
   type Batch,
   type EvalResult,
+  type MomentumRestore,
+  type MomentumStart,
+  type OptimizerState,
   type TrainLoopResult,
 } from './training/index.js';
 import {
@@ -93,6 +97,12 @@ function latencyBatchOf(config: TrialConfig): number {
 class TrialContext {
   steps = 0;
   epochs = 0;
+  /** The start checkpoint's momentum, offered to the first training phase (then consumed). */
+  momentumStart: MomentumStart | null = null;
+  /** That phase's decision (recorded in the final checkpoint's metadata). */
+  momentum: MomentumRestore | null = null;
+  /** The momentum buffers of the last training phase and the model it trained. */
+  lastTrained: { model: tfl.LayersModel; state: OptimizerState | null } | null = null;
   private lastBeat = Date.now();
   constructor(
     readonly config: TrialConfig,
@@ -154,6 +164,10 @@ class TrialContext {
   ): Promise<TrainLoopResult> {
     checkTrainingMemory(model, recipe.batchSize, { modelName: this.config.model });
     const epochOffset = this.epochs;
+    // Only the first phase continues from the checkpoint; for a decomposed model the restore rule
+    // finds other variables and starts fresh (recorded as train/momentum_restored 0).
+    const momentumStart = this.momentumStart;
+    this.momentumStart = null;
     const res = await trainLoop({
       model,
       recipe,
@@ -168,7 +182,11 @@ class TrialContext {
       logEverySteps: this.options.logEverySteps ?? 50,
       ...(this.options.signal ? { signal: this.options.signal } : {}),
       ...(afterStep ? { afterStep } : {}),
+      ...(momentumStart ? { momentumStart } : {}),
+      keepOptimizerState: true,
     });
+    if (res.momentum) this.momentum = res.momentum;
+    this.lastTrained = { model, state: res.optimizerState };
     this.steps += res.steps;
     this.epochs += res.epochs;
     return res;
@@ -276,6 +294,18 @@ async function runMethod(config: TrialConfig, options: RunTrialOptions, t0: numb
             `start checkpoint ${options.startCheckpoint} is a ${ckpt.meta.config.model}, the config trains a ${config.model}`,
           );
         restoreWeights(model, ckpt);
+        // Momentum carries over only when a trial resumes from its own checkpoint. A new trial (any
+        // method starting from a baseline) starts its optimiser fresh, as decompose-then-fine-tune
+        // recipes do, so that all methods of a sweep start alike; the reason is recorded.
+        const offered = momentumStartFor(ckpt, key);
+        ctx.momentumStart =
+          offered.mode === 'resume'
+            ? offered
+            : {
+                ...offered,
+                state: null,
+                absentReason: `a new trial starts its optimizer fresh (momentum carries over only when a trial resumes from its own checkpoint; ${ckpt.dir} was written by trial ${String(ckpt.meta.trialKey).slice(0, 12)})`,
+              };
       } finally {
         disposeCheckpoint(ckpt);
       }
@@ -308,16 +338,28 @@ async function saveFinal(
   extra: Record<string, unknown> = {},
 ): Promise<void> {
   const dir = join(ctx.options.artifactDir, 'checkpoint');
-  await saveCheckpoint(model, dir, {
-    trialKey: ctx.key,
-    config: ctx.config,
-    architecture,
-    epoch: ctx.epochs,
-    step: ctx.steps,
-    accuracy,
-    method: ctx.config.method,
-    ...extra,
-  });
+  // The momentum goes with the weights only when they come from the last training phase (not e.g.
+  // posttrain's factored model, built after training).
+  const optimizer = ctx.lastTrained?.model === model ? ctx.lastTrained.state : null;
+  const momentum = ctx.momentum
+    ? { momentumRestored: ctx.momentum.restored, momentumNote: ctx.momentum.reason }
+    : {};
+  await saveCheckpoint(
+    model,
+    dir,
+    {
+      trialKey: ctx.key,
+      config: ctx.config,
+      architecture,
+      epoch: ctx.epochs,
+      step: ctx.steps,
+      accuracy,
+      method: ctx.config.method,
+      ...momentum,
+      ...extra,
+    },
+    { optimizer },
+  );
   ctx.emit({ type: 'artifact', kind: 'checkpoint', path: dir });
 }
 
