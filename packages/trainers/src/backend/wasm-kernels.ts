@@ -22,6 +22,8 @@ import * as tf from '@tensorflow/tfjs-core';
 // tfjs-layers registers TF.js's gradients on import; ours must override after that.
 import '@tensorflow/tfjs-layers';
 import { backend_util } from '@tensorflow/tfjs-core';
+import { ShapeError } from '@flatrank/protocol';
+import { BATCH_NORM_TRAINING, BATCH_NORM_TRAINING_GRAD } from '../models/batch-normalization.js';
 import type {
   KernelBackend,
   NamedAttrMap,
@@ -493,6 +495,162 @@ const fusedBatchNormGrad: tf.GradConfig = {
   },
 };
 
+/** Float32 heap views of a kernel's inputs; null for an absent optional input. */
+function channelVector(
+  backend: KernelBackend,
+  t: TensorInfo | undefined,
+  C: number,
+  field: string,
+  kernel: string,
+): Float32Array | null {
+  if (!t) return null;
+  if (t.dtype !== 'float32' || t.shape.reduce((a, b) => a * b, 1) !== C)
+    throw new ShapeError(
+      `${kernel}.${field}`,
+      `${kernel}: ${field} must be float32 with ${C} values (one per channel), got ${t.dtype} [${t.shape.join(', ')}]`,
+    );
+  return heap(backend).typedArrayFromHeap(t);
+}
+
+/** Channel count and row count of a channels-last float32 x (all axes but the last are rows). */
+function rowsAndChannels(x: TensorInfo | undefined, kernel: string): { rows: number; C: number } {
+  if (!x || x.dtype !== 'float32' || x.shape.length === 0)
+    throw new ShapeError(
+      `${kernel}.x`,
+      `${kernel}: x must be a float32 tensor of rank >= 1 (channels last), got ${x ? `${x.dtype} [${x.shape.join(', ')}]` : 'nothing'}`,
+    );
+  const C = x.shape[x.shape.length - 1]!;
+  const size = x.shape.reduce((a, b) => a * b, 1);
+  if (C === 0 || size === 0)
+    throw new ShapeError(`${kernel}.x`, `${kernel}: x must not be empty, got [${x.shape.join(', ')}]`);
+  return { rows: size / C, C };
+}
+
+/**
+ * Training-mode batch norm (models/batch-normalization.ts BATCH_NORM_TRAINING), two passes over
+ * the heap as the native kernel (native/src/addon.cc batchNormTrain): per-channel sums of
+ * d = x - shift and d^2 in float64, shift = the first row (channels whose mean is large against
+ * their spread keep their variance), then y = x * k + (offset - mean * k), k = scale / sqrt(var + eps).
+ * Outputs [y, mean, biased variance] (as tf.moments over all axes but the last).
+ */
+export function batchNormTrainingWasm({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
+  const name = BATCH_NORM_TRAINING;
+  const x = inputs['x'];
+  const { rows, C } = rowsAndChannels(x, name);
+  const eps = Number(attrs['epsilon']);
+  if (!(eps >= 0))
+    throw new ShapeError(`${name}.epsilon`, `${name}: epsilon must be a number >= 0, got ${eps}`);
+  const hb = heap(backend);
+  const outY = hb.makeOutput([...x!.shape], 'float32');
+  const outMean = hb.makeOutput([C], 'float32');
+  const outVar = hb.makeOutput([C], 'float32');
+  try {
+    // Views after every allocation: growing the heap detaches older views.
+    const X = hb.typedArrayFromHeap(x!);
+    const sc = channelVector(backend, inputs['scale'], C, 'scale', name);
+    const of = channelVector(backend, inputs['offset'], C, 'offset', name);
+    const Y = hb.typedArrayFromHeap(outY);
+    const M = hb.typedArrayFromHeap(outMean);
+    const V = hb.typedArrayFromHeap(outVar);
+    const shift = X.slice(0, C);
+    const s1 = new Float64Array(C);
+    const s2 = new Float64Array(C);
+    for (let r = 0, i = 0; r < rows; r++)
+      for (let c = 0; c < C; c++, i++) {
+        const d = X[i]! - shift[c]!;
+        s1[c] += d;
+        s2[c] += d * d;
+      }
+    const mul = new Float64Array(C);
+    const add = new Float64Array(C);
+    for (let c = 0; c < C; c++) {
+      const md = s1[c]! / rows;
+      const variance = Math.max(0, s2[c]! / rows - md * md);
+      const mean = shift[c]! + md;
+      M[c] = mean;
+      V[c] = variance;
+      const k = (sc ? sc[c]! : 1) / Math.sqrt(variance + eps);
+      mul[c] = k;
+      add[c] = (of ? of[c]! : 0) - mean * k;
+    }
+    for (let r = 0, i = 0; r < rows; r++) for (let c = 0; c < C; c++, i++) Y[i] = X[i]! * mul[c]! + add[c]!;
+    return [outY, outMean, outVar];
+  } catch (e) {
+    for (const t of [outY, outMean, outVar]) backend.disposeData(t.dataId);
+    throw e;
+  }
+}
+
+/**
+ * Gradient of batchNormTrainingWasm (BATCH_NORM_TRAINING_GRAD), the batch statistics being
+ * functions of x; two passes as native/src/addon.cc batchNormTrainGrad. Pass 1: per channel
+ * s1 = sum(dy), s2 = sum(dy * (x - mean)) in float64. Pass 2, with inv = 1/sqrt(var + eps),
+ * k = scale * inv and N rows:
+ *   dx = k dy + B (x - mean) + A,  A = -k s1 / N + dmean / N,  B = -k inv^2 s2 / N + 2 dvar / N
+ * (the first terms from y, the dmean / dvariance terms from the statistics outputs);
+ * dscale = inv s2, doffset = s1.
+ */
+export function batchNormTrainingGradWasm({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
+  const name = BATCH_NORM_TRAINING_GRAD;
+  const x = inputs['x'];
+  const dy = inputs['dy'];
+  const { rows, C } = rowsAndChannels(x, name);
+  if (!dy || dy.dtype !== 'float32' || dy.shape.join(',') !== x!.shape.join(','))
+    throw new ShapeError(
+      `${name}.dy`,
+      `${name}: dy must be float32 shaped like x [${x!.shape.join(', ')}], got ${dy ? `${dy.dtype} [${dy.shape.join(', ')}]` : 'nothing'}`,
+    );
+  for (const f of ['mean', 'variance'])
+    if (!inputs[f]) throw new ShapeError(`${name}.${f}`, `${name}: ${f} is required (${C} values)`);
+  const eps = Number(attrs['epsilon']);
+  if (!(eps >= 0))
+    throw new ShapeError(`${name}.epsilon`, `${name}: epsilon must be a number >= 0, got ${eps}`);
+  const hb = heap(backend);
+  const outDx = hb.makeOutput([...x!.shape], 'float32');
+  const outDs = hb.makeOutput([C], 'float32');
+  const outDo = hb.makeOutput([C], 'float32');
+  try {
+    const X = hb.typedArrayFromHeap(x!);
+    const DY = hb.typedArrayFromHeap(dy);
+    const vec = (f: string) => channelVector(backend, inputs[f], C, f, name);
+    const sc = vec('scale');
+    const M = vec('mean')!;
+    const V = vec('variance')!;
+    // The engine passes zeros for statistics outputs nothing used; absent ones count as zeros.
+    const DM = vec('dmean');
+    const DV = vec('dvariance');
+    const DX = hb.typedArrayFromHeap(outDx);
+    const DS = hb.typedArrayFromHeap(outDs);
+    const DO = hb.typedArrayFromHeap(outDo);
+    const s1 = new Float64Array(C);
+    const s2 = new Float64Array(C);
+    for (let r = 0, i = 0; r < rows; r++)
+      for (let c = 0; c < C; c++, i++) {
+        const g = DY[i]!;
+        s1[c] += g;
+        s2[c] += g * (X[i]! - M[c]!);
+      }
+    const k = new Float64Array(C);
+    const A = new Float64Array(C);
+    const B = new Float64Array(C);
+    for (let c = 0; c < C; c++) {
+      const inv = 1 / Math.sqrt(V[c]! + eps);
+      const kc = (sc ? sc[c]! : 1) * inv;
+      k[c] = kc;
+      A[c] = (-kc * s1[c]! + (DM ? DM[c]! : 0)) / rows;
+      B[c] = (-kc * inv * inv * s2[c]! + (DV ? 2 * DV[c]! : 0)) / rows;
+      DS[c] = s2[c]! * inv;
+      DO[c] = s1[c]!;
+    }
+    for (let r = 0, i = 0; r < rows; r++)
+      for (let c = 0; c < C; c++, i++) DX[i] = DY[i]! * k[c]! + (X[i]! - M[c]!) * B[c]! + A[c]!;
+    return [outDx, outDs, outDo];
+  } catch (e) {
+    for (const t of [outDx, outDs, outDo]) backend.disposeData(t.dataId);
+    throw e;
+  }
+}
+
 /** The stock wasm kernels we replace, kept for fallbacks. */
 const stock = new Map<string, tf.KernelConfig>();
 
@@ -504,6 +662,8 @@ export const CUSTOM_WASM_KERNELS = [
   'BatchMatMul',
   'MaxPoolGrad',
   'FusedBatchNorm (gradient)',
+  BATCH_NORM_TRAINING,
+  BATCH_NORM_TRAINING_GRAD,
 ] as const;
 
 let registered = false;
@@ -526,7 +686,7 @@ export function useBatchNormGradient(which: 'stock' | 'broadcast'): void {
 /** Registers the custom kernels for the 'wasm' backend (idempotent). */
 export function registerWasmKernels(): string[] {
   if (registered) return [...CUSTOM_WASM_KERNELS];
-  const replace = (kernelName: string, kernelFunc: (a: KernelArgs) => TensorInfo): void => {
+  const replace = (kernelName: string, kernelFunc: (a: KernelArgs) => TensorInfo | TensorInfo[]): void => {
     const old = tf.getKernel(kernelName, 'wasm');
     if (old) {
       stock.set(kernelName, old);
@@ -544,6 +704,10 @@ export function registerWasmKernels(): string[] {
   replace('DepthwiseConv2dNativeBackpropInput', depthwiseBackpropInputWasm);
   replace('BatchMatMul', batchMatMulWasm);
   replace('MaxPoolGrad', maxPoolGradWasm);
+  // Makes fusedBatchNormAvailable() true on wasm: training-mode BatchNormalization layers run
+  // these two kernels instead of moments() + batchNorm() (about ten full passes each way).
+  replace(BATCH_NORM_TRAINING, batchNormTrainingWasm);
+  replace(BATCH_NORM_TRAINING_GRAD, batchNormTrainingGradWasm);
   // Same values as the stock gradient on every backend, so overriding it globally is safe.
   stockBatchNormGrad ??= tf.getGradient('FusedBatchNorm') ?? null;
   tf.registerGradient(fusedBatchNormGrad);
