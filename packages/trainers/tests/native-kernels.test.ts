@@ -259,6 +259,20 @@ describe.skipIf(!nativeExpected)('native kernels vs cpu', () => {
             () => valueAndGrads((x) => tf.avgPool(x as tf.Tensor4D, f, s, pad), [rand([2, 7, 6, 3], 20)]),
           ]);
         }
+    // LeNet-5's pooling (oneDNN's primitive) and odd sizes that leave trailing input unused.
+    for (const shape of [
+      [3, 8, 8, 6],
+      [2, 9, 7, 16],
+    ])
+      for (const max of [true, false])
+        cases.push([
+          `${max ? 'max' : 'avg'}Pool 2x2 s2 valid ${shape.join('x')}`,
+          () =>
+            valueAndGrads(
+              (x) => (max ? tf.maxPool : tf.avgPool)(x as tf.Tensor4D, 2, 2, 'valid'),
+              [rand(shape, 21)],
+            ),
+        ]);
     // Ties (integer-valued inputs, as after quantisation or in all-zero relu windows): the first
     // maximum in scan order gets dy, as on cpu.
     for (const s of [1, 2])

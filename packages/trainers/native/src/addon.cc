@@ -863,13 +863,76 @@ PoolP readPoolP(const Args &a, size_t i) {
   return p;
 }
 
+// oneDNN pooling forward (inference: no workspace; tfjs recomputes positions in the gradient),
+// batch chunks on the worker pool like the convolutions. Returns false, computing nothing, when
+// tfjs's padding does not fit oneDNN's output-size rule.
+struct PoolEntry {
+  dnnl::primitive prim;
+  memory::desc srcMd, dstMd, scratchMd;
+};
+bool poolDnnl(bool max, const PoolP &p, const float *X, float *Y) {
+  using namespace dnnl;
+  // Bottom/right padding for oneDNN's rule out = (in + before + after - k) / s + 1 (floor); tfjs's
+  // 'valid' may leave trailing input unused, which that rule allows with after = 0.
+  auto fit = [](i64 in, i64 k, i64 s, i64 before, i64 o) -> i64 {
+    const i64 after = std::max<i64>(0, (o - 1) * s + k - in - before);
+    return (in + before + after - k) / s + 1 == o && after < k ? after : -1;
+  };
+  const i64 PB = fit(p.IH, p.KH, p.SH, p.PT, p.OH), PR = fit(p.IW, p.KW, p.SW, p.PL, p.OW);
+  if (p.PT < 0 || p.PL < 0 || p.PT >= p.KH || p.PL >= p.KW || PB < 0 || PR < 0) return false;
+  const int T = pool()->threads();
+  const i64 cs = chunkSize(p.N, T, 4);
+  const int nChunks = static_cast<int>((p.N + cs - 1) / cs);
+  const i64 tail = p.N - (nChunks - 1) * cs;
+  static std::unordered_map<std::string, std::unique_ptr<PoolEntry>> cache;
+  auto entry = [&](i64 n) -> PoolEntry & {
+    std::string key = std::string(max ? "max" : "avg");
+    for (i64 v : {n, p.IH, p.IW, p.C, p.OH, p.OW, p.KH, p.KW, p.SH, p.SW, p.PT, p.PL}) key += "," + std::to_string(v);
+    auto it = cache.find(key);
+    if (it != cache.end()) return *it->second;
+    auto e = std::make_unique<PoolEntry>();
+    e->srcMd = actDesc(n, p.C, p.IH, p.IW);
+    e->dstMd = actDesc(n, p.C, p.OH, p.OW);
+    pooling_v2_forward::desc d(prop_kind::forward_inference,
+                               max ? algorithm::pooling_max : algorithm::pooling_avg_exclude_padding, e->srcMd,
+                               e->dstMd, {p.SH, p.SW}, {p.KH, p.KW}, {0, 0}, {p.PT, p.PL}, {PB, PR});
+    primitive_attr attr;
+    attr.set_scratchpad_mode(scratchpad_mode::user);
+    pooling_v2_forward::primitive_desc pd(d, attr, engine());
+    e->scratchMd = pd.scratchpad_desc();
+    e->prim = pooling_v2_forward(pd);
+    auto &ref = *e;
+    cache.emplace(key, std::move(e));
+    return ref;
+  };
+  PoolEntry &ec = entry(cs), &et = entry(tail);
+  const i64 xPer = p.IH * p.IW * p.C, yPer = p.OH * p.OW * p.C;
+  auto &eng = engine();
+  std::function<void(int, int)> job = [&](int i, int) {
+    PoolEntry &e = i == nChunks - 1 ? et : ec;
+    const i64 n0 = i * cs;
+    memory x(e.srcMd, eng, const_cast<float *>(X) + n0 * xPer), y(e.dstMd, eng, Y + n0 * yPer);
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x}, {DNNL_ARG_DST, y}};
+    ThreadCtx &c = ctx();
+    const size_t sb = e.scratchMd.get_size();
+    if (sb > 0) args.emplace(DNNL_ARG_SCRATCHPAD, memory(e.scratchMd, eng, c.scratchFor(sb)));
+    e.prim.execute(c.stream(), args);
+    c.stream().wait();
+  };
+  pool()->run(nChunks, job);
+  return true;
+}
+
 // maxPool(params, x, y) / avgPool(params, x, y); padding is excluded (the cpu backend's semantics).
+// oneDNN's pooling (about 3x faster than the loop below for LeNet-5's 2x2 pooling of 6 channels)
+// when the padding fits its output-size rule, else the loop.
 template <bool MAX>
 napi_value poolFwd(const Args &a) {
   PoolP p = readPoolP(a, 0);
   size_t lx, ly;
   float *X = a.f32(1, &lx), *Y = a.f32(2, &ly);
   checkLen(lx, p.N * p.IH * p.IW * p.C, "x"), checkLen(ly, p.N * p.OH * p.OW * p.C, "y");
+  if (p.N > 0 && p.OH > 0 && p.OW > 0 && p.C > 0 && poolDnnl(MAX, p, X, Y)) return undef(a.env);
   parFor(p.N * p.OH, rowGrain(p.OW * p.C * p.KH * p.KW), [&](i64 q0, i64 q1) {
   std::vector<float> acc(p.C);
   for (i64 q = q0; q < q1; ++q) {
