@@ -972,6 +972,12 @@ napi_value maxPoolGrad(const Args &a) {
   checkLen(lx, p.N * p.IH * p.IW * p.C, "x"), checkLen(ldy, p.N * p.OH * p.OW * p.C, "dy");
   checkLen(ldx, lx, "dx");
   if (Y) checkLen(ly, static_cast<i64>(ldy), "y");
+  // Windows that do not overlap (2x2 stride 2, as in LeNet-5): every input position belongs to at
+  // most one window, so dx is stored once per position instead of cleared and then accumulated;
+  // positions outside every window are cleared only when there are any.
+  const bool disjoint = p.KH <= p.SH && p.KW <= p.SW;
+  const bool covered = disjoint && p.KH == p.SH && p.KW == p.SW && p.PT == 0 && p.PL == 0 &&
+                       p.OH * p.SH == p.IH && p.OW * p.SW == p.IW;
   parFor(p.N, rowGrain(p.IH * p.IW * p.C), [&](i64 n0, i64 n1) {
     // Per window: the max, then dy to the first position holding it (the cpu backend's first
     // strict maximum), as selects over channels so that it vectorizes.
@@ -979,7 +985,7 @@ napi_value maxPoolGrad(const Args &a) {
     for (i64 n = n0; n < n1; ++n) {
       float *dxn = DX + n * p.IH * p.IW * p.C;
       const float *xn = X + n * p.IH * p.IW * p.C;
-      std::fill(dxn, dxn + p.IH * p.IW * p.C, 0.f);
+      if (!covered) std::fill(dxn, dxn + p.IH * p.IW * p.C, 0.f);
       for (i64 oh = 0; oh < p.OH; ++oh) {
         const i64 h0 = oh * p.SH - p.PT;
         const i64 hs = h0 < 0 ? 0 : h0, he = std::min(p.IH, h0 + p.KH);
@@ -1005,10 +1011,18 @@ napi_value maxPoolGrad(const Args &a) {
             for (i64 iw = ws; iw < we; ++iw) {
               const float *x = xn + (ih * p.IW + iw) * p.C;
               float *dx = dxn + (ih * p.IW + iw) * p.C;
-              for (i64 c = 0; c < p.C; ++c) {
-                const bool hit = x[c] == best[c] && taken[c] == 0.f;
-                dx[c] += selectf(hit, dy[c], 0.f);
-                taken[c] = selectf(hit, 1.f, taken[c]);
+              if (disjoint) {
+                for (i64 c = 0; c < p.C; ++c) {
+                  const bool hit = x[c] == best[c] && taken[c] == 0.f;
+                  dx[c] = selectf(hit, dy[c], 0.f);
+                  taken[c] = selectf(hit, 1.f, taken[c]);
+                }
+              } else {
+                for (i64 c = 0; c < p.C; ++c) {
+                  const bool hit = x[c] == best[c] && taken[c] == 0.f;
+                  dx[c] += selectf(hit, dy[c], 0.f);
+                  taken[c] = selectf(hit, 1.f, taken[c]);
+                }
               }
             }
         }
