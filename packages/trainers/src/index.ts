@@ -16,6 +16,7 @@ export {
   restoreWeights,
   disposeCheckpoint,
   reestimateBatchNorm,
+  momentumStartFor,
   CHECKPOINT_FORMAT,
   type Batch as TrainingBatch,
   type TrainLoopOptions,
@@ -23,6 +24,9 @@ export {
   type EvalResult,
   type CheckpointMeta,
   type LoadedCheckpoint,
+  type OptimizerState,
+  type MomentumStart,
+  type MomentumRestore,
 } from './training/index.js';
 export {
   selectTargets,
