@@ -19,7 +19,11 @@ export interface TrialRunOptions {
   dataDir: string | null;
   /** Where this attempt writes checkpoints / exported models. */
   artifactDir: string;
-  /** Resolved checkpoint path of the start trial (config.start.kind === 'trial'). */
+  /**
+   * Absolute path of the checkpoint the attempt starts from, or null for `scratch`: the checkpoint
+   * artifact of the start trial (config.start.kind === 'trial'), or the checkpoint name resolved
+   * relative to the spec file's directory (config.start.kind === 'checkpoint').
+   */
   startCheckpoint: string | null;
   backend: BackendName | 'auto';
   /** How often the child sends a heartbeat event (at least). */

@@ -67,7 +67,11 @@ export const startSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('scratch') }).strict(),
   /** Start from the final checkpoint of another trial (by trial key); the scheduler orders them. */
   z.object({ kind: z.literal('trial'), trialKey: z.string().regex(/^[0-9a-f]{64}$/) }).strict(),
-  /** A checkpoint by a machine-independent name (resolved against --checkpoint-dir at run time). */
+  /**
+   * A checkpoint by a machine-independent name: a path relative to the directory of the spec file
+   * (absolute names are refused), checked when the spec is loaded and resolved again by the
+   * coordinator when it hands the trial out (packages/scheduler/README.md "Start points").
+   */
   z.object({ kind: z.literal('checkpoint'), name: z.string().min(1) }).strict(),
 ]);
 export type StartPoint = z.infer<typeof startSchema>;
