@@ -526,6 +526,140 @@ function rowsAndChannels(x: TensorInfo | undefined, kernel: string): { rows: num
   return { rows: size / C, C };
 }
 
+/*
+ * The four full-size loops of the training batch norm kernels. Rows are taken four at a time so
+ * each channel's constants and accumulators are loaded once per four elements (2x faster in V8 than
+ * one row at a time at C = 16..64; an inner loop over 8 rows was slower), then the leftover rows.
+ */
+
+/** s1[c] += sum_r (x[r, c] - shift[c]), s2[c] += sum_r (x[r, c] - shift[c])^2. */
+function shiftedSums(
+  X: Float32Array,
+  shift: Float32Array,
+  rows: number,
+  C: number,
+  s1: Float64Array,
+  s2: Float64Array,
+): void {
+  const r4 = rows - (rows % 4);
+  const C2 = 2 * C;
+  const C3 = 3 * C;
+  for (let r = 0; r < r4; r += 4) {
+    const base = r * C;
+    for (let c = 0; c < C; c++) {
+      const sh = shift[c]!;
+      const i = base + c;
+      const d0 = X[i]! - sh;
+      const d1 = X[i + C]! - sh;
+      const d2 = X[i + C2]! - sh;
+      const d3 = X[i + C3]! - sh;
+      s1[c] += d0 + d1 + d2 + d3;
+      s2[c] += d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3;
+    }
+  }
+  for (let i = r4 * C; i < rows * C; i += C)
+    for (let c = 0; c < C; c++) {
+      const d = X[i + c]! - shift[c]!;
+      s1[c] += d;
+      s2[c] += d * d;
+    }
+}
+
+/** y[r, c] = x[r, c] * mul[c] + add[c]. */
+function affine(
+  X: Float32Array,
+  mul: Float64Array,
+  add: Float64Array,
+  rows: number,
+  C: number,
+  Y: Float32Array,
+): void {
+  const r4 = rows - (rows % 4);
+  const C2 = 2 * C;
+  const C3 = 3 * C;
+  for (let r = 0; r < r4; r += 4) {
+    const base = r * C;
+    for (let c = 0; c < C; c++) {
+      const m = mul[c]!;
+      const a = add[c]!;
+      const i = base + c;
+      Y[i] = X[i]! * m + a;
+      Y[i + C] = X[i + C]! * m + a;
+      Y[i + C2] = X[i + C2]! * m + a;
+      Y[i + C3] = X[i + C3]! * m + a;
+    }
+  }
+  for (let i = r4 * C; i < rows * C; i += C)
+    for (let c = 0; c < C; c++) Y[i + c] = X[i + c]! * mul[c]! + add[c]!;
+}
+
+/** s1[c] += sum_r dy[r, c], s2[c] += sum_r dy[r, c] (x[r, c] - mean[c]). */
+function gradSums(
+  DY: Float32Array,
+  X: Float32Array,
+  M: Float32Array,
+  rows: number,
+  C: number,
+  s1: Float64Array,
+  s2: Float64Array,
+): void {
+  const r4 = rows - (rows % 4);
+  const C2 = 2 * C;
+  const C3 = 3 * C;
+  for (let r = 0; r < r4; r += 4) {
+    const base = r * C;
+    for (let c = 0; c < C; c++) {
+      const m = M[c]!;
+      const i = base + c;
+      const g0 = DY[i]!;
+      const g1 = DY[i + C]!;
+      const g2 = DY[i + C2]!;
+      const g3 = DY[i + C3]!;
+      s1[c] += g0 + g1 + g2 + g3;
+      s2[c] += g0 * (X[i]! - m) + g1 * (X[i + C]! - m) + g2 * (X[i + C2]! - m) + g3 * (X[i + C3]! - m);
+    }
+  }
+  for (let i = r4 * C; i < rows * C; i += C)
+    for (let c = 0; c < C; c++) {
+      const g = DY[i + c]!;
+      s1[c] += g;
+      s2[c] += g * (X[i + c]! - M[c]!);
+    }
+}
+
+/** dx[r, c] = dy[r, c] k[c] + (x[r, c] - mean[c]) B[c] + A[c]. */
+function gradInput(
+  DY: Float32Array,
+  X: Float32Array,
+  M: Float32Array,
+  k: Float64Array,
+  A: Float64Array,
+  B: Float64Array,
+  rows: number,
+  C: number,
+  DX: Float32Array,
+): void {
+  const r4 = rows - (rows % 4);
+  const C2 = 2 * C;
+  const C3 = 3 * C;
+  for (let r = 0; r < r4; r += 4) {
+    const base = r * C;
+    for (let c = 0; c < C; c++) {
+      const kc = k[c]!;
+      const a = A[c]!;
+      const b = B[c]!;
+      const m = M[c]!;
+      const i = base + c;
+      DX[i] = DY[i]! * kc + (X[i]! - m) * b + a;
+      DX[i + C] = DY[i + C]! * kc + (X[i + C]! - m) * b + a;
+      DX[i + C2] = DY[i + C2]! * kc + (X[i + C2]! - m) * b + a;
+      DX[i + C3] = DY[i + C3]! * kc + (X[i + C3]! - m) * b + a;
+    }
+  }
+  for (let i = r4 * C; i < rows * C; i += C)
+    for (let c = 0; c < C; c++) DX[i + c] = DY[i + c]! * k[c]! + (X[i + c]! - M[c]!) * B[c]! + A[c]!;
+}
+
 /**
  * Training-mode batch norm (models/batch-normalization.ts BATCH_NORM_TRAINING), two passes over
  * the heap as the native kernel (native/src/addon.cc batchNormTrain): per-channel sums of
@@ -555,12 +689,7 @@ export function batchNormTrainingWasm({ inputs, backend, attrs }: KernelArgs): T
     const shift = X.slice(0, C);
     const s1 = new Float64Array(C);
     const s2 = new Float64Array(C);
-    for (let r = 0, i = 0; r < rows; r++)
-      for (let c = 0; c < C; c++, i++) {
-        const d = X[i]! - shift[c]!;
-        s1[c] += d;
-        s2[c] += d * d;
-      }
+    shiftedSums(X, shift, rows, C, s1, s2);
     const mul = new Float64Array(C);
     const add = new Float64Array(C);
     for (let c = 0; c < C; c++) {
@@ -573,7 +702,7 @@ export function batchNormTrainingWasm({ inputs, backend, attrs }: KernelArgs): T
       mul[c] = k;
       add[c] = (of ? of[c]! : 0) - mean * k;
     }
-    for (let r = 0, i = 0; r < rows; r++) for (let c = 0; c < C; c++, i++) Y[i] = X[i]! * mul[c]! + add[c]!;
+    affine(X, mul, add, rows, C, Y);
     return [outY, outMean, outVar];
   } catch (e) {
     for (const t of [outY, outMean, outVar]) backend.disposeData(t.dataId);
@@ -624,12 +753,7 @@ export function batchNormTrainingGradWasm({ inputs, backend, attrs }: KernelArgs
     const DO = hb.typedArrayFromHeap(outDo);
     const s1 = new Float64Array(C);
     const s2 = new Float64Array(C);
-    for (let r = 0, i = 0; r < rows; r++)
-      for (let c = 0; c < C; c++, i++) {
-        const g = DY[i]!;
-        s1[c] += g;
-        s2[c] += g * (X[i]! - M[c]!);
-      }
+    gradSums(DY, X, M, rows, C, s1, s2);
     const k = new Float64Array(C);
     const A = new Float64Array(C);
     const B = new Float64Array(C);
@@ -642,8 +766,7 @@ export function batchNormTrainingGradWasm({ inputs, backend, attrs }: KernelArgs
       DS[c] = s2[c]! * inv;
       DO[c] = s1[c]!;
     }
-    for (let r = 0, i = 0; r < rows; r++)
-      for (let c = 0; c < C; c++, i++) DX[i] = DY[i]! * k[c]! + (X[i]! - M[c]!) * B[c]! + A[c]!;
+    gradInput(DY, X, M, k, A, B, rows, C, DX);
     return [outDx, outDs, outDo];
   } catch (e) {
     for (const t of [outDx, outDs, outDo]) backend.disposeData(t.dataId);
