@@ -63,8 +63,8 @@ function behaviourFor(config, attempt) {
   };
 }
 
-async function finishWithFailure(code, message, retryable) {
-  send({ type: 'failed', error: { name: 'Error', code, message }, retryable });
+async function finishWithFailure(code, message, retryable, name = 'Error') {
+  send({ type: 'failed', error: { name, code, message }, retryable });
   record('end', { outcome: code });
   await flushAndExit(0);
 }
@@ -99,7 +99,7 @@ async function run(msg) {
     },
   });
 
-  // A dependent trial must receive its start trial's checkpoint.
+  // A dependent trial must receive its start trial's checkpoint (the fake's own final.ckpt.json).
   if (config.start?.kind === 'trial') {
     let ok = false;
     try {
@@ -112,6 +112,48 @@ async function run(msg) {
         'DATA_INVALID',
         `start checkpoint ${options.startCheckpoint} is not the checkpoint of trial ${config.start.trialKey}`,
         false,
+      );
+  }
+
+  // A named checkpoint start: the path the coordinator resolved must be a checkpoint directory. The
+  // real trial (packages/trainers runTrial + loadCheckpoint) fails for good with these errors.
+  if (config.start?.kind === 'checkpoint') {
+    if (!options.startCheckpoint)
+      return finishWithFailure(
+        'INVALID_OPTION',
+        `startCheckpoint: required because config.start.kind is 'checkpoint' (the scheduler resolves it; flatrank train takes --start-checkpoint)`,
+        false,
+        'ValidationError',
+      );
+    const metaFile = join(options.startCheckpoint, 'flatrank.json');
+    let text;
+    let meta;
+    try {
+      text = readFileSync(metaFile, 'utf8');
+    } catch (e) {
+      return finishWithFailure(
+        'DATA_INVALID',
+        `checkpoint file ${metaFile} cannot be read: ${e?.message ?? e}`,
+        false,
+        'DataError',
+      );
+    }
+    try {
+      meta = JSON.parse(text);
+    } catch {
+      return finishWithFailure(
+        'DATA_INVALID',
+        `checkpoint file ${metaFile} is not valid JSON`,
+        false,
+        'DataError',
+      );
+    }
+    if (meta?.format !== 'flatrank-checkpoint-1')
+      return finishWithFailure(
+        'DATA_INVALID',
+        `${metaFile}: not a flatrank checkpoint (format ${JSON.stringify(meta?.format)}, expected flatrank-checkpoint-1)`,
+        false,
+        'DataError',
       );
   }
 
