@@ -13,8 +13,8 @@
  * Options (with '=': the root runner treats bare words as suite names):
  * --nets=lenet5,resnet20,resnet32  --backends=native,wasm,cpu  --batch=128  --warmup=3
  * --warmup-seconds=2  --steps=5  --seconds=3  --max-steps=300  --no-torch
- * --compare-bn (adds native rows with variant 'tfjs-layers-bn': tfjs-layers' unfused training
- * batch norm, the peer of the fused kernel)  --cpu-resnets (time the plain cpu backend's ResNets at
+ * --compare-bn (adds native and wasm ResNet rows with variant 'tfjs-layers-bn': tfjs-layers' unfused
+ * training batch norm, the peer of the fused kernels)  --cpu-resnets (time the plain cpu backend's ResNets at
  * batch 2; skipped by default: ~0.06 images/s, 35 s a step).
  *
  * On a shared machine wall-clock rates drop with the load; each row also reports the rate per
@@ -315,7 +315,9 @@ export default {
       for (const backend of backends) {
         const info = await initBackend({ backend });
         const variants: Array<string | null> =
-          backend === 'native' && o.compareBn && net !== 'lenet5' ? [null, 'tfjs-layers-bn'] : [null];
+          (backend === 'native' || backend === 'wasm') && o.compareBn && net !== 'lenet5'
+            ? [null, 'tfjs-layers-bn']
+            : [null];
         for (const variant of variants) {
           const base: Row = {
             net,
@@ -340,7 +342,9 @@ export default {
           const protocol: Protocol = slow
             ? { warmup: 1, warmupSeconds: 0, steps: 2, seconds: 0, maxSteps: 2 }
             : o;
-          setFusedBatchNorm(variant !== 'tfjs-layers-bn');
+          // The tfjs-layers variant turns the fused kernel off for its row; the main rows keep the
+          // process's setting (FLATRANK_FUSED_BATCH_NORM=0 turns it off everywhere).
+          const fusedBefore = variant === 'tfjs-layers-bn' ? setFusedBatchNorm(false) : null;
           try {
             const s = await timeSteps(net, batch, protocol);
             const ips = batch / s.wall;
@@ -367,7 +371,7 @@ export default {
           } catch (e) {
             rows.push({ ...base, batch, imagesPerSecond: null, note: `failed: ${(e as Error).message}` });
           } finally {
-            setFusedBatchNorm(true);
+            if (fusedBefore !== null) setFusedBatchNorm(fusedBefore);
           }
           console.error(
             `training bench: ${net} on ${backend}${variant ? ` (${variant})` : ''}: ${JSON.stringify(rows.at(-1)?.['imagesPerSecond'])} images/s` +

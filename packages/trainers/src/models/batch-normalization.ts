@@ -51,10 +51,12 @@ let fusedEnabled = !['0', 'false', 'off'].includes(process.env['FLATRANK_FUSED_B
 
 /**
  * Turns the fused path off (or back on) for this process, e.g. to compare both in a benchmark;
- * FLATRANK_FUSED_BATCH_NORM=0 starts a process with it off.
+ * FLATRANK_FUSED_BATCH_NORM=0 starts a process with it off. Returns the previous setting.
  */
-export function setFusedBatchNorm(enabled: boolean): void {
+export function setFusedBatchNorm(enabled: boolean): boolean {
+  const previous = fusedEnabled;
   fusedEnabled = enabled;
+  return previous;
 }
 
 /** Whether the active backend runs training-mode batch norm as one kernel (and it is enabled). */
