@@ -27,5 +27,7 @@ export {
   runUserQuery,
 } from './query.js';
 export type { Row, Cell, RunsFilter, TrialDetail, QueryResult, WhereClause } from './query.js';
+export { iterateReportTrials, reportStartLookup } from './report-rows.js';
+export type { ReportTrialRow, ReportStartRow } from './report-rows.js';
 export { OUTPUT_FORMATS, parseFormat, formatRows, formatTable, formatCsv, formatJson } from './format.js';
 export type { OutputFormat, FormatRow } from './format.js';

@@ -1,0 +1,105 @@
+/**
+ * The per-trial inputs of a sweep report, read in one streamed pass (`flatrank report` / `plot`).
+ *
+ * A report groups trials by their config without the seed (and a start trial replaced by that
+ * trial's own group) and averages a few result columns per group. Reading every trial through
+ * `listTrials` built ~40-field row objects and parsed every config (100k trials: ~9 s and 140 MB
+ * kept, bench `npm run bench -- report`). Here SQLite strips the per-seed parts of the config
+ * (`json_remove`), so the seeds of one configuration share a `shape` text that the caller parses
+ * once, and computes the ratios (and the per-layer params sums of the current attempt), so a row
+ * is 14 plain values; rows are handed over one at a time (`iterate()`), never all at once.
+ */
+import type Database from 'better-sqlite3';
+import type { TrialStatus } from '@flatrank/protocol';
+
+/**
+ * One member trial of a sweep as the report needs it (snake_case: straight from SQL). The value
+ * columns are set only for a succeeded trial with a results row; ratios are computed as
+ * `@flatrank/report`'s ratio() does (a / b as doubles, NULL when either is missing or b <= 0), so
+ * they are the same numbers bit for bit.
+ */
+export interface ReportTrialRow {
+  key: string;
+  status: TrialStatus;
+  seed: number;
+  /** The config's JSON without `seed` and `start.trialKey`: equal for the seeds of one configuration. */
+  shape: string;
+  /** `start.trialKey` when the trial starts from another trial's checkpoint, else null. */
+  start_key: string | null;
+  /** 1 for a succeeded trial with a results row (the value columns below are NULL otherwise). */
+  ok: 0 | 1;
+  accuracy_original: number | null;
+  accuracy_after_decomposition: number | null;
+  accuracy_final: number | null;
+  /** Whole-model params before / after. */
+  params_ratio: number | null;
+  macs_ratio: number | null;
+  /** latency_before_ms / latency_after_ms. */
+  latency_ratio: number | null;
+  wall_seconds: number | null;
+  /** Params before / after summed over the per-layer records of the current attempt (view trial_layers); NULL without any. */
+  layers_ratio: number | null;
+}
+
+/** A member trial that another member starts from: what resolving its group needs. */
+export interface ReportStartRow {
+  key: string;
+  shape: string;
+  start_key: string | null;
+}
+
+const SHAPE = `json_remove(t.config, '$.seed', '$.start.trialKey')`;
+const START_KEY = `json_extract(t.config, '$.start.trialKey')`;
+
+const RATIO = (a: string, b: string) => `CASE WHEN ${b} > 0 THEN CAST(${a} AS REAL) / ${b} END`;
+
+/**
+ * The sweep's member trials in id order, streamed (the membership key is in trial order, so no sort).
+ * One results lookup and one per-layer index range per trial; about 14 values per row, since
+ * building the JavaScript row objects is what costs (bench: `npm run bench -- report`).
+ */
+export function iterateReportTrials(
+  db: Database.Database,
+  sweepId: number,
+): IterableIterator<ReportTrialRow> {
+  // Values of succeeded trials only (a results row of another status is not averaged).
+  const ok = (expr: string) => `CASE WHEN t.status = 'succeeded' THEN ${expr} END`;
+  return db
+    .prepare(
+      `SELECT t.key, t.status, t.seed, ${SHAPE} AS shape, ${START_KEY} AS start_key,
+              t.status = 'succeeded' AND r.id IS NOT NULL AS ok,
+              ${ok('r.accuracy_original')} AS accuracy_original,
+              ${ok('r.accuracy_after_decomposition')} AS accuracy_after_decomposition,
+              ${ok('r.accuracy_final')} AS accuracy_final,
+              ${ok(RATIO('r.params_before', 'r.params_after'))} AS params_ratio,
+              ${ok(RATIO('r.macs_before', 'r.macs_after'))} AS macs_ratio,
+              ${ok(RATIO('r.latency_before_ms', 'r.latency_after_ms'))} AS latency_ratio,
+              ${ok('r.wall_seconds')} AS wall_seconds,
+              ${ok(`(SELECT ${RATIO('sum(l.params_before)', 'sum(l.params_after)')}
+                     FROM layers l WHERE l.trial_id = t.id AND l.attempt = t.attempts AND r.id IS NOT NULL)`)} AS layers_ratio
+       FROM sweep_trials st
+       JOIN trials t ON t.id = st.trial_id
+       LEFT JOIN results r ON r.trial_id = t.id
+       WHERE st.sweep_id = ?
+       ORDER BY st.trial_id`,
+    )
+    .iterate(sweepId) as IterableIterator<ReportTrialRow>;
+}
+
+/**
+ * Looks up a member trial by key (the trial another member starts from): its shape and own start
+ * key, or undefined when the key is not a member of the sweep. One indexed lookup per call; the
+ * caller asks once per distinct start trial (the few baselines a sweep's fine-tunes start from),
+ * instead of scanning every config for start keys up front.
+ */
+export function reportStartLookup(
+  db: Database.Database,
+  sweepId: number,
+): (key: string) => ReportStartRow | undefined {
+  const stmt = db.prepare(
+    `SELECT t.key, ${SHAPE} AS shape, ${START_KEY} AS start_key
+     FROM trials t WHERE t.key = ?
+       AND EXISTS (SELECT 1 FROM sweep_trials st WHERE st.sweep_id = ? AND st.trial_id = t.id)`,
+  );
+  return (key) => stmt.get(key, sweepId) as ReportStartRow | undefined;
+}
