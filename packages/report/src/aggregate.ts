@@ -199,25 +199,142 @@ function alias(path: string): string {
   return path;
 }
 
-export function aggregate(trials: readonly ReportTrial[], options: AggregateOptions = {}): ReportRow[] {
-  const tol = options.bucketTolerance ?? 0.05;
+/**
+ * What a row averages of one succeeded trial with a results row; null / NaN values are left out
+ * of the statistics (describe()).
+ */
+export interface TrialValues {
+  accuracyFinal: number | null;
+  accuracyAfterDecomposition: number | null;
+  accuracyOriginal: number | null;
+  /** ratio() of whole-model params / MACs / measured latency, before over after. */
+  paramsRatio: number | null;
+  macsRatio: number | null;
+  latencyRatio: number | null;
+  /** ratio() of params before / after summed over the per-layer records; null without any. */
+  layersRatio: number | null;
+  wallSeconds: number | null;
+}
+
+/** One trial folded into a group; `values` only for a succeeded trial with a results row. */
+export interface GroupedTrialInput {
+  key: string;
+  status: TrialStatus;
+  seed: number;
+  values: TrialValues | null;
+}
+
+/** The values of a trial given as a ReportTrial (null unless it succeeded with a summary). */
+export function trialValues(t: ReportTrial): TrialValues | null {
+  if (t.status !== 'succeeded' || !t.summary) return null;
+  const s = t.summary;
+  return {
+    accuracyFinal: s.accuracyFinal,
+    accuracyAfterDecomposition: s.accuracyAfterDecomposition,
+    accuracyOriginal: s.accuracyOriginal,
+    paramsRatio: ratio(s.paramsBefore, s.paramsAfter),
+    macsRatio: ratio(s.macsBefore, s.macsAfter),
+    latencyRatio: ratio(s.latencyBeforeMs, s.latencyAfterMs),
+    layersRatio:
+      t.layers.length === 0
+        ? null
+        : ratio(
+            t.layers.reduce((a, l) => a + l.paramsBefore, 0),
+            t.layers.reduce((a, l) => a + l.paramsAfter, 0),
+          ),
+    wallSeconds: s.wallSeconds,
+  };
+}
+
+/**
+ * The trials of one group (configuration up to the seed), folded one at a time in trial order: the
+ * value lists that describe() averages, so the statistics are the same whether the trials came
+ * as an array or streamed from the store.
+ */
+export class TrialGroup {
+  readonly status = Object.fromEntries(STATUSES.map((s) => [s, 0])) as Record<TrialStatus, number>;
+  readonly seeds = new Set<number>();
+  readonly trialKeys: string[] = [];
+  readonly accuracyFinal: Array<number | null> = [];
+  readonly accuracyAfterDecomposition: Array<number | null> = [];
+  readonly accuracyOriginal: Array<number | null> = [];
+  readonly paramsRatio: Array<number | null> = [];
+  readonly macsRatio: Array<number | null> = [];
+  readonly latencyRatio: Array<number | null> = [];
+  readonly layersRatio: Array<number | null> = [];
+  readonly wallSeconds: Array<number | null> = [];
+
+  /** `config` is the group's first trial's config (what the row's columns are read from). */
+  constructor(
+    readonly groupKey: string,
+    readonly config: TrialConfig,
+  ) {}
+
+  add(t: GroupedTrialInput): void {
+    this.status[t.status]++;
+    this.seeds.add(t.seed);
+    this.trialKeys.push(t.key);
+    const v = t.values;
+    if (!v) return;
+    this.accuracyFinal.push(v.accuracyFinal);
+    this.accuracyAfterDecomposition.push(v.accuracyAfterDecomposition);
+    this.accuracyOriginal.push(v.accuracyOriginal);
+    this.paramsRatio.push(v.paramsRatio);
+    this.macsRatio.push(v.macsRatio);
+    this.latencyRatio.push(v.latencyRatio);
+    this.layersRatio.push(v.layersRatio);
+    this.wallSeconds.push(v.wallSeconds);
+  }
+}
+
+/** A sweep's trials folded into groups (in order of each group's first trial) and counted by status. */
+export interface GroupedTrials {
+  groups: Map<string, TrialGroup>;
+  totals: Record<TrialStatus, number> & { trials: number };
+}
+
+export function emptyTotals(): GroupedTrials['totals'] {
+  return { trials: 0, ...(Object.fromEntries(STATUSES.map((s) => [s, 0])) as Record<TrialStatus, number>) };
+}
+
+/** Folds an array of trials into groups (see groupKeys). */
+export function groupTrials(trials: readonly ReportTrial[]): GroupedTrials {
   const keys = groupKeys(trials);
-  const groups = new Map<string, ReportTrial[]>();
+  const groups = new Map<string, TrialGroup>();
+  const totals = emptyTotals();
   for (const t of trials) {
     const g = keys.get(t.key)!;
-    const list = groups.get(g);
-    if (list) list.push(t);
-    else groups.set(g, [t]);
+    let group = groups.get(g);
+    if (!group) groups.set(g, (group = new TrialGroup(g, t.config)));
+    group.add({ key: t.key, status: t.status, seed: t.config.seed, values: trialValues(t) });
+    totals.trials++;
+    totals[t.status]++;
   }
+  return { groups, totals };
+}
+
+export function aggregate(
+  trials: readonly ReportTrial[] | GroupedTrials,
+  options: AggregateOptions = {},
+): ReportRow[] {
+  return aggregateGroups(isGrouped(trials) ? trials : groupTrials(trials), options);
+}
+
+export function isGrouped(trials: readonly ReportTrial[] | GroupedTrials): trials is GroupedTrials {
+  return !Array.isArray(trials);
+}
+
+function aggregateGroups({ groups }: GroupedTrials, options: AggregateOptions): ReportRow[] {
+  const tol = options.bucketTolerance ?? 0.05;
 
   // Variant = the fields that differ between groups of the same method x decomposition.
   const fieldsOf = new Map<string, Map<string, string>>();
-  for (const [g, list] of groups) fieldsOf.set(g, variantFields(list[0]!.config));
+  for (const [g, group] of groups) fieldsOf.set(g, variantFields(group.config));
   const family = (c: TrialConfig) => `${c.method}/${c.compression?.decomposition ?? ''}`;
   const varying = new Map<string, Set<string>>();
   const families = new Map<string, string[]>();
-  for (const [g, list] of groups) {
-    const f = family(list[0]!.config);
+  for (const [g, group] of groups) {
+    const f = family(group.config);
     families.set(f, [...(families.get(f) ?? []), g]);
   }
   for (const [f, gs] of families) {
@@ -229,28 +346,15 @@ export function aggregate(trials: readonly ReportTrial[], options: AggregateOpti
   }
 
   const rows: ReportRow[] = [];
-  for (const [g, list] of groups) {
-    const c = list[0]!.config;
-    const ok = list.filter((t) => t.status === 'succeeded' && t.summary);
-    const sums = ok.map((t) => t.summary!);
-    const status = Object.fromEntries(STATUSES.map((s) => [s, 0])) as Record<TrialStatus, number>;
-    for (const t of list) status[t.status]++;
+  for (const [g, group] of groups) {
+    const c = group.config;
     const fields = fieldsOf.get(g)!;
     const variant = [...(varying.get(family(c)) ?? [])]
       .sort()
       .map((p) => `${alias(p)}=${fields.get(p) ?? '-'}`)
       .join(' ');
     const target = targetRatioOf(c);
-    const paramsRatio = describe(sums.map((s) => ratio(s.paramsBefore, s.paramsAfter)));
-    const layersRatio = describe(
-      ok.map((t) => {
-        if (t.layers.length === 0) return null;
-        return ratio(
-          t.layers.reduce((a, l) => a + l.paramsBefore, 0),
-          t.layers.reduce((a, l) => a + l.paramsAfter, 0),
-        );
-      }),
-    );
+    const paramsRatio = describe(group.paramsRatio);
     const isBaseline = c.method === 'baseline';
     rows.push({
       group: g.slice(0, 12),
@@ -263,20 +367,20 @@ export function aggregate(trials: readonly ReportTrial[], options: AggregateOpti
       targetRatio: target?.ratio ?? null,
       targetBasis: target?.basis ?? null,
       isBaseline,
-      seeds: [...new Set(list.map((t) => t.config.seed))].sort((a, b) => a - b),
-      status,
-      accuracyFinal: describe(sums.map((s) => s.accuracyFinal)),
-      accuracyAfterDecomposition: describe(sums.map((s) => s.accuracyAfterDecomposition)),
-      accuracyOriginal: describe(sums.map((s) => s.accuracyOriginal)),
+      seeds: [...group.seeds].sort((a, b) => a - b),
+      status: { ...group.status },
+      accuracyFinal: describe(group.accuracyFinal),
+      accuracyAfterDecomposition: describe(group.accuracyAfterDecomposition),
+      accuracyOriginal: describe(group.accuracyOriginal),
       paramsRatio,
-      macsRatio: describe(sums.map((s) => ratio(s.macsBefore, s.macsAfter))),
-      latencyRatio: describe(sums.map((s) => ratio(s.latencyBeforeMs, s.latencyAfterMs))),
-      layersRatio,
-      wallSeconds: describe(sums.map((s) => s.wallSeconds)),
+      macsRatio: describe(group.macsRatio),
+      latencyRatio: describe(group.latencyRatio),
+      layersRatio: describe(group.layersRatio),
+      wallSeconds: describe(group.wallSeconds),
       ratio: isBaseline ? 1 : (target?.ratio ?? paramsRatio.mean),
       bucket: null,
       best: false,
-      trialKeys: list.map((t) => t.key),
+      trialKeys: [...group.trialKeys],
     });
   }
 

@@ -1,6 +1,21 @@
 // @flatrank/report: sweep reports (md / csv / json, beside the paper's published numbers) and plots (SVG / PNG).
-export { aggregate, describeRankPolicy, groupKeys, targetRatioOf } from './aggregate.js';
-export type { ReportRow, ReportTrial, AggregateOptions } from './aggregate.js';
+export {
+  aggregate,
+  describeRankPolicy,
+  groupKeys,
+  groupTrials,
+  targetRatioOf,
+  trialValues,
+  TrialGroup,
+} from './aggregate.js';
+export type {
+  ReportRow,
+  ReportTrial,
+  AggregateOptions,
+  GroupedTrials,
+  GroupedTrialInput,
+  TrialValues,
+} from './aggregate.js';
 export { describe, ratio } from './stats.js';
 export type { Stat } from './stats.js';
 export {
@@ -21,5 +36,5 @@ export { plotData, paretoFront, renderPlotSvg } from './plot.js';
 export type { PlotData, PlotPoint, PlotSeries, SvgOptions } from './plot.js';
 export { svgToPng, writeFileAtomic, plotFormatOf } from './output.js';
 export type { PlotFormat } from './output.js';
-export { loadSweep, loadSweepFrom } from './load.js';
-export type { LoadedSweep } from './load.js';
+export { loadSweep, loadSweepFrom, loadSweepTrials, loadSweepTrialsFrom } from './load.js';
+export type { LoadedSweep, LoadedSweepTrials } from './load.js';

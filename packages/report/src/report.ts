@@ -1,6 +1,14 @@
 /** A sweep's report: aggregated rows, optionally beside the paper's published numbers. */
 import type { TrialStatus } from '@flatrank/protocol';
-import { aggregate, type AggregateOptions, type ReportRow, type ReportTrial } from './aggregate.js';
+import {
+  aggregate,
+  groupTrials,
+  isGrouped,
+  type AggregateOptions,
+  type GroupedTrials,
+  type ReportRow,
+  type ReportTrial,
+} from './aggregate.js';
 import { DEFAULT_MATCH_TOLERANCE, matchRow, unmatchedPublished, type PaperMatch } from './compare.js';
 import type { PaperReference, PublishedRow } from './paper.js';
 
@@ -32,10 +40,15 @@ export interface BuildReportOptions extends AggregateOptions {
   matchTolerance?: number;
 }
 
-export function buildReport(trials: readonly ReportTrial[], options: BuildReportOptions): Report {
+/** `trials`: an array of trials, or the groups loadSweep streamed from the store (same report). */
+export function buildReport(
+  trials: readonly ReportTrial[] | GroupedTrials,
+  options: BuildReportOptions,
+): Report {
   const reproduces = options.reproduces ?? null;
   const tolerance = options.matchTolerance ?? DEFAULT_MATCH_TOLERANCE;
-  const aggregated = aggregate(trials, options);
+  const grouped = isGrouped(trials) ? trials : groupTrials(trials);
+  const aggregated = aggregate(grouped, options);
   // With several baseline configurations, the first (sorted) one is the reference.
   const base =
     aggregated.find((r) => r.isBaseline && r.accuracyFinal.mean !== null)?.accuracyFinal.mean ?? null;
@@ -47,16 +60,7 @@ export function buildReport(trials: readonly ReportTrial[], options: BuildReport
         ? null
         : (r.accuracyFinal.mean - base) * 100,
   }));
-  const totals = {
-    trials: trials.length,
-    pending: 0,
-    running: 0,
-    succeeded: 0,
-    failed: 0,
-    diverged: 0,
-    cancelled: 0,
-  };
-  for (const t of trials) totals[t.status]++;
+  const totals = { ...grouped.totals };
   return {
     sweep: options.sweep,
     reproduces,

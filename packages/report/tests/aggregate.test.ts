@@ -3,7 +3,16 @@ import { trialKey } from '@flatrank/protocol';
 import { createTempDb, type TempDb } from '@flatrank/testing';
 import { ResultsStore } from '@flatrank/store';
 import { UnknownNameError, StoreError } from '@flatrank/protocol';
-import { aggregate, buildReport, loadSweep, type ReportRow } from '../src/index.js';
+import {
+  aggregate,
+  buildReport,
+  formatReport,
+  loadSweep,
+  loadSweepTrials,
+  plotData,
+  renderPlotSvg,
+  type ReportRow,
+} from '../src/index.js';
 import { cfg, writeSweep, type HandTrial } from './helpers.js';
 
 let tmp: TempDb | undefined;
@@ -92,8 +101,10 @@ describe('aggregation over a hand-made database', () => {
     tmp = createTempDb();
     writeSweep(tmp.store!, 'hand', { name: 'hand' }, handSweep());
     const loaded = loadSweep(tmp.path, 'hand');
-    expect(loaded.trials).toHaveLength(12);
+    expect(loaded.trials.totals.trials).toBe(12);
+    expect(loaded.trials.groups.size).toBe(6);
     expect(loaded.reproduces).toBeNull();
+    expect(loadSweepTrials(tmp.path, 'hand').trials).toHaveLength(12);
     const rows = aggregate(loaded.trials);
     expect(rows).toHaveLength(6);
 
@@ -146,6 +157,62 @@ describe('aggregation over a hand-made database', () => {
     const report = buildReport(loaded.trials, { sweep: 'hand' });
     expect(report.totals).toMatchObject({ trials: 12, succeeded: 10, diverged: 1, pending: 1 });
     expect(report.rows.every((r) => r.paper === null)).toBe(true);
+  });
+
+  it('streamed groups and per-trial objects give byte-identical reports and plots', () => {
+    tmp = createTempDb();
+    const trials = handSweep();
+    // A baseline of another sweep (outside this one), a fine-tune starting from it, a chain of two
+    // trial starts, a result without a final accuracy, and a trial shared with the other sweep.
+    const outside = cfg({ method: 'baseline', seed: 7, training: { epochs: 2, lr: 0.05, batchSize: 32 } });
+    writeSweep(tmp.store!, 'other', { name: 'other' }, [
+      { config: outside, outcome: 'succeeded' },
+      trials[0]!,
+    ]);
+    const ft = trials[2]!.config;
+    trials.push(
+      {
+        config: cfg({
+          method: 'finetune',
+          seed: 0,
+          start: { kind: 'trial', trialKey: trialKey(outside) },
+          compression: tucker(2),
+        }),
+        outcome: 'succeeded',
+        summary: { accuracyFinal: 0.5 },
+      },
+      {
+        config: cfg({
+          method: 'finetune',
+          seed: 0,
+          start: { kind: 'trial', trialKey: trialKey(ft) },
+          compression: tucker(4),
+        }),
+        outcome: 'succeeded',
+        summary: { accuracyFinal: 0.8123456789, paramsAfter: 15001, wallSeconds: 3.3 },
+        layers: [
+          { name: 'conv2', paramsBefore: 2400, paramsAfter: 601 },
+          { name: 'conv1', paramsBefore: 150, paramsAfter: 150 },
+        ],
+      },
+      {
+        config: cfg({ method: 'posttrain', seed: 3, compression: tucker(4) }),
+        outcome: 'succeeded',
+        summary: { accuracyFinal: null as unknown as number, paramsAfter: 20000 },
+        layers: [{ name: 'conv2', paramsBefore: 2400, paramsAfter: 700 }],
+      },
+    );
+    writeSweep(tmp.store!, 'hand', { name: 'hand', reproduces: 'paper-fig3' }, trials);
+    const streamed = loadSweep(tmp.path, 'hand');
+    const perTrial = loadSweepTrials(tmp.path, 'hand');
+    expect(streamed.trials.totals.trials).toBe(perTrial.trials.length);
+    const opts = { sweep: streamed.sweep, reproduces: streamed.reproduces };
+    const a = buildReport(streamed.trials, opts);
+    const b = buildReport(perTrial.trials, opts);
+    // The outside start is its own group, the chained start its own row.
+    expect(a.rows.filter((r) => r.method === 'finetune' && r.decomposition === 'tucker2')).toHaveLength(3);
+    for (const f of ['md', 'csv', 'json'] as const) expect(formatReport(a, f)).toBe(formatReport(b, f));
+    expect(renderPlotSvg(plotData(a))).toBe(renderPlotSvg(plotData(b)));
   });
 
   it('unknown sweep and missing database are typed errors', () => {
