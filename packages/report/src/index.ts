@@ -34,7 +34,7 @@ export { REPORT_FORMATS, formatReport, parseReportFormat, toMarkdown, toCsv, fmt
 export type { ReportFormat } from './format.js';
 export { plotData, paretoFront, renderPlotSvg } from './plot.js';
 export type { PlotData, PlotPoint, PlotSeries, SvgOptions } from './plot.js';
-export { svgToPng, writeFileAtomic, plotFormatOf } from './output.js';
-export type { PlotFormat } from './output.js';
+export { svgToPng, rasterise, findFontFiles, FONT_DIRS, writeFileAtomic, plotFormatOf } from './output.js';
+export type { PlotFormat, PngOptions, Raster } from './output.js';
 export { loadSweep, loadSweepFrom, loadSweepTrials, loadSweepTrialsFrom } from './load.js';
 export type { LoadedSweep, LoadedSweepTrials } from './load.js';

@@ -1,15 +1,18 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { Resvg } from '@resvg/resvg-js';
 import { trialKey, ValidationError } from '@flatrank/protocol';
 import {
   buildReport,
+  findFontFiles,
   formatReport,
   paretoFront,
   parseReportFormat,
   plotData,
   plotFormatOf,
+  rasterise,
   renderPlotSvg,
   svgToPng,
   writeFileAtomic,
@@ -190,6 +193,60 @@ describe('plot', () => {
     writeFileAtomic(file, png);
     expect(readFileSync(file).subarray(1, 4).toString()).toBe('PNG');
     expect(readdirSync(join(dir, 'sub'))).toEqual(['plot.png']);
+  });
+
+  // The title (15 px bold, baseline y = 24, centred on x = 310 of 800) at zoom 2; nothing else is drawn there.
+  const titleInk = (r: { width: number; pixels: Uint8Array }) => {
+    let n = 0;
+    for (let y = 16; y < 60; y++)
+      for (let x = 500; x < 740; x++) if (r.pixels[(y * r.width + x) * 4]! < 128) n++;
+    return n;
+  };
+  const font = findFontFiles()[0];
+  it.skipIf(!font)(
+    `PNG text: a plot rendered with a known font file has ink in its title region${font ? '' : ' (SKIPPED: no .ttf/.otf font installed; apt-get install fonts-dejavu-core)'}`,
+    () => {
+      const svg = renderPlotSvg(plotData(report));
+      const warnings: string[] = [];
+      const r = rasterise(svg, { fontFiles: [font!], warn: (l) => warnings.push(l) });
+      expect(r.width).toBe(1600);
+      expect(titleInk(r)).toBeGreaterThan(200);
+      expect(warnings).toEqual([]);
+      // Control: without any font the same region is blank (what a font-less machine used to get).
+      const bare = new Resvg(svg, {
+        fitTo: { mode: 'zoom', value: 2 },
+        font: { loadSystemFonts: false, fontFiles: [] },
+        background: '#ffffff',
+      }).render();
+      expect(titleInk({ width: bare.width, pixels: bare.pixels })).toBe(0);
+    },
+  );
+
+  it('font lookup: DejaVu Sans first, else any font file (sans first); none found is one warning line', () => {
+    const fonts = join(dir, 'fonts');
+    mkdirSync(join(fonts, 'a'), { recursive: true });
+    mkdirSync(join(fonts, 'b'), { recursive: true });
+    writeFileSync(join(fonts, 'a', 'FooSerif.ttf'), '');
+    writeFileSync(join(fonts, 'b', 'FooSans.OTF'), '');
+    writeFileSync(join(fonts, 'b', 'readme.txt'), '');
+    expect(findFontFiles([join(dir, 'nothing-here'), fonts])).toEqual([
+      join(fonts, 'b', 'FooSans.OTF'),
+      join(fonts, 'a', 'FooSerif.ttf'),
+    ]);
+    mkdirSync(join(fonts, 'truetype', 'dejavu'), { recursive: true });
+    writeFileSync(join(fonts, 'truetype', 'dejavu', 'DejaVuSans.ttf'), '');
+    expect(findFontFiles([fonts])).toEqual([join(fonts, 'truetype', 'dejavu', 'DejaVuSans.ttf')]);
+    expect(findFontFiles([join(dir, 'nothing-here')])).toEqual([]);
+
+    const warnings: string[] = [];
+    const r = rasterise('<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', {
+      fontFiles: [],
+      warn: (l) => warnings.push(l),
+    });
+    expect(r.png.length).toBeGreaterThan(8);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/^warning: no font file found in .*fonts-dejavu-core/);
+    expect(warnings[0]).not.toContain('\n');
   });
 
   it('plot file extension decides the format', () => {
