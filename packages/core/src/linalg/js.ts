@@ -3,7 +3,8 @@
 // contiguous columns, so the working copies are kept column-major (a column-major m x n matrix is a
 // row-major n x m buffer).
 import { FlatrankError } from '@flatrank/protocol';
-import { gemm, norm2, transposeBuffer } from '../ops.js';
+import { norm2, transposeBuffer } from '../ops.js';
+import { gemmAcc } from './kernels.js';
 
 const EPS = 2 ** -52;
 const TINY = 2 ** -966;
@@ -94,12 +95,10 @@ function householderJs(
     panels.push(panel);
     const nc = n - p0 - b;
     if (nc > 0) {
-      const x = new Float64Array(L * nc);
-      for (let rr = 0; rr < L; rr++) x.set(w.subarray((p0 + rr) * n + p0 + b, (p0 + rr + 1) * n), rr * nc);
-      applyPanel(panel, x, nc, true);
-      for (let rr = 0; rr < L; rr++) w.set(x.subarray(rr * nc, (rr + 1) * nc), (p0 + rr) * n + p0 + b);
-      // Rows p0..p0+b-1 of the trailing columns are final rows of R.
-      for (let i = 0; i < b; i++) r.set(x.subarray(i * nc, (i + 1) * nc), (p0 + i) * n + p0 + b);
+      // Trailing columns updated in place; their rows p0..p0+b-1 are final rows of R.
+      applyPanel(panel, w, p0 * n + p0 + b, n, nc, true);
+      for (let i = 0; i < b; i++)
+        r.set(w.subarray((p0 + i) * n + p0 + b, (p0 + i + 1) * n), (p0 + i) * n + p0 + b);
     }
   }
   return { r, panels, k };
@@ -130,23 +129,32 @@ function blockT(vt: Float64Array, tau: Float64Array, b: number, L: number): Floa
 }
 
 /**
- * x (row-major L x cols, the rows p0..m-1 of the operand) := H^T x when `transpose` (the QR sweep),
- * else H x (applying Q), with H = I - V T V^T.
+ * The L x cols block of x at xOff (row stride ldx; the rows p0..m-1 of the operand) := H^T x when
+ * `transpose` (the QR sweep), else H x (applying Q), with H = I - V T V^T: three products, the last
+ * accumulated into x in place.
  */
-function applyPanel(panel: Panel, x: Float64Array, cols: number, transpose: boolean): void {
+function applyPanel(
+  panel: Panel,
+  x: Float64Array,
+  xOff: number,
+  ldx: number,
+  cols: number,
+  transpose: boolean,
+): void {
   const { vt, T, b } = panel;
   const L = vt.length / b;
-  const w = gemm(vt, x, b, cols, L, false, false, 'float64', true); // V^T x
-  const w2 = gemm(T, w, b, cols, b, transpose, false, 'float64', true); // T^T or T times it
-  const upd = gemm(vt, w2, L, cols, b, true, false, 'float64', true); // V (...)
-  for (let i = 0; i < x.length; i++) x[i] = x[i]! - upd[i]!;
+  const w = new Float64Array(b * cols);
+  gemmAcc(b, cols, L, 1, vt, 0, L, false, x, xOff, ldx, false, w, 0, cols); // V^T x
+  const w2 = new Float64Array(b * cols);
+  gemmAcc(b, cols, b, 1, T, 0, b, transpose, w, 0, cols, false, w2, 0, cols); // T^T or T times it
+  gemmAcc(L, cols, b, -1, vt, 0, L, true, w2, 0, cols, false, x, xOff, ldx); // x -= V (...)
 }
 
 /** x (row-major m x cols) := Q x, the reflectors applied last to first. */
-function applyQ(panels: Panel[], m: number, x: Float64Array, cols: number): void {
+function applyQ(panels: Panel[], x: Float64Array, cols: number): void {
   for (let i = panels.length - 1; i >= 0; i--) {
     const p = panels[i]!;
-    applyPanel(p, x.subarray(p.p0 * cols, m * cols), cols, false);
+    applyPanel(p, x, p.p0 * cols, cols, cols, false);
   }
 }
 
@@ -155,24 +163,123 @@ export function qrJs(a: Float64Array, m: number, n: number): { q: Float64Array; 
   const { r, panels, k } = householderJs(a, m, n);
   const q = new Float64Array(m * k);
   for (let j = 0; j < k; j++) q[j * k + j] = 1;
-  applyQ(panels, m, q, k);
+  applyQ(panels, q, k);
   return { q, r };
+}
+
+/**
+ * Row-major rows x cols matrix H_0 H_1 ... H_{r-1} [I; 0] (rows >= cols) for LINPACK-style reflectors
+ * kept in the columns of the column-major buffer src (column k at src[k*ld ..]): H_k = I - w w^T / w_0
+ * with w = src[k*ld + k+off .. k*ld + rows-1], or the identity where active[k] is 0. In LAPACK terms
+ * v = w / w_0 (unit leading entry) and tau = w_0. Blocked like applyQ: panels of QR_BLOCK reflectors
+ * in compact WY form, last panel first, each applied as GEMMs to the columns it can change only (the
+ * columns left of its first row are still unit vectors there), which is LAPACK dorgqr's saving.
+ */
+function formReflectorProduct(
+  src: Float64Array,
+  ld: number,
+  rows: number,
+  cols: number,
+  r: number,
+  off: number,
+  active: Float64Array,
+): Float64Array {
+  const x = new Float64Array(rows * cols);
+  for (let j = 0; j < cols; j++) x[j * cols + j] = 1;
+  for (let p0 = Math.floor((r - 1) / QR_BLOCK) * QR_BLOCK; p0 >= 0; p0 -= QR_BLOCK) {
+    const b = Math.min(QR_BLOCK, r - p0);
+    const top = p0 + off;
+    const L = rows - top;
+    const vt = new Float64Array(b * L);
+    const tau = new Float64Array(b);
+    for (let i = 0; i < b; i++) {
+      const k = p0 + i;
+      vt[i * L + i] = 1;
+      if (active[k] === 0) continue;
+      const c = k * ld;
+      const piv = src[c + k + off]!;
+      tau[i] = piv;
+      const inv = 1 / piv;
+      for (let q = k + off + 1; q < rows; q++) vt[i * L + q - top] = src[c + q]! * inv;
+    }
+    applyPanel({ p0: top, b, vt, T: blockT(vt, tau, b, L) }, x, top * cols + top, cols, cols - top, false);
+  }
+  return x;
+}
+
+/** Rotates columns j and l of a column-major matrix (column length len): (x_j, x_l) := (c x_j + s x_l, c x_l - s x_j). */
+function rotateColumns(X: Float64Array, len: number, j: number, l: number, c: number, s: number): void {
+  const cj = j * len;
+  const cl = l * len;
+  for (let i = 0; i < len; i++) {
+    const xj = X[cj + i]!;
+    const xl = X[cl + i]!;
+    X[cj + i] = c * xj + s * xl;
+    X[cl + i] = c * xl - s * xj;
+  }
+}
+
+/**
+ * The rotation chain of one QR sweep, (k, k+1), (k+1, k+2), ..., (last-1, last) with cosines c[j] and
+ * sines s[j], applied to the columns of a column-major matrix four rotations at a time: each row's five
+ * entries stay in registers through four rotations, so a rotation costs 2.5 memory accesses per row
+ * instead of 4 (the arithmetic, and so the rounding, is that of one rotation after the other).
+ */
+function rotateChain(
+  X: Float64Array,
+  len: number,
+  k: number,
+  last: number,
+  c: Float64Array,
+  s: Float64Array,
+): void {
+  let j = k;
+  for (; j + 4 <= last; j += 4) {
+    const c0 = c[j]!,
+      s0 = s[j]!,
+      c1 = c[j + 1]!,
+      s1 = s[j + 1]!;
+    const c2 = c[j + 2]!,
+      s2 = s[j + 2]!,
+      c3 = c[j + 3]!,
+      s3 = s[j + 3]!;
+    const o0 = j * len;
+    const o1 = o0 + len;
+    const o2 = o1 + len;
+    const o3 = o2 + len;
+    const o4 = o3 + len;
+    for (let i = 0; i < len; i++) {
+      const x0 = X[o0 + i]!;
+      let x1 = X[o1 + i]!;
+      let x2 = X[o2 + i]!;
+      let x3 = X[o3 + i]!;
+      const x4 = X[o4 + i]!;
+      X[o0 + i] = c0 * x0 + s0 * x1;
+      x1 = c0 * x1 - s0 * x0;
+      X[o1 + i] = c1 * x1 + s1 * x2;
+      x2 = c1 * x2 - s1 * x1;
+      X[o2 + i] = c2 * x2 + s2 * x3;
+      x3 = c2 * x3 - s2 * x2;
+      X[o3 + i] = c3 * x3 + s3 * x4;
+      X[o4 + i] = c3 * x4 - s3 * x3;
+    }
+  }
+  for (; j < last; j++) rotateColumns(X, len, j, j + 1, c[j]!, s[j]!);
 }
 
 /**
  * Golub-Kahan-Reinsch SVD (Householder bidiagonalisation, then implicit-shift QR on the bidiagonal;
  * the algorithm of LINPACK dsvdc / JAMA) of a column-major m x n matrix with m >= n, destroyed.
- * Returns column-major U (m x n), V (n x n) and descending s.
+ * Returns row-major u (m x n), v (n x n) and descending s.
  */
 function gkrColumnMajor(
   A: Float64Array,
   m: number,
   n: number,
-): { U: Float64Array; s: Float64Array; V: Float64Array } {
+): { u: Float64Array; s: Float64Array; v: Float64Array } {
   const nu = n;
   const s = new Float64Array(Math.min(m + 1, n));
-  const U = new Float64Array(m * nu);
-  const V = new Float64Array(n * n);
+  const VH = new Float64Array(n * n); // right reflectors, one per column
   const e = new Float64Array(n);
   const work = new Float64Array(m);
   const nct = Math.min(m - 1, n);
@@ -199,7 +306,6 @@ function gkrColumnMajor(
       }
       e[j] = A[cj + k]!;
     }
-    if (k < nct) for (let i = k; i < m; i++) U[ck + i] = A[ck + i]!;
     if (k < nrt) {
       let ek = norm2(e, k + 1, n);
       if (ek !== 0) {
@@ -222,7 +328,7 @@ function gkrColumnMajor(
           for (let i = k + 1; i < m; i++) A[cj + i] = A[cj + i]! + t * work[i]!;
         }
       }
-      for (let i = k + 1; i < n; i++) V[k * n + i] = e[i]!;
+      for (let i = k + 1; i < n; i++) VH[k * n + i] = e[i]!;
     }
   }
   let p = Math.min(n, m + 1);
@@ -230,56 +336,17 @@ function gkrColumnMajor(
   if (m < p) s[p - 1] = 0;
   if (nrt + 1 < p) e[nrt] = A[(p - 1) * m + nrt]!;
   e[p - 1] = 0;
-  // Generate U.
-  for (let j = nct; j < nu; j++) {
-    U.fill(0, j * m, j * m + m);
-    U[j * m + j] = 1;
-  }
-  for (let k = nct - 1; k >= 0; k--) {
-    const ck = k * m;
-    if (s[k] !== 0) {
-      for (let j = k + 1; j < nu; j++) {
-        const cj = j * m;
-        let t = 0;
-        for (let i = k; i < m; i++) t += U[ck + i]! * U[cj + i]!;
-        t = -t / U[ck + k]!;
-        for (let i = k; i < m; i++) U[cj + i] = U[cj + i]! + t * U[ck + i]!;
-      }
-      for (let i = k; i < m; i++) U[ck + i] = -U[ck + i]!;
-      U[ck + k] = 1 + U[ck + k]!;
-      for (let i = 0; i < k; i++) U[ck + i] = 0;
-    } else {
-      U.fill(0, ck, ck + m);
-      U[ck + k] = 1;
-    }
-  }
-  // Generate V.
-  for (let k = n - 1; k >= 0; k--) {
-    const ck = k * n;
-    if (k < nrt && e[k] !== 0) {
-      for (let j = k + 1; j < nu; j++) {
-        const cj = j * n;
-        let t = 0;
-        for (let i = k + 1; i < n; i++) t += V[ck + i]! * V[cj + i]!;
-        t = -t / V[ck + k + 1]!;
-        for (let i = k + 1; i < n; i++) V[cj + i] = V[cj + i]! + t * V[ck + i]!;
-      }
-    }
-    V.fill(0, ck, ck + n);
-    V[ck + k] = 1;
-  }
-  // Rotate columns j and l of a column-major matrix X with column length len.
-  const rot = (X: Float64Array, len: number, j: number, l: number, cs: number, sn: number): void => {
-    const cj = j * len;
-    const cl = l * len;
-    for (let i = 0; i < len; i++) {
-      const xj = X[cj + i]!;
-      const xl = X[cl + i]!;
-      X[cj + i] = cs * xj + sn * xl;
-      X[cl + i] = -sn * xj + cs * xl;
-    }
-  };
-  const pp = p - 1;
+  // U = H_0 ... H_{nct-1} [I; 0] and V = G_0 ... G_{nrt-1} from the reflectors left in A and V.
+  const u = formReflectorProduct(A, m, m, nu, nct, 0, s);
+  const v = formReflectorProduct(VH, n, n, n, nrt, 1, e);
+  // The QR iteration rotates columns: column-major copies keep each column contiguous. A sweep's
+  // rotations are collected and applied afterwards as chains (rotateChain).
+  const U = transposeBuffer(u, m, nu);
+  const V = transposeBuffer(v, n, n);
+  const cv = new Float64Array(n);
+  const sv = new Float64Array(n);
+  const cu = new Float64Array(n);
+  const su = new Float64Array(n);
   let iter = 0;
   const maxIter = 75 * n + 100;
   while (p > 0) {
@@ -327,7 +394,7 @@ function gkrColumnMajor(
           f = -sn * e[j - 1]!;
           e[j - 1] = cs * e[j - 1]!;
         }
-        rot(V, n, j, p - 1, cs, sn);
+        rotateColumns(V, n, j, p - 1, cs, sn);
       }
     } else if (kase === 2) {
       // Split at a negligible s(k).
@@ -340,7 +407,7 @@ function gkrColumnMajor(
         s[j] = t;
         f = -sn * e[j]!;
         e[j] = cs * e[j]!;
-        rot(U, m, j, k - 1, cs, sn);
+        rotateColumns(U, m, j, k - 1, cs, sn);
       }
     } else if (kase === 3) {
       // One implicit-shift QR step (Wilkinson-like shift from the trailing 2x2).
@@ -375,7 +442,8 @@ function gkrColumnMajor(
         e[j] = cs * e[j]! - sn * s[j]!;
         g = sn * s[j + 1]!;
         s[j + 1] = cs * s[j + 1]!;
-        rot(V, n, j, j + 1, cs, sn);
+        cv[j] = cs;
+        sv[j] = sn;
         t = hypot(f, g);
         cs = f / t;
         sn = g / t;
@@ -384,40 +452,37 @@ function gkrColumnMajor(
         s[j + 1] = -sn * e[j]! + cs * s[j + 1]!;
         g = sn * e[j + 1]!;
         e[j + 1] = cs * e[j + 1]!;
-        if (j < m - 1) rot(U, m, j, j + 1, cs, sn);
+        cu[j] = cs;
+        su[j] = sn;
       }
       e[p - 2] = f;
+      rotateChain(V, n, k, p - 1, cv, sv);
+      rotateChain(U, m, k, p - 1, cu, su);
       iter++;
     } else {
-      // Convergence: make s(k) non-negative, then bubble it into descending order.
+      // Convergence: make s(k) non-negative. Sorting waits for the end (one permutation instead of
+      // bubbling columns through U and V).
       if (s[k]! <= 0) {
         s[k] = s[k]! < 0 ? -s[k]! : 0;
-        for (let i = 0; i <= pp; i++) V[k * n + i] = -V[k * n + i]!;
-      }
-      while (k < pp) {
-        if (s[k]! >= s[k + 1]!) break;
-        const t = s[k]!;
-        s[k] = s[k + 1]!;
-        s[k + 1] = t;
-        if (k < n - 1) swapCols(V, n, k, k + 1);
-        if (k < m - 1) swapCols(U, m, k, k + 1);
-        k++;
+        for (let i = k * n; i < (k + 1) * n; i++) V[i] = -V[i]!;
       }
       iter = 0;
       p--;
     }
   }
-  return { U, s: s.subarray(0, n), V };
-}
-
-function swapCols(X: Float64Array, len: number, a: number, b: number): void {
-  const ca = a * len;
-  const cb = b * len;
-  for (let i = 0; i < len; i++) {
-    const t = X[ca + i]!;
-    X[ca + i] = X[cb + i]!;
-    X[cb + i] = t;
+  // Descending order; a stable sort keeps ties in place.
+  const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => s[y]! - s[x]! || x - y);
+  const sOut = new Float64Array(n);
+  const uOut = new Float64Array(m * n);
+  const vOut = new Float64Array(n * n);
+  for (let c = 0; c < n; c++) sOut[c] = s[order[c]!]!;
+  for (let c = 0; c < n; c++) {
+    const uc = order[c]! * m;
+    const vc = order[c]! * n;
+    for (let i = 0; i < m; i++) uOut[i * n + c] = U[uc + i]!;
+    for (let i = 0; i < n; i++) vOut[i * n + c] = V[vc + i]!;
   }
+  return { u: uOut, s: sOut, v: vOut };
 }
 
 /**
@@ -438,14 +503,13 @@ export function svdJs(
   if (m >= 2 * n && n > 1) {
     // U = Q [U_R; 0]: applying the reflectors costs less than forming Q and multiplying.
     const { r, panels } = householderJs(a, m, n);
-    const inner = svdJs(r, n, n);
+    const inner = gkrColumnMajor(transposeBuffer(r, n, n), n, n);
     const u = new Float64Array(m * n);
     u.set(inner.u);
-    applyQ(panels, m, u, n);
+    applyQ(panels, u, n);
     return { u, s: inner.s, v: inner.v };
   }
-  const { U, s, V } = gkrColumnMajor(transposeBuffer(a, m, n), m, n);
-  return { u: transposeBuffer(U, n, m), s: Float64Array.from(s), v: transposeBuffer(V, n, n) };
+  return gkrColumnMajor(transposeBuffer(a, m, n), m, n);
 }
 
 /**
