@@ -1,8 +1,12 @@
-// Benchmark suite `core-linalg`: thin SVD of 64x576 and 512x4608 float64 matrices (the sizes of a conv
-// layer's lowered kernel) with every available @flatrank/core path, side by side with numpy
-// (LAPACK gesdd) on the very same matrix in the same run when python3 + numpy are installed.
-// Options: --reps=N (timed runs per row, default 15 small / 3 large), --no-js-large (skip the slow
-// pure-JS 512x4608 row), --numpy-1thread (also time numpy on one OpenBLAS thread).
+// Benchmark suite `core-linalg`: thin SVD of float64 matrices shaped like conv layers' lowered kernels
+// (64x576, 128x1152, 256x2304, 512x4608) and of small square ones, with every available @flatrank/core
+// path side by side in one run: native LAPACK, pure JS (the fallback), randomized, and numpy (LAPACK
+// gesdd) on the very same matrix when python3 + numpy are installed. `jsVsNative` is the JS row's time
+// over the native row's; `cpuMs` is the process CPU time per call (steadier than wall time on a shared
+// machine for the single-threaded JS path; native may exceed its wall time with two OpenBLAS threads).
+// Options: --reps=N (timed runs per row, default by size), --no-js-large (skip the pure-JS rows of
+// 512x4608), --numpy-1thread (also time numpy on one OpenBLAS thread), --quick (conv shapes only, no
+// randomized rows and no decaying case).
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -82,18 +86,22 @@ function timeSvd(
   opts: SvdOptions,
   reps: number,
   forceJs: boolean,
-): { ms: number; s: Float64Array } {
+): { ms: number; cpuMs: number; s: Float64Array } {
   const prev = process.env.FLATRANK_LINALG;
   if (forceJs) process.env.FLATRANK_LINALG = 'js';
   try {
     let s = svd(a, opts).S; // warm-up (and JIT)
     const ts: number[] = [];
+    const cpu: number[] = [];
     for (let i = 0; i < reps; i++) {
+      const c0 = process.cpuUsage();
       const t0 = performance.now();
       s = svd(a, opts).S;
       ts.push(performance.now() - t0);
+      const c = process.cpuUsage(c0);
+      cpu.push((c.user + c.system) / 1000);
     }
-    return { ms: median(ts), s };
+    return { ms: median(ts), cpuMs: median(cpu), s };
   } finally {
     if (prev === undefined) delete process.env.FLATRANK_LINALG;
     else process.env.FLATRANK_LINALG = prev;
@@ -114,14 +122,17 @@ function argValue(args: string[], name: string): string | undefined {
   return eq?.slice(name.length + 1);
 }
 
+type Timed = { ms: number; cpuMs?: number; s: Float64Array };
+
 export default {
   name: 'core-linalg',
   description:
-    'thin SVD 64x576 and 512x4608 (float64, gaussian): native LAPACK, pure JS, randomized, vs numpy in the same run',
+    'thin SVD of lowered-kernel shapes 64x576..512x4608 and small squares (float64, gaussian): native LAPACK and pure JS side by side, randomized, vs numpy in the same run',
   async run(args: string[]): Promise<Row[]> {
     const repsArg = argValue(args, '--reps');
     const skipJsLarge = args.includes('--no-js-large');
     const single = args.includes('--numpy-1thread');
+    const quick = args.includes('--quick');
     const info = linalgInfo();
     const numpy = hasNumpy();
     const dir = mkdtempSync(join(tmpdir(), 'flatrank-bench-'));
@@ -129,29 +140,37 @@ export default {
     try {
       const cases = [
         { m: 64, n: 576, defaultReps: 15, randRank: 16, decaying: false },
+        { m: 128, n: 1152, defaultReps: 9, randRank: 32, decaying: false },
+        { m: 256, n: 2304, defaultReps: 5, randRank: 32, decaying: false },
         { m: 512, n: 4608, defaultReps: 3, randRank: 64, decaying: false },
+        // Small squares: Tucker core factors, EVBMF on small unfoldings.
+        { m: 64, n: 64, defaultReps: 25, randRank: 8, decaying: false },
+        { m: 256, n: 256, defaultReps: 7, randRank: 16, decaying: false },
         // Where randomized SVD is meant to be used: a spectrum that decays like a trained kernel's.
         { m: 512, n: 4608, defaultReps: 3, randRank: 64, decaying: true },
-      ];
+      ].filter((c) => !quick || (!c.decaying && c.m !== c.n));
       for (const { m, n, defaultReps, randRank, decaying } of cases) {
         const reps = repsArg ? Number(repsArg) : defaultReps;
         const a = decaying ? decayingMatrix(m, n, m * 7919 + n) : gaussianMatrix(m, n, m * 7919 + n);
         const shape = `${m}x${n}${decaying ? ' decaying' : ''}`;
         const ref = numpy ? timeNumpy(a, reps, dir) : { error: 'python3 with numpy not installed' };
         const refOk = 'ms' in ref ? ref : null;
-        const add = (
-          impl: string,
-          rank: number,
-          r: { ms: number; s: Float64Array } | null,
-          note: string,
-        ): void => {
+        let nativeRow: Timed | null = null;
+        const add = (impl: string, rank: number, r: Timed | null, note: string): void => {
           rows.push({
             case: `svd ${shape}`,
             impl,
             rank,
             ms: r ? Number(r.ms.toFixed(2)) : null,
+            cpuMs: r?.cpuMs !== undefined ? Number(r.cpuMs.toFixed(2)) : null,
             vsNumpy: r && refOk ? Number((r.ms / refOk.ms).toFixed(2)) : null,
+            jsVsNative: impl === 'js' && r && nativeRow ? Number((r.ms / nativeRow.ms).toFixed(2)) : null,
             maxRelSvDiff: r && refOk ? Number(maxRelDiff(r.s, refOk.s).toExponential(2)) : null,
+            // Against LAPACK in this process: what the JS fallback must reproduce.
+            maxRelSvDiffVsNative:
+              r && nativeRow && impl !== 'native'
+                ? Number(maxRelDiff(r.s, nativeRow.s).toExponential(2))
+                : null,
             reps,
             // Other processes sharing the CPU skew every row (numpy's OpenBLAS threads suffer most).
             load1: Number(loadavg()[0]!.toFixed(2)),
@@ -172,12 +191,8 @@ export default {
           add('numpy-1thread', Math.min(m, n), 'ms' in one ? one : null, 'OPENBLAS_NUM_THREADS=1');
         }
         if (info.backend === 'native') {
-          add(
-            'native',
-            Math.min(m, n),
-            timeSvd(a, { method: 'native' }, reps, false),
-            `LAPACKE dgesdd, OpenBLAS ${info.threads} threads`,
-          );
+          nativeRow = timeSvd(a, { method: 'native' }, reps, false);
+          add('native', Math.min(m, n), nativeRow, `LAPACKE dgesdd, OpenBLAS ${info.threads} threads`);
         } else {
           add('native', Math.min(m, n), null, `unavailable: ${info.reason ?? ''}`);
         }
@@ -188,15 +203,16 @@ export default {
           add(
             'js',
             Math.min(m, n),
-            timeSvd(a, { method: 'js' }, m >= 512 ? Math.min(reps, 2) : reps, true),
-            'pure JS: Householder QR + Golub-Kahan-Reinsch',
+            timeSvd(a, { method: 'js' }, m >= 512 ? Math.min(reps, 3) : reps, true),
+            `pure JS: ${Math.max(m, n) >= 2 * Math.min(m, n) ? 'Householder QR, then ' : ''}Golub-Kahan-Reinsch`,
           );
-        add(
-          'randomized',
-          randRank,
-          timeSvd(a, { method: 'randomized', rank: randRank, seed: 0 }, reps, false),
-          `Halko et al., oversample 10, 4 power iterations (${info.backend} QR/SVD)${decaying ? '' : '; flat spectrum: the worst case for sketching'}`,
-        );
+        if (!quick)
+          add(
+            'randomized',
+            randRank,
+            timeSvd(a, { method: 'randomized', rank: randRank, seed: 0 }, reps, false),
+            `Halko et al., oversample 10, 4 power iterations (${info.backend} QR/SVD)${decaying ? '' : '; flat spectrum: the worst case for sketching'}`,
+          );
       }
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -296,13 +296,31 @@ function gkrColumnMajor(
       }
       s[k] = -sk;
     }
+    // The right reflector's product work = A[k+1.., k+1..] e' is accumulated in the same pass as the
+    // left reflector's update (each column is in cache once): with e' = e / ek + e_{k+1} (unit vector),
+    // work = (sum_j e_j A_j) / ek + A_{k+1}, so the raw sum is what the pass collects.
+    const right = k < nrt && k + 1 < m;
+    if (right) work.fill(0, k + 1, m);
     for (let j = k + 1; j < n; j++) {
       const cj = j * m;
       if (k < nct && s[k] !== 0) {
         let t = 0;
         for (let i = k; i < m; i++) t += A[ck + i]! * A[cj + i]!;
         t = -t / A[ck + k]!;
-        for (let i = k; i < m; i++) A[cj + i] = A[cj + i]! + t * A[ck + i]!;
+        const ej = A[cj + k]! + t * A[ck + k]!;
+        A[cj + k] = ej;
+        if (right) {
+          for (let i = k + 1; i < m; i++) {
+            const x = A[cj + i]! + t * A[ck + i]!;
+            A[cj + i] = x;
+            work[i] = work[i]! + ej * x;
+          }
+        } else {
+          for (let i = k + 1; i < m; i++) A[cj + i] = A[cj + i]! + t * A[ck + i]!;
+        }
+      } else if (right) {
+        const ej = A[cj + k]!;
+        for (let i = k + 1; i < m; i++) work[i] = work[i]! + ej * A[cj + i]!;
       }
       e[j] = A[cj + k]!;
     }
@@ -315,13 +333,10 @@ function gkrColumnMajor(
         e[k + 1] = e[k + 1]! + 1;
       }
       e[k] = -ek;
-      if (k + 1 < m && ek !== 0) {
-        work.fill(0, k + 1, m);
-        for (let j = k + 1; j < n; j++) {
-          const ej = e[j]!;
-          const cj = j * m;
-          for (let i = k + 1; i < m; i++) work[i] = work[i]! + ej * A[cj + i]!;
-        }
+      if (right && ek !== 0) {
+        const inv = 1 / ek;
+        const c1 = (k + 1) * m;
+        for (let i = k + 1; i < m; i++) work[i] = work[i]! * inv + A[c1 + i]!;
         for (let j = k + 1; j < n; j++) {
           const t = -e[j]! / e[k + 1]!;
           const cj = j * m;
