@@ -17,43 +17,12 @@ import {
   setFusedBatchNorm,
 } from '../src/models/index.js';
 import { maxRelDiff, nativeExpected, rand, runOn, setupNative } from './native-helpers.js';
+import { bnLayerStep } from './training-steps.js';
 
 let calls = new Map<string, number>();
 beforeAll(async () => {
   ({ calls } = await setupNative());
 });
-
-/** One training-mode call of a fresh BN layer: [y, dx, dgamma, dbeta, movingMean, movingVariance]. */
-function layerStep(shape: number[], seed: number, shift: number, momentum: number): tf.Tensor[] {
-  const layer = batchNormalization({
-    axis: -1,
-    momentum,
-    epsilon: 1e-5,
-    gammaInitializer: tfl.initializers.randomUniform({ minval: 0.5, maxval: 1.5, seed }),
-    betaInitializer: tfl.initializers.randomUniform({ minval: -0.5, maxval: 0.5, seed: seed + 1 }),
-  });
-  // Channel c has mean ~ shift * (c + 1): the variance must survive the cancellation.
-  const C = shape[shape.length - 1]!;
-  const x = tf.add(tf.mul(rand(shape, seed + 2), 3), tf.mul(tf.range(1, C + 1, 1, 'float32'), shift));
-  layer.build(x.shape);
-  const r = rand(shape, seed + 3);
-  const xVar = tf.variable(x, true);
-  const [gamma, beta] = [layer.gamma!.read() as tf.Variable, layer.beta!.read() as tf.Variable];
-  let y: tf.Tensor | null = null;
-  const { grads } = tf.variableGrads(() => {
-    y = tf.keep(layer.apply(xVar, { training: true }) as tf.Tensor);
-    return tf.sum(tf.mul(y, r)) as tf.Scalar;
-  }, [xVar, gamma, beta]);
-  const out = [
-    y!,
-    grads[xVar.name]!,
-    grads[gamma.name]!,
-    grads[beta.name]!,
-    layer.movingMean.read(),
-    layer.movingVariance.read(),
-  ];
-  return out.map((t) => tf.keep(t.clone()));
-}
 
 describe.skipIf(!nativeExpected)('fused training batch norm on the native backend', () => {
   test('the native backend provides the fused kernels; cpu does not', async () => {
@@ -71,8 +40,8 @@ describe.skipIf(!nativeExpected)('fused training batch norm on the native backen
     ['one row per channel group', [1, 1, 2, 4], 0],
   ])('layer matches tfjs-layers on cpu: %s %j', async (_label, shape, shift) => {
     const before = calls.get('batchNormTrainGrad') ?? 0;
-    const ref = await runOn('cpu', () => layerStep(shape as number[], 11, shift as number, 0.9));
-    const got = await runOn('native', () => layerStep(shape as number[], 11, shift as number, 0.9));
+    const ref = await runOn('cpu', () => bnLayerStep(shape as number[], 11, shift as number, 0.9));
+    const got = await runOn('native', () => bnLayerStep(shape as number[], 11, shift as number, 0.9));
     const names = ['y', 'dx', 'dgamma', 'dbeta', 'movingMean', 'movingVariance'];
     const bad = names
       .map((n, i) => [n, maxRelDiff([got[i]!], [ref[i]!])] as const)
@@ -86,8 +55,8 @@ describe.skipIf(!nativeExpected)('fused training batch norm on the native backen
     const before = calls.get('batchNormTrain') ?? 0;
     setFusedBatchNorm(false);
     try {
-      const ref = await runOn('cpu', () => layerStep([2, 4, 4, 6], 3, 1, 0.5));
-      const got = await runOn('native', () => layerStep([2, 4, 4, 6], 3, 1, 0.5));
+      const ref = await runOn('cpu', () => bnLayerStep([2, 4, 4, 6], 3, 1, 0.5));
+      const got = await runOn('native', () => bnLayerStep([2, 4, 4, 6], 3, 1, 0.5));
       expect(maxRelDiff(got, ref)).toBeLessThan(2e-4);
     } finally {
       setFusedBatchNorm(true);

@@ -9,8 +9,6 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
-import * as tfl from '@tensorflow/tfjs-layers';
-import type { LayersModel } from '@tensorflow/tfjs-layers';
 import { ShapeError } from '@flatrank/protocol';
 import { initBackend } from '../src/backend/index.js';
 import {
@@ -18,11 +16,11 @@ import {
   BATCH_NORM_TRAINING_GRAD,
   batchNormTraining,
   batchNormalization,
-  buildModel,
   fusedBatchNormAvailable,
   setFusedBatchNorm,
 } from '../src/models/index.js';
 import { maxRelDiff, rand, runOn } from './native-helpers.js';
+import { bnLayerStep, compareSteps, trainSteps } from './training-steps.js';
 
 /** Calls of the two wasm kernels, counted by wrapping the registered kernel functions. */
 const calls = new Map<string, number>();
@@ -55,39 +53,6 @@ afterAll(() => {
 
 const count = (name: string) => calls.get(name) ?? 0;
 
-/** One training-mode call of a fresh BN layer: [y, dx, dgamma, dbeta, movingMean, movingVariance]. */
-function layerStep(shape: number[], seed: number, shift: number, momentum: number): tf.Tensor[] {
-  const layer = batchNormalization({
-    axis: -1,
-    momentum,
-    epsilon: 1e-5,
-    gammaInitializer: tfl.initializers.randomUniform({ minval: 0.5, maxval: 1.5, seed }),
-    betaInitializer: tfl.initializers.randomUniform({ minval: -0.5, maxval: 0.5, seed: seed + 1 }),
-  });
-  // Channel c has mean ~ shift * (c + 1): the variance must survive the cancellation.
-  const C = shape[shape.length - 1]!;
-  const x = tf.add(tf.mul(rand(shape, seed + 2), 3), tf.mul(tf.range(1, C + 1, 1, 'float32'), shift));
-  layer.build(x.shape);
-  const r = rand(shape, seed + 3);
-  const xVar = tf.variable(x, true);
-  const [gamma, beta] = [layer.gamma!.read() as tf.Variable, layer.beta!.read() as tf.Variable];
-  let y: tf.Tensor | null = null;
-  const { grads } = tf.variableGrads(() => {
-    y = tf.keep(layer.apply(xVar, { training: true }) as tf.Tensor);
-    return tf.sum(tf.mul(y, r)) as tf.Scalar;
-  }, [xVar, gamma, beta]);
-  const out = [
-    y!,
-    grads[xVar.name]!,
-    grads[gamma.name]!,
-    grads[beta.name]!,
-    layer.movingMean.read(),
-    layer.movingVariance.read(),
-  ].map((t) => tf.keep(t.clone()));
-  xVar.dispose();
-  return out;
-}
-
 describe('fused training batch norm on the wasm backend', () => {
   test('the wasm backend provides the fused kernels; cpu does not', async () => {
     await tf.setBackend('wasm');
@@ -104,8 +69,8 @@ describe('fused training batch norm on the wasm backend', () => {
     ['one row per channel group', [1, 1, 2, 4], 0],
   ])('layer matches tfjs-layers on cpu: %s %j', async (_label, shape, shift) => {
     const before = [count(BATCH_NORM_TRAINING), count(BATCH_NORM_TRAINING_GRAD)];
-    const ref = await runOn('cpu', () => layerStep(shape as number[], 11, shift as number, 0.9));
-    const got = await runOn('wasm', () => layerStep(shape as number[], 11, shift as number, 0.9));
+    const ref = await runOn('cpu', () => bnLayerStep(shape as number[], 11, shift as number, 0.9));
+    const got = await runOn('wasm', () => bnLayerStep(shape as number[], 11, shift as number, 0.9));
     const names = ['y', 'dx', 'dgamma', 'dbeta', 'movingMean', 'movingVariance'];
     const bad = names
       .map((n, i) => [n, maxRelDiff([got[i]!], [ref[i]!])] as const)
@@ -120,8 +85,8 @@ describe('fused training batch norm on the wasm backend', () => {
     const before = count(BATCH_NORM_TRAINING);
     setFusedBatchNorm(false);
     try {
-      const ref = await runOn('cpu', () => layerStep([2, 4, 4, 6], 3, 1, 0.5));
-      const got = await runOn('wasm', () => layerStep([2, 4, 4, 6], 3, 1, 0.5));
+      const ref = await runOn('cpu', () => bnLayerStep([2, 4, 4, 6], 3, 1, 0.5));
+      const got = await runOn('wasm', () => bnLayerStep([2, 4, 4, 6], 3, 1, 0.5));
       expect(maxRelDiff(got, ref)).toBeLessThan(2e-4);
     } finally {
       setFusedBatchNorm(true);
@@ -188,77 +153,13 @@ describe('fused training batch norm on the wasm backend', () => {
   });
 });
 
-interface StepResult {
-  losses: number[];
-  grads: Map<string, Float32Array>;
-  weights: Map<string, Float32Array>;
-}
-
-/** Two momentum-SGD steps of a fresh ResNet-8: losses, first-step gradients, final weights. */
-async function trainSteps(
-  backend: string,
-  shape: [number, number, number],
-  batch: number,
-): Promise<StepResult> {
-  await tf.setBackend(backend);
-  const model: LayersModel = buildModel('resnet8', { inputShape: shape, numClasses: 10, seed: 7 });
-  const x = rand([batch, ...shape], 1);
-  const labels = tf.oneHot(tf.tensor1d([3, 1, 4, 1, 5, 9, 2, 6].slice(0, batch), 'int32'), 10);
-  const opt = tf.train.momentum(0.05, 0.9);
-  const vars = model.trainableWeights.map((w) => w.read() as tf.Variable);
-  const losses: number[] = [];
-  const grads = new Map<string, Float32Array>();
-  for (let step = 0; step < 2; step++) {
-    const { value, grads: g } = tf.variableGrads(
-      () =>
-        tf.losses.softmaxCrossEntropy(labels, model.apply(x, { training: true }) as tf.Tensor) as tf.Scalar,
-      vars,
-    );
-    losses.push(value.dataSync()[0]!);
-    // Keyed by layer weight name: tf variable names get a uniquifying suffix per model instance.
-    if (step === 0)
-      model.trainableWeights.forEach((w, i) =>
-        grads.set(w.originalName, Float32Array.from(g[vars[i]!.name]!.dataSync() as Float32Array)),
-      );
-    opt.applyGradients(g);
-    value.dispose();
-    tf.dispose(Object.values(g));
-  }
-  const weights = new Map(
-    model.weights.map((w) => [w.originalName, Float32Array.from(w.read().dataSync() as Float32Array)]),
-  );
-  model.dispose();
-  opt.dispose();
-  tf.dispose([x, labels]);
-  return { losses, grads, weights };
-}
-
-function compare(a: StepResult, b: StepResult, tol: number): string[] {
-  const bad: string[] = [];
-  a.losses.forEach((l, i) => {
-    if (!(Math.abs(l - b.losses[i]!) <= tol * Math.max(1, Math.abs(b.losses[i]!))))
-      bad.push(`loss ${i}: ${l} vs ${b.losses[i]}`);
-  });
-  for (const [what, ma, mb] of [
-    ['grad', a.grads, b.grads],
-    ['weight', a.weights, b.weights],
-  ] as const) {
-    expect([...ma.keys()].sort()).toEqual([...mb.keys()].sort());
-    for (const [k, v] of ma) {
-      const d = maxRelDiff([v], [mb.get(k)!]);
-      if (!(d <= tol)) bad.push(`${what} ${k}: ${d}`);
-    }
-  }
-  return bad;
-}
-
 describe('training steps: wasm vs cpu', () => {
   test('ResNet-8 (8x8x3 inputs, batch 4): two momentum steps, fused batch norm', async () => {
-    const ref = await trainSteps('cpu', [8, 8, 3], 4);
+    const ref = await trainSteps('cpu', 'resnet8', [8, 8, 3], 4);
     const before = count(BATCH_NORM_TRAINING_GRAD);
-    const got = await trainSteps('wasm', [8, 8, 3], 4);
+    const got = await trainSteps('wasm', 'resnet8', [8, 8, 3], 4);
     expect(got.grads.size).toBeGreaterThan(15);
-    expect(compare(got, ref, 2e-4)).toEqual([]);
+    expect(compareSteps(got, ref, 2e-4)).toEqual([]);
     expect(got.losses[1]).not.toBe(got.losses[0]);
     // 7 batch norms per step (bn1 + 3 blocks x 2) ran the fused gradient kernel.
     expect(count(BATCH_NORM_TRAINING_GRAD) - before).toBe(14);

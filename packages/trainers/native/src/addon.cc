@@ -1064,6 +1064,46 @@ napi_value avgPoolGrad(const Args &a) {
 
 // ---------------------------------------------------------------- batch norm (channels last)
 
+// Two per-channel sums over rows of C channels: row(r, b1, b2) adds row r's terms to the float
+// accumulators b1/b2 (length C), which are folded into double every 32 rows (float blocks
+// vectorize; double keeps long sums exact enough). Chunking is deterministic (same rows -> same
+// chunks), so results do not depend on which thread ran which chunk. s1/s2 get the totals.
+template <typename Row>
+void channelSums(i64 rows, i64 C, std::vector<double> &s1, std::vector<double> &s2, Row &&row) {
+  const int nt = static_cast<int>(
+      std::max<i64>(1, std::min<i64>(pool()->threads() * 4, rows * C / kGrainElems)));
+  s1.assign(static_cast<size_t>(nt) * C, 0.0);
+  s2.assign(static_cast<size_t>(nt) * C, 0.0);
+  std::function<void(int, int)> job = [&](int t, int) {
+    double *a1 = s1.data() + static_cast<size_t>(t) * C, *a2 = s2.data() + static_cast<size_t>(t) * C;
+    const i64 r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
+    std::vector<float> b1(C), b2(C);
+    for (i64 rb = r0; rb < r1; rb += 32) {
+      std::fill(b1.begin(), b1.end(), 0.f);
+      std::fill(b2.begin(), b2.end(), 0.f);
+      const i64 re = std::min(r1, rb + 32);
+      for (i64 r = rb; r < re; ++r) row(r, b1.data(), b2.data());
+      for (i64 c = 0; c < C; ++c) a1[c] += b1[c], a2[c] += b2[c];
+    }
+  };
+  pool()->run(nt, job);
+  for (int t = 1; t < nt; ++t)
+    for (i64 c = 0; c < C; ++c)
+      s1[c] += s1[static_cast<size_t>(t) * C + c], s2[c] += s2[static_cast<size_t>(t) * C + c];
+}
+
+// y = x * mul[c] + add[c] over rows of C channels (batch norm with per-channel constants).
+void affineRows(const float *X, float *Y, i64 rows, i64 C, const std::vector<float> &mul,
+                const std::vector<float> &add) {
+  parFor(rows, rowGrain(C), [&](i64 r0, i64 r1) {
+    for (i64 r = r0; r < r1; ++r) {
+      const float *x = X + r * C;
+      float *y = Y + r * C;
+      for (i64 c = 0; c < C; ++c) y[c] = x[c] * mul[c] + add[c];
+    }
+  });
+}
+
 // batchNorm(x, mean, variance, offset|null, scale|null, eps, out): per-channel params of length C
 // (or 1, broadcast).
 napi_value batchNorm(const Args &a) {
@@ -1082,14 +1122,7 @@ napi_value batchNorm(const Args &a) {
     mul[c] = static_cast<float>(k);
     add[c] = static_cast<float>(o - m * k);
   }
-  const i64 rows = static_cast<i64>(lx) / C;
-  parFor(rows, rowGrain(C), [&](i64 r0, i64 r1) {
-    for (i64 r = r0; r < r1; ++r) {
-      const float *x = X + r * C;
-      float *o = O + r * C;
-      for (i64 c = 0; c < C; ++c) o[c] = x[c] * mul[c] + add[c];
-    }
-  });
+  affineRows(X, O, static_cast<i64>(lx) / C, C, mul, add);
   return undef(a.env);
 }
 
@@ -1113,34 +1146,19 @@ napi_value batchNormGrad(const Args &a) {
     inv[c] = 1.0 / std::sqrt(static_cast<double>(V[c]) + eps);
     k[c] = static_cast<float>(inv[c] * (Sc ? Sc[c] : 1.0));
   }
-  // Per-chunk partial sums (double), combined below.
-  const int nt = static_cast<int>(std::max<i64>(1, std::min<i64>(pool()->threads() * 4, static_cast<i64>(lx) / kGrainElems)));
-  std::vector<double> sdy(static_cast<size_t>(nt) * C, 0.0), sdyx(static_cast<size_t>(nt) * C, 0.0);
-  std::function<void(int, int)> job = [&](int t, int) {
-    double *s1 = sdy.data() + static_cast<size_t>(t) * C, *s2 = sdyx.data() + static_cast<size_t>(t) * C;
-    const i64 r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
-    // float sums over blocks of 32 rows (vectorizes), folded into double between blocks.
-    std::vector<float> b1(C), b2(C);
-    for (i64 rb = r0; rb < r1; rb += 32) {
-      std::fill(b1.begin(), b1.end(), 0.f);
-      std::fill(b2.begin(), b2.end(), 0.f);
-      const i64 re = std::min(r1, rb + 32);
-      for (i64 r = rb; r < re; ++r) {
-        const float *dy = DY + r * C, *x = X + r * C;
-        float *dx = DX + r * C;
-        for (i64 c = 0; c < C; ++c) {
-          dx[c] = dy[c] * k[c];
-          b1[c] += dy[c];
-          b2[c] += dy[c] * (x[c] - Mn[c]);
-        }
-      }
-      for (i64 c = 0; c < C; ++c) s1[c] += b1[c], s2[c] += b2[c];
+  // dx = dy * k in the same pass as the sums.
+  std::vector<double> s1, s2;
+  channelSums(rows, C, s1, s2, [&](i64 r, float *__restrict b1, float *__restrict b2) {
+    const float *dy = DY + r * C, *x = X + r * C;
+    float *dx = DX + r * C;
+    for (i64 c = 0; c < C; ++c) {
+      dx[c] = dy[c] * k[c];
+      b1[c] += dy[c];
+      b2[c] += dy[c] * (x[c] - Mn[c]);
     }
-  };
-  pool()->run(nt, job);
+  });
   for (i64 c = 0; c < C; ++c) {
-    double a1 = 0, a2 = 0;
-    for (int t = 0; t < nt; ++t) a1 += sdy[static_cast<size_t>(t) * C + c], a2 += sdyx[static_cast<size_t>(t) * C + c];
+    const double a1 = s1[c], a2 = s2[c];
     const double s = Sc ? Sc[c] : 1.0;
     DM[c] = static_cast<float>(-inv[c] * s * a1);
     DV[c] = static_cast<float>(-0.5 * inv[c] * inv[c] * inv[c] * s * a2);
@@ -1156,26 +1174,6 @@ napi_value batchNormGrad(const Args &a) {
 // the normalisation, and the gradient runs back through all of them (about ten full-size passes
 // and as many allocations per layer and step). These two kernels do the same maths in two passes
 // each way, as cuDNN/oneDNN training batch norm does.
-
-// Per-chunk double partial sums over rows of C channels: f(r0, r1, s1, s2) fills s1/s2 (length C)
-// for rows [r0, r1); returns the chunk count. Chunking is deterministic (same n -> same chunks), so
-// results do not depend on which thread ran which chunk.
-template <typename F>
-int channelSums(i64 rows, i64 C, std::vector<double> &s1, std::vector<double> &s2, F &&f) {
-  const int nt = static_cast<int>(
-      std::max<i64>(1, std::min<i64>(pool()->threads() * 4, rows * C / kGrainElems)));
-  s1.assign(static_cast<size_t>(nt) * C, 0.0);
-  s2.assign(static_cast<size_t>(nt) * C, 0.0);
-  std::function<void(int, int)> job = [&](int t, int) {
-    f(rows * t / nt, rows * (t + 1) / nt, s1.data() + static_cast<size_t>(t) * C,
-      s2.data() + static_cast<size_t>(t) * C);
-  };
-  pool()->run(nt, job);
-  for (int t = 1; t < nt; ++t)
-    for (i64 c = 0; c < C; ++c)
-      s1[c] += s1[static_cast<size_t>(t) * C + c], s2[c] += s2[static_cast<size_t>(t) * C + c];
-  return nt;
-}
 
 // batchNormTrain(x, scale|null, offset|null, eps, y, mean, variance): batch statistics over all
 // axes but the last (biased variance, as tf.moments), then y = (x - mean) / sqrt(var + eps) * scale
@@ -1194,22 +1192,12 @@ napi_value batchNormTrain(const Args &a) {
   const i64 rows = static_cast<i64>(lx) / C;
   std::vector<float> shift(X, X + C);
   std::vector<double> s1, s2;
-  channelSums(rows, C, s1, s2, [&](i64 r0, i64 r1, double *a1, double *a2) {
-    // float sums over blocks of 32 rows (vectorizes), folded into double between blocks.
-    std::vector<float> b1(C), b2(C);
-    for (i64 rb = r0; rb < r1; rb += 32) {
-      std::fill(b1.begin(), b1.end(), 0.f);
-      std::fill(b2.begin(), b2.end(), 0.f);
-      const i64 re = std::min(r1, rb + 32);
-      for (i64 r = rb; r < re; ++r) {
-        const float *x = X + r * C;
-        for (i64 c = 0; c < C; ++c) {
-          const float d = x[c] - shift[c];
-          b1[c] += d;
-          b2[c] += d * d;
-        }
-      }
-      for (i64 c = 0; c < C; ++c) a1[c] += b1[c], a2[c] += b2[c];
+  channelSums(rows, C, s1, s2, [&](i64 r, float *__restrict b1, float *__restrict b2) {
+    const float *x = X + r * C;
+    for (i64 c = 0; c < C; ++c) {
+      const float d = x[c] - shift[c];
+      b1[c] += d;
+      b2[c] += d * d;
     }
   });
   std::vector<float> mul(C), add(C);
@@ -1223,13 +1211,7 @@ napi_value batchNormTrain(const Args &a) {
     mul[c] = static_cast<float>(k);
     add[c] = static_cast<float>((Of ? Of[c] : 0.0) - mean * k);
   }
-  parFor(rows, rowGrain(C), [&](i64 r0, i64 r1) {
-    for (i64 r = r0; r < r1; ++r) {
-      const float *x = X + r * C;
-      float *y = Y + r * C;
-      for (i64 c = 0; c < C; ++c) y[c] = x[c] * mul[c] + add[c];
-    }
-  });
+  affineRows(X, Y, rows, C, mul, add);
   return undef(a.env);
 }
 
@@ -1252,20 +1234,11 @@ napi_value batchNormTrainGrad(const Args &a) {
   const i64 rows = static_cast<i64>(lx) / C;
   std::vector<double> s1, s2;
   // Pass 1: sum(dy) and sum(dy * (x - mean)) per channel.
-  channelSums(rows, C, s1, s2, [&](i64 r0, i64 r1, double *a1, double *a2) {
-    std::vector<float> b1(C), b2(C);
-    for (i64 rb = r0; rb < r1; rb += 32) {
-      std::fill(b1.begin(), b1.end(), 0.f);
-      std::fill(b2.begin(), b2.end(), 0.f);
-      const i64 re = std::min(r1, rb + 32);
-      for (i64 r = rb; r < re; ++r) {
-        const float *dy = DY + r * C, *x = X + r * C;
-        for (i64 c = 0; c < C; ++c) {
-          b1[c] += dy[c];
-          b2[c] += dy[c] * (x[c] - M[c]);
-        }
-      }
-      for (i64 c = 0; c < C; ++c) a1[c] += b1[c], a2[c] += b2[c];
+  channelSums(rows, C, s1, s2, [&](i64 r, float *__restrict b1, float *__restrict b2) {
+    const float *dy = DY + r * C, *x = X + r * C;
+    for (i64 c = 0; c < C; ++c) {
+      b1[c] += dy[c];
+      b2[c] += dy[c] * (x[c] - M[c]);
     }
   });
   // dx = k dy + B (x - mean) + A, with k = scale * inv and (N rows, xhat = (x - mean) inv)

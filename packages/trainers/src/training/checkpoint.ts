@@ -262,6 +262,18 @@ async function readJson(file: string): Promise<unknown> {
   }
 }
 
+/** A checkpoint's binary file, or a DataError naming it. */
+async function readCheckpointFile(file: string): Promise<Buffer> {
+  try {
+    return await readFile(file);
+  } catch (e) {
+    throw new DataError(`checkpoint file ${file} cannot be read: ${(e as Error).message}`, {
+      file,
+      cause: e,
+    });
+  }
+}
+
 export interface LoadCheckpointOptions {
   /** Read the optimizer state (default true); false skips the files (e.g. evaluation only). */
   optimizer?: boolean;
@@ -281,15 +293,7 @@ export async function loadCheckpoint(
   const modelJson = (await readJson(join(dir, 'model.json'))) as LoadedCheckpoint['modelJson'];
   const specs = (modelJson.weightsManifest ?? []).flatMap((g) => g.weights);
   const binFile = join(dir, 'weights.bin');
-  let bin: Buffer;
-  try {
-    bin = await readFile(binFile);
-  } catch (e) {
-    throw new DataError(`checkpoint file ${binFile} cannot be read: ${(e as Error).message}`, {
-      file: binFile,
-      cause: e,
-    });
-  }
+  const bin = await readCheckpointFile(binFile);
   const expected = specs.reduce((s, w) => s + w.shape.reduce((a, b) => a * b, 1) * 4, 0);
   if (bin.byteLength !== expected)
     throw new DataError(
@@ -365,15 +369,7 @@ async function readOptimizer(dir: string, expectedBuffers: number): Promise<Opti
     throw bad(`${list.length} buffers, flatrank.json says ${expectedBuffers}`);
   const bytes = list.reduce((s, b) => s + product(b.shape) * 4, 0);
   if (j['bytes'] !== bytes) throw bad(`bytes ${JSON.stringify(j['bytes'])}, the buffers need ${bytes}`);
-  let bin: Buffer;
-  try {
-    bin = await readFile(binFile);
-  } catch (e) {
-    throw new DataError(`checkpoint file ${binFile} cannot be read: ${(e as Error).message}`, {
-      file: binFile,
-      cause: e,
-    });
-  }
+  const bin = await readCheckpointFile(binFile);
   if (bin.byteLength !== bytes)
     throw new DataError(
       `${binFile}: ${bin.byteLength} bytes, ${OPTIMIZER_JSON} needs ${bytes} (truncated or corrupt optimizer state)`,

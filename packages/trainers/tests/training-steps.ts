@@ -1,0 +1,109 @@
+/**
+ * Shared pieces of the backend-vs-cpu training tests (native and wasm): one training-mode call of a
+ * batch-norm layer with its gradients, and two momentum-SGD steps of a model with the losses,
+ * gradients and weights to compare.
+ */
+import { expect } from 'vitest';
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+import type { LayersModel } from '@tensorflow/tfjs-layers';
+import { batchNormalization, buildModel } from '../src/models/index.js';
+import { maxRelDiff, rand } from './native-helpers.js';
+
+/** One training-mode call of a fresh BN layer: [y, dx, dgamma, dbeta, movingMean, movingVariance]. */
+export function bnLayerStep(shape: number[], seed: number, shift: number, momentum: number): tf.Tensor[] {
+  const layer = batchNormalization({
+    axis: -1,
+    momentum,
+    epsilon: 1e-5,
+    gammaInitializer: tfl.initializers.randomUniform({ minval: 0.5, maxval: 1.5, seed }),
+    betaInitializer: tfl.initializers.randomUniform({ minval: -0.5, maxval: 0.5, seed: seed + 1 }),
+  });
+  // Channel c has mean ~ shift * (c + 1): the variance must survive the cancellation.
+  const C = shape[shape.length - 1]!;
+  const x = tf.add(tf.mul(rand(shape, seed + 2), 3), tf.mul(tf.range(1, C + 1, 1, 'float32'), shift));
+  layer.build(x.shape);
+  const r = rand(shape, seed + 3);
+  const xVar = tf.variable(x, true);
+  const [gamma, beta] = [layer.gamma!.read() as tf.Variable, layer.beta!.read() as tf.Variable];
+  let y: tf.Tensor | null = null;
+  const { grads } = tf.variableGrads(() => {
+    y = tf.keep(layer.apply(xVar, { training: true }) as tf.Tensor);
+    return tf.sum(tf.mul(y, r)) as tf.Scalar;
+  }, [xVar, gamma, beta]);
+  const out = [
+    y!,
+    grads[xVar.name]!,
+    grads[gamma.name]!,
+    grads[beta.name]!,
+    layer.movingMean.read(),
+    layer.movingVariance.read(),
+  ].map((t) => tf.keep(t.clone()));
+  xVar.dispose();
+  return out;
+}
+
+export interface StepResult {
+  losses: number[];
+  grads: Map<string, Float32Array>;
+  weights: Map<string, Float32Array>;
+}
+
+export async function trainSteps(
+  backend: string,
+  name: 'resnet8' | 'resnet20' | 'lenet5',
+  shape: [number, number, number],
+  batch: number,
+): Promise<StepResult> {
+  await tf.setBackend(backend);
+  const model: LayersModel = buildModel(name, { inputShape: shape, numClasses: 10, seed: 7 });
+  const x = rand([batch, ...shape], 1);
+  const labels = tf.oneHot(tf.tensor1d([3, 1, 4, 1, 5, 9, 2, 6].slice(0, batch), 'int32'), 10);
+  const opt = tf.train.momentum(0.05, 0.9);
+  const vars = model.trainableWeights.map((w) => w.read() as tf.Variable);
+  const losses: number[] = [];
+  const grads = new Map<string, Float32Array>();
+  for (let step = 0; step < 2; step++) {
+    const { value, grads: g } = tf.variableGrads(
+      () =>
+        tf.losses.softmaxCrossEntropy(labels, model.apply(x, { training: true }) as tf.Tensor) as tf.Scalar,
+      vars,
+    );
+    losses.push(value.dataSync()[0]!);
+    // Keyed by layer weight name: tf variable names get a uniquifying suffix per model instance.
+    if (step === 0)
+      model.trainableWeights.forEach((w, i) =>
+        grads.set(w.originalName, Float32Array.from(g[vars[i]!.name]!.dataSync() as Float32Array)),
+      );
+    opt.applyGradients(g);
+    value.dispose();
+    tf.dispose(Object.values(g));
+  }
+  const weights = new Map(
+    model.weights.map((w) => [w.originalName, Float32Array.from(w.read().dataSync() as Float32Array)]),
+  );
+  model.dispose();
+  opt.dispose();
+  tf.dispose([x, labels]);
+  return { losses, grads, weights };
+}
+
+/** Differences beyond `tol` (relative), one line each: losses, first-step gradients, final weights. */
+export function compareSteps(a: StepResult, b: StepResult, tol: number): string[] {
+  const bad: string[] = [];
+  a.losses.forEach((l, i) => {
+    if (!(Math.abs(l - b.losses[i]!) <= tol * Math.max(1, Math.abs(b.losses[i]!))))
+      bad.push(`loss ${i}: ${l} vs ${b.losses[i]}`);
+  });
+  for (const [what, ma, mb] of [
+    ['grad', a.grads, b.grads],
+    ['weight', a.weights, b.weights],
+  ] as const) {
+    expect([...ma.keys()].sort()).toEqual([...mb.keys()].sort());
+    for (const [k, v] of ma) {
+      const d = maxRelDiff([v], [mb.get(k)!]);
+      if (!(d <= tol)) bad.push(`${what} ${k}: ${d}`);
+    }
+  }
+  return bad;
+}
