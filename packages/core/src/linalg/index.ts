@@ -153,6 +153,7 @@ export function svdRaw(
     a.map((x) => x / maxAbs),
     m,
     n,
+    true, // the scaled copy is scratch
   );
   for (let i = 0; i < r.s.length; i++) r.s[i] = r.s[i]! * maxAbs;
   return r;

@@ -21,6 +21,26 @@ function hypot(a: number, b: number): number {
   return y * Math.sqrt(1 + r * r);
 }
 
+/**
+ * x[xo..xo+len) . y[yo..yo+len) with four partial sums: a single running sum waits for each add to
+ * finish (a latency chain), four keep the floating-point adders busy (~3x faster dot products).
+ */
+function dot(x: Float64Array, xo: number, y: Float64Array, yo: number, len: number): number {
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  let i = 0;
+  for (; i + 3 < len; i += 4) {
+    s0 += x[xo + i]! * y[yo + i]!;
+    s1 += x[xo + i + 1]! * y[yo + i + 1]!;
+    s2 += x[xo + i + 2]! * y[yo + i + 2]!;
+    s3 += x[xo + i + 3]! * y[yo + i + 3]!;
+  }
+  for (; i < len; i++) s0 += x[xo + i]! * y[yo + i]!;
+  return s0 + s1 + (s2 + s3);
+}
+
 /** Panel width of the blocked Householder QR: wide enough for the GEMM updates to dominate. */
 const QR_BLOCK = 32;
 
@@ -44,9 +64,11 @@ function householderJs(
   a: Float64Array,
   m: number,
   n: number,
+  overwrite = false,
 ): { r: Float64Array; panels: Panel[]; k: number } {
   const k = Math.min(m, n);
-  const w = Float64Array.from(a);
+  const w = overwrite ? a : Float64Array.from(a); // a scratch copy unless the caller's may be used
+
   const r = new Float64Array(k * n);
   const panels: Panel[] = [];
   for (let p0 = 0; p0 < k; p0 += QR_BLOCK) {
@@ -75,9 +97,7 @@ function householderJs(
       tau[i] = t;
       for (let j = i + 1; j < b; j++) {
         const cj = j * L;
-        let d = pc[cj + i]!;
-        for (let q = i + 1; q < L; q++) d += pc[ci + q]! * pc[cj + q]!;
-        d *= t;
+        const d = t * (pc[cj + i]! + dot(pc, ci + i + 1, pc, cj + i + 1, L - i - 1));
         if (d !== 0) {
           pc[cj + i] = pc[cj + i]! - d;
           for (let q = i + 1; q < L; q++) pc[cj + q] = pc[cj + q]! - d * pc[ci + q]!;
@@ -113,12 +133,7 @@ function blockT(vt: Float64Array, tau: Float64Array, b: number, L: number): Floa
     T[i * b + i] = ti;
     if (ti === 0) continue;
     const vi = i * L;
-    for (let j = 0; j < i; j++) {
-      let d = 0;
-      const vj = j * L;
-      for (let q = i; q < L; q++) d += vt[vj + q]! * vt[vi + q]!;
-      z[j] = d;
-    }
+    for (let j = 0; j < i; j++) z[j] = dot(vt, j * L + i, vt, vi + i, L - i);
     for (let j = 0; j < i; j++) {
       let d = 0;
       for (let q = j; q < i; q++) d += T[j * b + q]! * z[q]!;
@@ -304,9 +319,7 @@ function gkrColumnMajor(
     for (let j = k + 1; j < n; j++) {
       const cj = j * m;
       if (k < nct && s[k] !== 0) {
-        let t = 0;
-        for (let i = k; i < m; i++) t += A[ck + i]! * A[cj + i]!;
-        t = -t / A[ck + k]!;
+        const t = -dot(A, ck + k, A, cj + k, m - k) / A[ck + k]!;
         const ej = A[cj + k]! + t * A[ck + k]!;
         A[cj + k] = ej;
         if (right) {
@@ -509,15 +522,17 @@ export function svdJs(
   a: Float64Array,
   m: number,
   n: number,
+  /** a may be destroyed (the caller's scratch copy): saves a copy of the matrix. */
+  overwrite = false,
 ): { u: Float64Array; s: Float64Array; v: Float64Array } {
   if (m < n) {
-    const r = svdJs(transposeBuffer(a, m, n), n, m);
+    const r = svdJs(transposeBuffer(a, m, n), n, m, true);
     return { u: r.v, s: r.s, v: r.u };
   }
   if (n === 0) return { u: new Float64Array(0), s: new Float64Array(0), v: new Float64Array(0) };
   if (m >= 2 * n && n > 1) {
     // U = Q [U_R; 0]: applying the reflectors costs less than forming Q and multiplying.
-    const { r, panels } = householderJs(a, m, n);
+    const { r, panels } = householderJs(a, m, n, overwrite);
     const inner = gkrColumnMajor(transposeBuffer(r, n, n), n, n);
     const u = new Float64Array(m * n);
     u.set(inner.u);
