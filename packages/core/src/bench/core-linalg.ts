@@ -5,8 +5,8 @@
 // over the native row's; `cpuMs` is the process CPU time per call (steadier than wall time on a shared
 // machine for the single-threaded JS path; native may exceed its wall time with two OpenBLAS threads).
 // Options: --reps=N (timed runs per row, default by size), --no-js-large (skip the pure-JS rows of
-// 512x4608), --numpy-1thread (also time numpy on one OpenBLAS thread), --quick (conv shapes only, no
-// randomized rows and no decaying case).
+// 512x4608), --numpy-1thread (also time numpy on one OpenBLAS thread), --no-numpy (skip numpy), --quick
+// (conv shapes only, no randomized rows and no decaying case).
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -90,7 +90,11 @@ function timeSvd(
   const prev = process.env.FLATRANK_LINALG;
   if (forceJs) process.env.FLATRANK_LINALG = 'js';
   try {
-    let s = svd(a, opts).S; // warm-up (and JIT)
+    // Warm-up: at least 3 calls, and up to 0.3 s of them, so that the optimising compiler (whose
+    // threads count in cpuMs) is done with the kernels before the timed calls.
+    let s = svd(a, opts).S;
+    const warmEnd = performance.now() + 300;
+    for (let w = 1; w < 3 || (w < 50 && performance.now() < warmEnd); w++) s = svd(a, opts).S;
     const ts: number[] = [];
     const cpu: number[] = [];
     for (let i = 0; i < reps; i++) {
@@ -134,7 +138,7 @@ export default {
     const single = args.includes('--numpy-1thread');
     const quick = args.includes('--quick');
     const info = linalgInfo();
-    const numpy = hasNumpy();
+    const numpy = !args.includes('--no-numpy') && hasNumpy();
     const dir = mkdtempSync(join(tmpdir(), 'flatrank-bench-'));
     const rows: Row[] = [];
     try {
@@ -153,7 +157,13 @@ export default {
         const reps = repsArg ? Number(repsArg) : defaultReps;
         const a = decaying ? decayingMatrix(m, n, m * 7919 + n) : gaussianMatrix(m, n, m * 7919 + n);
         const shape = `${m}x${n}${decaying ? ' decaying' : ''}`;
-        const ref = numpy ? timeNumpy(a, reps, dir) : { error: 'python3 with numpy not installed' };
+        const ref = numpy
+          ? timeNumpy(a, reps, dir)
+          : {
+              error: args.includes('--no-numpy')
+                ? 'skipped (--no-numpy)'
+                : 'python3 with numpy not installed',
+            };
         const refOk = 'ms' in ref ? ref : null;
         let nativeRow: Timed | null = null;
         const add = (impl: string, rank: number, r: Timed | null, note: string): void => {

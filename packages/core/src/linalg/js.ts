@@ -296,11 +296,22 @@ function gkrColumnMajor(
   const s = new Float64Array(Math.min(m + 1, n));
   const VH = new Float64Array(n * n); // right reflectors, one per column
   const e = new Float64Array(n);
-  const work = new Float64Array(m);
+  // Right-reflector products: `work` collects this step's, `pend` holds the previous step's until its
+  // update (A_j += tc[j] pend, j > k) is applied, which happens column by column inside the next step's
+  // pass, fused with that step's left dot product: one pass over the trailing matrix per step.
+  let work = new Float64Array(m);
+  let pend = new Float64Array(m);
+  const tc = new Float64Array(n);
+  let pk = -1; // the step whose right update is pending, or -1
   const nct = Math.min(m - 1, n);
   const nrt = Math.max(0, Math.min(n - 2, m));
   for (let k = 0; k < Math.max(nct, nrt); k++) {
     const ck = k * m;
+    if (pk >= 0) {
+      // pk = k - 1: its update covers rows k..m-1 of the columns from k on; column k is needed whole.
+      const tp = tc[k]!;
+      for (let i = k; i < m; i++) A[ck + i] = A[ck + i]! + tp * pend[i]!;
+    }
     if (k < nct) {
       let sk = norm2(A, ck + k, ck + m);
       if (sk !== 0) {
@@ -311,15 +322,42 @@ function gkrColumnMajor(
       }
       s[k] = -sk;
     }
-    // The right reflector's product work = A[k+1.., k+1..] e' is accumulated in the same pass as the
-    // left reflector's update (each column is in cache once): with e' = e / ek + e_{k+1} (unit vector),
-    // work = (sum_j e_j A_j) / ek + A_{k+1}, so the raw sum is what the pass collects.
+    const left = k < nct && s[k] !== 0;
+    // This step's right-reflector product work = A[k+1.., k+1..] e' is accumulated in the same pass as
+    // the left reflector's update: with e' = e / ek + e_{k+1} (unit vector), work = (sum_j e_j A_j) / ek
+    // + A_{k+1}, so the raw sum is what the pass collects.
     const right = k < nrt && k + 1 < m;
     if (right) work.fill(0, k + 1, m);
     for (let j = k + 1; j < n; j++) {
       const cj = j * m;
-      if (k < nct && s[k] !== 0) {
-        const t = -dot(A, ck + k, A, cj + k, m - k) / A[ck + k]!;
+      let t = 0;
+      if (pk >= 0) {
+        const tp = tc[j]!;
+        if (left) {
+          let d0 = 0;
+          let d1 = 0;
+          let i = k;
+          for (; i + 1 < m; i += 2) {
+            const x0 = A[cj + i]! + tp * pend[i]!;
+            const x1 = A[cj + i + 1]! + tp * pend[i + 1]!;
+            A[cj + i] = x0;
+            A[cj + i + 1] = x1;
+            d0 += A[ck + i]! * x0;
+            d1 += A[ck + i + 1]! * x1;
+          }
+          for (; i < m; i++) {
+            const x0 = A[cj + i]! + tp * pend[i]!;
+            A[cj + i] = x0;
+            d0 += A[ck + i]! * x0;
+          }
+          t = -(d0 + d1) / A[ck + k]!;
+        } else {
+          for (let i = k; i < m; i++) A[cj + i] = A[cj + i]! + tp * pend[i]!;
+        }
+      } else if (left) {
+        t = -dot(A, ck + k, A, cj + k, m - k) / A[ck + k]!;
+      }
+      if (left) {
         const ej = A[cj + k]! + t * A[ck + k]!;
         A[cj + k] = ej;
         if (right) {
@@ -337,6 +375,7 @@ function gkrColumnMajor(
       }
       e[j] = A[cj + k]!;
     }
+    pk = -1;
     if (k < nrt) {
       let ek = norm2(e, k + 1, n);
       if (ek !== 0) {
@@ -350,13 +389,20 @@ function gkrColumnMajor(
         const inv = 1 / ek;
         const c1 = (k + 1) * m;
         for (let i = k + 1; i < m; i++) work[i] = work[i]! * inv + A[c1 + i]!;
-        for (let j = k + 1; j < n; j++) {
-          const t = -e[j]! / e[k + 1]!;
-          const cj = j * m;
-          for (let i = k + 1; i < m; i++) A[cj + i] = A[cj + i]! + t * work[i]!;
-        }
+        for (let j = k + 1; j < n; j++) tc[j] = -e[j]! / e[k + 1]!;
+        pk = k;
+        const w = pend;
+        pend = work;
+        work = w;
       }
       for (let i = k + 1; i < n; i++) VH[k * n + i] = e[i]!;
+    }
+  }
+  if (pk >= 0) {
+    for (let j = pk + 1; j < n; j++) {
+      const tp = tc[j]!;
+      const cj = j * m;
+      for (let i = pk + 1; i < m; i++) A[cj + i] = A[cj + i]! + tp * pend[i]!;
     }
   }
   let p = Math.min(n, m + 1);
