@@ -1265,6 +1265,42 @@ napi_value batchNormTrainGrad(const Args &a) {
   return undef(a.env);
 }
 
+// ---------------------------------------------------------------- optimizer
+
+// sgdMomentum(w, buf, g, lr, momentum, weightDecay, nesterov, wOut, bufOut): one step of
+// training/sgd.ts MomentumSgd (PyTorch's convention) for one variable, in one pass instead of
+// six tfjs ops:
+//   g' = g + wd w;  buf' = momentum buf + g';  w' = w - lr (nesterov ? g' + momentum buf' : buf')
+// With momentum 0 the buffer is left as it is (bufOut may be null) and w' = w - lr g'.
+napi_value sgdMomentum(const Args &a) {
+  size_t lw, lb, lg, lwo, lbo;
+  float *W = a.f32(0, &lw), *B = a.f32(1, &lb), *G = a.f32(2, &lg);
+  const float lr = static_cast<float>(a.num(3)), mom = static_cast<float>(a.num(4)),
+              wd = static_cast<float>(a.num(5));
+  const bool nesterov = a.integer(6) != 0;
+  float *WO = a.f32(7, &lwo), *BO = a.f32(8, &lbo);
+  const i64 n = static_cast<i64>(lw);
+  checkLen(lg, n, "grad"), checkLen(lwo, n, "wOut");
+  const bool useMomentum = mom > 0.f;
+  if (useMomentum) {
+    if (!B || !BO) throw ArgError{"sgdMomentum: buffers are required when momentum > 0"};
+    checkLen(lb, n, "buf"), checkLen(lbo, n, "bufOut");
+  }
+  parFor(n, kGrainElems, [&](i64 i0, i64 i1) {
+    for (i64 i = i0; i < i1; ++i) {
+      const float g = wd != 0.f ? G[i] + W[i] * wd : G[i];
+      if (useMomentum) {
+        const float b = B[i] * mom + g;
+        BO[i] = b;
+        WO[i] = W[i] - (nesterov ? g + b * mom : b) * lr;
+      } else {
+        WO[i] = W[i] - g * lr;
+      }
+    }
+  });
+  return undef(a.env);
+}
+
 // ---------------------------------------------------------------- misc
 
 // setNumThreads(n): size of the worker pool (the calling thread included).
@@ -1313,6 +1349,7 @@ napi_value init(napi_env env, napi_value exports) {
       {"batchNormGrad", nullptr, wrap<batchNormGrad>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"batchNormTrain", nullptr, wrap<batchNormTrain>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"batchNormTrainGrad", nullptr, wrap<batchNormTrainGrad>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"sgdMomentum", nullptr, wrap<sgdMomentum>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"setNumThreads", nullptr, wrap<setNumThreads>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"info", nullptr, wrap<info>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
   };

@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- training [--json FILE]`: training throughput (images/s) of one SGD-with-momentum
- * step at batch 128 for LeNet-5 (28x28x1) and ResNet-20 / ResNet-32 (32x32x3) on every installed
+ * step (flatrank's MomentumSgd, as trials run it) at batch 128 for LeNet-5 (28x28x1) and ResNet-20 / ResNet-32 (32x32x3) on every installed
  * TF.js backend, side by side with PyTorch on CPU in the same run when `import torch` works
  * (Debian: `apt-get install python3-torch`; the bench installs nothing), and the ratio to PyTorch.
  *
@@ -27,6 +27,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { BackendName, ModelName } from '@flatrank/protocol';
 import { checkTrainingMemory, initBackend, installedBackends } from '../backend/index.js';
 import { buildModel, setFusedBatchNorm } from '../models/index.js';
+import { MomentumSgd } from '../training/sgd.js';
 
 const run = promisify(execFile);
 
@@ -125,14 +126,22 @@ async function timeSteps(
   checkTrainingMemory(model, batch, { modelName: net });
   const x = tf.randomNormal([batch, ...shape], 0, 1, 'float32', 1);
   const y = tf.oneHot(tf.randomUniform([batch], 0, 10, 'int32', 2), 10);
-  const opt = tf.train.momentum(0.01, 0.9);
+  // flatrank's own optimizer (what trials train with), like PyTorch's SGD below: lr 0.01,
+  // momentum 0.9, no weight decay.
+  const vars = model.trainableWeights.map((w) => ({
+    variable: w.read() as tf.Variable,
+    decay: false,
+    name: w.originalName,
+  }));
+  const opt = new MomentumSgd(vars, { momentum: 0.9, nesterov: false, weightDecay: 0 });
   const step = async (): Promise<void> => {
-    const loss = opt.minimize(
+    const { value, grads } = tf.variableGrads(
       () => tf.losses.softmaxCrossEntropy(y, model.apply(x, { training: true }) as tf.Tensor) as tf.Scalar,
-      true,
-    )!;
-    await loss.data(); // forces the step to finish on async backends
-    loss.dispose();
+      vars.map((v) => v.variable),
+    );
+    opt.step(grads, 0.01);
+    await value.data(); // forces the step to finish on async backends
+    tf.dispose([value, ...Object.values(grads)]);
   };
   try {
     const w0 = performance.now();

@@ -108,6 +108,18 @@ export interface NativeAddon {
     dscale: Float32Array,
     doffset: Float32Array,
   ): void;
+  /** One MomentumSgd step for one variable (training/sgd.ts); buffers may be null when momentum is 0. */
+  sgdMomentum(
+    w: Float32Array,
+    buf: Float32Array | null,
+    grad: Float32Array,
+    lr: number,
+    momentum: number,
+    weightDecay: number,
+    nesterov: number,
+    wOut: Float32Array,
+    bufOut: Float32Array | null,
+  ): void;
   setNumThreads(n: number): void;
   info(): { onednn: string; threads: number; cachedPrimitives: number };
 }

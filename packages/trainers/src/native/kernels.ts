@@ -17,6 +17,7 @@ import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import type { NativeAddon } from './addon.js';
 import { NativeBackend } from './buffers.js';
 import { BATCH_NORM_TRAINING, BATCH_NORM_TRAINING_GRAD } from '../models/batch-normalization.js';
+import { SGD_MOMENTUM_KERNEL } from '../training/sgd.js';
 
 type Inputs = Record<string, TensorInfo | undefined>;
 interface Args {
@@ -681,6 +682,33 @@ function batchNormTrainingGradKernel(args: Args, n: NativeAddon): TensorInfo[] |
   return [out(backend, [...x.shape], dx), out(backend, [C], dscale), out(backend, [C], doffset)];
 }
 
+/** MomentumSgd's update of one variable (training/sgd.ts SGD_MOMENTUM_KERNEL): [w', buf']. */
+function sgdMomentumKernel(args: Args, n: NativeAddon): TensorInfo[] | null {
+  const { inputs, backend, attrs } = args;
+  const variable = inputs['variable'];
+  const w = f32(backend, variable);
+  const buf = f32(backend, inputs['buffer']);
+  const g = f32(backend, inputs['grad']);
+  if (!variable || !w || !buf || !g || buf.length !== w.length || g.length !== w.length) return null;
+  const momentum = Number(attrs['momentum']);
+  const wOut = alloc(backend, w.length);
+  // With momentum 0 the buffer is returned unchanged (a copy: outputs are fresh tensors).
+  const bufOut = momentum > 0 ? alloc(backend, w.length) : Float32Array.from(buf);
+  n.sgdMomentum(
+    w,
+    momentum > 0 ? buf : null,
+    g,
+    Number(attrs['lr']),
+    momentum,
+    Number(attrs['weightDecay']),
+    attrs['nesterov'] ? 1 : 0,
+    wOut,
+    momentum > 0 ? bufOut : null,
+  );
+  const shape = [...variable.shape];
+  return [out(backend, shape, wOut), out(backend, shape, bufOut)];
+}
+
 // ---------------------------------------------------------------- gradient helpers
 
 /** Kernels behind the native gradients of Relu, Square and Mean (one pass each). */
@@ -719,6 +747,7 @@ export const GRADIENT_KERNELS: Record<string, NativeKernel> = {
   [MEAN_GRAD_KERNEL]: meanGradKernel,
   [BATCH_NORM_TRAINING]: batchNormTrainingKernel,
   [BATCH_NORM_TRAINING_GRAD]: batchNormTrainingGradKernel,
+  [SGD_MOMENTUM_KERNEL]: sgdMomentumKernel,
 };
 
 // ---------------------------------------------------------------- table
