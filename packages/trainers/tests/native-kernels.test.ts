@@ -273,6 +273,15 @@ describe.skipIf(!nativeExpected)('native kernels vs cpu', () => {
               [rand(shape, 21)],
             ),
         ]);
+    // Ties in 2x2 windows tiling the input (the vectorized path): the first maximum in scan order.
+    cases.push([
+      'maxPool 2x2 s2 ties',
+      () =>
+        valueAndGrads(
+          (x) => tf.maxPool(x as tf.Tensor4D, 2, 2, 'valid'),
+          [tf.relu(tf.round(tf.mul(rand([3, 8, 6, 5], 51), 1.5)))],
+        ),
+    ]);
     // Ties (integer-valued inputs, as after quantisation or in all-zero relu windows): the first
     // maximum in scan order gets dy, as on cpu.
     for (const s of [1, 2])

@@ -962,6 +962,23 @@ napi_value poolFwd(const Args &a) {
   return undef(a.env);
 }
 
+// One 2x2 window over C channels: dy to the first of the four positions (scan order) equal to the
+// window's max y, zeros elsewhere. Bitwise & / | on the comparisons (not && / ||) and restrict
+// pointers: no branches, no reloads, so it vectorizes.
+inline void maxPoolGrad2x2(const float *__restrict a, const float *__restrict b, const float *__restrict c2,
+                           const float *__restrict d, const float *__restrict y, const float *__restrict dy,
+                           float *__restrict da, float *__restrict db, float *__restrict dc,
+                           float *__restrict dd, i64 C) {
+  for (i64 c = 0; c < C; ++c) {
+    const float m = y[c], g = dy[c];
+    const bool e0 = a[c] == m, e1 = b[c] == m, e2 = c2[c] == m, e3 = d[c] == m;
+    da[c] = selectf(e0, g, 0.f);
+    db[c] = selectf(e1 & !e0, g, 0.f);
+    dc[c] = selectf(e2 & !(e0 | e1), g, 0.f);
+    dd[c] = selectf(e3 & !(e0 | e1 | e2), g, 0.f);
+  }
+}
+
 // maxPoolGrad(params, x, dy, dx, y|null): dy goes to the first strict maximum of each window (the
 // cpu backend's maxPoolPositions order). y, the forward output, saves the scan for each window's
 // maximum (tfjs-core's MaxPool gradient has it).
@@ -978,6 +995,23 @@ napi_value maxPoolGrad(const Args &a) {
   const bool disjoint = p.KH <= p.SH && p.KW <= p.SW;
   const bool covered = disjoint && p.KH == p.SH && p.KW == p.SW && p.PT == 0 && p.PL == 0 &&
                        p.OH * p.SH == p.IH && p.OW * p.SW == p.IW;
+  // 2x2 windows, stride 2, tiling the input exactly (LeNet-5, VGG): the four positions of a
+  // window are tested in scan order with masks, one store per input element.
+  if (covered && Y && p.KH == 2 && p.KW == 2) {
+    const i64 C = p.C, rowIn = p.IW * C;
+    parFor(p.N * p.OH, rowGrain(2 * rowIn), [&](i64 q0, i64 q1) {
+      for (i64 q = q0; q < q1; ++q) {
+        const i64 n = q / p.OH, oh = q % p.OH;
+        const i64 in0 = (n * p.IH + 2 * oh) * rowIn;
+        for (i64 ow = 0; ow < p.OW; ++ow) {
+          const i64 o = (q * p.OW + ow) * C, i = in0 + 2 * ow * C;
+          maxPoolGrad2x2(X + i, X + i + C, X + i + rowIn, X + i + rowIn + C, Y + o, DY + o, DX + i, DX + i + C,
+                         DX + i + rowIn, DX + i + rowIn + C, C);
+        }
+      }
+    });
+    return undef(a.env);
+  }
   parFor(p.N, rowGrain(p.IH * p.IW * p.C), [&](i64 n0, i64 n1) {
     // Per window: the max, then dy to the first position holding it (the cpu backend's first
     // strict maximum), as selects over channels so that it vectorizes.
