@@ -23,7 +23,7 @@ function hypot(a: number, b: number): number {
 
 /**
  * x[xo..xo+len) . y[yo..yo+len) with four partial sums: a single running sum waits for each add to
- * finish (a latency chain), four keep the floating-point adders busy (~3x faster dot products).
+ * finish (a latency chain), four keep several adds in flight.
  */
 function dot(x: Float64Array, xo: number, y: Float64Array, yo: number, len: number): number {
   let s0 = 0;
