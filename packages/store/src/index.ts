@@ -1,6 +1,6 @@
 // @flatrank/store: the SQLite results store (the only package that imports better-sqlite3).
 export { DEFAULT_DB, resolveDbPath } from './paths.js';
-export { ResultsStore, configAxes } from './store.js';
+export { ResultsStore, configAxes, MEMBERSHIPS } from './store.js';
 export type {
   ClaimedTrial,
   ClaimOptions,
@@ -9,6 +9,8 @@ export type {
   TrialInsert,
   SweepRow,
   ApplyStats,
+  Membership,
+  SyncResult,
 } from './store.js';
 export { createDatabaseAtVersion } from './connection.js';
 export type { OpenOptions } from './connection.js';

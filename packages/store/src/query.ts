@@ -210,7 +210,10 @@ export function runsQuery(
   const params: Array<string | number> = [];
   if (filter.sweep !== undefined) {
     // Correlated EXISTS is a point lookup per candidate; IN (...) would materialise the whole sweep.
-    conds.push('EXISTS (SELECT 1 FROM sweep_trials st WHERE st.sweep_id = ? AND st.trial_id = t.id)');
+    // Points of the sweep's latest spec (retired memberships: `flatrank query` on sweep_trial_summary.in_spec).
+    conds.push(
+      'EXISTS (SELECT 1 FROM sweep_trials st WHERE st.sweep_id = ? AND st.trial_id = t.id AND st.active = 1)',
+    );
     params.push(sweepId(db, filter.sweep));
   }
   if (status) {
@@ -373,7 +376,7 @@ export function exportRows(store: ResultsStore, sweep: string): { columns: strin
          r.accuracy_original, r.accuracy_after_decomposition, r.accuracy_final, r.params_before, r.params_after, r.params_ratio,
          r.macs_before, r.macs_after, r.macs_ratio, r.latency_before_ms, r.latency_after_ms, r.latency_batch, r.wall_seconds, r.steps
        FROM sweep_trials st JOIN trials t ON t.id = st.trial_id LEFT JOIN results r ON r.trial_id = t.id
-       WHERE st.sweep_id = ? ORDER BY t.id`,
+       WHERE st.sweep_id = ? AND st.active = 1 ORDER BY t.id`,
     )
     .all(id) as Array<Row & { config: string }>;
   const configKeys: string[] = [];

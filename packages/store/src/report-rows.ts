@@ -11,6 +11,7 @@
  */
 import type Database from 'better-sqlite3';
 import type { TrialStatus } from '@flatrank/protocol';
+import { membershipCondition, type Membership } from './store.js';
 
 /**
  * One member trial of a sweep as the report needs it (snake_case: straight from SQL). The value
@@ -55,13 +56,17 @@ const RATIO = (a: string, b: string) => `CASE WHEN ${b} > 0 THEN CAST(${a} AS RE
 
 /**
  * The sweep's member trials in id order, streamed (the membership key is in trial order, so no sort).
+ * `membership` (default `current`): the points of the sweep's latest spec; `all` adds the retired
+ * ones (linked by an earlier version of the spec, results kept), `retired` gives only those.
  * One results lookup and one per-layer index range per trial; about 14 values per row, since
  * building the JavaScript row objects is what costs (bench: `npm run bench -- report`).
  */
 export function iterateReportTrials(
   db: Database.Database,
   sweepId: number,
+  opts: { membership?: Membership } = {},
 ): IterableIterator<ReportTrialRow> {
+  const member = membershipCondition(opts.membership);
   // Values of succeeded trials only (a results row of another status is not averaged).
   const ok = (expr: string) => `CASE WHEN t.status = 'succeeded' THEN ${expr} END`;
   return db
@@ -80,7 +85,7 @@ export function iterateReportTrials(
        FROM sweep_trials st
        JOIN trials t ON t.id = st.trial_id
        LEFT JOIN results r ON r.trial_id = t.id
-       WHERE st.sweep_id = ?
+       WHERE st.sweep_id = ? AND ${member}
        ORDER BY st.trial_id`,
     )
     .iterate(sweepId) as IterableIterator<ReportTrialRow>;
@@ -88,18 +93,20 @@ export function iterateReportTrials(
 
 /**
  * Looks up a member trial by key (the trial another member starts from): its shape and own start
- * key, or undefined when the key is not a member of the sweep. One indexed lookup per call; the
+ * key, or undefined when the key is not a member of the sweep (of that membership, default `current`). One indexed lookup per call; the
  * caller asks once per distinct start trial (the few baselines a sweep's fine-tunes start from),
  * instead of scanning every config for start keys up front.
  */
 export function reportStartLookup(
   db: Database.Database,
   sweepId: number,
+  opts: { membership?: Membership } = {},
 ): (key: string) => ReportStartRow | undefined {
+  const member = membershipCondition(opts.membership);
   const stmt = db.prepare(
     `SELECT t.key, ${SHAPE} AS shape, ${START_KEY} AS start_key
      FROM trials t WHERE t.key = ?
-       AND EXISTS (SELECT 1 FROM sweep_trials st WHERE st.sweep_id = ? AND st.trial_id = t.id)`,
+       AND EXISTS (SELECT 1 FROM sweep_trials st WHERE st.sweep_id = ? AND st.trial_id = t.id AND ${member})`,
   );
   return (key) => stmt.get(key, sweepId) as ReportStartRow | undefined;
 }

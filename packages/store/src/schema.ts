@@ -304,11 +304,121 @@ BEGIN
 END;
 `;
 
+// Membership in the sweep's latest spec. A sweep keeps every trial ever linked to it (results are
+// never deleted), but a re-run of an edited spec must run, count and report only the points of the
+// current expansion: `active` = 1 for those, 0 for points the latest spec no longer has ("retired",
+// set by syncSweepTrials at every run). sweep_status_counts (hence trialCounts, progress, ETA) counts
+// active memberships only: the triggers of migration 4 are replaced by ones that skip retired rows,
+// and two more move a trial in / out of the counts when its membership flag flips. Every existing
+// membership is active, so the counts migration 4 built stay exact as they are.
+// sweep_progress is rebuilt on sweep_status_counts (same columns; it walked every membership of every
+// sweep), and sweep_trial_summary gains `in_spec` (the flag) as its last column.
+const V5_SPEC_MEMBERSHIP = `
+ALTER TABLE sweep_trials ADD COLUMN active INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1));
+
+DROP TRIGGER sweep_status_counts_link;
+DROP TRIGGER sweep_status_counts_unlink;
+DROP TRIGGER trials_status_counts_update;
+DROP TRIGGER trials_status_counts_delete;
+
+CREATE TRIGGER sweep_status_counts_link AFTER INSERT ON sweep_trials WHEN new.active = 1
+BEGIN
+  INSERT INTO sweep_status_counts (sweep_id, status, trials, timed, time_ms)
+  SELECT new.sweep_id, t.status, 1, t.finished_at - t.started_at IS NOT NULL, coalesce(t.finished_at - t.started_at, 0)
+  FROM trials t WHERE t.id = new.trial_id
+  ON CONFLICT (sweep_id, status) DO UPDATE SET
+    trials = trials + 1, timed = timed + excluded.timed, time_ms = time_ms + excluded.time_ms;
+END;
+
+CREATE TRIGGER sweep_status_counts_unlink AFTER DELETE ON sweep_trials WHEN old.active = 1
+BEGIN
+  UPDATE sweep_status_counts SET
+    trials = trials - 1,
+    timed = timed - (SELECT t.finished_at - t.started_at IS NOT NULL FROM trials t WHERE t.id = old.trial_id),
+    time_ms = time_ms - (SELECT coalesce(t.finished_at - t.started_at, 0) FROM trials t WHERE t.id = old.trial_id)
+  WHERE sweep_id = old.sweep_id AND status = (SELECT t.status FROM trials t WHERE t.id = old.trial_id);
+END;
+
+-- A membership comes back into the latest spec: count it under the trial's current status.
+CREATE TRIGGER sweep_status_counts_activate AFTER UPDATE OF active ON sweep_trials
+WHEN old.active = 0 AND new.active = 1
+BEGIN
+  INSERT INTO sweep_status_counts (sweep_id, status, trials, timed, time_ms)
+  SELECT new.sweep_id, t.status, 1, t.finished_at - t.started_at IS NOT NULL, coalesce(t.finished_at - t.started_at, 0)
+  FROM trials t WHERE t.id = new.trial_id
+  ON CONFLICT (sweep_id, status) DO UPDATE SET
+    trials = trials + 1, timed = timed + excluded.timed, time_ms = time_ms + excluded.time_ms;
+END;
+
+-- A membership leaves the latest spec (kept, retired): count it out.
+CREATE TRIGGER sweep_status_counts_retire AFTER UPDATE OF active ON sweep_trials
+WHEN old.active = 1 AND new.active = 0
+BEGIN
+  UPDATE sweep_status_counts SET
+    trials = trials - 1,
+    timed = timed - (SELECT t.finished_at - t.started_at IS NOT NULL FROM trials t WHERE t.id = old.trial_id),
+    time_ms = time_ms - (SELECT coalesce(t.finished_at - t.started_at, 0) FROM trials t WHERE t.id = old.trial_id)
+  WHERE sweep_id = old.sweep_id AND status = (SELECT t.status FROM trials t WHERE t.id = old.trial_id);
+END;
+
+CREATE TRIGGER trials_status_counts_update AFTER UPDATE OF status, started_at, finished_at ON trials
+WHEN old.status IS NOT new.status OR old.started_at IS NOT new.started_at OR old.finished_at IS NOT new.finished_at
+BEGIN
+  UPDATE sweep_status_counts SET
+    trials = trials - 1,
+    timed = timed - (old.finished_at - old.started_at IS NOT NULL),
+    time_ms = time_ms - coalesce(old.finished_at - old.started_at, 0)
+  WHERE status = old.status
+    AND sweep_id IN (SELECT st.sweep_id FROM sweep_trials st WHERE st.trial_id = old.id AND st.active = 1);
+  INSERT INTO sweep_status_counts (sweep_id, status, trials, timed, time_ms)
+  SELECT st.sweep_id, new.status, 1, new.finished_at - new.started_at IS NOT NULL, coalesce(new.finished_at - new.started_at, 0)
+  FROM sweep_trials st WHERE st.trial_id = new.id AND st.active = 1
+  ON CONFLICT (sweep_id, status) DO UPDATE SET
+    trials = trials + 1, timed = timed + excluded.timed, time_ms = time_ms + excluded.time_ms;
+END;
+
+CREATE TRIGGER trials_status_counts_delete BEFORE DELETE ON trials
+BEGIN
+  UPDATE sweep_status_counts SET
+    trials = trials - 1,
+    timed = timed - (old.finished_at - old.started_at IS NOT NULL),
+    time_ms = time_ms - coalesce(old.finished_at - old.started_at, 0)
+  WHERE status = old.status
+    AND sweep_id IN (SELECT st.sweep_id FROM sweep_trials st WHERE st.trial_id = old.id AND st.active = 1);
+END;
+
+-- Same columns as migration 2's view, from the maintained counts (a few rows per sweep instead of a
+-- join over every membership). As before, a sweep without (current) trials has trials = 0 and NULL
+-- per-status columns; otherwise a status without trials is 0.
+DROP VIEW sweep_progress;
+CREATE VIEW sweep_progress AS
+SELECT
+  s.id AS sweep_id, s.name AS sweep, coalesce(sum(c.trials), 0) AS trials,
+  CASE WHEN sum(c.trials) > 0 THEN sum(CASE WHEN c.status = 'pending' THEN c.trials ELSE 0 END) END AS pending,
+  CASE WHEN sum(c.trials) > 0 THEN sum(CASE WHEN c.status = 'running' THEN c.trials ELSE 0 END) END AS running,
+  CASE WHEN sum(c.trials) > 0 THEN sum(CASE WHEN c.status = 'succeeded' THEN c.trials ELSE 0 END) END AS succeeded,
+  CASE WHEN sum(c.trials) > 0 THEN sum(CASE WHEN c.status = 'failed' THEN c.trials ELSE 0 END) END AS failed,
+  CASE WHEN sum(c.trials) > 0 THEN sum(CASE WHEN c.status = 'diverged' THEN c.trials ELSE 0 END) END AS diverged,
+  CASE WHEN sum(c.trials) > 0 THEN sum(CASE WHEN c.status = 'cancelled' THEN c.trials ELSE 0 END) END AS cancelled,
+  s.created_at, s.finished_at
+FROM sweeps s
+LEFT JOIN sweep_status_counts c ON c.sweep_id = s.id
+GROUP BY s.id;
+
+DROP VIEW sweep_trial_summary;
+CREATE VIEW sweep_trial_summary AS
+SELECT s.name AS member_sweep, ts.*, st.active AS in_spec
+FROM sweep_trials st
+JOIN sweeps s ON s.id = st.sweep_id
+JOIN trial_summary ts ON ts.trial_id = st.trial_id;
+`;
+
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'base tables', sql: V1_BASE_TABLES },
   { version: 2, name: 'filter indexes and views', sql: V2_VIEWS_AND_INDEXES },
   { version: 3, name: 'covering index for summaries', sql: V3_SUMMARY_COVERING_INDEX },
   { version: 4, name: 'status counts per sweep, kept by triggers', sql: V4_STATUS_COUNTS },
+  { version: 5, name: 'sweep membership in the latest spec (sweep_trials.active)', sql: V5_SPEC_MEMBERSHIP },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

@@ -85,6 +85,36 @@ export interface TrialInsert {
   dependsOn?: readonly string[];
 }
 
+/**
+ * Which memberships of a sweep a per-sweep read covers: `current` (default) = the points of the
+ * sweep's latest spec (`sweep_trials.active = 1`); `retired` = trials linked by an earlier version of
+ * the spec and no longer in it (kept with their results, never run again by this sweep); `all` = both.
+ */
+export type Membership = 'current' | 'retired' | 'all';
+export const MEMBERSHIPS: readonly Membership[] = ['current', 'retired', 'all'];
+
+/** The SQL condition on `sweep_trials st` for a membership (validated at the boundary). */
+export function membershipCondition(membership: Membership | undefined, field = 'membership'): string {
+  const m = membership ?? 'current';
+  if (!(MEMBERSHIPS as readonly string[]).includes(m))
+    throw new ValidationError(
+      field,
+      `${field}: unknown value ${JSON.stringify(m)}; allowed: ${MEMBERSHIPS.join(', ')}`,
+    );
+  return m === 'current' ? 'st.active = 1' : m === 'retired' ? 'st.active = 0' : '1';
+}
+
+export interface SyncResult {
+  inserted: number;
+  existing: number;
+  /** Memberships that left the spec in this call (active -> retired). */
+  retired: number;
+  /** Memberships that came back into the spec in this call (retired -> active). */
+  restored: number;
+  /** Every retired membership of the sweep after the call, by the trial's status. */
+  notInSpec: Record<TrialStatus, number>;
+}
+
 export interface ClaimOptions {
   sweepId: number;
   worker: string;
@@ -399,8 +429,66 @@ export class ResultsStore {
     now: number = Date.now(),
   ): { inserted: number; existing: number } {
     this.assertWritable('insertTrials');
+    const rows = this.validateInserts(trials);
+    return this.db
+      .transaction(() => {
+        const r = this.writeInserts(sweepId, rows, now);
+        return { inserted: r.inserted, existing: r.existing };
+      })
+      .immediate();
+  }
+
+  /**
+   * Makes the sweep's current points exactly `trials` (the latest expansion of its spec), in one
+   * transaction: inserts / links them like insertTrials (a retired membership comes back), and
+   * retires every other membership of the sweep (`sweep_trials.active = 0`). Retired trials keep
+   * their rows and results; claims, counts, progress and reports of the sweep skip them.
+   */
+  syncSweepTrials(sweepId: number, trials: ReadonlyArray<TrialInsert>, now: number = Date.now()): SyncResult {
+    this.assertWritable('syncSweepTrials');
+    const rows = this.validateInserts(trials);
+    return this.db
+      .transaction((): SyncResult => {
+        const r = this.writeInserts(sweepId, rows, now);
+        const keep = new Set(r.ids);
+        const active = this.stmt('SELECT trial_id FROM sweep_trials WHERE sweep_id = ? AND active = 1')
+          .pluck()
+          .all(sweepId) as number[];
+        const retire = this.stmt('UPDATE sweep_trials SET active = 0 WHERE sweep_id = ? AND trial_id = ?');
+        let retired = 0;
+        for (const id of active) if (!keep.has(id)) retired += retire.run(sweepId, id).changes;
+        return {
+          inserted: r.inserted,
+          existing: r.existing,
+          retired,
+          restored: r.restored,
+          notInSpec: this.membershipCounts(sweepId, 'retired'),
+        };
+      })
+      .immediate();
+  }
+
+  /**
+   * Trials of the sweep by status over a membership (default `retired`: the points its latest spec no
+   * longer has). Walks those memberships (unlike trialCounts, which reads the maintained counts of
+   * the current ones): for a start-of-run message or `flatrank status`, not for every update.
+   */
+  membershipCounts(sweepId: number, membership: Membership = 'retired'): Record<TrialStatus, number> {
+    const cond = membershipCondition(membership);
+    const counts = Object.fromEntries(TRIAL_STATUSES.map((s) => [s, 0])) as Record<TrialStatus, number>;
+    const rows = this.stmt(
+      `SELECT t.status, count(*) AS n FROM sweep_trials st JOIN trials t ON t.id = st.trial_id
+       WHERE st.sweep_id = ? AND ${cond} GROUP BY t.status`,
+    ).all(sweepId) as Array<{ status: TrialStatus; n: number }>;
+    for (const r of rows) counts[r.status] = r.n;
+    return counts;
+  }
+
+  private validateInserts(
+    trials: ReadonlyArray<TrialInsert>,
+  ): Array<{ t: TrialInsert; axes: TrialAxes; json: string }> {
     // Validate everything before writing anything.
-    const rows = trials.map((t, i) => {
+    return trials.map((t, i) => {
       if (typeof t.key !== 'string' || !KEY_RE.test(t.key))
         throw new ValidationError(
           `trials[${i}].key`,
@@ -422,39 +510,53 @@ export class ResultsStore {
       }
       return { t, axes: configAxes(t.config), json: JSON.stringify(t.config) };
     });
-    return this.db
-      .transaction(() => {
-        if (!this.stmt('SELECT 1 FROM sweeps WHERE id = ?').get(sweepId))
-          throw new ValidationError('sweepId', `sweepId: no sweep with id ${sweepId}`);
-        const ins = this
-          .stmt(`INSERT INTO trials (sweep_id, key, config, model, dataset, method, decomposition, scheme, rank_policy, target_ratio,
+  }
+
+  /** insertTrials' writes, inside the caller's transaction; also the trial ids, in input order. */
+  private writeInserts(
+    sweepId: number,
+    rows: ReadonlyArray<{ t: TrialInsert; axes: TrialAxes; json: string }>,
+    now: number,
+  ): { inserted: number; existing: number; restored: number; ids: number[] } {
+    if (!this.stmt('SELECT 1 FROM sweeps WHERE id = ?').get(sweepId))
+      throw new ValidationError('sweepId', `sweepId: no sweep with id ${sweepId}`);
+    const ins = this
+      .stmt(`INSERT INTO trials (sweep_id, key, config, model, dataset, method, decomposition, scheme, rank_policy, target_ratio,
             distortion_interval, seed, lr, epochs, batch_size, created_at)
           VALUES (@sweepId, @key, @config, @model, @dataset, @method, @decomposition, @scheme, @rankPolicy, @targetRatio,
             @distortionInterval, @seed, @lr, @epochs, @batchSize, @now)
           ON CONFLICT(key) DO NOTHING`);
-        const idOf = this.stmt('SELECT id FROM trials WHERE key = ?').pluck();
-        const link = this.stmt('INSERT OR IGNORE INTO sweep_trials (sweep_id, trial_id) VALUES (?, ?)');
-        const dep = this.stmt(
-          'INSERT OR IGNORE INTO trial_dependencies (trial_id, depends_on_key) VALUES (?, ?)',
-        );
-        let inserted = 0;
-        let existing = 0;
-        for (const { t, axes, json } of rows) {
-          const info = ins.run({ sweepId, key: t.key, config: json, now, ...axes });
-          let id: number;
-          if (info.changes === 1) {
-            inserted++;
-            id = Number(info.lastInsertRowid);
-          } else {
-            existing++;
-            id = idOf.get(t.key) as number;
-          }
-          link.run(sweepId, id);
-          for (const d of t.dependsOn ?? []) dep.run(id, d);
-        }
-        return { inserted, existing };
-      })
-      .immediate();
+    const idOf = this.stmt('SELECT id FROM trials WHERE key = ?').pluck();
+    // A point in the spec again after an edit: its retired membership becomes current again.
+    const link = this.stmt(
+      'INSERT INTO sweep_trials (sweep_id, trial_id) VALUES (?, ?) ON CONFLICT DO UPDATE SET active = 1 WHERE active = 0',
+    );
+    const wasRetired = this.stmt(
+      'SELECT 1 FROM sweep_trials WHERE sweep_id = ? AND trial_id = ? AND active = 0',
+    );
+    const dep = this.stmt(
+      'INSERT OR IGNORE INTO trial_dependencies (trial_id, depends_on_key) VALUES (?, ?)',
+    );
+    let inserted = 0;
+    let existing = 0;
+    let restored = 0;
+    const ids: number[] = [];
+    for (const { t, axes, json } of rows) {
+      const info = ins.run({ sweepId, key: t.key, config: json, now, ...axes });
+      let id: number;
+      if (info.changes === 1) {
+        inserted++;
+        id = Number(info.lastInsertRowid);
+      } else {
+        existing++;
+        id = idOf.get(t.key) as number;
+        if (wasRetired.get(sweepId, id)) restored++;
+      }
+      link.run(sweepId, id);
+      ids.push(id);
+      for (const d of t.dependsOn ?? []) dep.run(id, d);
+    }
+    return { inserted, existing, restored, ids };
   }
 
   /**
@@ -473,8 +575,9 @@ export class ResultsStore {
     const now = opts.now ?? Date.now();
     return this.db
       .transaction((): ClaimedTrial | null => {
+        // Current points only: a trial the sweep's latest spec no longer has is never claimed.
         const member =
-          'EXISTS (SELECT 1 FROM sweep_trials st WHERE st.sweep_id = @sweepId AND st.trial_id = t.id)';
+          'EXISTS (SELECT 1 FROM sweep_trials st WHERE st.sweep_id = @sweepId AND st.trial_id = t.id AND st.active = 1)';
         this.stmt(
           `UPDATE trials AS t SET status = 'failed', error = 'lease expired (worker lost) after ' || attempts || ' attempt(s)', error_code = 'LEASE_EXPIRED',
              finished_at = @now, lease_expires_at = NULL
@@ -787,7 +890,7 @@ export class ResultsStore {
       .transaction(() => {
         const keys = this.stmt(
           `SELECT t.key FROM trials AS t INDEXED BY trials_status
-           WHERE t.status = 'pending' AND EXISTS (SELECT 1 FROM sweep_trials st WHERE st.sweep_id = @sweepId AND st.trial_id = t.id) AND EXISTS (
+           WHERE t.status = 'pending' AND EXISTS (SELECT 1 FROM sweep_trials st WHERE st.sweep_id = @sweepId AND st.trial_id = t.id AND st.active = 1) AND EXISTS (
              SELECT 1 FROM trial_dependencies d JOIN trials u ON u.key = d.depends_on_key
              WHERE d.trial_id = t.id AND (u.status IN ('diverged', 'cancelled')
                OR (u.status = 'failed' AND (u.retryable = 0 OR u.attempts >= @maxAttempts))))`,
@@ -804,7 +907,7 @@ export class ResultsStore {
   }
 
   /**
-   * Trials of the sweep by status. Reads the six rows of sweep_status_counts (kept by triggers of
+   * Current trials of the sweep (points of its latest spec) by status. Reads the six rows of sweep_status_counts (kept by triggers of
    * migration 4), so it costs the same on a 100k-trial sweep as on a small one: the coordinators
    * call it for every progress update.
    */
@@ -830,7 +933,11 @@ export class ResultsStore {
     return { trials: r.timed, meanMs: r.time_ms / r.timed };
   }
 
-  listTrials(filter: { sweepId?: number; status?: TrialStatus } = {}): TrialRow[] {
+  /**
+   * Trials in id order, optionally of one sweep (`membership`, default `current`: the points of its
+   * latest spec) and / or one status.
+   */
+  listTrials(filter: { sweepId?: number; status?: TrialStatus; membership?: Membership } = {}): TrialRow[] {
     if (filter.status !== undefined && !(TRIAL_STATUSES as readonly string[]).includes(filter.status)) {
       throw new ValidationError(
         'status',
@@ -838,10 +945,11 @@ export class ResultsStore {
       );
     }
     // One statement per filter shape, so that a status filter walks the status index.
+    const member = membershipCondition(filter.membership);
     const conds: string[] = [];
     if (filter.sweepId !== undefined)
       conds.push(
-        'EXISTS (SELECT 1 FROM sweep_trials st WHERE st.sweep_id = @sweepId AND st.trial_id = t.id)',
+        `EXISTS (SELECT 1 FROM sweep_trials st WHERE st.sweep_id = @sweepId AND st.trial_id = t.id AND ${member})`,
       );
     if (filter.status !== undefined) conds.push('t.status = @status');
     const rows = this.stmt(
@@ -854,7 +962,7 @@ export class ResultsStore {
   }
 
   /**
-   * Keys of the sweep's trials with that status, in id order: what listTrials gives without reading
+   * Keys of the sweep's current trials with that status, in id order: what listTrials gives without reading
    * and parsing the wide rows (the coordinator's list of blocked trials at the end of a run).
    */
   trialKeys(filter: { sweepId: number; status: TrialStatus }): string[] {
@@ -865,7 +973,7 @@ export class ResultsStore {
       );
     return this.stmt(
       `SELECT t.key FROM trials AS t INDEXED BY trials_status WHERE t.status = ?
-       AND EXISTS (SELECT 1 FROM sweep_trials st WHERE st.sweep_id = ? AND st.trial_id = t.id) ORDER BY t.id`,
+       AND EXISTS (SELECT 1 FROM sweep_trials st WHERE st.sweep_id = ? AND st.trial_id = t.id AND st.active = 1) ORDER BY t.id`,
     )
       .pluck()
       .all(filter.status, filter.sweepId) as string[];

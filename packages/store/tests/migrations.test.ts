@@ -151,6 +151,13 @@ describe('migrations', () => {
       });
       // Migration 4 counted the existing memberships into sweep_status_counts.
       expect(store.trialCounts(1)).toMatchObject({ succeeded: 1, pending: 0 });
+      // Migration 5: existing memberships are points of the latest spec; the rebuilt view agrees.
+      expect(store.db.prepare('SELECT active FROM sweep_trials').pluck().all()).toEqual([1]);
+      expect(store.db.prepare('SELECT trials, succeeded, pending FROM sweep_progress').get()).toEqual({
+        trials: 1,
+        succeeded: 1,
+        pending: 0,
+      });
       store.close();
 
       const fresh = join(dir, 'fresh.sqlite');

@@ -74,6 +74,26 @@ describe('report rows', () => {
     expect(lookup('0'.repeat(64))).toBeUndefined();
   });
 
+  it('default to the points of the latest spec; retired members on request, results kept', () => {
+    tmp = createTempDb();
+    const store = tmp.store!;
+    const { sweepId, keys, configs } = populateTempDb(store, { seeds: 2, succeeded: 2 });
+    // The latest spec keeps the second trial only.
+    store.syncSweepTrials(sweepId, [{ key: keys[1]!, config: configs[1]! }]);
+    expect([...iterateReportTrials(store.db, sweepId)].map((r) => r.key)).toEqual([keys[1]]);
+    const retired = [...iterateReportTrials(store.db, sweepId, { membership: 'retired' })];
+    expect(retired.map((r) => r.key)).toEqual(keys.filter((k) => k !== keys[1]));
+    expect(retired[0]).toMatchObject({ status: 'succeeded', ok: 1, accuracy_final: 0.8 });
+    expect([...iterateReportTrials(store.db, sweepId, { membership: 'all' })]).toHaveLength(keys.length);
+    expect(reportStartLookup(store.db, sweepId)(keys[0]!)).toBeUndefined();
+    expect(reportStartLookup(store.db, sweepId, { membership: 'all' })(keys[0]!)).toMatchObject({
+      key: keys[0],
+    });
+    expect(() => iterateReportTrials(store.db, sweepId, { membership: 'every' as never })).toThrow(
+      /membership: unknown value "every"; allowed: current, retired, all/,
+    );
+  });
+
   it('layer sums follow the current attempt only', () => {
     tmp = createTempDb();
     const store = tmp.store!;

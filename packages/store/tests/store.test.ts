@@ -454,17 +454,17 @@ describe('read-only connections and lookups', () => {
 });
 
 describe('status counts (migration 4: sweep_status_counts kept by triggers)', () => {
-  /** What trialCounts / succeededTiming must equal: a full recount over the memberships. */
+  /** What trialCounts / succeededTiming must equal: a full recount over the current memberships. */
   function recount(sweepId: number) {
     const counts = store.db
       .prepare(
-        'SELECT t.status, count(*) AS n FROM sweep_trials st JOIN trials t ON t.id = st.trial_id WHERE st.sweep_id = ? GROUP BY t.status',
+        'SELECT t.status, count(*) AS n FROM sweep_trials st JOIN trials t ON t.id = st.trial_id WHERE st.sweep_id = ? AND st.active = 1 GROUP BY t.status',
       )
       .all(sweepId) as Array<{ status: string; n: number }>;
     const timing = store.db
       .prepare(
         `SELECT count(t.finished_at - t.started_at) AS n, avg(t.finished_at - t.started_at) AS mean
-         FROM sweep_trials st JOIN trials t ON t.id = st.trial_id WHERE st.sweep_id = ? AND t.status = 'succeeded'`,
+         FROM sweep_trials st JOIN trials t ON t.id = st.trial_id WHERE st.sweep_id = ? AND st.active = 1 AND t.status = 'succeeded'`,
       )
       .get(sweepId) as { n: number; mean: number | null };
     return {
@@ -565,6 +565,150 @@ describe('status counts (migration 4: sweep_status_counts kept by triggers)', ()
     store.db.prepare('DELETE FROM trials WHERE key = ?').run(g[0]!.key);
     expectConsistent(a, b);
     expect(store.succeededTiming(a)).toEqual({ trials: 1, meanMs: 100 });
+  });
+
+  /** The old (migration 2) sweep_progress: a join over every current membership, grouped by sweep. */
+  const progressRecount = () =>
+    store.db
+      .prepare(
+        `SELECT s.id AS sweep_id, s.name AS sweep, COUNT(t.id) AS trials,
+           SUM(t.status = 'pending') AS pending, SUM(t.status = 'running') AS running,
+           SUM(t.status = 'succeeded') AS succeeded, SUM(t.status = 'failed') AS failed,
+           SUM(t.status = 'diverged') AS diverged, SUM(t.status = 'cancelled') AS cancelled,
+           s.created_at, s.finished_at
+         FROM sweeps s
+         LEFT JOIN sweep_trials st ON st.sweep_id = s.id AND st.active = 1
+         LEFT JOIN trials t ON t.id = st.trial_id
+         GROUP BY s.id ORDER BY s.id`,
+      )
+      .all();
+  const progressView = () => store.db.prepare('SELECT * FROM sweep_progress ORDER BY sweep_id').all();
+
+  it('follow the latest spec: retiring / restoring memberships moves trials out of / into the counts', () => {
+    const a = sweep('a');
+    const b = sweep('b');
+    const empty = sweep('empty');
+    const g = grid(6);
+    store.syncSweepTrials(a, g.slice(0, 5), 1);
+    store.syncSweepTrials(b, g.slice(3), 1); // g[3], g[4] shared
+    const claim = (sweepId: number, now: number) =>
+      store.claimTrial({ sweepId, worker: 'w', leaseMs: 100, maxAttempts: 2, now })!;
+    const c0 = claim(a, 1000);
+    store.applyEvents(tempDbTrialEvents(c0.key, c0.attempt), 1050); // g[0] succeeded in 50 ms
+    claim(a, 1100); // g[1] running
+    expectConsistent(a, b);
+    expect(progressView()).toEqual(progressRecount());
+
+    // The spec of a drops g[0] (succeeded), g[1] (running) and g[3] (shared with b), adds g[5].
+    const r = store.syncSweepTrials(a, [g[2]!, g[4]!, g[5]!], 2000);
+    expect(r).toMatchObject({ inserted: 0, existing: 3, retired: 3, restored: 0 });
+    expect(r.notInSpec).toEqual({
+      pending: 1,
+      running: 1,
+      succeeded: 1,
+      failed: 0,
+      diverged: 0,
+      cancelled: 0,
+    });
+    expect(store.trialCounts(a)).toMatchObject({ pending: 3, running: 0, succeeded: 0 });
+    expect(store.succeededTiming(a)).toEqual({ trials: 0, meanMs: null });
+    expect(store.trialCounts(b).pending).toBe(3); // b's memberships are untouched
+    expectConsistent(a, b, empty);
+    // A retired trial changing status (its attempt ends) changes no count of a; b still counts g[3].
+    store.endAttempt(g[1]!.key, 1, { status: 'pending' }, 2100);
+    const c3 = claim(b, 2200);
+    expect(c3.key).toBe(g[3]!.key);
+    expect(store.trialCounts(b).running).toBe(1);
+    expectConsistent(a, b, empty);
+    expect(progressView()).toEqual(progressRecount());
+
+    // g[0] comes back into the spec: counted again, with its timing; running it again is not needed.
+    const back = store.syncSweepTrials(a, [g[0]!, g[2]!, g[4]!, g[5]!], 3000);
+    expect(back).toMatchObject({ existing: 4, retired: 0, restored: 1 });
+    expect(store.succeededTiming(a)).toEqual({ trials: 1, meanMs: 50 });
+    expectConsistent(a, b, empty);
+    // Plain-SQL deletes of retired memberships / trials leave the counts exact too.
+    store.db
+      .prepare('DELETE FROM sweep_trials WHERE sweep_id = ? AND trial_id = ?')
+      .run(a, store.getTrial(g[1]!.key)!.id);
+    store.db.prepare('DELETE FROM trials WHERE key = ?').run(g[3]!.key);
+    expectConsistent(a, b, empty);
+    store.finishSweep(b, 4000);
+    const view = progressView();
+    expect(view).toEqual(progressRecount());
+    // An empty sweep: trials 0 and NULL per-status columns, as the migration-2 view gave.
+    expect(view.find((v) => (v as { sweep: string }).sweep === 'empty')).toMatchObject({
+      trials: 0,
+      pending: null,
+    });
+  });
+});
+
+describe('sweep membership in the latest spec (syncSweepTrials)', () => {
+  it('never claims or cancels retired trials, keeps their rows and results, lists them on request', () => {
+    const a = sweep('a');
+    const g = grid(4);
+    store.syncSweepTrials(a, g.slice(0, 3), 1);
+    const c0 = store.claimTrial({ sweepId: a, worker: 'w', leaseMs: 60_000, maxAttempts: 2 })!;
+    store.applyEvents(tempDbTrialEvents(c0.key, c0.attempt));
+    const c1 = store.claimTrial({ sweepId: a, worker: 'w', leaseMs: 60_000, maxAttempts: 2 })!;
+    store.endAttempt(c1.key, c1.attempt, { status: 'failed', error: 'x', retryable: true });
+    // New spec: g[0] (succeeded), g[1] (failed, retryable) and g[2] (pending) are gone; g[3] is new.
+    const r = store.syncSweepTrials(a, [g[3]!]);
+    expect(r).toMatchObject({ inserted: 1, existing: 0, retired: 3 });
+    expect(r.notInSpec).toMatchObject({ succeeded: 1, failed: 1, pending: 1 });
+    const claimed = store.claimTrial({ sweepId: a, worker: 'w', leaseMs: 60_000, maxAttempts: 2 })!;
+    expect(claimed.key).toBe(g[3]!.key);
+    store.endAttempt(claimed.key, claimed.attempt, { status: 'cancelled' });
+    expect(store.claimTrial({ sweepId: a, worker: 'w', leaseMs: 60_000, maxAttempts: 2 })).toBeNull();
+    expect(store.trialKeys({ sweepId: a, status: 'pending' })).toEqual([]);
+    // Rows and results are kept.
+    expect(store.listTrials({})).toHaveLength(4);
+    expect(store.getTrial(g[0]!.key)!.status).toBe('succeeded');
+    expect(store.db.prepare('SELECT count(*) FROM results').pluck().get()).toBe(1);
+    expect(store.listTrials({ sweepId: a }).map((t) => t.key)).toEqual([g[3]!.key]);
+    expect(store.listTrials({ sweepId: a, membership: 'retired' }).map((t) => t.key)).toEqual(
+      g.slice(0, 3).map((t) => t.key),
+    );
+    expect(store.listTrials({ sweepId: a, membership: 'all' })).toHaveLength(4);
+    expect(store.membershipCounts(a, 'all')).toMatchObject({
+      succeeded: 1,
+      failed: 1,
+      pending: 1,
+      cancelled: 1,
+    });
+    expect(
+      store.db
+        .prepare("SELECT key, in_spec FROM sweep_trial_summary WHERE member_sweep = 'a' ORDER BY trial_id")
+        .all(),
+    ).toEqual(g.map((t, i) => ({ key: t.key, in_spec: i === 3 ? 1 : 0 })));
+    expect(() => store.listTrials({ sweepId: a, membership: 'old' as never })).toThrow(
+      /membership: unknown value "old"; allowed: current, retired, all/,
+    );
+  });
+
+  it('insertTrials links without retiring, and brings a retired point back', () => {
+    const a = sweep('a');
+    const g = grid(3);
+    store.syncSweepTrials(a, g.slice(0, 2));
+    store.syncSweepTrials(a, g.slice(1, 2));
+    expect(store.membershipCounts(a).pending).toBe(1);
+    store.insertTrials(a, [g[0]!, g[2]!]);
+    expect(store.membershipCounts(a).pending).toBe(0);
+    expect(store.trialCounts(a).pending).toBe(3);
+    expect(store.claimTrial({ sweepId: a, worker: 'w', leaseMs: 60_000, maxAttempts: 1 })!.key).toBe(
+      g[0]!.key,
+    );
+  });
+
+  it('validates every point before writing: a bad key retires nothing', () => {
+    const a = sweep('a');
+    const g = grid(2);
+    store.syncSweepTrials(a, g);
+    expect(() => store.syncSweepTrials(a, [{ key: 'f'.repeat(64), config: g[0]!.config }])).toThrow(
+      /trials\[0\]\.key: .* is not trialKey\(config\)/,
+    );
+    expect(store.trialCounts(a).pending).toBe(2);
   });
 });
 
