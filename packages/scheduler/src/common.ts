@@ -67,7 +67,8 @@ export function recoverOrphans(
   note: (key: string, reason: string) => void = () => {},
 ): string[] {
   const keys: string[] = [];
-  for (const t of store.listTrials({ sweepId, status: 'running' })) {
+  // Every membership: an orphan the latest spec dropped is not running either (pending, not run again).
+  for (const t of store.listTrials({ sweepId, status: 'running', membership: 'all' })) {
     const w = t.worker ? parseWorkerId(t.worker) : null;
     if (!w || w.host !== HOST || !prefixes.includes(w.prefix) || w.pid === process.pid || pidAlive(w.pid))
       continue;

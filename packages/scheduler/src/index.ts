@@ -17,7 +17,7 @@ export {
   type Reproduces,
 } from './spec/schema.js';
 export { NAMED_AXES, axisDef } from './spec/axes.js';
-export { writeSweep, describePoints, type PreparedSweep } from './sweep.js';
+export { writeSweep, describePoints, describeNotInSpec, type PreparedSweep } from './sweep.js';
 export {
   discoverGpus,
   parseNvidiaSmi,

@@ -12,7 +12,7 @@ import { progressLine, renderStatus, resultsTable, TtyRenderer, type ProgressSna
 import { expandSpec } from './spec/expand.js';
 import { loadSpecFile } from './spec/load.js';
 import { durationMs } from './spec/schema.js';
-import { describePoints, writeSweep } from './sweep.js';
+import { describeNotInSpec, describePoints, writeSweep } from './sweep.js';
 
 export interface RunSpecOptions {
   specFile: string;
@@ -93,6 +93,8 @@ export async function runSpec(o: RunSpecOptions): Promise<RunSpecResult> {
       { sweep: sweep.name, db: store.path, inserted: sweep.inserted, existing: sweep.existing },
       `sweep ${sweep.name}: ${points.length} points (${sweep.inserted} new, ${sweep.existing} already in ${store.path})`,
     );
+    const notInSpec = describeNotInSpec(sweep.name, sweep.notInSpec);
+    if (notInSpec) logger.info({ sweep: sweep.name, notInSpec: sweep.notInSpec }, notInSpec);
     const onProgress = (s: ProgressSnapshot) => renderer?.update(renderStatus(s));
     let lastEnded = -1;
     const onPlainProgress = (s: ProgressSnapshot) => {

@@ -1,7 +1,10 @@
 /**
  * A spec's points in the store: the sweep row (spec text, resolved spec, hash) and its trials,
- * idempotent by trial key (a second run of the same spec inserts nothing).
+ * idempotent by trial key (a second run of the same spec inserts nothing). The sweep's current points
+ * become exactly this expansion: trials an earlier version of the spec linked and this one no longer
+ * has are retired (kept with their results, never claimed, not counted or reported).
  */
+import { TRIAL_STATUSES, type TrialStatus } from '@flatrank/protocol';
 import type { ResultsStore } from '@flatrank/store';
 import type { GridPoint } from './spec/expand.js';
 import type { Spec } from './spec/load.js';
@@ -12,6 +15,8 @@ export interface PreparedSweep {
   created: boolean;
   inserted: number;
   existing: number;
+  /** Retired memberships of the sweep (points no longer in the spec) by status, after this write. */
+  notInSpec: Record<TrialStatus, number>;
 }
 
 export function writeSweep(store: ResultsStore, spec: Spec, points: readonly GridPoint[]): PreparedSweep {
@@ -21,11 +26,22 @@ export function writeSweep(store: ResultsStore, spec: Spec, points: readonly Gri
     specResolved: spec.parsed,
     specHash: spec.hash,
   });
-  const { inserted, existing } = store.insertTrials(
+  const { inserted, existing, notInSpec } = store.syncSweepTrials(
     id,
     points.map((p) => ({ key: p.key, config: p.config, dependsOn: p.dependsOn })),
   );
-  return { id, name: spec.parsed.name, created, inserted, existing };
+  return { id, name: spec.parsed.name, created, inserted, existing, notInSpec };
+}
+
+/**
+ * The start-of-run note about points the spec no longer has, e.g.
+ * `sweep x: 12 points no longer in the spec (kept, not run; 5 of them succeeded)`; null when none.
+ */
+export function describeNotInSpec(name: string, notInSpec: Record<TrialStatus, number>): string | null {
+  const total = TRIAL_STATUSES.reduce((a, s) => a + notInSpec[s], 0);
+  if (total === 0) return null;
+  const ok = notInSpec.succeeded;
+  return `sweep ${name}: ${total} point${total === 1 ? '' : 's'} no longer in the spec (kept, not run; ${ok} of them succeeded)`;
 }
 
 /** The dry-run listing: one line per point and the count by method. */

@@ -359,6 +359,44 @@ ${FAST}`,
       assertNoDuplicates(sb.db);
     });
 
+    it('resume of a cancelled run after a spec edit: dropped pending points are never enqueued', async () => {
+      startWorkers({ default: { steps: 20, stepMs: 50 } });
+      await waitWorkersReady();
+      const ac = new AbortController();
+      const v1 = sb.spec('edit', baselineSpec('edit', [0, 1, 2, 3, 4, 5], FAST));
+      const running = bull(v1, { signal: ac.signal });
+      await waitFor(
+        () => readFakeLog(sb.logFile).filter((x) => x.kind === 'start').length >= 2,
+        30_000,
+        'two running trials',
+      );
+      ac.abort('SIGINT');
+      expect(((await running).error as SchedulerError).code).toBe('INTERRUPTED');
+      const startsBefore = readFakeLog(sb.logFile).filter((x) => x.kind === 'start').length;
+      // v2 keeps seeds 1 and 4, drops 0, 2, 3 and 5 (all pending now), adds 6.
+      const v2 = sb.spec('edit', baselineSpec('edit', [1, 4, 6], FAST));
+      const again = await bull(v2);
+      expect(again.error).toBeUndefined();
+      expect(again.err).toContain(
+        'sweep edit: 4 points no longer in the spec (kept, not run; 0 of them succeeded)',
+      );
+      const seedsRun = readFakeLog(sb.logFile)
+        .filter((x) => x.kind === 'start')
+        .map((x) => Number(x.seed))
+        .slice(startsBefore);
+      expect(seedsRun.sort()).toEqual([1, 4, 6]);
+      expect(Object.fromEntries(trials().map((t) => [t.axes.seed, t.status]))).toEqual({
+        0: 'pending',
+        1: 'succeeded',
+        2: 'pending',
+        3: 'pending',
+        4: 'succeeded',
+        5: 'pending',
+        6: 'succeeded',
+      });
+      assertNoDuplicates(sb.db);
+    });
+
     it('refuses a Redis whose maxmemory-policy is not noeviction', async () => {
       const lru = await startTestRedis({ maxmemoryPolicy: 'allkeys-lru' });
       try {

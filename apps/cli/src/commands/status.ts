@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import { ValidationError } from '@flatrank/protocol';
-import { progressLine, renderStatus, snapshotFromStore } from '@flatrank/scheduler';
+import { describeNotInSpec, progressLine, renderStatus, snapshotFromStore } from '@flatrank/scheduler';
 import { ResultsStore, resolveDbPath } from '@flatrank/store';
 
 export function registerStatus(program: Command): void {
@@ -37,6 +37,9 @@ export function registerStatus(program: Command): void {
         }
         const snap = snapshotFromStore(store, sweep);
         process.stdout.write(renderStatus(snap));
+        // Counts above are the points of the latest spec; say what an earlier version left behind.
+        const notInSpec = describeNotInSpec(sweep.name, store.membershipCounts(sweep.id, 'retired'));
+        if (notInSpec) process.stdout.write(`${notInSpec}\n`);
         const failed = store.listTrials({ sweepId: sweep.id, status: 'failed' });
         for (const t of failed)
           process.stdout.write(`failed ${t.key.slice(0, 10)} (attempt ${t.attempts}): ${t.error ?? ''}\n`);

@@ -92,7 +92,9 @@ export async function runBullmqCoordinator(o: BullmqRunOptions): Promise<RunResu
 
   // Attempts of a coordinator of this host that died: adopt their jobs when they are still in
   // Redis, otherwise put them back to pending.
-  for (const t of store.listTrials({ sweepId: sweep.id, status: 'running' })) {
+  // Every membership: a job already in flight for a point the latest spec dropped is adopted and
+  // finishes (its result is kept); the point is never handed out again.
+  for (const t of store.listTrials({ sweepId: sweep.id, status: 'running', membership: 'all' })) {
     if (!t.worker?.startsWith(`bullmq:`)) continue;
     const id = makeJobId(t.key, t.attempts);
     const state = await queue.getJobState(id).catch(() => 'unknown');
