@@ -149,12 +149,9 @@ export function svdRaw(
   let maxAbs = 0;
   for (let i = 0; i < a.length; i++) maxAbs = Math.max(maxAbs, Math.abs(a[i]!));
   if (maxAbs === 0 || maxAbs === 1) return svdJs(a, m, n);
-  const r = svdJs(
-    a.map((x) => x / maxAbs),
-    m,
-    n,
-    true, // the scaled copy is scratch
-  );
+  const scaled = new Float64Array(a.length); // a plain loop: TypedArray.prototype.map calls a closure per entry
+  for (let i = 0; i < a.length; i++) scaled[i] = a[i]! / maxAbs;
+  const r = svdJs(scaled, m, n, true); // the scaled copy is scratch
   for (let i = 0; i < r.s.length; i++) r.s[i] = r.s[i]! * maxAbs;
   return r;
 }
