@@ -97,7 +97,8 @@ describe('pure-JS SVD routes', () => {
 
   // 2n - 1 rows: Golub-Kahan-Reinsch directly; 2n rows and more: QR first. Wide shapes go through the
   // transpose, so the same boundary holds for n = 2m. 40 and 70 columns span several QR and
-  // reflector panels (32 wide); 576x64 is a lowered 3x3x64 conv kernel.
+  // reflector panels (16 wide up to 128 reflectors, 32 wide beyond: 140 columns); 576x64 is a lowered
+  // 3x3x64 conv kernel.
   it.each([
     [79, 40],
     [80, 40],
@@ -108,6 +109,8 @@ describe('pure-JS SVD routes', () => {
     [70, 70],
     [33, 31],
     [150, 70],
+    [300, 140],
+    [140, 140],
   ])('%ix%i: reconstruction ~1e-15 relative, orthonormal U and V, S as LAPACK computes it', (m, n) => {
     const a = randomMatrix(m, n, m * 31 + n);
     const r = jsSvd(a);
