@@ -11,13 +11,12 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import {
   BatchNormalization,
-  batchNormTraining,
   batchNormalization,
   fusedBatchNormAvailable,
   setFusedBatchNorm,
 } from '../src/models/index.js';
 import { maxRelDiff, nativeExpected, rand, runOn, setupNative } from './native-helpers.js';
-import { bnLayerStep } from './training-steps.js';
+import { bnLayerStep, statisticsGradients } from './training-steps.js';
 
 let calls = new Map<string, number>();
 beforeAll(async () => {
@@ -65,29 +64,8 @@ describe.skipIf(!nativeExpected)('fused training batch norm on the native backen
   });
 
   test('gradient through the statistics outputs matches moments() on cpu', async () => {
-    // loss = sum(y r1) + sum(mean r2) + sum(variance r3): dmean and dvariance are not zero here.
-    const loss = (fused: boolean) => (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => {
-      let y: tf.Tensor, mean: tf.Tensor, variance: tf.Tensor;
-      if (fused) [y, mean, variance] = batchNormTraining(x, g as tf.Tensor1D, b as tf.Tensor1D, 1e-3);
-      else {
-        ({ mean, variance } = tf.moments(x, [0, 1, 2]));
-        y = tf.batchNorm(x, mean, variance, b, g, 1e-3);
-      }
-      return tf.addN([
-        tf.sum(tf.mul(y, rand(y.shape, 5))),
-        tf.sum(tf.mul(mean, rand(mean.shape, 6))),
-        tf.sum(tf.mul(variance, rand(variance.shape, 7))),
-      ]);
-    };
-    const inputs = () => [tf.add(rand([3, 4, 5, 7], 1), 2), tf.add(rand([7], 2), 1.5), rand([7], 3)];
-    const ref = await runOn('cpu', () => {
-      const xs = inputs();
-      return [loss(false)(...(xs as [tf.Tensor, tf.Tensor, tf.Tensor])), ...tf.grads(loss(false))(xs)];
-    });
-    const got = await runOn('native', () => {
-      const xs = inputs();
-      return [loss(true)(...(xs as [tf.Tensor, tf.Tensor, tf.Tensor])), ...tf.grads(loss(true))(xs)];
-    });
+    const ref = await statisticsGradients('cpu', false);
+    const got = await statisticsGradients('native', true);
     expect(maxRelDiff(got, ref)).toBeLessThan(2e-4);
   });
 

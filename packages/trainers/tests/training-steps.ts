@@ -7,8 +7,8 @@ import { expect } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
-import { batchNormalization, buildModel } from '../src/models/index.js';
-import { maxRelDiff, rand } from './native-helpers.js';
+import { batchNormTraining, batchNormalization, buildModel } from '../src/models/index.js';
+import { maxRelDiff, rand, runOn } from './native-helpers.js';
 
 /** One training-mode call of a fresh BN layer: [y, dx, dgamma, dbeta, movingMean, movingVariance]. */
 export function bnLayerStep(shape: number[], seed: number, shift: number, momentum: number): tf.Tensor[] {
@@ -106,4 +106,29 @@ export function compareSteps(a: StepResult, b: StepResult, tol: number): string[
     }
   }
   return bad;
+}
+
+/**
+ * Value and gradients (x, gamma, beta) of sum(y r1) + sum(mean r2) + sum(variance r3) on
+ * `backend`, through the fused kernel (fused) or moments() + batchNorm(): dmean and dvariance are
+ * not zero here, so the gradient through the statistics outputs is exercised.
+ */
+export async function statisticsGradients(backend: string, fused: boolean): Promise<Float32Array[]> {
+  const loss = (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => {
+    let y: tf.Tensor, mean: tf.Tensor, variance: tf.Tensor;
+    if (fused) [y, mean, variance] = batchNormTraining(x, g as tf.Tensor1D, b as tf.Tensor1D, 1e-3);
+    else {
+      ({ mean, variance } = tf.moments(x, [0, 1, 2]));
+      y = tf.batchNorm(x, mean, variance, b, g, 1e-3);
+    }
+    return tf.addN([
+      tf.sum(tf.mul(y, rand(y.shape, 5))),
+      tf.sum(tf.mul(mean, rand(mean.shape, 6))),
+      tf.sum(tf.mul(variance, rand(variance.shape, 7))),
+    ]);
+  };
+  return runOn(backend, () => {
+    const xs = [tf.add(rand([3, 4, 5, 7], 1), 2), tf.add(rand([7], 2), 1.5), rand([7], 3)] as const;
+    return [loss(...xs), ...tf.grads(loss)([...xs])];
+  });
 }

@@ -20,7 +20,7 @@ import {
   setFusedBatchNorm,
 } from '../src/models/index.js';
 import { maxRelDiff, rand, runOn } from './native-helpers.js';
-import { bnLayerStep, compareSteps, trainSteps } from './training-steps.js';
+import { bnLayerStep, compareSteps, statisticsGradients, trainSteps } from './training-steps.js';
 
 /** Calls of the two wasm kernels, counted by wrapping the registered kernel functions. */
 const calls = new Map<string, number>();
@@ -95,30 +95,9 @@ describe('fused training batch norm on the wasm backend', () => {
   });
 
   test('gradient through the statistics outputs matches moments() on cpu', async () => {
-    // loss = sum(y r1) + sum(mean r2) + sum(variance r3): dmean and dvariance are not zero here.
-    const loss = (fused: boolean) => (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => {
-      let y: tf.Tensor, mean: tf.Tensor, variance: tf.Tensor;
-      if (fused) [y, mean, variance] = batchNormTraining(x, g as tf.Tensor1D, b as tf.Tensor1D, 1e-3);
-      else {
-        ({ mean, variance } = tf.moments(x, [0, 1, 2]));
-        y = tf.batchNorm(x, mean, variance, b, g, 1e-3);
-      }
-      return tf.addN([
-        tf.sum(tf.mul(y, rand(y.shape, 5))),
-        tf.sum(tf.mul(mean, rand(mean.shape, 6))),
-        tf.sum(tf.mul(variance, rand(variance.shape, 7))),
-      ]);
-    };
-    const inputs = () => [tf.add(rand([3, 4, 5, 7], 1), 2), tf.add(rand([7], 2), 1.5), rand([7], 3)];
-    const ref = await runOn('cpu', () => {
-      const xs = inputs();
-      return [loss(false)(...(xs as [tf.Tensor, tf.Tensor, tf.Tensor])), ...tf.grads(loss(false))(xs)];
-    });
+    const ref = await statisticsGradients('cpu', false);
     const before = count(BATCH_NORM_TRAINING_GRAD);
-    const got = await runOn('wasm', () => {
-      const xs = inputs();
-      return [loss(true)(...(xs as [tf.Tensor, tf.Tensor, tf.Tensor])), ...tf.grads(loss(true))(xs)];
-    });
+    const got = await statisticsGradients('wasm', true);
     expect(count(BATCH_NORM_TRAINING_GRAD)).toBe(before + 1);
     expect(maxRelDiff(got, ref)).toBeLessThan(2e-4);
   });
