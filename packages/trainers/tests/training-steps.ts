@@ -43,6 +43,29 @@ export function bnLayerStep(shape: number[], seed: number, shift: number, moment
   return out;
 }
 
+/** Shapes (with a per-channel mean shift) the fused batch-norm layer is checked on. */
+export const BN_LAYER_CASES: Array<[string, number[], number]> = [
+  ['NHWC', [4, 5, 6, 8], 0],
+  ['NHWC, means far from zero', [3, 7, 5, 16], 40],
+  ['odd sizes', [2, 3, 3, 3], 2],
+  ['dense [N, C]', [33, 10], 5],
+  ['one row per channel group', [1, 1, 2, 4], 0],
+];
+
+/**
+ * bnLayerStep on `backend` against tfjs-layers on cpu: one line per output (y, dx, dgamma, dbeta,
+ * moving mean / variance) whose relative difference exceeds 2e-4.
+ */
+export async function bnLayerDifferences(backend: string, shape: number[], shift: number): Promise<string[]> {
+  const ref = await runOn('cpu', () => bnLayerStep(shape, 11, shift, 0.9));
+  const got = await runOn(backend, () => bnLayerStep(shape, 11, shift, 0.9));
+  const names = ['y', 'dx', 'dgamma', 'dbeta', 'movingMean', 'movingVariance'];
+  return names
+    .map((n, i) => [n, maxRelDiff([got[i]!], [ref[i]!])] as const)
+    .filter(([, d]) => !(d <= 2e-4))
+    .map(([n, d]) => `${n}: ${d}`);
+}
+
 export interface StepResult {
   losses: number[];
   grads: Map<string, Float32Array>;
