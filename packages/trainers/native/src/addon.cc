@@ -390,13 +390,16 @@ void checkLen(size_t have, i64 want, const char *what) {
                    std::to_string(want)};
 }
 
-void exec(ConvEntry &e, std::unordered_map<int, memory> args) {
+// Runs a oneDNN primitive on this thread's stream with this thread's scratchpad.
+void execPrimitive(const dnnl::primitive &prim, const memory::desc &scratchMd,
+                   std::unordered_map<int, memory> args) {
   ThreadCtx &c = ctx();
-  const size_t sb = e.scratchMd.get_size();
-  if (sb > 0) args.emplace(DNNL_ARG_SCRATCHPAD, memory(e.scratchMd, engine(), c.scratchFor(sb)));
-  e.prim.execute(c.stream(), args);
+  const size_t sb = scratchMd.get_size();
+  if (sb > 0) args.emplace(DNNL_ARG_SCRATCHPAD, memory(scratchMd, engine(), c.scratchFor(sb)));
+  prim.execute(c.stream(), args);
   c.stream().wait();
 }
+void exec(ConvEntry &e, std::unordered_map<int, memory> args) { execPrimitive(e.prim, e.scratchMd, std::move(args)); }
 
 // Batch chunks: enough for the threads to balance, not so small that oneDNN loses efficiency.
 int chunkSize(i64 N, int threads, int perThread) {
@@ -912,12 +915,7 @@ bool poolDnnl(bool max, const PoolP &p, const float *X, float *Y) {
     PoolEntry &e = i == nChunks - 1 ? et : ec;
     const i64 n0 = i * cs;
     memory x(e.srcMd, eng, const_cast<float *>(X) + n0 * xPer), y(e.dstMd, eng, Y + n0 * yPer);
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x}, {DNNL_ARG_DST, y}};
-    ThreadCtx &c = ctx();
-    const size_t sb = e.scratchMd.get_size();
-    if (sb > 0) args.emplace(DNNL_ARG_SCRATCHPAD, memory(e.scratchMd, eng, c.scratchFor(sb)));
-    e.prim.execute(c.stream(), args);
-    c.stream().wait();
+    execPrimitive(e.prim, e.scratchMd, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DST, y}});
   };
   pool()->run(nChunks, job);
   return true;
