@@ -14,6 +14,8 @@ export interface EvbmfResult {
   posteriorValues: Float64Array;
   /** The EVB truncation threshold on singular values. */
   threshold: number;
+  /** The interval of sigma^2 searched (null when sigma2 was given or the matrix is zero). */
+  searchInterval: [number, number] | null;
 }
 
 /** Lower bound of tau-bar (Nakajima et al. 2013, eq. 31 and Theorem 9): 2.5129 * sqrt(alpha). */
@@ -26,7 +28,8 @@ const TAU_BAR_COEF = 2.5129;
  * solution keeps exactly the singular values above sqrt(M sigma^2 (1 + tau)(1 + alpha / tau)),
  * tau = 2.5129 sqrt(alpha), alpha = L/M (L <= M). When sigma2 is not given, it is the minimiser of
  * the EVB free energy (as a function of sigma^2 alone) over a bracket derived from the spectrum;
- * we search over log(sigma^2) so that the tolerance is relative to the data's scale.
+ * searched globally over log(sigma^2) (a dense grid refined by Brent's method), since that free
+ * energy has several local minima on smoothly decaying spectra.
  */
 export function evbmf(y: Tensor, opts: { sigma2?: number } = {}): EvbmfResult {
   assertMatrix(y, 'y');
@@ -41,9 +44,18 @@ export function evbmf(y: Tensor, opts: { sigma2?: number } = {}): EvbmfResult {
   const posteriorValues = new Float64Array(h);
   let total = 0;
   for (const v of s) total += v * v;
-  if (total === 0) return { rank: 0, noiseVariance: 0, singularValues: s, posteriorValues, threshold: 0 };
+  if (total === 0)
+    return {
+      rank: 0,
+      noiseVariance: 0,
+      singularValues: s,
+      posteriorValues,
+      threshold: 0,
+      searchInterval: null,
+    };
 
   let sigma2: number;
+  let searchInterval: [number, number] | null = null;
   if (opts.sigma2 !== undefined) {
     if (!(opts.sigma2 > 0))
       throw new ValidationError('sigma2', `sigma2 must be a positive number, got ${String(opts.sigma2)}`);
@@ -56,26 +68,15 @@ export function evbmf(y: Tensor, opts: { sigma2?: number } = {}): EvbmfResult {
     let tail = 0;
     for (let i = hUb; i < h; i++) tail += s[i]! * s[i]!;
     const lower = Math.max((s[hUb]! * s[hUb]!) / (m * xBar), tail / (h - hUb) / m);
-    const eps = 1e-300;
-    const freeEnergy = (logSigma2: number): number => {
-      const sg = Math.exp(logSigma2);
-      let obj = 0;
-      for (let i = 0; i < h; i++) {
-        const x = (s[i]! * s[i]!) / (m * sg);
-        if (x > xBar) {
-          const tau = tauOf(x, alpha);
-          obj += x - tau + Math.log((tau + 1) / x) + alpha * Math.log(tau / alpha + 1);
-        } else {
-          obj += x - Math.log(x + eps);
-        }
-      }
-      return obj;
-    };
-    if (!(lower < upper)) sigma2 = upper;
-    else {
+    const freeEnergy = (logSigma2: number): number => evbFreeEnergy(s, l, m, Math.exp(logSigma2));
+    if (!(lower < upper)) {
+      sigma2 = upper;
+      searchInterval = [upper, upper];
+    } else {
       const lo = Math.log(Math.max(lower, upper * 1e-30));
       const hi = Math.log(upper);
-      sigma2 = Math.exp(minimizeBounded(freeEnergy, lo, hi, { xatol: 1e-10 }).x);
+      sigma2 = Math.exp(minimizeGlobal(freeEnergy, lo, hi));
+      searchInterval = [Math.exp(lo), upper];
     }
   }
 
@@ -90,7 +91,55 @@ export function evbmf(y: Tensor, opts: { sigma2?: number } = {}): EvbmfResult {
     const disc = Math.max(0, a * a - (4 * l * m * sigma2 * sigma2) / sv ** 4);
     posteriorValues[i] = (sv / 2) * (a + Math.sqrt(disc));
   }
-  return { rank, noiseVariance: sigma2, singularValues: s, posteriorValues, threshold };
+  return { rank, noiseVariance: sigma2, singularValues: s, posteriorValues, threshold, searchInterval };
+}
+
+/**
+ * The EVB free energy (up to constants) as a function of the noise variance sigma2, for the
+ * singular values s of an L x M matrix (L <= M) whose priors' variances are already optimised
+ * (Nakajima et al. 2013, eq. 30 and Theorem 5). It is not convex in sigma2: on smoothly decaying
+ * spectra it has a local minimum near each place where a singular value crosses the threshold.
+ */
+export function evbFreeEnergy(s: ArrayLike<number>, l: number, m: number, sigma2: number): number {
+  const alpha = l / m;
+  const tauBar = TAU_BAR_COEF * Math.sqrt(alpha);
+  const xBar = (1 + tauBar) * (1 + alpha / tauBar);
+  let obj = 0;
+  for (let i = 0; i < s.length; i++) {
+    const x = (s[i]! * s[i]!) / (m * sigma2);
+    if (x > xBar) {
+      const tau = tauOf(x, alpha);
+      obj += x - tau + Math.log((tau + 1) / x) + alpha * Math.log(tau / alpha + 1);
+    } else {
+      obj += x - Math.log(x + 1e-300);
+    }
+  }
+  return obj;
+}
+
+/** Grid points of the global search over log(sigma^2) (the free energy costs O(L) per point). */
+const GLOBAL_GRID = 2048;
+
+/**
+ * Global minimiser of f on [lo, hi]: the best of a dense uniform grid, refined by Brent's method in
+ * the two cells around it. A bounded Brent search alone (what the public Python VBMF code does)
+ * stops in whichever local minimum its first golden-section steps fall into.
+ */
+function minimizeGlobal(f: (x: number) => number, lo: number, hi: number): number {
+  let best = 0;
+  let fBest = Infinity;
+  const step = (hi - lo) / (GLOBAL_GRID - 1);
+  for (let k = 0; k < GLOBAL_GRID; k++) {
+    const fx = f(lo + k * step);
+    if (fx < fBest) {
+      fBest = fx;
+      best = k;
+    }
+  }
+  const a = lo + Math.max(0, best - 1) * step;
+  const b = lo + Math.min(GLOBAL_GRID - 1, best + 1) * step;
+  const refined = minimizeBounded(f, a, b, { xatol: 1e-10 });
+  return refined.fx <= fBest ? refined.x : lo + best * step;
 }
 
 /** tau(x) = (x - (1 + alpha) + sqrt((x - (1 + alpha))^2 - 4 alpha)) / 2, for x > x-bar. */
