@@ -68,6 +68,46 @@ describe('flatrank decompose', () => {
     expect(o.compressionRatio as number).toBeCloseTo(1152 / 352, 10);
   });
 
+  it('tiled-svd --order chw gives the optimal tiled error of the channel-major lowering', async () => {
+    const r = await cli([
+      kernelFile,
+      '--method',
+      'tiled-svd',
+      '--tile',
+      '8',
+      '--rank',
+      '2',
+      '--order',
+      'chw',
+      '--json',
+    ]);
+    expect(r.code).toBe(0);
+    const o = json(r.out);
+    expect(o).toMatchObject({ method: 'tiled-svd', order: 'chw', tile: [8, 8], ranks: [2] });
+    // Independent lowering: the OIHW kernel read as T x (S*kh*kw) is the channel-major im2col matrix.
+    const w = hwioToOihw(K).data;
+    const [rows, cols] = [16, 72];
+    let tail = 0;
+    let all = 0;
+    for (let p = 0; p < rows / 8; p++)
+      for (let q = 0; q < cols / 8; q++) {
+        const t = new Float64Array(64);
+        for (let i = 0; i < 8; i++)
+          for (let j = 0; j < 8; j++) t[i * 8 + j] = w[(p * 8 + i) * cols + q * 8 + j]!;
+        svd(new Tensor(t, [8, 8])).S.forEach((v, k) => {
+          all += v * v;
+          if (k >= 2) tail += v * v;
+        });
+      }
+    expect(o.relativeError as number).toBeCloseTo(Math.sqrt(tail / all), 10);
+    const bad = await cli([kernelFile, '--method', 'tucker2', '--rank', '2', '--order', 'chw']);
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/order chw/);
+    const unknown = await cli([kernelFile, '--method', 'svd', '--rank', '2', '--order', 'cwh']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.err).toMatch(/allowed: hwc, chw/);
+  });
+
   it('tucker2 writes factors and chain kernels to --out and reads OIHW / float32 kernels', async () => {
     const out = join(dir, 'tucker');
     const r = await cli([

@@ -69,6 +69,7 @@ export function decompose(kernel: LayerKernel, options: DecomposeOptions): Kerne
     scheme: plan.scheme,
     tile: plan.tile,
     fallback: plan.fallback,
+    order: plan.order,
     ranks: plan.ranks,
     rawRanks: plan.rawRanks,
     kernelShape: [...kernel.shape],
@@ -128,10 +129,11 @@ export function decompose(kernel: LayerKernel, options: DecomposeOptions): Kerne
     return out;
   }
   // svd, and the Tucker fallbacks (Tucker-1 / 2-D Tucker are truncated SVDs of the lowered matrix)
-  const m = kernelToMatrix(kernel, plan.scheme!);
+  const order = plan.order ?? 'hwc';
+  const m = kernelToMatrix(kernel, plan.scheme!, order);
   const r = freeRanks(plan, plan.ranks)[0]!;
   const res = svd(m, { rank: r });
-  const approx = matrixToKernel(svdProduct(res.U, res.S, res.V), dims, plan.scheme!);
+  const approx = matrixToKernel(svdProduct(res.U, res.S, res.V), dims, plan.scheme!, order);
   const out: SvdDecomposition = {
     ...base,
     method: plan.method as 'svd' | 'tucker2',
@@ -166,7 +168,7 @@ function tiledSvd(
     'U' | 'S' | 'V' | 'relativeError' | 'iterations' | 'converged' | 'method'
   >,
 ): TiledSvdDecomposition {
-  const w = kernelToMatrix(kernel, 'lowered');
+  const w = kernelToMatrix(kernel, 'lowered', base.order ?? 'hwc');
   const [rows, cols] = w.shape as [number, number];
   const [a, b] = base.tile!;
   const r = base.ranks[0]!;
@@ -222,13 +224,13 @@ export function reconstruct(d: KernelDecomposition): Tensor {
         for (let i = 0; i < a; i++)
           for (let j = 0; j < b; j++) w[(p * a + i) * cols + q * b + j] = blk.data[i * b + j]!;
       }
-    k = matrixToKernel(new Tensor(w, [rows, cols]), dims, 'lowered');
+    k = matrixToKernel(new Tensor(w, [rows, cols]), dims, 'lowered', d.order ?? 'hwc');
   } else if (d.method === 'cp') {
     k = cpReconstruct(d.weights, [d.H, d.W, d.S, d.T]);
   } else if ('core' in d) {
     k = tuckerReconstruct(d.core, [null, null, d.PS, d.PT]);
   } else {
-    k = matrixToKernel(svdProduct(d.U, d.S, d.V), dims, d.scheme!);
+    k = matrixToKernel(svdProduct(d.U, d.S, d.V), dims, d.scheme!, d.order ?? 'hwc');
   }
   return d.dtype === 'float64' ? k : k.astype(d.dtype);
 }
@@ -310,9 +312,14 @@ export function factoredLayer(d: KernelDecomposition, settings: LayerSettings = 
     const V = d.V.data;
     const sig = d.S;
     if (dims.kind === 'dense' || d.scheme === 'lowered') {
-      // W = K^T-lowered (T x kh*kw*S): first layer [kh,kw,S,r][(i*kw+j)*S+s, k] = sigma_k V[(i*kw+j)*S+s, k]
-      const n = kh * kw * S;
-      for (let c = 0; c < n; c++) for (let k = 0; k < r; k++) k0[c * r + k] = sig[k]! * V[c * r + k]!;
+      // W = K^T-lowered (T x kh*kw*S): first layer [kh,kw,S,r][(i*kw+j)*S+s, k] = sigma_k V[col(i,j,s), k]
+      // with col = (i*kw+j)*S+s (hwc) or s*kh*kw+i*kw+j (chw).
+      const chw = d.order === 'chw';
+      for (let p = 0; p < kh * kw; p++)
+        for (let s = 0; s < S; s++) {
+          const c = chw ? s * kh * kw + p : p * S + s;
+          for (let k = 0; k < r; k++) k0[(p * S + s) * r + k] = sig[k]! * V[c * r + k]!;
+        }
       for (let k = 0; k < r; k++) for (let t = 0; t < T; t++) k1[k * T + t] = U[t * r + k]!;
     } else if (d.scheme === 'spatial') {
       // M[(i*S + s), (j*T + t)]: first [kh,1,S,r] = U sigma, second [1,kw,r,T][j,k,t] = V[j*T+t, k]
@@ -354,6 +361,7 @@ export function layerRecord(name: string, d: KernelDecomposition, geometry: Laye
     name,
     decomposition: d.method,
     scheme: d.method === 'svd' || d.method === 'tiled-svd' ? d.scheme : null,
+    order: d.order,
     ranks: [...d.ranks],
     rawRanks: d.rawRanks ? [...d.rawRanks] : null,
     tile: d.tile ? [d.tile[0], d.tile[1]] : null,
@@ -397,6 +405,7 @@ export function optionsFromCompression(
   const opts: DecomposeOptions = { method: c.decomposition, rank: c.rank };
   if (c.decomposition === 'svd') opts.scheme = c.scheme ?? 'lowered';
   if (c.decomposition === 'tiled-svd') opts.tile = c.tile;
+  if (c.order !== undefined) opts.order = c.order;
   if (c.decomposition === 'tucker2')
     opts.tucker = { ...c.tucker, ...(layer.firstLayer ? { firstLayer: true } : {}) };
   if (c.decomposition === 'cp')

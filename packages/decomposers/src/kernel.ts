@@ -1,4 +1,4 @@
-import { ShapeError, UnknownNameError, ValidationError } from '@flatrank/protocol';
+import { ShapeError, UnknownNameError, ValidationError, type LoweringOrder } from '@flatrank/protocol';
 import { Tensor } from '@flatrank/core';
 
 /**
@@ -104,8 +104,9 @@ export function toHwio(k: Tensor, layout: KernelLayout | string = 'hwio'): Layer
 
 /**
  * The 2-D matrices the SVD schemes factor. For K[i, j, s, t] (HWIO, row-major):
- * - lowered: W = reshape(K, [kh*kw*S, T])^T, T x (kh*kw*S), W[t, (i*kw + j)*S + s] = K[i, j, s, t]
- *   (dense: W = K^T, out x in). This column order is what tiles follow.
+ * - lowered: T x (kh*kw*S). Order 'hwc' (default): W = reshape(K, [kh*kw*S, T])^T,
+ *   W[t, (i*kw + j)*S + s] = K[i, j, s, t]; order 'chw': W[t, s*kh*kw + i*kw + j] = K[i, j, s, t]
+ *   (dense: W = K^T, out x in, in both). This column order is what tiles follow.
  * - spatial: (kh*S) x (kw*T), M[i*S + s, j*T + t] = K[i, j, s, t]
  * - input:   S x (kh*kw*T),    M[s, (i*kw + j)*T + t] = K[i, j, s, t]
  */
@@ -131,11 +132,12 @@ function matrixIndex(
   j: number,
   s: number,
   t: number,
+  order: LoweringOrder,
 ): number {
   const { kh, kw, s: S, t: T } = dims;
   switch (scheme) {
     case 'lowered':
-      return t * (kh * kw * S) + (i * kw + j) * S + s;
+      return t * (kh * kw * S) + (order === 'chw' ? s * kh * kw + i * kw + j : (i * kw + j) * S + s);
     case 'spatial':
       return (i * S + s) * (kw * T) + j * T + t;
     case 'input':
@@ -143,8 +145,8 @@ function matrixIndex(
   }
 }
 
-/** The scheme's matrix of a kernel (float64). */
-export function kernelToMatrix(k: LayerKernel, scheme: MatrixScheme): Tensor {
+/** The scheme's matrix of a kernel (float64); `order` applies to the lowered scheme only. */
+export function kernelToMatrix(k: LayerKernel, scheme: MatrixScheme, order: LoweringOrder = 'hwc'): Tensor {
   const dims = kernelDims(k);
   const [rows, cols] = matrixShape(dims, scheme);
   const out = new Float64Array(rows * cols);
@@ -154,12 +156,17 @@ export function kernelToMatrix(k: LayerKernel, scheme: MatrixScheme): Tensor {
   for (let i = 0; i < kh; i++)
     for (let j = 0; j < kw; j++)
       for (let s = 0; s < S; s++)
-        for (let t = 0; t < T; t++) out[matrixIndex(dims, scheme, i, j, s, t)] = src[o++]!;
+        for (let t = 0; t < T; t++) out[matrixIndex(dims, scheme, i, j, s, t, order)] = src[o++]!;
   return new Tensor(out, [rows, cols]);
 }
 
 /** Inverse of kernelToMatrix: the kernel (shape of `dims`) a scheme's matrix stands for. */
-export function matrixToKernel(m: Tensor, dims: KernelDims, scheme: MatrixScheme): Tensor {
+export function matrixToKernel(
+  m: Tensor,
+  dims: KernelDims,
+  scheme: MatrixScheme,
+  order: LoweringOrder = 'hwc',
+): Tensor {
   const [rows, cols] = matrixShape(dims, scheme);
   if (m.rank !== 2 || m.shape[0] !== rows || m.shape[1] !== cols)
     throw new ShapeError(
@@ -172,7 +179,7 @@ export function matrixToKernel(m: Tensor, dims: KernelDims, scheme: MatrixScheme
   for (let i = 0; i < kh; i++)
     for (let j = 0; j < kw; j++)
       for (let s = 0; s < S; s++)
-        for (let t = 0; t < T; t++) out[o++] = m.data[matrixIndex(dims, scheme, i, j, s, t)]!;
+        for (let t = 0; t < T; t++) out[o++] = m.data[matrixIndex(dims, scheme, i, j, s, t, order)]!;
   return new Tensor(out, dims.kind === 'dense' ? [S, T] : [kh, kw, S, T]);
 }
 

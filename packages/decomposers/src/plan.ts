@@ -1,11 +1,13 @@
 import {
   DECOMPOSITIONS,
+  LOWERING_ORDERS,
   RankError,
   SVD_SCHEMES,
   ShapeError,
   UnknownNameError,
   ValidationError,
   type Decomposition,
+  type LoweringOrder,
   type RankPolicy,
   type SvdScheme,
 } from '@flatrank/protocol';
@@ -32,13 +34,31 @@ export interface PlanShape {
   scheme: SvdScheme | null;
   tile: [number, number] | null;
   fallback: TuckerFallback | null;
+  order: LoweringOrder | null;
 }
 
 /** Validates method / scheme / tile against the kernel and decides the Tucker fallback. */
 export function planShape(
   dims: KernelDims,
-  options: Pick<DecomposeOptions, 'method' | 'scheme' | 'tile' | 'tucker'>,
+  options: Pick<DecomposeOptions, 'method' | 'scheme' | 'tile' | 'tucker' | 'order'>,
 ): PlanShape {
+  const shape = planShapeWithoutOrder(dims, options);
+  const order = options.order ?? null;
+  if (order !== null && !LOWERING_ORDERS.includes(order))
+    throw new UnknownNameError('order', String(order), LOWERING_ORDERS);
+  const ordered = shape.fallback === null && shape.scheme === 'lowered';
+  if (order === 'chw' && !ordered)
+    throw new ValidationError(
+      'order',
+      `order chw (channel-major lowering) applies to svd scheme lowered and tiled-svd only, not ${shape.method}${shape.scheme && shape.method === 'svd' ? ` scheme ${shape.scheme}` : ''}${shape.fallback ? ` (${shape.fallback})` : ''}`,
+    );
+  return { ...shape, order: ordered ? (order ?? 'hwc') : null };
+}
+
+function planShapeWithoutOrder(
+  dims: KernelDims,
+  options: Pick<DecomposeOptions, 'method' | 'scheme' | 'tile' | 'tucker'>,
+): Omit<PlanShape, 'order'> {
   const method = options.method;
   if (!DECOMPOSITIONS.includes(method)) throw new UnknownNameError('method', String(method), DECOMPOSITIONS);
   const scheme = options.scheme ?? null;
@@ -345,7 +365,7 @@ function spectralMatrices(kernel: LayerKernel | null, dims: KernelDims, shape: P
   if (kernel === null)
     throw new ValidationError('rank', 'energy and vbmf rank policies need the kernel values');
   if (shape.method === 'tiled-svd') {
-    const w = kernelToMatrix(kernel, 'lowered');
+    const w = kernelToMatrix(kernel, 'lowered', shape.order ?? 'hwc');
     const [rows, cols] = w.shape as [number, number];
     const [a, b] = shape.tile!;
     const tiles: Tensor[] = [];
@@ -363,7 +383,7 @@ function spectralMatrices(kernel: LayerKernel | null, dims: KernelDims, shape: P
     return [[kernelToMatrix(kernel, 'input')], [kernelToMatrix(kernel, 'lowered')]];
   }
   void dims;
-  return [[kernelToMatrix(kernel, shape.scheme!)]];
+  return [[kernelToMatrix(kernel, shape.scheme!, shape.order ?? 'hwc')]];
 }
 
 function energyRank(spectra: Float64Array[], threshold: number): number {

@@ -1,4 +1,4 @@
-import type { Decomposition, RankPolicy, SvdScheme } from '@flatrank/protocol';
+import type { Decomposition, LoweringOrder, RankPolicy, SvdScheme } from '@flatrank/protocol';
 import type { DType, Tensor } from '@flatrank/core';
 
 export type Padding = 'same' | 'valid';
@@ -35,6 +35,11 @@ export interface DecomposeOptions {
   /** svd: 'lowered' (default) | 'spatial' | 'input'; tiled-svd: 'lowered' only; tucker2 / cp: none. */
   scheme?: SvdScheme | null;
   rank: RankSpec;
+  /**
+   * Column order of the lowered matrix (svd lowered and tiled-svd): 'hwc' (default) or 'chw'. A
+   * plain SVD's error does not depend on it; a tiled SVD's does. 'chw' is refused elsewhere.
+   */
+  order?: LoweringOrder | null;
   /** tiled-svd only: tile [a, b] of the lowered T x (kh*kw*S) matrix (a rows, b columns). */
   tile?: readonly [number, number] | null;
   tucker?: TuckerSettings;
@@ -51,6 +56,8 @@ export interface DecompositionPlan {
   scheme: SvdScheme | null;
   tile: [number, number] | null;
   fallback: TuckerFallback | null;
+  /** Column order of the lowered matrix for svd lowered / tiled-svd; null where no order is chosen. */
+  order: LoweringOrder | null;
   /** svd, tiled-svd (per tile), cp: [r]; tucker2: [R_S, R_T] (Tucker-1: [S, R_T]; 2-D: [r, r]). */
   ranks: number[];
 }
@@ -189,4 +196,4 @@ export interface LayerCosts {
   macsRatio: number;
 }
 
-export type { Decomposition, RankPolicy, SvdScheme };
+export type { Decomposition, LoweringOrder, RankPolicy, SvdScheme };

@@ -3,7 +3,7 @@
  * channel and the store (applier). Every event is plain JSON.
  */
 import type { SerializedError } from './errors.js';
-import type { BackendName, Decomposition, MetricPhase, SvdScheme } from './names.js';
+import type { BackendName, Decomposition, LoweringOrder, MetricPhase, SvdScheme } from './names.js';
 
 /** Reproducibility record of the process that ran a trial (architecture.md). */
 export interface RunEnvironment {
@@ -27,6 +27,8 @@ export interface LayerRecord {
   name: string;
   decomposition: Decomposition;
   scheme: SvdScheme | null;
+  /** Column order of the lowered matrix (svd lowered, tiled-svd); null or absent otherwise. */
+  order?: LoweringOrder | null;
   /** svd/cp: [r]; tucker2: [R_S, R_T]; tiled-svd: the per-tile rank [r]. */
   ranks: number[];
   /** EVBMF raw (unclamped) estimates when the rank policy was vbmf. */

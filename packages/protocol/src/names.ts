@@ -9,6 +9,14 @@ export type Decomposition = (typeof DECOMPOSITIONS)[number];
 export const SVD_SCHEMES = ['lowered', 'spatial', 'input'] as const;
 export type SvdScheme = (typeof SVD_SCHEMES)[number];
 
+/**
+ * Column order of the lowered T x (d*d*S) matrix: 'hwc' = (i*d + j)*S + s (tap major, TensorFlow's
+ * patch order, the default), 'chw' = s*d*d + i*d + j (channel major, Caffe's / PyTorch's im2col).
+ * A plain SVD does not depend on it; a tiled SVD does (it decides what a tile holds).
+ */
+export const LOWERING_ORDERS = ['hwc', 'chw'] as const;
+export type LoweringOrder = (typeof LOWERING_ORDERS)[number];
+
 export const MODELS = ['lenet5', 'resnet8', 'resnet20', 'resnet32', 'resnet56', 'vgg-small'] as const;
 export type ModelName = (typeof MODELS)[number];
 

@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { ValidationError } from './errors.js';
-import { DATASETS, DECOMPOSITIONS, METHODS, MODELS, SVD_SCHEMES } from './names.js';
+import { DATASETS, DECOMPOSITIONS, LOWERING_ORDERS, METHODS, MODELS, SVD_SCHEMES } from './names.js';
 
 export const TRIAL_CONFIG_VERSION = 1;
 
@@ -116,6 +116,12 @@ export const compressionSchema = z
     decomposition: z.enum(DECOMPOSITIONS),
     /** SVD reshaping; tiled-svd always uses 'lowered'. Ignored for tucker2 / cp (stored as null). */
     scheme: z.enum(SVD_SCHEMES).nullable().default(null),
+    /**
+     * Column order of the lowered matrix for svd lowered and tiled-svd: hwc (tap major, the
+     * default) or chw (channel major). hwc is normalised away (absent = hwc), so the trial keys of
+     * configs written before the option existed stay the same.
+     */
+    order: z.enum(LOWERING_ORDERS).optional(),
     /** Tile [rows, cols] of the lowered T x (d*d*S) matrix, tiled-svd only. */
     tile: z.tuple([positiveInt, positiveInt]).nullable().default(null),
     rank: rankPolicySchema,
@@ -206,6 +212,19 @@ export const trialConfigSchema = z
           path: ['compression', 'tile'],
           message: "is only allowed for decomposition 'tiled-svd'",
         });
+      if (
+        comp.order === 'chw' &&
+        !(
+          comp.decomposition === 'tiled-svd' ||
+          (comp.decomposition === 'svd' && (comp.scheme ?? 'lowered') === 'lowered')
+        )
+      )
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['compression', 'order'],
+          message:
+            "chw (channel-major lowering) applies only to decomposition 'tiled-svd' and 'svd' with scheme 'lowered'",
+        });
       if (comp.decomposition !== 'tucker2' && comp.rank.kind === 'ranks')
         ctx.addIssue({
           code: z.ZodIssueCode.custom,
@@ -228,6 +247,7 @@ export function resolveTrialConfig(input: unknown, where = 'config'): TrialConfi
       if (c.compression.decomposition === 'tiled-svd') c.compression.scheme = 'lowered';
       else if (c.compression.decomposition === 'svd') c.compression.scheme ??= 'lowered';
       else c.compression.scheme = null;
+      if (c.compression.order === 'hwc') delete c.compression.order;
     }
     return c;
   }

@@ -27,6 +27,31 @@ describe('trial config', () => {
     expect(trialKey(resolveTrialConfig(base))).toMatch(/^[0-9a-f]{64}$/);
   });
 
+  it('lowering order: hwc is the default and leaves the key unchanged, chw only for lowered svd / tiled-svd', () => {
+    const tiled = { decomposition: 'tiled-svd', tile: [8, 8], rank: { kind: 'rank', rank: 2 } };
+    const plain = resolveTrialConfig({ ...base, compression: tiled });
+    const hwc = resolveTrialConfig({ ...base, compression: { ...tiled, order: 'hwc' } });
+    const chw = resolveTrialConfig({ ...base, compression: { ...tiled, order: 'chw' } });
+    expect(plain.compression).not.toHaveProperty('order');
+    expect(hwc.compression).not.toHaveProperty('order');
+    expect(trialKey(hwc)).toBe(trialKey(plain));
+    expect(chw.compression?.order).toBe('chw');
+    expect(trialKey(chw)).not.toBe(trialKey(plain));
+    const svd = { decomposition: 'svd', rank: { kind: 'rank', rank: 2 } };
+    expect(resolveTrialConfig({ ...base, compression: { ...svd, order: 'chw' } }).compression?.order).toBe(
+      'chw',
+    );
+    expect(() =>
+      resolveTrialConfig({ ...base, compression: { ...svd, scheme: 'spatial', order: 'chw' } }),
+    ).toThrow(/config\.compression\.order: chw/);
+    expect(() => resolveTrialConfig({ ...base, compression: { ...base.compression, order: 'chw' } })).toThrow(
+      /config\.compression\.order/,
+    );
+    expect(() => resolveTrialConfig({ ...base, compression: { ...svd, order: 'cwh' } })).toThrow(
+      /allowed: hwc, chw/,
+    );
+  });
+
   it('sorts keys recursively in canonical JSON', () => {
     expect(canonicalJson({ b: 1, a: { d: [3, { z: 1, y: 2 }], c: 2 } })).toBe(
       '{"a":{"c":2,"d":[3,{"y":2,"z":1}]},"b":1}',

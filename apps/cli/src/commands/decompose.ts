@@ -20,10 +20,12 @@ import type { Command } from 'commander';
 import {
   DECOMPOSITIONS,
   DataError,
+  LOWERING_ORDERS,
   SVD_SCHEMES,
   UnknownNameError,
   ValidationError,
   type Decomposition,
+  type LoweringOrder,
   type RankPolicy,
   type SvdScheme,
 } from '@flatrank/protocol';
@@ -44,6 +46,7 @@ import {
 interface DecomposeFlags {
   method?: string;
   scheme?: string;
+  order?: string;
   rank?: string;
   ranks?: string;
   ratio?: string;
@@ -147,6 +150,11 @@ function optionsFrom(flags: DecomposeFlags): DecomposeOptions {
     throw new UnknownNameError('--scheme', flags.scheme, SVD_SCHEMES);
   const opts: DecomposeOptions = { method: method as Decomposition, rank: rankSpecFrom(flags) };
   if (flags.scheme !== undefined) opts.scheme = flags.scheme as SvdScheme;
+  if (flags.order !== undefined) {
+    if (!LOWERING_ORDERS.includes(flags.order as LoweringOrder))
+      throw new UnknownNameError('--order', flags.order, LOWERING_ORDERS);
+    opts.order = flags.order as LoweringOrder;
+  }
   if (flags.tile !== undefined) opts.tile = pairFlag(flags.tile, '--tile');
   const only = (cond: boolean, flag: string, allowed: string): void => {
     if (!cond) throw new ValidationError(flag, `${flag} applies to ${allowed} only, not --method ${method}`);
@@ -242,6 +250,10 @@ export function registerDecompose(program: Command): void {
     )
     .option('--method <method>', `decomposition: ${DECOMPOSITIONS.join(' | ')}`)
     .option('--scheme <scheme>', `svd matrix: ${SVD_SCHEMES.join(' | ')} (default lowered)`)
+    .option(
+      '--order <order>',
+      `column order of the lowered matrix (svd lowered, tiled-svd): ${LOWERING_ORDERS.join(' | ')} (default hwc: (i*kw+j)*S+s; chw: s*kh*kw+i*kw+j)`,
+    )
     .option('--rank <R>', 'rank (tucker2: both ranks; tiled-svd: per tile)')
     .option('--ranks <RS,RT>', 'tucker2 ranks R_S,R_T')
     .option('--ratio <X>', 'largest ranks whose layer compression ratio (params) reaches X')
@@ -286,6 +298,7 @@ export function registerDecompose(program: Command): void {
         dtype: raw.dtype,
         method: d.method,
         scheme: d.scheme,
+        order: d.order,
         fallback: d.fallback,
         shape: [...kernel.shape],
         inputShape: [...raw.shape],

@@ -39,7 +39,10 @@ export interface CompressionTarget {
 
 export interface CompressionPlan {
   targets: CompressionTarget[];
-  /** model-ratio: the uniform fraction found by the search (null for other policies). */
+  /**
+   * model-ratio: the largest uniform fraction reaching the target, from which the per-layer ranks
+   * were refined (null for other policies).
+   */
   modelRatioFraction: number | null;
   /** All conv / dense layers of the model (targeted or not), for model-level counts. */
   layers: ConvLayerInfo[];
@@ -75,6 +78,7 @@ function layerOptions(
     base.scheme = 'lowered';
     base.tile = c.tile;
   }
+  if (c.order !== undefined) base.order = c.order;
   if (c.decomposition === 'tucker2')
     base.tucker = {
       algorithm: c.tucker.algorithm,
@@ -100,23 +104,24 @@ export function planCompression(model: tfl.LayersModel, c: CompressionConfig, se
       'compression.layers',
       `compression.layers: selects no layer of model ${model.name}`,
     );
-  let rank: RankPolicy = c.rank;
+  let ranks: RankPolicy[] = chosen.map(() => c.rank);
   let fraction: number | null = null;
   if (c.rank.kind === 'model-ratio') {
-    // Whole-model ratio over the conv + dense kernels; untargeted kernels count on both sides.
-    const targeted = new Set(chosen.map((l) => l.name));
-    const untargetedParams = layers
-      .filter((l) => !targeted.has(l.name))
-      .reduce((s, l) => s + l.kernelShape.reduce((a, b) => a * b, 1), 0);
+    // The basis of the reported whole-model ratio (modelCounts): every trainable weight, i.e. the
+    // kernels plus biases and batch-norm scales / offsets; all but the targeted kernels count on
+    // both sides.
+    const targetedKernels = chosen.reduce((s, l) => s + l.kernelShape.reduce((a, b) => a * b, 1), 0);
+    const untargetedParams = trainableParams(model) - targetedKernels;
     const specs = chosen.map((l) => {
       const { rank: _r, ...options } = layerOptions(c, l, { kind: 'fraction', fraction: 1 }, seed);
       return { name: l.name, kernelShape: kernelShapeOf(l), options };
     });
     const res = modelRatioFraction(specs, c.rank.ratio, { untargetedParams });
     fraction = res.fraction;
-    rank = { kind: 'fraction', fraction };
+    ranks = res.policies;
   }
-  const targets = chosen.map((l) => {
+  const targets = chosen.map((l, i) => {
+    const rank = ranks[i]!;
     const options = layerOptions(c, l, rank, seed);
     const geometry: LayerGeometry = {
       strides: l.strides,
@@ -128,7 +133,7 @@ export function planCompression(model: tfl.LayersModel, c: CompressionConfig, se
   });
   // Fail early (before any training) on impossible ranks / tiles: planning needs no kernel values
   // except for the energy / vbmf policies, which are resolved at decomposition time.
-  if (rank.kind !== 'energy' && rank.kind !== 'vbmf')
+  if (c.rank.kind !== 'energy' && c.rank.kind !== 'vbmf')
     for (const t of targets)
       planDecomposition(
         new Tensor(new Float32Array(t.kernelShape.reduce((a, b) => a * b, 1)), t.kernelShape),
@@ -242,15 +247,17 @@ export interface ModelCounts {
  * (kernels, biases, batch-norm scale / offset); after: minus each target's kernel saving (tiled-svd:
  * the tiled GEMM factors). MACs: conv + dense layers of one example with their real output sizes.
  */
+/** Number of trainable parameters (kernels, biases, batch-norm scale / offset). */
+export function trainableParams(model: tfl.LayersModel): number {
+  return model.trainableWeights.reduce((s, w) => s + w.shape.reduce((a: number, b) => a * (b ?? 1), 1), 0);
+}
+
 export function modelCounts(
   model: tfl.LayersModel,
   plan: CompressionPlan,
   results: readonly LayerResult[] | null,
 ): ModelCounts {
-  const paramsBefore = model.trainableWeights.reduce(
-    (s, w) => s + w.shape.reduce((a: number, b) => a * (b ?? 1), 1),
-    0,
-  );
+  const paramsBefore = trainableParams(model);
   const macsBefore = plan.layers.reduce((s, l) => s + l.macs, 0);
   let paramsAfter = paramsBefore;
   let macsAfter = macsBefore;
