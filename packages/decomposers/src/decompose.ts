@@ -371,6 +371,9 @@ export function layerRecord(name: string, d: KernelDecomposition, geometry: Laye
     macsBefore: c.macsBefore,
     macsAfter: c.macsAfter,
     relativeError: d.relativeError,
+    iterations: d.iterations,
+    converged: d.converged,
+    cp: d.method === 'cp' ? { init: d.init, seed: d.seed, fit: 1 - d.relativeError } : null,
   };
 }
 

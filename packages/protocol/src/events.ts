@@ -39,8 +39,23 @@ export interface LayerRecord {
   paramsAfter: number;
   macsBefore: number;
   macsAfter: number;
-  /** ||K - K'||_F / ||K||_F */
+  /**
+   * ||K - K'||_F / ||K||_F of this record's decomposition: for finetune / posttrain the trained
+   * kernel's, for distort the final projection's (about 1e-6 once the weights are low-rank; compare
+   * firstDistortionError with fine-tuning's relativeError instead).
+   */
   relativeError: number;
+  /** Iterative fits (Tucker-2 HOOI, CP-ALS): sweeps run and whether the tolerance was met. */
+  iterations?: number | null;
+  converged?: boolean | null;
+  /** CP-ALS only: initialisation, seed and final fit (1 - relative error); null otherwise. */
+  cp?: { init: 'svd' | 'random'; seed: number; fit: number } | null;
+  /**
+   * distort only: the relative error of the first distortion in training (how far it moved the
+   * kernel it met, comparable with fine-tuning's relativeError) and of the final one.
+   */
+  firstDistortionError?: number | null;
+  finalDistortionError?: number | null;
 }
 
 export interface TrialSummary {

@@ -403,8 +403,12 @@ async function runBaseline(
   });
 }
 
-function emitLayers(ctx: TrialContext, results: readonly LayerResult[]): void {
-  for (const layer of layerRecords(results)) ctx.emit({ type: 'layer', layer });
+function emitLayers(
+  ctx: TrialContext,
+  results: readonly LayerResult[],
+  firstDistortion: readonly LayerResult[] | null = null,
+): void {
+  for (const layer of layerRecords(results, firstDistortion)) ctx.emit({ type: 'layer', layer });
 }
 
 /** Max |a-b| / max |a| over the outputs of the first test images (the export check). */
@@ -455,11 +459,13 @@ async function runDistort(
   }
   let distortions = 0;
   let last: { step: number; results: LayerResult[] } | null = null;
+  let first: LayerResult[] | null = null;
   await ctx.train(model, config.training, ({ step, epoch, optimizer }) => {
     if (step % dist.interval !== 0) return;
     const r = distortModel(model, plan, () => ctx.beat());
     distortions += 1;
     last = { step, results: r };
+    first ??= r;
     ctx.emit({
       type: 'metric',
       step,
@@ -488,7 +494,8 @@ async function runDistort(
   }
   const final = ctx.evaluate(model);
   ctx.metric('final', 'accuracy', final.accuracy);
-  emitLayers(ctx, results);
+  // Without a distortion during training the final one is also the first.
+  emitLayers(ctx, results, first ?? results);
   const counts = modelCounts(model, plan, results);
   const latencyBefore = await ctx.latency(model);
   let latencyAfter: number | null = null;

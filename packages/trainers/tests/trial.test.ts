@@ -10,6 +10,8 @@ import {
   type TrialConfigInput,
   type TrialEvent,
 } from '@flatrank/protocol';
+import { Tensor, svd } from '@flatrank/core';
+import { decompose, factoredLayer, kernelToMatrix } from '@flatrank/decomposers';
 import { runTrial, type RunTrialOptions } from '../src/trial.js';
 import { loadCheckpoint } from '../src/training/index.js';
 
@@ -109,6 +111,82 @@ describe('runTrial', { timeout: 120_000 }, () => {
     expect(s.paramsAfter).toBeLessThan(s.paramsBefore);
     expect(s.latencyAfterMs).toBeGreaterThan(0);
     expect(events.some((e) => e.type === 'artifact' && e.kind === 'factored-model')).toBe(true);
+    // First and final distortion errors per layer: the first moved the trained kernel, the final
+    // (the 4th, at the last step) met an almost low-rank one; relativeError is the final one's.
+    const recs = layers.map((e) => (e as Extract<TrialEvent, { type: 'layer' }>).layer);
+    for (const r of recs) {
+      expect(r.firstDistortionError).toBeGreaterThan(0.05);
+      expect(r.finalDistortionError).toBe(r.relativeError);
+      expect(r.finalDistortionError!).toBeLessThan(r.firstDistortionError!);
+      expect(r.order).toBe('hwc');
+    }
+  });
+
+  it('distort: the saved checkpoint is exactly low-rank (singular values past r at float32 rounding)', async () => {
+    const ck = await loadCheckpoint(join(dir, 'distort', 'checkpoint'), { optimizer: false });
+    expect(ck.meta.exactlyLowRank).toBe(true);
+    const kernels = ck.weights.filter((w) => /kernel/.test(w.name) && !/conv1\//.test(w.name));
+    expect(kernels.map((w) => w.name.split('/')[0])).toEqual(['conv2', 'fc1', 'fc2', 'fc3']);
+    for (const w of kernels) {
+      const k = new Tensor(Float64Array.from(w.tensor.dataSync()), w.tensor.shape);
+      const m = w.tensor.rank === 4 ? kernelToMatrix(k, 'lowered') : k;
+      const s = svd(m).S;
+      expect(s[2]! / s[0]!, w.name).toBeGreaterThan(1e-3); // rank 3 really kept 3
+      // a rank-3 matrix stored in float32: the rest is rounding (~1e-7 relative per entry)
+      expect(s[3]! / s[0]!, w.name).toBeLessThan(1e-5);
+    }
+  });
+
+  it('finetune starts from the decomposed weights: its first evaluation is the accuracy right after decomposition, its first step starts from the factors', async () => {
+    const events: TrialEvent[] = [];
+    // One step at a learning rate far below float32 resolution: the weights after it are the
+    // weights it started from, so the checkpoint shows them and the first evaluation measures them.
+    const compression = { decomposition: 'tucker2', rank: { kind: 'fraction', fraction: 0.5 } } as const;
+    const s = await runTrial(
+      {
+        ...base,
+        method: 'finetune',
+        start: { kind: 'checkpoint', name: 'baseline' },
+        training: { ...base.training!, epochs: 1, maxSteps: 1, lr: 1e-12, weightDecay: 0 },
+        compression,
+      },
+      opts('finetune-start', events, { startCheckpoint: baselineCkpt }),
+    );
+    checkSequence(events, 'finished');
+    expect(s.steps).toBe(1);
+    const firstEval = metric(events, 'eval', 'accuracy')[0]!.value;
+    expect(firstEval).toBe(s.accuracyAfterDecomposition);
+    expect(s.accuracyFinal).toBe(s.accuracyAfterDecomposition);
+    // The factors of the start checkpoint's conv2, computed here independently of the trial.
+    const start = await loadCheckpoint(baselineCkpt, { optimizer: false });
+    const conv2 = start.weights.find((w) => w.name.startsWith('conv2/') && /kernel/.test(w.name))!;
+    const bias = start.weights.find((w) => w.name.startsWith('conv2/') && /bias/.test(w.name))!;
+    const d = decompose(new Tensor(Float32Array.from(conv2.tensor.dataSync()), conv2.tensor.shape), {
+      method: 'tucker2',
+      rank: compression.rank,
+      tucker: { algorithm: 'hooi', maxIterations: 50, tolerance: 1e-6 },
+    });
+    const chain = factoredLayer(d, {
+      padding: 'valid',
+      bias: new Tensor(Float64Array.from(bias.tensor.dataSync()), [16]),
+    });
+    expect(chain.form).toBe('chain');
+    const ck = await loadCheckpoint(join(dir, 'finetune-start', 'checkpoint'), { optimizer: false });
+    expect(ck.meta.architecture).toBe('factored');
+    const kernels = ck.weights.filter((w) => /kernel/.test(w.name)).map((w) => w.tensor);
+    const layers = chain.form === 'chain' ? chain.layers : [];
+    // conv1, then the three convs of conv2's chain, then the dense layers
+    expect(kernels.slice(1, 4).map((t) => t.shape)).toEqual(layers.map((l) => l.kernelShape));
+    layers.forEach((l, i) => {
+      const got = kernels[1 + i]!.dataSync();
+      let worst = 0;
+      let scale = 0;
+      for (let j = 0; j < got.length; j++) {
+        worst = Math.max(worst, Math.abs(got[j]! - l.kernel.data[j]!));
+        scale = Math.max(scale, Math.abs(l.kernel.data[j]!));
+      }
+      expect(worst / scale).toBeLessThan(1e-5);
+    });
   });
 
   it('distort from scratch on a ResNet: a final distortion when the last step was not one, BN re-estimation, exact export', async () => {

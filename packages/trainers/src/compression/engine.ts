@@ -195,8 +195,23 @@ export function meanRelativeError(results: readonly LayerResult[]): number {
   return results.reduce((s, r) => s + r.decomposition.relativeError, 0) / Math.max(1, results.length);
 }
 
-export function layerRecords(results: readonly LayerResult[]): LayerRecord[] {
-  return results.map((r) => layerRecord(r.target.layer.name, r.decomposition, r.target.geometry));
+/**
+ * The per-layer records. For distortion training pass the first distortion's results too: each
+ * record then carries the first and the final distortion's errors.
+ */
+export function layerRecords(
+  results: readonly LayerResult[],
+  firstDistortion: readonly LayerResult[] | null = null,
+): LayerRecord[] {
+  return results.map((r, i) => {
+    const rec = layerRecord(r.target.layer.name, r.decomposition, r.target.geometry);
+    if (firstDistortion === null) return rec;
+    return {
+      ...rec,
+      firstDistortionError: firstDistortion[i]!.decomposition.relativeError,
+      finalDistortionError: r.decomposition.relativeError,
+    };
+  });
 }
 
 /** True when every target has a conv-chain export (tiled-svd is deployed as tiled GEMMs instead). */
