@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// `npm run bench [-- SUITE ...] [--json FILE]`: runs the benchmark suites that packages compile to
-// <package>/dist/bench/*.js (each default-exports { name, description, run(args) -> rows[] }),
-// prints each suite's rows as a table and writes them as JSON to bench/out/<suite>.json.
+// `npm run bench [-- SUITE ...] [--json FILE]`: runs the benchmark suites of every package, each
+// in <package>/bench/*.ts beside src/ and tests/ (compiled by bench/tsconfig.json to bench/dist/,
+// never shipped), each default-exporting { name, description, run(args) -> rows[] }; prints each
+// suite's rows as a table and writes them as JSON to bench/out/<suite>.json.
 import { readdirSync, existsSync, mkdirSync, writeFileSync, renameSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -20,12 +21,14 @@ for (let i = 0; i < argv.length; i++) {
 const suites = [];
 for (const group of ['packages', 'apps']) {
   for (const pkg of readdirSync(join(root, group))) {
-    const dir = join(root, group, pkg, 'dist', 'bench');
-    if (!existsSync(dir)) continue;
-    for (const f of readdirSync(dir)
-      .filter((f) => f.endsWith('.js'))
-      .sort()) {
-      suites.push({ pkg: `${group}/${pkg}`, file: join(dir, f) });
+    // dist/bench: suites still compiled from src/bench (until every package has moved them).
+    for (const dir of [join(root, group, pkg, 'bench', 'dist'), join(root, group, pkg, 'dist', 'bench')]) {
+      if (!existsSync(dir)) continue;
+      for (const f of readdirSync(dir)
+        .filter((f) => f.endsWith('.js'))
+        .sort()) {
+        suites.push({ pkg: `${group}/${pkg}`, file: join(dir, f) });
+      }
     }
   }
 }
@@ -58,7 +61,7 @@ for (const s of suites) {
 }
 if (wanted.length && ran === 0) {
   console.error(
-    `bench: no suite named ${wanted.join(', ')}; available suites are compiled from <package>/src/bench/*.ts`,
+    `bench: no suite named ${wanted.join(', ')}; available suites are compiled from <package>/bench/*.ts`,
   );
   process.exit(2);
 }

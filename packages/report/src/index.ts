@@ -30,8 +30,21 @@ export { matchRow, unmatchedPublished, DEFAULT_MATCH_TOLERANCE } from './compare
 export type { PaperMatch, CompareOptions } from './compare.js';
 export { buildReport } from './report.js';
 export type { Report, ReportEntry, BuildReportOptions } from './report.js';
-export { REPORT_FORMATS, formatReport, parseReportFormat, toMarkdown, toCsv, fmtStat } from './format.js';
-export type { ReportFormat } from './format.js';
+export {
+  REPORT_FORMATS,
+  formatReport,
+  parseReportFormat,
+  toMarkdown,
+  toCsv,
+  fmtStat,
+  OUTPUT_FORMATS,
+  parseFormat,
+  formatRows,
+  formatTable,
+  formatCsv,
+  formatJson,
+} from './format.js';
+export type { ReportFormat, OutputFormat, FormatRow, FormatCell } from './format.js';
 export { plotData, paretoFront, renderPlotSvg } from './plot.js';
 export type { PlotData, PlotPoint, PlotSeries, SvgOptions } from './plot.js';
 export { svgToPng, rasterise, findFontFiles, FONT_DIRS, writeFileAtomic, plotFormatOf } from './output.js';

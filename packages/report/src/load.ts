@@ -4,10 +4,10 @@
  * loadSweep streams the sweep's trials (store iterateReportTrials: one row at a time, config
  * shapes without the seed, layer sums done in SQL) and folds them into report groups as they
  * arrive, so time and memory grow with the number of groups, not with full trial objects.
- * loadSweepTrials reads every trial as a ReportTrial (listTrials, the views sweep_trial_summary
- * and trial_layers) for callers that need each trial; both give the same report.
+ * loadSweepTrials reads every trial as a ReportTrial (listTrials, reportTrialSummaries,
+ * reportTrialLayers) for callers that need each trial; both give the same report.
  */
-import { ResultsStore, iterateReportTrials, reportStartLookup, type SweepRow } from '@flatrank/store';
+import { ResultsStore, type ReportLayerRow, type ReportSummaryRow, type SweepRow } from '@flatrank/store';
 import {
   UnknownNameError,
   canonicalJson,
@@ -32,32 +32,6 @@ export interface LoadedSweep extends SweepInfo {
 
 export interface LoadedSweepTrials extends SweepInfo {
   trials: ReportTrial[];
-}
-
-interface SummaryRow {
-  key: string;
-  accuracy_original: number | null;
-  accuracy_after_decomposition: number | null;
-  accuracy_final: number | null;
-  params_before: number | null;
-  params_after: number | null;
-  macs_before: number | null;
-  macs_after: number | null;
-  latency_before_ms: number | null;
-  latency_after_ms: number | null;
-  latency_batch: number | null;
-  wall_seconds: number | null;
-  steps: number | null;
-  epochs: number | null;
-}
-
-interface LayerRow {
-  key: string;
-  layer: string;
-  params_before: number;
-  params_after: number;
-  macs_before: number;
-  macs_after: number;
 }
 
 /** The sweep row. Unknown sweep -> UnknownNameError listing the sweeps there are. */
@@ -100,7 +74,7 @@ export function loadSweepFrom(store: ResultsStore, sweepName: string): LoadedSwe
     if (!c) shapes.set(shape, (c = JSON.parse(shape) as Shape));
     return c;
   };
-  const lookup = reportStartLookup(store.db, sweep.id);
+  const lookup = store.reportStartLookup(sweep.id);
   const plain = new Map<Shape, string>();
   const started = new Map<Shape, Map<string, string>>();
   const startGroups = new Map<string, string>();
@@ -138,7 +112,7 @@ export function loadSweepFrom(store: ResultsStore, sweepName: string): LoadedSwe
 
   const groups = new Map<string, TrialGroup>();
   const totals = emptyTotals();
-  for (const r of iterateReportTrials(store.db, sweep.id)) {
+  for (const r of store.iterateReportTrials(sweep.id)) {
     const g = groupOf(r.shape, r.start_key);
     let group = groups.get(g);
     if (!group) {
@@ -178,26 +152,10 @@ export function loadSweepFrom(store: ResultsStore, sweepName: string): LoadedSwe
 export function loadSweepTrialsFrom(store: ResultsStore, sweepName: string): LoadedSweepTrials {
   const sweep = sweepOf(store, sweepName);
   const trials = store.listTrials({ sweepId: sweep.id });
-  const summaries = new Map<string, SummaryRow>();
-  for (const r of store.db
-    .prepare(
-      `SELECT ts.key, ts.accuracy_original, ts.accuracy_after_decomposition, ts.accuracy_final, ts.params_before, ts.params_after,
-              ts.macs_before, ts.macs_after, ts.latency_before_ms, ts.latency_after_ms, ts.latency_batch, ts.wall_seconds,
-              ts.steps, r.epochs AS epochs
-       FROM sweep_trial_summary ts LEFT JOIN results r ON r.trial_id = ts.trial_id
-       WHERE ts.member_sweep = ? AND r.id IS NOT NULL`,
-    )
-    .all(sweep.name) as SummaryRow[])
-    summaries.set(r.key, r);
-  const layers = new Map<string, LayerRow[]>();
-  for (const l of store.db
-    .prepare(
-      `SELECT tl.key, tl.layer, tl.params_before, tl.params_after, tl.macs_before, tl.macs_after
-       FROM trial_layers tl JOIN sweep_trials st ON st.trial_id = tl.trial_id
-       WHERE st.sweep_id = ? ORDER BY tl.key, tl.layer`,
-    )
-    .all(sweep.id) as LayerRow[])
-    layers.set(l.key, [...(layers.get(l.key) ?? []), l]);
+  const summaries = new Map<string, ReportSummaryRow>();
+  for (const r of store.reportTrialSummaries(sweep.id)) summaries.set(r.key, r);
+  const layers = new Map<string, ReportLayerRow[]>();
+  for (const l of store.reportTrialLayers(sweep.id)) layers.set(l.key, [...(layers.get(l.key) ?? []), l]);
 
   return {
     ...infoOf(sweep),
@@ -221,7 +179,7 @@ export function loadSweepTrialsFrom(store: ResultsStore, sweepName: string): Loa
   };
 }
 
-function toSummary(s: SummaryRow): TrialSummary {
+function toSummary(s: ReportSummaryRow): TrialSummary {
   return {
     accuracyOriginal: s.accuracy_original,
     accuracyAfterDecomposition: s.accuracy_after_decomposition,

@@ -3,7 +3,8 @@
  * output), `flatrank status` (the same, from the database) and the end-of-run results table.
  */
 import { TRIAL_STATUSES, type TrialConfig, type TrialStatus } from '@flatrank/protocol';
-import { formatTable, listRuns, type ResultsStore } from '@flatrank/store';
+import { formatTable } from '@flatrank/report/format';
+import { listRuns, type ResultsStore } from '@flatrank/store';
 
 export interface RunningInfo {
   key: string;

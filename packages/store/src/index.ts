@@ -1,6 +1,7 @@
 // @flatrank/store: the SQLite results store (the only package that imports better-sqlite3).
 export { DEFAULT_DB, resolveDbPath } from './paths.js';
-export { ResultsStore, configAxes, MEMBERSHIPS } from './store.js';
+export { ResultsStore } from './store.js';
+export { configAxes, MEMBERSHIPS } from './rows.js';
 export type {
   ClaimedTrial,
   ClaimOptions,
@@ -11,11 +12,10 @@ export type {
   ApplyStats,
   Membership,
   SyncResult,
-} from './store.js';
+} from './rows.js';
 export { createDatabaseAtVersion } from './connection.js';
 export type { OpenOptions } from './connection.js';
-export { SCHEMA_VERSION, FLATRANK_APPLICATION_ID, MIGRATIONS, migrate } from './schema.js';
-export type { Migration } from './schema.js';
+export { SCHEMA_VERSION, FLATRANK_APPLICATION_ID } from './schema.js';
 export {
   WHERE_AXES,
   RUN_COLUMNS,
@@ -29,7 +29,4 @@ export {
   runUserQuery,
 } from './query.js';
 export type { Row, Cell, RunsFilter, TrialDetail, QueryResult, WhereClause } from './query.js';
-export { iterateReportTrials, reportStartLookup } from './report-rows.js';
-export type { ReportTrialRow, ReportStartRow } from './report-rows.js';
-export { OUTPUT_FORMATS, parseFormat, formatRows, formatTable, formatCsv, formatJson } from './format.js';
-export type { OutputFormat, FormatRow } from './format.js';
+export type { ReportTrialRow, ReportStartRow, ReportSummaryRow, ReportLayerRow } from './report-rows.js';

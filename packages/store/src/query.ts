@@ -17,7 +17,9 @@ import {
   type TrialStatus,
 } from '@flatrank/protocol';
 import { openDatabase } from './connection.js';
-import type { ResultsStore, TrialRow } from './store.js';
+import { contextOf } from './context.js';
+import type { TrialRow } from './rows.js';
+import type { ResultsStore } from './store.js';
 
 export type Cell = string | number | boolean | null;
 export type Row = Record<string, Cell>;
@@ -232,8 +234,9 @@ export function runsQuery(
 
 /** The rows of `flatrank runs`. */
 export function listRuns(store: ResultsStore, filter: RunsFilter = {}): Row[] {
-  const { sql, params } = runsQuery(store.db, filter);
-  return store.db.prepare(sql).all(...params) as Row[];
+  const { db } = contextOf(store);
+  const { sql, params } = runsQuery(db, filter);
+  return db.prepare(sql).all(...params) as Row[];
 }
 
 /** Flattens a JSON value into dot-path keys (`training.lr`, `compression.rank.kind`, ...). */
@@ -293,8 +296,9 @@ export function listRunsOnlyChanged(
   store: ResultsStore,
   filter: RunsFilter = {},
 ): { columns: string[]; rows: Row[] } {
-  const { sql, params } = runsQuery(store.db, filter, ['t.config AS __config']);
-  const raw = store.db.prepare(sql).all(...params) as Array<Row & { __config: string }>;
+  const { db } = contextOf(store);
+  const { sql, params } = runsQuery(db, filter, ['t.config AS __config']);
+  const raw = db.prepare(sql).all(...params) as Array<Row & { __config: string }>;
   const configs = raw.map((r) => JSON.parse(r.__config) as unknown);
   const changed = changedConfigKeys(configs);
   const flats = configs.map((c) => flattenConfig(c));
@@ -335,7 +339,7 @@ export function trialDetail(store: ResultsStore, keyOrPrefix: string): TrialDeta
       `trial: no trial with key or prefix ${JSON.stringify(keyOrPrefix)} in ${store.path} (list keys with: flatrank runs)`,
       { code: 'NOT_FOUND' },
     );
-  const db = store.db;
+  const { db } = contextOf(store);
   const sweeps = db
     .prepare(
       'SELECT s.name FROM sweep_trials st JOIN sweeps s ON s.id = st.sweep_id WHERE st.trial_id = ? ORDER BY s.id',
@@ -368,8 +372,9 @@ export function trialDetail(store: ResultsStore, keyOrPrefix: string): TrialDeta
  * status, environment and results. Columns are the union over rows, in a stable order.
  */
 export function exportRows(store: ResultsStore, sweep: string): { columns: string[]; rows: Row[] } {
-  const id = sweepId(store.db, sweep);
-  const raw = store.db
+  const { db } = contextOf(store);
+  const id = sweepId(db, sweep);
+  const raw = db
     .prepare(
       `SELECT t.key, t.status, t.attempts, t.config, t.error, t.git_commit, t.git_dirty, t.node_version, t.backend, t.backend_version,
          t.device_name, t.host, t.worker, t.device, t.started_at, t.finished_at,

@@ -9,9 +9,9 @@
  * once, and computes the ratios (and the per-layer params sums of the current attempt), so a row
  * is 14 plain values; rows are handed over one at a time (`iterate()`), never all at once.
  */
-import type Database from 'better-sqlite3';
 import type { TrialStatus } from '@flatrank/protocol';
-import { membershipCondition, type Membership } from './store.js';
+import type { StoreContext } from './context.js';
+import { membershipCondition, type Membership } from './rows.js';
 
 /**
  * One member trial of a sweep as the report needs it (snake_case: straight from SQL). The value
@@ -62,14 +62,14 @@ const RATIO = (a: string, b: string) => `CASE WHEN ${b} > 0 THEN CAST(${a} AS RE
  * building the JavaScript row objects is what costs (bench: `npm run bench -- report`).
  */
 export function iterateReportTrials(
-  db: Database.Database,
+  ctx: StoreContext,
   sweepId: number,
   opts: { membership?: Membership } = {},
 ): IterableIterator<ReportTrialRow> {
   const member = membershipCondition(opts.membership);
   // Values of succeeded trials only (a results row of another status is not averaged).
   const ok = (expr: string) => `CASE WHEN t.status = 'succeeded' THEN ${expr} END`;
-  return db
+  return ctx.db
     .prepare(
       `SELECT t.key, t.status, t.seed, ${SHAPE} AS shape, ${START_KEY} AS start_key,
               t.status = 'succeeded' AND r.id IS NOT NULL AS ok,
@@ -98,15 +98,77 @@ export function iterateReportTrials(
  * instead of scanning every config for start keys up front.
  */
 export function reportStartLookup(
-  db: Database.Database,
+  ctx: StoreContext,
   sweepId: number,
   opts: { membership?: Membership } = {},
 ): (key: string) => ReportStartRow | undefined {
   const member = membershipCondition(opts.membership);
-  const stmt = db.prepare(
+  const stmt = ctx.db.prepare(
     `SELECT t.key, ${SHAPE} AS shape, ${START_KEY} AS start_key
      FROM trials t WHERE t.key = ?
        AND EXISTS (SELECT 1 FROM sweep_trials st WHERE st.sweep_id = ? AND st.trial_id = t.id AND ${member})`,
   );
   return (key) => stmt.get(key, sweepId) as ReportStartRow | undefined;
+}
+
+/** The results of one member trial with a results row (view trial_summary), for per-trial reads. */
+export interface ReportSummaryRow {
+  key: string;
+  accuracy_original: number | null;
+  accuracy_after_decomposition: number | null;
+  accuracy_final: number | null;
+  params_before: number | null;
+  params_after: number | null;
+  macs_before: number | null;
+  macs_after: number | null;
+  latency_before_ms: number | null;
+  latency_after_ms: number | null;
+  latency_batch: number | null;
+  wall_seconds: number | null;
+  steps: number | null;
+  epochs: number | null;
+}
+
+/** One per-layer record of a member trial's current attempt (view trial_layers). */
+export interface ReportLayerRow {
+  key: string;
+  layer: string;
+  params_before: number;
+  params_after: number;
+  macs_before: number;
+  macs_after: number;
+}
+
+/** The results rows of the sweep's member trials (of that membership, default `current`). */
+export function reportTrialSummaries(
+  ctx: StoreContext,
+  sweepId: number,
+  opts: { membership?: Membership } = {},
+): ReportSummaryRow[] {
+  const member = membershipCondition(opts.membership);
+  return ctx
+    .stmt(
+      `SELECT ts.key, ts.accuracy_original, ts.accuracy_after_decomposition, ts.accuracy_final, ts.params_before, ts.params_after,
+              ts.macs_before, ts.macs_after, ts.latency_before_ms, ts.latency_after_ms, ts.latency_batch, ts.wall_seconds,
+              ts.steps, r.epochs AS epochs
+       FROM sweep_trials st JOIN trial_summary ts ON ts.trial_id = st.trial_id LEFT JOIN results r ON r.trial_id = ts.trial_id
+       WHERE st.sweep_id = ? AND ${member} AND r.id IS NOT NULL`,
+    )
+    .all(sweepId) as ReportSummaryRow[];
+}
+
+/** The per-layer records of the sweep's member trials, ordered by trial key, then layer name. */
+export function reportTrialLayers(
+  ctx: StoreContext,
+  sweepId: number,
+  opts: { membership?: Membership } = {},
+): ReportLayerRow[] {
+  const member = membershipCondition(opts.membership);
+  return ctx
+    .stmt(
+      `SELECT tl.key, tl.layer, tl.params_before, tl.params_after, tl.macs_before, tl.macs_after
+       FROM trial_layers tl JOIN sweep_trials st ON st.trial_id = tl.trial_id
+       WHERE st.sweep_id = ? AND ${member} ORDER BY tl.key, tl.layer`,
+    )
+    .all(sweepId) as ReportLayerRow[];
 }

@@ -12,6 +12,7 @@ import {
   DEFAULT_DB,
 } from '../src/index.js';
 import { MIGRATIONS, migrate } from '../src/schema.js';
+import { connectionOf } from '../src/internal.js';
 
 let dir: string;
 beforeEach(() => {
@@ -56,12 +57,12 @@ describe('migrations', () => {
     const file = join(dir, 'fresh.sqlite');
     const store = ResultsStore.open(file, { create: true });
     expect(store.schemaVersion()).toBe(SCHEMA_VERSION);
-    expect(store.db.pragma('application_id', { simple: true })).toBe(FLATRANK_APPLICATION_ID);
-    expect(store.db.pragma('journal_mode', { simple: true })).toBe('wal');
-    expect(store.db.pragma('foreign_keys', { simple: true })).toBe(1);
-    expect(store.db.prepare('SELECT version FROM schema_migrations ORDER BY version').pluck().all()).toEqual(
-      MIGRATIONS.map((m) => m.version),
-    );
+    expect(connectionOf(store).pragma('application_id', { simple: true })).toBe(FLATRANK_APPLICATION_ID);
+    expect(connectionOf(store).pragma('journal_mode', { simple: true })).toBe('wal');
+    expect(connectionOf(store).pragma('foreign_keys', { simple: true })).toBe(1);
+    expect(
+      connectionOf(store).prepare('SELECT version FROM schema_migrations ORDER BY version').pluck().all(),
+    ).toEqual(MIGRATIONS.map((m) => m.version));
     for (const t of [
       'sweeps',
       'trials',
@@ -73,7 +74,10 @@ describe('migrations', () => {
       'artifacts',
     ])
       expect(
-        store.db.prepare("SELECT count(*) FROM sqlite_master WHERE type='table' AND name=?").pluck().get(t),
+        connectionOf(store)
+          .prepare("SELECT count(*) FROM sqlite_master WHERE type='table' AND name=?")
+          .pluck()
+          .get(t),
       ).toBe(1);
     for (const v of [
       'trial_summary',
@@ -83,12 +87,17 @@ describe('migrations', () => {
       'sweep_progress',
     ])
       expect(
-        store.db.prepare("SELECT count(*) FROM sqlite_master WHERE type='view' AND name=?").pluck().get(v),
+        connectionOf(store)
+          .prepare("SELECT count(*) FROM sqlite_master WHERE type='view' AND name=?")
+          .pluck()
+          .get(v),
       ).toBe(1);
     store.close();
     // Re-opening applies nothing twice.
     const again = ResultsStore.open(file);
-    expect(again.db.prepare('SELECT count(*) FROM schema_migrations').pluck().get()).toBe(MIGRATIONS.length);
+    expect(connectionOf(again).prepare('SELECT count(*) FROM schema_migrations').pluck().get()).toBe(
+      MIGRATIONS.length,
+    );
     again.close();
   });
 
@@ -129,9 +138,9 @@ describe('migrations', () => {
       const store = ResultsStore.open(old); // the writer migrates
       expect(store.schemaVersion()).toBe(SCHEMA_VERSION);
       expect(
-        store.db.prepare('SELECT version FROM schema_migrations ORDER BY version').pluck().all(),
+        connectionOf(store).prepare('SELECT version FROM schema_migrations ORDER BY version').pluck().all(),
       ).toEqual(MIGRATIONS.map((m) => m.version));
-      const row = store.db
+      const row = connectionOf(store)
         .prepare(
           'SELECT key, sweep, method, decomposition, seed, accuracy_final, params_ratio FROM trial_summary',
         )
@@ -145,15 +154,17 @@ describe('migrations', () => {
         accuracy_final: 0.75,
         params_ratio: 4,
       });
-      expect(store.db.prepare('SELECT name, value FROM latest_metrics').get()).toEqual({
+      expect(connectionOf(store).prepare('SELECT name, value FROM latest_metrics').get()).toEqual({
         name: 'accuracy',
         value: 0.75,
       });
       // Migration 4 counted the existing memberships into sweep_status_counts.
       expect(store.trialCounts(1)).toMatchObject({ succeeded: 1, pending: 0 });
       // Migration 5: existing memberships are points of the latest spec; the rebuilt view agrees.
-      expect(store.db.prepare('SELECT active FROM sweep_trials').pluck().all()).toEqual([1]);
-      expect(store.db.prepare('SELECT trials, succeeded, pending FROM sweep_progress').get()).toEqual({
+      expect(connectionOf(store).prepare('SELECT active FROM sweep_trials').pluck().all()).toEqual([1]);
+      expect(
+        connectionOf(store).prepare('SELECT trials, succeeded, pending FROM sweep_progress').get(),
+      ).toEqual({
         trials: 1,
         succeeded: 1,
         pending: 0,

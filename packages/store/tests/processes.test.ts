@@ -6,8 +6,9 @@ import Database from 'better-sqlite3';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { trialKey } from '@flatrank/protocol';
 import { createTempDb, tempDbTrialConfig, type TempDb } from '@flatrank/testing';
-import { MIGRATIONS, ResultsStore, SCHEMA_VERSION, listRuns } from '../src/index.js';
+import { ResultsStore, SCHEMA_VERSION, listRuns } from '../src/index.js';
 import { HELPERS, buildStoreDist } from './util.js';
+import { MIGRATIONS, connectionOf } from '../src/internal.js';
 
 beforeAll(() => buildStoreDist(), 120_000);
 
@@ -93,7 +94,7 @@ describe('multi-process', () => {
       expect([...a!.migrated, ...b!.migrated].sort()).toEqual(MIGRATIONS.map((m) => m.version));
       expect([a!.journal, b!.journal]).toEqual(['wal', 'wal']);
       const check = ResultsStore.open(file, { readonly: true });
-      expect(check.db.prepare('SELECT count(*) FROM schema_migrations').pluck().get()).toBe(
+      expect(connectionOf(check).prepare('SELECT count(*) FROM schema_migrations').pluck().get()).toBe(
         MIGRATIONS.length,
       );
       check.close();
@@ -118,7 +119,7 @@ describe('multi-process', () => {
       try {
         // Fresh read-only connections and long-lived ones both see committed rows, never a lock error.
         const ro = ResultsStore.open(tmp.path, { readonly: true });
-        const n = ro.db.prepare('SELECT count(*) FROM metrics').pluck().get() as number;
+        const n = connectionOf(ro).prepare('SELECT count(*) FROM metrics').pluck().get() as number;
         expect(listRuns(ro, { where: 'seed=0' })).toHaveLength(1);
         ro.close();
         expect(n).toBeGreaterThanOrEqual(lastSeen);

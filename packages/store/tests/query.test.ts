@@ -5,8 +5,6 @@ import {
   ResultsStore,
   changedConfigKeys,
   exportRows,
-  formatCsv,
-  formatTable,
   listRuns,
   parseWhere,
   runUserQuery,
@@ -155,20 +153,6 @@ describe('runUserQuery', () => {
     expect(runUserQuery(tmp.path, 'SELECT count(*) AS n FROM metrics').rows[0]!.n).toBe(24);
     expect(() => runUserQuery(tmp.path, '')).toThrow(ValidationError);
     expect(() => runUserQuery(tmp.path, 'SELECT * FROM no_such_table')).toThrow(/no such table/);
-  });
-});
-
-describe('formats', () => {
-  it('CSV quotes what needs quoting; the table aligns and shortens keys', () => {
-    expect(formatCsv([{ a: 'x,y', b: 'say "hi"', c: null, d: 1.5 }])).toBe(
-      'a,b,c,d\r\n"x,y","say ""hi""",,1.5\r\n',
-    );
-    const t = formatTable([
-      { key: 'a'.repeat(64), v: 0.123456 },
-      { key: 'b'.repeat(64), v: 12 },
-    ]);
-    expect(t.split('\n')[2]).toBe(`${'a'.repeat(12)}  0.1235`);
-    expect(t).toContain('(2 rows)');
   });
 });
 

@@ -7,7 +7,8 @@ import {
   tempDbTrialEvents,
   type TempDb,
 } from '@flatrank/testing';
-import { iterateReportTrials, reportStartLookup, type ReportTrialRow } from '../src/index.js';
+import type { ReportTrialRow } from '../src/index.js';
+import { connectionOf } from '../src/internal.js';
 
 let tmp: TempDb | undefined;
 afterEach(() => tmp?.cleanup());
@@ -29,7 +30,7 @@ describe('report rows', () => {
     const alien = tempDbTrialConfig({ seed: 99 });
     store.insertTrials(other, [{ key: trialKey(alien), config: alien }]);
 
-    const rows: ReportTrialRow[] = [...iterateReportTrials(store.db, sweepId)];
+    const rows: ReportTrialRow[] = [...store.iterateReportTrials(sweepId)];
     expect(rows.map((r) => r.key)).toEqual([...keys, trialKey(child)]);
     const [a, b] = rows;
     expect(a!.seed).toBe(0);
@@ -58,15 +59,15 @@ describe('report rows', () => {
     expect(last).toMatchObject({ status: 'pending', ok: 0, accuracy_final: null, layers_ratio: null });
 
     // A zero denominator is no ratio (as report's ratio()); a result of a non-succeeded trial is not a value.
-    store.db
+    connectionOf(store)
       .prepare('UPDATE results SET params_after = 0 WHERE trial_id = (SELECT id FROM trials WHERE key = ?)')
       .run(keys[0]);
-    store.db.prepare("UPDATE trials SET status = 'failed' WHERE key = ?").run(keys[1]);
-    const again = [...iterateReportTrials(store.db, sweepId)];
+    connectionOf(store).prepare("UPDATE trials SET status = 'failed' WHERE key = ?").run(keys[1]);
+    const again = [...store.iterateReportTrials(sweepId)];
     expect(again[0]).toMatchObject({ ok: 1, params_ratio: null, macs_ratio: 1.6 });
     expect(again[1]).toMatchObject({ status: 'failed', ok: 0, accuracy_final: null, params_ratio: null });
 
-    const lookup = reportStartLookup(store.db, sweepId);
+    const lookup = store.reportStartLookup(sweepId);
     expect(lookup(keys[0]!)).toEqual({ key: keys[0], shape: a!.shape, start_key: null });
     expect(lookup(trialKey(child))).toMatchObject({ start_key: keys[0] });
     // Not a member of this sweep (it is of 'other'), or not a trial at all.
@@ -80,16 +81,16 @@ describe('report rows', () => {
     const { sweepId, keys, configs } = populateTempDb(store, { seeds: 2, succeeded: 2 });
     // The latest spec keeps the second trial only.
     store.syncSweepTrials(sweepId, [{ key: keys[1]!, config: configs[1]! }]);
-    expect([...iterateReportTrials(store.db, sweepId)].map((r) => r.key)).toEqual([keys[1]]);
-    const retired = [...iterateReportTrials(store.db, sweepId, { membership: 'retired' })];
+    expect([...store.iterateReportTrials(sweepId)].map((r) => r.key)).toEqual([keys[1]]);
+    const retired = [...store.iterateReportTrials(sweepId, { membership: 'retired' })];
     expect(retired.map((r) => r.key)).toEqual(keys.filter((k) => k !== keys[1]));
     expect(retired[0]).toMatchObject({ status: 'succeeded', ok: 1, accuracy_final: 0.8 });
-    expect([...iterateReportTrials(store.db, sweepId, { membership: 'all' })]).toHaveLength(keys.length);
-    expect(reportStartLookup(store.db, sweepId)(keys[0]!)).toBeUndefined();
-    expect(reportStartLookup(store.db, sweepId, { membership: 'all' })(keys[0]!)).toMatchObject({
+    expect([...store.iterateReportTrials(sweepId, { membership: 'all' })]).toHaveLength(keys.length);
+    expect(store.reportStartLookup(sweepId)(keys[0]!)).toBeUndefined();
+    expect(store.reportStartLookup(sweepId, { membership: 'all' })(keys[0]!)).toMatchObject({
       key: keys[0],
     });
-    expect(() => iterateReportTrials(store.db, sweepId, { membership: 'every' as never })).toThrow(
+    expect(() => store.iterateReportTrials(sweepId, { membership: 'every' as never })).toThrow(
       /membership: unknown value "every"; allowed: current, retired, all/,
     );
   });
@@ -120,7 +121,28 @@ describe('report rows', () => {
         : e,
     );
     store.applyEvents(events);
-    const row = [...iterateReportTrials(store.db, sweepId)].find((r) => r.key === c1.key)!;
+    const row = [...store.iterateReportTrials(sweepId)].find((r) => r.key === c1.key)!;
     expect(row.layers_ratio).toBe(4); // 2400 / 600 from attempt 2, not (2400 + 2400) / (1200 + 600)
+  });
+  it('per-trial results and layer rows: members with a results row, current attempt, by key and layer', () => {
+    tmp = createTempDb();
+    const store = tmp.store!;
+    const { sweepId, keys, configs } = populateTempDb(store, { seeds: 3, succeeded: 2 });
+    const summaries = store.reportTrialSummaries(sweepId);
+    expect(summaries.map((s) => s.key).sort()).toEqual(keys.slice(0, 2).sort());
+    expect(summaries[0]).toMatchObject({
+      accuracy_final: 0.8,
+      params_before: 60000,
+      params_after: 30000,
+      wall_seconds: 3.5,
+      epochs: expect.any(Number),
+    });
+    const layers = store.reportTrialLayers(sweepId);
+    expect(layers.map((l) => l.key)).toEqual([...keys.slice(0, 2)].sort());
+    expect(layers[0]).toMatchObject({ params_before: 2400, params_after: 1200 });
+    // Retired members only on request.
+    store.syncSweepTrials(sweepId, [{ key: keys[1]!, config: configs[1]! }]);
+    expect(store.reportTrialSummaries(sweepId).map((s) => s.key)).toEqual([keys[1]]);
+    expect(store.reportTrialLayers(sweepId, { membership: 'retired' }).map((l) => l.key)).toEqual([keys[0]]);
   });
 });

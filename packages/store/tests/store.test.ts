@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { StoreError, ValidationError, trialKey, type TrialEnvelope } from '@flatrank/protocol';
 import { createTempDb, tempDbTrialConfig, tempDbTrialEvents, type TempDb } from '@flatrank/testing';
 import { ResultsStore } from '../src/index.js';
+import { connectionOf } from '../src/internal.js';
 
 let tmp: TempDb;
 let store: ResultsStore;
@@ -154,8 +155,8 @@ describe('claims and leases', () => {
     const stale = store.applyEvents(tempDbTrialEvents(t!.key, 1));
     expect(stale.applied).toBe(0);
     expect(store.getTrial(t!.key)).toMatchObject({ status: 'running', attempts: 2, worker: 'w2' });
-    expect(store.db.prepare('SELECT count(*) FROM metrics').pluck().get()).toBe(0);
-    expect(store.db.prepare('SELECT count(*) FROM results').pluck().get()).toBe(0);
+    expect(connectionOf(store).prepare('SELECT count(*) FROM metrics').pluck().get()).toBe(0);
+    expect(connectionOf(store).prepare('SELECT count(*) FROM results').pluck().get()).toBe(0);
     store.applyEvents(tempDbTrialEvents(t!.key, 2));
     expect(store.getTrial(t!.key)!.status).toBe('succeeded');
   });
@@ -280,7 +281,7 @@ describe('applyEvents', () => {
     const c = store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 60_000, maxAttempts: 3 })!;
     return { id, key: c.key, events: tempDbTrialEvents(c.key, c.attempt, { steps: 4, accuracy: 0.87 }) };
   }
-  const count = (table: string) => store.db.prepare(`SELECT count(*) FROM ${table}`).pluck().get();
+  const count = (table: string) => connectionOf(store).prepare(`SELECT count(*) FROM ${table}`).pluck().get();
 
   it('stores every event kind, and the same envelopes applied twice are stored once', () => {
     const { key, events } = runOne();
@@ -308,7 +309,7 @@ describe('applyEvents', () => {
       device: 'test CPU',
       host: 'testhost',
     });
-    const r = store.db.prepare('SELECT * FROM trial_summary WHERE key = ?').get(key) as Record<
+    const r = connectionOf(store).prepare('SELECT * FROM trial_summary WHERE key = ?').get(key) as Record<
       string,
       unknown
     >;
@@ -320,12 +321,14 @@ describe('applyEvents', () => {
       wall_seconds: 3.5,
       latency_after_ms: 1.5,
     });
-    expect(store.db.prepare('SELECT layer, ranks, params_ratio FROM trial_layers').get()).toEqual({
+    expect(connectionOf(store).prepare('SELECT layer, ranks, params_ratio FROM trial_layers').get()).toEqual({
       layer: 'conv2',
       ranks: '[3,8]',
       params_ratio: 2,
     });
-    expect(store.db.prepare("SELECT value FROM latest_metrics WHERE name = 'loss'").pluck().get()).toBe(0.5);
+    expect(
+      connectionOf(store).prepare("SELECT value FROM latest_metrics WHERE name = 'loss'").pluck().get(),
+    ).toBe(0.5);
     expect(store.artifacts(key)).toEqual([{ kind: 'checkpoint', path: `checkpoints/${key}.ckpt` }]);
   });
 
@@ -350,7 +353,7 @@ describe('applyEvents', () => {
         event: { type: 'failed', error: { name: 'E', code: 'E', message: 'late' }, retryable: true },
       },
     ]);
-    expect(store.db.prepare('SELECT accuracy_final FROM results').pluck().get()).toBe(0.87);
+    expect(connectionOf(store).prepare('SELECT accuracy_final FROM results').pluck().get()).toBe(0.87);
     expect(store.getTrial(key)!.status).toBe('succeeded');
   });
 
@@ -394,7 +397,7 @@ describe('applyEvents', () => {
         event: { type: 'metric', step: 1, epoch: 0, phase: 'train', name: 'loss', value: Number.NaN },
       },
     ]);
-    expect(store.db.prepare('SELECT value FROM metrics').pluck().get()).toBeNull();
+    expect(connectionOf(store).prepare('SELECT value FROM metrics').pluck().get()).toBeNull();
   });
 });
 
@@ -420,7 +423,7 @@ describe('read-only connections and lookups', () => {
         }
       }
       // The connection itself is read-only too.
-      expect(() => ro.db.prepare('DELETE FROM trials').run()).toThrow(/readonly|read-only/i);
+      expect(() => connectionOf(ro).prepare('DELETE FROM trials').run()).toThrow(/readonly|read-only/i);
     } finally {
       ro.close();
     }
@@ -436,7 +439,7 @@ describe('read-only connections and lookups', () => {
     expect(store.getTrial('zzzz')).toBeUndefined();
     expect(() => store.getTrial('ab')).toThrow(/at least 4/);
     // Two crafted keys sharing a 4-character prefix (written directly; configs are irrelevant here).
-    const ins = store.db.prepare(
+    const ins = connectionOf(store).prepare(
       "INSERT INTO trials (sweep_id, key, config, model, dataset, method, seed, lr, epochs, batch_size, created_at) VALUES (?, ?, '{}', 'lenet5', 'mnist', 'baseline', 0, 0.1, 1, 32, 0)",
     );
     ins.run(id, `abcd1${'0'.repeat(59)}`);
@@ -456,12 +459,12 @@ describe('read-only connections and lookups', () => {
 describe('status counts (migration 4: sweep_status_counts kept by triggers)', () => {
   /** What trialCounts / succeededTiming must equal: a full recount over the current memberships. */
   function recount(sweepId: number) {
-    const counts = store.db
+    const counts = connectionOf(store)
       .prepare(
         'SELECT t.status, count(*) AS n FROM sweep_trials st JOIN trials t ON t.id = st.trial_id WHERE st.sweep_id = ? AND st.active = 1 GROUP BY t.status',
       )
       .all(sweepId) as Array<{ status: string; n: number }>;
-    const timing = store.db
+    const timing = connectionOf(store)
       .prepare(
         `SELECT count(t.finished_at - t.started_at) AS n, avg(t.finished_at - t.started_at) AS mean
          FROM sweep_trials st JOIN trials t ON t.id = st.trial_id WHERE st.sweep_id = ? AND st.active = 1 AND t.status = 'succeeded'`,
@@ -558,18 +561,20 @@ describe('status counts (migration 4: sweep_status_counts kept by triggers)', ()
     expect(store.succeededTiming(b)).toEqual({ trials: 0, meanMs: null });
 
     // Writes by plain SQL (flatrank keeps no other writer, but the counts must not drift).
-    store.db.exec("UPDATE trials SET status = 'cancelled', finished_at = 9000 WHERE status = 'pending'");
-    store.db
+    connectionOf(store).exec(
+      "UPDATE trials SET status = 'cancelled', finished_at = 9000 WHERE status = 'pending'",
+    );
+    connectionOf(store)
       .prepare('DELETE FROM sweep_trials WHERE sweep_id = ? AND trial_id = ?')
       .run(b, store.getTrial(g[7]!.key)!.id);
-    store.db.prepare('DELETE FROM trials WHERE key = ?').run(g[0]!.key);
+    connectionOf(store).prepare('DELETE FROM trials WHERE key = ?').run(g[0]!.key);
     expectConsistent(a, b);
     expect(store.succeededTiming(a)).toEqual({ trials: 1, meanMs: 100 });
   });
 
   /** The old (migration 2) sweep_progress: a join over every current membership, grouped by sweep. */
   const progressRecount = () =>
-    store.db
+    connectionOf(store)
       .prepare(
         `SELECT s.id AS sweep_id, s.name AS sweep, COUNT(t.id) AS trials,
            SUM(t.status = 'pending') AS pending, SUM(t.status = 'running') AS running,
@@ -582,7 +587,8 @@ describe('status counts (migration 4: sweep_status_counts kept by triggers)', ()
          GROUP BY s.id ORDER BY s.id`,
       )
       .all();
-  const progressView = () => store.db.prepare('SELECT * FROM sweep_progress ORDER BY sweep_id').all();
+  const progressView = () =>
+    connectionOf(store).prepare('SELECT * FROM sweep_progress ORDER BY sweep_id').all();
 
   it('follow the latest spec: retiring / restoring memberships moves trials out of / into the counts', () => {
     const a = sweep('a');
@@ -628,10 +634,10 @@ describe('status counts (migration 4: sweep_status_counts kept by triggers)', ()
     expect(store.succeededTiming(a)).toEqual({ trials: 1, meanMs: 50 });
     expectConsistent(a, b, empty);
     // Plain-SQL deletes of retired memberships / trials leave the counts exact too.
-    store.db
+    connectionOf(store)
       .prepare('DELETE FROM sweep_trials WHERE sweep_id = ? AND trial_id = ?')
       .run(a, store.getTrial(g[1]!.key)!.id);
-    store.db.prepare('DELETE FROM trials WHERE key = ?').run(g[3]!.key);
+    connectionOf(store).prepare('DELETE FROM trials WHERE key = ?').run(g[3]!.key);
     expectConsistent(a, b, empty);
     store.finishSweep(b, 4000);
     const view = progressView();
@@ -665,7 +671,7 @@ describe('sweep membership in the latest spec (syncSweepTrials)', () => {
     // Rows and results are kept.
     expect(store.listTrials({})).toHaveLength(4);
     expect(store.getTrial(g[0]!.key)!.status).toBe('succeeded');
-    expect(store.db.prepare('SELECT count(*) FROM results').pluck().get()).toBe(1);
+    expect(connectionOf(store).prepare('SELECT count(*) FROM results').pluck().get()).toBe(1);
     expect(store.listTrials({ sweepId: a }).map((t) => t.key)).toEqual([g[3]!.key]);
     expect(store.listTrials({ sweepId: a, membership: 'retired' }).map((t) => t.key)).toEqual(
       g.slice(0, 3).map((t) => t.key),
@@ -678,7 +684,7 @@ describe('sweep membership in the latest spec (syncSweepTrials)', () => {
       cancelled: 1,
     });
     expect(
-      store.db
+      connectionOf(store)
         .prepare("SELECT key, in_spec FROM sweep_trial_summary WHERE member_sweep = 'a' ORDER BY trial_id")
         .all(),
     ).toEqual(g.map((t, i) => ({ key: t.key, in_spec: i === 3 ? 1 : 0 })));

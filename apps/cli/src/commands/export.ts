@@ -7,7 +7,8 @@ import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { ValidationError } from '@flatrank/protocol';
-import { ResultsStore, exportRows, formatRows, parseFormat, resolveDbPath } from '@flatrank/store';
+import { formatRows, parseFormat } from '@flatrank/report';
+import { ResultsStore, exportRows, resolveDbPath } from '@flatrank/store';
 
 export function writeFileAtomically(file: string, text: string): void {
   const target = resolve(file);

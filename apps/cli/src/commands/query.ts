@@ -3,7 +3,8 @@
  * connection; statements that would write are refused (StoreError WRITE_REFUSED, exit code 6).
  */
 import type { Command } from 'commander';
-import { formatRows, parseFormat, resolveDbPath, runUserQuery } from '@flatrank/store';
+import { formatRows, parseFormat } from '@flatrank/report';
+import { resolveDbPath, runUserQuery } from '@flatrank/store';
 
 export function registerQuery(program: Command): void {
   program

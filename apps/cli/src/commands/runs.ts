@@ -3,15 +3,8 @@
  * [--only-changed]`: the trials with their config axes and results, from a read-only connection.
  */
 import type { Command } from 'commander';
-import {
-  ResultsStore,
-  formatRows,
-  listRuns,
-  listRunsOnlyChanged,
-  parseFormat,
-  resolveDbPath,
-  RUN_COLUMNS,
-} from '@flatrank/store';
+import { formatRows, parseFormat } from '@flatrank/report';
+import { ResultsStore, listRuns, listRunsOnlyChanged, resolveDbPath, RUN_COLUMNS } from '@flatrank/store';
 
 interface RunsFlags {
   db?: string;

@@ -5,14 +5,8 @@
  */
 import type { Command } from 'commander';
 import { ValidationError } from '@flatrank/protocol';
-import {
-  ResultsStore,
-  formatTable,
-  resolveDbPath,
-  trialDetail,
-  type FormatRow,
-  type TrialDetail,
-} from '@flatrank/store';
+import { formatTable, type FormatRow } from '@flatrank/report';
+import { ResultsStore, resolveDbPath, trialDetail, type TrialDetail } from '@flatrank/store';
 
 function iso(ms: number | null): string {
   return ms === null ? '-' : new Date(ms).toISOString();

@@ -1,6 +1,7 @@
 // Forked by processes.test.ts: opens (creating) the database as soon as the parent says go, and
 // reports which migrations this process applied and the journal mode it ended up with.
 import { ResultsStore } from '../../dist/index.js';
+import { connectionOf } from '../../dist/internal.js';
 
 const [file] = process.argv.slice(2);
 const go = new Promise((resolve) => process.once('message', resolve));
@@ -12,7 +13,7 @@ try {
   result = {
     migrated: [...store.migrated],
     version: store.schemaVersion(),
-    journal: store.db.pragma('journal_mode', { simple: true }),
+    journal: connectionOf(store).pragma('journal_mode', { simple: true }),
   };
   store.close();
 } catch (e) {

@@ -18,8 +18,8 @@ import {
   type TrialConfig,
   type TrialEnvelope,
 } from '@flatrank/protocol';
-import { ResultsStore } from '../store.js';
-import { listRuns, runsQuery } from '../query.js';
+import { ResultsStore, listRuns } from '@flatrank/store';
+import { connectionOf, runsQuery } from '@flatrank/store/internal';
 
 type BenchRow = Record<string, string | number | boolean | null>;
 
@@ -134,7 +134,7 @@ GROUP BY s.id`;
  * (counts, running trials, mean duration of the succeeded ones) per sweep.
  */
 function progressRows(store: ResultsStore, sweepId: number, nTrials: number): BenchRow[] {
-  const legacy = store.db.prepare(LEGACY_COUNTS_SQL);
+  const legacy = connectionOf(store).prepare(LEGACY_COUNTS_SQL);
   const oldCounts = timeIt(10, () => legacy.all(sweepId).length);
   const newCounts = timeIt(200, () => Object.keys(store.trialCounts(sweepId)).length);
   const same =
@@ -167,8 +167,8 @@ function progressRows(store: ResultsStore, sweepId: number, nTrials: number): Be
     target: note,
     meetsTarget: null,
   });
-  const legacyView = store.db.prepare(LEGACY_SWEEP_PROGRESS_SQL);
-  const view = store.db.prepare('SELECT * FROM sweep_progress');
+  const legacyView = connectionOf(store).prepare(LEGACY_SWEEP_PROGRESS_SQL);
+  const view = connectionOf(store).prepare('SELECT * FROM sweep_progress');
   const oldView = timeIt(5, () => legacyView.all().length);
   const newView = timeIt(200, () => view.all().length);
   const sameView = JSON.stringify(legacyView.all()) === JSON.stringify(view.all());
@@ -292,7 +292,7 @@ export default {
         meetsTarget: null,
       });
       // Results for 90% of them (bulk SQL: the setup is not what is measured here).
-      store.db.exec(`
+      connectionOf(store).exec(`
         UPDATE trials SET status = 'succeeded', attempts = 1, started_at = 0, finished_at = 60000 + id % 1000 WHERE sweep_id = ${sweepId} AND id % 10 != 0;
         INSERT INTO results (trial_id, attempt, accuracy_original, accuracy_after_decomposition, accuracy_final, params_before, params_after,
           macs_before, macs_after, params_ratio, macs_ratio, wall_seconds, steps, epochs, created_at)
@@ -319,7 +319,7 @@ export default {
       const ro = ResultsStore.open(join(dir, 'bench.sqlite'), { readonly: true });
       const summarySql = `SELECT method, decomposition, target_ratio, count(*) AS n, avg(accuracy_final) AS acc, avg(params_ratio) AS ratio
         FROM trial_summary WHERE status = 'succeeded' GROUP BY method, decomposition, target_ratio`;
-      const summaryStmt = ro.db.prepare(summarySql);
+      const summaryStmt = connectionOf(ro).prepare(summarySql);
       const s = timeIt(10, () => summaryStmt.all().length);
       rows.push({
         case: `summary view: grouped mean over ${nTrials} trials`,
@@ -329,7 +329,7 @@ export default {
         target: '< 100 ms',
         meetsTarget: s.medianMs < 100,
       });
-      const oneSweep = ro.db.prepare(
+      const oneSweep = connectionOf(ro).prepare(
         "SELECT * FROM trial_summary WHERE sweep = 'bench' AND model = 'resnet20' AND method = 'distort'",
       );
       const s2 = timeIt(10, () => oneSweep.all().length);
@@ -358,9 +358,11 @@ export default {
         });
       }
       // The plan SQLite chose for the most selective listing, for the record.
-      const q = runsQuery(ro.db, { where: 'method=distort,decomposition=cp,seed=7' });
+      const q = runsQuery(connectionOf(ro), { where: 'method=distort,decomposition=cp,seed=7' });
       const plan = (
-        ro.db.prepare(`EXPLAIN QUERY PLAN ${q.sql}`).all(...q.params) as Array<{ detail: string }>
+        connectionOf(ro)
+          .prepare(`EXPLAIN QUERY PLAN ${q.sql}`)
+          .all(...q.params) as Array<{ detail: string }>
       )
         .map((p) => p.detail)
         .join('; ');

@@ -7,7 +7,8 @@
  * The sweep: every model x lr x (baseline | finetune, distort, posttrain x svd, tucker2, cp x 5
  * ratios) configuration, then more seeds up to N trials; fine-tune and post-train trials start from
  * the baseline of their model, lr and seed (trial starts, as real sweeps do). 90% succeed with a
- * results row and 3 per-layer records, 5% fail, 5% stay pending.
+ * results row and 3 per-layer records, 5% fail, 5% stay pending; all written as the coordinator
+ * writes them (claims, then trial events), which is setup, not what is measured.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -15,11 +16,15 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { MODELS, resolveTrialConfig, trialKey, type TrialConfig } from '@flatrank/protocol';
+import {
+  MODELS,
+  resolveTrialConfig,
+  trialKey,
+  type TrialConfig,
+  type TrialEnvelope,
+} from '@flatrank/protocol';
 import { ResultsStore } from '@flatrank/store';
-import { loadSweep, loadSweepTrials } from '../load.js';
-import { buildReport } from '../report.js';
-import { formatReport, REPORT_FORMATS } from '../format.js';
+import { REPORT_FORMATS, buildReport, formatReport, loadSweep, loadSweepTrials } from '@flatrank/report';
 
 type BenchRow = Record<string, string | number | boolean | null>;
 
@@ -76,6 +81,78 @@ function sweepConfigs(n: number): TrialConfig[] {
   return out;
 }
 
+/**
+ * Every trial claimed in id order (trial i has id i + 1 in a fresh database), then: id % 20 = 0 back
+ * to pending, id % 20 = 1 failed, the rest succeeded with a results row and, when compressed,
+ * three per-layer records (ratios near the target ratio).
+ */
+function writeOutcomes(store: ResultsStore, sweepId: number, n: number): void {
+  let batch: TrialEnvelope[] = [];
+  const flush = () => {
+    store.applyEvents(batch);
+    batch = [];
+  };
+  const pending: Array<{ key: string; attempt: number }> = [];
+  for (let i = 0; i < n; i++) {
+    const claim = store.claimTrial({ sweepId, worker: 'bench', leaseMs: 3_600_000, maxAttempts: 1 });
+    if (!claim) throw new Error(`bench setup: only ${i} of ${n} trials were claimable`);
+    const id = claim.id;
+    const send = (seq: number, event: TrialEnvelope['event']) =>
+      batch.push({ trialKey: claim.key, attempt: claim.attempt, seq, event });
+    if (id % 20 === 0) pending.push({ key: claim.key, attempt: claim.attempt });
+    else if (id % 20 === 1)
+      send(0, {
+        type: 'failed',
+        error: { name: 'Error', code: 'BENCH', message: 'failed on purpose' },
+        retryable: false,
+      });
+    else {
+      const target =
+        claim.config.compression?.rank.kind === 'ratio' ? claim.config.compression.rank.ratio : 1;
+      if (claim.config.method !== 'baseline')
+        for (let k = 1; k <= 3; k++)
+          send(k, {
+            type: 'layer',
+            layer: {
+              name: `conv${k}`,
+              decomposition: claim.config.compression!.decomposition,
+              scheme: claim.config.compression!.scheme ?? null,
+              ranks: [8],
+              rawRanks: null,
+              tile: null,
+              kernelShape: [3, 3, 16, 16],
+              paramsBefore: 2304,
+              paramsAfter: Math.floor(2304 / target) + k,
+              macsBefore: 100_000,
+              macsAfter: Math.floor(100_000 / target),
+              relativeError: 0.1,
+            },
+          });
+      send(4, {
+        type: 'finished',
+        summary: {
+          accuracyOriginal: 0.92,
+          accuracyAfterDecomposition: claim.config.method === 'baseline' ? null : 0.3 + (id % 50) / 100,
+          accuracyFinal: 0.8 + (id % 17) / 100 + (id % 7) / 1000,
+          paramsBefore: 270_000,
+          paramsAfter: Math.floor(270_000 / target),
+          macsBefore: 40_000_000,
+          macsAfter: Math.floor(40_000_000 / target),
+          latencyBeforeMs: 2 + (id % 13) / 10,
+          latencyAfterMs: 2 / target,
+          latencyBatch: 128,
+          wallSeconds: 60 + (id % 100) / 10,
+          steps: 1000,
+          epochs: 2,
+        },
+      });
+    }
+    if (batch.length >= 5000) flush();
+  }
+  flush();
+  for (const p of pending) store.endAttempt(p.key, p.attempt, { status: 'pending' });
+}
+
 let gcFn: (() => void) | undefined;
 function gc(): void {
   if (!gcFn) {
@@ -125,24 +202,7 @@ export default {
       const inserts = sweepConfigs(n).map((config) => ({ key: trialKey(config), config }));
       for (let i = 0; i < inserts.length; i += 10_000)
         store.insertTrials(sweepId, inserts.slice(i, i + 10_000));
-      // Outcomes, results and layers in bulk SQL (the setup is not what is measured).
-      store.db.exec(`
-        UPDATE trials SET status = CASE WHEN id % 20 = 0 THEN 'pending' WHEN id % 20 = 1 THEN 'failed' ELSE 'succeeded' END,
-          attempts = CASE WHEN id % 20 = 0 THEN 0 ELSE 1 END;
-        INSERT INTO results (trial_id, attempt, accuracy_original, accuracy_after_decomposition, accuracy_final,
-          params_before, params_after, macs_before, macs_after, params_ratio, macs_ratio,
-          latency_before_ms, latency_after_ms, latency_batch, wall_seconds, steps, epochs, created_at)
-        SELECT id, 1, 0.92, CASE WHEN method = 'baseline' THEN NULL ELSE 0.3 + (id % 50) / 100.0 END,
-          0.8 + (id % 17) / 100.0 + (id % 7) / 1000.0, 270000, CAST(270000 / coalesce(target_ratio, 1) AS INTEGER),
-          40000000, CAST(40000000 / coalesce(target_ratio, 1) AS INTEGER), coalesce(target_ratio, 1), coalesce(target_ratio, 1),
-          2.0 + (id % 13) / 10.0, 2.0 / coalesce(target_ratio, 1), 128, 60.0 + (id % 100) / 10.0, 1000, 2, 0
-        FROM trials WHERE status = 'succeeded';
-        INSERT INTO layers (trial_id, attempt, name, decomposition, scheme, ranks, kernel_shape,
-          params_before, params_after, macs_before, macs_after, relative_error)
-        SELECT t.id, 1, 'conv' || k.value, t.decomposition, t.scheme, '[8]', '[3,3,16,16]',
-          2304, CAST(2304 / t.target_ratio AS INTEGER) + k.value, 100000, CAST(100000 / t.target_ratio AS INTEGER), 0.1
-        FROM trials t, json_each('[1,2,3]') k WHERE t.status = 'succeeded' AND t.method != 'baseline';
-        ANALYZE;`);
+      writeOutcomes(store, sweepId, inserts.length);
       store.close();
       const setupS = (performance.now() - t0) / 1000;
 
