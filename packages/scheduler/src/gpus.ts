@@ -1,20 +1,39 @@
 /**
  * GPU discovery and execution slots. A slot is one place a trial can run: a GPU (CUDA index, set as
- * CUDA_VISIBLE_DEVICES in the child) or a CPU worker (CUDA_VISIBLE_DEVICES='' hides every GPU).
+ * CUDA_VISIBLE_DEVICES in the child, plus the environment that pins the webgpu backend to the same
+ * GPU) or a CPU worker (CUDA_VISIBLE_DEVICES='' hides every GPU).
  */
 import { spawn } from 'node:child_process';
 import { ValidationError } from '@flatrank/protocol';
+import { listWebgpuGpus, webgpuPinning, type PinningHost, type WebgpuGpu } from './webgpu-gpus.js';
 
 export interface GpuInfo {
   index: number;
   name: string;
   uuid: string | null;
+  /** PCI address (nvidia-smi's 00000000:01:00.0 or sysfs's 0000:01:00.0), when known. */
+  pciBusId?: string | null;
+  /** Found by Dawn's adapter list (no nvidia-smi): the adapter to pin the webgpu backend to. */
+  webgpu?: WebgpuGpu | null;
 }
 
-/** Asks nvidia-smi for the GPUs; [] when it is absent or fails (the CPU fallback). */
+/** Finds the GPUs: nvidia-smi, else Dawn's hardware WebGPU adapters; [] means CPU workers. */
 export type GpuDiscovery = () => Promise<GpuInfo[]>;
 
-export const discoverGpus: GpuDiscovery = () =>
+export const discoverGpus: GpuDiscovery = async () => {
+  const nvidia = await discoverNvidiaGpus();
+  if (nvidia.length) return nvidia;
+  return (await listWebgpuGpus()).map((g, i) => ({
+    index: i,
+    name: g.name,
+    uuid: null,
+    pciBusId: null,
+    webgpu: g,
+  }));
+};
+
+/** Asks nvidia-smi for the GPUs; [] when it is absent or fails. */
+export const discoverNvidiaGpus: GpuDiscovery = () =>
   new Promise((resolve) => {
     let out = '';
     let done = false;
@@ -26,7 +45,7 @@ export const discoverGpus: GpuDiscovery = () =>
     };
     let child;
     try {
-      child = spawn('nvidia-smi', ['--query-gpu=index,name,uuid', '--format=csv,noheader'], {
+      child = spawn('nvidia-smi', ['--query-gpu=index,name,uuid,pci.bus_id', '--format=csv,noheader'], {
         stdio: ['ignore', 'pipe', 'ignore'],
       });
     } catch {
@@ -48,13 +67,15 @@ export const discoverGpus: GpuDiscovery = () =>
     });
   });
 
-/** Parses `nvidia-smi --query-gpu=index,name,uuid --format=csv,noheader` output. */
+/** Parses `nvidia-smi --query-gpu=index,name,uuid[,pci.bus_id] --format=csv,noheader` output. */
 export function parseNvidiaSmi(text: string): GpuInfo[] {
   const gpus: GpuInfo[] = [];
   for (const line of text.split(/\r?\n/)) {
     const parts = line.split(',').map((s) => s.trim());
     if (parts.length < 2 || !/^\d+$/.test(parts[0]!)) continue;
-    gpus.push({ index: Number(parts[0]), name: parts[1]!, uuid: parts[2] || null });
+    const gpu: GpuInfo = { index: Number(parts[0]), name: parts[1]!, uuid: parts[2] || null };
+    if (parts[3]) gpu.pciBusId = parts[3];
+    gpus.push(gpu);
   }
   return gpus;
 }
@@ -84,6 +105,8 @@ export interface Slot {
   cudaVisibleDevices: string;
   /** Device name for the store and the status table. */
   device: string;
+  /** More environment for the child: what pins the webgpu backend to this GPU (empty on CPU). */
+  env?: Record<string, string>;
 }
 
 export interface SlotPlan {
@@ -91,6 +114,8 @@ export interface SlotPlan {
   gpus: GpuInfo[];
   /** Why these slots (for the log). */
   reason: string;
+  /** GPUs the webgpu backend cannot be pinned to, and why (for the log). */
+  warnings: string[];
 }
 
 /**
@@ -102,6 +127,8 @@ export async function planSlots(opts: {
   workersPerGpu: number;
   cpuWorkers: number;
   discover?: GpuDiscovery;
+  /** Facts about this machine that pinning depends on (tests inject them). */
+  host?: PinningHost;
 }): Promise<SlotPlan> {
   const discover = opts.discover ?? discoverGpus;
   let gpus: GpuInfo[] = [];
@@ -111,9 +138,10 @@ export async function planSlots(opts: {
     const found = await discover();
     if (opts.gpus === 'auto') {
       gpus = found;
+      const by = found.some((g) => g.webgpu) ? "Dawn's WebGPU adapter list" : 'nvidia-smi';
       reason = found.length
-        ? `nvidia-smi found ${found.length} GPU${found.length > 1 ? 's' : ''}`
-        : 'no GPU found (nvidia-smi absent or empty): CPU workers';
+        ? `${by} found ${found.length} GPU${found.length > 1 ? 's' : ''}`
+        : 'no GPU found (no nvidia-smi, no hardware WebGPU adapter): CPU workers';
     } else {
       gpus = opts.gpus.map(
         (i) => found.find((g) => g.index === i) ?? { index: i, name: `GPU ${i}`, uuid: null },
@@ -122,17 +150,23 @@ export async function planSlots(opts: {
     }
   }
   const slots: Slot[] = [];
+  const warnings: string[] = [];
   if (gpus.length > 0) {
-    for (const g of gpus)
+    const pins = webgpuPinning(gpus, opts.host);
+    for (const [i, g] of gpus.entries()) {
+      const pin = pins[i]!;
+      if (pin.warning) warnings.push(pin.warning);
       for (let w = 0; w < opts.workersPerGpu; w++)
         slots.push({
           id: opts.workersPerGpu > 1 ? `gpu${g.index}#${w}` : `gpu${g.index}`,
-          cudaVisibleDevices: String(g.index),
-          device: `cuda:${g.index} ${g.name}`,
+          cudaVisibleDevices: pin.cudaVisibleDevices,
+          device: g.webgpu ? `webgpu:${g.index} ${g.name}` : `cuda:${g.index} ${g.name}`,
+          env: pin.env,
         });
+    }
   } else {
     for (let w = 0; w < opts.cpuWorkers; w++)
       slots.push({ id: `cpu${w}`, cudaVisibleDevices: '', device: 'cpu' });
   }
-  return { slots, gpus, reason };
+  return { slots, gpus, reason, warnings };
 }

@@ -20,6 +20,7 @@ export { NAMED_AXES, axisDef } from './spec/axes.js';
 export { writeSweep, describePoints, describeNotInSpec, type PreparedSweep } from './sweep.js';
 export {
   discoverGpus,
+  discoverNvidiaGpus,
   parseNvidiaSmi,
   parseGpusFlag,
   planSlots,
@@ -29,6 +30,15 @@ export {
   type Slot,
   type SlotPlan,
 } from './gpus.js';
+export {
+  listWebgpuGpus,
+  webgpuPinning,
+  probePinningHost,
+  driPrimeTag,
+  type WebgpuGpu,
+  type PinningHost,
+  type WebgpuPin,
+} from './webgpu-gpus.js';
 export { runChildAttempt, type AttemptOutcome, type ChildAttemptOptions } from './child.js';
 export { runLocal, type LocalRunOptions, type RunResult, type AttemptRecord } from './local.js';
 export { runSpec, type RunSpecOptions, type RunSpecResult } from './run.js';

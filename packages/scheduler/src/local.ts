@@ -196,7 +196,7 @@ export async function runLocal(o: LocalRunOptions): Promise<RunResult> {
         config,
         options,
         cudaVisibleDevices: slot.cudaVisibleDevices,
-        env: o.childEnv,
+        env: { ...o.childEnv, ...slot.env },
         heartbeatTimeoutMs: o.heartbeatTimeoutMs,
         trialTimeoutMs: o.trialTimeoutMs,
         cancelGraceMs: o.cancelGraceMs,

@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 import { SchedulerError, ValidationError, type BackendName } from '@flatrank/protocol';
 import { ResultsStore } from '@flatrank/store';
 import { planSlots, type GpuDiscovery, type GpuRequest } from './gpus.js';
+import type { PinningHost } from './webgpu-gpus.js';
 import { runLocal, type RunResult } from './local.js';
 import { createCoordinatorLogger, type Logger } from './logging.js';
 import { progressLine, renderStatus, resultsTable, TtyRenderer, type ProgressSnapshot } from './progress.js';
@@ -33,6 +34,8 @@ export interface RunSpecOptions {
   childEntry: string;
   childEnv?: Record<string, string | undefined>;
   discoverGpus?: GpuDiscovery;
+  /** Machine facts for pinning webgpu workers (tests); default: read from sysfs. */
+  pinningHost?: PinningHost;
   stdout?: NodeJS.WritableStream;
   stderr?: NodeJS.WritableStream;
   /** Live table on stderr (default: stderr is a TTY). */
@@ -126,10 +129,12 @@ export async function runSpec(o: RunSpecOptions): Promise<RunSpecResult> {
         workersPerGpu: o.workers ?? res.workersPerGpu,
         cpuWorkers: o.workers ?? res.cpuWorkers,
         discover: o.discoverGpus,
+        host: o.pinningHost,
       });
       logger.info(
         `${plan.reason}; ${plan.slots.length} slot${plan.slots.length > 1 ? 's' : ''}: ${plan.slots.map((s) => s.id).join(', ')}`,
       );
+      for (const w of plan.warnings) logger.warn(w);
       run = await runLocal({ ...common, slots: plan.slots, childEntry: o.childEntry, childEnv: o.childEnv });
     } else {
       const { runBullmqCoordinator } = await import('./bullmq/coordinator.js');

@@ -212,7 +212,7 @@ describe('GPU discovery', () => {
       cpuWorkers: 1,
       discover: async () => parseNvidiaSmi('0, T4, x\n1, V100, y\n'),
     });
-    expect(picked.slots).toEqual([{ id: 'gpu1', cudaVisibleDevices: '1', device: 'cuda:1 V100' }]);
+    expect(picked.slots).toEqual([{ id: 'gpu1', cudaVisibleDevices: '1', device: 'cuda:1 V100', env: {} }]);
   });
 
   it('falls back to CPU when nvidia-smi is absent; finds a fake one on PATH', async () => {

@@ -40,6 +40,8 @@ function record(kind, extra = {}) {
       pid: process.pid,
       cuda: process.env.CUDA_VISIBLE_DEVICES ?? null,
       order: process.env.CUDA_DEVICE_ORDER ?? null,
+      webgpuAdapter: process.env.FLATRANK_WEBGPU_ADAPTER ?? null,
+      driPrime: process.env.DRI_PRIME ?? null,
       t: Date.now(),
       ...extra,
     }) + '\n',

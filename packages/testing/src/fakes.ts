@@ -51,6 +51,9 @@ export interface FakeRunRecord {
   pid: number;
   cuda: string | null;
   order: string | null;
+  /** FLATRANK_WEBGPU_ADAPTER and DRI_PRIME as the child saw them (webgpu pinning). */
+  webgpuAdapter?: string | null;
+  driPrime?: string | null;
   t: number;
   outcome?: string;
   seed?: number;
@@ -94,6 +97,49 @@ export function fakeGpus(n: number, name = 'Fake Tesla T4'): FakeGpu[] {
 /** An injectable GPU discovery function (the scheduler's GpuDiscovery shape). */
 export function fakeGpuDiscovery(n: number): () => Promise<FakeGpu[]> {
   return async () => fakeGpus(n);
+}
+
+/** A GPU found as a WebGPU adapter (the scheduler's GpuInfo with its `webgpu` field). */
+export interface FakeWebgpuGpu extends FakeGpu {
+  pciBusId: null;
+  webgpu: {
+    dawnBackend: string;
+    name: string;
+    vendor: string;
+    description: string;
+    selectableByName: boolean;
+  };
+}
+
+/**
+ * n fake WebGPU adapters as Dawn would list them on a machine without nvidia-smi; identical names
+ * by default (the case Dawn's adapter= flag cannot tell apart), or the given names.
+ */
+export function fakeWebgpuGpus(
+  n: number,
+  names: readonly string[] = Array.from({ length: n }, () => 'Fake Radeon Pro W7900'),
+  dawnBackend = 'vulkan',
+): FakeWebgpuGpu[] {
+  return names.slice(0, n).map((name, i) => ({
+    index: i,
+    name,
+    uuid: null,
+    pciBusId: null,
+    webgpu: {
+      dawnBackend,
+      name,
+      vendor: 'amd',
+      description: `fake ${dawnBackend} adapter ${i}`,
+      selectableByName: !names.slice(0, i).some((earlier) => earlier.includes(name)),
+    },
+  }));
+}
+
+/** An injectable discovery function returning fake WebGPU adapters. */
+export function fakeWebgpuDiscovery(
+  ...args: Parameters<typeof fakeWebgpuGpus>
+): () => Promise<FakeWebgpuGpu[]> {
+  return async () => fakeWebgpuGpus(...args);
 }
 
 /**

@@ -67,6 +67,7 @@ export function registerWorker(program: Command): void {
       const interrupt = interruptSignal();
       try {
         log.logger.info(plan.reason);
+        for (const w of plan.warnings) log.logger.warn(w);
         const handle = await startWorker({
           redisUrl: flags.redis,
           queueName: flags.queue,

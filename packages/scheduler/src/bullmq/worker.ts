@@ -98,7 +98,7 @@ export async function startWorker(o: WorkerOptions): Promise<WorkerHandle> {
           heartbeatMs: d.heartbeatMs,
         },
         cudaVisibleDevices: slot.cudaVisibleDevices,
-        env: o.childEnv,
+        env: { ...o.childEnv, ...slot.env },
         heartbeatTimeoutMs: d.heartbeatTimeoutMs,
         trialTimeoutMs: d.trialTimeoutMs,
         signal: ac.signal,
