@@ -69,6 +69,11 @@ export interface ReportRow {
   bucket: number | null;
   /** Highest mean final accuracy within its ratio bucket (only marked when >= 2 rows compete). */
   best: boolean;
+  /**
+   * finetune only: seeds of the succeeded trials whose fine-tuning ended below their accuracy right
+   * after decomposition (the recipe made the model worse than not fine-tuning at all).
+   */
+  worseAfterFineTuning: number[];
   trialKeys: string[];
 }
 
@@ -263,6 +268,7 @@ export class TrialGroup {
   readonly latencyRatio: Array<number | null> = [];
   readonly layersRatio: Array<number | null> = [];
   readonly wallSeconds: Array<number | null> = [];
+  readonly worseAfterFineTuning: number[] = [];
 
   /** `config` is the group's first trial's config (what the row's columns are read from). */
   constructor(
@@ -284,6 +290,13 @@ export class TrialGroup {
     this.latencyRatio.push(v.latencyRatio);
     this.layersRatio.push(v.layersRatio);
     this.wallSeconds.push(v.wallSeconds);
+    if (
+      this.config.method === 'finetune' &&
+      v.accuracyFinal !== null &&
+      v.accuracyAfterDecomposition !== null &&
+      v.accuracyFinal < v.accuracyAfterDecomposition
+    )
+      this.worseAfterFineTuning.push(t.seed);
   }
 }
 
@@ -380,6 +393,7 @@ function aggregateGroups({ groups }: GroupedTrials, options: AggregateOptions): 
       ratio: isBaseline ? 1 : (target?.ratio ?? paramsRatio.mean),
       bucket: null,
       best: false,
+      worseAfterFineTuning: [...group.worseAfterFineTuning].sort((a, b) => a - b),
       trialKeys: [...group.trialKeys],
     });
   }

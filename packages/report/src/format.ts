@@ -5,8 +5,11 @@
  * plot renderer.
  */
 import type { Report, ReportEntry } from './report.js';
+import { PAPER_BASELINE_ACCURACY } from './paper.js';
 import type { Stat } from './stats.js';
 import { ValidationError } from '@flatrank/protocol';
+
+const PAPER_SETTING = `Lee et al. 2019's ResNet-32 on CIFAR-10 (from a pre-trained model at ${PAPER_BASELINE_ACCURACY} %)`;
 
 export const REPORT_FORMATS = ['md', 'csv', 'json'] as const;
 export type ReportFormat = (typeof REPORT_FORMATS)[number];
@@ -82,7 +85,7 @@ export function toMarkdown(report: Report): string {
     'final acc. %',
     'vs base pts',
   ];
-  if (paper) head.push('paper %', 'Δ pts');
+  if (paper) head.push('paper % (other net / data)', 'Δ pts');
   head.push('wall s', 'not done');
   out.push(`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`);
   for (const r of report.rows) {
@@ -109,7 +112,19 @@ export function toMarkdown(report: Report): string {
   out.push(
     'Mean ± sample std over seeds (n = succeeded trials). × columns: before / after (params and multiply-adds of the whole model; latency measured, > 1 means the factored model is faster). ★ / bold: highest mean final accuracy among the rows of the same compression ratio. vs base: mean final accuracy minus that of the uncompressed baseline, in points.',
   );
+  const worse = report.rows.filter((r) => r.worseAfterFineTuning.length > 0);
+  if (worse.length > 0) {
+    out.push(
+      '',
+      '⚠ Fine-tuning ended below the accuracy right after decomposition (the recipe made these trials worse than not fine-tuning):',
+    );
+    for (const r of worse)
+      out.push(
+        `- ${[label(r), r.rank ?? '', r.variant].filter((s) => s !== '').join(', ')}: seed${r.worseAfterFineTuning.length > 1 ? 's' : ''} ${r.worseAfterFineTuning.join(', ')} (${r.worseAfterFineTuning.length} of ${r.accuracyFinal.n})`,
+      );
+  }
   if (paper) {
+    out.push('', paperSetting(report));
     out.push(
       '',
       `Published numbers: ${report.reproduces} (docs/paper-tables.md). A row is compared with the published row of the same method and decomposition${report.reproduces === 'paper-table1' ? ' and tile size' : ''} whose compression ratio is nearest to ours (${report.reproduces === 'paper-table1' ? 'params of the compressed layers' : 'whole-model params'}, measured), if within ${Math.round(report.matchTolerance * 100)} %. Δ = ours − paper.`,
@@ -121,6 +136,17 @@ export function toMarkdown(report: Report): string {
     }
   }
   return `${out.join('\n')}\n`;
+}
+
+/** What the published numbers were measured on, and whether this sweep's net and data differ. */
+function paperSetting(report: Report): string {
+  const ours = report.settings.map((s) => `${s.model} on ${s.dataset}`).join(', ') || 'no trials';
+  const same =
+    report.settings.length > 0 &&
+    report.settings.every((s) => s.model === 'resnet32' && s.dataset === 'cifar10');
+  return same
+    ? `Published numbers: ${PAPER_SETTING}; this sweep: ${ours} (the same net and data set).`
+    : `**Different data set and net:** the published numbers are ${PAPER_SETTING}; this sweep is ${ours}. Δ compares outcomes of the same protocol on different problems, not a reproduction of the numbers.`;
 }
 
 function csvCell(v: string | number | boolean | null): string {
@@ -156,6 +182,7 @@ export function toCsv(report: Report): string {
   for (const c of STAT_COLUMNS) head.push(`${c}_mean`, `${c}_std`);
   head.push(
     'vs_baseline_pts',
+    'finetune_worse_than_decomposed',
     'paper_accuracy_pct',
     'paper_ratio',
     'delta_pts',
@@ -182,7 +209,13 @@ export function toCsv(report: Report): string {
       r.seeds.join(' '),
     ];
     for (const c of STAT_COLUMNS) cells.push(r[c].mean, r[c].std);
-    cells.push(r.vsBaseline, r.paper?.accuracy ?? null, r.paper?.ratio ?? null, r.paper?.delta ?? null);
+    cells.push(
+      r.vsBaseline,
+      r.worseAfterFineTuning.length,
+      r.paper?.accuracy ?? null,
+      r.paper?.ratio ?? null,
+      r.paper?.delta ?? null,
+    );
     cells.push(
       r.status.succeeded,
       r.status.failed,

@@ -32,6 +32,8 @@ export interface Report {
   rows: ReportEntry[];
   /** Published rows that no row of ours was matched with. */
   notCovered: PublishedRow[];
+  /** The nets and data sets the sweep's trials ran (the published numbers are ResNet-32 / CIFAR-10). */
+  settings: Array<{ model: string; dataset: string }>;
 }
 
 export interface BuildReportOptions extends AggregateOptions {
@@ -61,12 +63,19 @@ export function buildReport(
         : (r.accuracyFinal.mean - base) * 100,
   }));
   const totals = { ...grouped.totals };
+  const settings = new Map<string, { model: string; dataset: string }>();
+  for (const g of grouped.groups.values())
+    settings.set(`${g.config.model}\n${g.config.dataset.name}`, {
+      model: g.config.model,
+      dataset: g.config.dataset.name,
+    });
   return {
     sweep: options.sweep,
     reproduces,
     matchTolerance: tolerance,
     totals,
     rows,
+    settings: [...settings.values()],
     notCovered: reproduces
       ? unmatchedPublished(
           rows.map((r) => r.paper),

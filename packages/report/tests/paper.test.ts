@@ -1,6 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { trialKey } from '@flatrank/protocol';
-import { buildReport, matchRow, PUBLISHED, publishedRows, type ReportTrial } from '../src/index.js';
+import {
+  buildReport,
+  formatReport,
+  matchRow,
+  PUBLISHED,
+  publishedRows,
+  type ReportTrial,
+} from '../src/index.js';
 import { cfg, summary } from './helpers.js';
 
 function trial(
@@ -149,5 +156,85 @@ describe('matching rows with the published numbers', () => {
     );
     expect(report.rows[0]!.paramsRatio.mean).toBeNull();
     expect(matchRow(report.rows[0]!, 'paper-fig3')?.accuracy).toBe(90.43);
+  });
+});
+
+describe('the published numbers are labelled with their own net and data set', () => {
+  it('says "different data set and net" for a ResNet-20 / Fashion-MNIST sweep, not for ResNet-32 / CIFAR-10', () => {
+    const ours = [
+      trial(cfg({ model: 'resnet20', dataset: { name: 'fashion-mnist' }, method: 'baseline' }), {
+        accuracyFinal: 0.93,
+      }),
+    ];
+    const md = formatReport(buildReport(ours, { sweep: 'fig3', reproduces: 'paper-fig3' }), 'md');
+    expect(md).toContain(
+      "**Different data set and net:** the published numbers are Lee et al. 2019's ResNet-32 on CIFAR-10",
+    );
+    expect(md).toContain('this sweep is resnet20 on fashion-mnist');
+    expect(md).toContain('| paper % (other net / data) |');
+    const theirs = [
+      trial(cfg({ model: 'resnet32', dataset: { name: 'cifar10' }, method: 'baseline' }), {
+        accuracyFinal: 0.92,
+      }),
+    ];
+    const same = formatReport(buildReport(theirs, { sweep: 'fig3', reproduces: 'paper-fig3' }), 'md');
+    expect(same).toContain('this sweep: resnet32 on cifar10 (the same net and data set)');
+    expect(same).not.toContain('Different data set');
+    // a sweep that reproduces nothing says nothing about the paper
+    expect(formatReport(buildReport(ours, { sweep: 'x' }), 'md')).not.toMatch(/paper|Lee et al/);
+  });
+});
+
+describe('fine-tuning that makes the model worse is flagged', () => {
+  it('lists the finetune rows whose trials end below their accuracy right after decomposition', () => {
+    const ft = (seed: number, after: number, final: number): ReportTrial =>
+      trial(
+        cfg({
+          method: 'finetune',
+          seed,
+          compression: { decomposition: 'cp', rank: { kind: 'ratio', ratio: 2 } },
+        }),
+        {
+          accuracyAfterDecomposition: after,
+          accuracyFinal: final,
+        },
+      );
+    const tk = (seed: number, after: number, final: number): ReportTrial =>
+      trial(
+        cfg({
+          method: 'finetune',
+          seed,
+          compression: { decomposition: 'tucker2', rank: { kind: 'ratio', ratio: 2 } },
+        }),
+        {
+          accuracyAfterDecomposition: after,
+          accuracyFinal: final,
+        },
+      );
+    // distort's accuracyAfterDecomposition is a one-shot decomposition, not where it starts: never flagged
+    const ds = trial(
+      cfg({
+        method: 'distort',
+        compression: { decomposition: 'tucker2', rank: { kind: 'ratio', ratio: 2 } },
+      }),
+      { accuracyAfterDecomposition: 0.95, accuracyFinal: 0.9 },
+    );
+    const report = buildReport([ft(0, 0.91, 0.85), ft(1, 0.9, 0.9), ft(2, 0.92, 0.86), tk(0, 0.8, 0.9), ds], {
+      sweep: 's',
+    });
+    const cp = report.rows.find((r) => r.decomposition === 'cp')!;
+    expect(cp.worseAfterFineTuning).toEqual([0, 2]); // seed 1 ends equal: not worse
+    expect(
+      report.rows.find((r) => r.method === 'finetune' && r.decomposition === 'tucker2')!.worseAfterFineTuning,
+    ).toEqual([]);
+    expect(report.rows.find((r) => r.method === 'distort')!.worseAfterFineTuning).toEqual([]);
+    const md = formatReport(report, 'md');
+    expect(md).toContain('⚠ Fine-tuning ended below the accuracy right after decomposition');
+    expect(md).toContain('- finetune cp, ratio 2x: seeds 0, 2 (2 of 3)');
+    const csv = formatReport(report, 'csv').split('\n');
+    const col = csv[0]!.split(',').indexOf('finetune_worse_than_decomposed');
+    expect(csv.slice(1, -1).map((l) => l.split(',')[col])).toContain('2');
+    // nothing flagged: no note
+    expect(formatReport(buildReport([tk(0, 0.8, 0.9)], { sweep: 's' }), 'md')).not.toContain('⚠');
   });
 });
