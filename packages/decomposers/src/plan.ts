@@ -1,6 +1,7 @@
 import {
   DECOMPOSITIONS,
   LOWERING_ORDERS,
+  RANK_POLICY_KINDS,
   RankError,
   SVD_SCHEMES,
   ShapeError,
@@ -25,8 +26,6 @@ import type {
   TuckerFallback,
 } from './types.js';
 import { PADDINGS } from './types.js';
-
-const RANK_POLICY_KINDS = ['rank', 'ranks', 'fraction', 'ratio', 'model-ratio', 'energy', 'vbmf'] as const;
 
 /** Method, scheme, tile and fallback, validated; ranks still to be chosen. */
 export interface PlanShape {

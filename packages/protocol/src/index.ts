@@ -2,6 +2,8 @@ export * from './errors.js';
 export * from './names.js';
 export * from './events.js';
 export * from './ipc.js';
+export * from './checkpoint.js';
+export { rankPolicyLabel } from './labels.js';
 export {
   TRIAL_CONFIG_VERSION,
   trialConfigSchema,

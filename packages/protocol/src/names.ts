@@ -1,4 +1,4 @@
-/** The shared vocabulary (architecture.md, "Names used everywhere"). */
+/** The names every package shares: what a config, a spec, a query and the database may say. */
 export const METHODS = ['baseline', 'distort', 'finetune', 'posttrain'] as const;
 export type Method = (typeof METHODS)[number];
 
@@ -16,6 +16,18 @@ export type SvdScheme = (typeof SVD_SCHEMES)[number];
  */
 export const LOWERING_ORDERS = ['hwc', 'chw'] as const;
 export type LoweringOrder = (typeof LOWERING_ORDERS)[number];
+
+/** The kinds of a rank policy (compression.rank.kind; see rankPolicySchema). */
+export const RANK_POLICY_KINDS = [
+  'rank',
+  'ranks',
+  'fraction',
+  'ratio',
+  'model-ratio',
+  'energy',
+  'vbmf',
+] as const;
+export type RankPolicyKind = (typeof RANK_POLICY_KINDS)[number];
 
 export const MODELS = ['lenet5', 'resnet8', 'resnet20', 'resnet32', 'resnet56', 'vgg-small'] as const;
 export type ModelName = (typeof MODELS)[number];

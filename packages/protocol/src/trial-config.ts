@@ -7,7 +7,15 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { ValidationError } from './errors.js';
-import { DATASETS, DECOMPOSITIONS, LOWERING_ORDERS, METHODS, MODELS, SVD_SCHEMES } from './names.js';
+import {
+  DATASETS,
+  DECOMPOSITIONS,
+  LOWERING_ORDERS,
+  METHODS,
+  MODELS,
+  SVD_SCHEMES,
+  type RankPolicyKind,
+} from './names.js';
 
 export const TRIAL_CONFIG_VERSION = 1;
 
@@ -93,6 +101,14 @@ export const rankPolicySchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('vbmf') }).strict(),
 ]);
 export type RankPolicy = z.infer<typeof rankPolicySchema>;
+// RANK_POLICY_KINDS (names.ts) lists exactly the kinds of the schema: a kind added to one and not
+// the other fails to compile here.
+const rankKindsMatch: [RankPolicy['kind']] extends [RankPolicyKind]
+  ? [RankPolicyKind] extends [RankPolicy['kind']]
+    ? true
+    : false
+  : false = true;
+void rankKindsMatch;
 
 export const layerSelectionSchema = z.discriminatedUnion('kind', [
   /** Every conv except the first one (the paper's default). */
@@ -114,7 +130,7 @@ export type LayerSelection = z.infer<typeof layerSelectionSchema>;
 export const compressionSchema = z
   .object({
     decomposition: z.enum(DECOMPOSITIONS),
-    /** SVD reshaping; tiled-svd always uses 'lowered'. Ignored for tucker2 / cp (stored as null). */
+    /** SVD reshaping (svd: default 'lowered'; tiled-svd: only 'lowered'). Ignored for tucker2 / cp (stored as null). */
     scheme: z.enum(SVD_SCHEMES).nullable().default(null),
     /**
      * Column order of the lowered matrix for svd lowered and tiled-svd: hwc (tap major, the
@@ -158,7 +174,7 @@ export const distortionSchema = z
   .strict();
 export type DistortionConfig = z.infer<typeof distortionSchema>;
 
-export const trialConfigSchema = z
+const trialConfigObject = z
   .object({
     version: z.literal(TRIAL_CONFIG_VERSION).default(TRIAL_CONFIG_VERSION),
     model: z.enum(MODELS),
@@ -172,67 +188,65 @@ export const trialConfigSchema = z
     distortion: distortionSchema.nullable().default(null),
     seed: nonNegativeInt.default(0),
   })
-  .strict()
-  .superRefine((c, ctx) => {
-    if (c.method === 'baseline' && c.compression !== null)
-      ctx.addIssue({
-        code: z.ZodIssueCode.custom,
-        path: ['compression'],
-        message: "must be null for method 'baseline'",
-      });
-    if (c.method !== 'baseline' && c.compression === null)
-      ctx.addIssue({
-        code: z.ZodIssueCode.custom,
-        path: ['compression'],
-        message: `is required for method '${c.method}'`,
-      });
-    if (c.method === 'distort' && c.distortion === null)
-      ctx.addIssue({
-        code: z.ZodIssueCode.custom,
-        path: ['distortion'],
-        message: "is required for method 'distort'",
-      });
-    if (c.method !== 'distort' && c.distortion !== null)
-      ctx.addIssue({
-        code: z.ZodIssueCode.custom,
-        path: ['distortion'],
-        message: "is only allowed for method 'distort'",
-      });
-    const comp = c.compression;
-    if (comp) {
-      if (comp.decomposition === 'tiled-svd' && comp.tile === null)
-        ctx.addIssue({
-          code: z.ZodIssueCode.custom,
-          path: ['compression', 'tile'],
-          message: "is required for decomposition 'tiled-svd'",
-        });
-      if (comp.decomposition !== 'tiled-svd' && comp.tile !== null)
-        ctx.addIssue({
-          code: z.ZodIssueCode.custom,
-          path: ['compression', 'tile'],
-          message: "is only allowed for decomposition 'tiled-svd'",
-        });
-      if (
-        comp.order === 'chw' &&
-        !(
-          comp.decomposition === 'tiled-svd' ||
-          (comp.decomposition === 'svd' && (comp.scheme ?? 'lowered') === 'lowered')
-        )
-      )
-        ctx.addIssue({
-          code: z.ZodIssueCode.custom,
-          path: ['compression', 'order'],
-          message:
-            "chw (channel-major lowering) applies only to decomposition 'tiled-svd' and 'svd' with scheme 'lowered'",
-        });
-      if (comp.decomposition !== 'tucker2' && comp.rank.kind === 'ranks')
-        ctx.addIssue({
-          code: z.ZodIssueCode.custom,
-          path: ['compression', 'rank'],
-          message: "kind 'ranks' ([R_S, R_T]) is only allowed for tucker2",
-        });
-    }
-  });
+  .strict();
+
+export const trialConfigSchema = trialConfigObject.superRefine(checkCombinations);
+
+type ParsedTrialConfig = z.output<typeof trialConfigObject>;
+
+/**
+ * Rules between fields. Every consumer of a config (flatrank train, the spec expansion of
+ * flatrank run, the store) resolves it here, so a combination refused here is refused everywhere
+ * before anything runs.
+ */
+function checkCombinations(c: ParsedTrialConfig, ctx: z.RefinementCtx): void {
+  const refuse = (path: Array<string | number>, message: string): void =>
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path, message });
+  if (c.method === 'baseline' && c.compression !== null)
+    refuse(['compression'], "must be null for method 'baseline'");
+  if (c.method !== 'baseline' && c.compression === null)
+    refuse(['compression'], `is required for method '${c.method}'`);
+  if (c.method === 'distort' && c.distortion === null)
+    refuse(['distortion'], "is required for method 'distort'");
+  if (c.method !== 'distort' && c.distortion !== null)
+    refuse(['distortion'], "is only allowed for method 'distort'");
+  if (c.method === 'posttrain' && c.training.epochs !== 0)
+    refuse(
+      ['training', 'epochs'],
+      `must be 0 for method 'posttrain' (it decomposes the start model and trains nothing; use method 'finetune' to train after decomposition), got ${c.training.epochs}`,
+    );
+  const comp = c.compression;
+  if (!comp) return;
+  if (comp.decomposition === 'tiled-svd' && comp.tile === null)
+    refuse(['compression', 'tile'], "is required for decomposition 'tiled-svd'");
+  if (comp.decomposition !== 'tiled-svd' && comp.tile !== null)
+    refuse(['compression', 'tile'], "is only allowed for decomposition 'tiled-svd'");
+  if (comp.decomposition === 'tiled-svd' && comp.scheme !== null && comp.scheme !== 'lowered')
+    refuse(
+      ['compression', 'scheme'],
+      `must be 'lowered' (or absent) for decomposition 'tiled-svd': its tiles are cut from the lowered matrix; got '${comp.scheme}'`,
+    );
+  if (comp.decomposition === 'tiled-svd' && c.method === 'finetune')
+    refuse(
+      ['compression', 'decomposition'],
+      "'tiled-svd' cannot be fine-tuned (it has no conv-chain form); allowed with method 'finetune': svd, tucker2, cp; tiled-svd runs with methods 'distort' and 'posttrain'",
+    );
+  const lowered =
+    comp.decomposition === 'tiled-svd' ||
+    (comp.decomposition === 'svd' && (comp.scheme ?? 'lowered') === 'lowered');
+  if (comp.order === 'chw' && !lowered)
+    refuse(
+      ['compression', 'order'],
+      "chw (channel-major lowering) applies only to decomposition 'tiled-svd' and 'svd' with scheme 'lowered'",
+    );
+  if (comp.decomposition !== 'tucker2' && comp.rank.kind === 'ranks')
+    refuse(['compression', 'rank'], "kind 'ranks' ([R_S, R_T]) is only allowed for tucker2");
+  if (comp.decomposition === 'cp' && comp.layers.kind === 'all-but-first' && comp.layers.includeFc)
+    refuse(
+      ['compression', 'layers', 'includeFc'],
+      "must be false for decomposition 'cp': CP decomposes 4-D conv kernels and the fully connected layers have 2-D ones; allowed with includeFc: svd, tiled-svd, tucker2",
+    );
+}
 
 export type TrialConfig = z.output<typeof trialConfigSchema>;
 export type TrialConfigInput = z.input<typeof trialConfigSchema>;

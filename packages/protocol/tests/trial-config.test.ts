@@ -82,3 +82,94 @@ describe('trial config', () => {
     }
   });
 });
+
+/** The ValidationError resolveTrialConfig throws for `input` (fails the test when none is thrown). */
+function refusal(input: unknown): ValidationError {
+  try {
+    resolveTrialConfig(input);
+  } catch (e) {
+    expect(e).toBeInstanceOf(ValidationError);
+    return e as ValidationError;
+  }
+  return expect.unreachable('the config was accepted');
+}
+
+describe('rules between fields', () => {
+  const post = {
+    ...base,
+    method: 'posttrain',
+    training: { ...base.training, epochs: 0 },
+    compression: { decomposition: 'svd', rank: { kind: 'ratio', ratio: 2 } },
+    distortion: null,
+  };
+
+  it('posttrain trains nothing: epochs must be 0', () => {
+    expect(resolveTrialConfig(post).training.epochs).toBe(0);
+    const e = refusal({ ...post, training: { ...post.training, epochs: 2 } });
+    expect(e.field).toBe('config.training.epochs');
+    expect(e.message).toBe(
+      "config.training.epochs: must be 0 for method 'posttrain' (it decomposes the start model and trains nothing; use method 'finetune' to train after decomposition), got 2",
+    );
+    expect(e.context['issues']).toHaveLength(1);
+  });
+
+  it('finetune with tiled-svd is refused; distort and posttrain take it', () => {
+    const tiled = { decomposition: 'tiled-svd', tile: [8, 8], rank: { kind: 'rank', rank: 2 } };
+    const e = refusal({ ...post, method: 'finetune', training: base.training, compression: tiled });
+    expect(e.field).toBe('config.compression.decomposition');
+    expect(e.message).toMatch(
+      /^config\.compression\.decomposition: 'tiled-svd' cannot be fine-tuned .*allowed with method 'finetune': svd, tucker2, cp/,
+    );
+    expect(resolveTrialConfig({ ...post, compression: tiled }).compression?.scheme).toBe('lowered');
+    expect(resolveTrialConfig({ ...base, compression: tiled }).method).toBe('distort');
+  });
+
+  it('tiled-svd cuts tiles from the lowered matrix: another scheme is refused, not silently replaced', () => {
+    const tiled = { decomposition: 'tiled-svd', tile: [8, 8], rank: { kind: 'rank', rank: 2 } };
+    expect(
+      resolveTrialConfig({ ...post, compression: { ...tiled, scheme: 'lowered' } }).compression?.scheme,
+    ).toBe('lowered');
+    const e = refusal({ ...post, compression: { ...tiled, scheme: 'spatial' } });
+    expect(e.field).toBe('config.compression.scheme');
+    expect(e.message).toMatch(/must be 'lowered' \(or absent\) for decomposition 'tiled-svd'.*got 'spatial'/);
+  });
+
+  it('cp takes no fully connected layers', () => {
+    const cp = { decomposition: 'cp', rank: { kind: 'rank', rank: 4 } };
+    expect(resolveTrialConfig({ ...post, compression: cp }).compression?.layers).toEqual({
+      kind: 'all-but-first',
+      includeFc: false,
+    });
+    const e = refusal({
+      ...post,
+      compression: { ...cp, layers: { kind: 'all-but-first', includeFc: true } },
+    });
+    expect(e.field).toBe('config.compression.layers.includeFc');
+    expect(e.message).toMatch(
+      /must be false for decomposition 'cp'.*allowed with includeFc: svd, tiled-svd, tucker2/,
+    );
+    const svd = { ...post.compression, layers: { kind: 'all-but-first', includeFc: true } };
+    expect(resolveTrialConfig({ ...post, compression: svd }).compression?.layers).toMatchObject({
+      includeFc: true,
+    });
+  });
+
+  it('reports every broken rule in context, the first one in the message', () => {
+    const e = refusal({
+      ...post,
+      method: 'finetune',
+      training: { ...post.training, epochs: 1 },
+      compression: {
+        decomposition: 'tiled-svd',
+        tile: [4, 4],
+        scheme: 'input',
+        rank: { kind: 'rank', rank: 1 },
+      },
+    });
+    expect(e.message).toMatch(/^config\.compression\.scheme: .*\(and 1 more problem\)$/);
+    expect((e.context['issues'] as Array<{ path: string }>).map((i) => i.path)).toEqual([
+      'config.compression.scheme',
+      'config.compression.decomposition',
+    ]);
+  });
+});

@@ -60,7 +60,7 @@ function sweepConfigs(n: number): TrialConfig[] {
               resolveTrialConfig({
                 model,
                 dataset: { name: 'cifar10' },
-                training: { epochs: 2, lr },
+                training: { epochs: method === 'posttrain' ? 0 : 2, lr },
                 method,
                 start:
                   method === 'distort'

@@ -4,6 +4,7 @@
  */
 import {
   canonicalJson,
+  rankPolicyLabel,
   sha256Hex,
   METHODS,
   type Decomposition,
@@ -35,7 +36,7 @@ export interface ReportRow {
   group: string;
   method: Method;
   decomposition: Decomposition | null;
-  /** The rank policy in words, e.g. 'ratio 2x', 'r=16', 'frac 0.5'; null for the baseline. */
+  /** The rank policy (describeRankPolicy), e.g. 'ratio 2x', 'rank=16', 'fraction=0.5'; null for the baseline. */
   rank: string | null;
   /** The other config fields that tell this row apart from its siblings, e.g. 'S_D=50' or 'tile=64x64'. */
   variant: string;
@@ -125,23 +126,14 @@ export function groupKeys(trials: readonly ReportTrial[]): Map<string, string> {
   return out;
 }
 
+/**
+ * The rank column of a report: a target ratio as `ratio 2x` / `model-ratio 2x` (the unit makes the
+ * ratio read as one in a table; the committed study reports print it so), every other policy by
+ * its one label (rankPolicyLabel: `rank=16`, `ranks=4x8`, `fraction=0.5`, ...).
+ */
 export function describeRankPolicy(p: RankPolicy): string {
-  switch (p.kind) {
-    case 'rank':
-      return `r=${p.rank}`;
-    case 'ranks':
-      return `r=${p.ranks[0]},${p.ranks[1]}`;
-    case 'fraction':
-      return `frac ${p.fraction}`;
-    case 'ratio':
-      return `ratio ${p.ratio}x`;
-    case 'model-ratio':
-      return `model ${p.ratio}x`;
-    case 'energy':
-      return `energy ${p.threshold}`;
-    case 'vbmf':
-      return 'vbmf';
-  }
+  if (p.kind === 'ratio' || p.kind === 'model-ratio') return `${p.kind} ${p.ratio}x`;
+  return rankPolicyLabel(p);
 }
 
 /** The ratio a config asks for, if it states one; tiled-svd with a fixed rank has an exact per-layer ratio. */

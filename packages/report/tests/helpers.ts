@@ -22,7 +22,7 @@ export function cfg(input: Partial<TrialConfigInput> & Pick<TrialConfigInput, 'm
   return resolveTrialConfig({
     model: 'lenet5',
     dataset: { name: 'mnist', trainLimit: 256, testLimit: 128 },
-    training: { epochs: 1, lr: 0.05, batchSize: 32 },
+    training: { epochs: input.method === 'posttrain' ? 0 : 1, lr: 0.05, batchSize: 32 },
     compression: null,
     distortion: input.method === 'distort' ? { interval: 200 } : null,
     ...input,

@@ -2,12 +2,7 @@
 // on local slots (GPUs / CPU workers) or on BullMQ workers, with the coordinator as the one writer.
 export { loadSpecFile, parseSpecText, type Spec } from './spec/load.js';
 export { expandSpec, type GridPoint } from './spec/expand.js';
-export {
-  resolveCheckpointName,
-  CHECKPOINT_FORMAT,
-  type ResolvedCheckpoint,
-  type CheckpointLookup,
-} from './spec/checkpoints.js';
+export { resolveCheckpointName, type ResolvedCheckpoint, type CheckpointLookup } from './spec/checkpoints.js';
 export {
   specSchema,
   REPRODUCES,

@@ -2,7 +2,7 @@
  * What a person watching a sweep sees: the live status table (TTY), one-line progress (plain
  * output), `flatrank status` (the same, from the database) and the end-of-run results table.
  */
-import { TRIAL_STATUSES, type TrialConfig, type TrialStatus } from '@flatrank/protocol';
+import { rankPolicyLabel, TRIAL_STATUSES, type TrialConfig, type TrialStatus } from '@flatrank/protocol';
 import { formatTable } from '@flatrank/report/format';
 import { listRuns, type ResultsStore } from '@flatrank/store';
 
@@ -28,28 +28,13 @@ export interface ProgressSnapshot {
   elapsedMs: number | null;
 }
 
-/** "distort svd ratio=2 sd=200 seed=0" */
+/** "distort svd ratio=2 sd=200 seed=0": the rank policy by its one label (rankPolicyLabel). */
 export function trialLabel(c: TrialConfig): string {
   const parts: string[] = [c.method];
   const comp = c.compression;
   if (comp) {
     parts.push(comp.decomposition + (comp.tile ? ` ${comp.tile[0]}x${comp.tile[1]}` : ''));
-    const r = comp.rank;
-    parts.push(
-      r.kind === 'rank'
-        ? `r=${r.rank}`
-        : r.kind === 'ranks'
-          ? `r=${r.ranks.join('x')}`
-          : r.kind === 'fraction'
-            ? `frac=${r.fraction}`
-            : r.kind === 'ratio'
-              ? `ratio=${r.ratio}`
-              : r.kind === 'model-ratio'
-                ? `model-ratio=${r.ratio}`
-                : r.kind === 'energy'
-                  ? `energy=${r.threshold}`
-                  : 'vbmf',
-    );
+    parts.push(rankPolicyLabel(comp.rank));
   }
   if (c.distortion) parts.push(`sd=${c.distortion.interval}`);
   parts.push(`seed=${c.seed}`);

@@ -64,7 +64,7 @@ describe('progress', () => {
       distortion: { interval: 200 },
       seed: 3,
     });
-    expect(trialLabel(c)).toBe('distort tiled-svd 32x32 r=8 sd=200 seed=3');
+    expect(trialLabel(c)).toBe('distort tiled-svd 32x32 rank=8 sd=200 seed=3');
   });
 
   it('redraws the live block in place and prints log lines above it', () => {

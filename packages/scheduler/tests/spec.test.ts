@@ -101,7 +101,7 @@ const MALFORMED: Array<[string, string, string, RegExp]> = [
   [
     'baseline with compression',
     `${HEAD}methods:\n  baseline: { compression: { decomposition: svd, rank: 2 } }\n`,
-    'methods.baseline',
+    'methods.baseline.compression',
     /grid point "baseline": compression: must be null for method 'baseline'/,
   ],
   [
@@ -119,13 +119,13 @@ const MALFORMED: Array<[string, string, string, RegExp]> = [
   [
     'rank pair for svd',
     `${HEAD}methods:\n  d: { method: distort, compression: { decomposition: svd, rank: [2, 3] } }\n`,
-    'methods.d',
+    'methods.d.compression.rank',
     /compression.rank: kind 'ranks' \(\[R_S, R_T\]\) is only allowed for tucker2/,
   ],
   [
     'distortion on finetune',
     `${HEAD}methods:\n  f: { method: finetune, compression: { decomposition: cp, rank: 2 }, distortion: { interval: 10 } }\n`,
-    'methods.f',
+    'methods.f.distortion',
     /distortion: is only allowed for method 'distort'/,
   ],
   [

@@ -101,6 +101,7 @@ function grid(n: number): TrialConfig[] {
     const cfg = structuredClone(base);
     cfg.model = model;
     cfg.method = method;
+    cfg.training.epochs = method === 'posttrain' ? 0 : 2;
     cfg.compression!.decomposition = decomposition;
     cfg.compression!.scheme = decomposition === 'svd' ? 'lowered' : null;
     cfg.compression!.rank = { kind: 'ratio', ratio };

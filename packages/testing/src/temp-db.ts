@@ -52,7 +52,7 @@ export function tempDbTrialConfig(overrides: Partial<TrialConfigInput> = {}): Tr
   const base: TrialConfigInput = {
     model: 'lenet5',
     dataset: { name: 'mnist', trainLimit: 256, testLimit: 128 },
-    training: { epochs: 1, lr: 0.05, batchSize: 32 },
+    training: { epochs: method === 'posttrain' ? 0 : 1, lr: 0.05, batchSize: 32 },
     method,
     compression:
       method === 'baseline' ? null : { decomposition: 'tucker2', rank: { kind: 'ratio', ratio: 2 } },

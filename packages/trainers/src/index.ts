@@ -17,7 +17,6 @@ export {
   disposeCheckpoint,
   reestimateBatchNorm,
   momentumStartFor,
-  CHECKPOINT_FORMAT,
   type Batch as TrainingBatch,
   type TrainLoopOptions,
   type TrainLoopResult,

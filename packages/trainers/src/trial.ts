@@ -3,7 +3,7 @@
  * 'started' (environment record), then the method's metric / layer / artifact / heartbeat events,
  * then exactly one terminal event: finished(summary), diverged(reason, step) or failed(error).
  *
- * Methods (shared/docs/method.md):
+ * Methods (docs/method.md):
  * - baseline: plain training with the recipe.
  * - distort: train the undecomposed model; every S_D (distortion.interval) optimizer steps replace
  *   each target kernel by reconstruct(decompose(K)) in place (optionally zeroing momentum); a final
@@ -17,9 +17,8 @@
  *   fine-tuning = accuracyAfterDecomposition), fine-tune it with the recipe. From scratch the recipe's
  *   epochs are split: ceil(epochs/2) of plain training of the original model, then the rest of
  *   fine-tuning (maxSteps split the same way).
- * - posttrain: (from scratch: first training.epochs of plain training; from a checkpoint:
- *   training.epochs more, usually 0), then decompose, build the factored model, evaluate. No
- *   fine-tuning: the floor.
+ * - posttrain: decompose the start model (training.epochs is 0: the config schema refuses more),
+ *   build the factored model, evaluate. No training at all: the floor.
  * The final model is saved to <artifactDir>/checkpoint (an 'artifact' event of kind checkpoint: the
  * start checkpoint of dependent trials); the factored model of distort to <artifactDir>/factored.
  */
@@ -547,12 +546,8 @@ async function runDecompose(
 ): Promise<TrialSummary> {
   const { config } = ctx;
   const comp = config.compression!;
+  // The config schema refuses finetune with tiled-svd and posttrain with epochs > 0.
   const finetune = config.method === 'finetune';
-  if (finetune && comp.decomposition === 'tiled-svd')
-    throw new ValidationError(
-      'compression.decomposition',
-      "compression.decomposition: tiled-svd has no conv-chain form to fine-tune; use method 'distort' or 'posttrain' for tiled-svd",
-    );
   // Plan before any training so that impossible ranks fail fast.
   const plan: CompressionPlan = planCompression(model, comp, config.seed);
   let fineTuneRecipe: TrainingRecipe | null = null;
@@ -563,8 +558,6 @@ async function runDecompose(
       if (pre.epochs > 0) await ctx.train(model, pre);
       fineTuneRecipe = ft;
     }
-  } else if (config.training.epochs > 0) {
-    await ctx.train(model, config.training);
   }
   const original = started || ctx.steps > 0 ? ctx.evaluate(model).accuracy : null;
   if (original !== null) ctx.metric('eval', 'accuracy_original', original);

@@ -79,7 +79,7 @@ function runChild(
 const tiny = resolveTrialConfig({
   model: 'lenet5',
   dataset: { name: 'mnist', trainLimit: 128, testLimit: 64 },
-  training: { epochs: 1, batchSize: 32, lr: 0.05 },
+  training: { epochs: 0, batchSize: 32, lr: 0.05 },
   method: 'posttrain',
   compression: { decomposition: 'svd', rank: { kind: 'rank', rank: 4 } },
 });

@@ -216,7 +216,7 @@ describe('runTrial', { timeout: 120_000 }, () => {
     expect(s.accuracyAfterDecomposition).toBeNull(); // from scratch
   });
 
-  it('finetune (tucker2) from the checkpoint and posttrain (cp) from scratch', async () => {
+  it('finetune (tucker2) and posttrain (cp) from the checkpoint', async () => {
     const events: TrialEvent[] = [];
     const ft = await runTrial(
       {
@@ -239,13 +239,14 @@ describe('runTrial', { timeout: 120_000 }, () => {
       {
         ...base,
         method: 'posttrain',
-        training: { ...base.training!, maxSteps: 8 },
+        start: { kind: 'trial', trialKey: 'a'.repeat(64) },
+        training: { ...base.training!, epochs: 0 },
         compression: { decomposition: 'cp', rank: { kind: 'rank', rank: 4 }, cp: { maxIterations: 20 } },
       },
-      opts('posttrain', ev2),
+      opts('posttrain', ev2, { startCheckpoint: baselineCkpt }),
     );
     checkSequence(ev2, 'finished');
-    expect(pt.steps).toBe(8);
+    expect(pt.steps).toBe(0);
     expect(pt.accuracyFinal).toBe(pt.accuracyAfterDecomposition);
     expect(pt.accuracyOriginal).not.toBeNull();
     expect(ev2.filter((e) => e.type === 'layer')).toHaveLength(1);
@@ -264,6 +265,23 @@ describe('runTrial', { timeout: 120_000 }, () => {
     a.weights.forEach((w, i) =>
       expect(Array.from(b.weights[i]!.tensor.dataSync())).toEqual(Array.from(w.tensor.dataSync())),
     );
+  });
+
+  it('a config the schema refuses fails before anything runs: finetune with tiled-svd', async () => {
+    const events: TrialEvent[] = [];
+    const err = await runTrial(
+      {
+        ...base,
+        method: 'finetune',
+        compression: { decomposition: 'tiled-svd', tile: [5, 5], rank: { kind: 'rank', rank: 1 } },
+      },
+      opts('ft-tiled', events),
+    ).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ValidationError);
+    expect((err as ValidationError).field).toBe('config.compression.decomposition');
+    expect(events).toHaveLength(1);
+    expect(events[0]).toMatchObject({ type: 'failed', retryable: false, error: { code: 'INVALID_OPTION' } });
+    expect(existsSync(join(dir, 'ft-tiled'))).toBe(false);
   });
 
   it('a bad config fails with one terminal event naming the field', async () => {

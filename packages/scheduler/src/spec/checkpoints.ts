@@ -3,8 +3,8 @@
  * produces (a model trained elsewhere, e.g. by `flatrank train --out DIR` or by an older sweep).
  *
  * Lookup rule: <name> is a relative path, resolved against the directory of the spec file. It must
- * name a flatrank checkpoint directory as packages/trainers writes it (flatrank.json of format
- * flatrank-checkpoint-1, model.json, weights.bin) holding an undecomposed model. Absolute names are
+ * name a flatrank checkpoint directory in the layout of protocol/src/checkpoint.ts (the metadata
+ * file of format CHECKPOINT_FORMAT, the model and the weights) holding an undecomposed model. Absolute names are
  * refused: the name is part of the trial config, hence of the trial key, and must mean the same on
  * every machine (a checkout of the experiments). The coordinator resolves the name again when it
  * hands the trial out (the directory may have gone since the spec was loaded) and passes the
@@ -12,10 +12,7 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
-
-/** packages/trainers' CHECKPOINT_FORMAT (the scheduler never imports the trainers: TensorFlow.js). */
-export const CHECKPOINT_FORMAT = 'flatrank-checkpoint-1';
-const CHECKPOINT_FILES = ['flatrank.json', 'model.json', 'weights.bin'] as const;
+import { CHECKPOINT_FILES, CHECKPOINT_FORMAT, REQUIRED_CHECKPOINT_FILES } from '@flatrank/protocol';
 
 export interface ResolvedCheckpoint {
   /** The name as written in the spec / trial config. */
@@ -30,7 +27,7 @@ export type CheckpointLookup = { ok: true; checkpoint: ResolvedCheckpoint } | { 
 
 /** What `start: {checkpoint: ...}` accepts, for error messages. */
 export function checkpointAllowedText(baseDir: string): string {
-  return `allowed: a path relative to the spec's directory (${baseDir}) of a flatrank checkpoint directory (flatrank.json, model.json, weights.bin; written by flatrank train --out or by a trial's attempt-<n>/checkpoint)`;
+  return `allowed: a path relative to the spec's directory (${baseDir}) of a flatrank checkpoint directory (${REQUIRED_CHECKPOINT_FILES.join(', ')}; written by flatrank train --out or by a trial's attempt-<n>/checkpoint)`;
 }
 
 /** Resolves a checkpoint name against the spec's directory and checks that it is a usable checkpoint. */
@@ -49,25 +46,26 @@ export function resolveCheckpointName(name: string, baseDir: string): Checkpoint
     return { ok: false, reason: `no checkpoint "${name}": ${path} does not exist` };
   }
   if (!isDir) return { ok: false, reason: `"${name}": ${path} is a file, not a checkpoint directory` };
-  const missing = CHECKPOINT_FILES.filter((f) => !isFile(join(path, f)));
+  const missing = REQUIRED_CHECKPOINT_FILES.filter((f) => !isFile(join(path, f)));
   if (missing.length)
     return {
       ok: false,
       reason: `"${name}": ${path} is not a flatrank checkpoint (no ${missing.join(', ')})`,
     };
+  const metaFile = join(path, CHECKPOINT_FILES.meta);
   let meta: { format?: unknown; architecture?: unknown; config?: { model?: unknown } | null };
   try {
-    meta = JSON.parse(readFileSync(join(path, 'flatrank.json'), 'utf8')) as typeof meta;
+    meta = JSON.parse(readFileSync(metaFile, 'utf8')) as typeof meta;
   } catch (e) {
     return {
       ok: false,
-      reason: `"${name}": ${join(path, 'flatrank.json')} is unreadable: ${(e as Error).message}`,
+      reason: `"${name}": ${metaFile} is unreadable: ${(e as Error).message}`,
     };
   }
   if (meta?.format !== CHECKPOINT_FORMAT)
     return {
       ok: false,
-      reason: `"${name}": ${join(path, 'flatrank.json')} has format ${JSON.stringify(meta?.format)}, expected ${CHECKPOINT_FORMAT}`,
+      reason: `"${name}": ${metaFile} has format ${JSON.stringify(meta?.format)}, expected ${CHECKPOINT_FORMAT}`,
     };
   // A factored (exported compressed) model cannot be a start point: every method starts from the base architecture.
   if (meta.architecture !== undefined && meta.architecture !== 'base')

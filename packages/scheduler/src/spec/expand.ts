@@ -4,6 +4,7 @@
  */
 import {
   canonicalJson,
+  METHODS,
   resolveTrialConfig,
   trialKey,
   ValidationError,
@@ -46,8 +47,6 @@ interface MethodPlan {
   dimensions: Dimension[];
   axisNames: Set<string>;
 }
-
-const METHOD_NAMES: readonly string[] = ['baseline', 'distort', 'finetune', 'posttrain'];
 
 export function expandSpec(spec: Spec): GridPoint[] {
   const p = spec.parsed;
@@ -125,12 +124,12 @@ export function expandSpec(spec: Spec): GridPoint[] {
 function planMethod(spec: Spec, id: string, sweepDims: Dimension[]): MethodPlan {
   const p = spec.parsed;
   const m = p.methods[id]!;
-  const method = (m.method ?? (METHOD_NAMES.includes(id) ? id : undefined)) as Method | undefined;
+  const method = m.method ?? METHODS.find((name) => name === id);
   if (!method)
     throw specError(
       spec,
       ['methods', id],
-      `needs a "method" field (baseline, distort, finetune, posttrain); only a method id equal to a method name may omit it`,
+      `needs a "method" field (${METHODS.join(', ')}); only a method id equal to a method name may omit it`,
     );
   if (id === 'scratch')
     throw specError(
@@ -279,7 +278,7 @@ function buildDraft(spec: Spec, plan: MethodPlan, start: StartPoint): Record<str
     ...structuredCloneJson(p.training),
     ...structuredCloneJson(m.training ?? {}),
   };
-  // Post-training compression trains nothing: epochs 0 unless the spec insists (then resolve checks it).
+  // Post-training compression trains nothing: epochs 0 unless the spec insists (the config schema refuses that).
   if (plan.method === 'posttrain' && m.training?.epochs === undefined) training['epochs'] = 0;
   const draft: Record<string, unknown> = {
     model: p.model,
@@ -299,33 +298,47 @@ function buildDraft(spec: Spec, plan: MethodPlan, start: StartPoint): Record<str
   return draft;
 }
 
+/**
+ * Resolves a point's draft through the protocol's trial-config schema, the same rules flatrank
+ * train and the store apply; a refusal becomes a SpecError at the line of the spec that set the
+ * field (the method's own setting, else the sweep-level one, else the method).
+ */
 function resolvePoint(
   spec: Spec,
   plan: MethodPlan,
   draft: Record<string, unknown>,
   label: string,
 ): { config: TrialConfig; key: string } {
-  let config: TrialConfig;
-  let key: string;
   try {
-    config = resolveTrialConfig(draft, '');
-    key = trialKey(config);
+    const config = resolveTrialConfig(draft, '');
+    return { config, key: trialKey(config) };
   } catch (e) {
     if (!(e instanceof ValidationError)) throw e;
     const sub = e.field.replace(/^\./, '');
     const msg = e.message.replace(/^\.?[^:]*: /, '');
-    throw specError(spec, ['methods', plan.id], `grid point "${label}": ${sub}: ${msg}`, {
+    throw specError(spec, specPathOfConfigField(spec, plan, sub), `grid point "${label}": ${sub}: ${msg}`, {
       cause: e,
       context: { point: label, configField: sub },
     });
   }
-  if (plan.method === 'posttrain' && config.training.epochs !== 0)
-    throw specError(
-      spec,
-      ['methods', plan.id, 'training', 'epochs'],
-      `must be 0 for method 'posttrain' (it trains nothing; use finetune to train after decomposition), got ${config.training.epochs}`,
-    );
-  return { config, key };
+}
+
+/** The spec path that set a config field (e.g. training.epochs): the method's, the sweep's, or the method. */
+function specPathOfConfigField(spec: Spec, plan: MethodPlan, field: string): Array<string | number> {
+  const parts = field.split('.').filter((p) => p !== '');
+  const own = ['methods', plan.id, ...parts];
+  if (parts.length > 0 && hasPath(spec.parsed, own)) return own;
+  if (parts.length > 0 && hasPath(spec.parsed, parts)) return parts;
+  return ['methods', plan.id];
+}
+
+function hasPath(root: unknown, path: ReadonlyArray<string | number>): boolean {
+  let node = root;
+  for (const key of path) {
+    if (node === null || typeof node !== 'object' || !Object.hasOwn(node, key)) return false;
+    node = (node as Record<string | number, unknown>)[key];
+  }
+  return true;
 }
 
 function dimensionsOf(spec: Spec, grid: GridInput, path: Array<string | number>): Dimension[] {

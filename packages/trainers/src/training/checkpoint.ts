@@ -1,5 +1,5 @@
 /**
- * Checkpoints: a directory holding
+ * Checkpoints, in the layout protocol/src/checkpoint.ts names (format string and file names):
  *   model.json     tfjs LayersModel format (modelTopology + weightsManifest, paths ['weights.bin'])
  *   weights.bin    the concatenated weights
  *   flatrank.json  metadata: format, trial key, config, epoch, step, accuracy, ... (CheckpointMeta)
@@ -22,7 +22,15 @@ import { existsSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { DataError, ShapeError, ValidationError, type TrialConfig } from '@flatrank/protocol';
+import {
+  CHECKPOINT_FILES,
+  CHECKPOINT_FORMAT,
+  DataError,
+  OPTIMIZER_FORMAT,
+  ShapeError,
+  ValidationError,
+  type TrialConfig,
+} from '@flatrank/protocol';
 import {
   OPTIMIZER_STATE_KIND,
   optimizerStateMismatch,
@@ -30,12 +38,8 @@ import {
   type OptimizerState,
 } from './optimizer-state.js';
 
-export const CHECKPOINT_FORMAT = 'flatrank-checkpoint-1';
-/** Version of the optional optimizer part (optimizer.json + optimizer.bin). */
-export const OPTIMIZER_FORMAT = 'flatrank-optimizer-1';
-
-const OPTIMIZER_JSON = 'optimizer.json';
-const OPTIMIZER_BIN = 'optimizer.bin';
+const { meta: META_JSON, model: MODEL_JSON, weights: WEIGHTS_BIN } = CHECKPOINT_FILES;
+const { optimizerMeta: OPTIMIZER_JSON, optimizerData: OPTIMIZER_BIN } = CHECKPOINT_FILES;
 
 export interface CheckpointMeta {
   format: typeof CHECKPOINT_FORMAT;
@@ -179,10 +183,10 @@ export async function saveCheckpoint(
           format: artifacts.format ?? 'layers-model',
           generatedBy: artifacts.generatedBy,
           convertedBy: artifacts.convertedBy ?? null,
-          weightsManifest: [{ paths: ['weights.bin'], weights: artifacts.weightSpecs ?? [] }],
+          weightsManifest: [{ paths: [WEIGHTS_BIN], weights: artifacts.weightSpecs ?? [] }],
         };
-        await writeSynced(join(tmp, 'model.json'), JSON.stringify(modelJson));
-        await writeSynced(join(tmp, 'weights.bin'), new Uint8Array(data));
+        await writeSynced(join(tmp, MODEL_JSON), JSON.stringify(modelJson));
+        await writeSynced(join(tmp, WEIGHTS_BIN), new Uint8Array(data));
         return {
           modelArtifactsInfo: {
             dateSaved: new Date(),
@@ -207,7 +211,7 @@ export async function saveCheckpoint(
           ? null
           : { format: OPTIMIZER_FORMAT, kind: state.kind, file: OPTIMIZER_JSON, buffers: state.slots.length },
     } as CheckpointMeta;
-    await writeSynced(join(tmp, 'flatrank.json'), JSON.stringify(full, null, 2));
+    await writeSynced(join(tmp, META_JSON), JSON.stringify(full, null, 2));
     await syncDir(tmp);
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
@@ -283,16 +287,16 @@ export async function loadCheckpoint(
   dir: string,
   options: LoadCheckpointOptions = {},
 ): Promise<LoadedCheckpoint> {
-  const metaFile = join(dir, 'flatrank.json');
+  const metaFile = join(dir, META_JSON);
   const meta = (await readJson(metaFile)) as CheckpointMeta;
   if (meta?.format !== CHECKPOINT_FORMAT)
     throw new DataError(
       `${metaFile}: not a flatrank checkpoint (format ${JSON.stringify(meta?.format)}, expected ${CHECKPOINT_FORMAT})`,
       { file: metaFile },
     );
-  const modelJson = (await readJson(join(dir, 'model.json'))) as LoadedCheckpoint['modelJson'];
+  const modelJson = (await readJson(join(dir, MODEL_JSON))) as LoadedCheckpoint['modelJson'];
   const specs = (modelJson.weightsManifest ?? []).flatMap((g) => g.weights);
-  const binFile = join(dir, 'weights.bin');
+  const binFile = join(dir, WEIGHTS_BIN);
   const bin = await readCheckpointFile(binFile);
   const expected = specs.reduce((s, w) => s + w.shape.reduce((a, b) => a * b, 1) * 4, 0);
   if (bin.byteLength !== expected)

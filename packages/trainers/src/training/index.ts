@@ -17,8 +17,6 @@ export {
   loadCheckpointModel,
   disposeCheckpoint,
   momentumStartFor,
-  CHECKPOINT_FORMAT,
-  OPTIMIZER_FORMAT,
   type CheckpointMeta,
   type LoadedCheckpoint,
   type LoadCheckpointOptions,
