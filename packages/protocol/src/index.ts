@@ -8,6 +8,7 @@ export {
   TRIAL_CONFIG_VERSION,
   trialConfigSchema,
   resolveTrialConfig,
+  checkTrialConfigRules,
   zodToValidationError,
   formatPath,
   canonicalJson,

@@ -190,7 +190,9 @@ const trialConfigObject = z
   })
   .strict();
 
-export const trialConfigSchema = trialConfigObject.superRefine(checkCombinations);
+export const trialConfigSchema = trialConfigObject.superRefine((c, ctx) =>
+  checkCombinations(c, (path, message) => ctx.addIssue({ code: z.ZodIssueCode.custom, path, message })),
+);
 
 type ParsedTrialConfig = z.output<typeof trialConfigObject>;
 
@@ -199,9 +201,10 @@ type ParsedTrialConfig = z.output<typeof trialConfigObject>;
  * flatrank run, the store) resolves it here, so a combination refused here is refused everywhere
  * before anything runs.
  */
-function checkCombinations(c: ParsedTrialConfig, ctx: z.RefinementCtx): void {
-  const refuse = (path: Array<string | number>, message: string): void =>
-    ctx.addIssue({ code: z.ZodIssueCode.custom, path, message });
+function checkCombinations(
+  c: ParsedTrialConfig,
+  refuse: (path: Array<string | number>, message: string) => void,
+): void {
   if (c.method === 'baseline' && c.compression !== null)
     refuse(['compression'], "must be null for method 'baseline'");
   if (c.method !== 'baseline' && c.compression === null)
@@ -251,6 +254,17 @@ function checkCombinations(c: ParsedTrialConfig, ctx: z.RefinementCtx): void {
 export type TrialConfig = z.output<typeof trialConfigSchema>;
 export type TrialConfigInput = z.input<typeof trialConfigSchema>;
 
+/**
+ * The rules between fields alone, on a config that is already a TrialConfig (e.g. one read back or
+ * handed to the store): the same checks and messages as resolveTrialConfig, at a fraction of the
+ * cost of a full parse. Throws ValidationError.
+ */
+export function checkTrialConfigRules(config: TrialConfig, where = 'config'): void {
+  const issues: FieldIssue[] = [];
+  checkCombinations(config, (path, message) => issues.push({ path: formatPath(where, path), message }));
+  if (issues.length > 0) throw issuesToValidationError(issues, where);
+}
+
 /** Validates and fills defaults; throws ValidationError naming the field path and what is allowed. */
 export function resolveTrialConfig(input: unknown, where = 'config'): TrialConfig {
   const parsed = trialConfigSchema.safeParse(input);
@@ -271,12 +285,21 @@ export function resolveTrialConfig(input: unknown, where = 'config'): TrialConfi
 /** Formats the first zod issue as "<where>.<path>: <message>" (all issues go into context). */
 export function zodToValidationError(error: z.ZodError, where: string): ValidationError {
   const issues = error.issues.map((i) => ({ path: formatPath(where, i.path), message: describeIssue(i) }));
+  return issuesToValidationError(issues, where, error);
+}
+
+interface FieldIssue {
+  path: string;
+  message: string;
+}
+
+function issuesToValidationError(issues: FieldIssue[], where: string, cause?: unknown): ValidationError {
   const first = issues[0] ?? { path: where, message: 'invalid' };
   const more =
     issues.length > 1 ? ` (and ${issues.length - 1} more problem${issues.length > 2 ? 's' : ''})` : '';
   return new ValidationError(first.path, `${first.path}: ${first.message}${more}`, {
     context: { issues },
-    cause: error,
+    ...(cause === undefined ? {} : { cause }),
   });
 }
 

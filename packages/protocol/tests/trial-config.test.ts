@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { ValidationError, canonicalJson, resolveTrialConfig, trialKey } from '../src/index.js';
+import {
+  ValidationError,
+  canonicalJson,
+  checkTrialConfigRules,
+  resolveTrialConfig,
+  trialKey,
+  type TrialConfig,
+} from '../src/index.js';
 
 const base = {
   model: 'lenet5',
@@ -171,5 +178,24 @@ describe('rules between fields', () => {
       'config.compression.scheme',
       'config.compression.decomposition',
     ]);
+  });
+
+  it('checkTrialConfigRules applies the same rules to an already typed config, with the same message', () => {
+    const good = resolveTrialConfig(post);
+    expect(() => checkTrialConfigRules(good)).not.toThrow();
+    const trains: TrialConfig = { ...good, training: { ...good.training, epochs: 2 } };
+    const viaSchema = refusal(trains);
+    let direct: unknown;
+    try {
+      checkTrialConfigRules(trains);
+    } catch (e) {
+      direct = e;
+    }
+    expect(direct).toBeInstanceOf(ValidationError);
+    expect((direct as ValidationError).message).toBe(viaSchema.message);
+    expect((direct as ValidationError).field).toBe(viaSchema.field);
+    expect(() => checkTrialConfigRules(trains, 'trials[3].config')).toThrow(
+      /^trials\[3\]\.config\.training\.epochs: must be 0/,
+    );
   });
 });

@@ -5,6 +5,7 @@
 import {
   TRIAL_STATUSES,
   ValidationError,
+  rankPolicyLabel,
   type RunEnvironment,
   type TrialConfig,
   type TrialStatus,
@@ -170,42 +171,14 @@ export const KEY_RE = /^[0-9a-f]{64}$/;
 /** The indexed axis columns of a resolved config (null where the axis does not apply). */
 export function configAxes(c: TrialConfig): TrialAxes {
   const rank = c.compression?.rank;
-  let rankPolicy: string | null = null;
-  let targetRatio: number | null = null;
-  if (rank) {
-    switch (rank.kind) {
-      case 'rank':
-        rankPolicy = `rank=${rank.rank}`;
-        break;
-      case 'ranks':
-        rankPolicy = `ranks=${rank.ranks[0]}x${rank.ranks[1]}`;
-        break;
-      case 'fraction':
-        rankPolicy = `fraction=${rank.fraction}`;
-        break;
-      case 'ratio':
-        rankPolicy = `ratio=${rank.ratio}`;
-        targetRatio = rank.ratio;
-        break;
-      case 'model-ratio':
-        rankPolicy = `model-ratio=${rank.ratio}`;
-        targetRatio = rank.ratio;
-        break;
-      case 'energy':
-        rankPolicy = `energy=${rank.threshold}`;
-        break;
-      case 'vbmf':
-        rankPolicy = 'vbmf';
-        break;
-    }
-  }
+  const targetRatio = rank?.kind === 'ratio' || rank?.kind === 'model-ratio' ? rank.ratio : null;
   return {
     model: c.model,
     dataset: c.dataset.name,
     method: c.method,
     decomposition: c.compression?.decomposition ?? null,
     scheme: c.compression?.scheme ?? null,
-    rankPolicy,
+    rankPolicy: rank ? rankPolicyLabel(rank) : null,
     targetRatio,
     distortionInterval: c.distortion?.interval ?? null,
     seed: c.seed,

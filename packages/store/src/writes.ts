@@ -2,7 +2,7 @@
  * Sweep and trial-grid writes (the coordinator's): sweeps, idempotent trial inserts, a sweep's
  * membership synced to its latest spec. Each is one short BEGIN IMMEDIATE transaction.
  */
-import { ValidationError, trialKey as computeTrialKey } from '@flatrank/protocol';
+import { ValidationError, checkTrialConfigRules, trialKey as computeTrialKey } from '@flatrank/protocol';
 import type { StoreContext } from './context.js';
 import { membershipCounts } from './reads.js';
 import { KEY_RE, configAxes, type SyncResult, type TrialAxes, type TrialInsert } from './rows.js';
@@ -116,6 +116,8 @@ function validateInserts(
         `trials[${i}].key: ${t.key} is not trialKey(config) (${expected}); pass the key of the resolved config`,
       );
     }
+    // The same rules between fields as flatrank train and the spec expansion.
+    checkTrialConfigRules(t.config, `trials[${i}].config`);
     for (const [j, d] of (t.dependsOn ?? []).entries()) {
       if (typeof d !== 'string' || !KEY_RE.test(d))
         throw new ValidationError(

@@ -94,6 +94,52 @@ describe('sweeps and grid insert', () => {
     expect(store.listTrials({})).toHaveLength(0);
     expect(() => store.insertTrials(999, g)).toThrow(/no sweep with id 999/);
   });
+
+  it('refuses a config the trial-config rules refuse, with the same message, and writes nothing', () => {
+    const id = sweep();
+    // A posttrain config that trains: only a hand-built TrialConfig can be one (the schema refuses it).
+    const bad = {
+      ...tempDbTrialConfig({ method: 'posttrain' }),
+      training: { ...tempDbTrialConfig().training, epochs: 3 },
+    };
+    const ok = grid(1)[0]!;
+    const e = (() => {
+      try {
+        store.insertTrials(id, [ok, { key: trialKey(bad), config: bad }]);
+      } catch (err) {
+        return err;
+      }
+      return null;
+    })();
+    expect(e).toBeInstanceOf(ValidationError);
+    expect((e as ValidationError).field).toBe('trials[1].config.training.epochs');
+    expect((e as ValidationError).message).toMatch(
+      /^trials\[1\]\.config\.training\.epochs: must be 0 for method 'posttrain'/,
+    );
+    expect(store.listTrials({})).toHaveLength(0);
+  });
+
+  it('stores the rank policy by its one label (the rank_policy column)', () => {
+    const id = sweep();
+    const policies = [
+      { kind: 'rank', rank: 8 },
+      { kind: 'ranks', ranks: [4, 8] },
+      { kind: 'ratio', ratio: 4 },
+    ] as const;
+    const trials = policies.map((rank) => {
+      const config = tempDbTrialConfig({ compression: { decomposition: 'tucker2', rank } });
+      return { key: trialKey(config), config };
+    });
+    store.insertTrials(id, trials);
+    const rows = connectionOf(store)
+      .prepare('SELECT rank_policy, target_ratio FROM trials ORDER BY id')
+      .all();
+    expect(rows).toEqual([
+      { rank_policy: 'rank=8', target_ratio: null },
+      { rank_policy: 'ranks=4x8', target_ratio: null },
+      { rank_policy: 'ratio=4', target_ratio: 4 },
+    ]);
+  });
 });
 
 describe('claims and leases', () => {
