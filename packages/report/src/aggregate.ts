@@ -26,7 +26,10 @@ export interface ReportTrial {
   summary: TrialSummary | null;
   /** Per-layer records of the compressed layers (latest attempt); may be empty. */
   layers: ReadonlyArray<
-    Pick<LayerRecord, 'name' | 'paramsBefore' | 'paramsAfter' | 'macsBefore' | 'macsAfter'>
+    Pick<LayerRecord, 'name' | 'paramsBefore' | 'paramsAfter' | 'macsBefore' | 'macsAfter'> & {
+      relativeError?: number | null;
+      firstDistortionError?: number | null;
+    }
   >;
   error?: string | null;
 }
@@ -63,6 +66,12 @@ export interface ReportRow {
   latencyRatio: Stat;
   /** Params ratio of the compressed layers only (from the per-layer records). */
   layersRatio: Stat;
+  /**
+   * Mean relative error of decomposing the kernels a trial started from, over its layers:
+   * finetune / posttrain the decomposition's, distort the first distortion's (its final
+   * projection's ~1e-6 is not comparable).
+   */
+  decompositionError: Stat;
   wallSeconds: Stat;
   /** The ratio the row is bucketed by for "best per ratio": targetRatio, else the mean params ratio. */
   ratio: number | null;
@@ -210,6 +219,8 @@ export interface TrialValues {
   latencyRatio: number | null;
   /** ratio() of params before / after summed over the per-layer records; null without any. */
   layersRatio: number | null;
+  /** Mean comparable decomposition error over the layers (see ReportRow); null without any. */
+  decompositionError: number | null;
   wallSeconds: number | null;
 }
 
@@ -239,8 +250,22 @@ export function trialValues(t: ReportTrial): TrialValues | null {
             t.layers.reduce((a, l) => a + l.paramsBefore, 0),
             t.layers.reduce((a, l) => a + l.paramsAfter, 0),
           ),
+    decompositionError: meanDefined(
+      t.layers.map((l) => (t.config.method === 'distort' ? l.firstDistortionError : l.relativeError)),
+    ),
     wallSeconds: s.wallSeconds,
   };
+}
+
+function meanDefined(values: ReadonlyArray<number | null | undefined>): number | null {
+  let sum = 0;
+  let n = 0;
+  for (const v of values)
+    if (typeof v === 'number' && Number.isFinite(v)) {
+      sum += v;
+      n++;
+    }
+  return n === 0 ? null : sum / n;
 }
 
 /**
@@ -259,6 +284,7 @@ export class TrialGroup {
   readonly macsRatio: Array<number | null> = [];
   readonly latencyRatio: Array<number | null> = [];
   readonly layersRatio: Array<number | null> = [];
+  readonly decompositionError: Array<number | null> = [];
   readonly wallSeconds: Array<number | null> = [];
   readonly worseAfterFineTuning: number[] = [];
 
@@ -281,6 +307,7 @@ export class TrialGroup {
     this.macsRatio.push(v.macsRatio);
     this.latencyRatio.push(v.latencyRatio);
     this.layersRatio.push(v.layersRatio);
+    this.decompositionError.push(v.decompositionError);
     this.wallSeconds.push(v.wallSeconds);
     if (
       this.config.method === 'finetune' &&
@@ -381,6 +408,7 @@ function aggregateGroups({ groups }: GroupedTrials, options: AggregateOptions): 
       macsRatio: describe(group.macsRatio),
       latencyRatio: describe(group.latencyRatio),
       layersRatio: describe(group.layersRatio),
+      decompositionError: describe(group.decompositionError),
       wallSeconds: describe(group.wallSeconds),
       ratio: isBaseline ? 1 : (target?.ratio ?? paramsRatio.mean),
       bucket: null,

@@ -85,6 +85,10 @@ export function toMarkdown(report: Report): string {
     'final acc. %',
     'vs base pts',
   ];
+  // Comparable per-layer errors exist for distort trials recorded since the first / final
+  // distortion errors were (older ones hold only the final projection's): only then is the column shown.
+  const errors = report.rows.some((r) => r.method === 'distort' && r.decompositionError.mean !== null);
+  if (errors) head.splice(head.indexOf('acc. after decomp. %'), 0, 'decomp. err.');
   if (paper) head.push('paper % (other net / data)', 'Δ pts');
   head.push('wall s', 'not done');
   out.push(`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`);
@@ -99,6 +103,7 @@ export function toMarkdown(report: Report): string {
       r.isBaseline ? '1' : fmtStat(r.paramsRatio, 2),
       r.isBaseline ? '1' : fmtStat(r.macsRatio, 2),
       fmtStat(r.latencyRatio, 2),
+      ...(errors ? [fmtStat(r.decompositionError, 3)] : []),
       fmtStat(r.accuracyAfterDecomposition, 2, 100),
       r.best ? `**${final}**` : final,
       fmtSigned(r.vsBaseline, 2),
@@ -110,7 +115,7 @@ export function toMarkdown(report: Report): string {
   }
   out.push('');
   out.push(
-    'Mean ± sample std over seeds (n = succeeded trials). × columns: before / after (params and multiply-adds of the whole model; latency measured, > 1 means the factored model is faster). ★ / bold: highest mean final accuracy among the rows of the same compression ratio. vs base: mean final accuracy minus that of the uncompressed baseline, in points.',
+    `Mean ± sample std over seeds (n = succeeded trials).${errors ? " decomp. err.: mean relative error ‖K − K'‖ / ‖K‖ over the compressed layers of decomposing the kernels a trial starts from (distort: its first distortion; finetune / posttrain: the decomposition that is fine-tuned / evaluated)." : ''} × columns: before / after (params and multiply-adds of the whole model; latency measured, > 1 means the factored model is faster). ★ / bold: highest mean final accuracy among the rows of the same compression ratio. vs base: mean final accuracy minus that of the uncompressed baseline, in points.`,
   );
   const worse = report.rows.filter((r) => r.worseAfterFineTuning.length > 0);
   if (worse.length > 0) {
@@ -162,6 +167,7 @@ const STAT_COLUMNS = [
   'macsRatio',
   'latencyRatio',
   'layersRatio',
+  'decompositionError',
   'wallSeconds',
 ] as const;
 

@@ -138,6 +138,7 @@ export function loadSweepFrom(store: ResultsStore, sweepName: string): LoadedSwe
             macsRatio: r.macs_ratio,
             latencyRatio: r.latency_ratio,
             layersRatio: r.layers_ratio,
+            decompositionError: r.decomposition_error,
             wallSeconds: r.wall_seconds,
           }
         : null,
@@ -173,6 +174,8 @@ export function loadSweepTrialsFrom(store: ResultsStore, sweepName: string): Loa
           paramsAfter: l.params_after,
           macsBefore: l.macs_before,
           macsAfter: l.macs_after,
+          relativeError: l.relative_error,
+          firstDistortionError: l.first_distortion_error,
         })),
       };
     }),

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { trialKey } from '@flatrank/protocol';
 import { createTempDb, type TempDb } from '@flatrank/testing';
-import { ResultsStore } from '@flatrank/store';
+import { ResultsStore, runUserQuery } from '@flatrank/store';
 import { UnknownNameError, StoreError } from '@flatrank/protocol';
 import {
   aggregate,
@@ -213,6 +213,92 @@ describe('aggregation over a hand-made database', () => {
     expect(a.rows.filter((r) => r.method === 'finetune' && r.decomposition === 'tucker2')).toHaveLength(3);
     for (const f of ['md', 'csv', 'json'] as const) expect(formatReport(a, f)).toBe(formatReport(b, f));
     expect(renderPlotSvg(plotData(a))).toBe(renderPlotSvg(plotData(b)));
+  });
+
+  it("comparable decomposition errors: distort's first distortion beside fine-tuning's, the same through both loaders", () => {
+    tmp = createTempDb();
+    const base = cfg({ method: 'baseline', seed: 0 });
+    const start = { kind: 'trial' as const, trialKey: trialKey(base) };
+    const trials: HandTrial[] = [
+      { config: base, outcome: 'succeeded', summary: { accuracyFinal: 0.9 } },
+      {
+        config: cfg({ method: 'distort', seed: 0, start, compression: tucker(2) }),
+        outcome: 'succeeded',
+        summary: { accuracyFinal: 0.88, accuracyAfterDecomposition: 0.6, paramsAfter: 30000 },
+        layers: [
+          { name: 'conv2', relativeError: 1e-6, firstDistortionError: 0.6, finalDistortionError: 1e-6 },
+          { name: 'fc1', relativeError: 2e-6, firstDistortionError: 0.4, finalDistortionError: 2e-6 },
+        ],
+      },
+      {
+        config: cfg({ method: 'finetune', seed: 0, start, compression: tucker(2) }),
+        outcome: 'succeeded',
+        summary: { accuracyFinal: 0.87, accuracyAfterDecomposition: 0.6, paramsAfter: 30000 },
+        layers: [
+          { name: 'conv2', relativeError: 0.7 },
+          { name: 'fc1', relativeError: 0.5 },
+        ],
+      },
+    ];
+    writeSweep(tmp.store!, 'err', { name: 'err' }, trials);
+    // The layers table keeps both, the view picks the comparable one per method.
+    const rows = runUserQuery(
+      tmp.path,
+      'SELECT method, layer, relative_error, first_distortion_error, final_distortion_error, decomposition_error FROM trial_layers ORDER BY method, layer',
+    ).rows;
+    expect(rows).toEqual([
+      {
+        method: 'distort',
+        layer: 'conv2',
+        relative_error: 1e-6,
+        first_distortion_error: 0.6,
+        final_distortion_error: 1e-6,
+        decomposition_error: 0.6,
+      },
+      {
+        method: 'distort',
+        layer: 'fc1',
+        relative_error: 2e-6,
+        first_distortion_error: 0.4,
+        final_distortion_error: 2e-6,
+        decomposition_error: 0.4,
+      },
+      {
+        method: 'finetune',
+        layer: 'conv2',
+        relative_error: 0.7,
+        first_distortion_error: null,
+        final_distortion_error: null,
+        decomposition_error: 0.7,
+      },
+      {
+        method: 'finetune',
+        layer: 'fc1',
+        relative_error: 0.5,
+        first_distortion_error: null,
+        final_distortion_error: null,
+        decomposition_error: 0.5,
+      },
+    ]);
+    const a = buildReport(loadSweep(tmp.path, 'err').trials, { sweep: 'err' });
+    const b = buildReport(loadSweepTrials(tmp.path, 'err').trials, { sweep: 'err' });
+    const by = (m: string) => a.rows.find((r) => r.method === m)!;
+    expect(by('distort').decompositionError.mean).toBeCloseTo(0.5, 12);
+    expect(by('finetune').decompositionError.mean).toBeCloseTo(0.6, 12);
+    expect(by('baseline').decompositionError.mean).toBeNull();
+    const md = formatReport(a, 'md');
+    expect(md).toContain('| decomp. err. |');
+    expect(md).toMatch(/\| distort tucker2 \|.*\| 0\.500 \|/);
+    for (const f of ['md', 'csv', 'json'] as const) expect(formatReport(a, f)).toBe(formatReport(b, f));
+    // Without first-distortion errors (distort trials recorded before them) the column is left out.
+    const old = buildReport(
+      loadSweepTrials(tmp.path, 'err').trials.map((t) => ({
+        ...t,
+        layers: t.layers.map((l) => ({ ...l, firstDistortionError: null })),
+      })),
+      { sweep: 'err' },
+    );
+    expect(formatReport(old, 'md')).not.toContain('decomp. err.');
   });
 
   it('unknown sweep and missing database are typed errors', () => {

@@ -175,14 +175,20 @@ function writeLayer(ctx: StoreContext, trialId: number, attempt: number, l: Laye
     ctx
       .stmt(
         `INSERT INTO layers (trial_id, attempt, name, decomposition, scheme, ranks, raw_ranks, tile, kernel_shape,
-         params_before, params_after, macs_before, macs_after, relative_error)
+         params_before, params_after, macs_before, macs_after, relative_error, lowering_order, iterations, converged,
+         cp_init, cp_seed, cp_fit, first_distortion_error, final_distortion_error)
        VALUES (@trialId, @attempt, @name, @decomposition, @scheme, @ranks, @rawRanks, @tile, @kernelShape,
-         @paramsBefore, @paramsAfter, @macsBefore, @macsAfter, @relativeError)
+         @paramsBefore, @paramsAfter, @macsBefore, @macsAfter, @relativeError, @order, @iterations, @converged,
+         @cpInit, @cpSeed, @cpFit, @firstDistortionError, @finalDistortionError)
        ON CONFLICT(trial_id, attempt, name) DO UPDATE SET decomposition = excluded.decomposition, scheme = excluded.scheme,
          ranks = excluded.ranks, raw_ranks = excluded.raw_ranks, tile = excluded.tile, kernel_shape = excluded.kernel_shape,
          params_before = excluded.params_before, params_after = excluded.params_after, macs_before = excluded.macs_before,
-         macs_after = excluded.macs_after, relative_error = excluded.relative_error
-       WHERE (layers.ranks, layers.params_after, layers.relative_error) IS NOT (excluded.ranks, excluded.params_after, excluded.relative_error)`,
+         macs_after = excluded.macs_after, relative_error = excluded.relative_error, lowering_order = excluded.lowering_order,
+         iterations = excluded.iterations, converged = excluded.converged, cp_init = excluded.cp_init,
+         cp_seed = excluded.cp_seed, cp_fit = excluded.cp_fit, first_distortion_error = excluded.first_distortion_error,
+         final_distortion_error = excluded.final_distortion_error
+       WHERE (layers.ranks, layers.params_after, layers.relative_error, layers.first_distortion_error)
+         IS NOT (excluded.ranks, excluded.params_after, excluded.relative_error, excluded.first_distortion_error)`,
       )
       .run({
         trialId,
@@ -199,6 +205,14 @@ function writeLayer(ctx: StoreContext, trialId: number, attempt: number, l: Laye
         macsBefore: l.macsBefore,
         macsAfter: l.macsAfter,
         relativeError: finiteOrNull(l.relativeError),
+        order: l.order ?? null,
+        iterations: l.iterations ?? null,
+        converged: l.converged === undefined || l.converged === null ? null : l.converged ? 1 : 0,
+        cpInit: l.cp?.init ?? null,
+        cpSeed: l.cp?.seed ?? null,
+        cpFit: finiteOrNull(l.cp?.fit ?? null),
+        firstDistortionError: finiteOrNull(l.firstDistortionError ?? null),
+        finalDistortionError: finiteOrNull(l.finalDistortionError ?? null),
       }).changes === 1
   );
 }

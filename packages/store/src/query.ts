@@ -356,7 +356,8 @@ export function trialDetail(store: ResultsStore, keyOrPrefix: string): TrialDeta
   const layers = db
     .prepare(
       `SELECT name AS layer, decomposition, scheme, ranks, raw_ranks, tile, kernel_shape, params_before, params_after,
-         macs_before, macs_after, relative_error FROM layers WHERE trial_id = ? AND attempt = ? ORDER BY id`,
+         macs_before, macs_after, relative_error, lowering_order, iterations, converged, cp_init, cp_seed, cp_fit,
+         first_distortion_error, final_distortion_error FROM layers WHERE trial_id = ? AND attempt = ? ORDER BY id`,
     )
     .all(trial.id, trial.attempts) as Row[];
   const metrics = db

@@ -40,6 +40,11 @@ export interface ReportTrialRow {
   wall_seconds: number | null;
   /** Params before / after summed over the per-layer records of the current attempt (view trial_layers); NULL without any. */
   layers_ratio: number | null;
+  /**
+   * Mean over the layers of the comparable decomposition error (view trial_layers
+   * `decomposition_error`: distort the first distortion's, else relative_error); NULL without any.
+   */
+  decomposition_error: number | null;
 }
 
 /** A member trial that another member starts from: what resolving its group needs. */
@@ -81,7 +86,9 @@ export function iterateReportTrials(
               ${ok(RATIO('r.latency_before_ms', 'r.latency_after_ms'))} AS latency_ratio,
               ${ok('r.wall_seconds')} AS wall_seconds,
               ${ok(`(SELECT ${RATIO('sum(l.params_before)', 'sum(l.params_after)')}
-                     FROM layers l WHERE l.trial_id = t.id AND l.attempt = t.attempts AND r.id IS NOT NULL)`)} AS layers_ratio
+                     FROM layers l WHERE l.trial_id = t.id AND l.attempt = t.attempts AND r.id IS NOT NULL)`)} AS layers_ratio,
+              ${ok(`(SELECT avg(CASE WHEN t.method = 'distort' THEN l.first_distortion_error ELSE l.relative_error END)
+                     FROM layers l WHERE l.trial_id = t.id AND l.attempt = t.attempts AND r.id IS NOT NULL)`)} AS decomposition_error
        FROM sweep_trials st
        JOIN trials t ON t.id = st.trial_id
        LEFT JOIN results r ON r.trial_id = t.id
@@ -137,6 +144,8 @@ export interface ReportLayerRow {
   params_after: number;
   macs_before: number;
   macs_after: number;
+  relative_error: number | null;
+  first_distortion_error: number | null;
 }
 
 /** The results rows of the sweep's member trials (of that membership, default `current`). */
@@ -166,7 +175,8 @@ export function reportTrialLayers(
   const member = membershipCondition(opts.membership);
   return ctx
     .stmt(
-      `SELECT tl.key, tl.layer, tl.params_before, tl.params_after, tl.macs_before, tl.macs_after
+      `SELECT tl.key, tl.layer, tl.params_before, tl.params_after, tl.macs_before, tl.macs_after,
+              tl.relative_error, tl.first_distortion_error
        FROM trial_layers tl JOIN sweep_trials st ON st.trial_id = tl.trial_id
        WHERE st.sweep_id = ? AND ${member} ORDER BY tl.key, tl.layer`,
     )

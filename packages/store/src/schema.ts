@@ -413,12 +413,51 @@ JOIN sweeps s ON s.id = st.sweep_id
 JOIN trial_summary ts ON ts.trial_id = st.trial_id;
 `;
 
+/**
+ * Per-layer records that make decompositions comparable and reproducible: the lowering order of
+ * svd / tiled-svd, the iterative fit (HOOI / CP-ALS sweeps, convergence), CP's init, seed and
+ * final fit (1 - relative error), and for distortion training the error of the first and of the
+ * final distortion. relative_error keeps its meaning (the recorded decomposition's error: for
+ * distort the final projection's, ~1e-6), so the first distortion's error is what compares with a
+ * fine-tuned trial's relative_error. Older rows have NULL in the new columns.
+ */
+const V6_LAYER_FIT_RECORDS = `
+ALTER TABLE layers ADD COLUMN lowering_order TEXT CHECK (lowering_order IN ('hwc','chw'));
+ALTER TABLE layers ADD COLUMN iterations INTEGER;
+ALTER TABLE layers ADD COLUMN converged INTEGER;
+ALTER TABLE layers ADD COLUMN cp_init TEXT;
+ALTER TABLE layers ADD COLUMN cp_seed INTEGER;
+ALTER TABLE layers ADD COLUMN cp_fit REAL;
+ALTER TABLE layers ADD COLUMN first_distortion_error REAL;
+ALTER TABLE layers ADD COLUMN final_distortion_error REAL;
+
+DROP VIEW trial_layers;
+CREATE VIEW trial_layers AS
+SELECT
+  t.id AS trial_id, t.key, t.model, t.method, t.decomposition AS trial_decomposition, t.seed,
+  l.name AS layer, l.decomposition, l.scheme, l.ranks, l.raw_ranks, l.tile, l.kernel_shape,
+  l.params_before, l.params_after, l.macs_before, l.macs_after,
+  CAST(l.params_before AS REAL) / NULLIF(l.params_after, 0) AS params_ratio,
+  CAST(l.macs_before AS REAL) / NULLIF(l.macs_after, 0) AS macs_ratio,
+  l.relative_error,
+  l.lowering_order, l.iterations, l.converged, l.cp_init, l.cp_seed, l.cp_fit,
+  l.first_distortion_error, l.final_distortion_error,
+  CASE WHEN t.method = 'distort' THEN l.first_distortion_error ELSE l.relative_error END AS decomposition_error
+FROM layers l
+JOIN trials t ON t.id = l.trial_id AND l.attempt = t.attempts;
+`;
+
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'base tables', sql: V1_BASE_TABLES },
   { version: 2, name: 'filter indexes and views', sql: V2_VIEWS_AND_INDEXES },
   { version: 3, name: 'covering index for summaries', sql: V3_SUMMARY_COVERING_INDEX },
   { version: 4, name: 'status counts per sweep, kept by triggers', sql: V4_STATUS_COUNTS },
   { version: 5, name: 'sweep membership in the latest spec (sweep_trials.active)', sql: V5_SPEC_MEMBERSHIP },
+  {
+    version: 6,
+    name: 'layer fit records: lowering order, CP fit, first / final distortion errors',
+    sql: V6_LAYER_FIT_RECORDS,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

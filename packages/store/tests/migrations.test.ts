@@ -119,7 +119,7 @@ describe('migrations', () => {
            VALUES (1, 1, ?, '{"model":"lenet5"}', 'lenet5', 'mnist', 'finetune', 'cp', 3, 0.1, 1, 32, 'succeeded', 1, 1)`,
         )
         .run('a'.repeat(64));
-      raw.prepare('INSERT INTO sweep_trials VALUES (1, 1)').run();
+      raw.prepare('INSERT INTO sweep_trials (sweep_id, trial_id) VALUES (1, 1)').run();
       raw
         .prepare(
           "INSERT INTO metrics (trial_id, attempt, seq, step, epoch, phase, name, value) VALUES (1, 1, 0, 10, 0, 'eval', 'accuracy', 0.75)",

@@ -7,7 +7,7 @@ import {
   tempDbTrialEvents,
   type TempDb,
 } from '@flatrank/testing';
-import type { ReportTrialRow } from '../src/index.js';
+import { trialDetail, type ReportTrialRow } from '../src/index.js';
 import { connectionOf } from '../src/internal.js';
 
 let tmp: TempDb | undefined;
@@ -93,6 +93,50 @@ describe('report rows', () => {
     expect(() => store.iterateReportTrials(sweepId, { membership: 'every' as never })).toThrow(
       /membership: unknown value "every"; allowed: current, retired, all/,
     );
+  });
+
+  it('layer records keep the lowering order, the fit record and the first / final distortion errors', () => {
+    tmp = createTempDb();
+    const store = tmp.store!;
+    const { sweepId } = populateTempDb(store, { seeds: 1, succeeded: 0 });
+    const c = store.claimTrial({ sweepId, worker: 'w', leaseMs: 60_000, maxAttempts: 1 })!;
+    store.applyEvents(
+      tempDbTrialEvents(c.key, 1).map((e) =>
+        e.event.type === 'layer'
+          ? {
+              ...e,
+              event: {
+                ...e.event,
+                layer: {
+                  ...e.event.layer,
+                  decomposition: 'cp' as const,
+                  order: null,
+                  iterations: 37,
+                  converged: true,
+                  cp: { init: 'svd' as const, seed: 1003, fit: 0.75 },
+                  firstDistortionError: 0.5,
+                  finalDistortionError: 1e-6,
+                },
+              },
+            }
+          : e,
+      ),
+    );
+    const detail = trialDetail(store, c.key);
+    expect(detail.layers[0]).toMatchObject({
+      decomposition: 'cp',
+      lowering_order: null,
+      iterations: 37,
+      converged: 1,
+      cp_init: 'svd',
+      cp_seed: 1003,
+      cp_fit: 0.75,
+      relative_error: 0.25,
+      first_distortion_error: 0.5,
+      final_distortion_error: 1e-6,
+    });
+    // populateTempDb's trials are finetune: their comparable error is relative_error
+    expect([...store.iterateReportTrials(sweepId)][0]!.decomposition_error).toBe(0.25);
   });
 
   it('layer sums follow the current attempt only', () => {
