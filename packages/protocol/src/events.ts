@@ -5,7 +5,7 @@
 import type { SerializedError } from './errors.js';
 import type { BackendName, Decomposition, LoweringOrder, MetricPhase, SvdScheme } from './names.js';
 
-/** Reproducibility record of the process that ran a trial (architecture.md). */
+/** Reproducibility record of the process that ran a trial (docs/architecture.md). */
 export interface RunEnvironment {
   gitCommit: string | null;
   gitDirty: boolean | null;

@@ -41,8 +41,9 @@ export interface RunSpecOptions {
   /** Live table on stderr (default: stderr is a TTY). */
   tty?: boolean;
   signal?: AbortSignal;
-  /** Seconds; overrides the spec (tests). */
+  /** Milliseconds without a heartbeat before an attempt is declared dead; overrides the spec's resources.heartbeatTimeout (tests). */
   heartbeatTimeoutMs?: number;
+  /** Milliseconds between two heartbeats of a trial child; overrides the spec's resources.heartbeatInterval (tests). */
   heartbeatMs?: number;
   cancelGraceMs?: number;
 }

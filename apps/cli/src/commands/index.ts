@@ -13,8 +13,8 @@ import { registerStatus } from './status.js';
 import { registerTrain } from './train.js';
 
 /**
- * Every command registers itself here (one import + one line each, so that commands added by
- * different issues do not collide).
+ * Every command registers itself here (one import + one line each, so that commands added side by
+ * side do not collide).
  */
 type Register = (program: Command) => void;
 

@@ -41,7 +41,7 @@ const NET_INPUT: Partial<Record<ModelName, [number, number, number]>> = {
   resnet56: [32, 32, 3],
 };
 
-/** Floors of issue 4 on wasm at batch 128 (reference: 1,108 / 22.7 images/s). */
+/** Floors the wasm backend must clear at batch 128 (measured reference: 1,108 / 22.7 images/s). */
 const WASM_FLOORS: Partial<Record<ModelName, number>> = { lenet5: 1000, resnet20: 20 };
 
 /** How long to warm up and to time (shared with the PyTorch script). */
@@ -173,7 +173,7 @@ async function timeSteps(
 const TORCH_SCRIPT = String.raw`
 import json, os, sys, time, statistics
 import torch, torch.nn as nn, torch.nn.functional as F
-# Same cores as our backends: Debian's torch defaults to 1 thread here; the issue compares with 2.
+# Same cores as our backends: Debian's torch defaults to 1 thread here; the comparison is at 2.
 torch.set_num_threads(os.cpu_count() or 1)
 nets, batch = sys.argv[1].split(','), int(sys.argv[2])
 warmup, warmup_s, steps, seconds, max_steps = int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7])
