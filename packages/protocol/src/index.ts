@@ -1,5 +1,6 @@
 export * from './errors.js';
 export * from './names.js';
+export * from './backends.js';
 export * from './events.js';
 export * from './ipc.js';
 export * from './checkpoint.js';

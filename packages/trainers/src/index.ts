@@ -1,8 +1,8 @@
-// Backends, data, models (trainers-platform).
+// Backend selection, data, models.
 export * from './backend/index.js';
 export * from './data/index.js';
 export * from './models/index.js';
-// Training, compression and the trial entry point (trainers-methods).
+// Training, compression and the trial entry point.
 export { runTrial, type RunTrialOptions } from './trial.js';
 export {
   trainLoop,

@@ -15,7 +15,7 @@ import {
   fusedBatchNormAvailable,
   setFusedBatchNorm,
 } from '../src/models/index.js';
-import { maxRelDiff, nativeExpected, rand, runOn, setupNative } from './native-helpers.js';
+import { maxRelDiff, nativeExpected, rand, runOn, setupNative } from '@flatrank/backend-native/testing';
 import { BN_LAYER_CASES, bnLayerDifferences, bnLayerStep, statisticsGradients } from './training-steps.js';
 
 let calls = new Map<string, number>();

@@ -6,7 +6,7 @@
 import { beforeAll, describe, expect, test } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import { MomentumSgd, type SgdOptions } from '../src/training/sgd.js';
-import { maxRelDiff, nativeExpected, rand, runOn, setupNative } from './native-helpers.js';
+import { maxRelDiff, nativeExpected, rand, runOn, setupNative } from '@flatrank/backend-native/testing';
 
 let calls = new Map<string, number>();
 beforeAll(async () => {

@@ -7,7 +7,7 @@
 import { beforeAll, describe, expect, test } from 'vitest';
 import '@tensorflow/tfjs-layers';
 import { setFusedBatchNorm } from '../src/models/index.js';
-import { nativeExpected, setupNative } from './native-helpers.js';
+import { nativeExpected, setupNative } from '@flatrank/backend-native/testing';
 import { compareSteps, trainSteps } from './training-steps.js';
 
 let calls = new Map<string, number>();

@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
 import { batchNormTraining, batchNormalization, buildModel } from '../src/models/index.js';
-import { maxRelDiff, rand, runOn } from './native-helpers.js';
+import { maxRelDiff, rand, runOn } from '@flatrank/backend-native/testing';
 
 /** One training-mode call of a fresh BN layer: [y, dx, dgamma, dbeta, movingMean, movingVariance]. */
 export function bnLayerStep(shape: number[], seed: number, shift: number, momentum: number): tf.Tensor[] {

@@ -1,5 +1,5 @@
 /**
- * The fused training-mode batch norm on the wasm backend (src/backend/wasm-kernels.ts
+ * The fused training-mode batch norm on the wasm backend (@flatrank/backend-wasm's
  * batchNormTrainingWasm / batchNormTrainingGradWasm): the layer on wasm matches tfjs-layers'
  * moments() + batchNorm() on the cpu backend (output, moving statistics, gradients for x, gamma and
  * beta) over several shapes, channels with means far from zero and a dense [N, C] input included;
@@ -9,17 +9,15 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
-import { ShapeError } from '@flatrank/protocol';
+import { BATCH_NORM_TRAINING_GRAD_KERNEL, BATCH_NORM_TRAINING_KERNEL, ShapeError } from '@flatrank/protocol';
 import { initBackend } from '../src/backend/index.js';
 import {
-  BATCH_NORM_TRAINING,
-  BATCH_NORM_TRAINING_GRAD,
   batchNormTraining,
   batchNormalization,
   fusedBatchNormAvailable,
   setFusedBatchNorm,
 } from '../src/models/index.js';
-import { maxRelDiff, rand, runOn } from './native-helpers.js';
+import { maxRelDiff, rand, runOn } from '@flatrank/backend-native/testing';
 import {
   BN_LAYER_CASES,
   bnLayerDifferences,
@@ -36,8 +34,10 @@ const originals: tf.KernelConfig[] = [];
 beforeAll(async () => {
   await initBackend({ backend: 'cpu' });
   const info = await initBackend({ backend: 'wasm' });
-  expect(info.customKernels).toEqual(expect.arrayContaining([BATCH_NORM_TRAINING, BATCH_NORM_TRAINING_GRAD]));
-  for (const name of [BATCH_NORM_TRAINING, BATCH_NORM_TRAINING_GRAD]) {
+  expect(info.customKernels).toEqual(
+    expect.arrayContaining([BATCH_NORM_TRAINING_KERNEL, BATCH_NORM_TRAINING_GRAD_KERNEL]),
+  );
+  for (const name of [BATCH_NORM_TRAINING_KERNEL, BATCH_NORM_TRAINING_GRAD_KERNEL]) {
     const k = tf.getKernel(name, 'wasm')!;
     originals.push(k);
     tf.unregisterKernel(name, 'wasm');
@@ -69,14 +69,14 @@ describe('fused training batch norm on the wasm backend', () => {
   });
 
   test.each(BN_LAYER_CASES)('layer matches tfjs-layers on cpu: %s %j', async (_label, shape, shift) => {
-    const before = [count(BATCH_NORM_TRAINING), count(BATCH_NORM_TRAINING_GRAD)];
+    const before = [count(BATCH_NORM_TRAINING_KERNEL), count(BATCH_NORM_TRAINING_GRAD_KERNEL)];
     expect(await bnLayerDifferences('wasm', shape, shift)).toEqual([]);
-    expect(count(BATCH_NORM_TRAINING)).toBe(before[0]! + 1);
-    expect(count(BATCH_NORM_TRAINING_GRAD)).toBe(before[1]! + 1);
+    expect(count(BATCH_NORM_TRAINING_KERNEL)).toBe(before[0]! + 1);
+    expect(count(BATCH_NORM_TRAINING_GRAD_KERNEL)).toBe(before[1]! + 1);
   });
 
   test('switched off, the layer runs tfjs-layers path on wasm (and still matches)', async () => {
-    const before = count(BATCH_NORM_TRAINING);
+    const before = count(BATCH_NORM_TRAINING_KERNEL);
     setFusedBatchNorm(false);
     try {
       const ref = await runOn('cpu', () => bnLayerStep([2, 4, 4, 6], 3, 1, 0.5));
@@ -85,14 +85,14 @@ describe('fused training batch norm on the wasm backend', () => {
     } finally {
       setFusedBatchNorm(true);
     }
-    expect(count(BATCH_NORM_TRAINING)).toBe(before);
+    expect(count(BATCH_NORM_TRAINING_KERNEL)).toBe(before);
   });
 
   test('gradient through the statistics outputs matches moments() on cpu', async () => {
     const ref = await statisticsGradients('cpu', false);
-    const before = count(BATCH_NORM_TRAINING_GRAD);
+    const before = count(BATCH_NORM_TRAINING_GRAD_KERNEL);
     const got = await statisticsGradients('wasm', true);
-    expect(count(BATCH_NORM_TRAINING_GRAD)).toBe(before + 1);
+    expect(count(BATCH_NORM_TRAINING_GRAD_KERNEL)).toBe(before + 1);
     expect(maxRelDiff(got, ref)).toBeLessThan(2e-4);
   });
 
@@ -110,18 +110,18 @@ describe('fused training batch norm on the wasm backend', () => {
       return null;
     })();
     expect(err).toBeInstanceOf(ShapeError);
-    expect((err as ShapeError).field).toBe(`${BATCH_NORM_TRAINING}.scale`);
+    expect((err as ShapeError).field).toBe(`${BATCH_NORM_TRAINING_KERNEL}.scale`);
     expect((err as Error).message).toMatch(/scale must be float32 with 4 values/);
     tf.dispose([x, short, ok]);
   });
 
   test('falls back to tfjs-layers for a channels-first axis', async () => {
     await tf.setBackend('wasm');
-    const before = count(BATCH_NORM_TRAINING);
+    const before = count(BATCH_NORM_TRAINING_KERNEL);
     const layer = batchNormalization({ axis: 1 });
     const y = tf.tidy(() => (layer.apply(rand([2, 3, 4, 4], 1), { training: true }) as tf.Tensor).clone());
     expect(y.shape).toEqual([2, 3, 4, 4]);
-    expect(count(BATCH_NORM_TRAINING)).toBe(before);
+    expect(count(BATCH_NORM_TRAINING_KERNEL)).toBe(before);
     y.dispose();
   });
 });
@@ -129,12 +129,12 @@ describe('fused training batch norm on the wasm backend', () => {
 describe('training steps: wasm vs cpu', () => {
   test('ResNet-8 (8x8x3 inputs, batch 4): two momentum steps, fused batch norm', async () => {
     const ref = await trainSteps('cpu', 'resnet8', [8, 8, 3], 4);
-    const before = count(BATCH_NORM_TRAINING_GRAD);
+    const before = count(BATCH_NORM_TRAINING_GRAD_KERNEL);
     const got = await trainSteps('wasm', 'resnet8', [8, 8, 3], 4);
     expect(got.grads.size).toBeGreaterThan(15);
     expect(compareSteps(got, ref, 2e-4)).toEqual([]);
     expect(got.losses[1]).not.toBe(got.losses[0]);
     // 7 batch norms per step (bn1 + 3 blocks x 2) ran the fused gradient kernel.
-    expect(count(BATCH_NORM_TRAINING_GRAD) - before).toBe(14);
+    expect(count(BATCH_NORM_TRAINING_GRAD_KERNEL) - before).toBe(14);
   });
 });

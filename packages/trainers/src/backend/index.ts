@@ -10,7 +10,6 @@ export {
 } from './registry.js';
 export { runEnvironment } from './environment.js';
 export { cpuModel, gpuNames, packageVersion } from './device.js';
-export { WASM_HEAP_LIMIT_BYTES, wasmHeapBytes } from './wasm.js';
 export {
   estimateTrainingMemory,
   checkTrainingMemory,
@@ -18,4 +17,3 @@ export {
   isOutOfMemoryError,
   type MemoryEstimate,
 } from './memory.js';
-export { registerWasmKernels, useBatchNormGradient, CUSTOM_WASM_KERNELS } from './wasm-kernels.js';

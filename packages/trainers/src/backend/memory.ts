@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { LayersModel } from '@tensorflow/tfjs-layers';
 import { ResourceExhaustedError } from '@flatrank/protocol';
-import { WASM_HEAP_LIMIT_BYTES, wasmHeapBytes } from './wasm.js';
+import { WASM_HEAP_LIMIT_BYTES, wasmHeapBytes } from '@flatrank/backend-wasm';
 
 export interface MemoryEstimate {
   /** Floats of all layer outputs for one example. */

@@ -1,31 +1,25 @@
 /**
  * Backend selection. Candidates in preference order: tensorflow (tfjs-node-gpu, then tfjs-node) ->
- * native (issue 5, plugs itself in) -> wasm (SIMD + flatrank's custom training kernels) -> cpu.
- * 'auto' takes the first installed one that loads; a forced backend that is missing or fails to
- * load is a BackendUnavailableError naming what is installed.
+ * native (@flatrank/backend-native: oneDNN kernels in a Node addon) -> wasm
+ * (@flatrank/backend-wasm: SIMD + flatrank's training kernels) -> cpu. 'auto' takes the first
+ * installed one that loads; a forced backend that is missing or fails to load is a
+ * BackendUnavailableError naming what is installed.
+ *
+ * A backend package exports a presence check and a load function returning LoadedBackend (the
+ * contract in @flatrank/protocol); this file adapts each to a BackendCandidate, at the bottom.
  */
-import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
-import { BACKENDS, BackendUnavailableError, UnknownNameError, type BackendName } from '@flatrank/protocol';
+import {
+  BACKENDS,
+  BackendUnavailableError,
+  UnknownNameError,
+  type BackendName,
+  type LoadedBackend,
+} from '@flatrank/protocol';
 import { cpuModel, gpuNames, isResolvable, packageVersion } from './device.js';
 
-/** What a candidate reports once it has loaded and made itself the active TF.js backend. */
-export interface LoadedBackend {
-  /** Version of the package (or library) that implements the backend. */
-  version: string;
-  /** Intra-op threads the backend computes with. */
-  threads: number;
-  /** Device it computes on (defaults to the CPU model). */
-  device?: string;
-  /** wasm: SIMD in use. */
-  simd?: boolean | null;
-  /** Kernels flatrank registered on top of the stock backend. */
-  customKernels?: string[];
-  /** Hard cap of the backend's memory (wasm: the 4 GiB heap), null when none. */
-  heapLimitBytes?: number | null;
-}
+export type { LoadedBackend };
 
 export interface BackendCandidate {
   /** Cheap presence check (resolves packages / files; loads nothing heavy). */
@@ -62,10 +56,8 @@ export interface BackendInfo {
 const candidates = new Map<BackendName, BackendCandidate>();
 
 /**
- * Adds or replaces the candidate for a backend name. The native backend (issue 5) calls
- * `registerBackendCandidate('native', ...)`; it is also discovered without any registration when
- * src/native/backend.(ts|js) exists next to this package's backend folder and exports
- * `nativeBackendCandidate: BackendCandidate`. Returns the candidate it replaces (tests restore it).
+ * Adds or replaces the candidate for a backend name (the built-in ones are registered below).
+ * Returns the candidate it replaces (tests restore it).
  */
 export function registerBackendCandidate(
   name: BackendName,
@@ -176,7 +168,7 @@ function hint(name: BackendName): string {
     case 'tensorflow':
       return ' (npm install @tensorflow/tfjs-node or @tensorflow/tfjs-node-gpu; their install downloads libtensorflow)';
     case 'native':
-      return ' (the native CPU backend of issue 5 is not built)';
+      return ` (${nativeUnavailableDetail})`;
     default:
       return '';
   }
@@ -217,43 +209,29 @@ registerBackendCandidate('tensorflow', {
   },
 });
 
-/** Where the native backend of issue 5 lives (next to backend/, in src or dist). */
-function nativeModuleUrl(): URL | null {
-  for (const f of ['../native/backend.js', '../native/backend.ts']) {
-    const u = new URL(f, import.meta.url);
-    if (existsSync(fileURLToPath(u))) return u;
-  }
-  return null;
-}
+/** One stderr line per process when the addon should be there but is not (not when switched off). */
+let nativeMissingNoticed = false;
+/** Why the addon was unavailable at the last presence check (for the error of a forced 'native'). */
+let nativeUnavailableDetail = 'the native addon is unavailable';
 
+// The backend packages are imported when selection first asks about them, not with the trainers:
+// loading one registers TF.js kernels and backends.
 registerBackendCandidate('native', {
-  isInstalled: async () => {
-    const u = nativeModuleUrl();
-    if (!u) return false;
-    const c = await nativeCandidate(u);
-    return c ? await c.isInstalled() : false;
+  async isInstalled() {
+    const st = (await import('@flatrank/backend-native')).nativeBackendStatus();
+    if (!st.available) nativeUnavailableDetail = st.detail;
+    if (!st.available && !nativeMissingNoticed && !st.detail.startsWith('disabled')) {
+      nativeMissingNoticed = true;
+      process.stderr.write(`flatrank: native backend unavailable (${st.detail}); falling back to wasm\n`);
+    }
+    return st.available;
   },
-  async load() {
-    const u = nativeModuleUrl();
-    const c = u ? await nativeCandidate(u) : null;
-    if (!c) throw new Error('the native backend module is missing');
-    return c.load();
-  },
+  load: async () => (await import('@flatrank/backend-native')).loadNativeBackend(),
 });
 
-async function nativeCandidate(u: URL): Promise<BackendCandidate | null> {
-  const mod = (await import(pathToFileURL(fileURLToPath(u)).href)) as {
-    nativeBackendCandidate?: BackendCandidate;
-  };
-  return mod.nativeBackendCandidate ?? null;
-}
-
 registerBackendCandidate('wasm', {
-  isInstalled: () => isResolvable('@tensorflow/tfjs-backend-wasm'),
-  async load() {
-    const { loadWasmBackend } = await import('./wasm.js');
-    return loadWasmBackend();
-  },
+  isInstalled: async () => (await import('@flatrank/backend-wasm')).wasmBackendInstalled(),
+  load: async () => (await import('@flatrank/backend-wasm')).loadWasmBackend(),
 });
 
 registerBackendCandidate('cpu', {

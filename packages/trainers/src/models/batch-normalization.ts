@@ -5,7 +5,7 @@
  * square, mean and the normalisation, each a full pass over the activations, and the gradient runs
  * back through every one of them (about ten full-size passes and allocations per layer and step;
  * a third of a ResNet-20 step on the native backend). When the active backend registers
- * BATCH_NORM_TRAINING and its gradient kernel (the native backend does), this layer computes the
+ * BATCH_NORM_TRAINING_KERNEL and its gradient kernel (the native backend does), this layer computes the
  * batch statistics and the normalised output in one kernel and its gradient in another. Everywhere
  * else, and in inference, it is tfjs-layers' BatchNormalization unchanged.
  *
@@ -15,20 +15,10 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { layers, type LayerVariable } from '@tensorflow/tfjs-layers';
-
-/**
- * Kernel: inputs {x, scale, offset} (x channels-last float32, scale/offset length C), attrs
- * {epsilon}; outputs [y, mean, variance] with the biased batch variance (as tf.moments).
- */
-export const BATCH_NORM_TRAINING = 'FlatrankBatchNormTraining';
-/**
- * Kernel: inputs {dy, x, scale, mean, variance, dmean, dvariance}, attrs {epsilon}; outputs
- * [dx, dscale, doffset]: the gradient of BATCH_NORM_TRAINING, batch statistics included.
- */
-export const BATCH_NORM_TRAINING_GRAD = 'FlatrankBatchNormTrainingGrad';
+import { BATCH_NORM_TRAINING_GRAD_KERNEL, BATCH_NORM_TRAINING_KERNEL } from '@flatrank/protocol';
 
 tf.registerGradient({
-  kernelName: BATCH_NORM_TRAINING,
+  kernelName: BATCH_NORM_TRAINING_KERNEL,
   inputsToSave: ['x', 'scale'],
   outputsToSave: [false, true, true],
   gradFunc: (dys: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs: tf.NamedAttrMap) => {
@@ -39,7 +29,7 @@ tf.registerGradient({
     const [dx, dscale, doffset] = tf
       .engine()
       .runKernel(
-        BATCH_NORM_TRAINING_GRAD,
+        BATCH_NORM_TRAINING_GRAD_KERNEL,
         { dy: dy!, x, scale, mean, variance, dmean: dmean!, dvariance: dvariance! },
         attrs,
       ) as tf.Tensor[];
@@ -64,8 +54,8 @@ export function fusedBatchNormAvailable(): boolean {
   if (!fusedEnabled) return false;
   const backend = tf.getBackend();
   return (
-    tf.getKernel(BATCH_NORM_TRAINING, backend) !== undefined &&
-    tf.getKernel(BATCH_NORM_TRAINING_GRAD, backend) !== undefined
+    tf.getKernel(BATCH_NORM_TRAINING_KERNEL, backend) !== undefined &&
+    tf.getKernel(BATCH_NORM_TRAINING_GRAD_KERNEL, backend) !== undefined
   );
 }
 
@@ -79,7 +69,7 @@ export function batchNormTraining(
   offset: tf.Tensor1D,
   epsilon: number,
 ): [tf.Tensor, tf.Tensor1D, tf.Tensor1D] {
-  return tf.engine().runKernel(BATCH_NORM_TRAINING, { x, scale, offset }, { epsilon }) as [
+  return tf.engine().runKernel(BATCH_NORM_TRAINING_KERNEL, { x, scale, offset }, { epsilon }) as [
     tf.Tensor,
     tf.Tensor1D,
     tf.Tensor1D,

@@ -7,6 +7,4 @@ export {
   batchNormTraining,
   fusedBatchNormAvailable,
   setFusedBatchNorm,
-  BATCH_NORM_TRAINING,
-  BATCH_NORM_TRAINING_GRAD,
 } from './batch-normalization.js';

@@ -7,7 +7,7 @@
  * the distortion method optionally resets them after every distortion.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { ShapeError, ValidationError } from '@flatrank/protocol';
+import { SGD_MOMENTUM_KERNEL, ShapeError, ValidationError } from '@flatrank/protocol';
 import {
   OPTIMIZER_STATE_KIND,
   optimizerStateMismatch,
@@ -15,14 +15,6 @@ import {
   type NamedShape,
   type OptimizerState,
 } from './optimizer-state.js';
-
-/**
- * Kernel: inputs {variable, buffer, grad} (float32, same shape), attrs {lr, momentum, weightDecay,
- * nesterov}; outputs [variable', buffer'], the update below in one pass. Backends that register it
- * (the native one) run a step as one kernel per variable instead of about six TF.js ops, which is
- * most of the optimizer's cost for small nets (LeNet-5).
- */
-export const SGD_MOMENTUM_KERNEL = 'FlatrankSgdMomentum';
 
 export interface SgdOptions {
   momentum: number;
@@ -72,6 +64,8 @@ export class MomentumSgd implements MomentumTarget {
   /** One update with gradients keyed by variable name (as returned by tf.variableGrads). */
   step(grads: tf.NamedTensorMap, lr: number): void {
     const { momentum, nesterov, weightDecay } = this.options;
+    // A backend with the fused kernel (native) runs one kernel per variable instead of about six
+    // TF.js ops: most of the optimizer's cost for small nets (LeNet-5).
     const fused = tf.getKernel(SGD_MOMENTUM_KERNEL, tf.getBackend()) !== undefined;
     tf.tidy(() => {
       for (const { variable, decay } of this.variables) {

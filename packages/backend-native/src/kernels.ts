@@ -16,8 +16,11 @@ import {
 import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import type { NativeAddon } from './addon.js';
 import { NativeBackend } from './buffers.js';
-import { BATCH_NORM_TRAINING, BATCH_NORM_TRAINING_GRAD } from '../models/batch-normalization.js';
-import { SGD_MOMENTUM_KERNEL } from '../training/sgd.js';
+import {
+  BATCH_NORM_TRAINING_GRAD_KERNEL,
+  BATCH_NORM_TRAINING_KERNEL,
+  SGD_MOMENTUM_KERNEL,
+} from '@flatrank/protocol';
 
 type Inputs = Record<string, TensorInfo | undefined>;
 interface Args {
@@ -628,7 +631,7 @@ function batchNormGradKernel(args: Args, n: NativeAddon): TensorInfo[] | null {
   return [out(backend, [...x.shape], dx), ...d.map((v) => out(backend, pShape, v))];
 }
 
-/** Training-mode batch norm (models/batch-normalization.ts): [y, batch mean, batch variance]. */
+/** Training-mode batch norm (BATCH_NORM_TRAINING_KERNEL): [y, batch mean, batch variance]. */
 function batchNormTrainingKernel(args: Args, n: NativeAddon): TensorInfo[] | null {
   const { inputs, backend, attrs } = args;
   const x = inputs['x'];
@@ -682,7 +685,7 @@ function batchNormTrainingGradKernel(args: Args, n: NativeAddon): TensorInfo[] |
   return [out(backend, [...x.shape], dx), out(backend, [C], dscale), out(backend, [C], doffset)];
 }
 
-/** MomentumSgd's update of one variable (training/sgd.ts SGD_MOMENTUM_KERNEL): [w', buf']. */
+/** One momentum-SGD update of one variable (SGD_MOMENTUM_KERNEL): [w', buf']. */
 function sgdMomentumKernel(args: Args, n: NativeAddon): TensorInfo[] | null {
   const { inputs, backend, attrs } = args;
   const variable = inputs['variable'];
@@ -745,8 +748,8 @@ export const GRADIENT_KERNELS: Record<string, NativeKernel> = {
   [RELU_GRAD_KERNEL]: binaryKernel(BIN.ReluGrad, 'dy', 'x'),
   [SQUARE_GRAD_KERNEL]: binaryKernel(BIN.SquareGrad, 'dy', 'x'),
   [MEAN_GRAD_KERNEL]: meanGradKernel,
-  [BATCH_NORM_TRAINING]: batchNormTrainingKernel,
-  [BATCH_NORM_TRAINING_GRAD]: batchNormTrainingGradKernel,
+  [BATCH_NORM_TRAINING_KERNEL]: batchNormTrainingKernel,
+  [BATCH_NORM_TRAINING_GRAD_KERNEL]: batchNormTrainingGradKernel,
   [SGD_MOMENTUM_KERNEL]: sgdMomentumKernel,
 };
 

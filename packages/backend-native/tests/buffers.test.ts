@@ -4,8 +4,8 @@
  */
 import { beforeAll, describe, expect, test } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
-import { NativeBackend } from '../src/native/buffers.js';
-import { nativeExpected, rand, setupNative } from './native-helpers.js';
+import { NativeBackend } from '../src/buffers.js';
+import { nativeExpected, rand, setupNative } from '../src/testing.js';
 
 beforeAll(async () => {
   await setupNative();

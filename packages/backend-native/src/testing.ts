@@ -1,17 +1,15 @@
 /**
- * Shared helpers of the native backend tests: run the same computation on 'cpu' and 'native' and
- * compare, and count addon calls so a test fails if everything silently fell back to the cpu kernels.
+ * Test helpers for the native backend and for code that runs on it (the `./testing` entry point,
+ * as tfjs-core ships test_util): run the same computation on 'cpu' and 'native' and compare, and
+ * count addon calls so a test fails if everything silently fell back to the cpu kernels. Never
+ * imported by runtime code.
  */
 import { existsSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-core/dist/register_all_gradients.js';
-import {
-  loadNativeAddon,
-  nativeBackendStatus,
-  registerNativeBackend,
-  type NativeAddon,
-} from '../src/native/index.js';
+import { loadNativeAddon, type NativeAddon } from './addon.js';
+import { nativeBackendStatus, registerNativeBackend } from './backend.js';
 
 /** The build prerequisites are present, so the addon must have been built (the tests then require it). */
 export const nativeExpected =

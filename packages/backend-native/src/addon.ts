@@ -1,5 +1,5 @@
 /**
- * Lazy loader of the native addon (packages/trainers/native, built by node-gyp at install time).
+ * Lazy loader of the native addon (native/, built by node-gyp when the package installs).
  * Loading never throws: a missing or broken build, or FLATRANK_NATIVE=0, makes the addon
  * unavailable with a one-line reason, and backend selection moves on to wasm.
  */
@@ -108,7 +108,7 @@ export interface NativeAddon {
     dscale: Float32Array,
     doffset: Float32Array,
   ): void;
-  /** One MomentumSgd step for one variable (training/sgd.ts); buffers may be null when momentum is 0. */
+  /** One momentum-SGD step for one variable (SGD_MOMENTUM_KERNEL); buffers may be null when momentum is 0. */
   sgdMomentum(
     w: Float32Array,
     buf: Float32Array | null,
@@ -130,9 +130,9 @@ export interface NativeAddonStatus {
   detail: string;
 }
 
-/** native/build/Release/flatrank_native.node, relative to this file in src/native or dist/native. */
+/** native/build/Release/flatrank_native.node, relative to this file in src/ or dist/. */
 export function addonPath(): string {
-  return fileURLToPath(new URL('../../native/build/Release/flatrank_native.node', import.meta.url));
+  return fileURLToPath(new URL('../native/build/Release/flatrank_native.node', import.meta.url));
 }
 
 let cached: { addon: NativeAddon | null; status: NativeAddonStatus } | null = null;
@@ -165,7 +165,7 @@ function tryLoad(env: NodeJS.ProcessEnv): { addon: NativeAddon | null; status: N
       addon: null,
       status: {
         available: false,
-        detail: `addon not built (${path} missing; run npm run build:native -w @flatrank/trainers)`,
+        detail: `addon not built (${path} missing; run npm run build:native -w @flatrank/backend-native)`,
       },
     };
   // Under V8's sampling profiler (--cpu-prof, --prof) oneDNN's AVX-512 kernels have aborted the

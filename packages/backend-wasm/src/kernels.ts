@@ -1,6 +1,5 @@
 /**
- * Custom kernels that make the TF.js wasm backend train conv nets fast (measured variants in
- * shared/reference/wasm-conv-kernels.js):
+ * Custom kernels that make the TF.js wasm backend train conv nets fast:
  * - Conv2DBackpropFilter (absent from tfjs-backend-wasm 4.22): dW as ONE dilated XNNPACK Conv2D on
  *   transposed tensors, x^T [C, Hp, Wp, N] (*) dy^T [OH, OW, N, OC] with dilation = stride. Correct
  *   for strides > 1 (reusing Conv3DBackpropFilterV2 with depth 1 is not).
@@ -22,8 +21,7 @@ import * as tf from '@tensorflow/tfjs-core';
 // tfjs-layers registers TF.js's gradients on import; ours must override after that.
 import '@tensorflow/tfjs-layers';
 import { backend_util } from '@tensorflow/tfjs-core';
-import { ShapeError } from '@flatrank/protocol';
-import { BATCH_NORM_TRAINING, BATCH_NORM_TRAINING_GRAD } from '../models/batch-normalization.js';
+import { BATCH_NORM_TRAINING_GRAD_KERNEL, BATCH_NORM_TRAINING_KERNEL, ShapeError } from '@flatrank/protocol';
 import type {
   KernelBackend,
   NamedAttrMap,
@@ -661,14 +659,14 @@ function gradInput(
 }
 
 /**
- * Training-mode batch norm (models/batch-normalization.ts BATCH_NORM_TRAINING), two passes over
+ * Training-mode batch norm (BATCH_NORM_TRAINING_KERNEL), two passes over
  * the heap as the native kernel (native/src/addon.cc batchNormTrain): per-channel sums of
  * d = x - shift and d^2 in float64, shift = the first row (channels whose mean is large against
  * their spread keep their variance), then y = x * k + (offset - mean * k), k = scale / sqrt(var + eps).
  * Outputs [y, mean, biased variance] (as tf.moments over all axes but the last).
  */
 export function batchNormTrainingWasm({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
-  const name = BATCH_NORM_TRAINING;
+  const name = BATCH_NORM_TRAINING_KERNEL;
   const x = inputs['x'];
   const { rows, C } = rowsAndChannels(x, name);
   const eps = Number(attrs['epsilon']);
@@ -711,7 +709,7 @@ export function batchNormTrainingWasm({ inputs, backend, attrs }: KernelArgs): T
 }
 
 /**
- * Gradient of batchNormTrainingWasm (BATCH_NORM_TRAINING_GRAD), the batch statistics being
+ * Gradient of batchNormTrainingWasm (BATCH_NORM_TRAINING_GRAD_KERNEL), the batch statistics being
  * functions of x; two passes as native/src/addon.cc batchNormTrainGrad. Pass 1: per channel
  * s1 = sum(dy), s2 = sum(dy * (x - mean)) in float64. Pass 2, with inv = 1/sqrt(var + eps),
  * k = scale * inv and N rows:
@@ -720,7 +718,7 @@ export function batchNormTrainingWasm({ inputs, backend, attrs }: KernelArgs): T
  * dscale = inv s2, doffset = s1.
  */
 export function batchNormTrainingGradWasm({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
-  const name = BATCH_NORM_TRAINING_GRAD;
+  const name = BATCH_NORM_TRAINING_GRAD_KERNEL;
   const x = inputs['x'];
   const dy = inputs['dy'];
   const { rows, C } = rowsAndChannels(x, name);
@@ -785,8 +783,8 @@ export const CUSTOM_WASM_KERNELS = [
   'BatchMatMul',
   'MaxPoolGrad',
   'FusedBatchNorm (gradient)',
-  BATCH_NORM_TRAINING,
-  BATCH_NORM_TRAINING_GRAD,
+  BATCH_NORM_TRAINING_KERNEL,
+  BATCH_NORM_TRAINING_GRAD_KERNEL,
 ] as const;
 
 let registered = false;
@@ -829,8 +827,8 @@ export function registerWasmKernels(): string[] {
   replace('MaxPoolGrad', maxPoolGradWasm);
   // Makes fusedBatchNormAvailable() true on wasm: training-mode BatchNormalization layers run
   // these two kernels instead of moments() + batchNorm() (about ten full passes each way).
-  replace(BATCH_NORM_TRAINING, batchNormTrainingWasm);
-  replace(BATCH_NORM_TRAINING_GRAD, batchNormTrainingGradWasm);
+  replace(BATCH_NORM_TRAINING_KERNEL, batchNormTrainingWasm);
+  replace(BATCH_NORM_TRAINING_GRAD_KERNEL, batchNormTrainingGradWasm);
   // Same values as the stock gradient on every backend, so overriding it globally is safe.
   stockBatchNormGrad ??= tf.getGradient('FusedBatchNorm') ?? null;
   tf.registerGradient(fusedBatchNormGrad);

@@ -1,6 +1,6 @@
 export {
   NATIVE_BACKEND_NAME,
-  nativeBackendCandidate,
+  loadNativeBackend,
   nativeBackendStatus,
   nativeKernelNames,
   registerNativeBackend,

@@ -4,8 +4,9 @@
  */
 import { beforeAll, describe, expect, test } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend, useBatchNormGradient } from '../src/backend/index.js';
-import { Rng } from '../src/data/index.js';
+import '@tensorflow/tfjs-backend-cpu';
+import { createRng, type Rng } from '@flatrank/core';
+import { loadWasmBackend, useBatchNormGradient } from '../src/index.js';
 
 type Pad = 'same' | 'valid' | [[number, number], [number, number], [number, number], [number, number]];
 
@@ -55,8 +56,8 @@ const SHAPES: Array<[number, number, number, number]> = [
 ];
 
 beforeAll(async () => {
-  await initBackend({ backend: 'cpu' });
-  await initBackend({ backend: 'wasm' });
+  await tf.setBackend('cpu');
+  await loadWasmBackend();
 });
 
 describe('wasm Conv2DBackpropFilter / Conv2DBackpropInput match cpu', () => {
@@ -67,7 +68,7 @@ describe('wasm Conv2DBackpropFilter / Conv2DBackpropInput match cpu', () => {
         for (const f of [1, 3, 5])
           cases.push([`${shape.join('x')} s${stride} ${pn} f${f}`, shape, stride, pad, f]);
   test.each(cases)('%s', async (_label, shape, stride, pad, f) => {
-    const rng = new Rng(shape[1] * 100 + stride * 10 + f);
+    const rng = createRng(shape[1] * 100 + stride * 10 + f);
     const oc = 4;
     const xv = randn(
       shape.reduce((a, b) => a * b),
@@ -80,7 +81,7 @@ describe('wasm Conv2DBackpropFilter / Conv2DBackpropInput match cpu', () => {
       const conv = (a: tf.Tensor4D, b: tf.Tensor4D) => tf.conv2d(a, b, stride, pad);
       const y = conv(x, w);
       // A fixed, non-uniform upstream gradient: sum(y * r).
-      const r = tf.tensor(randn(y.size, new Rng(7)), y.shape);
+      const r = tf.tensor(randn(y.size, createRng(7)), y.shape);
       const g = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
         tf.sum(tf.mul(conv(a as tf.Tensor4D, b as tf.Tensor4D), r)),
       );
@@ -102,7 +103,7 @@ describe('wasm depthwise conv gradients match cpu', () => {
       for (const f of [1, 3, 5])
         for (const m of [1, 2]) cases.push([`s${stride} ${pn} f${f} m${m}`, stride, pad, f, m]);
   test.each(cases)('%s', async (_label, stride, pad, f, m) => {
-    const rng = new Rng(stride * 31 + f * 7 + m);
+    const rng = createRng(stride * 31 + f * 7 + m);
     const shape: [number, number, number, number] = [2, 7, 6, 3];
     const xv = randn(2 * 7 * 6 * 3, rng);
     const wv = randn(f * f * 3 * m, rng);
@@ -112,7 +113,7 @@ describe('wasm depthwise conv gradients match cpu', () => {
       const conv = (a: tf.Tensor4D, b: tf.Tensor4D) =>
         tf.depthwiseConv2d(a, b, stride, pad as 'same' | 'valid');
       const y = conv(x, w);
-      const r = tf.tensor(randn(y.size, new Rng(9)), y.shape);
+      const r = tf.tensor(randn(y.size, createRng(9)), y.shape);
       const [dx, dw] = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
         tf.sum(tf.mul(conv(a as tf.Tensor4D, b as tf.Tensor4D), r)),
       )([x, w]);
@@ -132,7 +133,7 @@ describe('FusedBatchNorm gradient by broadcasting', () => {
     ['2-D, per-feature stats', [6, 4], [4]],
     ['statistics shaped like x', [3, 2, 4], [3, 2, 4]],
   ] as const)('%s: equals the stock (Tile) gradient on cpu, and on wasm', async (_l, xShape, pShape) => {
-    const rng = new Rng(5);
+    const rng = createRng(5);
     const size = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
     const xv = randn(size(xShape), rng);
     const [mv, vv, sv, ov] = [0, 1, 2, 3].map(() => randn(size(pShape), rng));
@@ -142,7 +143,7 @@ describe('FusedBatchNorm gradient by broadcasting', () => {
       const variance = tf.add(tf.abs(tf.tensor(vv!, [...pShape])), 0.5);
       const scale = tf.tensor(sv!, [...pShape]);
       const offset = tf.tensor(ov!, [...pShape]);
-      const r = tf.tensor(randn(size(xShape), new Rng(3)), [...xShape]);
+      const r = tf.tensor(randn(size(xShape), createRng(3)), [...xShape]);
       const f = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor, d: tf.Tensor, e: tf.Tensor) =>
         tf.sum(tf.mul(tf.batchNorm(a, b, c, e, d, 1e-3), r));
       return tf.grads(f)([x, mean, variance, scale, offset]);
@@ -181,13 +182,13 @@ describe('wasm MaxPoolGrad (JS scatter) matches cpu, ties included', () => {
     for (const s of [1, 2])
       for (const p of ['same', 'valid'] as const) cases.push([`f${f} s${s} ${p}`, f, s, p]);
   test.each(cases)('%s', async (_l, f, s, pad) => {
-    const rng = new Rng(f * 10 + s);
+    const rng = createRng(f * 10 + s);
     // ReLU-like values: many exact zeros, so windows often tie.
     const xv = randn(2 * 7 * 6 * 3, rng).map((v) => Math.max(0, v));
     const run = () => {
       const x = tf.tensor4d(xv, [2, 7, 6, 3]);
       const y = tf.maxPool(x, f, s, pad);
-      const r = tf.tensor(randn(y.size, new Rng(4)), y.shape);
+      const r = tf.tensor(randn(y.size, createRng(4)), y.shape);
       return [y, tf.grad((a: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(a as tf.Tensor4D, f, s, pad), r)))(x)];
     };
     const cpu = await on('cpu', run);
@@ -204,13 +205,13 @@ describe('wasm BatchMatMul with transposed operands matches cpu', () => {
     [false, true],
     [true, true],
   ])('transposeA %s, transposeB %s', async (ta, tb) => {
-    const rng = new Rng(Number(ta) * 2 + Number(tb));
+    const rng = createRng(Number(ta) * 2 + Number(tb));
     const av = randn(2 * 5 * 7, rng);
     const bv = randn(2 * 7 * 3, rng);
     const run = () => {
       const a = tf.tensor3d(av, ta ? [2, 7, 5] : [2, 5, 7]);
       const b = tf.tensor3d(bv, tb ? [2, 3, 7] : [2, 7, 3]);
-      const r = tf.tensor(randn(2 * 5 * 3, new Rng(2)), [2, 5, 3]);
+      const r = tf.tensor(randn(2 * 5 * 3, createRng(2)), [2, 5, 3]);
       const [da, db] = tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.sum(tf.mul(tf.matMul(p, q, ta, tb), r)))([
         a,
         b,

@@ -3,10 +3,9 @@
  * every cpu kernel re-registered under 'native', and the hot ones (convolutions and their
  * gradients, matmul, pooling, batch norm, elementwise, reductions, copies) replaced by the addon's
  * oneDNN code, run on all cores by a work-claiming thread pool. No wasm heap, so no 4 GiB cap.
- *
- * Backend selection (src/backend/registry.ts) discovers `nativeBackendCandidate` in this module.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { BackendUnavailableError, type LoadedBackend } from '@flatrank/protocol';
 import type { GradConfig, KernelFunc, NamedAttrMap, Tensor } from '@tensorflow/tfjs-core';
 import { NativeBackend } from './buffers.js';
 import { loadNativeAddon, type NativeAddon, type NativeAddonStatus } from './addon.js';
@@ -188,30 +187,27 @@ function installGradients(): void {
   }
 }
 
-/** The candidate src/backend/registry.ts discovers: installed when the addon loads. */
-let noticed = false;
-
-export const nativeBackendCandidate = {
-  isInstalled(): boolean {
-    const st = nativeBackendStatus();
-    // One line per process when the addon should be there but is not (not when switched off).
-    if (!st.available && !noticed && !st.detail.startsWith('disabled')) {
-      noticed = true;
-      process.stderr.write(`flatrank: native backend unavailable (${st.detail}); falling back to wasm\n`);
-    }
-    return st.available;
-  },
-  async load() {
-    if (!(await registerNativeBackend()))
-      throw new Error(`native addon unavailable: ${nativeBackendStatus().detail}`);
-    if (!(await tf.setBackend(NATIVE_BACKEND_NAME)))
-      throw new Error("the 'native' backend failed to initialise");
-    const info = loadNativeAddon().addon!.info();
-    return {
-      version: `flatrank-native (oneDNN ${info.onednn})`,
-      threads: info.threads,
-      customKernels: nativeKernelNames(),
-      heapLimitBytes: null,
-    };
-  },
-};
+/**
+ * Registers the 'native' backend, makes it the active TF.js backend and reports it. A
+ * BackendUnavailableError (context: the addon status detail) says why when the addon is not
+ * available: switched off, not built, or failing to load.
+ */
+export async function loadNativeBackend(): Promise<LoadedBackend> {
+  if (!(await registerNativeBackend())) {
+    const { detail } = nativeBackendStatus();
+    throw new BackendUnavailableError(`native addon unavailable: ${detail}`, {
+      context: { backend: NATIVE_BACKEND_NAME, detail },
+    });
+  }
+  if (!(await tf.setBackend(NATIVE_BACKEND_NAME)))
+    throw new BackendUnavailableError("the 'native' backend failed to initialise", {
+      context: { backend: NATIVE_BACKEND_NAME },
+    });
+  const info = loadNativeAddon().addon!.info();
+  return {
+    version: `flatrank-native (oneDNN ${info.onednn})`,
+    threads: info.threads,
+    customKernels: nativeKernelNames(),
+    heapLimitBytes: null,
+  };
+}

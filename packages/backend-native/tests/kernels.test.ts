@@ -11,7 +11,7 @@ import {
   rand,
   setupNative,
   valueAndGrads,
-} from './native-helpers.js';
+} from '../src/testing.js';
 
 let available = false;
 let calls = new Map<string, number>();

@@ -1,0 +1,3 @@
+import { flatrankProject } from '../../vitest.shared';
+
+export default flatrankProject('backend-native');
