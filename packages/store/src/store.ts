@@ -5,6 +5,7 @@
  *   writes.ts  sweeps and the trial grid        events.ts  applying trial events
  *   claims.ts  claims, leases, attempt outcomes reads.ts   sweeps, trials, counts
  *   report-rows.ts  the streamed inputs of a sweep report          query.ts  runs / show / export
+ *   dashboard-reads.ts  sweep overviews and paged trial lists of `flatrank serve`
  * All writes go through prepared statements in short transactions; the claim is one BEGIN
  * IMMEDIATE transaction so that two processes can never hand out the same trial. The connection is
  * not reachable from outside the package (`@flatrank/store/internal` gives it to the store's own
@@ -16,6 +17,8 @@ import { openDatabase, type OpenOptions } from './connection.js';
 import { StoreContext, bindContext } from './context.js';
 import { applyEvents } from './events.js';
 import * as reads from './reads.js';
+import * as dashboardReads from './dashboard-reads.js';
+import type { SweepOverview, SweepTrialFilter, SweepTrialPage } from './dashboard-reads.js';
 import * as reportRows from './report-rows.js';
 import type { ReportLayerRow, ReportStartRow, ReportSummaryRow, ReportTrialRow } from './report-rows.js';
 import type {
@@ -176,6 +179,23 @@ export class ResultsStore {
   /** Schema version of the open database (PRAGMA user_version). */
   schemaVersion(): number {
     return reads.schemaVersion(this.#ctx);
+  }
+
+  // ------------------------------------------------------------- dashboard reads (dashboard-reads.ts)
+
+  /** Every sweep with its current points by status and mean succeeded duration (two statements). */
+  sweepOverviews(): SweepOverview[] {
+    return dashboardReads.sweepOverviews(this.#ctx);
+  }
+
+  /** The sweep's current trials, filtered, sorted and paged, as value arrays (SWEEP_TRIAL_COLUMNS). */
+  sweepTrialPage(sweepId: number, filter: SweepTrialFilter = {}): SweepTrialPage {
+    return dashboardReads.sweepTrialPage(this.#ctx, sweepId, filter);
+  }
+
+  /** PRAGMA data_version: changes when another connection commits (to keep derived data until then). */
+  dataVersion(): number {
+    return dashboardReads.dataVersion(this.#ctx);
   }
 
   // ------------------------------------------------------------- report inputs (report-rows.ts)

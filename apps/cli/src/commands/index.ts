@@ -11,6 +11,7 @@ import { registerRun } from './run.js';
 import { registerWorker } from './worker.js';
 import { registerStatus } from './status.js';
 import { registerTrain } from './train.js';
+import { registerServe } from './serve.js';
 
 /**
  * Every command registers itself here (one import + one line each, so that commands added side by
@@ -32,6 +33,7 @@ const commands: Register[] = [
   registerWorker,
   registerStatus,
   registerTrain,
+  registerServe,
 ];
 
 export function registerCommands(program: Command): void {

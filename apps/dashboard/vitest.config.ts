@@ -1,0 +1,3 @@
+import { flatrankProject } from '../../vitest.shared';
+
+export default flatrankProject('dashboard', { testTimeout: 60_000 });
