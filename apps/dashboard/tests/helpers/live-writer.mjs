@@ -1,9 +1,11 @@
-// A writer process for the concurrency test: runs every trial of a new sweep `live` through the
-// store's writer API (claim + events, as the scheduler's coordinator does) and reports over IPC how
-// many trials it finished and every error it met. Imports the built dist/ of the packages.
+// A writer process for the concurrency test: runs the trials of a new sweep `live` through the
+// store's writer API (claim + events, as the scheduler's coordinator does), a few ms apart, until
+// they are done or the parent says 'stop'; then reports over IPC how many trials it finished and
+// every error it met. Imports the built dist/ of the packages.
 import { ResultsStore } from '@flatrank/store';
 import { runNextTrial, tempDbTrialConfig } from '@flatrank/testing';
 import { trialKey } from '@flatrank/protocol';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const [file, trialsArg] = process.argv.slice(2);
 const errors = [];
@@ -28,9 +30,12 @@ try {
     sweepId,
     configs.map((config) => ({ key: trialKey(config), config })),
   );
+  let stop = false;
+  process.on('message', (m) => (stop ||= m === 'stop'));
   process.send({ ready: true });
   const sweep = { name: 'live', sweepId, keys: [], configs };
-  for (;;) {
+  while (!stop) {
+    await sleep(5);
     try {
       if (runNextTrial(store, sweep, 'live-writer') === null) break;
       finished++;
