@@ -22,7 +22,8 @@ import tseslint from 'typescript-eslint';
 //   packages/testing    protocol, store          (itself imported by test code only)
 //   packages/report     protocol, store
 //   packages/scheduler  protocol, store, report  (runs trainers as child processes, never imports them)
-//   apps/*              protocol, core, decomposers, backend-*, trainers, store, scheduler, report
+//   apps/dashboard      protocol, store, report  (`flatrank serve`; its front end imports its types only)
+//   apps/*              protocol, core, decomposers, backend-*, trainers, store, scheduler, report, dashboard
 //   test/ (end-to-end)  everything, testing included
 const LOWER = ['protocol', 'core', 'decomposers'];
 const PACKAGE_DEPS = {
@@ -36,7 +37,8 @@ const PACKAGE_DEPS = {
   scheduler: ['protocol', 'store', 'report'],
   report: ['protocol', 'store'],
 };
-const APP_DEPS = [...LOWER, 'backend-*', 'trainers', 'store', 'scheduler', 'report'];
+const APP_DEPS = [...LOWER, 'backend-*', 'trainers', 'store', 'scheduler', 'report', 'dashboard'];
+const DASHBOARD_DEPS = ['protocol', 'store', 'report', 'dashboard'];
 const TENSORFLOW_FOLDERS = ['trainers', 'backend-*'];
 const SQLITE_FOLDERS = ['store'];
 const TEST_CODE = ['tests/**', 'test/**', '**/*.test.ts', 'src/bench/**', 'bench/**'];
@@ -99,6 +101,7 @@ function boundaryConfigs() {
       deps: name.includes('*') ? deps : [...deps, name],
     })),
     { folders: ['apps/*'], deps: APP_DEPS },
+    { folders: ['apps/dashboard'], name: 'dashboard', deps: DASHBOARD_DEPS },
   ];
   const configs = [];
   for (const { folders, name, deps, label = folders.join(', '), note = '' } of table) {
