@@ -93,4 +93,92 @@ describe('experiments/', () => {
       expect(hits[0]!.config.compression!.rank).toEqual({ kind: 'rank', rank: row.rank });
     }
   });
+  it('fashion-mnist-fig3 (+ its CP lr probe): the Fig. 3 protocol on ResNet-20, shared baselines, S_D 200 / 50, Kim et al. fine-tuning, EVBMF, CP', () => {
+    const { points, reproduces } = expand('fashion-mnist-fig3.yaml');
+    expect(reproduces).toBe('paper-fig3');
+    expect(points).toHaveLength(72);
+    expect(new Set(points.map((p) => `${p.config.model}/${p.config.dataset.name}`))).toEqual(
+      new Set(['resnet20/fashion-mnist']),
+    );
+    expect(new Set(points.map((p) => p.config.seed))).toEqual(new Set([0, 1, 2]));
+    const base = points.filter((p) => p.config.method === 'baseline' && p.config.start.kind === 'scratch');
+    expect(base).toHaveLength(3);
+    // every other trial starts from the baseline of its own seed
+    for (const p of points)
+      if (!base.includes(p))
+        expect(p.dependsOn).toEqual([base.find((b) => b.config.seed === p.config.seed)!.key]);
+    const kind = (p: GridPoint) => `${p.config.method}/${p.config.compression?.decomposition ?? '-'}`;
+    const figRatios = [...new Set(publishedRows('paper-fig3').map((r) => r.ratio))].sort();
+    const distort = points.filter(
+      (p) => kind(p) === 'distort/tucker2' && p.config.compression!.rank.kind === 'model-ratio',
+    );
+    expect(new Set(distort.map((p) => p.config.distortion!.interval))).toEqual(new Set([200, 50]));
+    expect([...new Set(distort.map((p) => targetRatioOf(p.config)!.ratio))].sort()).toEqual(figRatios);
+    const kim = points.filter((p) => kind(p) === 'finetune/tucker2');
+    expect(kim).toHaveLength(18);
+    for (const p of kim) {
+      expect(p.config.training.lr).toBe(0.001);
+      expect(p.config.training.schedule).toEqual({ kind: 'step', milestones: [1, 1.5], gamma: 0.1 });
+    }
+    expect(count(points, (p) => p.config.compression?.rank.kind === 'vbmf')).toBe(6);
+    expect(count(points, (p) => kind(p) === 'finetune/cp')).toBe(15);
+    // the ceiling: the baseline trained on from itself for the compressed trials' length
+    const ceiling = points.filter((p) => p.config.method === 'baseline' && p.config.start.kind === 'trial');
+    expect(ceiling.map((p) => p.config.training.epochs)).toEqual([2, 2, 2]);
+    // the probe's baseline is fig3's seed-0 baseline: the same trial
+    const probe = expand('fashion-mnist-fig3-cp-lr.yaml').points;
+    expect(probe.find((p) => p.config.method === 'baseline')!.key).toBe(
+      base.find((b) => b.config.seed === 0)!.key,
+    );
+    expect(
+      new Set(probe.filter((p) => p.config.method === 'finetune').map((p) => p.config.training.lr)),
+    ).toEqual(new Set([1e-5, 1e-4, 1e-3, 1e-2]));
+  });
+
+  it('fashion-mnist-table1: tiled SVD of the five 64->64 convs, 4 tiles x 2 ratios x both lowering orders, floor and ceiling', () => {
+    const { points, reproduces } = expand('fashion-mnist-table1.yaml');
+    expect(reproduces).toBe('paper-table1');
+    expect(points).toHaveLength(126);
+    const fig3 = expand('fashion-mnist-fig3.yaml').points;
+    const baseKeys = (ps: GridPoint[]) =>
+      ps.filter((p) => p.config.method === 'baseline' && p.config.start.kind === 'scratch').map((p) => p.key);
+    expect(baseKeys(points)).toEqual(baseKeys(fig3)); // the same baselines as the Fig. 3 analog
+    const tiled = points.filter((p) => p.config.compression?.decomposition === 'tiled-svd');
+    const orderOf = (p: GridPoint) => p.config.compression!.order ?? 'hwc';
+    for (const method of ['distort', 'posttrain'])
+      for (const order of ['hwc', 'chw']) {
+        const ps = tiled.filter(
+          (p) => p.config.method === method && orderOf(p) === order && p.config.distortion?.interval !== 50,
+        );
+        expect(ps).toHaveLength(24);
+        expect(
+          new Set(
+            ps.map(
+              (p) =>
+                `${p.config.compression!.tile!.join('x')} r=${(p.config.compression!.rank as { rank: number }).rank}`,
+            ),
+          ),
+        ).toEqual(
+          new Set([
+            '64x64 r=16',
+            '32x32 r=8',
+            '16x16 r=4',
+            '8x8 r=2',
+            '64x64 r=8',
+            '32x32 r=4',
+            '16x16 r=2',
+            '8x8 r=1',
+          ]),
+        );
+      }
+    expect(count(tiled, (p) => p.config.distortion?.interval === 50 && orderOf(p) === 'chw')).toBe(24);
+    for (const p of tiled)
+      expect(p.config.compression!.layers).toEqual({
+        kind: 'filter',
+        inChannels: 64,
+        outChannels: 64,
+        kernelSize: 3,
+        stride: 1,
+      });
+  });
 });

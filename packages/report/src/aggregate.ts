@@ -193,6 +193,10 @@ function variantFields(config: TrialConfig): Map<string, string> {
   const m = new Map<string, string>();
   flatten(config, '', m);
   for (const k of [...m.keys()]) if (NOT_VARIANT.some((p) => k === p || k.startsWith(`${p}.`))) m.delete(k);
+  // An absent lowering order is the default hwc (configs leave it out so their keys stay stable).
+  const c = config.compression;
+  if (c && (c.decomposition === 'tiled-svd' || (c.decomposition === 'svd' && c.scheme === 'lowered')))
+    if (!m.has('compression.order')) m.set('compression.order', 'hwc');
   return m;
 }
 

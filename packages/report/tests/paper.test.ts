@@ -238,3 +238,26 @@ describe('fine-tuning that makes the model worse is flagged', () => {
     expect(formatReport(buildReport([tk(0, 0.8, 0.9)], { sweep: 's' }), 'md')).not.toContain('⚠');
   });
 });
+
+describe('lowering order', () => {
+  it('tells tiled-svd rows of the two orders apart (an absent order is hwc)', () => {
+    const tiled = (order?: 'chw') =>
+      trial(
+        cfg({
+          model: 'resnet20',
+          method: 'distort',
+          compression: {
+            decomposition: 'tiled-svd',
+            tile: [8, 8],
+            rank: { kind: 'rank', rank: 2 },
+            ...(order ? { order } : {}),
+          },
+        }),
+        { accuracyFinal: order ? 0.9 : 0.91 },
+      );
+    const report = buildReport([tiled(), tiled('chw')], { sweep: 't1', reproduces: 'paper-table1' });
+    expect(report.rows.map((r) => r.variant).sort()).toEqual(['order=chw', 'order=hwc']);
+    // both orders are compared with the same published 8x8 row
+    expect(report.rows.map((r) => r.paper?.accuracy)).toEqual([93.23, 93.23]);
+  });
+});
