@@ -67,6 +67,7 @@ import {
   buildExportModel,
   decomposeTargets,
   distortModel,
+  fixRanks,
   hasChainExport,
   layerRecords,
   meanRelativeError,
@@ -437,6 +438,12 @@ async function runDistort(
   const plan = planCompression(model, comp, config.seed);
   let original: number | null = null;
   let afterDecomposition: number | null = null;
+  let ranksFixed = false;
+  const distort = (): LayerResult[] => {
+    if (!ranksFixed) fixRanks(model, plan);
+    ranksFixed = true;
+    return distortModel(model, plan, () => ctx.beat());
+  };
   if (started) {
     original = ctx.evaluate(model).accuracy;
     ctx.metric('eval', 'accuracy_start', original);
@@ -448,7 +455,7 @@ async function runDistort(
         .getWeights()
         .map((w) => tf.clone(w)),
     );
-    distortModel(model, plan, () => ctx.beat());
+    distort();
     afterDecomposition = ctx.evaluate(model).accuracy;
     ctx.metric('after-decomposition', 'accuracy', afterDecomposition);
     plan.targets.forEach((t, i) => {
@@ -461,7 +468,7 @@ async function runDistort(
   let first: LayerResult[] | null = null;
   await ctx.train(model, config.training, ({ step, epoch, optimizer }) => {
     if (step % dist.interval !== 0) return;
-    const r = distortModel(model, plan, () => ctx.beat());
+    const r = distort();
     distortions += 1;
     last = { step, results: r };
     first ??= r;
@@ -482,7 +489,7 @@ async function runDistort(
   const lastDistortion = last as { step: number; results: LayerResult[] } | null;
   if (lastDistortion && lastDistortion.step === ctx.steps) results = lastDistortion.results;
   else {
-    results = distortModel(model, plan, () => ctx.beat());
+    results = distort();
     distortions += 1;
     ctx.metric('final', 'distortion_error', meanRelativeError(results));
   }

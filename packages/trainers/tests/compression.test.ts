@@ -14,6 +14,7 @@ import {
   buildExportModel,
   decomposeTargets,
   distortModel,
+  fixRanks,
   layerRecords,
   modelCounts,
   planCompression,
@@ -330,6 +331,24 @@ describe('rank policies through the decomposers', () => {
       expect(counts.paramsBefore / counts.paramsAfter).toBeLessThan(4.28 * 1.01);
     },
   );
+  it('vbmf ranks are fixed from the kernels the first distortion meets, then kept', () => {
+    const model = buildModel('resnet8', { inputShape: [8, 8, 3], numClasses: 10, seed: 12 });
+    const plan = planCompression(model, comp({ decomposition: 'tucker2', rank: { kind: 'vbmf' } }), 0);
+    const expected = plan.targets.map((t) => {
+      const k = kernelOf(model, t.layer.name);
+      return planDecomposition(new Tensor(k.data, k.shape), t.options);
+    });
+    fixRanks(model, plan);
+    const first = layerRecords(distortModel(model, plan));
+    // the ranks EVBMF picks on the start kernels, with its raw estimates kept in the record
+    expect(first.map((r) => r.ranks)).toEqual(expected.map((p) => p.ranks));
+    expect(first.map((r) => r.rawRanks)).toEqual(expected.map((p) => p.rawRanks));
+    // a second distortion meets low-rank kernels (EVBMF would now pick other ranks) and keeps them
+    const second = layerRecords(distortModel(model, plan));
+    expect(second.map((r) => r.ranks)).toEqual(first.map((r) => r.ranks));
+    expect(Math.max(...second.map((r) => r.relativeError))).toBeLessThan(1e-5);
+  });
+
   it('an impossible rank fails at planning time, naming the field', () => {
     const model = buildModel('resnet8', { inputShape: [8, 8, 3], numClasses: 10, seed: 11 });
     expect(() =>

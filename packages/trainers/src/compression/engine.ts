@@ -35,6 +35,8 @@ export interface CompressionTarget {
   kernelShape: number[];
   options: DecomposeOptions;
   geometry: LayerGeometry;
+  /** EVBMF's raw estimates when fixRanks turned a vbmf policy into fixed ranks (else undefined). */
+  rawRanks?: number[] | null;
 }
 
 export interface CompressionPlan {
@@ -154,6 +156,31 @@ function biasOf(model: tfl.LayersModel, name: string): Tensor | null {
   return b ? new Tensor(Float64Array.from(b.read().dataSync() as Float32Array), [b.shape[0]!]) : null;
 }
 
+/**
+ * Resolves data-dependent rank policies (vbmf, energy) once, on the model's current kernels, and
+ * fixes the resulting ranks for every later decomposition of the plan. Distortion training calls it
+ * before its first distortion, so its ranks are those of the kernels it starts from (for a trained
+ * start the ranks decompose + fine-tune would choose, as Kim et al. choose them from the trained
+ * model) instead of being re-estimated, and the model's size changing, at every distortion.
+ */
+export function fixRanks(model: tfl.LayersModel, plan: CompressionPlan): void {
+  for (const t of plan.targets) {
+    const kind = typeof t.options.rank === 'object' && 'kind' in t.options.rank ? t.options.rank.kind : null;
+    if (kind !== 'vbmf' && kind !== 'energy') continue;
+    const v = kernelVariable(model, t.layer.name);
+    const kernel = new Tensor(Float32Array.from(v.read().dataSync() as Float32Array), t.kernelShape);
+    const p = planDecomposition(kernel, t.options);
+    t.rawRanks = p.rawRanks;
+    t.options = {
+      ...t.options,
+      rank:
+        p.ranks.length === 2
+          ? { kind: 'ranks', ranks: [p.ranks[0]!, p.ranks[1]!] }
+          : { kind: 'rank', rank: p.ranks[0]! },
+    };
+  }
+}
+
 /** Decomposes the current kernel of every target (no change to the model). */
 export function decomposeTargets(
   model: tfl.LayersModel,
@@ -205,6 +232,7 @@ export function layerRecords(
 ): LayerRecord[] {
   return results.map((r, i) => {
     const rec = layerRecord(r.target.layer.name, r.decomposition, r.target.geometry);
+    if (rec.rawRanks === null && r.target.rawRanks) rec.rawRanks = [...r.target.rawRanks];
     if (firstDistortion === null) return rec;
     return {
       ...rec,

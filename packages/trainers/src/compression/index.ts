@@ -6,6 +6,7 @@ export {
   decomposeTargets,
   applyReconstructions,
   distortModel,
+  fixRanks,
   meanRelativeError,
   layerRecords,
   hasChainExport,
