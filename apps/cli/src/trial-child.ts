@@ -8,7 +8,8 @@
  * is in place before any backend loads.
  */
 import {
-  CANCELLED_CODE,
+  CancelledError,
+  failedEvent,
   isTerminalEvent,
   serializeError,
   type ChildToCoordinator,
@@ -80,11 +81,7 @@ process.on('message', (raw: unknown) => {
     if (!started) {
       // cancelled before it ran: still one terminal event
       started = true;
-      emit({
-        type: 'failed',
-        error: { name: 'CancelledError', code: CANCELLED_CODE, message: `trial cancelled: ${msg.reason}` },
-        retryable: false,
-      });
+      emit(failedEvent(new CancelledError(msg.reason)));
       void finish(0);
       return;
     }

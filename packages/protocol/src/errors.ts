@@ -1,14 +1,20 @@
 /**
  * The one typed error hierarchy of flatrank. Every error carries a stable `code` (used for exit
  * codes and by tests), a human message that names the field and what is allowed, optional
- * structured `context`, and the underlying `cause`.
+ * structured `context`, the underlying `cause`, and whether another attempt could succeed
+ * (`retryable`, carried by the trial's failed event; cf. Temporal's ApplicationFailure.nonRetryable).
  */
 export type ErrorContext = Record<string, unknown>;
 
 export interface FlatrankErrorOptions {
   context?: ErrorContext;
   cause?: unknown;
+  /** Overrides the class's default (flatrank errors are deterministic, hence not retryable). */
+  retryable?: boolean;
 }
+
+/** Error code of a trial stopped by its coordinator ('cancel' over IPC, Ctrl-C, a worker's cancel). */
+export const CANCELLED_CODE = 'CANCELLED';
 
 export class FlatrankError extends Error {
   /** Stable machine-readable code, e.g. 'SPEC_INVALID'. */
@@ -16,13 +22,22 @@ export class FlatrankError extends Error {
   readonly context: ErrorContext;
   /** CLI exit code for this error class (documented in apps/cli/README.md). */
   readonly exitCode: number = 1;
+  /**
+   * Whether running the same trial again could succeed. Flatrank errors describe the input or the
+   * data (the same config fails the same way again), so false unless a class or caller says so.
+   */
+  readonly retryable: boolean;
 
   constructor(code: string, message: string, options: FlatrankErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.code = code;
     this.context = options.context ?? {};
+    this.retryable = options.retryable ?? (this.constructor as typeof FlatrankError).retryableByDefault;
   }
+
+  /** The `retryable` of instances constructed without the option. */
+  static readonly retryableByDefault: boolean = false;
 
   toJSON(): { name: string; code: string; message: string; context: ErrorContext } {
     return { name: this.name, code: this.code, message: this.message, context: this.context };
@@ -93,6 +108,8 @@ export class DataError extends FlatrankError {
 /** A requested TensorFlow.js backend that is not installed or fails to load. Exit code 4. */
 export class BackendUnavailableError extends FlatrankError {
   override readonly exitCode: number = 4;
+  /** Another worker (another machine) may have the backend. */
+  static override readonly retryableByDefault: boolean = true;
   constructor(message: string, options: FlatrankErrorOptions = {}) {
     super('BACKEND_UNAVAILABLE', message, options);
   }
@@ -130,8 +147,26 @@ export class SchedulerError extends FlatrankError {
   }
 }
 
+/** A trial stopped by its coordinator before it ended; not retryable (the coordinator decides). */
+export class CancelledError extends FlatrankError {
+  constructor(reason: string, options: FlatrankErrorOptions = {}) {
+    super(CANCELLED_CODE, `trial cancelled: ${reason}`, {
+      ...options,
+      context: { reason, ...options.context },
+    });
+  }
+}
+
 export function isFlatrankError(e: unknown): e is FlatrankError {
   return e instanceof FlatrankError;
+}
+
+/**
+ * Whether another attempt of the trial that threw `e` could succeed: a flatrank error says so
+ * itself; anything else (a bug, a killed file system, ...) may be transient, so it is retried.
+ */
+export function isRetryable(e: unknown): boolean {
+  return e instanceof FlatrankError ? e.retryable : true;
 }
 
 /** Plain-object form of any thrown value, safe to send over IPC / Redis and store. */

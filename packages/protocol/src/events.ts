@@ -2,7 +2,7 @@
  * Trial events: the one definition shared by the trainer (emitter), the IPC channel, the BullMQ
  * channel and the store (applier). Every event is plain JSON.
  */
-import type { SerializedError } from './errors.js';
+import { isRetryable, serializeError, type SerializedError } from './errors.js';
 import type { BackendName, Decomposition, LoweringOrder, MetricPhase, SvdScheme } from './names.js';
 
 /** Reproducibility record of the process that ran a trial (docs/architecture.md). */
@@ -104,6 +104,11 @@ export function isTerminalEvent(
   e: TrialEvent,
 ): e is Extract<TrialEvent, { type: 'finished' | 'failed' | 'diverged' }> {
   return e.type === 'finished' || e.type === 'failed' || e.type === 'diverged';
+}
+
+/** The failed event of a trial that threw `e`: the error as JSON and whether it may be retried. */
+export function failedEvent(e: unknown): Extract<TrialEvent, { type: 'failed' }> {
+  return { type: 'failed', error: serializeError(e), retryable: isRetryable(e) };
 }
 
 /** Where a trainer sends its events. */

@@ -5,7 +5,8 @@
  *
  * Sequence: child -> 'ready'; coordinator -> 'run'; child -> 'event'* (envelope.seq increasing,
  * exactly one terminal event: finished / failed / diverged), then the child exits 0.
- * On 'cancel' the child stops at the next step and sends failed(retryable=false, code 'CANCELLED').
+ * On 'cancel' the child stops at the next step and sends failed(retryable=false, code CANCELLED_CODE,
+ * errors.ts).
  * The child exits when the IPC channel disconnects (process 'disconnect': its coordinator died), so
  * that a killed coordinator or worker leaves no orphan training behind.
  */
@@ -35,6 +36,3 @@ export type CoordinatorToChild =
   | { type: 'cancel'; reason: string };
 
 export type ChildToCoordinator = { type: 'ready' } | { type: 'event'; envelope: TrialEnvelope };
-
-/** Error code of the failed event a child sends after a 'cancel'. */
-export const CANCELLED_CODE = 'CANCELLED';

@@ -26,13 +26,11 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import {
-  BackendUnavailableError,
   DivergedError,
-  FlatrankError,
   ShapeError,
   ValidationError,
   resolveTrialConfig,
-  serializeError,
+  failedEvent,
   trialKey as computeTrialKey,
   type TrainingRecipe,
   type TrialConfig,
@@ -223,12 +221,6 @@ function validateOptions(o: RunTrialOptions): void {
 }
 
 /** Not retried: bad input, bad data, cancellation, out of memory (the same config fails again). */
-function isRetryable(e: unknown): boolean {
-  if (e instanceof BackendUnavailableError) return true; // another worker may have it
-  if (e instanceof FlatrankError) return false;
-  return true; // an unexpected internal error may be transient (e.g. a killed file system)
-}
-
 export async function runTrial(
   input: TrialConfig | unknown,
   options: RunTrialOptions,
@@ -256,7 +248,7 @@ export async function runTrial(
       const step = typeof e.context['step'] === 'number' ? e.context['step'] : 0;
       safeEmit({ type: 'diverged', reason: e.message, step });
     } else {
-      safeEmit({ type: 'failed', error: serializeError(e), retryable: isRetryable(e) });
+      safeEmit(failedEvent(e));
     }
     throw e;
   }

@@ -5,8 +5,11 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
-import { DivergedError, FlatrankError, type TrainingRecipe, type TrialEventSink } from '@flatrank/protocol';
+import { CancelledError, DivergedError, type TrainingRecipe, type TrialEventSink } from '@flatrank/protocol';
 import { learningRateAt } from './schedule.js';
+
+// Defined with the other errors in protocol (the trial child and the scheduler see the same class).
+export { CancelledError } from '@flatrank/protocol';
 import { MomentumSgd } from './sgd.js';
 import {
   restoreMomentum,
@@ -28,13 +31,6 @@ export interface Batch {
   x: tf.Tensor4D;
   /** int32 class labels. */
   y: tf.Tensor1D;
-}
-
-/** Raised when the AbortSignal fires; the trial reports it as failed, code CANCELLED, not retryable. */
-export class CancelledError extends FlatrankError {
-  constructor(reason: string) {
-    super('CANCELLED', `trial cancelled: ${reason}`, { context: { reason } });
-  }
 }
 
 export interface StepInfo {
