@@ -64,41 +64,35 @@ export interface ChildAttemptOptions {
 
 /** Runs the attempt to its end; never throws for child failures (they are outcomes). */
 export function runChildAttempt(o: ChildAttemptOptions): Promise<AttemptOutcome> {
-  return new Promise((resolve) => {
+  return new Promise((resolve) => new ChildAttempt(o, resolve).start());
+}
+
+type KilledFor = { cause: 'heartbeat' | 'timeout' | 'cancelled'; reason: string };
+
+/** One child process from fork to 'close': its messages, its watchdog, its cancellation. */
+class ChildAttempt {
+  private child: ChildProcess | null = null;
+  private terminal: TerminalEvent | null = null;
+  private cancelled = false;
+  private killedFor: KilledFor | null = null;
+  private lastSeq = -1;
+  private lastMessageAt = Date.now();
+  private readonly startedAt = Date.now();
+  private readonly timings: AttemptTimings;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private settled = false;
+  private readonly onAbort = () => this.cancel();
+
+  constructor(
+    private readonly o: ChildAttemptOptions,
+    private readonly resolve: (outcome: AttemptOutcome) => void,
+  ) {
+    this.timings = { forkAt: this.startedAt, readyAt: null, terminalAt: null, closedAt: this.startedAt };
+  }
+
+  start(): void {
+    const { o } = this;
     let child: ChildProcess;
-    let terminal: TerminalEvent | null = null;
-    let cancelled = false;
-    let killedFor: { cause: 'heartbeat' | 'timeout' | 'cancelled'; reason: string } | null = null;
-    let lastSeq = -1;
-    let lastMessageAt = Date.now();
-    const startedAt = Date.now();
-    const timings: AttemptTimings = {
-      forkAt: startedAt,
-      readyAt: null,
-      terminalAt: null,
-      closedAt: startedAt,
-    };
-    const timers: NodeJS.Timeout[] = [];
-    let settled = false;
-
-    const kill = () => {
-      if (child?.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-      // The child leads its own process group (detached): take any grandchildren with it.
-      try {
-        process.kill(-child.pid, 'SIGKILL');
-      } catch {
-        try {
-          child.kill('SIGKILL');
-        } catch {
-          /* already gone */
-        }
-      }
-    };
-    const send = (msg: CoordinatorToChild) => {
-      if (child.connected)
-        child.send(msg, (err) => void err /* a dying child cannot receive: its exit decides */);
-    };
-
     try {
       child = fork(o.childEntry, [], {
         env: {
@@ -115,18 +109,15 @@ export function runChildAttempt(o: ChildAttemptOptions): Promise<AttemptOutcome>
         detached: true,
       });
     } catch (e) {
-      resolve({
+      this.settle({
         kind: 'lost',
         cause: 'spawn',
         reason: `cannot start the trial process: ${(e as Error).message}`,
-        lastSeq,
-        exitCode: null,
-        timings,
       });
       return;
     }
+    this.child = child;
     if (child.pid !== undefined) o.onSpawn?.(child.pid);
-
     for (const [stream, readable] of [
       ['stdout', child.stdout],
       ['stderr', child.stderr],
@@ -135,128 +126,141 @@ export function runChildAttempt(o: ChildAttemptOptions): Promise<AttemptOutcome>
       const rl = createInterface({ input: readable, crlfDelay: Infinity });
       rl.on('line', (line) => o.onOutput?.(stream, line));
     }
-
-    child.on('message', (raw: unknown) => {
-      lastMessageAt = Date.now();
-      const msg = raw as ChildToCoordinator;
-      if (msg?.type === 'ready') {
-        timings.readyAt = lastMessageAt;
-        send({ type: 'run', trialKey: o.trialKey, attempt: o.attempt, config: o.config, options: o.options });
-        return;
-      }
-      if (msg?.type !== 'event') return;
-      const env = msg.envelope;
-      // Only this attempt's events; a confused child must not write another trial's rows.
-      if (!env || env.trialKey !== o.trialKey || env.attempt !== o.attempt || terminal) return;
-      if (typeof env.seq === 'number' && env.seq > lastSeq) lastSeq = env.seq;
-      if (isTerminalEvent(env.event)) {
-        terminal = env.event;
-        timings.terminalAt = lastMessageAt;
-        // The protocol says the child exits after its terminal event; make sure it does.
-        timers.push(setTimeout(kill, 5_000).unref());
-      }
-      o.onEvent(env);
-    });
-
-    const onAbort = () => {
-      if (cancelled || terminal) return;
-      cancelled = true;
-      send({ type: 'cancel', reason: String(o.signal?.reason ?? 'cancelled') });
-      timers.push(
-        setTimeout(() => {
-          if (!terminal)
-            killedFor ??= { cause: 'cancelled', reason: 'did not stop within the cancel grace period' };
-          kill();
-        }, o.cancelGraceMs ?? 10_000),
-      );
-    };
-    if (o.signal?.aborted) onAbort();
-    else o.signal?.addEventListener('abort', onAbort, { once: true });
-
+    child.on('message', (raw: unknown) => this.onMessage(raw as ChildToCoordinator));
+    if (o.signal?.aborted) this.cancel();
+    else o.signal?.addEventListener('abort', this.onAbort, { once: true });
     const tick = Math.max(20, Math.min(1000, Math.floor(o.heartbeatTimeoutMs / 4)));
-    timers.push(
-      setInterval(() => {
-        if (terminal || killedFor) return;
-        const now = Date.now();
-        // Until 'ready' the child is starting Node (slow on a busy machine): a generous limit.
-        const limit =
-          timings.readyAt === null ? Math.max(o.heartbeatTimeoutMs, 30_000) : o.heartbeatTimeoutMs;
-        if (now - lastMessageAt > limit) {
-          killedFor = {
-            cause: 'heartbeat',
-            reason: `no heartbeat for ${Math.round((now - lastMessageAt) / 1000)} s (hung or overloaded; timeout ${limit / 1000} s)`,
-          };
-          kill();
-        } else if (o.trialTimeoutMs !== null && now - startedAt > o.trialTimeoutMs) {
-          killedFor = {
-            cause: 'timeout',
-            reason: `exceeded the trial timeout of ${Math.round(o.trialTimeoutMs / 1000)} s`,
-          };
-          kill();
-        }
-      }, tick),
-    );
+    this.timers.push(setInterval(() => this.watch(), tick));
+    child.on('error', (e) => {
+      // 'error' without a pid means the spawn failed; otherwise 'exit' follows.
+      if (child.pid === undefined) this.finish(null, null, e);
+    });
+    // 'close' (not 'exit'): the stdio pipes and the IPC channel have drained, so no late event is lost.
+    child.on('close', (code, signal) => this.finish(code, signal));
+  }
 
-    const finish = (code: number | null, signal: NodeJS.Signals | null, error?: Error) => {
-      if (settled) return;
-      settled = true;
-      for (const t of timers) clearTimeout(t);
-      o.signal?.removeEventListener('abort', onAbort);
-      timings.closedAt = Date.now();
-      if (terminal) {
-        const isCancelAnswer =
-          cancelled && terminal.type === 'failed' && terminal.error.code === CANCELLED_CODE;
-        resolve({
-          kind: 'terminal',
-          event: terminal,
-          cancelled: isCancelAnswer,
-          lastSeq,
-          exitCode: code,
-          timings,
-        });
-        return;
+  private onMessage(msg: ChildToCoordinator): void {
+    const { o } = this;
+    this.lastMessageAt = Date.now();
+    if (msg?.type === 'ready') {
+      this.timings.readyAt = this.lastMessageAt;
+      this.send({
+        type: 'run',
+        trialKey: o.trialKey,
+        attempt: o.attempt,
+        config: o.config,
+        options: o.options,
+      });
+      return;
+    }
+    if (msg?.type !== 'event') return;
+    const env = msg.envelope;
+    // Only this attempt's events; a confused child must not write another trial's rows.
+    if (!env || env.trialKey !== o.trialKey || env.attempt !== o.attempt || this.terminal) return;
+    if (typeof env.seq === 'number' && env.seq > this.lastSeq) this.lastSeq = env.seq;
+    if (isTerminalEvent(env.event)) {
+      this.terminal = env.event;
+      this.timings.terminalAt = this.lastMessageAt;
+      // The protocol says the child exits after its terminal event; make sure it does.
+      this.timers.push(setTimeout(() => this.kill(), 5_000).unref());
+    }
+    o.onEvent(env);
+  }
+
+  private cancel(): void {
+    if (this.cancelled || this.terminal) return;
+    this.cancelled = true;
+    this.send({ type: 'cancel', reason: String(this.o.signal?.reason ?? 'cancelled') });
+    this.timers.push(
+      setTimeout(() => {
+        if (!this.terminal)
+          this.killedFor ??= { cause: 'cancelled', reason: 'did not stop within the cancel grace period' };
+        this.kill();
+      }, this.o.cancelGraceMs ?? 10_000),
+    );
+  }
+
+  /** The watchdog: silence beyond the heartbeat timeout (hung), or beyond the trial timeout. */
+  private watch(): void {
+    if (this.terminal || this.killedFor) return;
+    const { o } = this;
+    const now = Date.now();
+    // Until 'ready' the child is starting Node (slow on a busy machine): a generous limit.
+    const limit =
+      this.timings.readyAt === null ? Math.max(o.heartbeatTimeoutMs, 30_000) : o.heartbeatTimeoutMs;
+    if (now - this.lastMessageAt > limit) {
+      this.killedFor = {
+        cause: 'heartbeat',
+        reason: `no heartbeat for ${Math.round((now - this.lastMessageAt) / 1000)} s (hung or overloaded; timeout ${limit / 1000} s)`,
+      };
+      this.kill();
+    } else if (o.trialTimeoutMs !== null && now - this.startedAt > o.trialTimeoutMs) {
+      this.killedFor = {
+        cause: 'timeout',
+        reason: `exceeded the trial timeout of ${Math.round(o.trialTimeoutMs / 1000)} s`,
+      };
+      this.kill();
+    }
+  }
+
+  private send(msg: CoordinatorToChild): void {
+    if (this.child?.connected)
+      this.child.send(msg, (err) => void err /* a dying child cannot receive: its exit decides */);
+  }
+
+  private kill(): void {
+    const child = this.child;
+    if (child?.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+    // The child leads its own process group (detached): take any grandchildren with it.
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      try {
+        child.kill('SIGKILL');
+      } catch {
+        /* already gone */
       }
-      if (killedFor) {
-        resolve({
-          kind: 'lost',
-          cause: killedFor.cause,
-          reason: killedFor.reason,
-          lastSeq,
-          exitCode: code,
-          timings,
-        });
-        return;
-      }
-      if (cancelled) {
-        resolve({
-          kind: 'lost',
-          cause: 'cancelled',
-          reason: 'cancelled before it reported an end',
-          lastSeq,
-          exitCode: code,
-          timings,
-        });
-        return;
-      }
+    }
+  }
+
+  private finish(code: number | null, signal: NodeJS.Signals | null, error?: Error): void {
+    if (this.settled) return;
+    for (const t of this.timers) clearTimeout(t);
+    this.o.signal?.removeEventListener('abort', this.onAbort);
+    this.timings.closedAt = Date.now();
+    const terminal = this.terminal;
+    if (terminal) {
+      const isCancelAnswer =
+        this.cancelled && terminal.type === 'failed' && terminal.error.code === CANCELLED_CODE;
+      this.settle({ kind: 'terminal', event: terminal, cancelled: isCancelAnswer }, code);
+    } else if (this.killedFor) {
+      this.settle({ kind: 'lost', ...this.killedFor }, code);
+    } else if (this.cancelled) {
+      this.settle({ kind: 'lost', cause: 'cancelled', reason: 'cancelled before it reported an end' }, code);
+    } else {
       const how = error
         ? `failed to run: ${error.message}`
         : signal
           ? `was killed by ${signal}`
           : `exited with code ${code}`;
-      resolve({
-        kind: 'lost',
-        cause: 'exit',
-        reason: `the trial process (pid ${child.pid ?? '?'}) ${how} before reporting an end`,
-        lastSeq,
-        exitCode: code,
-        timings,
-      });
-    };
-    child.on('error', (e) => {
-      // 'error' without a pid means the spawn failed; otherwise 'exit' follows.
-      if (child.pid === undefined) finish(null, null, e);
-    });
-    // 'close' (not 'exit'): the stdio pipes and the IPC channel have drained, so no late event is lost.
-    child.on('close', (code, signal) => finish(code, signal));
-  });
+      this.settle(
+        {
+          kind: 'lost',
+          cause: 'exit',
+          reason: `the trial process (pid ${this.child?.pid ?? '?'}) ${how} before reporting an end`,
+        },
+        code,
+      );
+    }
+  }
+
+  private settle(
+    outcome:
+      | { kind: 'terminal'; event: TerminalEvent; cancelled: boolean }
+      | { kind: 'lost'; cause: 'exit' | 'heartbeat' | 'timeout' | 'cancelled' | 'spawn'; reason: string },
+    exitCode: number | null = null,
+  ): void {
+    this.settled = true;
+    this.resolve({ ...outcome, lastSeq: this.lastSeq, exitCode, timings: this.timings });
+  }
 }

@@ -35,14 +35,16 @@ export {
   type WebgpuPin,
 } from './webgpu-gpus.js';
 export { runChildAttempt, type AttemptOutcome, type ChildAttemptOptions } from './child.js';
-export { runLocal, type LocalRunOptions, type RunResult, type AttemptRecord } from './local.js';
+export { runLocal, type LocalRunOptions } from './local.js';
+export { AttemptLifecycle, type AttemptRecord, type AttemptVerdict, type RunResult } from './attempt.js';
+export { EXECUTORS, type ExecutorName, type CoordinatorOptions } from './options.js';
+export { trialLabel } from './label.js';
 export { runSpec, type RunSpecOptions, type RunSpecResult } from './run.js';
 export {
   snapshotFromStore,
   renderStatus,
   progressLine,
   resultsTable,
-  trialLabel,
   TtyRenderer,
   type ProgressSnapshot,
 } from './progress.js';

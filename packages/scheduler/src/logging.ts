@@ -7,6 +7,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import pino, { type Logger } from 'pino';
 import pinoPretty from 'pino-pretty';
+import type { TrialEnvelope } from '@flatrank/protocol';
 
 export type { Logger } from 'pino';
 
@@ -71,4 +72,13 @@ export function createTrialLogger(file: string, bindings: Record<string, unknown
       dest.end();
     },
   };
+}
+
+/** The EventWriter's onError of a coordinator: a write the store refused is logged, not thrown. */
+export function logRefusedWrite(logger: Logger): (e: unknown, env?: TrialEnvelope) => void {
+  return (e, env) =>
+    logger.error(
+      { err: e, trial: env?.trialKey, seq: env?.seq },
+      `could not store ${env ? `event ${env.event.type} #${env.seq} of ${env.trialKey.slice(0, 10)}` : 'a heartbeat'}: ${(e as Error)?.message}`,
+    );
 }

@@ -2,9 +2,10 @@
  * What a person watching a sweep sees: the live status table (TTY), one-line progress (plain
  * output), `flatrank status` (the same, from the database) and the end-of-run results table.
  */
-import { rankPolicyLabel, TRIAL_STATUSES, type TrialConfig, type TrialStatus } from '@flatrank/protocol';
+import { TRIAL_STATUSES, type TrialStatus } from '@flatrank/protocol';
 import { formatTable } from '@flatrank/report/format';
 import { listRuns, type ResultsStore } from '@flatrank/store';
+import { trialLabel } from './label.js';
 
 export interface RunningInfo {
   key: string;
@@ -26,19 +27,6 @@ export interface ProgressSnapshot {
   /** Estimated time to finish the trials not yet done; null before any trial finished. */
   etaMs: number | null;
   elapsedMs: number | null;
-}
-
-/** "distort svd ratio=2 sd=200 seed=0": the rank policy by its one label (rankPolicyLabel). */
-export function trialLabel(c: TrialConfig): string {
-  const parts: string[] = [c.method];
-  const comp = c.compression;
-  if (comp) {
-    parts.push(comp.decomposition + (comp.tile ? ` ${comp.tile[0]}x${comp.tile[1]}` : ''));
-    parts.push(rankPolicyLabel(comp.rank));
-  }
-  if (c.distortion) parts.push(`sd=${c.distortion.interval}`);
-  parts.push(`seed=${c.seed}`);
-  return parts.join(' ');
 }
 
 export function formatDuration(ms: number | null): string {
@@ -118,6 +106,35 @@ export function snapshotFromStore(
     running,
     etaMs: eta,
     elapsedMs: sweep.createdAt ? now - sweep.createdAt : null,
+  };
+}
+
+/**
+ * A coordinator's live progress: counts from the store; ETA = mean duration of the attempts that
+ * succeeded in this run x trials left / `parallel(left)` (0 when nothing is left, null before any
+ * succeeded).
+ */
+export function liveSnapshot(p: {
+  store: ResultsStore;
+  sweep: { id: number; name: string };
+  t0: number;
+  durations: readonly number[];
+  running: RunningInfo[];
+  parallel(left: number): number;
+}): ProgressSnapshot {
+  const { store, sweep, durations } = p;
+  const counts = store.trialCounts(sweep.id);
+  const total = TRIAL_STATUSES.reduce((a, k) => a + counts[k], 0);
+  const left = counts.pending + counts.running;
+  const mean = durations.length ? durations.reduce((a, b) => a + b, 0) / durations.length : null;
+  const par = p.parallel(left);
+  return {
+    sweep: sweep.name,
+    total,
+    counts,
+    running: p.running,
+    etaMs: mean === null ? (left === 0 ? 0 : null) : (mean * left) / par,
+    elapsedMs: Date.now() - p.t0,
   };
 }
 

@@ -1,5 +1,5 @@
 /**
- * `flatrank run <spec>` as a library call: spec -> grid -> store -> local or BullMQ execution ->
+ * `flatrank run <spec>` as a library call: spec -> grid -> store -> the local or the BullMQ executor ->
  * results table. The CLI command only parses flags and calls runSpec.
  */
 import { join, resolve } from 'node:path';
@@ -7,13 +7,17 @@ import { SchedulerError, ValidationError, type BackendName } from '@flatrank/pro
 import { ResultsStore } from '@flatrank/store';
 import { planSlots, type GpuDiscovery, type GpuRequest } from './gpus.js';
 import type { PinningHost } from './webgpu-gpus.js';
-import { runLocal, type RunResult } from './local.js';
+import type { RunResult } from './attempt.js';
+import { runLocal } from './local.js';
 import { createCoordinatorLogger, type Logger } from './logging.js';
+import { EXECUTORS, type CoordinatorOptions, type ExecutorName } from './options.js';
 import { progressLine, renderStatus, resultsTable, TtyRenderer, type ProgressSnapshot } from './progress.js';
+import { describeEnd } from './run-end.js';
 import { expandSpec } from './spec/expand.js';
 import { loadSpecFile } from './spec/load.js';
-import { durationMs } from './spec/schema.js';
-import { describeNotInSpec, describePoints, writeSweep } from './sweep.js';
+import { durationMs, type Resources } from './spec/schema.js';
+import { describeNotInSpec, describePoints, writeSweep, type PreparedSweep } from './sweep.js';
+import type { Spec } from './spec/load.js';
 
 export interface RunSpecOptions {
   specFile: string;
@@ -22,7 +26,8 @@ export interface RunSpecOptions {
   gpus?: GpuRequest;
   /** CPU workers, or workers per GPU when running on GPUs (overrides the spec's resources). */
   workers?: number;
-  backend?: 'local' | 'bullmq';
+  /** Where attempts run: child processes here (local, the default) or flatrank workers via Redis. */
+  executor?: ExecutorName;
   redis?: string;
   /** BullMQ queue name (several sweeps may share one). */
   queue?: string;
@@ -30,6 +35,8 @@ export interface RunSpecOptions {
   runsDir?: string;
   trainerBackend?: BackendName | 'auto';
   dryRun?: boolean;
+  /** Failed points, and the points cancelled because of them, get a fresh budget of attempts. */
+  retryFailed?: boolean;
   /** Module forked for every attempt (the CLI passes apps/cli/dist/trial-child.js). */
   childEntry: string;
   childEnv?: Record<string, string | undefined>;
@@ -65,21 +72,7 @@ export async function runSpec(o: RunSpecOptions): Promise<RunSpecResult> {
     stdout.write(describePoints(points));
     return { sweep: spec.parsed.name, points: points.length, inserted: 0, existing: 0, run: null };
   }
-  if (o.workers !== undefined && (!Number.isInteger(o.workers) || o.workers < 1))
-    throw new ValidationError('--workers', `--workers: must be a positive integer, got ${o.workers}`);
-  const backend = o.backend ?? 'local';
-  if (backend !== 'local' && backend !== 'bullmq')
-    throw new ValidationError(
-      '--backend',
-      `--backend: unknown value ${JSON.stringify(backend)}; allowed: local, bullmq`,
-    );
-  if (backend === 'bullmq' && !o.redis)
-    throw new ValidationError(
-      '--redis',
-      '--redis: the bullmq backend needs a Redis URL, e.g. --redis redis://127.0.0.1:6379',
-    );
-
-  const res = spec.parsed.resources;
+  const executor = checkRunOptions(o);
   const runsDir = resolve(o.runsDir ?? 'runs');
   const tty = o.tty ?? Boolean((stderr as NodeJS.WriteStream).isTTY);
   const renderer = tty ? new TtyRenderer(stderr) : null;
@@ -89,83 +82,18 @@ export async function runSpec(o: RunSpecOptions): Promise<RunSpecResult> {
     consoleLevel: 'info',
     colorize: tty,
   });
-  const logger: Logger = log.logger;
   const store = ResultsStore.open(o.db, { create: true });
   try {
-    const sweep = writeSweep(store, spec, points);
-    logger.info(
-      { sweep: sweep.name, db: store.path, inserted: sweep.inserted, existing: sweep.existing },
-      `sweep ${sweep.name}: ${points.length} points (${sweep.inserted} new, ${sweep.existing} already in ${store.path})`,
-    );
-    const notInSpec = describeNotInSpec(sweep.name, sweep.notInSpec);
-    if (notInSpec) logger.info({ sweep: sweep.name, notInSpec: sweep.notInSpec }, notInSpec);
-    const onProgress = (s: ProgressSnapshot) => renderer?.update(renderStatus(s));
-    let lastEnded = -1;
-    const onPlainProgress = (s: ProgressSnapshot) => {
-      // Plain output: one progress line whenever a trial ends (not every tick).
-      const ended = s.counts.succeeded + s.counts.diverged + s.counts.failed + s.counts.cancelled;
-      if (ended !== lastEnded && lastEnded !== -1) logger.info(progressLine(s));
-      lastEnded = ended;
-    };
-    const common = {
-      store,
-      sweep: { id: sweep.id, name: sweep.name },
-      maxAttempts: res.maxAttempts,
-      heartbeatMs: o.heartbeatMs ?? durationMs(res.heartbeatInterval),
-      heartbeatTimeoutMs: o.heartbeatTimeoutMs ?? durationMs(res.heartbeatTimeout),
-      trialTimeoutMs: res.trialTimeout === null ? null : durationMs(res.trialTimeout),
-      cancelGraceMs: o.cancelGraceMs,
-      runsDir,
-      checkpointDir: spec.checkpointDir,
-      dataDir: o.dataDir ?? null,
-      backend: o.trainerBackend ?? 'auto',
-      logger,
-      signal: o.signal,
-      onProgress: renderer ? onProgress : onPlainProgress,
-    };
-    let run: RunResult;
-    if (backend === 'local') {
-      const plan = await planSlots({
-        gpus: o.gpus ?? res.gpus,
-        workersPerGpu: o.workers ?? res.workersPerGpu,
-        cpuWorkers: o.workers ?? res.cpuWorkers,
-        discover: o.discoverGpus,
-        host: o.pinningHost,
-      });
-      logger.info(
-        `${plan.reason}; ${plan.slots.length} slot${plan.slots.length > 1 ? 's' : ''}: ${plan.slots.map((s) => s.id).join(', ')}`,
-      );
-      for (const w of plan.warnings) logger.warn(w);
-      run = await runLocal({ ...common, slots: plan.slots, childEntry: o.childEntry, childEnv: o.childEnv });
-    } else {
-      const { runBullmqCoordinator } = await import('./bullmq/coordinator.js');
-      run = await runBullmqCoordinator({ ...common, redisUrl: o.redis!, queueName: o.queue });
-    }
+    const sweep = prepareSweep(store, spec, points, log.logger, o.retryFailed ?? false);
+    const common = coordinatorOptions(o, { store, spec, sweep, runsDir, logger: log.logger, renderer });
+    const run = await execute(o, executor, common, spec.parsed.resources);
     renderer?.stop();
     stdout.write(`\n${resultsTable(store, sweep.name)}`);
     const c = run.counts;
-    const tail = `${sweep.name}: ${c['succeeded']} succeeded, ${c['diverged']} diverged, ${c['failed']} failed, ${c['cancelled']} cancelled, ${c['pending']} pending, ${c['running']} running (${(run.elapsedMs / 1000).toFixed(1)} s)`;
-    stdout.write(`${tail}\n`);
-    if (run.interrupted)
-      throw new SchedulerError(
-        'INTERRUPTED',
-        `interrupted: ${c['pending']} trials left pending; run the same spec again to resume with only the unfinished points`,
-        {
-          context: { sweep: sweep.name, counts: c },
-        },
-      );
-    if (c['failed']! + c['cancelled']! + c['pending']! + c['running']! > 0) {
-      const blocked = run.blocked.length
-        ? `; ${run.blocked.length} pending trial(s) wait for start trials outside this sweep that have not succeeded (or are not in this database)`
-        : '';
-      throw new SchedulerError(
-        'TRIALS_FAILED',
-        `sweep ${sweep.name}: ${c['failed']} failed, ${c['cancelled']} cancelled (a dependency failed)${blocked}; see flatrank status ${sweep.name} and the logs in ${join(runsDir, sweep.name)}`,
-        {
-          context: { sweep: sweep.name, counts: c },
-        },
-      );
-    }
+    stdout.write(
+      `${sweep.name}: ${c['succeeded']} succeeded, ${c['diverged']} diverged, ${c['failed']} failed, ${c['cancelled']} cancelled, ${c['pending']} pending, ${c['running']} running (${(run.elapsedMs / 1000).toFixed(1)} s)\n`,
+    );
+    throwUnlessComplete(store, sweep.id, sweep.name, run, join(runsDir, sweep.name));
     store.finishSweep(sweep.id);
     return {
       sweep: sweep.name,
@@ -178,4 +106,124 @@ export async function runSpec(o: RunSpecOptions): Promise<RunSpecResult> {
     store.close();
     log.close();
   }
+}
+
+/** Options checked before anything is written; returns the executor. */
+function checkRunOptions(o: RunSpecOptions): ExecutorName {
+  if (o.workers !== undefined && (!Number.isInteger(o.workers) || o.workers < 1))
+    throw new ValidationError('--workers', `--workers: must be a positive integer, got ${o.workers}`);
+  const executor = o.executor ?? 'local';
+  if (!(EXECUTORS as readonly string[]).includes(executor))
+    throw new ValidationError(
+      '--executor',
+      `--executor: unknown value ${JSON.stringify(executor)}; allowed: ${EXECUTORS.join(', ')}`,
+    );
+  if (executor === 'bullmq' && !o.redis)
+    throw new ValidationError(
+      '--redis',
+      '--redis: the bullmq executor needs a Redis URL, e.g. --redis redis://127.0.0.1:6379',
+    );
+  return executor;
+}
+
+/** Writes the sweep and its points (and, with --retry-failed, re-opens its failed points). */
+function prepareSweep(
+  store: ResultsStore,
+  spec: Spec,
+  points: ReturnType<typeof expandSpec>,
+  logger: Logger,
+  retryFailed: boolean,
+): PreparedSweep {
+  const sweep = writeSweep(store, spec, points);
+  logger.info(
+    { sweep: sweep.name, db: store.path, inserted: sweep.inserted, existing: sweep.existing },
+    `sweep ${sweep.name}: ${points.length} points (${sweep.inserted} new, ${sweep.existing} already in ${store.path})`,
+  );
+  const notInSpec = describeNotInSpec(sweep.name, sweep.notInSpec);
+  if (notInSpec) logger.info({ sweep: sweep.name, notInSpec: sweep.notInSpec }, notInSpec);
+  void retryFailed;
+  return sweep;
+}
+
+function coordinatorOptions(
+  o: RunSpecOptions,
+  p: {
+    store: ResultsStore;
+    spec: Spec;
+    sweep: PreparedSweep;
+    runsDir: string;
+    logger: Logger;
+    renderer: TtyRenderer | null;
+  },
+): CoordinatorOptions {
+  const res = p.spec.parsed.resources;
+  let lastEnded = -1;
+  const onPlainProgress = (s: ProgressSnapshot) => {
+    // Plain output: one progress line whenever a trial ends (not every tick).
+    const ended = s.counts.succeeded + s.counts.diverged + s.counts.failed + s.counts.cancelled;
+    if (ended !== lastEnded && lastEnded !== -1) p.logger.info(progressLine(s));
+    lastEnded = ended;
+  };
+  const renderer = p.renderer;
+  return {
+    store: p.store,
+    sweep: { id: p.sweep.id, name: p.sweep.name },
+    maxAttempts: res.maxAttempts,
+    heartbeatMs: o.heartbeatMs ?? durationMs(res.heartbeatInterval),
+    heartbeatTimeoutMs: o.heartbeatTimeoutMs ?? durationMs(res.heartbeatTimeout),
+    trialTimeoutMs: res.trialTimeout === null ? null : durationMs(res.trialTimeout),
+    cancelGraceMs: o.cancelGraceMs,
+    runsDir: p.runsDir,
+    checkpointDir: p.spec.checkpointDir,
+    dataDir: o.dataDir ?? null,
+    backend: o.trainerBackend ?? 'auto',
+    logger: p.logger,
+    signal: o.signal,
+    onProgress: renderer ? (s) => renderer.update(renderStatus(s)) : onPlainProgress,
+  };
+}
+
+async function execute(
+  o: RunSpecOptions,
+  executor: ExecutorName,
+  common: CoordinatorOptions,
+  res: Resources,
+): Promise<RunResult> {
+  if (executor === 'bullmq') {
+    const { runBullmqCoordinator } = await import('./bullmq/coordinator.js');
+    return runBullmqCoordinator({ ...common, redisUrl: o.redis!, queueName: o.queue });
+  }
+  const plan = await planSlots({
+    gpus: o.gpus ?? res.gpus,
+    workersPerGpu: o.workers ?? res.workersPerGpu,
+    cpuWorkers: o.workers ?? res.cpuWorkers,
+    discover: o.discoverGpus,
+    host: o.pinningHost,
+  });
+  common.logger.info(
+    `${plan.reason}; ${plan.slots.length} slot${plan.slots.length > 1 ? 's' : ''}: ${plan.slots.map((s) => s.id).join(', ')}`,
+  );
+  for (const w of plan.warnings) common.logger.warn(w);
+  return runLocal({ ...common, slots: plan.slots, childEntry: o.childEntry, childEnv: o.childEnv });
+}
+
+/** Exit 8 (SchedulerError) when the run was interrupted or a point did not end well, saying why per trial. */
+function throwUnlessComplete(
+  store: ResultsStore,
+  sweepId: number,
+  sweep: string,
+  run: RunResult,
+  logs: string,
+): void {
+  const c = run.counts;
+  if (run.interrupted)
+    throw new SchedulerError(
+      'INTERRUPTED',
+      `interrupted: ${c['pending']} trials left pending; run the same spec again to resume with only the unfinished points`,
+      { context: { sweep, counts: c } },
+    );
+  if (c['failed']! + c['cancelled']! + c['pending']! + c['running']! > 0)
+    throw new SchedulerError('TRIALS_FAILED', describeEnd(store, sweepId, sweep, run, logs), {
+      context: { sweep, counts: c },
+    });
 }

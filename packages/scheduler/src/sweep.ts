@@ -6,7 +6,7 @@
  */
 import { TRIAL_STATUSES, type TrialStatus } from '@flatrank/protocol';
 import type { ResultsStore } from '@flatrank/store';
-import type { GridPoint } from './spec/expand.js';
+import { pointName, type GridPoint } from './spec/expand.js';
 import type { Spec } from './spec/load.js';
 
 export interface PreparedSweep {
@@ -44,12 +44,18 @@ export function describeNotInSpec(name: string, notInSpec: Record<TrialStatus, n
   return `sweep ${name}: ${total} point${total === 1 ? '' : 's'} no longer in the spec (kept, not run; ${ok} of them succeeded)`;
 }
 
-/** The dry-run listing: one line per point and the count by method. */
+/**
+ * The dry-run listing: one line per point (key, the trial's label as the run's logs will show it,
+ * then the point as the spec spells it when that says more: another method id, or axes the label
+ * does not show, such as lr) and the count by method.
+ */
 export function describePoints(points: readonly GridPoint[]): string {
-  const lines = points.map(
-    (p) =>
-      `${p.key.slice(0, 12)}  ${p.label}${p.dependsOn.length ? `  (after ${p.dependsOn.map((d) => d.slice(0, 12)).join(', ')})` : ''}`,
-  );
+  const lines = points.map((p) => {
+    const spelled = pointName(p);
+    const extra = spelled.split(' ').filter((w) => !` ${p.label} `.includes(` ${w} `));
+    const after = p.dependsOn.length ? `  (after ${p.dependsOn.map((d) => d.slice(0, 12)).join(', ')})` : '';
+    return `${p.key.slice(0, 12)}  ${p.label}${extra.length ? `  [${spelled}]` : ''}${after}`;
+  });
   const byMethod = new Map<string, number>();
   for (const p of points) byMethod.set(p.methodId, (byMethod.get(p.methodId) ?? 0) + 1);
   const summary = [...byMethod].map(([m, n]) => `${n} ${m}`).join(', ');

@@ -8,7 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SpecError, resolveTrialConfig } from '@flatrank/protocol';
 import { ResultsStore } from '@flatrank/store';
 import { createTempDb, fakeTrainerEnv, fakeTrainerPath, type TempDb } from '@flatrank/testing';
-import { startCheckpoint } from '../src/common.js';
+import { startCheckpoint } from '../src/start-checkpoint.js';
 import {
   createCoordinatorLogger,
   expandSpec,

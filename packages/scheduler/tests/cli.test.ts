@@ -129,7 +129,8 @@ describe('flatrank run (CLI, local backend)', { timeout: 90_000 }, () => {
       '--child-entry',
       fakeTrainerPath,
     ];
-    const first = cli(args, { default: { steps: 50, stepMs: 40 } });
+    // Trials that would run for minutes: the status below sees them running however slow the machine.
+    const first = cli(args, { default: { steps: 5000, stepMs: 40 } });
     await waitFor(
       () => readFakeLog(sb.logFile).filter((x) => x.kind === 'start').length >= 2,
       40_000,

@@ -392,7 +392,7 @@ grid:
     expect(post.every((p) => p.config.training.epochs === 0)).toBe(true);
     expect(pts.every((p) => p.dependsOn[0] === KEY)).toBe(true);
     expect(pts[0]!.label).toBe('baseline seed=0');
-    expect(post[0]!.label).toBe('post ratio=2 seed=0');
+    expect(post[0]!.label).toBe('posttrain cp ratio=2 seed=0');
   });
 
   it('the README examples are valid specs', () => {

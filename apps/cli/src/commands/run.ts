@@ -1,6 +1,7 @@
 /**
- * `flatrank run <spec.yaml> [--db F] [--gpus auto|none|0,1,...] [--workers N] [--backend local|bullmq]
- * [--redis URL] [--data-dir DIR] [--runs-dir DIR] [--trainer-backend auto|wasm|cpu|...] [--dry-run]`:
+ * `flatrank run <spec.yaml> [--db F] [--gpus auto|none|0,1,...] [--workers N] [--executor local|bullmq]
+ * [--redis URL] [--data-dir DIR] [--runs-dir DIR] [--trainer-backend auto|wasm|cpu|...] [--retry-failed]
+ * [--dry-run]`:
  * expands the spec's grid, stores every point (idempotent), runs what has not succeeded yet, prints
  * the sweep's results table. Ctrl-C cancels running trials cleanly; the next run resumes.
  */
@@ -8,21 +9,52 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Option, type Command } from 'commander';
 import { BACKENDS, SchedulerError, ValidationError, type BackendName } from '@flatrank/protocol';
-import { parseGpusFlag, runSpec } from '@flatrank/scheduler';
+import { EXECUTORS, parseGpusFlag, runSpec, type ExecutorName } from '@flatrank/scheduler';
 import { resolveDbPath } from '@flatrank/store';
 
 interface RunFlags {
   db?: string;
   gpus?: string;
   workers?: string;
-  backend: string;
+  executor?: string;
+  backend?: string;
   redis?: string;
   queue?: string;
   dataDir?: string;
   runsDir: string;
   trainerBackend: string;
   dryRun?: boolean;
+  retryFailed?: boolean;
   childEntry?: string;
+}
+
+/**
+ * The executor from --executor, or from the --backend of earlier releases (with a notice on
+ * stderr: --backend names the TensorFlow.js backend from the next release on).
+ */
+export function resolveExecutor(
+  flags: Pick<RunFlags, 'executor' | 'backend'>,
+  stderr = process.stderr,
+): ExecutorName {
+  let value = flags.executor;
+  if (flags.backend !== undefined) {
+    if (flags.executor !== undefined)
+      throw new ValidationError(
+        '--backend',
+        '--backend: give --executor only (--backend is its deprecated name)',
+      );
+    stderr.write(
+      `flatrank: --backend ${flags.backend} is deprecated for choosing the executor and will mean the TensorFlow.js backend in the next release; use --executor ${flags.backend}\n`,
+    );
+    value = flags.backend;
+  }
+  value ??= 'local';
+  if (!(EXECUTORS as readonly string[]).includes(value))
+    throw new ValidationError(
+      flags.executor !== undefined ? '--executor' : '--backend',
+      `${flags.executor !== undefined ? '--executor' : '--backend'}: unknown value ${JSON.stringify(value)}; allowed: ${EXECUTORS.join(', ')}`,
+    );
+  return value as ExecutorName;
 }
 
 /** apps/cli/dist/trial-child.js next to the built CLI (the real trainer child). */
@@ -101,11 +133,11 @@ export function registerRun(program: Command): void {
     )
     .option('--workers <n>', 'CPU workers, or workers per GPU when running on GPUs (default: the spec)')
     .option(
-      '--backend <name>',
-      'local (child processes on this machine) or bullmq (flatrank worker processes via Redis)',
-      'local',
+      '--executor <name>',
+      'where trials run: local (child processes on this machine, the default) or bullmq (flatrank worker processes via Redis)',
     )
-    .option('--redis <url>', 'Redis URL for --backend bullmq, e.g. redis://127.0.0.1:6379')
+    .addOption(new Option('--backend <name>', 'deprecated name of --executor').hideHelp())
+    .option('--redis <url>', 'Redis URL for --executor bullmq, e.g. redis://127.0.0.1:6379')
     .option('--queue <name>', 'BullMQ queue name (workers must use the same)', 'flatrank-trials')
     .option('--data-dir <dir>', 'dataset directory on this machine')
     .option('--runs-dir <dir>', 'logs, checkpoints and exported models', 'runs')
@@ -115,6 +147,10 @@ export function registerRun(program: Command): void {
       'auto',
     )
     .option('--dry-run', 'print the grid points and their count; write nothing')
+    .option(
+      '--retry-failed',
+      'give failed points, and the points cancelled because of them, a fresh budget of attempts (earlier attempts are kept)',
+    )
     .addOption(
       new Option(
         '--child-entry <file>',
@@ -122,18 +158,14 @@ export function registerRun(program: Command): void {
       ).hideHelp(),
     )
     .action(async (spec: string, flags: RunFlags) => {
-      const backend = flags.backend;
-      if (backend !== 'local' && backend !== 'bullmq')
-        throw new ValidationError(
-          '--backend',
-          `--backend: unknown value ${JSON.stringify(backend)}; allowed: local, bullmq`,
-        );
+      const executor = resolveExecutor(flags);
       const common = {
         specFile: spec,
         db: resolveDbPath(flags.db),
         gpus: flags.gpus === undefined ? undefined : parseGpusFlag(flags.gpus),
         workers: parsePositiveInt(flags.workers, '--workers'),
-        backend: backend as 'local' | 'bullmq',
+        executor,
+        retryFailed: flags.retryFailed ?? false,
         redis: flags.redis,
         queue: flags.queue,
         dataDir: flags.dataDir ?? null,
@@ -145,7 +177,9 @@ export function registerRun(program: Command): void {
         return;
       }
       const childEntry =
-        backend === 'local' ? resolveChildEntry(flags.childEntry) : (flags.childEntry ?? defaultChildEntry());
+        executor === 'local'
+          ? resolveChildEntry(flags.childEntry)
+          : (flags.childEntry ?? defaultChildEntry());
       const interrupt = interruptSignal();
       try {
         await runSpec({ ...common, childEntry, signal: interrupt.signal });

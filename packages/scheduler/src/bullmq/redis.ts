@@ -52,8 +52,13 @@ export function ackField(trialKey: string, attempt: number): string {
   return `${trialKey}#${attempt}`;
 }
 
-/** A connection that retries forever (BullMQ requires maxRetriesPerRequest: null). */
-export function redisConnection(url: string, name: string): Redis {
+/**
+ * A connection that retries forever (BullMQ requires maxRetriesPerRequest: null). Its 'error'
+ * events go to `onError` from the start: ioredis prints an "Unhandled error event" stack trace for
+ * every failed (re)connection of a connection without a listener, before connect() can say clearly
+ * that Redis is unreachable.
+ */
+export function redisConnection(url: string, name: string, onError: (e: Error) => void = () => {}): Redis {
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -69,12 +74,14 @@ export function redisConnection(url: string, name: string): Redis {
       'REDIS_URL_INVALID',
       `--redis: unsupported scheme ${parsed.protocol} in ${url}; allowed: redis://, rediss://`,
     );
-  return new Redis(url, {
+  const conn = new Redis(url, {
     maxRetriesPerRequest: null,
     connectionName: name,
     lazyConnect: true,
     retryStrategy: (times) => Math.min(100 * times, 1000),
   });
+  conn.on('error', onError);
+  return conn;
 }
 
 /** Connects, failing with a clear error when Redis does not answer in time. */

@@ -12,6 +12,7 @@ import {
   type StartPoint,
   type TrialConfig,
 } from '@flatrank/protocol';
+import { trialLabel } from '../label.js';
 import { allowedAxesText, axisDef, targetsOverlap, type AxisDef } from './axes.js';
 import { specError, type Spec } from './load.js';
 import type { GridInput, MethodSpecInput, StartInput } from './schema.js';
@@ -25,7 +26,10 @@ export interface GridPoint {
   methodId: string;
   /** Axis name -> value of this point (sweep and method axes). */
   axes: Record<string, unknown>;
-  /** "ft-tucker2 ratio=2 seed=0" */
+  /**
+   * The trial's one label, from its config (trialLabel): the same in the dry run, the run's log
+   * lines and `flatrank status`, e.g. "finetune tucker2 ratio=2 seed=0".
+   */
   label: string;
 }
 
@@ -82,10 +86,8 @@ export function expandSpec(spec: Spec): GridPoint[] {
     for (const combo of product(plan.dimensions)) {
       const axes: Record<string, unknown> = {};
       for (const [name, , value] of combo) axes[name] = value;
-      const label = [
-        id,
-        ...Object.entries(axes).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`),
-      ].join(' ');
+      // Names the point in spec errors (the method id and the axis values, as the spec spells them).
+      const label = pointName({ methodId: id, axes });
       let start: StartPoint;
       if (plan.start.kind === 'fixed') start = plan.start.start;
       else
@@ -103,14 +105,14 @@ export function expandSpec(spec: Spec): GridPoint[] {
         dependsOn: start.kind === 'trial' ? [start.trialKey] : [],
         methodId: id,
         axes,
-        label,
+        label: trialLabel(config),
       };
       const dup = seen.get(key);
       if (dup)
         throw specError(
           spec,
           ['methods', id],
-          `grid point "${label}" is the same trial as "${dup.label}" (identical config); remove the duplicate value or method`,
+          `grid point "${label}" is the same trial as "${pointName(dup)}" (identical config); remove the duplicate value or method`,
         );
       seen.set(key, point);
       points.push(point);
@@ -119,6 +121,14 @@ export function expandSpec(spec: Spec): GridPoint[] {
   }
   // Output in spec order of methods (dependencies are expressed by dependsOn, not by position).
   return ids.flatMap((id) => byMethod.get(id)!);
+}
+
+/** A point as the spec spells it: "ft-tucker2 ratio=2 seed=0". */
+export function pointName(p: Pick<GridPoint, 'methodId' | 'axes'>): string {
+  return [
+    p.methodId,
+    ...Object.entries(p.axes).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`),
+  ].join(' ');
 }
 
 function planMethod(spec: Spec, id: string, sweepDims: Dimension[]): MethodPlan {

@@ -1,9 +1,10 @@
-// The pieces both coordinators share (src/common.ts): the live progress snapshot and the logging
+// The pieces both coordinators share (src/logging.ts, src/progress.ts): the live progress snapshot and the logging
 // of event writes the store refused.
 import { afterEach, describe, expect, it } from 'vitest';
 import type { TrialEnvelope } from '@flatrank/protocol';
 import { createTempDb, populateTempDb, type TempDb } from '@flatrank/testing';
-import { liveSnapshot, logRefusedWrite } from '../src/common.js';
+import { logRefusedWrite } from '../src/logging.js';
+import { liveSnapshot } from '../src/progress.js';
 import type { Logger } from '../src/logging.js';
 
 let tmp: TempDb | undefined;
