@@ -23,8 +23,9 @@ function trials(db: string) {
 
 describe('local backend', () => {
   it('N GPU slots run N trials at once, each with its own CUDA_VISIBLE_DEVICES', async () => {
+    // Trials of 2 s: long enough to overlap however slowly a loaded machine forks their processes.
     const spec = sb.spec('gpus', baselineSpec('gpus', [0, 1, 2, 3, 4, 5]));
-    const r = await runFake(sb, spec, { default: { steps: 6, stepMs: 60 } }, { fakeGpus: 3 });
+    const r = await runFake(sb, spec, { default: { steps: 20, stepMs: 100 } }, { fakeGpus: 3 });
     expect(r.error).toBeUndefined();
     const log = readFakeLog(sb.logFile);
     expect(log.filter((x) => x.kind === 'start')).toHaveLength(6);
@@ -51,8 +52,9 @@ describe('local backend', () => {
   });
 
   it('CPU workers hide every GPU (CUDA_VISIBLE_DEVICES empty) and --workers sets their number', async () => {
+    // Trials of 2 s (see above).
     const spec = sb.spec('cpu', baselineSpec('cpu', [0, 1, 2, 3]));
-    const r = await runFake(sb, spec, { default: { steps: 5, stepMs: 50 } }, { gpus: 'none', workers: 2 });
+    const r = await runFake(sb, spec, { default: { steps: 20, stepMs: 100 } }, { gpus: 'none', workers: 2 });
     expect(r.error).toBeUndefined();
     const log = readFakeLog(sb.logFile);
     expect(maxConcurrency(log)).toBe(2);
