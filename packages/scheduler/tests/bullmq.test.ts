@@ -95,7 +95,8 @@ describe.skipIf(!hasRedis)(
     async function waitWorkersReady(): Promise<void> {
       await waitFor(
         () => workers.every((w) => /worker .* on queue/.test(w.output())),
-        20_000,
+        // A cold CLI start takes seconds on a loaded 2-core machine.
+        60_000,
         `workers to start: ${workers.map((w) => w.output()).join('\n')}`,
       );
     }
