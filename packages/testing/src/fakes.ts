@@ -5,60 +5,25 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { FakeRunRecord } from './fake-trainer/settings.js';
 
-/** Absolute path of the fake trainer child entry (the same file from src/ and dist/). */
-export const fakeTrainerPath: string = fileURLToPath(new URL('../src/fake-trainer.mjs', import.meta.url));
+/**
+ * Absolute path of the fake trainer child (src/fake-trainer/child.ts, built to dist/ like the rest
+ * of this package: `npx tsc -b` first; `npm test` does). The same path from src/ and dist/.
+ */
+export const fakeTrainerPath: string = fileURLToPath(
+  new URL('../dist/fake-trainer/child.js', import.meta.url),
+);
 
-export type FakeAction = 'ok' | 'crash' | 'hang' | 'diverge' | 'fail' | 'fail-retryable';
-
-export interface FakeBehaviour {
-  /** Steps of the fake training loop (default 5). */
-  steps?: number;
-  /** Sleep per step (default 20 ms; 0 = instant). */
-  stepMs?: number;
-  action?: FakeAction;
-  /** Step at which the action happens (default steps / 2). */
-  atStep?: number;
-  /** The action applies only on these attempts (e.g. [1]: crash once, then succeed). */
-  attempts?: number[];
-  /** Exit code of a crash (default 1). */
-  exitCode?: number;
-  /** accuracyFinal to report (default 0.9 + 0.001 * (seed % 10)). */
-  accuracy?: number;
-}
-
-export interface FakeTrainerSettings {
-  default?: FakeBehaviour;
-  /** Behaviour by config.seed (checked first). */
-  bySeed?: Record<string, FakeBehaviour>;
-  /** Behaviour by config.method. */
-  byMethod?: Record<string, FakeBehaviour>;
-  /** JSONL file: one 'start' and one 'end' (or 'crash' / 'hang') record per attempt. */
-  logFile?: string;
-  /** Directory receiving <trialKey>-<attempt>.pid for every attempt (to kill -9 a child). */
-  pidDir?: string;
-}
-
-/** The environment that makes the fake trainer behave as told (pass as the child env). */
-export function fakeTrainerEnv(settings: FakeTrainerSettings): Record<string, string> {
-  return { FLATRANK_FAKE_TRAINER: JSON.stringify(settings) };
-}
-
-export interface FakeRunRecord {
-  kind: 'start' | 'end' | 'crash' | 'hang';
-  key: string;
-  attempt: number;
-  pid: number;
-  cuda: string | null;
-  order: string | null;
-  /** FLATRANK_WEBGPU_ADAPTER and DRI_PRIME as the child saw them (webgpu pinning). */
-  webgpuAdapter?: string | null;
-  driPrime?: string | null;
-  t: number;
-  outcome?: string;
-  seed?: number;
-  method?: string;
-}
+export {
+  FAKE_ACTIONS,
+  FAKE_TRAINER_ENV,
+  fakeTrainerEnv,
+  type FakeAction,
+  type FakeBehaviour,
+  type FakeRunRecord,
+  type FakeTrainerSettings,
+} from './fake-trainer/settings.js';
 
 /** Reads the fake trainer's JSONL log ([] when it does not exist yet). */
 export function readFakeLog(file: string): FakeRunRecord[] {

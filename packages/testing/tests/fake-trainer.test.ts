@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { resolveTrialConfig, trialKey, type TrialEvent, type TrialRunOptions } from '@flatrank/protocol';
 import { fakeTrainerEnv, fakeTrainerPath } from '../src/index.js';
+import { parseFakeSettings, resolveBehaviour } from '../src/fake-trainer/settings.js';
 
 let dir: string;
 beforeEach(() => {
@@ -94,5 +95,34 @@ describe('fake trainer, start: {kind: checkpoint}', () => {
 
     writeFileSync(join(ckpt, 'flatrank.json'), JSON.stringify({ format: 'flatrank-checkpoint-1' }));
     expect(terminal(await runAttempt(ckpt)).type).toBe('finished');
+  });
+});
+
+describe('fake trainer settings', () => {
+  it('resolve by seed, then method, then default; an action applies only on its attempts', () => {
+    const c = { ...config, seed: 3 };
+    const s = {
+      default: { steps: 7 },
+      byMethod: { finetune: { stepMs: 1 } },
+      bySeed: { '3': { action: 'crash' as const, attempts: [1] } },
+    };
+    expect(resolveBehaviour(s, c, 1)).toEqual({
+      steps: 5,
+      stepMs: 20,
+      action: 'crash',
+      atStep: 2,
+      exitCode: 1,
+      accuracy: undefined,
+    });
+    expect(resolveBehaviour(s, c, 2).action).toBe('ok');
+    expect(resolveBehaviour(s, config, 1)).toMatchObject({ steps: 5, stepMs: 1, action: 'ok' });
+    expect(resolveBehaviour({ default: { steps: 7 } }, config, 1)).toMatchObject({ steps: 7, atStep: 3 });
+  });
+
+  it('an unknown action is an error naming the field and the allowed values', () => {
+    expect(() => parseFakeSettings(JSON.stringify({ bySeed: { '1': { action: 'explode' } } }))).toThrow(
+      /FLATRANK_FAKE_TRAINER\.bySeed\.1\.action: unknown value "explode"; allowed: ok, crash, hang, diverge, fail, fail-retryable/,
+    );
+    expect(parseFakeSettings(undefined)).toEqual({});
   });
 });
