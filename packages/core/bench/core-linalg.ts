@@ -11,11 +11,17 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Tensor } from '../tensor.js';
-import { createRng } from '../random.js';
-import { readNpy, writeNpy } from '../npy.js';
-import { linalgInfo, qr, svd, type SvdOptions } from '../linalg/index.js';
-import { matmul } from '../ops.js';
+import {
+  Tensor,
+  createRng,
+  linalgInfo,
+  matmul,
+  qr,
+  readNpy,
+  svd,
+  writeNpy,
+  type SvdOptions,
+} from '@flatrank/core';
 
 type Row = Record<string, string | number | boolean | null>;
 

@@ -3,14 +3,15 @@
 // (HWIO [3, 3, 64, 64]). Side by side in the same run: tensorly when `python3 -c "import tensorly"`
 // works (it is not installed by anything here: the row then says so), and a plain numpy
 // re-implementation of the same HOOI / CP-ALS when numpy is installed (a speed reference for the
-// same algorithm on LAPACK/BLAS, not a library). Options: --reps N (timed runs per row, default 5).
+// same algorithm on LAPACK/BLAS, not a library). Options: --reps=N (timed runs per row, default 5).
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tensor, cpAls, createRng, linalgBackend, partialTucker, writeNpy } from '@flatrank/core';
-import { decompose } from '../decompose.js';
-import type { DecomposeOptions } from '../types.js';
+import { decompose } from '@flatrank/decomposers';
+
+type DecomposeOptions = Parameters<typeof decompose>[1];
 
 type Row = Record<string, string | number | boolean | null>;
 
@@ -115,8 +116,12 @@ export default {
   description:
     'HOOI (16,16) and CP-ALS rank 16 x 100 sweeps on [3,3,64,64]; decompose() per method; vs tensorly / numpy',
   async run(args: string[]): Promise<Row[]> {
+    // `--reps=N` (what `npm run bench -- --reps=N` passes through) or `--reps N`.
     const ri = args.indexOf('--reps');
-    const reps = ri >= 0 ? Math.max(1, Number(args[ri + 1]) || 5) : 5;
+    const text =
+      args.find((a) => a.startsWith('--reps='))?.slice('--reps='.length) ??
+      (ri >= 0 ? args[ri + 1] : undefined);
+    const reps = text !== undefined ? Math.max(1, Number(text) || 5) : 5;
     const rng = createRng(2024);
     const x = new Tensor(
       Float64Array.from({ length: 3 * 3 * 64 * 64 }, () => rng.normal() * 0.05),

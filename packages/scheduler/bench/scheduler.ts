@@ -8,12 +8,14 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ResultsStore } from '@flatrank/store';
 import { fakeTrainerEnv, fakeTrainerPath, type FakeBehaviour } from '@flatrank/testing';
-import type { Slot } from '../gpus.js';
-import { runLocal } from '../local.js';
-import { createCoordinatorLogger } from '../logging.js';
-import { expandSpec } from '../spec/expand.js';
-import { loadSpecFile } from '../spec/load.js';
-import { writeSweep } from '../sweep.js';
+import {
+  createCoordinatorLogger,
+  expandSpec,
+  loadSpecFile,
+  runLocal,
+  writeSweep,
+  type Slot,
+} from '@flatrank/scheduler';
 
 type Row = Record<string, string | number | boolean | null>;
 
