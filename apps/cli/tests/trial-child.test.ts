@@ -1,9 +1,10 @@
 // The trial child IPC protocol (packages/protocol/src/ipc.ts), against the built
-// apps/cli/dist/trial-child.js: ready -> run -> envelopes with increasing seq -> one terminal -> exit 0.
-import { execFileSync, fork, spawnSync } from 'node:child_process';
+// dist/trial-child.js: ready -> run -> envelopes with increasing seq -> one terminal -> exit 0.
+import { fork, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   isTerminalEvent,
@@ -13,16 +14,15 @@ import {
   type TrialEnvelope,
 } from '@flatrank/protocol';
 
-const root = resolve(__dirname, '../../..');
-const childEntry = join(root, 'apps/cli/dist/trial-child.js');
+const childEntry = fileURLToPath(new URL('../dist/trial-child.js', import.meta.url));
 let dir: string;
 
 beforeAll(() => {
-  // The child runs compiled code (as the scheduler forks it); build it when it is missing.
+  // The child runs compiled code, as the scheduler forks it (npm test builds first).
   if (!existsSync(childEntry))
-    execFileSync('npx', ['tsc', '-b', 'apps/cli'], { cwd: root, stdio: 'inherit', timeout: 300_000 });
+    throw new Error(`these tests fork the built trial child (${childEntry}); build first: npx tsc -b`);
   dir = mkdtempSync(join(tmpdir(), 'flatrank-child-'));
-}, 300_000);
+});
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 interface ChildRun {
@@ -139,7 +139,7 @@ describe('trial child process', { timeout: 120_000 }, () => {
 });
 
 describe('flatrank train (built CLI)', { timeout: 120_000 }, () => {
-  const cli = join(root, 'apps/cli/dist/main.js');
+  const cli = fileURLToPath(new URL('../dist/main.js', import.meta.url));
   const runCli = (args: string[]) =>
     spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 110_000 });
 

@@ -1,10 +1,18 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { fakeWebgpuDiscovery, fakeWebgpuGpus, readFakeLog, maxConcurrency } from '@flatrank/testing';
 import {
+  fakeWebgpuDiscovery,
+  fakeWebgpuGpus,
+  installFakeNvidiaSmi,
+  readFakeLog,
+  maxConcurrency,
+} from '@flatrank/testing';
+import {
+  discoverGpus,
   driPrimeTag,
   listWebgpuGpus,
+  parseGpusFlag,
   parseNvidiaSmi,
   planSlots,
   probePinningHost,
@@ -162,5 +170,65 @@ describe('--gpus over WebGPU adapters', () => {
     }));
     for (const a of spans)
       for (const b of spans) if (a !== b && a.pin === b.pin) expect(a.t1 <= b.t0 || b.t1 <= a.t0).toBe(true);
+  });
+});
+
+describe('GPU discovery', () => {
+  it('parses nvidia-smi output and plans slots', async () => {
+    expect(parseNvidiaSmi('0, NVIDIA A100-SXM4-40GB, GPU-abc\n1, NVIDIA A100-SXM4-40GB, GPU-def\n')).toEqual([
+      { index: 0, name: 'NVIDIA A100-SXM4-40GB', uuid: 'GPU-abc' },
+      { index: 1, name: 'NVIDIA A100-SXM4-40GB', uuid: 'GPU-def' },
+    ]);
+    const plan = await planSlots({
+      gpus: 'auto',
+      workersPerGpu: 2,
+      cpuWorkers: 3,
+      discover: async () => parseNvidiaSmi('0, T4, x\n1, T4, y\n'),
+    });
+    expect(plan.slots.map((s) => [s.id, s.cudaVisibleDevices])).toEqual([
+      ['gpu0#0', '0'],
+      ['gpu0#1', '0'],
+      ['gpu1#0', '1'],
+      ['gpu1#1', '1'],
+    ]);
+    const cpu = await planSlots({
+      gpus: 'none',
+      workersPerGpu: 2,
+      cpuWorkers: 3,
+      discover: async () => parseNvidiaSmi('0, T4, x\n'),
+    });
+    expect(cpu.slots.map((s) => [s.id, s.cudaVisibleDevices])).toEqual([
+      ['cpu0', ''],
+      ['cpu1', ''],
+      ['cpu2', ''],
+    ]);
+    const picked = await planSlots({
+      gpus: [1],
+      workersPerGpu: 1,
+      cpuWorkers: 1,
+      discover: async () => parseNvidiaSmi('0, T4, x\n1, V100, y\n'),
+    });
+    expect(picked.slots).toEqual([{ id: 'gpu1', cudaVisibleDevices: '1', device: 'cuda:1 V100', env: {} }]);
+  });
+
+  it('falls back to CPU when nvidia-smi is absent; finds a fake one on PATH', async () => {
+    const saved = process.env['PATH'];
+    try {
+      process.env['PATH'] = join(sb.dir, 'empty');
+      expect(await discoverGpus()).toEqual([]);
+      process.env['PATH'] = installFakeNvidiaSmi(join(sb.dir, 'bin'), 3);
+      expect((await discoverGpus()).map((g) => g.index)).toEqual([0, 1, 2]);
+    } finally {
+      process.env['PATH'] = saved;
+    }
+  });
+
+  it('validates --gpus', () => {
+    expect(parseGpusFlag('auto')).toBe('auto');
+    expect(parseGpusFlag('0, 2')).toEqual([0, 2]);
+    expect(() => parseGpusFlag('gpu0')).toThrow(
+      /--gpus: must be auto, none, or a comma-separated list of GPU indices/,
+    );
+    expect(() => parseGpusFlag('1,1')).toThrow(/lists a GPU twice/);
   });
 });

@@ -1,6 +1,6 @@
 /**
- * Fakes for scheduler tests: the fake trainer child (fake-trainer.mjs, forkable without a build),
- * fake GPUs (an injectable discovery function, or a fake nvidia-smi script to put on PATH).
+ * Fakes for scheduler tests: the fake trainer child (fake-trainer/child.ts), fake GPUs (an
+ * injectable discovery function, or a fake nvidia-smi script to put on PATH).
  */
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';

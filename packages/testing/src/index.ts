@@ -3,3 +3,4 @@ export * from './temp-db.js';
 export * from './fakes.js';
 export * from './redis.js';
 export * from './dashboard-db.js';
+export * from './sandbox.js';

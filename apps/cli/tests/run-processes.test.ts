@@ -2,18 +2,18 @@
 import { join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ResultsStore } from '@flatrank/store';
-import { fakeTrainerEnv, fakeTrainerPath, installFakeNvidiaSmi, readFakeLog } from '@flatrank/testing';
-import { discoverGpus, parseGpusFlag, parseNvidiaSmi, planSlots } from '../src/index.js';
 import {
-  assertBuilt,
   assertNoDuplicates,
   baselineSpec,
+  fakeTrainerEnv,
+  fakeTrainerPath,
+  installFakeNvidiaSmi,
+  readFakeLog,
   sandbox,
-  spawnCli,
   waitFor,
-  type Proc,
   type Sandbox,
-} from './helpers.js';
+} from '@flatrank/testing';
+import { assertBuilt, spawnCli, type Proc } from './processes.js';
 
 let sb: Sandbox;
 const procs: Proc[] = [];
@@ -175,66 +175,6 @@ describe('flatrank run (CLI, local backend)', { timeout: 90_000 }, () => {
     const p = cli(['run', spec, '--db', sb.db], {});
     expect(await p.exited).toBe(2);
     expect(p.output()).toMatch(/bad\.yaml:2: model: unknown value "alexnet"; allowed: lenet5/);
-  });
-});
-
-describe('GPU discovery', () => {
-  it('parses nvidia-smi output and plans slots', async () => {
-    expect(parseNvidiaSmi('0, NVIDIA A100-SXM4-40GB, GPU-abc\n1, NVIDIA A100-SXM4-40GB, GPU-def\n')).toEqual([
-      { index: 0, name: 'NVIDIA A100-SXM4-40GB', uuid: 'GPU-abc' },
-      { index: 1, name: 'NVIDIA A100-SXM4-40GB', uuid: 'GPU-def' },
-    ]);
-    const plan = await planSlots({
-      gpus: 'auto',
-      workersPerGpu: 2,
-      cpuWorkers: 3,
-      discover: async () => parseNvidiaSmi('0, T4, x\n1, T4, y\n'),
-    });
-    expect(plan.slots.map((s) => [s.id, s.cudaVisibleDevices])).toEqual([
-      ['gpu0#0', '0'],
-      ['gpu0#1', '0'],
-      ['gpu1#0', '1'],
-      ['gpu1#1', '1'],
-    ]);
-    const cpu = await planSlots({
-      gpus: 'none',
-      workersPerGpu: 2,
-      cpuWorkers: 3,
-      discover: async () => parseNvidiaSmi('0, T4, x\n'),
-    });
-    expect(cpu.slots.map((s) => [s.id, s.cudaVisibleDevices])).toEqual([
-      ['cpu0', ''],
-      ['cpu1', ''],
-      ['cpu2', ''],
-    ]);
-    const picked = await planSlots({
-      gpus: [1],
-      workersPerGpu: 1,
-      cpuWorkers: 1,
-      discover: async () => parseNvidiaSmi('0, T4, x\n1, V100, y\n'),
-    });
-    expect(picked.slots).toEqual([{ id: 'gpu1', cudaVisibleDevices: '1', device: 'cuda:1 V100', env: {} }]);
-  });
-
-  it('falls back to CPU when nvidia-smi is absent; finds a fake one on PATH', async () => {
-    const saved = process.env['PATH'];
-    try {
-      process.env['PATH'] = join(sb.dir, 'empty');
-      expect(await discoverGpus()).toEqual([]);
-      process.env['PATH'] = installFakeNvidiaSmi(join(sb.dir, 'bin'), 3);
-      expect((await discoverGpus()).map((g) => g.index)).toEqual([0, 1, 2]);
-    } finally {
-      process.env['PATH'] = saved;
-    }
-  });
-
-  it('validates --gpus', () => {
-    expect(parseGpusFlag('auto')).toBe('auto');
-    expect(parseGpusFlag('0, 2')).toEqual([0, 2]);
-    expect(() => parseGpusFlag('gpu0')).toThrow(
-      /--gpus: must be auto, none, or a comma-separated list of GPU indices/,
-    );
-    expect(() => parseGpusFlag('1,1')).toThrow(/lists a GPU twice/);
   });
 });
 

@@ -5,26 +5,21 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { SchedulerError } from '@flatrank/protocol';
 import { ResultsStore } from '@flatrank/store';
 import {
+  assertNoDuplicates,
+  baselineSpec,
   fakeTrainerEnv,
   fakeTrainerPath,
   installFakeNvidiaSmi,
   readFakeLog,
   redisServerPath,
+  sandbox,
   startTestRedis,
+  waitFor,
   type FakeTrainerSettings,
+  type Sandbox,
   type TestRedis,
 } from '@flatrank/testing';
-import {
-  assertBuilt,
-  assertNoDuplicates,
-  baselineSpec,
-  runFake,
-  sandbox,
-  spawnCli,
-  waitFor,
-  type Proc,
-  type Sandbox,
-} from './helpers.js';
+import { assertBuilt, runCoordinator, spawnCli, type Proc } from './processes.js';
 
 const hasRedis = redisServerPath() !== null;
 if (!hasRedis)
@@ -101,8 +96,8 @@ describe.skipIf(!hasRedis)(
       );
     }
 
-    const bull = (spec: string, extra: Parameters<typeof runFake>[3] = {}) =>
-      runFake(
+    const bull = (spec: string, extra: Parameters<typeof runCoordinator>[3] = {}) =>
+      runCoordinator(
         sb,
         spec,
         {},
@@ -352,7 +347,7 @@ ${FAST}`,
       const log = readFakeLog(sb.logFile);
       expect(log.filter((x) => x.kind === 'end' && x.outcome === 'CANCELLED')).toHaveLength(2);
       expect(log.filter((x) => x.kind === 'start')).toHaveLength(2);
-      const again = await runFake(
+      const again = await runCoordinator(
         sb,
         spec,
         { default: { steps: 2, stepMs: 10 } },
@@ -411,7 +406,7 @@ ${FAST}`,
       const lru = await startTestRedis({ maxmemoryPolicy: 'allkeys-lru' });
       try {
         const spec = sb.spec('lru', baselineSpec('lru', [0], FAST));
-        const r = await runFake(sb, spec, {}, { executor: 'bullmq', redis: lru.url, queue });
+        const r = await runCoordinator(sb, spec, {}, { executor: 'bullmq', redis: lru.url, queue });
         expect(r.error).toBeInstanceOf(SchedulerError);
         expect((r.error as SchedulerError).code).toBe('REDIS_EVICTION_POLICY');
         expect((r.error as Error).message).toMatch(/maxmemory-policy allkeys-lru; .* need noeviction/);

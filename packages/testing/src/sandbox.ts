@@ -1,0 +1,84 @@
+/**
+ * A sweep sandbox for tests that run sweeps (the scheduler's, the CLI's): a temp directory with the
+ * database, runs directory, fake-trainer log and pid paths, spec files written into it; a small
+ * baseline spec; polling for a condition; and the no-duplicate-rows check every run must pass.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runUserQuery } from '@flatrank/store';
+
+export interface Sandbox {
+  dir: string;
+  db: string;
+  runsDir: string;
+  logFile: string;
+  pidDir: string;
+  spec(name: string, yaml: string): string;
+  cleanup(): void;
+}
+
+export function sandbox(): Sandbox {
+  const dir = mkdtempSync(join(tmpdir(), 'flatrank-sched-'));
+  return {
+    dir,
+    db: join(dir, 'flatrank.sqlite'),
+    runsDir: join(dir, 'runs'),
+    logFile: join(dir, 'fake.jsonl'),
+    pidDir: join(dir, 'pids'),
+    spec(name, yaml) {
+      const f = join(dir, `${name}.yaml`);
+      writeFileSync(f, yaml);
+      return f;
+    },
+    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/** A spec of baseline trials (the given seeds) on lenet5 / mnist. */
+export function baselineSpec(name: string, seeds: number[], extra = ''): string {
+  return `name: ${name}
+model: lenet5
+dataset: { name: mnist, trainLimit: 64, testLimit: 32 }
+training: { epochs: 1, batchSize: 16 }
+methods:
+  baseline: {}
+grid:
+  seed: [${seeds.join(', ')}]
+${extra}`;
+}
+
+/** The rows of one read-only query on the database file. */
+export function sql(db: string, q: string): Array<Record<string, unknown>> {
+  return runUserQuery(db, q).rows;
+}
+
+/** No result row twice, no metric (trial, attempt, seq) twice, one results row per succeeded trial. */
+export function assertNoDuplicates(db: string): { results: number; succeeded: number } {
+  const dupMetrics = sql(
+    db,
+    'SELECT trial_id, attempt, step, phase, name, count(*) AS n FROM metrics GROUP BY trial_id, attempt, step, phase, name HAVING n > 1',
+  );
+  if (dupMetrics.length) throw new Error(`duplicate metrics: ${JSON.stringify(dupMetrics.slice(0, 3))}`);
+  const results = Number(sql(db, 'SELECT count(*) AS n FROM results')[0]!['n']);
+  const resultTrials = Number(sql(db, 'SELECT count(DISTINCT trial_id) AS n FROM results')[0]!['n']);
+  const succeeded = Number(sql(db, "SELECT count(*) AS n FROM trials WHERE status = 'succeeded'")[0]!['n']);
+  if (results !== resultTrials) throw new Error(`${results} result rows for ${resultTrials} trials`);
+  if (results !== succeeded) throw new Error(`${results} result rows but ${succeeded} succeeded trials`);
+  return { results, succeeded };
+}
+
+/** Polls `fn` every 25 ms until it returns something truthy; throws after timeoutMs. */
+export async function waitFor<T>(
+  fn: () => T | undefined | null | false,
+  timeoutMs = 20_000,
+  what = 'condition',
+): Promise<T> {
+  const t0 = Date.now();
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
