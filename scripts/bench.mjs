@@ -21,14 +21,19 @@ for (let i = 0; i < argv.length; i++) {
 const suites = [];
 for (const group of ['packages', 'apps']) {
   for (const pkg of readdirSync(join(root, group))) {
-    // dist/bench: suites still compiled from src/bench (until every package has moved them).
-    for (const dir of [join(root, group, pkg, 'bench', 'dist'), join(root, group, pkg, 'dist', 'bench')]) {
-      if (!existsSync(dir)) continue;
-      for (const f of readdirSync(dir)
-        .filter((f) => f.endsWith('.js'))
-        .sort()) {
-        suites.push({ pkg: `${group}/${pkg}`, file: join(dir, f) });
-      }
+    // A suite under src/ would ship in the package's dist: refuse it rather than skip it silently.
+    if (existsSync(join(root, group, pkg, 'src', 'bench'))) {
+      console.error(
+        `bench: ${group}/${pkg}/src/bench: benchmarks live in ${group}/${pkg}/bench/ (own tsconfig, not shipped)`,
+      );
+      process.exit(2);
+    }
+    const dir = join(root, group, pkg, 'bench', 'dist');
+    if (!existsSync(dir)) continue;
+    for (const f of readdirSync(dir)
+      .filter((f) => f.endsWith('.js'))
+      .sort()) {
+      suites.push({ pkg: `${group}/${pkg}`, file: join(dir, f) });
     }
   }
 }

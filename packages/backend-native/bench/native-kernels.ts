@@ -12,7 +12,7 @@ import type { LoadedBackend } from '@flatrank/protocol';
 // Only for the side-by-side column: the wasm backend is this bench's yardstick, not a dependency
 // of the native backend.
 import { loadWasmBackend, wasmBackendInstalled } from '@flatrank/backend-wasm';
-import { loadNativeBackend, nativeBackendStatus } from '../backend.js';
+import { loadNativeBackend, nativeBackendStatus } from '@flatrank/backend-native';
 
 type Row = Record<string, string | number | boolean | null>;
 

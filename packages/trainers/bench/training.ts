@@ -25,9 +25,14 @@ import { loadavg } from 'node:os';
 import { promisify } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import type { BackendName, ModelName } from '@flatrank/protocol';
-import { checkTrainingMemory, initBackend, installedBackends } from '../backend/index.js';
-import { buildModel, setFusedBatchNorm } from '../models/index.js';
-import { MomentumSgd } from '../training/sgd.js';
+import {
+  MomentumSgd,
+  buildModel,
+  checkTrainingMemory,
+  initBackend,
+  installedBackends,
+  setFusedBatchNorm,
+} from '@flatrank/trainers';
 
 const run = promisify(execFile);
 
