@@ -2,13 +2,11 @@
 // and by those that drive an in-process coordinator (runSpec) against such worker processes.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { runSpec, type RunSpecOptions, type RunSpecResult } from '@flatrank/scheduler';
+import { runSpec, type RunSpecOptions } from '@flatrank/scheduler';
 import {
-  fakeGpuDiscovery,
-  fakeTrainerEnv,
   fakeTrainerPath,
+  runWithFakeTrainer,
   type FakeTrainerSettings,
   type Sandbox,
 } from '@flatrank/testing';
@@ -41,41 +39,12 @@ export function spawnCli(args: string[], env: Record<string, string | undefined>
   return { proc, output: () => out, exited };
 }
 
-function capture(): { stream: PassThrough; text(): string } {
-  const stream = new PassThrough();
-  let buf = '';
-  stream.on('data', (d: Buffer) => (buf += d.toString()));
-  return { stream, text: () => buf };
-}
-
 /** A coordinator in this process (runSpec) with the fake trainer and fast heartbeats. */
-export async function runCoordinator(
+export function runCoordinator(
   sb: Sandbox,
   specFile: string,
   fake: FakeTrainerSettings,
   opts: Partial<RunSpecOptions> = {},
-): Promise<{ result?: RunSpecResult; error?: unknown; out: string; err: string }> {
-  const out = capture();
-  const err = capture();
-  try {
-    const result = await runSpec({
-      specFile,
-      db: sb.db,
-      runsDir: sb.runsDir,
-      childEntry: fakeTrainerPath,
-      childEnv: fakeTrainerEnv({ logFile: sb.logFile, pidDir: sb.pidDir, ...fake }),
-      discoverGpus: fakeGpuDiscovery(0),
-      gpus: 'auto',
-      stdout: out.stream,
-      stderr: err.stream,
-      tty: false,
-      heartbeatMs: 100,
-      heartbeatTimeoutMs: 3000,
-      cancelGraceMs: 3000,
-      ...opts,
-    });
-    return { result, out: out.text(), err: err.text() };
-  } catch (error) {
-    return { error, out: out.text(), err: err.text() };
-  }
+) {
+  return runWithFakeTrainer(runSpec, sb, specFile, fake, opts);
 }

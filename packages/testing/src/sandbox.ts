@@ -1,12 +1,15 @@
 /**
  * A sweep sandbox for tests that run sweeps (the scheduler's, the CLI's): a temp directory with the
  * database, runs directory, fake-trainer log and pid paths, spec files written into it; a small
- * baseline spec; polling for a condition; and the no-duplicate-rows check every run must pass.
+ * baseline spec; a coordinator run with the fake trainer; polling for a condition; and the
+ * no-duplicate-rows check every run must pass.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { runUserQuery } from '@flatrank/store';
+import { fakeGpuDiscovery, fakeTrainerEnv, fakeTrainerPath, type FakeTrainerSettings } from './fakes.js';
 
 export interface Sandbox {
   dir: string;
@@ -80,5 +83,53 @@ export async function waitFor<T>(
     if (v) return v;
     if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** A stream that keeps what is written to it (a coordinator's stdout / stderr in tests). */
+export function captureStream(): { stream: PassThrough; text(): string } {
+  const stream = new PassThrough();
+  let buf = '';
+  stream.on('data', (d: Buffer) => (buf += d.toString()));
+  return { stream, text: () => buf };
+}
+
+/**
+ * Runs a sweep through `run` (the scheduler's runSpec, passed in: this package does not depend on
+ * the scheduler) in the sandbox, with the fake trainer told `fake`, `fakeGpus` fake GPUs (default
+ * none), fast heartbeats and captured output; `opts` overrides any of those options. Returns the
+ * result or what it threw, and what it printed.
+ */
+export async function runWithFakeTrainer<O extends object, R>(
+  run: (options: O) => Promise<R>,
+  sb: Sandbox,
+  specFile: string,
+  fake: FakeTrainerSettings,
+  opts: Partial<O> & { fakeGpus?: number } = {},
+): Promise<{ result?: R; error?: unknown; out: string; err: string }> {
+  const out = captureStream();
+  const err = captureStream();
+  const { fakeGpus, ...rest } = opts;
+  const options = {
+    specFile,
+    db: sb.db,
+    runsDir: sb.runsDir,
+    childEntry: fakeTrainerPath,
+    childEnv: fakeTrainerEnv({ logFile: sb.logFile, pidDir: sb.pidDir, ...fake }),
+    discoverGpus: fakeGpuDiscovery(fakeGpus ?? 0),
+    gpus: 'auto',
+    stdout: out.stream,
+    stderr: err.stream,
+    tty: false,
+    heartbeatMs: 100,
+    heartbeatTimeoutMs: 3000,
+    cancelGraceMs: 3000,
+    ...rest,
+  };
+  try {
+    const result = await run(options as unknown as O);
+    return { result, out: out.text(), err: err.text() };
+  } catch (error) {
+    return { error, out: out.text(), err: err.text() };
   }
 }
