@@ -1,4 +1,4 @@
-/** The reproducibility record of the process that runs a trial (architecture.md). */
+/** The reproducibility record of the process that runs a trial (docs/architecture.md). */
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
