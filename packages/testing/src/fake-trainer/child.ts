@@ -8,6 +8,8 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type {
   CANCELLED_CODE,
+  CHECKPOINT_FILES,
+  CHECKPOINT_FORMAT,
   ChildToCoordinator,
   CoordinatorToChild,
   TrialConfig,
@@ -29,6 +31,9 @@ type RunMessage = Extract<CoordinatorToChild, { type: 'run' }>;
 // delay the start of each fake attempt by up to seconds on a busy machine; the type keeps the value
 // in step with the protocol's.
 const CANCELLED: typeof CANCELLED_CODE = 'CANCELLED';
+// Likewise the checkpoint layout's names (protocol/src/checkpoint.ts).
+const CHECKPOINT_META: (typeof CHECKPOINT_FILES)['meta'] = 'flatrank.json';
+const CHECKPOINT: typeof CHECKPOINT_FORMAT = 'flatrank-checkpoint-1';
 
 const settings = parseFakeSettings(process.env[FAKE_TRAINER_ENV]);
 let cancelRequested = false;
@@ -159,7 +164,7 @@ function checkStart(config: TrialConfig, options: TrialRunOptions): StartFailure
       message: `startCheckpoint: required because config.start.kind is 'checkpoint' (the scheduler resolves it; flatrank train takes --start-checkpoint)`,
       name: 'ValidationError',
     };
-  const metaFile = join(options.startCheckpoint, 'flatrank.json');
+  const metaFile = join(options.startCheckpoint, CHECKPOINT_META);
   const dataError = (message: string) => ({ code: 'DATA_INVALID', message, name: 'DataError' });
   let text: string;
   try {
@@ -173,9 +178,9 @@ function checkStart(config: TrialConfig, options: TrialRunOptions): StartFailure
   } catch {
     return dataError(`checkpoint file ${metaFile} is not valid JSON`);
   }
-  if (meta?.format !== 'flatrank-checkpoint-1')
+  if (meta?.format !== CHECKPOINT)
     return dataError(
-      `${metaFile}: not a flatrank checkpoint (format ${JSON.stringify(meta?.format)}, expected flatrank-checkpoint-1)`,
+      `${metaFile}: not a flatrank checkpoint (format ${JSON.stringify(meta?.format)}, expected ${CHECKPOINT})`,
     );
   return null;
 }
