@@ -13,6 +13,10 @@ import {
   valueAndGrads,
 } from '../src/testing.js';
 
+// Whole networks (or 131k-element tensors) against the cpu backend: seconds on a quiet machine,
+// minutes on a loaded shared one.
+const HEAVY = { timeout: 120_000 };
+
 let available = false;
 let calls = new Map<string, number>();
 beforeAll(async () => {
@@ -50,7 +54,7 @@ async function check(
   expect(calls.get(addonFn) ?? 0, `addon.${addonFn} calls`).toBeGreaterThan(before);
 }
 
-describe.skipIf(!nativeExpected)('native kernels vs cpu', () => {
+describe.skipIf(!nativeExpected)('native kernels vs cpu', HEAVY, () => {
   test('Conv2D forward: shapes x filters x strides x paddings x dilations', async () => {
     const cases: Array<[string, () => tf.Tensor]> = [];
     for (const xs of [

@@ -10,12 +10,16 @@ import { setFusedBatchNorm } from '../src/models/index.js';
 import { nativeExpected, setupNative } from '@flatrank/backend-native/testing';
 import { compareSteps, trainSteps } from './training-steps.js';
 
+// Whole networks (or 131k-element tensors) against the cpu backend: seconds on a quiet machine,
+// minutes on a loaded shared one.
+const HEAVY = { timeout: 120_000 };
+
 let calls = new Map<string, number>();
 beforeAll(async () => {
   ({ calls } = await setupNative());
 });
 
-describe.skipIf(!nativeExpected)('training steps: native vs cpu', () => {
+describe.skipIf(!nativeExpected)('training steps: native vs cpu', HEAVY, () => {
   test('ResNet-20 (8x8x3 inputs, batch 4): two momentum steps, fused batch norm', async () => {
     const before = calls.get('batchNormTrainGrad') ?? 0;
     const ref = await trainSteps('cpu', 'resnet20', [8, 8, 3], 4);

@@ -22,6 +22,10 @@ import {
   trainSteps,
 } from './training-steps.js';
 
+// Whole networks (or 131k-element tensors) against the cpu backend: seconds on a quiet machine,
+// minutes on a loaded shared one.
+const HEAVY = { timeout: 120_000 };
+
 /** Calls of the two wasm kernels, counted by wrapping the registered kernel functions. */
 const calls = new Map<string, number>();
 const originals: tf.KernelConfig[] = [];
@@ -102,7 +106,7 @@ describe('fused training batch norm on the wasm backend', () => {
   });
 });
 
-describe('training steps: wasm vs cpu', () => {
+describe('training steps: wasm vs cpu', HEAVY, () => {
   test('ResNet-8 (8x8x3 inputs, batch 4): two momentum steps, fused batch norm', async () => {
     const ref = await trainSteps('cpu', 'resnet8', [8, 8, 3], 4);
     const before = count(BATCH_NORM_TRAINING_GRAD_KERNEL);
