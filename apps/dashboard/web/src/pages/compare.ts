@@ -4,7 +4,7 @@ import { chart } from '../charts.js';
 import { append, clear, h, href, table } from '../dom.js';
 import type { ComparePage } from '../types.js';
 import { drawCurves } from './curves.js';
-import { rankOption } from './trial.js';
+import { list, rankOption } from './trial.js';
 
 type Row = Record<string, string | number | boolean | null>;
 
@@ -89,7 +89,7 @@ export async function renderCompare(root: HTMLElement, query: URLSearchParams): 
         h('td', {}, n),
         ...page.trials.map((t) => {
           const l = t.layers.find((x) => String(x['layer']) === n);
-          return h('td', { class: 'num' }, l ? show(l['ranks']) : '-');
+          return h('td', { class: 'num' }, l ? list(l['ranks']) : '-');
         }),
       ),
     ),

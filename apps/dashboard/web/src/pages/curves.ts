@@ -50,7 +50,7 @@ export function curveOption(
   return {
     animation: false,
     legend: { type: 'scroll', top: 0 },
-    grid: { left: 60, right: 20, top: 40, bottom: 60 },
+    grid: { left: 60, right: 20, top: 64, bottom: 60 },
     tooltip: { trigger: 'axis', confine: true },
     dataZoom: [{ type: 'inside' }, { type: 'slider', height: 16, bottom: 8 }],
     xAxis: { type: 'value', name: 'step', nameLocation: 'middle', nameGap: 24, min: 'dataMin' },

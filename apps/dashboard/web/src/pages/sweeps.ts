@@ -36,8 +36,8 @@ function row(s: SweepListEntry): HTMLTableRowElement {
       { class: 'num' },
       s.finishedAt !== null && s.counts.pending + s.counts.running === 0 ? 'finished' : fmtDuration(s.etaMs),
     ),
-    h('td', {}, fmtTime(s.createdAt)),
-    h('td', {}, fmtTime(s.updatedAt)),
+    h('td', { class: 'num' }, fmtTime(s.createdAt)),
+    h('td', { class: 'num' }, fmtTime(s.updatedAt)),
   );
 }
 

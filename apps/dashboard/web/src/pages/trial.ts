@@ -19,7 +19,7 @@ const parseJson = (v: unknown): unknown => {
     return v;
   }
 };
-const list = (v: unknown) => {
+export const list = (v: unknown): string => {
   const p = parseJson(v);
   return Array.isArray(p) ? p.join(' × ') : p === null || p === undefined ? '-' : String(p);
 };
@@ -82,7 +82,7 @@ export function rankOption(trials: ReadonlyArray<{ label: string; layers: readon
   return {
     animation: false,
     legend: { type: 'scroll', top: 0 },
-    grid: { left: 50, right: 20, top: 40, bottom: 40 },
+    grid: { left: 50, right: 20, top: 64, bottom: 40 },
     tooltip: { trigger: 'axis', confine: true },
     xAxis: { type: 'category', data: names },
     yAxis: { type: 'value', name: 'rank' },

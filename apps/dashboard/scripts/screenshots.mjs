@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+// Screenshots of the dashboard's main pages for the docs: `node apps/dashboard/scripts/screenshots.mjs
+// DB SWEEP OUTDIR` (after npm run build) serves DB read-only on a free port, opens the sweeps list,
+// the sweep, its first distortion-training trial and a comparison of the distortion and fine-tuning
+// rows' first trials at the first ratio in Debian's chromium, and writes <OUTDIR>/{sweeps,sweep,trial,compare}.png.
+/* global fetch */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { startDashboard } from '@flatrank/dashboard';
+
+const [db, sweep, out] = process.argv.slice(2);
+if (!db || !sweep || !out) {
+  console.error('usage: screenshots.mjs DB SWEEP OUTDIR');
+  process.exit(2);
+}
+mkdirSync(out, { recursive: true });
+const dashboard = await startDashboard({ db, port: 0 });
+const browser = await chromium.launch({
+  executablePath: process.env.FLATRANK_CHROMIUM ?? '/usr/bin/chromium',
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const shoot = async (path, name, fullPage = true) => {
+    await page.goto(new URL(path, dashboard.url).href);
+    await page.waitForSelector('body[data-ready="true"]', { timeout: 60_000 });
+    await page.waitForTimeout(300);
+    await page.screenshot({ path: join(out, `${name}.png`), fullPage });
+    console.log(`wrote ${join(out, `${name}.png`)}`);
+  };
+  const data = await (await fetch(new URL(`/api/sweeps/${encodeURIComponent(sweep)}`, dashboard.url))).json();
+  const rows = data.report.rows.filter((r) => !r.isBaseline);
+  // Distortion training beside fine-tuning of the same decomposition at the same ratio, when the sweep has both.
+  const finetuneOf = (d) =>
+    rows.find((r) => r.method === 'finetune' && r.ratio === d.ratio && r.decomposition === d.decomposition);
+  const distorts = rows.filter((r) => r.method === 'distort');
+  const distort = distorts.find((d) => finetuneOf(d)) ?? distorts[0];
+  const finetune = distort && (finetuneOf(distort) ?? rows.find((r) => r.method === 'finetune'));
+  await shoot('/', 'sweeps', false);
+  await shoot(`/sweeps/${encodeURIComponent(sweep)}`, 'sweep');
+  if (distort) await shoot(`/trials/${distort.trialKeys[0]}`, 'trial');
+  if (distort && finetune)
+    await shoot(
+      `/compare?keys=${distort.trialKeys[0].slice(0, 16)},${finetune.trialKeys[0].slice(0, 16)}`,
+      'compare',
+    );
+} finally {
+  await browser.close();
+  await dashboard.close();
+}
