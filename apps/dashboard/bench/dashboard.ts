@@ -1,7 +1,8 @@
 /**
- * `npm run bench -- dashboard [--trials=N] [--reps=N]`: the dashboard over a sweep of N trials
- * (default 10 000; every trial succeeded with per-step metrics, per-layer records and a result,
- * written as the coordinator writes them, which is setup, not what is measured).
+ * `npm run bench -- dashboard [--trials=N] [--reps=N] [--db=FILE]`: the dashboard over a sweep of N
+ * trials (default 10 000; every trial succeeded with per-step metrics, per-layer records and a
+ * result, written as the coordinator writes them, which is setup, not what is measured). `--db`
+ * keeps the database there and reuses it when it already holds the sweep.
  *
  * Times, over HTTP against the running server: the sweeps list; a sweep page's data cold (the
  * report rebuilt: another connection committed just before) and warm (kept report); the parallel
@@ -122,14 +123,18 @@ export default {
   async run(args: string[]): Promise<BenchRow[]> {
     const trials = option(args, 'trials', 10_000);
     const reps = option(args, 'reps', 5);
-    const dir = mkdtempSync(join(tmpdir(), 'flatrank-bench-dashboard-'));
-    const file = join(dir, 'bench.sqlite');
+    const kept = args.find((a) => a.startsWith('--db='))?.slice('--db='.length);
+    const dir = kept ? null : mkdtempSync(join(tmpdir(), 'flatrank-bench-dashboard-'));
+    const file = kept ?? join(dir!, 'bench.sqlite');
     const writer = ResultsStore.open(file, { create: true });
     const rows: BenchRow[] = [];
     try {
       const t0 = performance.now();
-      writeSweep(writer, trials);
-      console.log(`setup: ${trials} trials written in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      if (writer.getSweep('bench')) console.log(`setup: reusing the sweep in ${file}`);
+      else {
+        writeSweep(writer, trials);
+        console.log(`setup: ${trials} trials written in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      }
       const dashboard = await startDashboard({ db: file, port: 0 });
       // A commit by another connection: the next sweep page rebuilds its report (a cold read).
       let touches = 0;
@@ -196,7 +201,7 @@ export default {
       }
     } finally {
       writer.close();
-      rmSync(dir, { recursive: true, force: true });
+      if (dir) rmSync(dir, { recursive: true, force: true });
     }
     return rows;
   },

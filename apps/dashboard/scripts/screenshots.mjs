@@ -1,21 +1,21 @@
 #!/usr/bin/env node
 // Screenshots of the dashboard's main pages for the docs: `node apps/dashboard/scripts/screenshots.mjs
-// DB SWEEP OUTDIR` (after npm run build) serves DB read-only on a free port, opens the sweeps list,
+// DB SWEEP OUTDIR [RUNS_DIR]` (after npm run build) serves DB read-only on a free port, opens the sweeps list,
 // the sweep, its first distortion-training trial and a comparison of the distortion and fine-tuning
-// rows' first trials at the first ratio in Debian's chromium, and writes <OUTDIR>/{sweeps,sweep,trial,compare}.png.
+// rows' first trials at the first ratio in Debian's chromium, and writes <OUTDIR>/{sweeps,sweep,sweep-first-screen,trial,compare}.png.
 /* global fetch */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { startDashboard } from '@flatrank/dashboard';
 
-const [db, sweep, out] = process.argv.slice(2);
+const [db, sweep, out, runsDir] = process.argv.slice(2);
 if (!db || !sweep || !out) {
-  console.error('usage: screenshots.mjs DB SWEEP OUTDIR');
+  console.error('usage: screenshots.mjs DB SWEEP OUTDIR [RUNS_DIR]');
   process.exit(2);
 }
 mkdirSync(out, { recursive: true });
-const dashboard = await startDashboard({ db, port: 0 });
+const dashboard = await startDashboard({ db, port: 0, ...(runsDir ? { runsDir } : {}) });
 const browser = await chromium.launch({
   executablePath: process.env.FLATRANK_CHROMIUM ?? '/usr/bin/chromium',
   args: [
@@ -48,6 +48,7 @@ try {
   const finetune = distort && (finetuneOf(distort) ?? rows.find((r) => r.method === 'finetune'));
   await shoot('/', 'sweeps', false);
   await shoot(`/sweeps/${encodeURIComponent(sweep)}`, 'sweep');
+  await shoot(`/sweeps/${encodeURIComponent(sweep)}`, 'sweep-first-screen', false);
   if (distort) await shoot(`/trials/${distort.trialKeys[0]}`, 'trial');
   if (distort && finetune)
     await shoot(

@@ -76,8 +76,38 @@ function errorReply(e: unknown): Reply {
   return json({ error: 'internal error (see the server log)', code: 'INTERNAL' }, 500);
 }
 
+/**
+ * The serialized answers of the heavy reads (a sweep's report, its trial lists), kept until another
+ * connection commits (PRAGMA data_version): pollers and reloads of a sweep that did not change get
+ * the same bytes without re-reading or re-serialising. A few entries, oldest dropped first.
+ */
+class ReplyCache {
+  private readonly entries = new Map<string, { version: number; reply: Reply }>();
+  constructor(
+    private readonly data: DashboardData,
+    private readonly capacity = 16,
+  ) {}
+
+  wrap(handler: Handler): Handler {
+    return (params, query) => {
+      const key = `${JSON.stringify(params)}?${query.toString()}`;
+      const version = this.data.store.dataVersion();
+      const hit = this.entries.get(key);
+      if (hit && hit.version === version) return hit.reply;
+      const reply = handler(params, query);
+      this.entries.delete(key);
+      if (reply.status === 200) {
+        this.entries.set(key, { version, reply: { ...reply, body: Buffer.from(reply.body) } });
+        if (this.entries.size > this.capacity) this.entries.delete(this.entries.keys().next().value!);
+      }
+      return reply;
+    };
+  }
+}
+
 function routes(data: DashboardData, assets: Map<string, Asset>): Router.Instance<Router.HTTPVersion.V1> {
   const router = Router({ ignoreTrailingSlash: true, maxParamLength: 500 });
+  const cache = new ReplyCache(data);
   const on = (path: string, handler: Handler) =>
     // find() is used, never lookup(): the route's store carries the handler.
     router.on(['GET', 'HEAD'], path, () => undefined, { handler });
@@ -109,12 +139,16 @@ function routes(data: DashboardData, assets: Map<string, Asset>): Router.Instanc
     checkNames(query, []);
     return json({ now: Date.now(), sweeps: data.sweeps() });
   });
-  on('/api/sweeps/:name', (p, query) => {
-    checkNames(query, []);
-    return json(data.sweep(p['name'] ?? ''));
-  });
-  on('/api/sweeps/:name/trials', (p, query) =>
-    json(data.trials(p['name'] ?? '', parseTrialListQuery(query))),
+  on(
+    '/api/sweeps/:name',
+    cache.wrap((p, query) => {
+      checkNames(query, []);
+      return json(data.sweep(p['name'] ?? ''));
+    }),
+  );
+  on(
+    '/api/sweeps/:name/trials',
+    cache.wrap((p, query) => json(data.trials(p['name'] ?? '', parseTrialListQuery(query)))),
   );
   on('/api/trials/:key', (p, query) => {
     checkNames(query, []);

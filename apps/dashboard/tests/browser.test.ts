@@ -43,7 +43,11 @@ beforeAll(async () => {
     if (m.type() === 'error' || m.type() === 'warning') problems.push(`console ${m.type()}: ${m.text()}`);
   });
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  page.on('requestfailed', (r) => problems.push(`request failed: ${r.url()}`));
+  // A poll still in flight when the test navigates away is aborted by the browser: not a failure.
+  page.on('requestfailed', (r) => {
+    const why = r.failure()?.errorText ?? '';
+    if (why !== 'net::ERR_ABORTED') problems.push(`request failed: ${r.url()} ${why}`);
+  });
 }, 120_000);
 
 afterAll(async () => {
@@ -115,6 +119,8 @@ describe('in chromium', () => {
       expect(c['paramsRatio']).toBe(r.isBaseline ? '1' : stat(r.paramsRatio, 2));
       expect(c['macsRatio']).toBe(r.isBaseline ? '1' : stat(r.macsRatio, 2));
       expect(c['latencyRatio']).toBe(stat(r.latencyRatio, 2));
+      if (c['decompositionError'] !== undefined)
+        expect(c['decompositionError']).toBe(stat(r.decompositionError, 3));
       expect(c['wallSeconds']).toBe(stat(r.wallSeconds, 1));
       expect(c['vsBaseline']).toBe(
         r.vsBaseline === null ? '-' : `${r.vsBaseline >= 0 ? '+' : ''}${r.vsBaseline.toFixed(2)}`,

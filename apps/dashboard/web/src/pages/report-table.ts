@@ -30,6 +30,8 @@ function trialsCell(r: ReportEntry): HTMLElement {
 
 export function reportTable(report: Report, rows: readonly ReportEntry[]): HTMLElement {
   const paper = report.reproduces !== null;
+  // As `flatrank report`: the column appears when distort rows carry comparable decomposition errors.
+  const errors = report.rows.some((r) => r.method === 'distort' && r.decompositionError.mean !== null);
   const head: Array<string | [string, string]> = [
     '',
     'method',
@@ -39,11 +41,12 @@ export function reportTable(report: Report, rows: readonly ReportEntry[]): HTMLE
     ['params ×', 'num'],
     ['MACs ×', 'num'],
     ['latency ×', 'num'],
+    ...(errors ? [['decomp. err.', 'num'] as [string, string]] : []),
     ['acc. after decomp. %', 'num'],
     ['final acc. %', 'num'],
     ['vs base pts', 'num'],
   ];
-  if (paper) head.push(['paper %', 'num'], ['Δ pts', 'num']);
+  if (paper) head.push(['paper % (other net / data)', 'num'], ['Δ pts', 'num']);
   head.push(['wall s', 'num'], 'not done', 'trials');
   const trs = rows.map((r) => {
     const cells: HTMLTableCellElement[] = [
@@ -59,6 +62,7 @@ export function reportTable(report: Report, rows: readonly ReportEntry[]): HTMLE
       num('paramsRatio', r.isBaseline ? '1' : fmtStat(r.paramsRatio, 2)),
       num('macsRatio', r.isBaseline ? '1' : fmtStat(r.macsRatio, 2)),
       num('latencyRatio', fmtStat(r.latencyRatio, 2)),
+      ...(errors ? [num('decompositionError', fmtStat(r.decompositionError, 3))] : []),
       num('accuracyAfterDecomposition', fmtStat(r.accuracyAfterDecomposition, 2, 100)),
       num('accuracyFinal', fmtStat(r.accuracyFinal, 2, 100)),
       num('vsBaseline', fmtSigned(r.vsBaseline, 2)),
@@ -90,10 +94,30 @@ export function reportTable(report: Report, rows: readonly ReportEntry[]): HTMLE
     h(
       'p',
       { class: 'muted' },
-      `${t.trials} trials: ${t.succeeded} succeeded, ${t.failed} failed, ${t.diverged} diverged, ${t.running} running, ${t.pending} pending, ${t.cancelled} cancelled. Mean ± sample std over seeds (n = succeeded trials); × columns: before / after; ★ / bold: best mean final accuracy at its compression ratio; vs base: points against the uncompressed baseline.`,
+      `${t.trials} trials: ${t.succeeded} succeeded, ${t.failed} failed, ${t.diverged} diverged, ${t.running} running, ${t.pending} pending, ${t.cancelled} cancelled. Mean ± sample std over seeds (n = succeeded trials); × columns: before / after; ${errors ? "decomp. err.: mean ‖K − K'‖ / ‖K‖ over the compressed layers (distort: its first distortion); " : ''}★ / bold: best mean final accuracy at its compression ratio; vs base: points against the uncompressed baseline.`,
     ),
     table(head, trs),
   );
+  const worse = rows.filter((r) => r.worseAfterFineTuning.length > 0);
+  if (worse.length > 0)
+    out.append(
+      h(
+        'p',
+        {},
+        '⚠ Fine-tuning ended below the accuracy right after decomposition (the recipe made these trials worse than not fine-tuning):',
+      ),
+      h(
+        'ul',
+        { id: 'worse-after-fine-tuning' },
+        ...worse.map((r) =>
+          h(
+            'li',
+            {},
+            `${[label(r), r.rank ?? '', r.variant].filter((x) => x !== '').join(', ')}: seed${r.worseAfterFineTuning.length > 1 ? 's' : ''} ${r.worseAfterFineTuning.join(', ')} (${r.worseAfterFineTuning.length} of ${r.accuracyFinal.n})`,
+          ),
+        ),
+      ),
+    );
   if (paper && report.notCovered.length > 0)
     out.append(
       h('p', { class: 'muted' }, `Published rows of ${report.reproduces} without a counterpart here:`),
