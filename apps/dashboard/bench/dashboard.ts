@@ -17,11 +17,11 @@ import { performance } from 'node:perf_hooks';
 import { trialKey, type TrialConfig, type TrialEnvelope } from '@flatrank/protocol';
 import { ResultsStore } from '@flatrank/store';
 import { dashboardTrialEvents, tempDbTrialConfig } from '@flatrank/testing';
-import { startDashboard } from '@flatrank/dashboard';
+import { HEADLESS_CHROMIUM, startDashboard } from '@flatrank/dashboard';
 
 type BenchRow = Record<string, string | number | boolean | null>;
 
-const CHROMIUM = process.env['FLATRANK_CHROMIUM'] ?? '/usr/bin/chromium';
+const CHROMIUM = HEADLESS_CHROMIUM.executablePath;
 
 function option(args: string[], name: string, fallback: number): number {
   const a = args.find((x) => x.startsWith(`--${name}=`));
@@ -215,19 +215,7 @@ async function renderRows(
   trials: number,
 ): Promise<BenchRow[]> {
   const { chromium } = await import('playwright-core');
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  const browser = await chromium.launch({ ...HEADLESS_CHROMIUM, args: [...HEADLESS_CHROMIUM.args] });
   try {
     const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     await page.goto(new URL('/sweeps/bench', base).href); // warm the browser's cache of app.js

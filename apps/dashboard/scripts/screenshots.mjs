@@ -7,7 +7,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { startDashboard } from '@flatrank/dashboard';
+import { HEADLESS_CHROMIUM, startDashboard } from '@flatrank/dashboard';
 
 const [db, sweep, out, runsDir] = process.argv.slice(2);
 if (!db || !sweep || !out) {
@@ -16,19 +16,7 @@ if (!db || !sweep || !out) {
 }
 mkdirSync(out, { recursive: true });
 const dashboard = await startDashboard({ db, port: 0, ...(runsDir ? { runsDir } : {}) });
-const browser = await chromium.launch({
-  executablePath: process.env.FLATRANK_CHROMIUM ?? '/usr/bin/chromium',
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
-});
+const browser = await chromium.launch({ ...HEADLESS_CHROMIUM, args: [...HEADLESS_CHROMIUM.args] });
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   const shoot = async (path, name, fullPage = true) => {

@@ -14,3 +14,4 @@ export type {
 export { readTokenFile, TokenCheck, TOKEN_COOKIE } from './auth.js';
 export { loadAssets, DEFAULT_ASSET_DIR } from './assets.js';
 export type { Asset } from './assets.js';
+export { HEADLESS_CHROMIUM } from './chromium.js';

@@ -1,12 +1,9 @@
-/**
- * Debian's chromium driven by playwright-core (executablePath: playwright's own browser download
- * never runs), with the flags that keep it off the network. Playwright gives every launch a fresh
- * temporary profile (its own --user-data-dir, removed on close; passing one is refused).
- */
+/** Debian's chromium for the browser tests (HEADLESS_CHROMIUM: the executable and flags). */
 import { existsSync } from 'node:fs';
 import { chromium, type Browser } from 'playwright-core';
+import { HEADLESS_CHROMIUM } from '../src/index.js';
 
-export const CHROMIUM = process.env['FLATRANK_CHROMIUM'] ?? '/usr/bin/chromium';
+export const CHROMIUM = HEADLESS_CHROMIUM.executablePath;
 
 export interface Launched {
   browser: Browser;
@@ -18,19 +15,7 @@ export async function launchChromium(): Promise<Launched> {
     throw new Error(
       `no chromium at ${CHROMIUM}: install Debian's chromium (.ci/run does) or set FLATRANK_CHROMIUM`,
     );
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  const browser = await chromium.launch({ ...HEADLESS_CHROMIUM, args: [...HEADLESS_CHROMIUM.args] });
   return {
     browser,
     async close() {
