@@ -187,30 +187,19 @@ describe('the published numbers are labelled with their own net and data set', (
 
 describe('fine-tuning that makes the model worse is flagged', () => {
   it('lists the finetune rows whose trials end below their accuracy right after decomposition', () => {
-    const ft = (seed: number, after: number, final: number): ReportTrial =>
-      trial(
-        cfg({
-          method: 'finetune',
-          seed,
-          compression: { decomposition: 'cp', rank: { kind: 'ratio', ratio: 2 } },
-        }),
-        {
-          accuracyAfterDecomposition: after,
-          accuracyFinal: final,
-        },
-      );
-    const tk = (seed: number, after: number, final: number): ReportTrial =>
-      trial(
-        cfg({
-          method: 'finetune',
-          seed,
-          compression: { decomposition: 'tucker2', rank: { kind: 'ratio', ratio: 2 } },
-        }),
-        {
-          accuracyAfterDecomposition: after,
-          accuracyFinal: final,
-        },
-      );
+    const fineTuned =
+      (decomposition: 'cp' | 'tucker2') =>
+      (seed: number, after: number, final: number): ReportTrial =>
+        trial(
+          cfg({
+            method: 'finetune',
+            seed,
+            compression: { decomposition, rank: { kind: 'ratio', ratio: 2 } },
+          }),
+          { accuracyAfterDecomposition: after, accuracyFinal: final },
+        );
+    const ft = fineTuned('cp');
+    const tk = fineTuned('tucker2');
     // distort's accuracyAfterDecomposition is a one-shot decomposition, not where it starts: never flagged
     const ds = trial(
       cfg({
