@@ -8,7 +8,8 @@ import tseslint from 'typescript-eslint';
 // @flatrank packages listed for it (and itself), nothing else from @flatrank. Its test code
 // (tests/, test/, *.test.ts, benchmarks) may also import @flatrank/testing, and a backend's test
 // code the other backends (a benchmark's yardstick). Only trainers and the backend packages import
-// TensorFlow.js; only the store imports better-sqlite3. A package missing from this table may
+// TensorFlow.js; only the store imports better-sqlite3; a package's ./internal entry point (the
+// store's connection) is imported only inside that package. A package missing from this table may
 // import only @flatrank/protocol until it is added here. Packages are folder globs, so a new
 // backend package (packages/backend-webgpu) is covered as it is created.
 //
@@ -51,7 +52,7 @@ function forbiddenFlatrankSource(allowed) {
 }
 
 /** The import restrictions of one folder (`allowed`: @flatrank package names or globs). */
-function boundaryRules(folder, allowed, { tensorflow, sqlite, note }) {
+function boundaryRules(folder, allowed, { tensorflow, sqlite, note, self }) {
   allowed = [...new Set(allowed)];
   const direction = `${folder} may import ${allowed.length ? allowed.map((a) => `@flatrank/${a}`).join(', ') : 'no @flatrank package'}${note}`;
   const patterns = [
@@ -61,6 +62,16 @@ function boundaryRules(folder, allowed, { tensorflow, sqlite, note }) {
     },
   ];
   const dynamic = [{ source: forbiddenFlatrankSource(allowed), message: `${direction}.` }];
+  // A package's ./internal entry point (the store's connection) is for its own tests and benchmarks.
+  const internal = 'An @flatrank/<package>/internal entry point is imported only inside that package.';
+  const own = self ? [`!@flatrank/${self}/internal`, `!@flatrank/${self}/internal/**`] : [];
+  patterns.push({ group: ['@flatrank/*/internal', '@flatrank/*/internal/**', ...own], message: internal });
+  dynamic.push({
+    source: self
+      ? `^@flatrank\\x2F(?!${self}\\x2F)[\\w-]+\\x2Finternal`
+      : '^@flatrank\\x2F[\\w-]+\\x2Finternal',
+    message: internal,
+  });
   if (!tensorflow) {
     const message = 'Only packages/trainers and packages/backend-* import TensorFlow.js.';
     patterns.push({ group: ['@tensorflow/*'], message });
@@ -109,6 +120,7 @@ function boundaryConfigs() {
       tensorflow: name !== undefined && TENSORFLOW_FOLDERS.includes(name),
       sqlite: name !== undefined && SQLITE_FOLDERS.includes(name),
       note,
+      self: name !== undefined && !name.includes('*') ? name : undefined,
     };
     configs.push({ files: folders.map((f) => `${f}/**`), rules: boundaryRules(label, deps, flags) });
     const testDeps = [...deps, 'testing', ...(name === 'backend-*' ? ['backend-*'] : [])];

@@ -192,6 +192,16 @@ const FORBIDDEN: Array<[string, Case, RegExp]> = [
     /packages\/core may import/,
   ],
   [
+    "another package reaches into the store's internal entry point",
+    ['packages/report/src/fixture.ts', `import * as db from '@flatrank/store/internal';${use('db')}`],
+    /internal entry point is imported only inside that package/,
+  ],
+  [
+    "the CLI loads the store's internal entry point through import()",
+    ['apps/cli/src/fixture.ts', `export const load = () => import('@flatrank/store/internal');\n`],
+    /internal entry point is imported only inside that package/,
+  ],
+  [
     'a package not in the table (falls back to protocol only)',
     ['packages/not-in-the-table/src/fixture.ts', `import { svd } from '@flatrank/core';${use('svd')}`],
     /until it is added to the package table in eslint.config.js/,
@@ -246,6 +256,10 @@ const ALLOWED: Array<[string, Case]> = [
   [
     'a benchmark imports its own package by name',
     ['packages/store/bench/fixture.ts', `import * as store from '@flatrank/store';${use('store')}`],
+  ],
+  [
+    "the store's benchmark uses its internal entry point",
+    ['packages/store/bench/fixture.ts', `import * as db from '@flatrank/store/internal';${use('db')}`],
   ],
   [
     'decomposers import core',
