@@ -3,6 +3,8 @@
  * records, software-adapter detection, and the choice of one adapter. No TensorFlow.js here, so
  * the scheduler can list GPUs through this module.
  */
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { BackendUnavailableError, ValidationError } from '@flatrank/protocol';
 import { loadDawn, type DawnAdapter, type DawnGpu } from './dawn.js';
 
@@ -67,7 +69,45 @@ export function softwareAdapterReason(a: {
   return null;
 }
 
-/** Dawn backends to try, in order: FLATRANK_DAWN_BACKENDS, else the platform's native API, then GL ES. */
+const LIB_DIRS = [
+  '/usr/lib/x86_64-linux-gnu',
+  '/usr/lib/aarch64-linux-gnu',
+  '/usr/lib64',
+  '/usr/lib',
+  '/lib/x86_64-linux-gnu',
+  '/lib64',
+  '/usr/local/lib',
+];
+
+/** Whether the Vulkan loader (libvulkan.so.1) is installed: without it Dawn only prints a warning. */
+export function vulkanLoaderPresent(env: NodeJS.ProcessEnv = process.env): boolean {
+  const dirs = [...(env['LD_LIBRARY_PATH'] ?? '').split(':').filter(Boolean), ...LIB_DIRS];
+  return dirs.some((d) => existsSync(join(d, 'libvulkan.so.1')));
+}
+
+/**
+ * Why this machine cannot have a hardware WebGPU adapter, or null when it may: on Linux a GPU needs
+ * a DRM render node or an NVIDIA device node (WSL: /dev/dxg). Automatic selection checks this
+ * before loading Dawn, so CPU machines pay nothing for the webgpu candidate.
+ */
+export function noGpuDeviceReason(platform = process.platform, dev = '/dev'): string | null {
+  if (platform !== 'linux') return null;
+  const has = (dir: string, re: RegExp) => {
+    try {
+      return readdirSync(dir).some((f) => re.test(f));
+    } catch {
+      return false;
+    }
+  };
+  if (has(join(dev, 'dri'), /^renderD\d+$/) || has(dev, /^nvidia\d+$/) || existsSync(join(dev, 'dxg')))
+    return null;
+  return `no GPU device node (${dev}/dri/renderD*, ${dev}/nvidia*): no hardware WebGPU adapter`;
+}
+
+/**
+ * Dawn backends to try, in order: FLATRANK_DAWN_BACKENDS, else the platform's native API (on Linux
+ * Vulkan, when its loader is installed), then GL ES.
+ */
 export function dawnBackendsFor(
   env: NodeJS.ProcessEnv = process.env,
   platform = process.platform,
@@ -85,7 +125,7 @@ export function dawnBackendsFor(
   }
   if (platform === 'darwin') return ['metal'];
   if (platform === 'win32') return ['d3d12', 'vulkan'];
-  return ['vulkan', 'opengles'];
+  return vulkanLoaderPresent(env) ? ['vulkan', 'opengles'] : ['opengles'];
 }
 
 /** Dawn lists its adapters only in the error for an adapter name that matches none. */

@@ -15,6 +15,8 @@ export {
   describeAdapter,
   softwareAdapterReason,
   dawnBackendsFor,
+  noGpuDeviceReason,
+  vulkanLoaderPresent,
   parseAvailableAdapters,
   ADAPTER_ENV,
   DAWN_BACKENDS_ENV,

@@ -1,9 +1,14 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { BackendUnavailableError, ValidationError } from '@flatrank/protocol';
 import {
   chooseAdapter,
   dawnBackendsFor,
+  noGpuDeviceReason,
   parseAvailableAdapters,
+  vulkanLoaderPresent,
   softwareAdapterReason,
   type WebgpuAdapter,
 } from '../src/index.js';
@@ -86,12 +91,43 @@ describe('adapter choice', () => {
 
 describe('Dawn backends', () => {
   it('default per platform, overridable, validated', () => {
-    expect(dawnBackendsFor({}, 'linux')).toEqual(['vulkan', 'opengles']);
+    const vulkan = vulkanLoaderPresent({});
+    expect(dawnBackendsFor({}, 'linux')).toEqual(vulkan ? ['vulkan', 'opengles'] : ['opengles']);
     expect(dawnBackendsFor({}, 'darwin')).toEqual(['metal']);
     expect(dawnBackendsFor({ FLATRANK_DAWN_BACKENDS: 'opengles' }, 'linux')).toEqual(['opengles']);
     expect(() => dawnBackendsFor({ FLATRANK_DAWN_BACKENDS: 'cuda' }, 'linux')).toThrow(ValidationError);
     expect(() => dawnBackendsFor({ FLATRANK_DAWN_BACKENDS: 'cuda' }, 'linux')).toThrow(
       /allowed: vulkan, opengles/,
     );
+  });
+});
+
+describe('cheap checks before Dawn loads', () => {
+  it('a Linux machine without DRM render nodes or NVIDIA device nodes has no hardware adapter', () => {
+    const dev = mkdtempSync(join(tmpdir(), 'flatrank-dev-'));
+    try {
+      expect(noGpuDeviceReason('linux', dev)).toMatch(/no GPU device node/);
+      mkdirSync(join(dev, 'dri'));
+      writeFileSync(join(dev, 'dri', 'card0'), '');
+      expect(noGpuDeviceReason('linux', dev)).not.toBeNull();
+      writeFileSync(join(dev, 'dri', 'renderD128'), '');
+      expect(noGpuDeviceReason('linux', dev)).toBeNull();
+      rmSync(join(dev, 'dri'), { recursive: true });
+      writeFileSync(join(dev, 'nvidia0'), '');
+      expect(noGpuDeviceReason('linux', dev)).toBeNull();
+      expect(noGpuDeviceReason('darwin', dev)).toBeNull();
+    } finally {
+      rmSync(dev, { recursive: true, force: true });
+    }
+  });
+  it('Vulkan is tried only when its loader is installed', () => {
+    const lib = mkdtempSync(join(tmpdir(), 'flatrank-lib-'));
+    try {
+      writeFileSync(join(lib, 'libvulkan.so.1'), '');
+      expect(vulkanLoaderPresent({ LD_LIBRARY_PATH: lib })).toBe(true);
+      expect(dawnBackendsFor({ LD_LIBRARY_PATH: lib }, 'linux')).toEqual(['vulkan', 'opengles']);
+    } finally {
+      rmSync(lib, { recursive: true, force: true });
+    }
   });
 });

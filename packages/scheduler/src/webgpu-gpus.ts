@@ -16,6 +16,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { noGpuDeviceReason } from '@flatrank/backend-webgpu/adapters';
 
 /** A hardware WebGPU adapter (the fields of @flatrank/backend-webgpu's WebgpuAdapter used here). */
 export interface WebgpuGpu {
@@ -164,6 +165,8 @@ export function webgpuPinning(
  * Dawn is missing, or nothing but software adapters exist.
  */
 export async function listWebgpuGpus(timeoutMs = 30_000): Promise<WebgpuGpu[]> {
+  // A machine without GPU device nodes has nothing to find: skip starting Dawn.
+  if (noGpuDeviceReason() !== null) return [];
   let modulePath: string;
   try {
     modulePath = createRequire(import.meta.url).resolve('@flatrank/backend-webgpu/adapters');
