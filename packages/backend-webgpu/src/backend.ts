@@ -11,6 +11,7 @@ import {
   dawnBackendsFor,
   describeAdapter,
   listAdapters,
+  noGpuDeviceReason,
   requestChosenAdapter,
   type WebgpuAdapter,
 } from './adapters.js';
@@ -219,4 +220,22 @@ export async function probeWebgpu(env: NodeJS.ProcessEnv = process.env): Promise
       reason: `Dawn found no WebGPU adapter on ${dawnBackendsFor(env).join(', ')} (Linux without a GPU: apt-get install libegl1 libgles2 libegl-mesa0 libgl1-mesa-dri and set EGL_PLATFORM=surfaceless)`,
     };
   return { ok: true, adapters };
+}
+
+/**
+ * The selection policy the trainers' registry applies: automatic selection (forced false) skips a
+ * machine without GPU device nodes before Dawn loads and refuses software adapters; forced, a
+ * software adapter is used and stderr says so.
+ */
+export async function selectWebgpuBackend(o: { forced: boolean }): Promise<LoadedWebgpuBackend> {
+  if (!o.forced) {
+    const none = noGpuDeviceReason();
+    if (none) throw new BackendUnavailableError(none);
+  }
+  const info = await loadWebgpuBackend({ allowSoftware: o.forced });
+  if (info.adapter.software)
+    process.stderr.write(
+      `flatrank: webgpu runs on a software adapter, ${info.adapter.name} (${info.adapter.software}): it computes on the CPU, slower than the native and wasm backends\n`,
+    );
+  return info;
 }

@@ -1,5 +1,6 @@
 export {
   loadWebgpuBackend,
+  selectWebgpuBackend,
   releaseWebgpuBackend,
   activeWebgpuAdapter,
   isWebgpuInstalled,

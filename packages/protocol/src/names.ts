@@ -35,7 +35,8 @@ export type ModelName = (typeof MODELS)[number];
 export const DATASETS = ['mnist', 'fashion-mnist', 'cifar10'] as const;
 export type DatasetName = (typeof DATASETS)[number];
 
-export const BACKENDS = ['tensorflow', 'native', 'wasm', 'cpu'] as const;
+/** TF.js backends in automatic-selection order (webgpu only on a hardware adapter). */
+export const BACKENDS = ['tensorflow', 'webgpu', 'native', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKENDS)[number];
 
 export const TRIAL_STATUSES = ['pending', 'running', 'succeeded', 'failed', 'diverged', 'cancelled'] as const;

@@ -72,6 +72,7 @@ import {
   measureLatency,
   modelCounts,
   planCompression,
+  readBackTargets,
   type CompressionPlan,
   type LayerResult,
 } from './compression/index.js';
@@ -126,8 +127,8 @@ class TrialContext {
     checkAborted(this.options.signal);
   }
 
-  evaluate(model: tfl.LayersModel): EvalResult {
-    const r = evaluateModel(
+  async evaluate(model: tfl.LayersModel): Promise<EvalResult> {
+    const r = await evaluateModel(
       model,
       this.dataset.test,
       this.dataset.imageShape,
@@ -369,10 +370,10 @@ async function runBaseline(
   started: boolean,
   t0: number,
 ): Promise<TrialSummary> {
-  const original = started ? ctx.evaluate(model).accuracy : null;
+  const original = started ? (await ctx.evaluate(model)).accuracy : null;
   if (original !== null) ctx.metric('eval', 'accuracy_start', original);
   const res = await ctx.train(model, ctx.config.training);
-  const final = res.lastEval ?? ctx.evaluate(model);
+  const final = res.lastEval ?? (await ctx.evaluate(model));
   ctx.metric('final', 'accuracy', final.accuracy);
   const params = model.trainableWeights.reduce(
     (s, w) => s + w.shape.reduce((a: number, b) => a * (b ?? 1), 1),
@@ -404,10 +405,10 @@ function emitLayers(
 }
 
 /** Max |a-b| / max |a| over the outputs of the first test images (the export check). */
-function exportDeviation(ctx: TrialContext, a: tfl.LayersModel, b: tfl.LayersModel): number {
+async function exportDeviation(ctx: TrialContext, a: tfl.LayersModel, b: tfl.LayersModel): Promise<number> {
   const n = Math.min(32, ctx.dataset.test.count);
-  const ya = predictArrays(a, ctx.dataset.test, ctx.dataset.imageShape, n);
-  const yb = predictArrays(b, ctx.dataset.test, ctx.dataset.imageShape, n);
+  const ya = await predictArrays(a, ctx.dataset.test, ctx.dataset.imageShape, n);
+  const yb = await predictArrays(b, ctx.dataset.test, ctx.dataset.imageShape, n);
   let scale = 0;
   let d = 0;
   for (let i = 0; i < ya.length; i++) {
@@ -437,7 +438,7 @@ async function runDistort(
     return distortModel(model, plan, () => ctx.beat());
   };
   if (started) {
-    original = ctx.evaluate(model).accuracy;
+    original = (await ctx.evaluate(model)).accuracy;
     ctx.metric('eval', 'accuracy_start', original);
     // What one distortion does to the trained start model (post-training decomposition), measured
     // on a copy of the kernels that is restored before training starts.
@@ -447,8 +448,9 @@ async function runDistort(
         .getWeights()
         .map((w) => tf.clone(w)),
     );
+    await readBackTargets(model, plan);
     distort();
-    afterDecomposition = ctx.evaluate(model).accuracy;
+    afterDecomposition = (await ctx.evaluate(model)).accuracy;
     ctx.metric('after-decomposition', 'accuracy', afterDecomposition);
     plan.targets.forEach((t, i) => {
       model.getLayer(t.layer.name).setWeights(saved[i]!);
@@ -458,8 +460,9 @@ async function runDistort(
   let distortions = 0;
   let last: { step: number; results: LayerResult[] } | null = null;
   let first: LayerResult[] | null = null;
-  await ctx.train(model, config.training, ({ step, epoch, optimizer }) => {
+  await ctx.train(model, config.training, async ({ step, epoch, optimizer }) => {
     if (step % dist.interval !== 0) return;
+    await readBackTargets(model, plan);
     const r = distort();
     distortions += 1;
     last = { step, results: r };
@@ -481,16 +484,17 @@ async function runDistort(
   const lastDistortion = last as { step: number; results: LayerResult[] } | null;
   if (lastDistortion && lastDistortion.step === ctx.steps) results = lastDistortion.results;
   else {
+    await readBackTargets(model, plan);
     results = distort();
     distortions += 1;
     ctx.metric('final', 'distortion_error', meanRelativeError(results));
   }
   ctx.metric('final', 'distortions', distortions);
   if (dist.reestimateBatchNorm) {
-    ctx.metric('final', 'accuracy_before_bn_reestimation', ctx.evaluate(model).accuracy);
+    ctx.metric('final', 'accuracy_before_bn_reestimation', (await ctx.evaluate(model)).accuracy);
     reestimateBatchNorm(model, ctx.epochBatches(1_000_000, false), 100);
   }
-  const final = ctx.evaluate(model);
+  const final = await ctx.evaluate(model);
   ctx.metric('final', 'accuracy', final.accuracy);
   // Without a distortion during training the final one is also the first.
   emitLayers(ctx, results, first ?? results);
@@ -500,7 +504,7 @@ async function runDistort(
   if (hasChainExport(results)) {
     const factored = buildExportModel(model, results);
     disposables.push(factored);
-    ctx.metric('final', 'export_max_rel_deviation', exportDeviation(ctx, model, factored));
+    ctx.metric('final', 'export_max_rel_deviation', await exportDeviation(ctx, model, factored));
     latencyAfter = await ctx.latency(factored);
     const dir = join(ctx.options.artifactDir, 'factored');
     await saveCheckpoint(factored, dir, {
@@ -558,8 +562,9 @@ async function runDecompose(
       fineTuneRecipe = ft;
     }
   }
-  const original = started || ctx.steps > 0 ? ctx.evaluate(model).accuracy : null;
+  const original = started || ctx.steps > 0 ? (await ctx.evaluate(model)).accuracy : null;
   if (original !== null) ctx.metric('eval', 'accuracy_original', original);
+  await readBackTargets(model, plan);
   const results = decomposeTargets(model, plan, () => ctx.beat());
   emitLayers(ctx, results);
   const counts = modelCounts(model, plan, results);
@@ -576,12 +581,12 @@ async function runDecompose(
     compressed = model;
     architecture = 'base';
   }
-  const afterDecomposition = ctx.evaluate(compressed).accuracy;
+  const afterDecomposition = (await ctx.evaluate(compressed)).accuracy;
   ctx.metric('after-decomposition', 'accuracy', afterDecomposition);
   let final = afterDecomposition;
   if (fineTuneRecipe && fineTuneRecipe.epochs > 0) {
     const res = await ctx.train(compressed, fineTuneRecipe);
-    final = (res.lastEval ?? ctx.evaluate(compressed)).accuracy;
+    final = (res.lastEval ?? (await ctx.evaluate(compressed))).accuracy;
   }
   ctx.metric('final', 'accuracy', final);
   const latencyAfter = architecture === 'factored' ? await ctx.latency(compressed) : null;

@@ -14,6 +14,8 @@ const VERSIONED_PACKAGES = [
   '@tensorflow/tfjs-backend-wasm',
   '@tensorflow/tfjs-node',
   '@tensorflow/tfjs-node-gpu',
+  '@tensorflow/tfjs-backend-webgpu',
+  'webgpu',
   'better-sqlite3',
 ] as const;
 

@@ -29,7 +29,12 @@ export interface BackendCandidate {
    * 'tensorflow') and makes it active (tf.setBackend). Must be
    * idempotent: initBackend calls it again when switching back. Throws when installed but broken.
    */
-  load(): Promise<LoadedBackend>;
+  load(ctx?: LoadContext): Promise<LoadedBackend>;
+}
+
+export interface LoadContext {
+  /** The backend was named (--backend / FLATRANK_BACKEND), not picked by 'auto'. */
+  forced: boolean;
 }
 
 export interface BackendInfo {
@@ -145,7 +150,7 @@ async function activate(
   c: BackendCandidate,
   sel: Pick<BackendInfo, 'requested' | 'requestedBy' | 'installed' | 'skipped'>,
 ): Promise<BackendInfo> {
-  const l = await c.load();
+  const l = await c.load({ forced: sel.requested !== 'auto' });
   await tf.ready();
   if (tf.getBackend() !== name)
     throw new Error(`TF.js active backend is '${tf.getBackend()}' after loading '${name}'`);
@@ -169,6 +174,8 @@ function hint(name: BackendName): string {
       return ' (npm install @tensorflow/tfjs-node or @tensorflow/tfjs-node-gpu; their install downloads libtensorflow)';
     case 'native':
       return ` (${nativeUnavailableDetail})`;
+    case 'webgpu':
+      return ' (npm install webgpu @tensorflow/tfjs-backend-webgpu: both optional dependencies of @flatrank/backend-webgpu)';
     default:
       return '';
   }
@@ -227,6 +234,12 @@ registerBackendCandidate('native', {
     return st.available;
   },
   load: async () => (await import('@flatrank/backend-native')).loadNativeBackend(),
+});
+
+registerBackendCandidate('webgpu', {
+  isInstalled: async () => (await import('@flatrank/backend-webgpu')).isWebgpuInstalled(),
+  load: async (ctx) =>
+    (await import('@flatrank/backend-webgpu')).selectWebgpuBackend({ forced: ctx?.forced ?? false }),
 });
 
 registerBackendCandidate('wasm', {

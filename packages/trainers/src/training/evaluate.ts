@@ -16,21 +16,24 @@ export interface EvalResult {
   count: number;
 }
 
-/** Accuracy (0..1) and mean cross-entropy over the whole split, in batches of `batchSize`. */
-export function evaluateModel(
+/**
+ * Accuracy (0..1) and mean cross-entropy over the whole split, in batches of `batchSize`. Reads
+ * back asynchronously: the webgpu backend cannot read a GPU tensor synchronously in Node.
+ */
+export async function evaluateModel(
   model: tfl.LayersModel,
   split: ArraySplit,
   imageShape: readonly number[],
   numClasses: number,
   batchSize = 256,
-): EvalResult {
+): Promise<EvalResult> {
   const per = imageShape.reduce((a, b) => a * b, 1);
   const softmax = outputIsSoftmax(model);
   let correct = 0;
   let lossSum = 0;
   for (let start = 0; start < split.count; start += batchSize) {
     const n = Math.min(batchSize, split.count - start);
-    const [c, l] = tf.tidy(() => {
+    const both = tf.tidy(() => {
       const x = tf.tensor4d(split.images.subarray(start * per, (start + n) * per), [n, ...imageShape] as [
         number,
         number,
@@ -39,13 +42,12 @@ export function evaluateModel(
       ]);
       const y = tf.tensor1d(split.labels.subarray(start, start + n), 'int32');
       const out = model.apply(x, { training: false }) as tf.Tensor;
-      return [
-        correctCount(out, y).dataSync()[0]!,
-        crossEntropy(out, y, numClasses, softmax).dataSync()[0]! * n,
-      ];
+      return tf.stack([tf.cast(correctCount(out, y), 'float32'), crossEntropy(out, y, numClasses, softmax)]);
     });
-    correct += c;
-    lossSum += l;
+    const [c, l] = await both.data();
+    both.dispose();
+    correct += c!;
+    lossSum += l! * n;
   }
   return {
     accuracy: split.count ? correct / split.count : 0,
@@ -55,21 +57,26 @@ export function evaluateModel(
 }
 
 /** Model outputs (as stored: logits or probabilities) for the first `n` examples, for export checks. */
-export function predictArrays(
+export async function predictArrays(
   model: tfl.LayersModel,
   split: ArraySplit,
   imageShape: readonly number[],
   n: number,
-): Float32Array {
+): Promise<Float32Array> {
   const per = imageShape.reduce((a, b) => a * b, 1);
   const k = Math.min(n, split.count);
-  return tf.tidy(() => {
+  const y = tf.tidy(() => {
     const x = tf.tensor4d(split.images.subarray(0, k * per), [k, ...imageShape] as [
       number,
       number,
       number,
       number,
     ]);
-    return (model.apply(x, { training: false }) as tf.Tensor).dataSync() as Float32Array;
+    return model.apply(x, { training: false }) as tf.Tensor;
   });
+  try {
+    return (await y.data()) as Float32Array;
+  } finally {
+    y.dispose();
+  }
 }

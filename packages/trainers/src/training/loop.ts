@@ -50,7 +50,7 @@ export interface TrainLoopOptions {
   /** Fresh mini-batches of one epoch (shuffled / augmented by the caller, seeded by epoch). The loop disposes them. */
   epochBatches: (epoch: number) => Iterable<Batch>;
   /** Evaluated after each epoch (inference mode). */
-  evaluate?: () => EvalResult;
+  evaluate?: () => EvalResult | Promise<EvalResult>;
   emit: TrialEventSink;
   /** Steps and epochs already done by earlier phases of the same trial (metrics stay monotonic). */
   stepOffset?: number;
@@ -241,7 +241,7 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
       });
       if (o.evaluate) {
         checkAborted(o.signal);
-        lastEval = o.evaluate();
+        lastEval = await o.evaluate();
         emit({
           type: 'metric',
           step: globalStep,
@@ -262,7 +262,10 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
       emit({ type: 'heartbeat', step: globalStep, epoch: e });
       lastBeat = Date.now();
     }
-    if (o.keepOptimizerState) optimizerState = optimizer.exportState();
+    if (o.keepOptimizerState) {
+      await optimizer.readBack();
+      optimizerState = optimizer.exportState();
+    }
   } finally {
     // The momentum buffers live as long as this call (a later phase starts with fresh ones unless
     // it is handed optimizerState through momentumStart).

@@ -109,6 +109,14 @@ export class MomentumSgd implements MomentumTarget {
     return this.variables.map((v) => ({ name: v.name ?? v.variable.name, shape: v.variable.shape }));
   }
 
+  /**
+   * Reads the momentum buffers back to the CPU asynchronously, so that exportState's synchronous
+   * reads work on backends that cannot read a GPU tensor synchronously (webgpu in Node).
+   */
+  async readBack(): Promise<void> {
+    await Promise.all([...this.buffers.values()].map((b) => b.data()));
+  }
+
   /** A copy of the momentum buffers (plain arrays: survives this optimizer's disposal). */
   exportState(): OptimizerState {
     return {
