@@ -13,9 +13,14 @@
  * Options (with '=': the root runner treats bare words as suite names):
  * --nets=lenet5,resnet20,resnet32  --backends=native,wasm,cpu  --batch=128  --warmup=3
  * --warmup-seconds=2  --steps=5  --seconds=3  --max-steps=300  --no-torch
+ * --torch-device=cpu|cuda (PyTorch's device; cuda for the GPU check)
  * --compare-bn (adds native and wasm ResNet rows with variant 'tfjs-layers-bn': tfjs-layers' unfused
  * training batch norm, the peer of the fused kernels)  --cpu-resnets (time the plain cpu backend's ResNets at
  * batch 2; skipped by default: ~0.06 images/s, 35 s a step).
+ *
+ * webgpu rows name their adapter; on a software adapter (llvmpipe: Mesa's CPU rasteriser, what this
+ * project's GPU-less machines have) they are timed like the cpu backend, at batch 16 for two steps,
+ * and say that they measured no GPU.
  *
  * On a shared machine wall-clock rates drop with the load; each row also reports the rate per
  * second of this process's CPU time (user + system) and the 1-minute load average at the time.
@@ -25,6 +30,7 @@ import { loadavg } from 'node:os';
 import { promisify } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import type { BackendName, ModelName } from '@flatrank/protocol';
+import { activeWebgpuAdapter } from '@flatrank/backend-webgpu';
 import {
   MomentumSgd,
   buildModel,
@@ -65,6 +71,7 @@ interface Options extends Protocol {
   torch: boolean;
   compareBn: boolean;
   cpuResnets: boolean;
+  torchDevice: 'cpu' | 'cuda';
 }
 
 function parse(args: string[]): Options {
@@ -80,6 +87,7 @@ function parse(args: string[]): Options {
     torch: true,
     compareBn: false,
     cpuResnets: false,
+    torchDevice: 'cpu',
   };
   const num = (k: string, v: string, min: number): number => {
     const x = Number(v);
@@ -105,6 +113,12 @@ function parse(args: string[]): Options {
     else if (k === '--no-torch') o.torch = false;
     else if (k === '--compare-bn') o.compareBn = true;
     else if (k === '--cpu-resnets') o.cpuResnets = true;
+    else if (k === '--torch-device') {
+      const d = val();
+      if (d !== 'cpu' && d !== 'cuda')
+        throw new Error(`training bench: --torch-device must be cpu or cuda, got '${d}'`);
+      o.torchDevice = d;
+    }
   }
   const unknown = o.nets.filter((n) => !NET_INPUT[n]);
   if (unknown.length)
@@ -182,6 +196,8 @@ import torch, torch.nn as nn, torch.nn.functional as F
 torch.set_num_threads(os.cpu_count() or 1)
 nets, batch = sys.argv[1].split(','), int(sys.argv[2])
 warmup, warmup_s, steps, seconds, max_steps = int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7])
+dev = torch.device(sys.argv[8] if len(sys.argv) > 8 else 'cpu')
+sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
 torch.manual_seed(0)
 class LeNet5(nn.Module):
     def __init__(s):
@@ -216,18 +232,19 @@ make = {'lenet5': (LeNet5, (1, 28, 28)), 'resnet8': (lambda: ResNet(1), (3, 32, 
         'resnet32': (lambda: ResNet(5), (3, 32, 32)), 'resnet56': (lambda: ResNet(9), (3, 32, 32))}
 for net in nets:
     if net not in make: continue
-    ctor, shape = make[net]; m = ctor(); m.train()
+    ctor, shape = make[net]; m = ctor().to(dev); m.train()
     opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(batch, *shape); y = torch.randint(0, 10, (batch,))
+    x = torch.randn(batch, *shape, device=dev); y = torch.randint(0, 10, (batch,), device=dev)
     def step():
-        opt.zero_grad(); loss = F.cross_entropy(m(x), y); loss.backward(); opt.step()
+        opt.zero_grad(); loss = F.cross_entropy(m(x), y); loss.backward(); opt.step(); sync()
     w0 = time.perf_counter(); i = 0
     while i < warmup or time.perf_counter() - w0 < warmup_s: step(); i += 1
     ts, cs = [], []; t0 = time.perf_counter()
     while len(ts) < max_steps and (len(ts) < steps or time.perf_counter() - t0 < seconds):
         s0, c0 = time.perf_counter(), time.process_time(); step()
         ts.append(time.perf_counter() - s0); cs.append(time.process_time() - c0)
-    print(json.dumps({'net': net, 'seconds': statistics.median(ts), 'cpuSeconds': statistics.median(cs), 'steps': len(ts), 'threads': torch.get_num_threads(), 'version': torch.__version__}), flush=True)
+    name = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'
+    print(json.dumps({'net': net, 'seconds': statistics.median(ts), 'cpuSeconds': statistics.median(cs), 'steps': len(ts), 'threads': torch.get_num_threads(), 'version': torch.__version__, 'device': name}), flush=True)
 `;
 
 interface TorchResult {
@@ -236,6 +253,7 @@ interface TorchResult {
   cpuSeconds: number;
   threads: number;
   version: string;
+  device: string;
 }
 
 /** The first python3 that can import torch (pyenv shims often cannot; Debian's /usr/bin/python3 may). */
@@ -264,6 +282,7 @@ async function torchRows(
       nets.join(','),
       String(o.batch),
       ...[o.warmup, o.warmupSeconds, o.steps, o.seconds, o.maxSteps].map(String),
+      o.torchDevice,
     ],
     {
       timeout: 30 * 60_000,
@@ -324,7 +343,9 @@ export default {
           ratioToPytorchCpuTime: t ? 1 : null,
           floor: null,
           meetsFloor: null,
-          note: t ? 'reference (same nets, option-A shortcuts, NCHW)' : (torchNote ?? 'not measured'),
+          note: t
+            ? `reference (same nets, option-A shortcuts, NCHW) on ${t.device}`
+            : (torchNote ?? 'not measured'),
         });
       for (const backend of backends) {
         const info = await initBackend({ backend });
@@ -341,9 +362,13 @@ export default {
             threads: info.threads,
             inputShape: NET_INPUT[net]!.join('x'),
           };
+          // A software WebGPU adapter (llvmpipe) rasterises on the CPU: timed like the cpu backend.
+          const adapter = backend === 'webgpu' ? activeWebgpuAdapter() : null;
+          if (adapter) base['adapter'] = adapter.name;
+          const software = adapter?.software ?? null;
           // The plain cpu backend is ~100x slower than wasm: a small batch, one step, ResNets only on request.
-          const slow = backend === 'cpu';
-          if (slow && net !== 'lenet5' && !o.cpuResnets) {
+          const slow = backend === 'cpu' || software !== null;
+          if (backend === 'cpu' && net !== 'lenet5' && !o.cpuResnets) {
             rows.push({
               ...base,
               batch: null,
@@ -352,7 +377,7 @@ export default {
             });
             continue;
           }
-          const batch = slow ? (net === 'lenet5' ? 16 : 2) : o.batch;
+          const batch = software ? Math.min(o.batch, 16) : slow ? (net === 'lenet5' ? 16 : 2) : o.batch;
           const protocol: Protocol = slow
             ? { warmup: 1, warmupSeconds: 0, steps: 2, seconds: 0, maxSteps: 2 }
             : o;
@@ -378,9 +403,11 @@ export default {
               ratioToPytorchCpuTime: torchIpcs !== null && comparable ? round(ipcs / torchIpcs) : null,
               floor,
               meetsFloor: floor === null ? null : ips >= floor,
-              note: comparable
-                ? null
-                : `batch ${batch}, ${s.steps} steps (the cpu backend is too slow for ${o.batch})`,
+              note: software
+                ? `software adapter ${adapter!.name} (${software}): measures the CPU rasteriser, not a GPU; batch ${batch}, ${s.steps} steps`
+                : comparable
+                  ? null
+                  : `batch ${batch}, ${s.steps} steps (the cpu backend is too slow for ${o.batch})`,
             });
           } catch (e) {
             rows.push({ ...base, batch, imagesPerSecond: null, note: `failed: ${(e as Error).message}` });

@@ -19,7 +19,7 @@ const restore: Array<() => void> = [];
 afterEach(() => {
   while (restore.length) restore.pop()!();
 });
-function swapCandidate(name: 'tensorflow' | 'native', c: BackendCandidate): void {
+function swapCandidate(name: 'tensorflow' | 'webgpu' | 'native', c: BackendCandidate): void {
   const prev = registerBackendCandidate(name, c);
   restore.push(() => registerBackendCandidate(name, prev!));
 }
@@ -35,7 +35,10 @@ describe('backend selection', () => {
   test("'auto' takes the first installed backend that loads, in preference order", async () => {
     const installed = await installedBackends();
     const info = await initBackend({ backend: 'auto', env: {} });
-    expect(info.name).toBe(installed[0]);
+    // Installed backends before it were skipped with a reason (webgpu here: no GPU, only llvmpipe).
+    expect(installed).toContain(info.name);
+    for (const earlier of installed.slice(0, installed.indexOf(info.name)))
+      expect(info.skipped.map((s) => s.name)).toContain(earlier);
     expect(info.requested).toBe('auto');
     expect(info.skipped.map((s) => s.name)).toContain('tensorflow');
     expect(tf.getBackend()).toBe(info.name);
@@ -80,7 +83,7 @@ describe('backend selection', () => {
   test('unknown names are rejected with the allowed list', async () => {
     await expect(initBackend({ backend: 'gpu' as never })).rejects.toBeInstanceOf(UnknownNameError);
     await expect(initBackend({ env: { FLATRANK_BACKEND: 'webgl' } })).rejects.toThrow(
-      /FLATRANK_BACKEND: unknown value "webgl"; allowed: tensorflow, native, wasm, cpu, auto/,
+      /FLATRANK_BACKEND: unknown value "webgl"; allowed: tensorflow, webgpu, native, wasm, cpu, auto/,
     );
   });
 
@@ -89,17 +92,50 @@ describe('backend selection', () => {
       isInstalled: () => true,
       load: () => Promise.reject(new Error('libtensorflow.so: cannot open shared object file')),
     });
+    swapCandidate('webgpu', { isInstalled: () => false, load: () => Promise.reject(new Error('absent')) });
     swapCandidate('native', { isInstalled: () => false, load: () => Promise.reject(new Error('absent')) });
     const info = await initBackend({ backend: 'auto', env: {} });
     expect(info.name).toBe('wasm');
     expect(info.skipped).toEqual([
       { name: 'tensorflow', reason: 'failed to load: libtensorflow.so: cannot open shared object file' },
+      { name: 'webgpu', reason: 'not installed' },
       { name: 'native', reason: 'not installed' },
     ]);
     const err = await initBackend({ backend: 'tensorflow' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(BackendUnavailableError);
     expect((err as Error).message).toMatch(/installed but failed to load: libtensorflow\.so/);
     expect((err as Error & { cause: unknown }).cause).toBeInstanceOf(Error);
+  });
+
+  test("'auto' prefers webgpu on a hardware adapter to native; candidates learn whether they were forced", async () => {
+    const seen: boolean[] = [];
+    const { MathBackendCPU } = await import('@tensorflow/tfjs-backend-cpu');
+    swapCandidate('webgpu', {
+      isInstalled: () => true,
+      async load(ctx) {
+        seen.push(ctx?.forced ?? false);
+        // A stand-in for a hardware adapter: the cpu kernels under the name 'webgpu'.
+        if (!tf.findBackend('webgpu')) {
+          tf.registerBackend('webgpu', () => new MathBackendCPU());
+          for (const k of tf.getKernelsForBackend('cpu')) tf.registerKernel({ ...k, backendName: 'webgpu' });
+        }
+        await tf.setBackend('webgpu');
+        return { version: 'fake-webgpu', threads: 1, device: 'WebGPU Fake GPU [vulkan, nvidia/ampere]' };
+      },
+    });
+    swapCandidate('native', {
+      isInstalled: () => true,
+      load: () => Promise.reject(new Error('not reached')),
+    });
+    const auto = await initBackend({ backend: 'auto', env: {} });
+    expect(auto).toMatchObject({ name: 'webgpu', device: 'WebGPU Fake GPU [vulkan, nvidia/ampere]' });
+    await initBackend({ backend: 'webgpu' });
+    expect(seen).toEqual([false, true]);
+    expect(runEnvironment()).toMatchObject({
+      backend: 'webgpu',
+      backendVersion: 'fake-webgpu',
+      device: 'WebGPU Fake GPU [vulkan, nvidia/ampere]',
+    });
   });
 
   test('a registered candidate plugs in without editing the registry', async () => {
