@@ -20,6 +20,7 @@ import {
   isDawnInstalled,
   isTfjsWebgpuInstalled,
   type DawnAdapter,
+  type DawnDevice,
   type DawnGpu,
 } from './dawn.js';
 
@@ -64,6 +65,7 @@ interface Loaded {
   adapter: WebgpuAdapter;
   gpu: DawnGpu;
   dawnAdapter: DawnAdapter;
+  device: DawnDevice;
   info: LoadedWebgpuBackend;
 }
 
@@ -120,7 +122,7 @@ export async function loadWebgpuBackend(o: LoadWebgpuOptions): Promise<LoadedWeb
     heapLimitBytes: null,
     adapter: chosen,
   };
-  loaded = { adapter: chosen, gpu, dawnAdapter: adapter, info };
+  loaded = { adapter: chosen, gpu, dawnAdapter: adapter, device, info };
   return info;
 }
 
@@ -186,6 +188,7 @@ export function releaseWebgpuBackend(): void {
   unregisterWebgpu();
   const g = globalThis as { navigator?: { gpu?: unknown } };
   if (g.navigator && g.navigator.gpu === loaded.gpu) delete g.navigator.gpu;
+  loaded.device.destroy();
   loaded = null;
 }
 
