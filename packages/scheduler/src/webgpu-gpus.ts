@@ -16,7 +16,6 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { noGpuDeviceReason } from '@flatrank/backend-webgpu/adapters';
 
 /** A hardware WebGPU adapter (the fields of @flatrank/backend-webgpu's WebgpuAdapter used here). */
 export interface WebgpuGpu {
@@ -165,8 +164,6 @@ export function webgpuPinning(
  * Dawn is missing, or nothing but software adapters exist.
  */
 export async function listWebgpuGpus(timeoutMs = 30_000): Promise<WebgpuGpu[]> {
-  // A machine without GPU device nodes has nothing to find: skip starting Dawn.
-  if (noGpuDeviceReason() !== null) return [];
   let modulePath: string;
   try {
     modulePath = createRequire(import.meta.url).resolve('@flatrank/backend-webgpu/adapters');
@@ -175,7 +172,8 @@ export async function listWebgpuGpus(timeoutMs = 30_000): Promise<WebgpuGpu[]> {
   }
   const script =
     'const m = await import(process.argv[1]);' +
-    'const a = await m.listAdapters();' +
+    // A machine without GPU device nodes has nothing to find: Dawn is not started.
+    'const a = m.noGpuDeviceReason() === null ? await m.listAdapters() : [];' +
     'process.stdout.write(JSON.stringify(a.filter((x) => !x.software)));';
   return new Promise((resolve) => {
     let out = '';
