@@ -45,6 +45,15 @@ export {
   reconstruct,
 } from './decompose.js';
 export { modelRatioFraction } from './model-ratio.js';
+export { selectTargets } from './targets.js';
+export type { TargetableLayer } from './targets.js';
+export {
+  layerDecomposeOptions,
+  modelLayers,
+  modelLayersFor,
+  planModelCompression,
+} from './model-layers.js';
+export type { ModelLayer, PlannedLayer } from './model-layers.js';
 export type { ModelLayerSpec, ModelRatioResult } from './model-ratio.js';
 export { PADDINGS } from './types.js';
 export type * from './types.js';

@@ -1,6 +1,7 @@
 export * from './errors.js';
 export * from './names.js';
 export * from './backends.js';
+export * from './datasets.js';
 export * from './events.js';
 export * from './ipc.js';
 export * from './checkpoint.js';

@@ -3,18 +3,11 @@
  * then 1024 red, 1024 green, 1024 blue bytes of a 32x32 image, row-major). Converted to HWC.
  */
 import { join } from 'node:path';
-import { DataError } from '@flatrank/protocol';
+import { CIFAR_TEST_FILE, CIFAR_TRAIN_FILES, DataError, datasetSearchDirs } from '@flatrank/protocol';
 import { isFile, readDataFile } from './files.js';
 
 export const CIFAR_RECORD_BYTES = 3073;
-export const CIFAR_TRAIN_FILES = [
-  'data_batch_1.bin',
-  'data_batch_2.bin',
-  'data_batch_3.bin',
-  'data_batch_4.bin',
-  'data_batch_5.bin',
-] as const;
-export const CIFAR_TEST_FILE = 'test_batch.bin';
+export { CIFAR_TEST_FILE, CIFAR_TRAIN_FILES };
 
 /** Parses one batch file into HWC bytes and labels. */
 export function parseCifarBatch(
@@ -68,12 +61,7 @@ export function loadCifarFiles(files: readonly string[]): {
 
 /** The directory under dataDir that holds the CIFAR-10 binary files, or null. */
 export function findCifarDir(dataDir: string): string | null {
-  for (const d of [
-    join(dataDir, 'cifar-10-batches-bin'),
-    join(dataDir, 'cifar10'),
-    join(dataDir, 'cifar-10'),
-    dataDir,
-  ])
+  for (const d of datasetSearchDirs('cifar10', dataDir).dirs)
     if (isFile(join(d, CIFAR_TEST_FILE)) || isFile(join(d, CIFAR_TRAIN_FILES[0]))) return d;
   return null;
 }

@@ -3,7 +3,7 @@
  * NN = number of dimensions), NN big-endian uint32 sizes, then the data. Raw or gzipped.
  */
 import { join } from 'node:path';
-import { DataError } from '@flatrank/protocol';
+import { DataError, IDX_FILES, idxFileNames } from '@flatrank/protocol';
 import { isFile, readDataFile } from './files.js';
 
 export interface IdxArray {
@@ -74,16 +74,11 @@ export function loadIdxPair(
   return { images: img.data, labels, count: n, h, w };
 }
 
-export const IDX_FILES = {
-  train: { images: 'train-images-idx3-ubyte', labels: 'train-labels-idx1-ubyte' },
-  test: { images: 't10k-images-idx3-ubyte', labels: 't10k-labels-idx1-ubyte' },
-} as const;
+export { IDX_FILES };
 
 /** Finds an IDX file by its canonical name in dir, raw or gzipped (also 'train-images.idx3-ubyte'). */
 export function findIdxFile(dir: string, base: string): string | null {
-  const variants = [base, base.replace(/-idx(\d)-/, '.idx$1-')];
-  for (const v of variants)
-    for (const ext of ['', '.gz']) if (isFile(join(dir, v + ext))) return join(dir, v + ext);
+  for (const name of idxFileNames(base)) if (isFile(join(dir, name))) return join(dir, name);
   return null;
 }
 

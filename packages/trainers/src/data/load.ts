@@ -4,7 +4,9 @@ import {
   DataError,
   UnknownNameError,
   DATASETS,
+  FASHION_MNIST_SYSTEM_DIR,
   ValidationError,
+  datasetSearchDirs,
   type DatasetConfig,
   type DatasetName,
 } from '@flatrank/protocol';
@@ -14,8 +16,7 @@ import { isDir } from './files.js';
 import { IDX_FILES, findIdxFile, hasIdxFiles, loadIdxPair } from './idx.js';
 import { DATASET_INFO, type Dataset, type Split } from './types.js';
 
-/** Debian's dataset-fashion-mnist package installs the four gzipped IDX files here. */
-export const FASHION_MNIST_SYSTEM_DIR = '/usr/share/datasets/fashion-mnist';
+export { FASHION_MNIST_SYSTEM_DIR };
 
 export interface LoadDatasetOptions {
   /** --data-dir: machine-specific root of the data files (null: defaults described per dataset). */
@@ -51,7 +52,7 @@ export async function loadDataset(cfg: DatasetConfig, opts: LoadDatasetOptions):
   let source: string;
   switch (cfg.name) {
     case 'mnist': {
-      const dir = dataDir ? join(dataDir, 'mnist') : null;
+      const dir = datasetSearchDirs('mnist', dataDir).dirs[0] ?? null;
       if (dir && isDir(dir)) {
         ({ train, test } = loadIdxDir(dir, info.imageShape));
         source = `IDX files in ${dir}`;
@@ -64,8 +65,7 @@ export async function loadDataset(cfg: DatasetConfig, opts: LoadDatasetOptions):
       break;
     }
     case 'fashion-mnist': {
-      const candidates = dataDir ? [join(dataDir, 'fashion-mnist'), dataDir] : [];
-      candidates.push(FASHION_MNIST_SYSTEM_DIR);
+      const candidates = datasetSearchDirs('fashion-mnist', dataDir).dirs;
       const dir = candidates.find((d) => hasIdxFiles(d));
       if (!dir)
         throw new DataError(

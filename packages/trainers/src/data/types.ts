@@ -1,4 +1,4 @@
-import type { DatasetName } from '@flatrank/protocol';
+import { DATASET_INPUTS, type DatasetName } from '@flatrank/protocol';
 
 /** One split of a dataset, fully in memory. */
 export interface Split {
@@ -23,18 +23,18 @@ export interface Dataset {
   normalization: { mean: number[]; std: number[] };
 }
 
-/** Shapes known before loading (used to build models). */
+/** Shapes known before loading (used to build models; the protocol's DATASET_INPUTS), and normalisation. */
 export const DATASET_INFO: Record<
   DatasetName,
   { imageShape: [number, number, number]; numClasses: number; mean: number[]; std: number[] }
 > = {
   // The usual constants of each dataset's training set.
-  mnist: { imageShape: [28, 28, 1], numClasses: 10, mean: [0.1307], std: [0.3081] },
-  'fashion-mnist': { imageShape: [28, 28, 1], numClasses: 10, mean: [0.286], std: [0.353] },
-  cifar10: {
-    imageShape: [32, 32, 3],
-    numClasses: 10,
-    mean: [0.4914, 0.4822, 0.4465],
-    std: [0.247, 0.2435, 0.2616],
-  },
+  mnist: { ...inputOf('mnist'), mean: [0.1307], std: [0.3081] },
+  'fashion-mnist': { ...inputOf('fashion-mnist'), mean: [0.286], std: [0.353] },
+  cifar10: { ...inputOf('cifar10'), mean: [0.4914, 0.4822, 0.4465], std: [0.247, 0.2435, 0.2616] },
 };
+
+function inputOf(name: DatasetName): { imageShape: [number, number, number]; numClasses: number } {
+  const { imageShape, numClasses } = DATASET_INPUTS[name];
+  return { imageShape: [...imageShape], numClasses };
+}

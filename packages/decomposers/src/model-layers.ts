@@ -1,0 +1,196 @@
+/**
+ * The conv / dense kernel shapes of flatrank's models, derived from their architectures
+ * (packages/trainers/src/models/build.ts; a trainers test checks them against the built TF.js
+ * models), and the shape-only plan of a compression over them: which layers it targets and the
+ * ranks it gives each. Lets a spec be checked before any trial runs, without TensorFlow.js.
+ */
+import {
+  DATASET_INPUTS,
+  MODELS,
+  UnknownNameError,
+  ValidationError,
+  type CompressionConfig,
+  type DatasetName,
+  type ModelName,
+  type RankPolicy,
+} from '@flatrank/protocol';
+import { kernelDimsFromShape } from './kernel.js';
+import { modelRatioFraction } from './model-ratio.js';
+import { planShape, resolveRanks } from './plan.js';
+import { selectTargets, type TargetableLayer } from './targets.js';
+import type { DecomposeOptions } from './types.js';
+
+/** One conv or dense layer, as the trainers' convLayers describes it. */
+export interface ModelLayer extends TargetableLayer {
+  /** conv HWIO [kh, kw, S, T]; dense [1, 1, in, out] (as a 1x1 conv). */
+  kernelShape: [number, number, number, number];
+  strides: [number, number];
+}
+
+type Shape3 = readonly [number, number, number];
+
+/** The conv and dense layers of `model` built for `dataset`'s input, in model order. */
+export function modelLayers(model: ModelName, dataset: DatasetName): ModelLayer[] {
+  const input = DATASET_INPUTS[dataset];
+  if (!input) throw new ValidationError('dataset', `dataset: unknown dataset ${JSON.stringify(dataset)}`);
+  return modelLayersFor(model, input.imageShape, input.numClasses);
+}
+
+/** The conv and dense layers of `model` for an input of [h, w, c] and `numClasses` outputs. */
+export function modelLayersFor(model: ModelName, inputShape: Shape3, numClasses: number): ModelLayer[] {
+  const out: ModelLayer[] = [];
+  const conv = (name: string, k: number, s: number, t: number, stride = 1): void => {
+    out.push({
+      name,
+      kind: 'conv',
+      kernelShape: [k, k, s, t],
+      strides: [stride, stride],
+      isFirst: !out.some((l) => l.kind === 'conv'),
+    });
+  };
+  const dense = (name: string, n: number, m: number): void => {
+    out.push({ name, kind: 'dense', kernelShape: [1, 1, n, m], strides: [1, 1], isFirst: false });
+  };
+  // 2x2 max-pooling with stride 2 and 'valid' padding (the tfjs default) floors odd sizes.
+  const pool = (v: number): number => Math.floor(v / 2);
+  let [h, w] = inputShape;
+  const c = inputShape[2];
+  switch (model) {
+    case 'lenet5': {
+      // 28x28 inputs pad the first conv 'same' (the 32x32 network); 32x32 inputs use 'valid'.
+      const same = h < 32 || w < 32;
+      conv('conv1', 5, c, 6);
+      [h, w] = same ? [pool(h), pool(w)] : [pool(h - 4), pool(w - 4)];
+      conv('conv2', 5, 6, 16);
+      [h, w] = [pool(h - 4), pool(w - 4)];
+      dense('fc1', h * w * 16, 120);
+      dense('fc2', 120, 84);
+      dense('fc3', 84, numClasses);
+      return out;
+    }
+    case 'resnet8':
+    case 'resnet20':
+    case 'resnet32':
+    case 'resnet56': {
+      const n = { resnet8: 1, resnet20: 3, resnet32: 5, resnet56: 9 }[model];
+      conv('conv1', 3, c, 16);
+      let inC = 16;
+      [16, 32, 64].forEach((width, s) => {
+        for (let k = 0; k < n; k++) {
+          const p = `s${s + 1}b${k + 1}`;
+          conv(`${p}_conv1`, 3, inC, width, s > 0 && k === 0 ? 2 : 1);
+          conv(`${p}_conv2`, 3, width, width);
+          inC = width;
+        }
+      });
+      dense('fc', 64, numClasses);
+      return out;
+    }
+    case 'vgg-small': {
+      let inC = c;
+      let i = 0;
+      for (const width of [128, 256, 512]) {
+        for (let r = 0; r < 2; r++) {
+          conv(`conv${++i}`, 3, inC, width);
+          inC = width;
+        }
+        [h, w] = [pool(h), pool(w)];
+      }
+      dense('fc', h * w * 512, numClasses);
+      return out;
+    }
+    default:
+      throw new UnknownNameError('model', String(model), MODELS);
+  }
+}
+
+/** One targeted layer of a compression plan. */
+export interface PlannedLayer {
+  layer: ModelLayer;
+  options: Omit<DecomposeOptions, 'rank'>;
+  /** The ranks the policy gives this layer (null for energy / vbmf: they need the kernel values). */
+  ranks: number[] | null;
+}
+
+/**
+ * Per-layer decomposition options of a compression, as the trainers apply them: dense layers
+ * always use the lowered SVD (a Tucker pair [R_S, R_T] becomes rank R_T there); the first conv
+ * under tucker2 uses Tucker-1.
+ */
+export function layerDecomposeOptions(c: CompressionConfig, layer: ModelLayer): DecomposeOptions {
+  if (layer.kind === 'dense') {
+    const rank: RankPolicy = c.rank.kind === 'ranks' ? { kind: 'rank', rank: c.rank.ranks[1] } : c.rank;
+    return { method: 'svd', scheme: 'lowered', rank };
+  }
+  const o: DecomposeOptions = { method: c.decomposition, rank: c.rank };
+  if (c.decomposition === 'svd') o.scheme = c.scheme ?? 'lowered';
+  if (c.decomposition === 'tiled-svd') {
+    o.scheme = 'lowered';
+    o.tile = c.tile;
+  }
+  if (c.decomposition === 'tucker2') o.tucker = { ...c.tucker, firstLayer: layer.isFirst };
+  if (c.decomposition === 'cp') o.cp = { ...c.cp };
+  return o;
+}
+
+/**
+ * The shape-only plan of a compression over a model's layers: target selection, scheme / tile
+ * checks and rank policies (model-ratio resolved over the targets). Throws the decomposers' typed
+ * errors (RankError, ShapeError, ValidationError, UnknownNameError) with the layer in the message
+ * and `context.layer`, exactly where a trial would fail before training.
+ */
+export function planModelCompression(layers: readonly ModelLayer[], c: CompressionConfig): PlannedLayer[] {
+  const chosen = selectTargets(layers, c.layers);
+  if (chosen.length === 0)
+    throw new ValidationError('compression.layers', 'compression.layers: selects no layer of the model');
+  let rank: RankPolicy = c.rank;
+  if (c.rank.kind === 'model-ratio') {
+    const targeted = new Set(chosen.map((l) => l.name));
+    const untargetedParams = layers
+      .filter((l) => !targeted.has(l.name))
+      .reduce((s, l) => s + l.kernelShape.reduce((a, b) => a * b, 1), 0);
+    const specs = chosen.map((l) => {
+      const { rank: _rank, ...options } = layerDecomposeOptions(c, l);
+      return { name: l.name, kernelShape: kernelShapeOf(l), options };
+    });
+    rank = {
+      kind: 'fraction',
+      fraction: modelRatioFraction(specs, c.rank.ratio, { untargetedParams }).fraction,
+    };
+  }
+  const withRank: CompressionConfig = { ...c, rank };
+  return chosen.map((layer) => {
+    const { rank: layerRank, ...options } = layerDecomposeOptions(withRank, layer) as DecomposeOptions & {
+      rank: RankPolicy;
+    };
+    try {
+      const dims = kernelDimsFromShape(kernelShapeOf(layer), 'kernelShape');
+      const shape = planShape(dims, options);
+      const needsValues = layerRank.kind === 'energy' || layerRank.kind === 'vbmf';
+      const ranks = needsValues ? null : resolveRanks(null, dims, shape, layerRank).ranks;
+      return { layer, options, ranks };
+    } catch (e) {
+      if (e instanceof ValidationError) throw inLayer(e, layer);
+      throw e;
+    }
+  });
+}
+
+function kernelShapeOf(l: ModelLayer): number[] {
+  return l.kind === 'dense' ? [l.kernelShape[2], l.kernelShape[3]] : [...l.kernelShape];
+}
+
+/** The same typed error, its message prefixed with the layer it is about. */
+function inLayer(e: ValidationError, layer: ModelLayer): ValidationError {
+  const Ctor = e.constructor as new (field: string, message: string, o: object) => ValidationError;
+  const what = `layer ${layer.name} (${layer.kind} ${layer.kernelShape.join('x')})`;
+  const message = `${what}: ${e.message}`;
+  // UnknownNameError has another constructor signature: keep its class only where it fits.
+  if (e instanceof UnknownNameError)
+    return new ValidationError(e.field, message, {
+      code: e.code,
+      cause: e,
+      context: { ...e.context, layer: layer.name },
+    });
+  return new Ctor(e.field, message, { cause: e, context: { ...e.context, layer: layer.name } });
+}
