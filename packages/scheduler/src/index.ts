@@ -1,7 +1,16 @@
 // @flatrank/scheduler: experiment specs -> grids of trial configs -> trials run in child processes
 // on local slots (GPUs / CPU workers) or on BullMQ workers, with the coordinator as the one writer.
-export { loadSpecFile, parseSpecText, type Spec } from './spec/load.js';
-export { expandSpec, type GridPoint } from './spec/expand.js';
+export { loadSpecFile, parseSpecText, MAX_SPEC_BYTES, type Spec } from './spec/load.js';
+export {
+  expandSpec,
+  expandSpecInterruptible,
+  countSpecPoints,
+  DEFAULT_MAX_POINTS,
+  type ExpandOptions,
+  type GridPoint,
+  type GridSize,
+} from './spec/expand.js';
+export { checkDataAvailable, datasetProblem } from './spec/data.js';
 export { resolveCheckpointName, type ResolvedCheckpoint, type CheckpointLookup } from './spec/checkpoints.js';
 export {
   specSchema,

@@ -13,7 +13,13 @@ import { createCoordinatorLogger, type Logger } from './logging.js';
 import { EXECUTORS, type CoordinatorOptions, type ExecutorName } from './options.js';
 import { progressLine, renderStatus, resultsTable, TtyRenderer, type ProgressSnapshot } from './progress.js';
 import { describeEnd } from './run-end.js';
-import { expandSpec } from './spec/expand.js';
+import { checkDataAvailable } from './spec/data.js';
+import {
+  countSpecPoints,
+  DEFAULT_MAX_POINTS,
+  expandSpecInterruptible,
+  type GridPoint,
+} from './spec/expand.js';
 import { loadSpecFile } from './spec/load.js';
 import { durationMs, type Resources } from './spec/schema.js';
 import { describeNotInSpec, describePoints, writeSweep, type PreparedSweep } from './sweep.js';
@@ -37,6 +43,8 @@ export interface RunSpecOptions {
   dryRun?: boolean;
   /** Failed points, and the points cancelled because of them, get a fresh budget of attempts. */
   retryFailed?: boolean;
+  /** Refuse grids of more points (default DEFAULT_MAX_POINTS); checked before expanding. */
+  maxPoints?: number;
   /** Module forked for every attempt (the CLI passes apps/cli/dist/trial-child.js). */
   childEntry: string;
   childEnv?: Record<string, string | undefined>;
@@ -67,7 +75,13 @@ export async function runSpec(o: RunSpecOptions): Promise<RunSpecResult> {
   const stdout = o.stdout ?? process.stdout;
   const stderr = o.stderr ?? process.stderr;
   const spec = loadSpecFile(o.specFile);
-  const points = expandSpec(spec);
+  const maxPoints = o.maxPoints ?? DEFAULT_MAX_POINTS;
+  const { total } = countSpecPoints(spec);
+  if (total >= 10_000 && total <= maxPoints)
+    stderr.write(`sweep ${spec.parsed.name}: expanding ${total.toLocaleString('en-US')} grid points\n`);
+  const points = await expandSpecInterruptible(spec, { maxPoints, signal: o.signal });
+  // Workers of the bullmq executor read their own machine's data: only a local run can check it here.
+  if ((o.executor ?? 'local') === 'local') checkDataAvailable(spec, points, o.dataDir ?? null);
   if (o.dryRun) {
     stdout.write(describePoints(points));
     return { sweep: spec.parsed.name, points: points.length, inserted: 0, existing: 0, run: null };
@@ -84,7 +98,7 @@ export async function runSpec(o: RunSpecOptions): Promise<RunSpecResult> {
   });
   const store = ResultsStore.open(o.db, { create: true });
   try {
-    const sweep = prepareSweep(store, spec, points, log.logger, o.retryFailed ?? false);
+    const sweep = prepareSweep(store, spec, points, log.logger, o.retryFailed ?? false, o.signal);
     const common = coordinatorOptions(o, { store, spec, sweep, runsDir, logger: log.logger, renderer });
     const run = await execute(o, executor, common, spec.parsed.resources);
     renderer?.stop();
@@ -130,11 +144,19 @@ function checkRunOptions(o: RunSpecOptions): ExecutorName {
 function prepareSweep(
   store: ResultsStore,
   spec: Spec,
-  points: ReturnType<typeof expandSpec>,
+  points: readonly GridPoint[],
   logger: Logger,
   retryFailed: boolean,
+  signal: AbortSignal | undefined,
 ): PreparedSweep {
   const sweep = writeSweep(store, spec, points);
+  // A signal that arrived during the (synchronous, all-or-nothing) insert is honoured here.
+  if (signal?.aborted)
+    throw new SchedulerError(
+      'INTERRUPTED',
+      `interrupted: sweep ${sweep.name}'s ${points.length} points were stored, none was run; run the same spec again to run them`,
+      { context: { sweep: sweep.name } },
+    );
   logger.info(
     { sweep: sweep.name, db: store.path, inserted: sweep.inserted, existing: sweep.existing },
     `sweep ${sweep.name}: ${points.length} points (${sweep.inserted} new, ${sweep.existing} already in ${store.path})`,

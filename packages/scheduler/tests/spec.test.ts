@@ -329,7 +329,7 @@ methods:
     grid: { seed: [0] }
   tiled:
     method: distort
-    compression: { decomposition: tiled-svd }
+    compression: { decomposition: tiled-svd, layers: { kind: filter, inChannels: 64, outChannels: 64 } }
     start: { method: baseline, match: [] }
     grid:
       zip: { tile: [[64, 64], [32, 32]], rank: [16, 8] }
@@ -401,9 +401,10 @@ grid:
     const full = parseSpecText(blocks[0]!, 'README.md');
     expect(expandSpec(full)).toHaveLength(14);
     expect(full.parsed.reproduces).toBe('paper-fig3');
-    // The zip / points fragment, inside a minimal spec.
+    // The zip / points fragment (paper Table 1: the 64->64 convs of ResNet-32), inside a minimal spec.
+    const head = HEAD.replace('lenet5', 'resnet32').replace('mnist', 'cifar10');
     const grid = parseSpecText(
-      `${HEAD}methods:\n  d: { method: distort, compression: { decomposition: tiled-svd } }\n${blocks[1]!}`,
+      `${head}methods:\n  d: { method: distort, compression: { decomposition: tiled-svd, layers: { kind: filter, inChannels: 64, outChannels: 64 } } }\n${blocks[1]!}`,
       'README.md',
     );
     expect(expandSpec(grid)).toHaveLength(8);

@@ -9,7 +9,13 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Option, type Command } from 'commander';
 import { BACKENDS, SchedulerError, ValidationError, type BackendName } from '@flatrank/protocol';
-import { EXECUTORS, parseGpusFlag, runSpec, type ExecutorName } from '@flatrank/scheduler';
+import {
+  DEFAULT_MAX_POINTS,
+  EXECUTORS,
+  parseGpusFlag,
+  runSpec,
+  type ExecutorName,
+} from '@flatrank/scheduler';
 import { resolveDbPath } from '@flatrank/store';
 
 interface RunFlags {
@@ -25,6 +31,7 @@ interface RunFlags {
   trainerBackend: string;
   dryRun?: boolean;
   retryFailed?: boolean;
+  maxPoints?: string;
   childEntry?: string;
 }
 
@@ -151,6 +158,10 @@ export function registerRun(program: Command): void {
       '--retry-failed',
       'give failed points, and the points cancelled because of them, a fresh budget of attempts (earlier attempts are kept)',
     )
+    .option(
+      '--max-points <n>',
+      `refuse grids of more points than this (checked before expanding; default ${DEFAULT_MAX_POINTS})`,
+    )
     .addOption(
       new Option(
         '--child-entry <file>',
@@ -171,6 +182,7 @@ export function registerRun(program: Command): void {
         dataDir: flags.dataDir ?? null,
         runsDir: flags.runsDir,
         trainerBackend: parseTrainerBackend(flags.trainerBackend),
+        maxPoints: parsePositiveInt(flags.maxPoints, '--max-points'),
       };
       if (flags.dryRun) {
         await runSpec({ ...common, dryRun: true, childEntry: flags.childEntry ?? defaultChildEntry() });

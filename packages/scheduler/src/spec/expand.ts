@@ -1,11 +1,15 @@
 /**
  * Grid expansion: a validated spec -> the list of grid points, each a canonical TrialConfig with its
  * trial key and the trial keys it depends on (a method that starts from another method's trial).
+ * The number of points is known before anything is expanded (the product of the axis sizes), so
+ * an oversized grid is refused at once; the expansion itself yields to the event loop in chunks
+ * (expandSpecInterruptible) so that Ctrl-C / SIGTERM are honoured while it runs.
  */
 import {
   canonicalJson,
   METHODS,
   resolveTrialConfig,
+  SchedulerError,
   trialKey,
   ValidationError,
   type Method,
@@ -15,7 +19,25 @@ import {
 import { trialLabel } from '../label.js';
 import { allowedAxesText, axisDef, targetsOverlap, type AxisDef } from './axes.js';
 import { specError, type Spec } from './load.js';
+import { checkPointCompression, type CompressionCheckCache } from './model-check.js';
 import type { GridInput, MethodSpecInput, StartInput } from './schema.js';
+
+/** Grids larger than this are refused unless the caller raises the limit (flatrank run --max-points). */
+export const DEFAULT_MAX_POINTS = 100_000;
+
+/** Points expanded between two yields to the event loop (a few milliseconds of work). */
+const CHUNK = 200;
+
+export interface ExpandOptions {
+  /** Refuse a grid of more points than this before expanding it (default DEFAULT_MAX_POINTS). */
+  maxPoints?: number;
+}
+
+/** The size of a spec's grid, per method: the axes (a zip or points block is one axis) and their sizes. */
+export interface GridSize {
+  total: number;
+  methods: Array<{ id: string; points: number; axes: Array<{ name: string; size: number }> }>;
+}
 
 export interface GridPoint {
   key: string;
@@ -39,6 +61,8 @@ type Assignment = readonly [name: string, def: AxisDef, value: unknown];
 interface Dimension {
   names: string[];
   options: Assignment[][];
+  /** Where each axis of the dimension is written in the spec. */
+  paths: Record<string, Array<string | number>>;
 }
 
 interface MethodPlan {
@@ -52,14 +76,19 @@ interface MethodPlan {
   axisNames: Set<string>;
 }
 
-export function expandSpec(spec: Spec): GridPoint[] {
+interface SpecPlan {
+  ids: string[];
+  plans: Map<string, MethodPlan>;
+  /** Methods in dependency order (a method after the method it starts from). */
+  order: string[];
+}
+
+function planSpec(spec: Spec): SpecPlan {
   const p = spec.parsed;
   const ids = Object.keys(p.methods);
   const sweepDims = p.grid ? dimensionsOf(spec, p.grid, ['grid']) : [];
   const plans = new Map<string, MethodPlan>();
   for (const id of ids) plans.set(id, planMethod(spec, id, sweepDims));
-
-  // Methods in dependency order (a method after the method it starts from).
   const order: string[] = [];
   const state = new Map<string, 'visiting' | 'done'>();
   const visit = (id: string, chain: string[]): void => {
@@ -77,12 +106,92 @@ export function expandSpec(spec: Spec): GridPoint[] {
     order.push(id);
   };
   for (const id of ids) visit(id, []);
+  return { ids, plans, order };
+}
 
+function sizeOf(plan: SpecPlan): GridSize {
+  const methods = plan.ids.map((id) => {
+    const dims = plan.plans.get(id)!.dimensions;
+    const axes = dims.map((d) => ({ name: d.names.join('+'), size: d.options.length }));
+    return { id, points: axes.reduce((n, a) => n * a.size, 1), axes };
+  });
+  return { total: methods.reduce((n, m) => n + m.points, 0), methods };
+}
+
+/** The number of grid points of a spec (per method, with the axes), computed without expanding it. */
+export function countSpecPoints(spec: Spec): GridSize {
+  return sizeOf(planSpec(spec));
+}
+
+/** A SpecError when the grid has more than `maxPoints` points, naming the axes and their sizes. */
+function checkGridSize(spec: Spec, size: GridSize, maxPoints: number): void {
+  if (!(Number.isInteger(maxPoints) && maxPoints >= 1))
+    throw new ValidationError('--max-points', `--max-points: must be a positive integer, got ${maxPoints}`);
+  if (size.total <= maxPoints) return;
+  const fmt = (n: number): string => n.toLocaleString('en-US');
+  const parts = size.methods
+    .filter((m) => m.points > 1)
+    .sort((a, b) => b.points - a.points)
+    .map((m) => `${m.id}: ${m.axes.map((a) => `${a.name} (${fmt(a.size)})`).join(' x ')} = ${fmt(m.points)}`);
+  const where = spec.parsed.grid ? ['grid'] : ['methods'];
+  throw specError(
+    spec,
+    where,
+    `the grid has ${fmt(size.total)} points, over the limit of ${fmt(maxPoints)} (${parts.join('; ')}); shrink the axes, or raise the limit with --max-points N`,
+    { context: { points: size.total, maxPoints, methods: size.methods } },
+  );
+}
+
+/** Expands a spec into its grid points (synchronously; see expandSpecInterruptible for long grids). */
+export function expandSpec(spec: Spec, options: ExpandOptions = {}): GridPoint[] {
+  const steps = expansion(spec, options);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+/**
+ * expandSpec that yields to the event loop every few hundred points and stops with
+ * SchedulerError('INTERRUPTED') once `signal` is aborted (nothing has been written by then).
+ */
+export async function expandSpecInterruptible(
+  spec: Spec,
+  options: ExpandOptions & { signal?: AbortSignal; onProgress?(done: number, total: number): void } = {},
+): Promise<GridPoint[]> {
+  const steps = expansion(spec, options);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    options.onProgress?.(r.value.done, r.value.total);
+    if (options.signal?.aborted)
+      throw new SchedulerError(
+        'INTERRUPTED',
+        `interrupted while expanding the grid of ${spec.file ?? 'the spec'} (${r.value.done} of ${r.value.total} points); nothing was written`,
+        { context: { done: r.value.done, total: r.value.total } },
+      );
+  }
+}
+
+/** The expansion, pausing (yield) every CHUNK points with the progress so far. */
+function* expansion(
+  spec: Spec,
+  options: ExpandOptions,
+): Generator<{ done: number; total: number }, GridPoint[]> {
+  const plan = planSpec(spec);
+  const size = sizeOf(plan);
+  checkGridSize(spec, size, options.maxPoints ?? DEFAULT_MAX_POINTS);
+  const { ids, plans, order } = plan;
   const byMethod = new Map<string, GridPoint[]>();
   const seen = new Map<string, GridPoint>();
+  const compressionChecks: CompressionCheckCache = new Map();
+  let done = 0;
   for (const id of order) {
     const plan = plans.get(id)!;
     const points: GridPoint[] = [];
+    const startIndex =
+      plan.start.kind === 'method' ? startTrialIndex(spec, plan, byMethod.get(plan.start.methodId)!) : null;
     for (const combo of product(plan.dimensions)) {
       const axes: Record<string, unknown> = {};
       for (const [name, , value] of combo) axes[name] = value;
@@ -90,15 +199,16 @@ export function expandSpec(spec: Spec): GridPoint[] {
       const label = pointName({ methodId: id, axes });
       let start: StartPoint;
       if (plan.start.kind === 'fixed') start = plan.start.start;
-      else
-        start = {
-          kind: 'trial',
-          trialKey: findStartTrial(spec, plan, axes, label, byMethod.get(plan.start.methodId)!),
-        };
+      else start = { kind: 'trial', trialKey: findStartTrial(spec, plan, axes, label, startIndex!) };
       const draft = buildDraft(spec, plan, start);
       for (const [, def, value] of combo) def.apply(draft, structuredCloneJson(value));
       const { config, key } = resolvePoint(spec, plan, draft, label);
       if (start.kind === 'checkpoint') checkCheckpointModel(spec, plan, start.name, config, label);
+      checkPointCompression(spec, compressionChecks, config, {
+        methodId: id,
+        label,
+        blame: (configField) => blamePath(plan, combo, configField),
+      });
       const point: GridPoint = {
         key,
         config,
@@ -116,6 +226,7 @@ export function expandSpec(spec: Spec): GridPoint[] {
         );
       seen.set(key, point);
       points.push(point);
+      if (++done % CHUNK === 0) yield { done, total: size.total };
     }
     byMethod.set(id, points);
   }
@@ -129,6 +240,22 @@ export function pointName(p: Pick<GridPoint, 'methodId' | 'axes'>): string {
     p.methodId,
     ...Object.entries(p.axes).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`),
   ].join(' ');
+}
+
+/**
+ * Where in the spec a config field of a point was set: the grid axis that wrote it (or wrote a
+ * field around it), else the method's own field, else the method.
+ */
+function blamePath(plan: MethodPlan, combo: Assignment[], configField: string): Array<string | number> {
+  for (const [name, def] of combo)
+    if (targetsOverlap(def.target, configField)) {
+      const dim = plan.dimensions.find((d) => d.names.includes(name));
+      if (dim) return dim.paths[name]!;
+    }
+  const [root, ...rest] = configField.split('.');
+  const m = plan.spec as Record<string, unknown>;
+  if (root && m[root] !== undefined) return ['methods', plan.id, root, ...rest.slice(0, 1)];
+  return ['methods', plan.id];
 }
 
 function planMethod(spec: Spec, id: string, sweepDims: Dimension[]): MethodPlan {
@@ -241,13 +368,16 @@ function checkCheckpointModel(
   );
 }
 
-function findStartTrial(
-  spec: Spec,
-  plan: MethodPlan,
-  axes: Record<string, unknown>,
-  label: string,
-  producers: GridPoint[],
-): string {
+interface StartTrialIndex {
+  methodId: string;
+  /** The axes a point and its start trial must agree on. */
+  match: string[];
+  /** canonical JSON of the match values -> the producing method's points with those values. */
+  byValues: Map<string, GridPoint[]>;
+}
+
+/** Indexes the producing method's points by the values of the matched axes (one pass, not one per point). */
+function startTrialIndex(spec: Spec, plan: MethodPlan, producers: GridPoint[]): StartTrialIndex {
   const st = plan.start as Extract<MethodPlan['start'], { kind: 'method' }>;
   const producerPlanAxes = new Set(producers[0] ? Object.keys(producers[0].axes) : []);
   let match: string[];
@@ -261,8 +391,26 @@ function findStartTrial(
         );
     match = st.match;
   } else match = [...plan.axisNames].filter((a) => producerPlanAxes.has(a));
-  const want = match.map((n) => canonicalJson(axes[n]));
-  const found = producers.filter((pp) => match.every((n, i) => canonicalJson(pp.axes[n]) === want[i]));
+  const byValues = new Map<string, GridPoint[]>();
+  for (const pp of producers) {
+    const k = canonicalJson(match.map((n) => pp.axes[n] ?? null));
+    const list = byValues.get(k);
+    if (list) list.push(pp);
+    else byValues.set(k, [pp]);
+  }
+  return { methodId: st.methodId, match, byValues };
+}
+
+function findStartTrial(
+  spec: Spec,
+  plan: MethodPlan,
+  axes: Record<string, unknown>,
+  label: string,
+  index: StartTrialIndex,
+): string {
+  const st = plan.start as Extract<MethodPlan['start'], { kind: 'method' }>;
+  const { match } = index;
+  const found = index.byValues.get(canonicalJson(match.map((n) => axes[n] ?? null))) ?? [];
   const matchText = match.length
     ? ` with ${match.map((n) => `${n}=${JSON.stringify(axes[n])}`).join(', ')}`
     : '';
@@ -372,7 +520,11 @@ function dimensionsOf(spec: Spec, grid: GridInput, path: Array<string | number>)
   for (const [name, values] of Object.entries(grid)) {
     if (name === 'zip' || name === 'points' || values === undefined) continue;
     const def = take(name, [...path, name]);
-    dims.push({ names: [name], options: (values as unknown[]).map((v) => [[name, def, v] as const]) });
+    dims.push({
+      names: [name],
+      options: (values as unknown[]).map((v) => [[name, def, v] as const]),
+      paths: { [name]: [...path, name] },
+    });
   }
   if (grid.zip) {
     const entries = Object.entries(grid.zip);
@@ -391,6 +543,7 @@ function dimensionsOf(spec: Spec, grid: GridInput, path: Array<string | number>)
       options: Array.from({ length: len }, (_, k) =>
         defs.map(([n, def], j) => [n, def, entries[j]![1][k]] as const),
       ),
+      paths: Object.fromEntries(defs.map(([n]) => [n, [...path, 'zip', n]])),
     });
   }
   if (grid.points) {
@@ -413,7 +566,11 @@ function dimensionsOf(spec: Spec, grid: GridInput, path: Array<string | number>)
           [...path, 'points', i],
           `every point must set the same axes (${first.join(', ')}); this one sets ${opt.map(([n]) => n).join(', ')}`,
         );
-    dims.push({ names: first, options });
+    dims.push({
+      names: first,
+      options,
+      paths: Object.fromEntries(first.map((n) => [n, [...path, 'points']])),
+    });
   }
   return dims;
 }

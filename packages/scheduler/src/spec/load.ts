@@ -2,7 +2,7 @@
  * Reading a spec: YAML text -> validated spec (SpecError with file, line, field path and what is
  * allowed). Nothing here touches the database.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
 import type { z } from 'zod';
@@ -28,12 +28,32 @@ export interface Spec {
   checkpoints: ReadonlyMap<string, ResolvedCheckpoint>;
 }
 
-/** Reads and validates a spec file. */
+/**
+ * The largest spec accepted. Specs are stored in the database with every sweep (as given and
+ * resolved); a real spec is a few kilobytes, and anything near this size is generated data.
+ */
+export const MAX_SPEC_BYTES = 1024 * 1024;
+
+/** YAML aliases a spec may expand (more is an alias bomb, "billion laughs"). */
+const MAX_ALIAS_COUNT = 100;
+
+function tooLarge(where: string, file: string | undefined, bytes: number): SpecError {
+  return new SpecError(
+    '(file)',
+    `${where}: the spec is ${(bytes / 1024 / 1024).toFixed(1)} MB, over the limit of ${MAX_SPEC_BYTES / 1024 / 1024} MB; a spec lists axes, not points: describe large grids with axes, zip or points of a few values each`,
+    { file, context: { bytes, limit: MAX_SPEC_BYTES } },
+  );
+}
+
+/** Reads and validates a spec file (refused unread when larger than MAX_SPEC_BYTES). */
 export function loadSpecFile(file: string): Spec {
   let text: string;
   try {
+    const size = statSync(file).size;
+    if (size > MAX_SPEC_BYTES) throw tooLarge(file, file, size);
     text = readFileSync(file, 'utf8');
   } catch (e) {
+    if (e instanceof SpecError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     throw new SpecError(
       '(file)',
@@ -51,6 +71,8 @@ export function loadSpecFile(file: string): Spec {
  */
 export function parseSpecText(text: string, file?: string, options: { checkpointDir?: string } = {}): Spec {
   const where = file ?? 'spec';
+  const bytes = Buffer.byteLength(text, 'utf8');
+  if (bytes > MAX_SPEC_BYTES) throw tooLarge(where, file, bytes);
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -65,7 +87,18 @@ export function parseSpecText(text: string, file?: string, options: { checkpoint
   }
   const lineOf = (path: ReadonlyArray<string | number>): number | undefined =>
     nodeLine(doc, lineCounter, path);
-  const raw: unknown = doc.toJS({ maxAliasCount: 100 });
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (e) {
+    // The yaml package stops an alias bomb with a plain Error ("Excessive alias count ...").
+    if (!/alias/i.test((e as Error).message)) throw e;
+    throw new SpecError(
+      '(yaml)',
+      `${where}: the YAML expands too many aliases (over ${MAX_ALIAS_COUNT}; an alias bomb?): ${(e as Error).message}; write the values out or use fewer *aliases`,
+      { file, cause: e },
+    );
+  }
   if (raw === null || raw === undefined)
     throw new SpecError(
       '(root)',
