@@ -3,8 +3,8 @@
  * them in batches (one applyEvents transaction per flush), renews leases on heartbeats. Terminal
  * events flush at once so that a result is durable before the attempt is considered over.
  */
-import { isTerminalEvent, type TrialEnvelope } from '@flatrank/protocol';
-import type { ResultsStore } from '@flatrank/store';
+import { isTerminalEvent, type StoreError, type TrialEnvelope } from '@flatrank/protocol';
+import { databaseFault, type ResultsStore } from '@flatrank/store';
 
 export interface EventWriterOptions {
   store: ResultsStore;
@@ -27,6 +27,10 @@ export class EventWriter {
   /** Envelopes written (applied or recognised as duplicates). */
   written = 0;
   applied = 0;
+  /** Set when the database itself failed (StoreError DB_FULL, DB_CORRUPT, ...): nothing more is written. */
+  fault: StoreError | null = null;
+  /** Events not written because of `fault`. */
+  dropped = 0;
 
   constructor(private readonly o: EventWriterOptions) {}
 
@@ -55,12 +59,21 @@ export class EventWriter {
     const beats = [...this.beats.entries()].filter(([k]) => !ended.has(k)).map(([, v]) => v);
     this.buffer = [];
     this.beats.clear();
+    if (this.fault) {
+      // The database cannot be written (full, read-only, damaged): reported once, not per event.
+      this.dropped += batch.length;
+      return;
+    }
     if (batch.length) {
       try {
         const stats = this.o.store.applyEvents(batch);
         this.written += batch.length;
         this.applied += stats.applied;
-      } catch {
+      } catch (batchError) {
+        if (this.checkFault(batchError)) {
+          this.dropped += batch.length;
+          return;
+        }
         // One bad event (e.g. an unknown metric phase from a confused child) must not cost the
         // others: apply them one by one and report the ones the store refuses.
         for (const env of batch) {
@@ -68,6 +81,7 @@ export class EventWriter {
             this.applied += this.o.store.applyEvents([env]).applied;
             this.written++;
           } catch (err) {
+            if (this.checkFault(err)) return;
             this.report(err, env);
           }
         }
@@ -77,9 +91,21 @@ export class EventWriter {
       try {
         if (!this.o.store.heartbeat(b.key, b.attempt, this.o.leaseMs)) this.o.onLeaseLost?.(b.key, b.attempt);
       } catch (err) {
+        if (this.checkFault(err)) return;
         this.report(err);
       }
     }
+  }
+
+  /** A fault of the database file itself: remembered and reported once (true), else false. */
+  private checkFault(e: unknown): boolean {
+    const fault = databaseFault(e, this.o.store.path);
+    if (!fault || fault.code === 'WRITE_REFUSED') return false;
+    this.fault = fault;
+    this.dropped += this.buffer.length;
+    this.buffer = [];
+    this.report(fault);
+    return true;
   }
 
   private report(e: unknown, env?: TrialEnvelope): void {

@@ -33,7 +33,7 @@ export function createCoordinatorLogger(o: CoordinatorLoggerOptions): LoggerHand
   if (o.file) {
     mkdirSync(dirname(o.file), { recursive: true });
     dest = pino.destination({ dest: o.file, sync: true, append: true });
-    streams.push({ stream: dest, level: 'debug' });
+    streams.push({ stream: untilClosed(dest), level: 'debug' });
   }
   if (o.console) {
     const prettify = pinoPretty.prettyFactory({
@@ -64,7 +64,7 @@ export function createCoordinatorLogger(o: CoordinatorLoggerOptions): LoggerHand
 export function createTrialLogger(file: string, bindings: Record<string, unknown>): LoggerHandle {
   mkdirSync(dirname(file), { recursive: true });
   const dest = pino.destination({ dest: file, sync: true, append: true });
-  const logger = pino({ level: 'debug', base: { pid: process.pid, ...bindings } }, dest);
+  const logger = pino({ level: 'debug', base: { pid: process.pid, ...bindings } }, untilClosed(dest));
   return {
     logger,
     close() {
@@ -81,4 +81,19 @@ export function logRefusedWrite(logger: Logger): (e: unknown, env?: TrialEnvelop
       { err: e, trial: env?.trialKey, seq: env?.seq },
       `could not store ${env ? `event ${env.event.type} #${env.seq} of ${env.trialKey.slice(0, 10)}` : 'a heartbeat'}: ${(e as Error)?.message}`,
     );
+}
+
+/**
+ * The file stream as a logger target that drops lines once the file is closed: a child's event
+ * can still arrive after a coordinator that failed (e.g. a full disk) closed its logs, and
+ * pino's destination throws on a write after end.
+ */
+function untilClosed(dest: pino.DestinationStream & { destroyed?: boolean; writable?: boolean }): {
+  write(chunk: string): void;
+} {
+  return {
+    write: (chunk: string) => {
+      if (dest.destroyed !== true && dest.writable !== false) dest.write(chunk);
+    },
+  };
 }

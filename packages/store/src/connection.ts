@@ -2,7 +2,7 @@
  * Opening a flatrank database: existence and identity checks (application_id), schema version
  * checks, migrations for the writer, and the pragmas every connection needs.
  */
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { StoreError, ValidationError } from '@flatrank/protocol';
@@ -58,6 +58,102 @@ function retryBusy<T>(step: () => T): T {
 function isSqliteError(e: unknown, ...codes: string[]): boolean {
   const code = (e as { code?: unknown })?.code;
   return typeof code === 'string' && codes.includes(code);
+}
+
+/** The SQLite result code of an error or of the first error in its cause chain ('SQLITE_FULL', ...). */
+function sqliteCode(e: unknown): string | null {
+  for (let x = e, depth = 0; x !== null && x !== undefined && depth < 8; depth++) {
+    const code = (x as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('SQLITE_')) return code;
+    x = (x as { cause?: unknown }).cause;
+  }
+  return null;
+}
+
+/**
+ * What the first bytes of a database file say about it: not SQLite at all, or a SQLite file
+ * shorter than its header says (truncated), or one whose size is consistent (so: corrupt inside).
+ */
+export function describeDatabaseFile(path: string): string {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'r');
+    const head = Buffer.alloc(100);
+    const n = readSync(fd, head, 0, 100, 0);
+    const size = statSync(path).size;
+    if (n < 100 || head.toString('latin1', 0, 16) !== 'SQLite format 3\0')
+      return size === 0 ? 'an empty file' : 'not a SQLite file';
+    const rawPageSize = head.readUInt16BE(16);
+    const pageSize = rawPageSize === 1 ? 65536 : rawPageSize;
+    const pages = head.readUInt32BE(28);
+    // The in-header page count is valid when its version stamp matches the change counter.
+    const countValid = head.readUInt32BE(92) === head.readUInt32BE(24) && pages > 0;
+    if (countValid && size < pages * pageSize)
+      return `a truncated SQLite file: ${size} bytes, but its header says ${pages} pages of ${pageSize} bytes (${pages * pageSize} bytes)`;
+    if (pageSize > 0 && size % pageSize !== 0)
+      return `a truncated SQLite file: ${size} bytes is not a whole number of ${pageSize}-byte pages`;
+    return 'its size matches its header, so pages inside it are damaged';
+  } catch (e) {
+    return `unreadable (${(e as Error).message})`;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+/**
+ * A StoreError (CLI exit 6) for a fault of the database file itself: corrupt or truncated pages,
+ * a full disk, a read-only file or file system, an I/O error, a lock held too long. It names the
+ * file and what to do. null for anything else (an SQL mistake or a bug is not a database fault).
+ * Looks through the cause chain, so a fault wrapped by another error is still recognised.
+ */
+export function databaseFault(e: unknown, path: string): StoreError | null {
+  if (e instanceof StoreError) return e;
+  const code = sqliteCode(e);
+  if (code === null) return null;
+  const msg = (e as Error)?.message ?? String(e);
+  const fault = (kind: string, text: string): StoreError =>
+    new StoreError(kind, text, { context: { path, sqliteCode: code }, cause: e });
+  const base = code.replace(/^(SQLITE_[A-Z]+?)(_[A-Z_]+)?$/, '$1');
+  switch (base) {
+    case 'SQLITE_CORRUPT':
+    case 'SQLITE_NOTADB':
+      return fault(
+        'DB_CORRUPT',
+        `the results database ${path} is corrupt or truncated: ${describeDatabaseFile(path)} (SQLite: ${msg}). Restore it from a copy (the last good backup), or keep a copy of it and check what is left with: sqlite3 ${path} "PRAGMA integrity_check" (".recover" can salvage rows into a new file).`,
+      );
+    case 'SQLITE_FULL':
+      return fault(
+        'DB_FULL',
+        `no space left to write the results database ${path} (SQLite: ${msg}). Free space on its file system (df ${dirname(path)}) and run the command again: the failed transaction was rolled back, everything committed before is kept.`,
+      );
+    case 'SQLITE_READONLY':
+      return fault(
+        'DB_READ_ONLY',
+        `the results database ${path} cannot be written (SQLite: ${msg}): the file, its directory (SQLite writes ${path}-wal and -shm next to it) or the file system is read-only. Make them writable (chmod u+w), or pass --db a writable copy; read commands (runs, report, query) work on a read-only file.`,
+      );
+    case 'SQLITE_IOERR':
+      return fault(
+        'DB_IO_ERROR',
+        `I/O error on the results database ${path} (SQLite: ${msg}, ${code}). Check the disk and the free space (df ${dirname(path)}, dmesg), then check the file with: sqlite3 ${path} "PRAGMA integrity_check".`,
+      );
+    case 'SQLITE_CANTOPEN':
+    case 'SQLITE_PERM':
+    case 'SQLITE_AUTH':
+      return fault(
+        'DB_OPEN_FAILED',
+        `cannot open the results database ${path} (SQLite: ${msg}). Check the path and the permissions of the file and its directory.`,
+      );
+    case 'SQLITE_BUSY':
+    case 'SQLITE_LOCKED':
+      return fault(
+        'DB_BUSY',
+        `the results database ${path} stayed locked by another process for over ${BUSY_TIMEOUT_MS / 1000} s (SQLite: ${msg}). Another coordinator or a long write holds it; try again when it is done.`,
+      );
+    case 'SQLITE_NOMEM':
+      return fault('DB_NO_MEMORY', `SQLite ran out of memory on ${path} (SQLite: ${msg}).`);
+    default:
+      return null;
+  }
 }
 
 function notFlatrank(path: string, why: string, cause?: unknown): StoreError {
@@ -128,8 +224,12 @@ export function openDatabase(
         }))(),
       );
     } catch (e) {
-      if (isSqliteError(e, 'SQLITE_NOTADB', 'SQLITE_CORRUPT'))
-        throw notFlatrank(path, 'not a SQLite file', e);
+      if (isSqliteError(e, 'SQLITE_NOTADB', 'SQLITE_CORRUPT')) {
+        const what = describeDatabaseFile(path);
+        // A file that is SQLite by its header but unreadable is damaged, not someone else's.
+        if (what === 'not a SQLite file' || what === 'an empty file') throw notFlatrank(path, what, e);
+        throw databaseFault(e, path)!;
+      }
       throw e;
     }
     const { appId } = identity;
@@ -184,6 +284,6 @@ export function openDatabase(
     return { db, path, migrated };
   } catch (e) {
     db.close();
-    throw e;
+    throw databaseFault(e, path) ?? e;
   }
 }

@@ -13,7 +13,7 @@ export type {
   Membership,
   SyncResult,
 } from './rows.js';
-export { createDatabaseAtVersion } from './connection.js';
+export { createDatabaseAtVersion, databaseFault, describeDatabaseFile } from './connection.js';
 export type { OpenOptions } from './connection.js';
 export { SCHEMA_VERSION, FLATRANK_APPLICATION_ID } from './schema.js';
 export {
@@ -27,6 +27,8 @@ export {
   trialDetail,
   exportRows,
   runUserQuery,
+  runUserQueryWithTimeout,
+  DEFAULT_QUERY_TIMEOUT_MS,
 } from './query.js';
 export type { Row, Cell, RunsFilter, TrialDetail, QueryResult, WhereClause } from './query.js';
 export type { ReportTrialRow, ReportStartRow, ReportSummaryRow, ReportLayerRow } from './report-rows.js';

@@ -3,6 +3,9 @@
  * parameterised SQL on known axis columns, run listings, only-changed config keys, trial detail,
  * export rows and the user-SQL runner on a read-only connection.
  */
+import { fork } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import type Database from 'better-sqlite3';
 import {
   BACKENDS,
@@ -16,7 +19,7 @@ import {
   ValidationError,
   type TrialStatus,
 } from '@flatrank/protocol';
-import { openDatabase } from './connection.js';
+import { databaseFault, openDatabase } from './connection.js';
 import { contextOf } from './context.js';
 import type { TrialRow } from './rows.js';
 import type { ResultsStore } from './store.js';
@@ -434,6 +437,8 @@ export function runUserQuery(file: string, sql: string, params: ReadonlyArray<Ce
     try {
       stmt = db.prepare(sql);
     } catch (e) {
+      const fault = databaseFault(e, path);
+      if (fault) throw fault;
       const msg = (e as Error).message;
       if (/more than one statement/i.test(msg))
         throw new ValidationError('sql', 'sql: give exactly one SQL statement (no ";"-separated lists)', {
@@ -461,6 +466,9 @@ export function runUserQuery(file: string, sql: string, params: ReadonlyArray<Ce
       raw = stmt.raw(true).all(...params) as unknown[];
     } catch (e) {
       if (/readonly|read-only|query_only/i.test((e as Error).message)) throw refused(path, sql, e);
+      // A damaged or unreadable file is not the user's SQL's fault.
+      const fault = databaseFault(e, path);
+      if (fault) throw fault;
       throw new ValidationError('sql', `sql: ${(e as Error).message}`, { code: 'SQL_INVALID', cause: e });
     }
     const rows = (raw as unknown[][]).map((vals) => {
@@ -480,6 +488,89 @@ export function runUserQuery(file: string, sql: string, params: ReadonlyArray<Ce
   } finally {
     db.close();
   }
+}
+
+/** `flatrank query`'s default time limit. */
+export const DEFAULT_QUERY_TIMEOUT_MS = 30_000;
+
+/** The built query child (tests run this module from src/, next to which there is no .js). */
+function queryChildEntry(): string {
+  const here = fileURLToPath(new URL('./query-child.js', import.meta.url));
+  if (existsSync(here)) return here;
+  return fileURLToPath(new URL('../dist/query-child.js', import.meta.url));
+}
+
+interface ChildReply {
+  ok: boolean;
+  result?: QueryResult;
+  error?: { name: string; message: string; code?: string; field?: string; context?: Record<string, unknown> };
+}
+
+function revive(e: NonNullable<ChildReply['error']>): Error {
+  const options = { context: e.context };
+  if (e.name === 'StoreError') return new StoreError(e.code ?? 'STORE', e.message, options);
+  if (e.field !== undefined)
+    return new ValidationError(e.field, e.message, { ...options, code: e.code ?? 'INVALID_OPTION' });
+  return Object.assign(new Error(e.message), { name: e.name });
+}
+
+/**
+ * runUserQuery with a time limit: the statement runs in a child process that is killed when
+ * `timeoutMs` passes (StoreError 'QUERY_TIMEOUT'); timeoutMs 0 runs it here without a limit.
+ */
+export async function runUserQueryWithTimeout(
+  file: string,
+  sql: string,
+  options: { timeoutMs?: number; params?: ReadonlyArray<Cell> } = {},
+): Promise<QueryResult> {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
+  if (!(Number.isFinite(timeoutMs) && timeoutMs >= 0))
+    throw new ValidationError('--timeout', `--timeout: must be a number of seconds >= 0, got ${timeoutMs}`);
+  const params = [...(options.params ?? [])];
+  if (timeoutMs === 0) return runUserQuery(file, sql, params);
+  // Open (and so check) the database here first: its errors need no child.
+  openDatabase(file, { readonly: true }).db.close();
+  const child = fork(queryChildEntry(), [], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    serialization: 'advanced',
+  });
+  return new Promise<QueryResult>((resolvePromise, reject) => {
+    let settled = false;
+    const settle = (f: () => void): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      f();
+    };
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      settle(() =>
+        reject(
+          new StoreError(
+            'QUERY_TIMEOUT',
+            `query stopped after ${timeoutMs / 1000} s (--timeout ${timeoutMs / 1000}); nothing was changed. Narrow it (LIMIT, a WHERE on indexed columns such as sweep, method, seed; a recursive CTE needs a stop condition), or allow more time with --timeout SECONDS (0 = no limit).`,
+            { context: { path: file, timeoutMs, sql } },
+          ),
+        ),
+      );
+    }, timeoutMs);
+    child.once('message', (reply: ChildReply) =>
+      settle(() => (reply.ok ? resolvePromise(reply.result!) : reject(revive(reply.error!)))),
+    );
+    child.once('error', (e) => settle(() => reject(e)));
+    child.once('exit', (code, signal) =>
+      settle(() =>
+        reject(
+          new StoreError(
+            'QUERY_FAILED',
+            `the query process ended without an answer (${signal ?? `exit code ${code}`}) on ${file}`,
+            { context: { path: file, code, signal } },
+          ),
+        ),
+      ),
+    );
+    child.send({ file, sql, params });
+  });
 }
 
 function refused(path: string, sql: string, cause?: unknown): StoreError {

@@ -5,7 +5,7 @@
  * expands the spec's grid, stores every point (idempotent), runs what has not succeeded yet, prints
  * the sweep's results table. Ctrl-C cancels running trials cleanly; the next run resumes.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Option, type Command } from 'commander';
 import { BACKENDS, SchedulerError, ValidationError, type BackendName } from '@flatrank/protocol';
@@ -119,13 +119,60 @@ export function interruptSignal(): { signal: AbortSignal; dispose(): void } {
   };
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);
+  const stopWatching = watchLauncher(() => {
+    if (!ac.signal.aborted) handler('SIGTERM');
+  });
   return {
     signal: ac.signal,
     dispose() {
+      stopWatching();
       process.off('SIGINT', handler);
       process.off('SIGTERM', handler);
     },
   };
+}
+
+/**
+ * Started by npm (npx flatrank, npm run): npm passes a SIGTERM only to the shell it runs us
+ * through, which dies without passing it on, and a SIGKILLed npm tells nobody. Either way the
+ * coordinator would go on as an orphan. Watch the npm process and stop (as on SIGTERM) once it is
+ * gone. Not done otherwise: a coordinator started with nohup / disown must outlive its shell.
+ */
+function watchLauncher(onGone: () => void): () => void {
+  if (!process.env['npm_command']) return () => {};
+  const launcher = npmAncestor() ?? process.ppid;
+  const firstParent = process.ppid;
+  const timer = setInterval(() => {
+    let gone = process.ppid !== firstParent;
+    try {
+      process.kill(launcher, 0);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ESRCH') gone = true;
+    }
+    if (gone) {
+      clearInterval(timer);
+      process.stderr.write(`\nflatrank: npm (pid ${launcher}), which started this run, is gone\n`);
+      onGone();
+    }
+  }, 500);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
+/** The nearest ancestor process (up to 3 levels, Linux /proc) whose command is npm / npx. */
+function npmAncestor(): number | null {
+  let pid = process.ppid;
+  for (let level = 0; level < 3 && pid > 1; level++) {
+    try {
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+      if (/\bnp[mx](-cli\.js)?\b/.test(cmdline)) return pid;
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      pid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    } catch {
+      return null;
+    }
+  }
+  return null;
 }
 
 export function registerRun(program: Command): void {
