@@ -25,6 +25,8 @@ export interface ModelLayer extends TargetableLayer {
   /** conv HWIO [kh, kw, S, T]; dense [1, 1, in, out] (as a 1x1 conv). */
   kernelShape: [number, number, number, number];
   strides: [number, number];
+  /** Trainable weights that belong to the layer: the kernel, its bias, or its batch norm's scale and offset. */
+  trainableParams: number;
 }
 
 type Shape3 = readonly [number, number, number];
@@ -39,6 +41,8 @@ export function modelLayers(model: ModelName, dataset: DatasetName): ModelLayer[
 /** The conv and dense layers of `model` for an input of [h, w, c] and `numClasses` outputs. */
 export function modelLayersFor(model: ModelName, inputShape: Shape3, numClasses: number): ModelLayer[] {
   const out: ModelLayer[] = [];
+  // LeNet-5's convs have biases; the ResNets' and VGG-small's are followed by batch norm instead.
+  const convExtra = model === 'lenet5' ? 1 : 2;
   const conv = (name: string, k: number, s: number, t: number, stride = 1): void => {
     out.push({
       name,
@@ -46,10 +50,18 @@ export function modelLayersFor(model: ModelName, inputShape: Shape3, numClasses:
       kernelShape: [k, k, s, t],
       strides: [stride, stride],
       isFirst: !out.some((l) => l.kind === 'conv'),
+      trainableParams: k * k * s * t + convExtra * t,
     });
   };
   const dense = (name: string, n: number, m: number): void => {
-    out.push({ name, kind: 'dense', kernelShape: [1, 1, n, m], strides: [1, 1], isFirst: false });
+    out.push({
+      name,
+      kind: 'dense',
+      kernelShape: [1, 1, n, m],
+      strides: [1, 1],
+      isFirst: false,
+      trainableParams: n * m + m,
+    });
   };
   // 2x2 max-pooling with stride 2 and 'valid' padding (the tfjs default) floors odd sizes.
   const pool = (v: number): number => Math.floor(v / 2);
@@ -128,6 +140,7 @@ export function layerDecomposeOptions(c: CompressionConfig, layer: ModelLayer): 
     o.scheme = 'lowered';
     o.tile = c.tile;
   }
+  if (c.order !== undefined) o.order = c.order;
   if (c.decomposition === 'tucker2') o.tucker = { ...c.tucker, firstLayer: layer.isFirst };
   if (c.decomposition === 'cp') o.cp = { ...c.cp };
   return o;
@@ -143,24 +156,22 @@ export function planModelCompression(layers: readonly ModelLayer[], c: Compressi
   const chosen = selectTargets(layers, c.layers);
   if (chosen.length === 0)
     throw new ValidationError('compression.layers', 'compression.layers: selects no layer of the model');
-  let rank: RankPolicy = c.rank;
+  let policies: RankPolicy[] = chosen.map(() => c.rank);
   if (c.rank.kind === 'model-ratio') {
-    const targeted = new Set(chosen.map((l) => l.name));
-    const untargetedParams = layers
-      .filter((l) => !targeted.has(l.name))
-      .reduce((s, l) => s + l.kernelShape.reduce((a, b) => a * b, 1), 0);
+    // The reported whole-model basis: every trainable weight; all but the targeted kernels count on both sides.
+    const targetedKernels = chosen.reduce((s, l) => s + l.kernelShape.reduce((a, b) => a * b, 1), 0);
+    const untargetedParams = layers.reduce((s, l) => s + l.trainableParams, 0) - targetedKernels;
     const specs = chosen.map((l) => {
       const { rank: _rank, ...options } = layerDecomposeOptions(c, l);
       return { name: l.name, kernelShape: kernelShapeOf(l), options };
     });
-    rank = {
-      kind: 'fraction',
-      fraction: modelRatioFraction(specs, c.rank.ratio, { untargetedParams }).fraction,
-    };
+    policies = modelRatioFraction(specs, c.rank.ratio, { untargetedParams }).policies;
   }
-  const withRank: CompressionConfig = { ...c, rank };
-  return chosen.map((layer) => {
-    const { rank: layerRank, ...options } = layerDecomposeOptions(withRank, layer) as DecomposeOptions & {
+  return chosen.map((layer, i) => {
+    const { rank: layerRank, ...options } = layerDecomposeOptions(
+      { ...c, rank: policies[i]! },
+      layer,
+    ) as DecomposeOptions & {
       rank: RankPolicy;
     };
     try {

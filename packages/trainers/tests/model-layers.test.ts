@@ -13,6 +13,7 @@ import {
 } from '@flatrank/protocol';
 import { initBackend } from '../src/backend/index.js';
 import { planCompression } from '../src/compression/index.js';
+import { trainableParams } from '../src/compression/engine.js';
 import { DATASET_INFO } from '../src/data/index.js';
 import { buildModel, convLayers } from '../src/models/index.js';
 
@@ -36,8 +37,12 @@ describe('modelLayers (decomposers) equals the built TF.js models', () => {
       strides: l.strides,
       isFirst: l.isFirst,
     }));
+    const trainable = trainableParams(m);
     m.dispose();
-    expect(modelLayers(model, dataset)).toEqual(fromTfjs);
+    const table = modelLayers(model, dataset);
+    expect(table.map(({ trainableParams: _t, ...l }) => l)).toEqual(fromTfjs);
+    // Every trainable weight belongs to one of these layers (the whole-model ratio's basis).
+    expect(table.reduce((s, l) => s + l.trainableParams, 0)).toBe(trainable);
   });
 });
 
