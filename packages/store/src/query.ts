@@ -426,41 +426,9 @@ export interface QueryResult {
  * returns no rows is refused with StoreError 'WRITE_REFUSED' / ValidationError.
  */
 export function runUserQuery(file: string, sql: string, params: ReadonlyArray<Cell> = []): QueryResult {
-  if (typeof sql !== 'string' || sql.trim() === '')
-    throw new ValidationError(
-      'sql',
-      'sql: give one SQL statement, e.g. "SELECT * FROM trial_summary LIMIT 5"',
-    );
   const { db, path } = openDatabase(file, { readonly: true });
   try {
-    let stmt: Database.Statement;
-    try {
-      stmt = db.prepare(sql);
-    } catch (e) {
-      const fault = databaseFault(e, path);
-      if (fault) throw fault;
-      const msg = (e as Error).message;
-      if (/more than one statement/i.test(msg))
-        throw new ValidationError('sql', 'sql: give exactly one SQL statement (no ";"-separated lists)', {
-          cause: e,
-        });
-      if (/readonly|read-only/i.test(msg)) throw refused(path, sql, e);
-      throw new ValidationError('sql', `sql: ${msg}`, { code: 'SQL_INVALID', cause: e });
-    }
-    if (!stmt.readonly || /^\s*(attach|detach)\b/i.test(sql)) throw refused(path, sql);
-    if (!stmt.reader)
-      throw new ValidationError(
-        'sql',
-        'sql: the statement returns no rows; flatrank query runs queries (SELECT, WITH ..., read-only PRAGMA)',
-        { code: 'SQL_INVALID' },
-      );
-    // Joins often repeat a name (id, trial_id): keep every column, suffixing repeats (id, id_2).
-    const seenNames = new Map<string, number>();
-    const columns = stmt.columns().map((c) => {
-      const n = (seenNames.get(c.name) ?? 0) + 1;
-      seenNames.set(c.name, n);
-      return n === 1 ? c.name : `${c.name}_${n}`;
-    });
+    const { stmt, columns } = checkedUserStatement(db, path, sql);
     let raw: unknown[];
     try {
       raw = stmt.raw(true).all(...params) as unknown[];
@@ -488,6 +456,48 @@ export function runUserQuery(file: string, sql: string, params: ReadonlyArray<Ce
   } finally {
     db.close();
   }
+}
+
+/** The user's statement, prepared and checked (one read-only statement that returns rows), and its column names. */
+function checkedUserStatement(
+  db: Database.Database,
+  path: string,
+  sql: string,
+): { stmt: Database.Statement; columns: string[] } {
+  if (typeof sql !== 'string' || sql.trim() === '')
+    throw new ValidationError(
+      'sql',
+      'sql: give one SQL statement, e.g. "SELECT * FROM trial_summary LIMIT 5"',
+    );
+  let stmt: Database.Statement;
+  try {
+    stmt = db.prepare(sql);
+  } catch (e) {
+    const fault = databaseFault(e, path);
+    if (fault) throw fault;
+    const msg = (e as Error).message;
+    if (/more than one statement/i.test(msg))
+      throw new ValidationError('sql', 'sql: give exactly one SQL statement (no ";"-separated lists)', {
+        cause: e,
+      });
+    if (/readonly|read-only/i.test(msg)) throw refused(path, sql, e);
+    throw new ValidationError('sql', `sql: ${msg}`, { code: 'SQL_INVALID', cause: e });
+  }
+  if (!stmt.readonly || /^\s*(attach|detach)\b/i.test(sql)) throw refused(path, sql);
+  if (!stmt.reader)
+    throw new ValidationError(
+      'sql',
+      'sql: the statement returns no rows; flatrank query runs queries (SELECT, WITH ..., read-only PRAGMA)',
+      { code: 'SQL_INVALID' },
+    );
+  // Joins often repeat a name (id, trial_id): keep every column, suffixing repeats (id, id_2).
+  const seenNames = new Map<string, number>();
+  const columns = stmt.columns().map((c) => {
+    const n = (seenNames.get(c.name) ?? 0) + 1;
+    seenNames.set(c.name, n);
+    return n === 1 ? c.name : `${c.name}_${n}`;
+  });
+  return { stmt, columns };
 }
 
 /** `flatrank query`'s default time limit. */
@@ -528,8 +538,13 @@ export async function runUserQueryWithTimeout(
     throw new ValidationError('--timeout', `--timeout: must be a number of seconds >= 0, got ${timeoutMs}`);
   const params = [...(options.params ?? [])];
   if (timeoutMs === 0) return runUserQuery(file, sql, params);
-  // Open (and so check) the database here first: its errors need no child.
-  openDatabase(file, { readonly: true }).db.close();
+  // Open the database and check the statement here first: refusals and errors need no child.
+  const { db, path } = openDatabase(file, { readonly: true });
+  try {
+    checkedUserStatement(db, path, sql);
+  } finally {
+    db.close();
+  }
   const child = fork(queryChildEntry(), [], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     serialization: 'advanced',
