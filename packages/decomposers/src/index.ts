@@ -47,12 +47,7 @@ export {
 export { modelRatioFraction } from './model-ratio.js';
 export { selectTargets } from './targets.js';
 export type { TargetableLayer } from './targets.js';
-export {
-  layerDecomposeOptions,
-  modelLayers,
-  modelLayersFor,
-  planModelCompression,
-} from './model-layers.js';
+export { layerDecomposeOptions, modelLayers, modelLayersFor, planModelCompression } from './model-layers.js';
 export type { ModelLayer, PlannedLayer } from './model-layers.js';
 export type { ModelLayerSpec, ModelRatioResult } from './model-ratio.js';
 export { PADDINGS } from './types.js';
