@@ -4,7 +4,7 @@ import tseslint from 'typescript-eslint';
 // ---- Package boundaries ------------------------------------------------------------------------
 //
 // Imports point one way: protocol <- core <- decomposers <- backend-* <- trainers; protocol <- store
-// <- report <- scheduler; apps above all. Each folder's production code may import the
+// <- report <- scheduler, and decomposers <- scheduler; apps above all. Each folder's production code may import the
 // @flatrank packages listed for it (and itself), nothing else from @flatrank. Its test code
 // (tests/, test/, *.test.ts, benchmarks) may also import @flatrank/testing, and a backend's test
 // code the other backends (a benchmark's yardstick). Only trainers and the backend packages import
@@ -22,7 +22,8 @@ import tseslint from 'typescript-eslint';
 //   packages/store      protocol
 //   packages/testing    protocol, store          (itself imported by test code only)
 //   packages/report     protocol, store
-//   packages/scheduler  protocol, store, report  (runs trainers as child processes, never imports them)
+//   packages/scheduler  protocol, decomposers, store, report  (runs trainers as child processes, never
+//                       imports them; plans a spec's compressions on the decomposers' layer table)
 //   apps/dashboard      protocol, store, report  (`flatrank serve`; its front end imports its types only)
 //   apps/*              protocol, core, decomposers, backend-*, trainers, store, scheduler, report, dashboard
 //   test/ (end-to-end)  everything, testing included
@@ -35,7 +36,7 @@ const PACKAGE_DEPS = {
   trainers: [...LOWER, 'backend-*'],
   store: ['protocol'],
   testing: ['protocol', 'store'],
-  scheduler: ['protocol', 'store', 'report'],
+  scheduler: ['protocol', 'decomposers', 'store', 'report'],
   report: ['protocol', 'store'],
 };
 const APP_DEPS = [...LOWER, 'backend-*', 'trainers', 'store', 'scheduler', 'report', 'dashboard'];

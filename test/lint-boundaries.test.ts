@@ -210,6 +210,13 @@ const FORBIDDEN: Array<[string, Case, RegExp]> = [
 
 const ALLOWED: Array<[string, Case]> = [
   [
+    'the scheduler plans compressions on the decomposers (spec-time checks, no TF.js)',
+    [
+      'packages/scheduler/src/fixture.ts',
+      `import { planModelCompression } from '@flatrank/decomposers';${use('planModelCompression')}`,
+    ],
+  ],
+  [
     'tfjs in trainers',
     ['packages/trainers/src/fixture.ts', `import * as tf from '@tensorflow/tfjs-core';${use('tf')}`],
   ],
