@@ -220,6 +220,14 @@ ${FAST}`,
       expect(r.err).toMatch(/ATTEMPT_LOST: attempt 1 on .*: no heartbeat for \d+ s/);
       expect(r.err).toMatch(/ATTEMPT_LOST: attempt 1 on .*exited with code 1 before reporting an end/);
       assertNoDuplicates(sb.db);
+      // --retry-failed on this executor too: the failed point gets a fresh budget (it fails again here).
+      const again = await bull(spec, { retryFailed: true });
+      expect(again.err).toMatch(/--retry-failed: 1 failed and 0 cancelled point\(s\) get a fresh budget/);
+      expect(trials().find((t) => t.config.seed === 4)).toMatchObject({
+        status: 'failed',
+        attempts: 2,
+        countedAttempts: 1,
+      });
     });
 
     it('Ctrl-C of a worker mid-trial: its attempt is handed back and finished by the other worker', async () => {
@@ -272,6 +280,8 @@ ${FAST}`,
       expect(all).toHaveLength(6);
       expect(all.every((t) => t.status === 'succeeded')).toBe(true);
       expect(assertNoDuplicates(sb.db)).toEqual({ results: 6, succeeded: 6 });
+      // The attempts Redis took with it were interrupted: none counts toward maxAttempts.
+      expect(all.map((t) => t.countedAttempts)).toEqual([1, 1, 1, 1, 1, 1]);
       // The coordinator noticed: it lost Redis, came back and checked its queued attempts.
       expect(r.err).toMatch(/lost the connection to Redis/);
       expect(r.err).toMatch(/reconnected to Redis/);

@@ -223,8 +223,8 @@ export class AttemptLifecycle {
   private endInterrupted(a: AttemptRef, reason: string, rec: AttemptRecord): void {
     rec.outcome = 'interrupted';
     rec.reason = reason;
-    const why = `interrupted (${reason}) at attempt ${a.attempt}; runs again on the next flatrank run`;
-    this.o.store.endAttempt(a.key, a.attempt, { status: 'pending', error: why });
+    const why = `interrupted (${reason}) at attempt ${a.attempt}; not counted, runs again on the next flatrank run`;
+    this.o.store.endAttempt(a.key, a.attempt, { status: 'interrupted', error: why });
     this.o.logger.warn(
       { trial: a.key, attempt: a.attempt },
       `interrupted ${a.key.slice(0, 10)} ${a.label}: ${reason}`,
@@ -232,10 +232,16 @@ export class AttemptLifecycle {
     a.trialLog?.warn({ attempt: a.attempt }, why);
   }
 
-  /** " (will retry)" / " (giving up after n attempts)" after a failure. */
+  /**
+   * " (will retry)" / " (giving up: n of maxAttempts attempts failed)" after a failure: only the
+   * attempts that count (not the interrupted ones, none before a --retry-failed) use up the budget.
+   */
   private retryNote(a: AttemptRef, retryable: boolean): string {
     if (!retryable) return '';
-    return a.attempt < this.o.maxAttempts ? ' (will retry)' : ` (giving up after ${a.attempt} attempts)`;
+    const counted = this.o.store.getTrial(a.key)?.countedAttempts ?? a.attempt;
+    return counted < this.o.maxAttempts
+      ? ' (will retry)'
+      : ` (giving up: ${counted} of ${this.o.maxAttempts} attempts failed)`;
   }
 }
 
@@ -256,9 +262,9 @@ export function recoverOrphans(
     const pid = deadHolderHere(t.worker, prefixes);
     if (pid === null) continue;
     const reason = `interrupted: the coordinator (pid ${pid}) running attempt ${t.attempts} is gone`;
-    if (store.endAttempt(t.key, t.attempts, { status: 'pending', error: reason })) {
+    if (store.endAttempt(t.key, t.attempts, { status: 'interrupted', error: reason })) {
       keys.push(t.key);
-      logger.warn({ trial: t.key }, `${t.key.slice(0, 10)}: ${reason}; back to pending`);
+      logger.warn({ trial: t.key }, `${t.key.slice(0, 10)}: ${reason}; back to pending, not counted`);
     }
   }
   return keys;

@@ -39,7 +39,17 @@ export function describeEnd(
     .filter((s) => c[s])
     .map((s) => `${c[s]} ${s}`)
     .join(', ');
-  return `sweep ${sweep}: ${parts}:\n${lines.join('\n')}\nsee flatrank status ${sweep} and the logs in ${logs}`;
+  const retry =
+    c['failed'] || c['cancelled'] ? `; flatrank run <spec> --retry-failed runs the failed points again` : '';
+  return `sweep ${sweep}: ${parts}:\n${lines.join('\n')}\nsee flatrank status ${sweep} and the logs in ${logs}${retry}`;
+}
+
+/** " (2 counted, 3 interrupted)" when attempt numbers and the budget differ. */
+function countNote(t: TrialRow): string {
+  if (t.countedAttempts === t.attempts) return '';
+  const parts = [`${t.countedAttempts} counted`];
+  if (t.interruptedAttempts) parts.push(`${t.interruptedAttempts} interrupted`);
+  return ` (${parts.join(', ')})`;
 }
 
 function trialReason(store: ResultsStore, t: TrialRow): string {
@@ -48,7 +58,7 @@ function trialReason(store: ResultsStore, t: TrialRow): string {
   const depName = start ? `its start trial ${start.slice(0, 10)}` : '';
   switch (t.status) {
     case 'failed':
-      return `failed at attempt ${t.attempts}: ${t.errorCode && t.errorCode !== 'ATTEMPT_FAILED' ? `${t.errorCode}: ` : ''}${t.error ?? 'no error recorded'}`;
+      return `failed at attempt ${t.attempts}${countNote(t)}: ${t.errorCode && t.errorCode !== 'ATTEMPT_FAILED' ? `${t.errorCode}: ` : ''}${t.error ?? 'no error recorded'}`;
     case 'cancelled':
       if (t.errorCode === 'DEPENDENCY_FAILED' && start)
         return `cancelled: ${depName} ${dep ? (dep.status === 'failed' ? 'failed' : `ended ${dep.status}`) : 'is not in this database'}`;

@@ -163,7 +163,13 @@ function prepareSweep(
   );
   const notInSpec = describeNotInSpec(sweep.name, sweep.notInSpec);
   if (notInSpec) logger.info({ sweep: sweep.name, notInSpec: sweep.notInSpec }, notInSpec);
-  void retryFailed;
+  if (retryFailed) {
+    const r = store.retryFailed(sweep.id);
+    logger.info(
+      { sweep: sweep.name, ...r },
+      `--retry-failed: ${r.failed} failed and ${r.cancelled} cancelled point(s) get a fresh budget of attempts (earlier attempts kept)`,
+    );
+  }
   return sweep;
 }
 

@@ -43,7 +43,12 @@ export interface TrialRow {
   key: string;
   sweepId: number;
   status: TrialStatus;
+  /** The attempt number of the latest attempt (every attempt keeps its rows under its number). */
   attempts: number;
+  /** Attempts that count toward maxAttempts: not the interrupted ones, none before a --retry-failed. */
+  countedAttempts: number;
+  /** Attempts ended by the coordinator's own interruption (Ctrl-C, dead coordinator, lost lease, Redis loss). */
+  interruptedAttempts: number;
   retryable: boolean;
   worker: string | null;
   device: string | null;
@@ -142,6 +147,8 @@ export interface TrialDbRow {
   batch_size: number;
   status: TrialStatus;
   attempts: number;
+  counted_attempts: number;
+  interrupted_attempts: number;
   retryable: number;
   worker: string | null;
   device: string | null;
@@ -212,6 +219,8 @@ export function toTrialRow(r: TrialDbRow): TrialRow {
     sweepId: r.sweep_id,
     status: r.status,
     attempts: r.attempts,
+    countedAttempts: r.counted_attempts,
+    interruptedAttempts: r.interrupted_attempts,
     retryable: r.retryable !== 0,
     worker: r.worker,
     device: r.device,

@@ -447,6 +447,17 @@ FROM layers l
 JOIN trials t ON t.id = l.trial_id AND l.attempt = t.attempts;
 `;
 
+// Attempts that count toward maxAttempts. An attempt ended by the coordinator's own interruption
+// (Ctrl-C, a coordinator that died, an expired lease, a Redis loss) does not count
+// (interrupted_attempts says how many there were), and `flatrank run --retry-failed` starts the
+// count again; trials.attempts stays the attempt number, so every attempt keeps its own rows.
+// Existing trials count every attempt they made, as the claim did until now.
+const V7_ATTEMPT_BUDGET = `
+ALTER TABLE trials ADD COLUMN counted_attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE trials ADD COLUMN interrupted_attempts INTEGER NOT NULL DEFAULT 0;
+UPDATE trials SET counted_attempts = attempts;
+`;
+
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'base tables', sql: V1_BASE_TABLES },
   { version: 2, name: 'filter indexes and views', sql: V2_VIEWS_AND_INDEXES },
@@ -457,6 +468,11 @@ export const MIGRATIONS: readonly Migration[] = [
     version: 6,
     name: 'layer fit records: lowering order, CP fit, first / final distortion errors',
     sql: V6_LAYER_FIT_RECORDS,
+  },
+  {
+    version: 7,
+    name: 'attempts that count toward maxAttempts (trials.counted_attempts, interrupted_attempts)',
+    sql: V7_ATTEMPT_BUDGET,
   },
 ];
 

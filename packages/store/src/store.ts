@@ -121,10 +121,15 @@ export class ResultsStore {
   endAttempt(
     trialKey: string,
     attempt: number,
-    outcome: { status: 'failed' | 'cancelled' | 'pending'; error?: string; retryable?: boolean },
+    outcome: claims.AttemptEnd,
     now: number = Date.now(),
   ): boolean {
     return claims.endAttempt(this.#ctx, trialKey, attempt, outcome, now);
+  }
+
+  /** Failed points of the sweep and their cancelled dependents get a fresh budget of attempts. */
+  retryFailed(sweepId: number): { failed: number; cancelled: number } {
+    return claims.retryFailed(this.#ctx, sweepId);
   }
 
   /** Cancels pending trials whose dependency can no longer succeed; the keys cancelled. */

@@ -238,17 +238,21 @@ describe('claims and leases', () => {
     expect(store.listTrials({ status: 'pending' })).toEqual([]);
   });
 
-  it('an expired lease after maxAttempts attempts fails the trial instead of re-running it', () => {
+  it("an expired lease is the coordinator's interruption: re-claimed, the lost attempt not counted", () => {
     const id = sweep();
     const [t] = grid(1);
     store.insertTrials(id, [t!]);
-    store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 10, maxAttempts: 2, now: 0 });
-    store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 10, maxAttempts: 2, now: 100 });
-    expect(store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 10, maxAttempts: 2, now: 200 })).toBeNull();
+    store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 10, maxAttempts: 1, now: 0 });
+    expect(
+      store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 10, maxAttempts: 1, now: 100 }),
+    ).toMatchObject({
+      attempt: 2,
+    });
     expect(store.getTrial(t!.key)).toMatchObject({
-      status: 'failed',
+      status: 'running',
       attempts: 2,
-      errorCode: 'LEASE_EXPIRED',
+      countedAttempts: 1,
+      interruptedAttempts: 1,
     });
   });
 
@@ -572,10 +576,11 @@ describe('status counts (migration 4: sweep_status_counts kept by triggers)', ()
       ],
       2010,
     );
-    const c3 = claim(a, 2000); // g[2] again (retry), then lost: its lease expires at 2100
+    const c3 = claim(a, 2000); // g[2] again (retry), then lost for good
     expect(c3.key).toBe(g[2]!.key);
-    expect(claim(a, 5000).key).toBe(g[3]!.key); // marks g[2] failed (LEASE_EXPIRED) on the way
-    expect(store.getTrial(g[2]!.key)!.errorCode).toBe('LEASE_EXPIRED');
+    store.endAttempt(c3.key, c3.attempt, { status: 'failed', error: 'lost', retryable: false }, 2100);
+    expect(claim(a, 5000).key).toBe(g[3]!.key);
+    expect(store.getTrial(g[2]!.key)!.errorCode).toBe('ATTEMPT_FAILED');
     const shared = claim(b, 6000); // g[4], through sweep b: counted as running in both sweeps
     expect(shared.key).toBe(g[4]!.key);
     expect(store.trialCounts(a).running).toBe(2);
