@@ -58,7 +58,7 @@ describe.skipIf(!hasRedis)(
     });
 
     /** Two workers on GPU 0 and GPU 1 of a fake two-GPU machine. */
-    function startWorkers(fake: FakeTrainerSettings, count = 2, concurrency = 1): void {
+    function startWorkers(fake: FakeTrainerSettings, count = 2, concurrency = 1, lockMs = 2000): void {
       const path = installFakeNvidiaSmi(join(sb.dir, 'bin'), 2);
       for (let i = 0; i < count; i++) {
         workers.push(
@@ -78,7 +78,7 @@ describe.skipIf(!hasRedis)(
               '--child-entry',
               fakeTrainerPath,
               '--lock-ms',
-              '2000',
+              String(lockMs),
             ],
             { ...fakeTrainerEnv({ logFile: sb.logFile, pidDir: sb.pidDir, ...fake }), PATH: path },
             sb.dir,
@@ -194,6 +194,39 @@ ${FAST}`,
       expect(t.environment?.cudaVisibleDevices).toBe('1');
       expect(assertNoDuplicates(sb.db)).toEqual({ results: 3, succeeded: 3 });
       expect(r.err).toMatch(/no event from its worker|job failed in the queue/);
+    });
+
+    it('a killed worker is declared lost within 1.5 x heartbeatTimeout + 2 s by the coordinator', async () => {
+      // BullMQ's stall check out of the way (10 min locks): the coordinator's heartbeat check alone.
+      startWorkers({ default: { steps: 150, stepMs: 50 } }, 2, 1, 600_000);
+      await waitWorkersReady();
+      const spec = sb.spec('lossbound', baselineSpec('lossbound', [0, 1], FAST.replace('3s', '2s')));
+      const running = bull(spec);
+      const victim = await waitFor(
+        () => readFakeLog(sb.logFile).find((x) => x.kind === 'start' && x.cuda === '0'),
+        30_000,
+        'a trial on worker 0',
+      );
+      await new Promise((r) => setTimeout(r, 500));
+      workers[0]!.proc.kill('SIGKILL');
+      const killedAt = Date.now();
+      await waitFor(
+        () =>
+          (trials().find((t) => t.key === victim.key)?.attempts ?? 0) >= 2,
+        60_000,
+        'the attempt of the killed worker declared lost',
+      );
+      const detectedMs = Date.now() - killedAt;
+      const boundMs = 1.5 * 2000 + 2000;
+      console.log(`worker loss detected ${detectedMs} ms after kill -9 (documented bound ${boundMs} ms)`);
+      // Silence counts from the last event (heartbeats every 200 ms); the check runs every 0.5 s.
+      expect(detectedMs).toBeGreaterThan(boundMs - 1000);
+      expect(detectedMs).toBeLessThan(boundMs + 3000);
+      const r = await running;
+      expect(r.error).toBeUndefined();
+      expect(r.err).toMatch(
+        /lost {2}[0-9a-f]{10} baseline seed=\d: no event from its worker .* \(will retry\)/,
+      );
     });
 
     it('crash, hang, diverge and failure on the workers: retried, killed, recorded', async () => {

@@ -15,6 +15,8 @@ export interface LoggerHandle {
   logger: Logger;
   /** Flushes and closes the files. */
   close(): void;
+  /** With `deferFile`: creates the file now and writes what was logged so far to it. */
+  openFile(): void;
 }
 
 export interface CoordinatorLoggerOptions {
@@ -25,15 +27,35 @@ export interface CoordinatorLoggerOptions {
   consoleLevel?: pino.Level;
   colorize?: boolean;
   name?: string;
+  /**
+   * Create the file only when openFile() is called (lines logged before are kept in memory and
+   * written then): a process that refuses to start (`flatrank worker` on an unreachable Redis)
+   * leaves no log file behind.
+   */
+  deferFile?: boolean;
 }
+
+type FileDestination = pino.DestinationStream & { flushSync?: () => void; end?: () => void };
 
 export function createCoordinatorLogger(o: CoordinatorLoggerOptions): LoggerHandle {
   const streams: pino.StreamEntry[] = [];
-  let dest: (pino.DestinationStream & { flushSync?: () => void; end?: () => void }) | null = null;
-  if (o.file) {
+  let dest: FileDestination | null = null;
+  let pending: string[] | null = o.file && o.deferFile ? [] : null;
+  const openFile = () => {
+    if (!o.file || dest) return;
     mkdirSync(dirname(o.file), { recursive: true });
-    dest = pino.destination({ dest: o.file, sync: true, append: true });
-    streams.push({ stream: untilClosed(dest), level: 'debug' });
+    dest = pino.destination({ dest: o.file, sync: true, append: true }) as FileDestination;
+    for (const line of pending ?? []) dest.write(line);
+    pending = null;
+  };
+  if (o.file) {
+    if (!o.deferFile) openFile();
+    streams.push({
+      stream: {
+        write: (chunk: string) => (dest ? untilClosed(dest).write(chunk) : pending?.push(chunk)),
+      },
+      level: 'debug',
+    });
   }
   if (o.console) {
     const prettify = pinoPretty.prettyFactory({
@@ -53,9 +75,11 @@ export function createCoordinatorLogger(o: CoordinatorLoggerOptions): LoggerHand
     : pino({ level: 'silent' });
   return {
     logger,
+    openFile,
     close() {
-      dest?.flushSync?.();
-      dest?.end?.();
+      const d = dest as FileDestination | null;
+      d?.flushSync?.();
+      d?.end?.();
     },
   };
 }
@@ -67,6 +91,7 @@ export function createTrialLogger(file: string, bindings: Record<string, unknown
   const logger = pino({ level: 'debug', base: { pid: process.pid, ...bindings } }, untilClosed(dest));
   return {
     logger,
+    openFile() {},
     close() {
       dest.flushSync();
       dest.end();

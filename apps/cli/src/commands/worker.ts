@@ -63,6 +63,7 @@ export function registerWorker(program: Command): void {
         console: (text) => process.stderr.write(text),
         colorize: Boolean(process.stderr.isTTY),
         name: 'flatrank-worker',
+        deferFile: true,
       });
       const interrupt = interruptSignal();
       try {
@@ -79,6 +80,7 @@ export function registerWorker(program: Command): void {
           signal: interrupt.signal,
           lockDurationMs: parsePositiveInt(flags.lockMs, '--lock-ms'),
         });
+        log.openFile(); // started: from now on (and what came before) in the worker's log file
         await handle.done;
         log.logger.info('worker stopped');
       } finally {

@@ -87,6 +87,10 @@ export function redisConnection(url: string, name: string, onError: (e: Error) =
 /** Connects, failing with a clear error when Redis does not answer in time. */
 export async function connect(conn: Redis, url: string, timeoutMs = 5000): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
+  // The socket's own error (ECONNREFUSED, ENOTFOUND, ...) says more than ioredis' "Connection is closed".
+  let lastError: Error | null = null;
+  const remember = (e: Error) => void (lastError = e);
+  conn.on('error', remember);
   try {
     await Promise.race([
       conn.connect(),
@@ -97,13 +101,14 @@ export async function connect(conn: Redis, url: string, timeoutMs = 5000): Promi
     await conn.ping();
   } catch (e) {
     conn.disconnect();
-    throw new SchedulerError(
-      'REDIS_UNREACHABLE',
-      `cannot connect to Redis at ${url}: ${(e as Error).message}`,
-      { cause: e, context: { url } },
-    );
+    const why = (lastError as Error | null)?.message ?? (e as Error).message;
+    throw new SchedulerError('REDIS_UNREACHABLE', `cannot connect to Redis at ${url}: ${why}`, {
+      cause: e,
+      context: { url },
+    });
   } finally {
     clearTimeout(timer);
+    conn.off('error', remember);
   }
 }
 
