@@ -183,7 +183,14 @@ export function runNextTrial(
     maxAttempts: 3,
   });
   if (!claim) return null;
-  store.applyEvents(dashboardTrialEvents(claim.key, claim.attempt, claim.config));
+  // The trial takes the wall time its summary reports, so succeeded trials have a real duration
+  // (an ETA computed from them is positive).
+  const events = dashboardTrialEvents(claim.key, claim.attempt, claim.config);
+  const started = Date.now();
+  const finished = events.at(-1)!.event;
+  const durationMs = finished.type === 'finished' ? finished.summary.wallSeconds * 1000 : 1000;
+  store.applyEvents(events.slice(0, 1), started);
+  store.applyEvents(events.slice(1), started + durationMs);
   return claim.key;
 }
 
