@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: one small registration per TF.js kernel, all sharing the buffer helpers above them.
 /**
  * Kernels of the 'native' backend. The backend is a MathBackendCPU (tensors are plain typed arrays),
  * so every kernel here reads and writes those arrays directly through the addon. A kernel returns

@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: the training kernels share one heap-access layer; their loops are unrolled by hand (measured 2x).
 /**
  * Custom kernels that make the TF.js wasm backend train conv nets fast:
  * - Conv2DBackpropFilter (absent from tfjs-backend-wasm 4.22): dW as ONE dilated XNNPACK Conv2D on

@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: the --where grammar, runs/show/export and the guarded user query share one column table.
 /**
  * Read-side helpers behind `flatrank runs / show / query / export`: --where parsing into
  * parameterised SQL on known axis columns, run listings, only-changed config keys, trial detail,

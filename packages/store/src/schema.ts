@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: migrations are appended, never edited, and each restates the SQL it replaces.
 /**
  * The versioned schema of a flatrank database. Each migration runs once, in its own BEGIN IMMEDIATE
  * transaction, by the process that owns the database (the coordinator). PRAGMA user_version holds

@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: the four methods share one trial lifecycle (events, checkpoints, evaluation, export).
 /**
  * runTrial: one trial of a canonical TrialConfig, start to finish, in this process. Emits
  * 'started' (environment record), then the method's metric / layer / artifact / heartbeat events,

@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: the pure-JS fallback keeps QR, SVD and eig beside the blocked GEMM and reflector code they share.
 // Pure-JavaScript dense linear algebra on raw row-major Float64Array buffers: the fallback when the
 // native LAPACK addon is missing (and the reference it is tested against). Inner loops run down
 // contiguous columns, so the working copies are kept column-major (a column-major m x n matrix is a

@@ -1,3 +1,4 @@
+// Over 500 lines on purpose: counting, expanding and checking a grid walk the same axes and must agree point for point.
 /**
  * Grid expansion: a validated spec -> the list of grid points, each a canonical TrialConfig with its
  * trial key and the trial keys it depends on (a method that starts from another method's trial).
