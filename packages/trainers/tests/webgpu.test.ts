@@ -2,8 +2,7 @@
  * The webgpu backend in the trainers: it is chosen only when forced here (llvmpipe is a software
  * adapter), every kernel a training step of LeNet-5 / ResNet-8 / VGG-small runs has a webgpu
  * implementation, the fused batch norm falls back to TF.js ops, and a LeNet-5 distort trial and a
- * ResNet-8 finetune trial of a few steps end where the same trials end on cpu (the ResNet on wasm,
- * whose kernels are themselves tested against cpu: the cpu backend needs minutes for a ResNet). Skipped, saying why,
+ * ResNet-8 finetune trial of a few steps end where the same trials end on cpu. Skipped, saying why,
  * without the optional packages or a WebGPU adapter. Kept tiny: llvmpipe is slow.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -156,7 +155,7 @@ describe.skipIf(skipReason !== null)(title('trials on webgpu equal the same tria
     expect(Math.abs(gpu.summary.accuracyFinal - cpu.summary.accuracyFinal)).toBeLessThanOrEqual(1 / 32);
   }, 600_000);
 
-  it('ResNet-8 finetune (Tucker-2), 2 + 2 steps, against wasm (the cpu backend takes minutes for a ResNet)', async () => {
+  it('ResNet-8 finetune (Tucker-2), 2 + 2 steps', async () => {
     const input: TrialConfigInput = {
       model: 'resnet8',
       dataset: { name: 'mnist', trainLimit: 16, testLimit: 8 },
@@ -165,7 +164,7 @@ describe.skipIf(skipReason !== null)(title('trials on webgpu equal the same tria
       compression: { decomposition: 'tucker2', rank: { kind: 'fraction', fraction: 0.5 } },
       seed: 5,
     };
-    const cpu = await trialOn('wasm', 'resnet8', input);
+    const cpu = await trialOn('cpu', 'resnet8', input);
     const gpu = await trialOn('webgpu', 'resnet8', input);
     expect(gpu.env.backend).toBe('webgpu');
     expect(gpu.summary.steps).toBe(cpu.summary.steps);
