@@ -4,24 +4,23 @@
 // cancelled because of them, a fresh budget of attempts, keeping the old attempts' rows.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { SchedulerError } from '@flatrank/protocol';
-import { ResultsStore } from '@flatrank/store';
 import { readFakeLog } from '@flatrank/testing';
-import { assertNoDuplicates, baselineSpec, runFake, sandbox, sql, waitFor, type Sandbox } from './helpers.js';
+import {
+  assertNoDuplicates,
+  baselineSpec,
+  runFake,
+  sandbox,
+  sql,
+  trials,
+  waitFor,
+  type Sandbox,
+} from './helpers.js';
 
 let sb: Sandbox;
 beforeEach(() => {
   sb = sandbox();
 });
 afterEach(() => sb.cleanup());
-
-function trials(db: string) {
-  const store = ResultsStore.open(db, { readonly: true });
-  try {
-    return store.listTrials({});
-  } finally {
-    store.close();
-  }
-}
 
 /** Runs until `n` attempts have started, then interrupts the run (Ctrl-C). */
 async function interruptAfterStarts(spec: string, n: number) {

@@ -2,24 +2,22 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SchedulerError } from '@flatrank/protocol';
-import { ResultsStore } from '@flatrank/store';
 import { maxConcurrency, readFakeLog } from '@flatrank/testing';
-import { assertNoDuplicates, baselineSpec, runFake, sandbox, waitFor, type Sandbox } from './helpers.js';
+import {
+  assertNoDuplicates,
+  baselineSpec,
+  runFake,
+  sandbox,
+  trials,
+  waitFor,
+  type Sandbox,
+} from './helpers.js';
 
 let sb: Sandbox;
 beforeEach(() => {
   sb = sandbox();
 });
 afterEach(() => sb.cleanup());
-
-function trials(db: string) {
-  const store = ResultsStore.open(db, { readonly: true });
-  try {
-    return store.listTrials({});
-  } finally {
-    store.close();
-  }
-}
 
 describe('local backend', () => {
   it('N GPU slots run N trials at once, each with its own CUDA_VISIBLE_DEVICES', async () => {
