@@ -429,9 +429,10 @@ class BullmqCoordinator {
       this.cancelSentAt = now;
       for (const f of [...this.inflight.values()]) {
         const removed = await this.queue.remove(f.jobId).catch(() => 0);
-        if (!removed) await this.conn.publish(channel, f.jobId).catch(() => 0);
-        if (removed || f.startedAt === null)
-          this.end(f, { kind: 'interrupted', reason: 'cancelled before it started' });
+        // A job that cannot be removed is held by a worker, even when its 'started' event has not
+        // reached us yet: wait (up to the grace) for the worker's CANCELLED answer.
+        if (removed) this.end(f, { kind: 'interrupted', reason: 'cancelled before it started' });
+        else await this.conn.publish(channel, f.jobId).catch(() => 0);
       }
     }
     if (this.inflight.size > 0 && now - this.cancelSentAt <= (this.o.cancelGraceMs ?? 10_000)) return false;
