@@ -58,6 +58,29 @@ export interface LayerRecord {
   finalDistortionError?: number | null;
 }
 
+/**
+ * How a trial chose the rank of each target layer: a budgeted allocation (rank policy kind
+ * allocate, EVBMF scaled to a budget) or the ranks Trained Rank Pruning ended with. Emitted once
+ * per attempt (a later one of the same attempt replaces it); the layer events still carry each
+ * layer's full decomposition record.
+ */
+export interface RankAllocationRecord {
+  /** The rank policy's label (rankPolicyLabel, e.g. 'model-ratio=4'), or 'trp' for the method. */
+  policy: string;
+  /** The whole-model budget the allocation aimed at (before / after, > 1); null when it had none (trp). */
+  budget: { kind: 'params' | 'macs'; ratio: number } | null;
+  /** Whole-model ratios (before / after) the chosen ranks reach. */
+  achieved: { params: number; macs: number };
+  /** Every target layer in model order: its chosen ranks (as LayerRecord.ranks), the error the
+   * allocation predicted or measured for it, and what else it measured for that layer. */
+  layers: Array<{ name: string; ranks: number[]; error?: number | null; measured?: unknown }>;
+  /**
+   * Plain JSON, per policy: accuracy-vs-rank curves, the EVBMF scale factor, the validation split
+   * ({size, seed}), the curve cache key, TRP's rank trajectory.
+   */
+  measured: unknown;
+}
+
 export interface TrialSummary {
   /** Accuracy (0..1) of the starting / uncompressed model. */
   accuracyOriginal: number | null;
@@ -82,6 +105,7 @@ export type TrialEvent =
   | { type: 'started'; env: RunEnvironment }
   | { type: 'metric'; step: number; epoch: number; phase: MetricPhase; name: string; value: number }
   | { type: 'layer'; layer: LayerRecord }
+  | { type: 'allocation'; allocation: RankAllocationRecord }
   | { type: 'artifact'; kind: 'checkpoint' | 'factored-model' | 'log' | 'other'; path: string }
   | { type: 'heartbeat'; step: number; epoch: number }
   | { type: 'finished'; summary: TrialSummary }

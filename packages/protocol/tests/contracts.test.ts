@@ -4,9 +4,11 @@ import {
   CHECKPOINT_FORMAT,
   RANK_POLICY_KINDS,
   REQUIRED_CHECKPOINT_FILES,
+  isTerminalEvent,
   rankPolicyLabel,
   rankPolicySchema,
   type RankPolicy,
+  type TrialEvent,
 } from '../src/index.js';
 
 describe('rank-policy label', () => {
@@ -39,5 +41,22 @@ describe('checkpoint layout', () => {
     expect(CHECKPOINT_FORMAT).toBe('flatrank-checkpoint-1');
     expect(REQUIRED_CHECKPOINT_FILES).toEqual(['flatrank.json', 'model.json', 'weights.bin']);
     expect(Object.values(CHECKPOINT_FILES)).toHaveLength(new Set(Object.values(CHECKPOINT_FILES)).size);
+  });
+});
+
+describe('allocation event', () => {
+  it('is plain JSON (it crosses IPC and Redis unchanged) and does not end the attempt', () => {
+    const event: TrialEvent = {
+      type: 'allocation',
+      allocation: {
+        policy: rankPolicyLabel({ kind: 'model-ratio', ratio: 4 }),
+        budget: { kind: 'params', ratio: 4 },
+        achieved: { params: 3.98, macs: 3.1 },
+        layers: [{ name: 'conv2', ranks: [3, 8], error: 0.21, measured: { curve: [[2, 0.4]] } }],
+        measured: { validation: { size: 5000, seed: 0 }, cacheKey: 'abc' },
+      },
+    };
+    expect(JSON.parse(JSON.stringify(event))).toEqual(event);
+    expect(isTerminalEvent(event)).toBe(false);
   });
 });

@@ -1,13 +1,14 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { SchedulerError } from '@flatrank/protocol';
+import { SchedulerError, type RankAllocationRecord } from '@flatrank/protocol';
 import { maxConcurrency, readFakeLog } from '@flatrank/testing';
 import {
   assertNoDuplicates,
   baselineSpec,
   runFake,
   sandbox,
+  sql,
   trials,
   waitFor,
   type Sandbox,
@@ -176,6 +177,106 @@ grid:
       expect(myStart).toBeGreaterThanOrEqual(depEnd);
     }
     expect(r.out).toMatch(/finetune\s+tucker2\s+2/);
+  });
+
+  it("allocation events reach the store; a retried trial keeps the succeeding attempt's record", async () => {
+    const spec = sb.spec(
+      'alloc',
+      `name: alloc
+model: lenet5
+dataset: mnist
+training: { epochs: 1 }
+start: baseline
+methods:
+  baseline: {}
+  ft:
+    method: finetune
+    compression: { decomposition: tucker2 }
+grid:
+  seed: [0, 1]
+  ratio: [2]
+resources: { maxAttempts: 2 }
+`,
+    );
+    const allocation = (rank: number): RankAllocationRecord => ({
+      policy: 'model-ratio=2',
+      budget: { kind: 'params', ratio: 2 },
+      achieved: { params: 2 + rank / 100, macs: 1.5 },
+      layers: [
+        { name: 'conv1', ranks: [rank, rank + 1], error: 0.1 },
+        { name: 'conv2', ranks: [2 * rank, 2 * rank + 1], error: 0.2 },
+      ],
+      measured: { attemptRank: rank },
+    });
+    const r = await runFake(
+      sb,
+      spec,
+      {
+        default: { steps: 4, stepMs: 10, allocations: [allocation(3)] },
+        // Seed 1 reports an allocation, then crashes; its second attempt allocates differently.
+        bySeed: {
+          '1': {
+            steps: 4,
+            stepMs: 10,
+            action: 'crash',
+            attempts: [1],
+            allocations: [allocation(5), allocation(7)],
+          },
+        },
+      },
+      { gpus: 'none', workers: 2 },
+    );
+    expect(r.error).toBeUndefined();
+    const ft = trials(sb.db).filter((t) => t.config.method === 'finetune');
+    expect(ft.map((t) => [t.config.seed, t.status, t.attempts]).sort()).toEqual([
+      [0, 'succeeded', 1],
+      [1, 'succeeded', 2],
+    ]);
+    // Every attempt's record is kept (attempt 1 of seed 1 crashed after reporting it) ...
+    expect(sql(sb.db, 'SELECT attempt, policy FROM allocations ORDER BY trial_id, attempt')).toHaveLength(3);
+    // ... and the views read the latest attempt's only.
+    expect(
+      sql(
+        sb.db,
+        'SELECT seed, attempt, budget_kind, budget_ratio, achieved_params_ratio, measured FROM trial_allocations ORDER BY seed',
+      ),
+    ).toEqual([
+      {
+        seed: 0,
+        attempt: 1,
+        budget_kind: 'params',
+        budget_ratio: 2,
+        achieved_params_ratio: 2.03,
+        measured: '{"attemptRank":3}',
+      },
+      {
+        seed: 1,
+        attempt: 2,
+        budget_kind: 'params',
+        budget_ratio: 2,
+        achieved_params_ratio: 2.07,
+        measured: '{"attemptRank":7}',
+      },
+    ]);
+    expect(
+      sql(sb.db, 'SELECT seed, layer_index, layer, ranks FROM allocation_layers ORDER BY seed, layer_index'),
+    ).toEqual([
+      { seed: 0, layer_index: 0, layer: 'conv1', ranks: '[3,4]' },
+      { seed: 0, layer_index: 1, layer: 'conv2', ranks: '[6,7]' },
+      { seed: 1, layer_index: 0, layer: 'conv1', ranks: '[7,8]' },
+      { seed: 1, layer_index: 1, layer: 'conv2', ranks: '[14,15]' },
+    ]);
+    // The layers rows of the succeeding attempt carry the same ranks.
+    expect(sql(sb.db, 'SELECT seed, layer, ranks FROM trial_layers ORDER BY seed, layer')).toEqual([
+      { seed: 0, layer: 'conv1', ranks: '[3,4]' },
+      { seed: 0, layer: 'conv2', ranks: '[6,7]' },
+      { seed: 1, layer: 'conv1', ranks: '[7,8]' },
+      { seed: 1, layer: 'conv2', ranks: '[14,15]' },
+    ]);
+    // Baselines have no compression, hence no allocation.
+    expect(sql(sb.db, "SELECT count(*) AS n FROM trial_allocations WHERE method = 'baseline'")).toEqual([
+      { n: 0 },
+    ]);
   });
 
   it('a failed start trial cancels its dependents instead of waiting forever', async () => {

@@ -6,6 +6,7 @@ import {
   METRIC_PHASES,
   ValidationError,
   type LayerRecord,
+  type RankAllocationRecord,
   type RunEnvironment,
   type TrialEnvelope,
   type TrialStatus,
@@ -16,7 +17,7 @@ import { finiteOrNull, ratio, type ApplyStats } from './rows.js';
 
 /**
  * Applies trial events in one transaction. Idempotent: metrics are unique by (trial, attempt,
- * seq), layers by (trial, attempt, layer), artifacts by (trial, kind, path), the results row by
+ * seq), layers by (trial, attempt, layer), allocations by (trial, attempt), artifacts by (trial, kind, path), the results row by
  * trial; terminal events only act on a running attempt. Events of any attempt other than the
  * trial's current one (stale or unknown) are ignored.
  */
@@ -75,6 +76,9 @@ export function applyEvents(
             break;
           case 'layer':
             changed = writeLayer(ctx, t.id, env.attempt, ev.layer);
+            break;
+          case 'allocation':
+            changed = writeAllocation(ctx, t.id, env.attempt, ev.allocation);
             break;
           case 'artifact':
             changed =
@@ -213,6 +217,71 @@ function writeLayer(ctx: StoreContext, trialId: number, attempt: number, l: Laye
         cpFit: finiteOrNull(l.cp?.fit ?? null),
         firstDistortionError: finiteOrNull(l.firstDistortionError ?? null),
         finalDistortionError: finiteOrNull(l.finalDistortionError ?? null),
+      }).changes === 1
+  );
+}
+
+/** Refuses an allocation record the readers could not use, naming the field. */
+function checkAllocation(a: RankAllocationRecord): void {
+  const bad = (field: string, what: string): never => {
+    throw new ValidationError(`event.allocation.${field}`, `event.allocation.${field}: ${what}`);
+  };
+  if (typeof a?.policy !== 'string' || a.policy === '') bad('policy', 'must be a non-empty string');
+  if (a.budget !== null && a.budget !== undefined) {
+    if (typeof a.budget !== 'object') bad('budget', 'must be {kind, ratio} or null');
+    if (a.budget.kind !== 'params' && a.budget.kind !== 'macs')
+      bad('budget.kind', `unknown value ${JSON.stringify(a.budget.kind)}; allowed: params, macs`);
+    if (!(Number.isFinite(a.budget.ratio) && a.budget.ratio > 0))
+      bad('budget.ratio', `must be a finite number > 0, got ${JSON.stringify(a.budget.ratio)}`);
+  }
+  for (const k of ['params', 'macs'] as const)
+    if (typeof a.achieved?.[k] !== 'number')
+      bad(`achieved.${k}`, `must be a number, got ${JSON.stringify(a.achieved?.[k])}`);
+  if (!Array.isArray(a.layers)) bad('layers', 'must be an array of {name, ranks}');
+  a.layers.forEach((l, i) => {
+    if (typeof l?.name !== 'string' || l.name === '') bad(`layers[${i}].name`, 'must be a non-empty string');
+    if (!Array.isArray(l.ranks) || !l.ranks.every((r) => Number.isInteger(r) && r >= 0))
+      bad(`layers[${i}].ranks`, `must be an array of integers >= 0, got ${JSON.stringify(l.ranks)}`);
+  });
+}
+
+function writeAllocation(
+  ctx: StoreContext,
+  trialId: number,
+  attempt: number,
+  a: RankAllocationRecord,
+): boolean {
+  checkAllocation(a);
+  // Canonical key order, so that the same record reported twice is recognised as unchanged.
+  const record = JSON.stringify({
+    policy: a.policy,
+    budget:
+      a.budget === null || a.budget === undefined ? null : { kind: a.budget.kind, ratio: a.budget.ratio },
+    achieved: { params: finiteOrNull(a.achieved.params), macs: finiteOrNull(a.achieved.macs) },
+    layers: a.layers,
+    measured: a.measured ?? null,
+  });
+  // Reported again by the same attempt: the later record replaces the earlier one (latest wins).
+  return (
+    ctx
+      .stmt(
+        `INSERT INTO allocations (trial_id, attempt, policy, budget_kind, budget_ratio, achieved_params_ratio,
+         achieved_macs_ratio, record)
+       VALUES (@trialId, @attempt, @policy, @budgetKind, @budgetRatio, @params, @macs, @record)
+       ON CONFLICT(trial_id, attempt) DO UPDATE SET policy = excluded.policy, budget_kind = excluded.budget_kind,
+         budget_ratio = excluded.budget_ratio, achieved_params_ratio = excluded.achieved_params_ratio,
+         achieved_macs_ratio = excluded.achieved_macs_ratio, record = excluded.record
+       WHERE allocations.record IS NOT excluded.record`,
+      )
+      .run({
+        trialId,
+        attempt,
+        policy: a.policy,
+        budgetKind: a.budget?.kind ?? null,
+        budgetRatio: a.budget?.ratio ?? null,
+        params: finiteOrNull(a.achieved.params),
+        macs: finiteOrNull(a.achieved.macs),
+        record,
       }).changes === 1
   );
 }

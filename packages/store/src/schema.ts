@@ -459,6 +459,50 @@ ALTER TABLE trials ADD COLUMN interrupted_attempts INTEGER NOT NULL DEFAULT 0;
 UPDATE trials SET counted_attempts = attempts;
 `;
 
+// How each trial chose its per-layer ranks (a budgeted allocation, EVBMF scaled to a budget, the
+// ranks Trained Rank Pruning ended with): one record per attempt, as the layers rows are, so that
+// only the latest (for a finished trial: the succeeding) attempt's record is read through the views.
+// `record` is the whole RankAllocationRecord as JSON; the budget and the achieved whole-model
+// ratios are columns as well, to filter and sort on. allocation_layers unpacks record.layers into
+// one row per layer (layer_index = model order) for `flatrank query`.
+const V8_RANK_ALLOCATIONS = `
+CREATE TABLE allocations (
+  id                    INTEGER PRIMARY KEY,
+  trial_id              INTEGER NOT NULL REFERENCES trials(id) ON DELETE CASCADE,
+  attempt               INTEGER NOT NULL,
+  policy                TEXT NOT NULL,
+  budget_kind           TEXT CHECK (budget_kind IN ('params','macs')),
+  budget_ratio          REAL,
+  achieved_params_ratio REAL,
+  achieved_macs_ratio   REAL,
+  record                TEXT NOT NULL CHECK (json_valid(record)),
+  UNIQUE (trial_id, attempt)
+);
+
+CREATE VIEW trial_allocations AS
+SELECT
+  t.id AS trial_id, t.key, t.model, t.method, t.decomposition, t.rank_policy, t.target_ratio,
+  t.distortion_interval, t.seed,
+  a.attempt, a.policy, a.budget_kind, a.budget_ratio, a.achieved_params_ratio, a.achieved_macs_ratio,
+  json_array_length(a.record, '$.layers') AS layers,
+  json_extract(a.record, '$.measured') AS measured,
+  a.record
+FROM allocations a
+JOIN trials t ON t.id = a.trial_id AND a.attempt = t.attempts;
+
+CREATE VIEW allocation_layers AS
+SELECT
+  t.id AS trial_id, t.key, t.model, t.method, t.decomposition, t.rank_policy, t.seed,
+  a.policy, CAST(l.key AS INTEGER) AS layer_index,
+  json_extract(l.value, '$.name') AS layer,
+  json_extract(l.value, '$.ranks') AS ranks,
+  json_extract(l.value, '$.error') AS error,
+  json_extract(l.value, '$.measured') AS measured
+FROM allocations a
+JOIN trials t ON t.id = a.trial_id AND a.attempt = t.attempts,
+  json_each(a.record, '$.layers') l;
+`;
+
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'base tables', sql: V1_BASE_TABLES },
   { version: 2, name: 'filter indexes and views', sql: V2_VIEWS_AND_INDEXES },
@@ -474,6 +518,11 @@ export const MIGRATIONS: readonly Migration[] = [
     version: 7,
     name: 'attempts that count toward maxAttempts (trials.counted_attempts, interrupted_attempts)',
     sql: V7_ATTEMPT_BUDGET,
+  },
+  {
+    version: 8,
+    name: 'rank allocation records per attempt (allocations, trial_allocations, allocation_layers)',
+    sql: V8_RANK_ALLOCATIONS,
   },
 ];
 

@@ -72,6 +72,7 @@ describe('migrations', () => {
       'layers',
       'results',
       'artifacts',
+      'allocations',
     ])
       expect(
         connectionOf(store)
@@ -85,6 +86,8 @@ describe('migrations', () => {
       'trial_layers',
       'latest_metrics',
       'sweep_progress',
+      'trial_allocations',
+      'allocation_layers',
     ])
       expect(
         connectionOf(store)

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import {
   resolveTrialConfig,
   trialKey,
+  type RankAllocationRecord,
   type RunEnvironment,
   type TrialConfig,
   type TrialConfigInput,
@@ -62,6 +63,28 @@ export function tempDbTrialConfig(overrides: Partial<TrialConfigInput> = {}): Tr
   return resolveTrialConfig({ ...base, ...overrides });
 }
 
+/**
+ * A budgeted allocation over LeNet-5's conv2 and fc1 with ranks scaled by `scale` (default 1:
+ * conv2 [3, 8], fc1 [16]), as a trainer would report it.
+ */
+export function tempDbAllocation(scale = 1): RankAllocationRecord {
+  return {
+    policy: 'model-ratio=2',
+    budget: { kind: 'params', ratio: 2 },
+    achieved: { params: 2.01 / scale, macs: 1.6 / scale },
+    layers: [
+      {
+        name: 'conv2',
+        ranks: [3 * scale, 8 * scale],
+        error: 0.25 / scale,
+        measured: { candidates: [2, 4, 8] },
+      },
+      { name: 'fc1', ranks: [16 * scale], error: 0.2 / scale },
+    ],
+    measured: { maxError: 0.25 / scale, greedySteps: 3 },
+  };
+}
+
 export const TEMP_DB_ENVIRONMENT: RunEnvironment = {
   gitCommit: '0123456789abcdef0123456789abcdef01234567',
   gitDirty: false,
@@ -75,11 +98,14 @@ export const TEMP_DB_ENVIRONMENT: RunEnvironment = {
   pid: 1,
 };
 
-/** The events a successful trial emits: started, metrics per step, one layer, an artifact, finished. */
+/**
+ * The events a successful trial emits: started, (an allocation when given,) metrics per step, one
+ * layer, an artifact, finished.
+ */
 export function tempDbTrialEvents(
   key: string,
   attempt: number,
-  opts: { steps?: number; accuracy?: number } = {},
+  opts: { steps?: number; accuracy?: number; allocation?: RankAllocationRecord } = {},
 ): TrialEnvelope[] {
   const steps = opts.steps ?? 5;
   const acc = opts.accuracy ?? 0.9;
@@ -87,6 +113,7 @@ export function tempDbTrialEvents(
   let seq = 0;
   const push = (event: TrialEnvelope['event']) => out.push({ trialKey: key, attempt, seq: seq++, event });
   push({ type: 'started', env: TEMP_DB_ENVIRONMENT });
+  if (opts.allocation) push({ type: 'allocation', allocation: opts.allocation });
   for (let s = 1; s <= steps; s++)
     push({ type: 'metric', step: s, epoch: 0, phase: 'train', name: 'loss', value: 2 / s });
   push({

@@ -113,10 +113,25 @@ describe('fake trainer settings', () => {
       atStep: 2,
       exitCode: 1,
       accuracy: undefined,
+      allocation: null,
     });
     expect(resolveBehaviour(s, c, 2).action).toBe('ok');
     expect(resolveBehaviour(s, config, 1)).toMatchObject({ steps: 5, stepMs: 1, action: 'ok' });
     expect(resolveBehaviour({ default: { steps: 7 } }, config, 1)).toMatchObject({ steps: 7, atStep: 3 });
+  });
+
+  it('attempt n reports allocations[n - 1], the last one from then on', () => {
+    const alloc = (rank: number) => ({
+      policy: 'model-ratio=4',
+      budget: { kind: 'params' as const, ratio: 4 },
+      achieved: { params: 4, macs: 3 },
+      layers: [{ name: 'conv2', ranks: [rank] }],
+      measured: null,
+    });
+    const s = { default: { allocations: [alloc(2), alloc(3)] } };
+    expect(resolveBehaviour(s, config, 1).allocation).toEqual(alloc(2));
+    expect(resolveBehaviour(s, config, 2).allocation).toEqual(alloc(3));
+    expect(resolveBehaviour(s, config, 5).allocation).toEqual(alloc(3));
   });
 
   it('an unknown action is an error naming the field and the allowed values', () => {

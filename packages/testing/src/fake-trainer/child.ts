@@ -12,6 +12,8 @@ import type {
   CHECKPOINT_FORMAT,
   ChildToCoordinator,
   CoordinatorToChild,
+  LayerRecord,
+  RankAllocationRecord,
   TrialConfig,
   TrialEvent,
   TrialRunOptions,
@@ -204,7 +206,39 @@ function started(a: FakeAttempt): void {
   });
 }
 
-/** The end of a successful attempt: final accuracy, a layer record, a checkpoint, finished. */
+/**
+ * The layer records of a compressed trial: one per layer of its allocation (its ranks, counts
+ * derived from them), else one fixed conv2 record.
+ */
+function layerRecords(
+  c: NonNullable<TrialConfig['compression']>,
+  allocation: RankAllocationRecord | null,
+): LayerRecord[] {
+  const record = (name: string, ranks: number[], paramsAfter: number): LayerRecord => ({
+    name,
+    decomposition: c.decomposition,
+    scheme: c.scheme ?? null,
+    ranks,
+    rawRanks: null,
+    tile: c.tile ?? null,
+    kernelShape: [5, 5, 6, 16],
+    paramsBefore: 2400,
+    paramsAfter,
+    macsBefore: 240000,
+    macsAfter: paramsAfter * 100,
+    relativeError: 0.1,
+  });
+  if (!allocation) return [record('conv2', [4], 1200)];
+  return allocation.layers.map((l) =>
+    record(
+      l.name,
+      l.ranks,
+      l.ranks.reduce((sum, r) => sum + 100 * r, 0),
+    ),
+  );
+}
+
+/** The end of a successful attempt: final accuracy, layer records, a checkpoint, finished. */
 async function finish(a: FakeAttempt): Promise<never> {
   const { config, options } = a.run;
   const b = a.behaviour;
@@ -219,24 +253,7 @@ async function finish(a: FakeAttempt): Promise<never> {
     value: accuracy,
   });
   const c = config.compression;
-  if (c)
-    a.send({
-      type: 'layer',
-      layer: {
-        name: 'conv2',
-        decomposition: c.decomposition,
-        scheme: c.scheme ?? null,
-        ranks: [4],
-        rawRanks: null,
-        tile: c.tile ?? null,
-        kernelShape: [5, 5, 6, 16],
-        paramsBefore: 2400,
-        paramsAfter: 1200,
-        macsBefore: 240000,
-        macsAfter: 120000,
-        relativeError: 0.1,
-      },
-    });
+  if (c) for (const layer of layerRecords(c, b.allocation)) a.send({ type: 'layer', layer });
   mkdirSync(options.artifactDir, { recursive: true });
   const ckpt = join(options.artifactDir, 'final.ckpt.json');
   writeFileSync(ckpt, JSON.stringify({ trialKey: a.run.trialKey, attempt: a.run.attempt }));
@@ -274,6 +291,7 @@ async function runAttempt(a: FakeAttempt): Promise<unknown> {
   started(a);
   const refused = checkStart(config, options);
   if (refused) return a.fail(refused.code, refused.message, false, refused.name);
+  if (b.allocation && config.compression) a.send({ type: 'allocation', allocation: b.allocation });
 
   a.startHeartbeat();
   for (a.step = 0; a.step < b.steps; a.step++) {

@@ -3,7 +3,7 @@
  * FLATRANK_FAKE_TRAINER environment variable, checked when the child reads them, and the records it
  * appends to its log. Shared by the child (child.ts) and the tests that fork it (fakes.ts).
  */
-import type { TrialConfig } from '@flatrank/protocol';
+import type { RankAllocationRecord, TrialConfig } from '@flatrank/protocol';
 
 /**
  * What an attempt does at `atStep` (ok: nothing). crash = exit mid-trial with exitCode; hang = stop
@@ -28,6 +28,12 @@ export interface FakeBehaviour {
   exitCode?: number;
   /** accuracyFinal to report (default 0.9 + 0.001 * (seed % 10)). */
   accuracy?: number;
+  /**
+   * Rank allocations a compressed trial reports: attempt n sends allocations[min(n, length) - 1] right after
+   * `started` (before the training loop, as a real allocation happens before training), and its
+   * layers become the attempt's layer records. Absent: no allocation, one fixed conv2 layer.
+   */
+  allocations?: RankAllocationRecord[];
 }
 
 export interface FakeTrainerSettings {
@@ -76,6 +82,8 @@ export interface ResolvedBehaviour {
   atStep: number;
   exitCode: number;
   accuracy: number | undefined;
+  /** The allocation this attempt reports (null: none). */
+  allocation: RankAllocationRecord | null;
 }
 
 /** Parses the settings text; a typo in an action is an error naming the field, not an 'ok' run. */
@@ -110,5 +118,6 @@ export function resolveBehaviour(
     atStep: b.atStep ?? Math.floor(steps / 2),
     exitCode: b.exitCode ?? 1,
     accuracy: b.accuracy,
+    allocation: b.allocations?.length ? b.allocations[Math.min(attempt, b.allocations.length) - 1]! : null,
   };
 }
