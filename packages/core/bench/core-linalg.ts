@@ -1,7 +1,9 @@
 // Benchmark suite `core-linalg`: thin SVD of float64 matrices shaped like conv layers' lowered kernels
-// (64x576, 128x1152, 256x2304, 512x4608) and of small square ones, with every available @flatrank/core
-// path side by side in one run: native LAPACK, pure JS (the fallback), randomized, and numpy (LAPACK
-// gesdd) on the very same matrix when python3 + numpy are installed. `jsVsNative` is the JS row's time
+// (the ResNet-20/32 ones, 16x144 .. 64x576, and wider layers' 128x1152 .. 512x4608) and of small square
+// ones, with every available @flatrank/core path side by side in one run: native LAPACK, pure JS (the
+// fallback), randomized, the singular values alone (`singularValues`: dgesdd jobz='N', and the JS
+// path without U and V; `valuesVsFull` is its time over the full SVD's on the same path), and numpy
+// (LAPACK gesdd) on the very same matrix when python3 + numpy are installed. `jsVsNative` is the JS row's time
 // over the native row's; `cpuMs` is the process CPU time per call (steadier than wall time on a shared
 // machine for the single-threaded JS path; native may exceed its wall time with two OpenBLAS threads).
 // Options: --reps=N (timed runs per row, default by size), --no-js-large (skip the pure-JS rows of
@@ -18,6 +20,7 @@ import {
   matmul,
   qr,
   readNpy,
+  singularValues,
   svd,
   writeNpy,
   type SvdOptions,
@@ -93,20 +96,33 @@ function timeSvd(
   reps: number,
   forceJs: boolean,
 ): { ms: number; cpuMs: number; s: Float64Array } {
+  return timeSpectrum(() => svd(a, opts).S, reps, forceJs);
+}
+
+/** `singularValues` (no U, V) on one path. */
+function timeValues(a: Tensor, method: 'native' | 'js', reps: number): Timed {
+  return timeSpectrum(() => singularValues(a, { method }), reps, method === 'js');
+}
+
+function timeSpectrum(
+  call: () => Float64Array,
+  reps: number,
+  forceJs: boolean,
+): { ms: number; cpuMs: number; s: Float64Array } {
   const prev = process.env.FLATRANK_LINALG;
   if (forceJs) process.env.FLATRANK_LINALG = 'js';
   try {
     // Warm-up: at least 3 calls, and up to 0.3 s of them, so that the optimising compiler (whose
     // threads count in cpuMs) is done with the kernels before the timed calls.
-    let s = svd(a, opts).S;
+    let s = call();
     const warmEnd = performance.now() + 300;
-    for (let w = 1; w < 3 || (w < 50 && performance.now() < warmEnd); w++) s = svd(a, opts).S;
+    for (let w = 1; w < 3 || (w < 50 && performance.now() < warmEnd); w++) s = call();
     const ts: number[] = [];
     const cpu: number[] = [];
     for (let i = 0; i < reps; i++) {
       const c0 = process.cpuUsage();
       const t0 = performance.now();
-      s = svd(a, opts).S;
+      s = call();
       ts.push(performance.now() - t0);
       const c = process.cpuUsage(c0);
       cpu.push((c.user + c.system) / 1000);
@@ -149,6 +165,12 @@ export default {
     const rows: Row[] = [];
     try {
       const cases = [
+        // ResNet-20/32 lowered kernels [T, kh kw S] (3x3 convs of 16, 32 and 64 channels; 64x576 is
+        // also the stage-3 one): what every distortion decomposes.
+        { m: 16, n: 144, defaultReps: 41, randRank: 4, decaying: false },
+        { m: 32, n: 144, defaultReps: 41, randRank: 8, decaying: false },
+        { m: 32, n: 288, defaultReps: 31, randRank: 8, decaying: false },
+        { m: 64, n: 288, defaultReps: 21, randRank: 16, decaying: false },
         { m: 64, n: 576, defaultReps: 15, randRank: 16, decaying: false },
         { m: 128, n: 1152, defaultReps: 9, randRank: 32, decaying: false },
         { m: 256, n: 2304, defaultReps: 5, randRank: 32, decaying: false },
@@ -172,7 +194,9 @@ export default {
             };
         const refOk = 'ms' in ref ? ref : null;
         let nativeRow: Timed | null = null;
+        let jsRow: Timed | null = null;
         const add = (impl: string, rank: number, r: Timed | null, note: string): void => {
+          const full = impl === 'native-values' ? nativeRow : impl === 'js-values' ? jsRow : null;
           rows.push({
             case: `svd ${shape}`,
             impl,
@@ -181,6 +205,7 @@ export default {
             cpuMs: r?.cpuMs !== undefined ? Number(r.cpuMs.toFixed(2)) : null,
             vsNumpy: r && refOk ? Number((r.ms / refOk.ms).toFixed(2)) : null,
             jsVsNative: impl === 'js' && r && nativeRow ? Number((r.ms / nativeRow.ms).toFixed(2)) : null,
+            valuesVsFull: r && full ? Number((r.ms / full.ms).toFixed(3)) : null,
             maxRelSvDiff: r && refOk ? Number(maxRelDiff(r.s, refOk.s).toExponential(2)) : null,
             // Against LAPACK in this process: what the JS fallback must reproduce.
             maxRelSvDiffVsNative:
@@ -209,19 +234,32 @@ export default {
         if (info.backend === 'native') {
           nativeRow = timeSvd(a, { method: 'native' }, reps, false);
           add('native', Math.min(m, n), nativeRow, `LAPACKE dgesdd, OpenBLAS ${info.threads} threads`);
+          if (!decaying)
+            add(
+              'native-values',
+              Math.min(m, n),
+              timeValues(a, 'native', reps),
+              'singularValues: LAPACKE dgesdd jobz=N (no U, V)',
+            );
         } else {
           add('native', Math.min(m, n), null, `unavailable: ${info.reason ?? ''}`);
         }
         if (decaying) {
           // Same algorithm and cost as on the gaussian matrix of this size: not repeated.
         } else if (m >= 512 && skipJsLarge) add('js', Math.min(m, n), null, 'skipped (--no-js-large)');
-        else
+        else {
+          const jsReps = m >= 512 ? Math.min(reps, 3) : reps;
+          const qrFirst = Math.max(m, n) >= 2 * Math.min(m, n) ? 'Householder QR, then ' : '';
+          jsRow = timeSvd(a, { method: 'js' }, jsReps, true);
+          add('js', Math.min(m, n), jsRow, `pure JS: ${qrFirst}Golub-Kahan-Reinsch`);
           add(
-            'js',
+            'js-values',
             Math.min(m, n),
-            timeSvd(a, { method: 'js' }, m >= 512 ? Math.min(reps, 3) : reps, true),
-            `pure JS: ${Math.max(m, n) >= 2 * Math.min(m, n) ? 'Householder QR, then ' : ''}Golub-Kahan-Reinsch`,
+            timeValues(a, 'js', jsReps),
+            `singularValues, pure JS: ${qrFirst}Golub-Kahan-Reinsch without U, V`,
           );
+        }
+
         if (!quick)
           add(
             'randomized',

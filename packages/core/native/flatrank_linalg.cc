@@ -45,6 +45,17 @@ Napi::Value Gesdd(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), r);
 }
 
+// gesddValues(a, m, n, s): the singular values only of the row-major m x n matrix a (destroyed), descending.
+// jobz = 'N': dgesdd reduces to bidiagonal form and runs dqds (dbdsdc -> dlasdq) without forming or
+// updating U and V, a fraction of the full SVD's work for the callers that need only the spectrum.
+Napi::Value GesddValues(const Napi::CallbackInfo& info) {
+  const int m = I(info[1]), n = I(info[2]);
+  double dummy = 0;  // U and VT are not referenced for jobz = 'N'; LAPACKE still wants ldu, ldvt >= 1.
+  const lapack_int r = LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'N', n, m, F64(info[0]), n, F64(info[3]),
+                                      &dummy, 1, &dummy, 1);
+  return Napi::Number::New(info.Env(), r);
+}
+
 // syevd(a, n, w): eigenvalues ascending in w; a (symmetric, so layout-free) is overwritten with the
 // eigenvectors column-major, i.e. read row-major its rows are the eigenvectors.
 Napi::Value Syevd(const Napi::CallbackInfo& info) {
@@ -97,6 +108,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("threads", Napi::Function::New(env, Threads));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("gesdd", Napi::Function::New(env, Gesdd));
+  exports.Set("gesddValues", Napi::Function::New(env, GesddValues));
   exports.Set("syevd", Napi::Function::New(env, Syevd));
   exports.Set("qr", Napi::Function::New(env, Qr));
   exports.Set("gels", Napi::Function::New(env, Gels));

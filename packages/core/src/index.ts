@@ -12,7 +12,16 @@ export {
   frobeniusNorm,
   relativeError,
 } from './ops.js';
-export { svd, eigSym, qr, lstsq, linalgBackend, linalgInfo, SVD_METHODS } from './linalg/index.js';
+export {
+  svd,
+  singularValues,
+  eigSym,
+  qr,
+  lstsq,
+  linalgBackend,
+  linalgInfo,
+  SVD_METHODS,
+} from './linalg/index.js';
 export type { SvdResult, SvdOptions, SvdMethod } from './linalg/index.js';
 export { createRng } from './random.js';
 export type { Rng } from './random.js';

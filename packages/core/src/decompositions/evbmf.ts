@@ -1,6 +1,6 @@
 import { ValidationError } from '@flatrank/protocol';
 import { assertMatrix, type Tensor } from '../tensor.js';
-import { svd } from '../linalg/index.js';
+import { singularValues } from '../linalg/index.js';
 import { minimizeBounded } from './minimize.js';
 
 export interface EvbmfResult {
@@ -36,7 +36,7 @@ export function evbmf(y: Tensor, opts: { sigma2?: number } = {}): EvbmfResult {
   let [l, m] = y.shape as [number, number];
   if (l === 0 || m === 0) throw new ValidationError('y', 'evbmf needs a non-empty matrix');
   if (l > m) [l, m] = [m, l]; // the theory takes L <= M; singular values are the same
-  const s = Float64Array.from(svd(y).S);
+  const s = singularValues(y);
   const h = s.length; // = L: the full spectrum, so there is no residual term
   const alpha = l / m;
   const tauBar = TAU_BAR_COEF * Math.sqrt(alpha);

@@ -10,7 +10,7 @@ import { Tensor, allocate, assertMatrix, type DType } from '../tensor.js';
 import { gemm, transposeBuffer } from '../ops.js';
 import { createRng } from '../random.js';
 import { getNative, nativeLoadError, withThreads, type NativeLinalg } from './native.js';
-import { eigSymJs, qrJs, svdJs } from './js.js';
+import { eigSymJs, qrJs, singularValuesJs, svdJs } from './js.js';
 
 export interface SvdResult {
   /** m x k, orthonormal columns. */
@@ -154,6 +154,54 @@ export function svdRaw(
   const r = svdJs(scaled, m, n, true); // the scaled copy is scratch
   for (let i = 0; i < r.s.length; i++) r.s[i] = r.s[i]! * maxAbs;
   return r;
+}
+
+/**
+ * Singular values only of a row-major m x n float64 buffer (not modified), descending. Native: LAPACK
+ * dgesdd with jobz = 'N' (an addon built before it existed runs the full dgesdd and keeps S); JS: the
+ * JS SVD's reductions without U and V, scaled like svdRaw.
+ */
+export function singularValuesRaw(
+  a: Float64Array,
+  m: number,
+  n: number,
+  method: 'auto' | 'native' | 'js',
+): Float64Array {
+  const k = Math.min(m, n);
+  const native = nativeFor(method);
+  if (k === 0) return new Float64Array(0);
+  if (native) {
+    if (typeof native.gesddValues !== 'function') return svdRaw(a, m, n, method).s;
+    const s = new Float64Array(k);
+    // Values-only dgesdd costs ~ 4mn^2 (QR + bidiagonalisation), far less than the full one.
+    const info = withThreads(native, m * n * k, () => native.gesddValues!(a.slice(), m, n, s));
+    if (info !== 0) throw lapackFailure('dgesdd', info, { m, n, jobz: 'N' });
+    return s;
+  }
+  let maxAbs = 0;
+  for (let i = 0; i < a.length; i++) maxAbs = Math.max(maxAbs, Math.abs(a[i]!));
+  if (maxAbs === 0 || maxAbs === 1) return singularValuesJs(a, m, n);
+  const scaled = new Float64Array(a.length);
+  for (let i = 0; i < a.length; i++) scaled[i] = a[i]! / maxAbs;
+  const s = singularValuesJs(scaled, m, n, true);
+  for (let i = 0; i < s.length; i++) s[i] = s[i]! * maxAbs;
+  return s;
+}
+
+/**
+ * The singular values of a matrix, descending (length min(m, n)), without U and V: for the callers
+ * that need only the spectrum (EVBMF, energy rank policies, rank plans). Computed in float64 like
+ * `svd`, and equal to `svd(a).S` up to rounding (bit-identical on the JS path).
+ */
+export function singularValues(a: Tensor, opts: { method?: 'auto' | 'native' | 'js' } = {}): Float64Array {
+  assertMatrix(a, 'a');
+  const method = opts.method ?? 'auto';
+  const allowed = ['auto', 'native', 'js'] as const;
+  if (!allowed.includes(method)) throw new UnknownNameError('method', String(method), allowed);
+  checkFinite(a, 'a');
+  const [m, n] = a.shape as [number, number];
+  const data = a.data instanceof Float64Array ? a.data : Float64Array.from(a.data);
+  return singularValuesRaw(data, m, n, method);
 }
 
 function checkIntOption(value: unknown, field: string, min: number): number | undefined {

@@ -301,16 +301,19 @@ function rotateChain(
 /**
  * Golub-Kahan-Reinsch SVD (Householder bidiagonalisation, then implicit-shift QR on the bidiagonal;
  * the algorithm of LINPACK dsvdc / JAMA) of a column-major m x n matrix with m >= n, destroyed.
- * Returns row-major u (m x n), v (n x n) and descending s.
+ * Returns row-major u (m x n), v (n x n) and descending s. With `vectors` false, u and v are empty:
+ * the reflectors are not accumulated and the QR sweeps rotate nothing but the bidiagonal (the same
+ * arithmetic on s and e, so the same values as the full SVD, at a fraction of the work).
  */
 function gkrColumnMajor(
   A: Float64Array,
   m: number,
   n: number,
+  vectors = true,
 ): { u: Float64Array; s: Float64Array; v: Float64Array } {
   const nu = n;
   const s = new Float64Array(Math.min(m + 1, n));
-  const VH = new Float64Array(n * n); // right reflectors, one per column
+  const VH = new Float64Array(vectors ? n * n : 0); // right reflectors, one per column
   const e = new Float64Array(n);
   // Right-reflector products: `work` collects this step's, `pend` holds the previous step's until its
   // update (A_j += tc[j] pend, j > k) is applied, which happens column by column inside the next step's
@@ -411,7 +414,7 @@ function gkrColumnMajor(
         pend = work;
         work = w;
       }
-      for (let i = k + 1; i < n; i++) VH[k * n + i] = e[i]!;
+      if (vectors) for (let i = k + 1; i < n; i++) VH[k * n + i] = e[i]!;
     }
   }
   if (pk >= 0) {
@@ -427,12 +430,11 @@ function gkrColumnMajor(
   if (nrt + 1 < p) e[nrt] = A[(p - 1) * m + nrt]!;
   e[p - 1] = 0;
   // U = H_0 ... H_{nct-1} [I; 0] and V = G_0 ... G_{nrt-1} from the reflectors left in A and V.
-  const u = formReflectorProduct(A, m, m, nu, nct, 0, s);
-  const v = formReflectorProduct(VH, n, n, n, nrt, 1, e);
   // The QR iteration rotates columns: column-major copies keep each column contiguous. A sweep's
   // rotations are collected and applied afterwards as chains (rotateChain).
-  const U = transposeBuffer(u, m, nu);
-  const V = transposeBuffer(v, n, n);
+  const none = new Float64Array(0);
+  const U = vectors ? transposeBuffer(formReflectorProduct(A, m, m, nu, nct, 0, s), m, nu) : none;
+  const V = vectors ? transposeBuffer(formReflectorProduct(VH, n, n, n, nrt, 1, e), n, n) : none;
   const cv = new Float64Array(n);
   const sv = new Float64Array(n);
   const cu = new Float64Array(n);
@@ -484,7 +486,7 @@ function gkrColumnMajor(
           f = -sn * e[j - 1]!;
           e[j - 1] = cs * e[j - 1]!;
         }
-        rotateColumns(V, n, j, p - 1, cs, sn);
+        if (vectors) rotateColumns(V, n, j, p - 1, cs, sn);
       }
     } else if (kase === 2) {
       // Split at a negligible s(k).
@@ -497,7 +499,7 @@ function gkrColumnMajor(
         s[j] = t;
         f = -sn * e[j]!;
         e[j] = cs * e[j]!;
-        rotateColumns(U, m, j, k - 1, cs, sn);
+        if (vectors) rotateColumns(U, m, j, k - 1, cs, sn);
       }
     } else if (kase === 3) {
       // One implicit-shift QR step (Wilkinson-like shift from the trailing 2x2).
@@ -546,15 +548,17 @@ function gkrColumnMajor(
         su[j] = sn;
       }
       e[p - 2] = f;
-      rotateChain(V, n, k, p - 1, cv, sv);
-      rotateChain(U, m, k, p - 1, cu, su);
+      if (vectors) {
+        rotateChain(V, n, k, p - 1, cv, sv);
+        rotateChain(U, m, k, p - 1, cu, su);
+      }
       iter++;
     } else {
       // Convergence: make s(k) non-negative. Sorting waits for the end (one permutation instead of
       // bubbling columns through U and V).
       if (s[k]! <= 0) {
         s[k] = s[k]! < 0 ? -s[k]! : 0;
-        for (let i = k * n; i < (k + 1) * n; i++) V[i] = -V[i]!;
+        if (vectors) for (let i = k * n; i < (k + 1) * n; i++) V[i] = -V[i]!;
       }
       iter = 0;
       p--;
@@ -563,6 +567,10 @@ function gkrColumnMajor(
   // Descending order; a stable sort keeps ties in place.
   const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => s[y]! - s[x]! || x - y);
   const sOut = new Float64Array(n);
+  if (!vectors) {
+    for (let c = 0; c < n; c++) sOut[c] = s[order[c]!]!;
+    return { u: none, s: sOut, v: none };
+  }
   const uOut = new Float64Array(m * n);
   const vOut = new Float64Array(n * n);
   for (let c = 0; c < n; c++) sOut[c] = s[order[c]!]!;
@@ -602,6 +610,22 @@ export function svdJs(
     return { u, s: inner.s, v: inner.v };
   }
   return gkrColumnMajor(transposeBuffer(a, m, n), m, n);
+}
+
+/**
+ * Singular values only (descending, k = min(m, n)) of a row-major m x n matrix in pure JS: the routes
+ * of svdJs (transpose when wide, QR first when clearly tall) without forming Q, U or V. For a tall
+ * m x n that is the QR's 2mn^2 - 2n^3/3 flops plus the n x n bidiagonalisation, against ~4x that for
+ * the full SVD, and the values are those the full SVD computes (the same arithmetic on s and e).
+ */
+export function singularValuesJs(a: Float64Array, m: number, n: number, overwrite = false): Float64Array {
+  if (m < n) return singularValuesJs(transposeBuffer(a, m, n), n, m, true);
+  if (n === 0) return new Float64Array(0);
+  if (m >= 2 * n && n > 1) {
+    const { r } = householderJs(a, m, n, overwrite);
+    return gkrColumnMajor(transposeBuffer(r, n, n), n, n, false).s;
+  }
+  return gkrColumnMajor(transposeBuffer(a, m, n), m, n, false).s;
 }
 
 /**

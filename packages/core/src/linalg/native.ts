@@ -20,6 +20,8 @@ export interface NativeLinalg {
     ldc: number,
   ): void;
   gesdd(a: Float64Array, m: number, n: number, s: Float64Array, u: Float64Array, vt: Float64Array): number;
+  /** dgesdd with jobz = 'N' (singular values only); absent from addons built before it was added. */
+  gesddValues?(a: Float64Array, m: number, n: number, s: Float64Array): number;
   syevd(a: Float64Array, n: number, w: Float64Array): number;
   qr(a: Float64Array, m: number, n: number, q: Float64Array, r: Float64Array): number;
   gels(a: Float64Array, m: number, n: number, b: Float64Array, nrhs: number): number;
