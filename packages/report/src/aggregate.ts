@@ -291,6 +291,8 @@ export class TrialGroup {
   readonly decompositionError: Array<number | null> = [];
   readonly wallSeconds: Array<number | null> = [];
   readonly worseAfterFineTuning: number[] = [];
+  /** Final accuracy per seed, for paired differences between groups (paired.ts). */
+  readonly finalBySeed = new Map<number, number>();
 
   /** `config` is the group's first trial's config (what the row's columns are read from). */
   constructor(
@@ -313,6 +315,7 @@ export class TrialGroup {
     this.layersRatio.push(v.layersRatio);
     this.decompositionError.push(v.decompositionError);
     this.wallSeconds.push(v.wallSeconds);
+    if (v.accuracyFinal !== null) this.finalBySeed.set(t.seed, v.accuracyFinal);
     if (
       this.config.method === 'finetune' &&
       v.accuracyFinal !== null &&

@@ -5,6 +5,7 @@
  * plot renderer.
  */
 import type { Report, ReportEntry } from './report.js';
+import type { PairedDifference } from './paired.js';
 import { PAPER_BASELINE_ACCURACY } from './paper.js';
 import type { Stat } from './stats.js';
 import { ValidationError } from '@flatrank/protocol';
@@ -128,6 +129,7 @@ export function toMarkdown(report: Report): string {
         `- ${[label(r), r.rank ?? '', r.variant].filter((s) => s !== '').join(', ')}: seed${r.worseAfterFineTuning.length > 1 ? 's' : ''} ${r.worseAfterFineTuning.join(', ')} (${r.worseAfterFineTuning.length} of ${r.accuracyFinal.n})`,
       );
   }
+  if (report.paired) out.push('', ...pairedMarkdown(report.paired));
   if (paper) {
     out.push('', paperSetting(report));
     out.push(
@@ -141,6 +143,36 @@ export function toMarkdown(report: Report): string {
     }
   }
   return `${out.join('\n')}\n`;
+}
+
+/** The seed-paired differences as a markdown section. */
+function pairedMarkdown(paired: readonly PairedDifference[]): string[] {
+  const out = [
+    '## Paired differences (same seed)',
+    '',
+    '| ratio | a | b | seeds | a − b per seed (pts) | mean ± std (pts) | t | p < 0.05 |',
+    '|---|---|---|---|---|---|---|---|',
+  ];
+  for (const p of paired) {
+    const verdict =
+      p.verdict === 'a' ? 'a ahead' : p.verdict === 'b' ? 'b ahead' : p.verdict === 'tie' ? 'tie' : '-';
+    const cells = [
+      p.bucket === null ? 'vs baseline' : `${p.bucket}x`,
+      p.a.label,
+      p.b.label,
+      p.seeds.join(', '),
+      p.differences.map((d) => fmtSigned(d, 2)).join(' / '),
+      p.mean === null ? '-' : `${fmtSigned(p.mean, 2)}${p.std === null ? '' : ` ± ${p.std.toFixed(2)}`}`,
+      p.t === null ? '-' : p.t.toFixed(1),
+      verdict,
+    ];
+    out.push(`| ${cells.map(mdEscape).join(' | ')} |`);
+  }
+  out.push(
+    '',
+    "a − b: final test accuracy of row a minus row b for the same seed, in points. t: the mean over its standard error (n − 1 degrees of freedom); 'tie' when |t| is below the two-sided 95 % critical value. Rows are paired within a compression-ratio bucket, and every compressed row against each baseline row.",
+  );
+  return out;
 }
 
 /** What the published numbers were measured on, and whether this sweep's net and data differ. */

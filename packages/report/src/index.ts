@@ -29,6 +29,8 @@ export type { PaperReference, PublishedRow, RatioBasis } from './paper.js';
 export { matchRow, unmatchedPublished, DEFAULT_MATCH_TOLERANCE } from './compare.js';
 export type { PaperMatch, CompareOptions } from './compare.js';
 export { buildReport } from './report.js';
+export { pairedDifferences, pairRows, rowLabel, tCritical95 } from './paired.js';
+export type { PairedDifference, PairedRowRef } from './paired.js';
 export type { Report, ReportEntry, BuildReportOptions } from './report.js';
 export {
   REPORT_FORMATS,

@@ -11,6 +11,7 @@ import {
 } from './aggregate.js';
 import { DEFAULT_MATCH_TOLERANCE, matchRow, unmatchedPublished, type PaperMatch } from './compare.js';
 import type { PaperReference, PublishedRow } from './paper.js';
+import { pairedDifferences, type PairedDifference } from './paired.js';
 
 export interface ReportEntry extends ReportRow {
   /** The published counterpart (only when the sweep reproduces a paper figure / table). */
@@ -34,12 +35,16 @@ export interface Report {
   notCovered: PublishedRow[];
   /** The nets and data sets the sweep's trials ran (the published numbers are ResNet-32 / CIFAR-10). */
   settings: Array<{ model: string; dataset: string }>;
+  /** Seed-paired differences between rows (only when asked for: BuildReportOptions.paired). */
+  paired?: PairedDifference[];
 }
 
 export interface BuildReportOptions extends AggregateOptions {
   sweep: string;
   reproduces?: PaperReference | null;
   matchTolerance?: number;
+  /** Add the seed-paired differences between rows of the same ratio and against the baselines. */
+  paired?: boolean;
 }
 
 /** `trials`: an array of trials, or the groups loadSweep streamed from the store (same report). */
@@ -69,7 +74,7 @@ export function buildReport(
       model: g.config.model,
       dataset: g.config.dataset.name,
     });
-  return {
+  const report: Report = {
     sweep: options.sweep,
     reproduces,
     matchTolerance: tolerance,
@@ -83,4 +88,9 @@ export function buildReport(
         )
       : [],
   };
+  if (options.paired) {
+    const finalBySeed = new Map([...grouped.groups].map(([g, group]) => [g.slice(0, 12), group.finalBySeed]));
+    report.paired = pairedDifferences(rows, finalBySeed);
+  }
+  return report;
 }

@@ -20,6 +20,7 @@ interface ReportFlags {
   format: string;
   out?: string;
   tolerance: string;
+  paired?: boolean;
 }
 
 export function parseTolerance(v: string, field = '--tolerance'): number {
@@ -47,12 +48,21 @@ export function registerReport(program: Command): void {
       'relative ratio tolerance for matching published rows',
       String(DEFAULT_MATCH_TOLERANCE),
     )
+    .option(
+      '--paired',
+      'add seed-paired differences (mean, std, t) between rows of the same ratio and against the baselines (md, json)',
+    )
     .action((sweep: string, flags: ReportFlags) => {
       const format = parseReportFormat(flags.format);
       const matchTolerance = parseTolerance(flags.tolerance);
       const loaded = loadSweep(resolveDbPath(flags.db), sweep);
       const text = formatReport(
-        buildReport(loaded.trials, { sweep: loaded.sweep, reproduces: loaded.reproduces, matchTolerance }),
+        buildReport(loaded.trials, {
+          sweep: loaded.sweep,
+          reproduces: loaded.reproduces,
+          matchTolerance,
+          paired: flags.paired === true,
+        }),
         format,
       );
       if (flags.out) {
