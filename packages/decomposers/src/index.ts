@@ -45,9 +45,38 @@ export {
   reconstruct,
 } from './decompose.js';
 export { modelRatioFraction } from './model-ratio.js';
+export {
+  ERROR_ESTIMATES,
+  KNAPSACK_STEPS,
+  allocateByError,
+  allocateBySensitivity,
+  allocateByVbmf,
+  allocateDataFree,
+  allocateRanks,
+  checkAllocationTarget,
+} from './allocation/index.js';
+export type {
+  AllocatePolicy,
+  AllocateRanksOptions,
+  AllocatedLayer,
+  AllocationLayer,
+  AllocationOptions,
+  ErrorEstimate,
+  RankAllocation,
+  SensitivityCandidate,
+  SensitivityMeasure,
+  SensitivityMeasurement,
+  SensitivityRequest,
+} from './allocation/index.js';
 export { selectTargets } from './targets.js';
 export type { TargetableLayer } from './targets.js';
-export { layerDecomposeOptions, modelLayers, modelLayersFor, planModelCompression } from './model-layers.js';
+export {
+  geometryOf,
+  layerDecomposeOptions,
+  modelLayers,
+  modelLayersFor,
+  planModelCompression,
+} from './model-layers.js';
 export type { ModelLayer, PlannedLayer } from './model-layers.js';
 export type { ModelLayerSpec, ModelRatioResult } from './model-ratio.js';
 export { PADDINGS } from './types.js';

@@ -14,17 +14,21 @@ import {
   type ModelName,
   type RankPolicy,
 } from '@flatrank/protocol';
+import { checkAllocationTarget } from './allocation/index.js';
 import { kernelDimsFromShape } from './kernel.js';
 import { modelRatioFraction } from './model-ratio.js';
 import { planShape, resolveRanks } from './plan.js';
 import { selectTargets, type TargetableLayer } from './targets.js';
-import type { DecomposeOptions } from './types.js';
+import type { DecomposeOptions, LayerGeometry } from './types.js';
 
 /** One conv or dense layer, as the trainers' convLayers describes it. */
 export interface ModelLayer extends TargetableLayer {
   /** conv HWIO [kh, kw, S, T]; dense [1, 1, in, out] (as a 1x1 conv). */
   kernelShape: [number, number, number, number];
   strides: [number, number];
+  padding: 'same' | 'valid';
+  /** Spatial size [h, w] of the layer's input ([1, 1] for dense), for multiply-add counts. */
+  inputSize: [number, number];
   /** Trainable weights that belong to the layer: the kernel, its bias, or its batch norm's scale and offset. */
   trainableParams: number;
 }
@@ -43,15 +47,30 @@ export function modelLayersFor(model: ModelName, inputShape: Shape3, numClasses:
   const out: ModelLayer[] = [];
   // LeNet-5's convs have biases; the ResNets' and VGG-small's are followed by batch norm instead.
   const convExtra = model === 'lenet5' ? 1 : 2;
-  const conv = (name: string, k: number, s: number, t: number, stride = 1): void => {
+  // The spatial size of the next layer's input, as the layers below change it.
+  let [h, w] = inputShape;
+  const conv = (
+    name: string,
+    k: number,
+    s: number,
+    t: number,
+    stride = 1,
+    padding: 'same' | 'valid' = 'same',
+  ): void => {
     out.push({
       name,
       kind: 'conv',
       kernelShape: [k, k, s, t],
       strides: [stride, stride],
+      padding,
+      inputSize: [h, w],
       isFirst: !out.some((l) => l.kind === 'conv'),
       trainableParams: k * k * s * t + convExtra * t,
     });
+    [h, w] =
+      padding === 'same'
+        ? [Math.ceil(h / stride), Math.ceil(w / stride)]
+        : [Math.floor((h - k) / stride) + 1, Math.floor((w - k) / stride) + 1];
   };
   const dense = (name: string, n: number, m: number): void => {
     out.push({
@@ -59,22 +78,23 @@ export function modelLayersFor(model: ModelName, inputShape: Shape3, numClasses:
       kind: 'dense',
       kernelShape: [1, 1, n, m],
       strides: [1, 1],
+      padding: 'valid',
+      inputSize: [1, 1],
       isFirst: false,
       trainableParams: n * m + m,
     });
   };
   // 2x2 max-pooling with stride 2 and 'valid' padding (the tfjs default) floors odd sizes.
   const pool = (v: number): number => Math.floor(v / 2);
-  let [h, w] = inputShape;
   const c = inputShape[2];
   switch (model) {
     case 'lenet5': {
       // 28x28 inputs pad the first conv 'same' (the 32x32 network); 32x32 inputs use 'valid'.
       const same = h < 32 || w < 32;
-      conv('conv1', 5, c, 6);
-      [h, w] = same ? [pool(h), pool(w)] : [pool(h - 4), pool(w - 4)];
-      conv('conv2', 5, 6, 16);
-      [h, w] = [pool(h - 4), pool(w - 4)];
+      conv('conv1', 5, c, 6, 1, same ? 'same' : 'valid');
+      [h, w] = [pool(h), pool(w)];
+      conv('conv2', 5, 6, 16, 1, 'valid');
+      [h, w] = [pool(h), pool(w)];
       dense('fc1', h * w * 16, 120);
       dense('fc2', 120, 84);
       dense('fc3', 84, numClasses);
@@ -120,7 +140,7 @@ export function modelLayersFor(model: ModelName, inputShape: Shape3, numClasses:
 export interface PlannedLayer {
   layer: ModelLayer;
   options: Omit<DecomposeOptions, 'rank'>;
-  /** The ranks the policy gives this layer (null for energy / vbmf: they need the kernel values). */
+  /** The ranks the policy gives this layer (null for energy / vbmf / allocate: they need the kernel values). */
   ranks: number[] | null;
 }
 
@@ -167,6 +187,18 @@ export function planModelCompression(layers: readonly ModelLayer[], c: Compressi
     });
     policies = modelRatioFraction(specs, c.rank.ratio, { untargetedParams }).policies;
   }
+  if (c.rank.kind === 'allocate') {
+    // Only the budget can be checked without kernel values: the smallest model must meet it.
+    const targetedKernels = chosen.reduce((s, l) => s + l.kernelShape.reduce((a, b) => a * b, 1), 0);
+    const untargetedParams = layers.reduce((s, l) => s + l.trainableParams, 0) - targetedKernels;
+    const untargetedMacs = layers.filter((l) => !chosen.includes(l)).reduce((s, l) => s + layerMacs(l), 0);
+    const specs = chosen.map((l) => {
+      const { rank: _rank, ...options } = layerDecomposeOptions({ ...c, rank: { kind: 'rank', rank: 1 } }, l);
+      return { name: l.name, kernelShape: kernelShapeOf(l), options, geometry: geometryOf(l) };
+    });
+    checkAllocationTarget(specs, c.rank, { untargetedParams, untargetedMacs });
+    policies = chosen.map(() => ({ kind: 'rank', rank: 1 }));
+  }
   return chosen.map((layer, i) => {
     const { rank: layerRank, ...options } = layerDecomposeOptions(
       { ...c, rank: policies[i]! },
@@ -177,7 +209,8 @@ export function planModelCompression(layers: readonly ModelLayer[], c: Compressi
     try {
       const dims = kernelDimsFromShape(kernelShapeOf(layer), 'kernelShape');
       const shape = planShape(dims, options);
-      const needsValues = layerRank.kind === 'energy' || layerRank.kind === 'vbmf';
+      const needsValues =
+        layerRank.kind === 'energy' || layerRank.kind === 'vbmf' || c.rank.kind === 'allocate';
       const ranks = needsValues ? null : resolveRanks(null, dims, shape, layerRank).ranks;
       return { layer, options, ranks };
     } catch (e) {
@@ -189,6 +222,23 @@ export function planModelCompression(layers: readonly ModelLayer[], c: Compressi
 
 function kernelShapeOf(l: ModelLayer): number[] {
   return l.kind === 'dense' ? [l.kernelShape[2], l.kernelShape[3]] : [...l.kernelShape];
+}
+
+/** The layer's convolution settings and input size (multiply-add counts). */
+export function geometryOf(l: ModelLayer): LayerGeometry {
+  return { strides: l.strides, padding: l.padding, inputSize: l.inputSize };
+}
+
+/** Multiply-adds of one example through the layer (conv: output positions x kernel size; dense: in x out). */
+function layerMacs(l: ModelLayer): number {
+  const k = l.kernelShape.reduce((a, b) => a * b, 1);
+  if (l.kind === 'dense') return k;
+  const out = l.inputSize.map((v, i) =>
+    l.padding === 'same'
+      ? Math.ceil(v / l.strides[i]!)
+      : Math.floor((v - l.kernelShape[i]!) / l.strides[i]!) + 1,
+  );
+  return out[0]! * out[1]! * k;
 }
 
 /** The same typed error, its message prefixed with the layer it is about. */

@@ -361,7 +361,7 @@ function checkRank(v: unknown, full: number, field: string, what: string): numbe
 const clamp = (v: number, lo: number, hi: number): number => Math.min(hi, Math.max(lo, v));
 
 /** The matrices whose spectra drive energy / vbmf: one per free rank (cp: the two channel unfoldings). */
-function spectralMatrices(kernel: LayerKernel | null, dims: KernelDims, shape: PlanShape): Tensor[][] {
+export function spectralMatrices(kernel: LayerKernel | null, dims: KernelDims, shape: PlanShape): Tensor[][] {
   if (kernel === null)
     throw new ValidationError('rank', 'energy and vbmf rank policies need the kernel values');
   if (shape.method === 'tiled-svd') {
@@ -467,6 +467,11 @@ export function resolveRanks(
       throw new ValidationError(
         'rank',
         "rank policy 'model-ratio' needs every targeted layer: call modelRatioFraction(layers, ratio) and decompose each layer with { kind: 'fraction', fraction }",
+      );
+    case 'allocate':
+      throw new ValidationError(
+        'rank',
+        "rank policy 'allocate' chooses the ranks of every target layer together: call allocateRanks(layers, policy) and decompose each layer with its allocated policy",
       );
     case 'energy': {
       const th = policy.threshold;

@@ -26,8 +26,22 @@ export const RANK_POLICY_KINDS = [
   'model-ratio',
   'energy',
   'vbmf',
+  'allocate',
 ] as const;
 export type RankPolicyKind = (typeof RANK_POLICY_KINDS)[number];
+
+/**
+ * What a budgeted rank allocation (rank policy kind 'allocate') minimises: 'error' the largest
+ * relative reconstruction error over the target layers (data-free), 'sensitivity' the summed
+ * validation-accuracy loss predicted from per-layer measured curves, 'vbmf' EVBMF's ranks scaled
+ * by one factor to the budget.
+ */
+export const ALLOCATION_CRITERIA = ['error', 'sensitivity', 'vbmf'] as const;
+export type AllocationCriterion = (typeof ALLOCATION_CRITERIA)[number];
+
+/** The whole-model quantity a budget is a compression ratio of. */
+export const BUDGET_BASES = ['params', 'macs'] as const;
+export type BudgetBasis = (typeof BUDGET_BASES)[number];
 
 export const MODELS = ['lenet5', 'resnet8', 'resnet20', 'resnet32', 'resnet56', 'vgg-small'] as const;
 export type ModelName = (typeof MODELS)[number];

@@ -8,12 +8,14 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { ValidationError } from './errors.js';
 import {
+  ALLOCATION_CRITERIA,
   DATASETS,
   DECOMPOSITIONS,
   LOWERING_ORDERS,
   METHODS,
   MODELS,
   SVD_SCHEMES,
+  type BudgetBasis,
   type RankPolicyKind,
 } from './names.js';
 
@@ -84,6 +86,51 @@ export const startSchema = z.discriminatedUnion('kind', [
 ]);
 export type StartPoint = z.infer<typeof startSchema>;
 
+const budgetRatio = z
+  .number()
+  .finite()
+  .gt(1, { message: 'must be a whole-model compression ratio > 1 (size before / size after)' });
+
+/**
+ * The whole-model budget of an allocation: `{params: X}` or `{macs: X}`, X > 1 the compression
+ * ratio of all trainable parameters (the basis of model-ratio and of the reported ratio) or of the
+ * multiply-adds of one example through the conv and dense layers.
+ */
+export const allocationTargetSchema = z
+  .object({ params: budgetRatio.optional(), macs: budgetRatio.optional() })
+  .strict()
+  .refine((t) => (t.params === undefined) !== (t.macs === undefined), {
+    message: 'give exactly one of params: X or macs: X (the whole-model compression ratio, X > 1)',
+  });
+export type AllocationTarget = z.infer<typeof allocationTargetSchema>;
+
+/** The basis and ratio of an allocation target (exactly one of params / macs is set). */
+export function allocationBudget(target: AllocationTarget): { kind: BudgetBasis; ratio: number } {
+  return target.params !== undefined
+    ? { kind: 'params', ratio: target.params }
+    : { kind: 'macs', ratio: target.macs! };
+}
+
+/** Default candidate ranks of a sensitivity measurement, as fractions of each layer's full rank. */
+export const SENSITIVITY_CANDIDATES: readonly number[] = [1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 3 / 4];
+
+/**
+ * How by: sensitivity measures its curves: the candidate ranks (fractions, as the 'fraction' rank
+ * policy maps them to ranks), and the validation split, `validationSize` training examples drawn
+ * with `validationSeed` (never test examples).
+ */
+export const sensitivitySchema = z
+  .object({
+    candidates: z
+      .array(z.number().gt(0).lte(1))
+      .min(1)
+      .default([...SENSITIVITY_CANDIDATES]),
+    validationSize: positiveInt.default(1000),
+    validationSeed: nonNegativeInt.default(0),
+  })
+  .strict();
+export type SensitivityOptions = z.infer<typeof sensitivitySchema>;
+
 export const rankPolicySchema = z.discriminatedUnion('kind', [
   /** One rank for every targeted layer (svd, tiled-svd per tile, cp) or both Tucker ranks. */
   z.object({ kind: z.literal('rank'), rank: positiveInt }).strict(),
@@ -99,6 +146,18 @@ export const rankPolicySchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('energy'), threshold: z.number().gt(0).lte(1) }).strict(),
   /** EVBMF estimate (Nakajima et al. 2013), clamped to [1, full]. */
   z.object({ kind: z.literal('vbmf') }).strict(),
+  /**
+   * Per-layer ranks chosen together under a whole-model budget (packages/decomposers/README.md,
+   * "Rank allocation"); `sensitivity` only with by: sensitivity (filled with its defaults there).
+   */
+  z
+    .object({
+      kind: z.literal('allocate'),
+      by: z.enum(ALLOCATION_CRITERIA),
+      target: allocationTargetSchema,
+      sensitivity: sensitivitySchema.optional(),
+    })
+    .strict(),
 ]);
 export type RankPolicy = z.infer<typeof rankPolicySchema>;
 // RANK_POLICY_KINDS (names.ts) lists exactly the kinds of the schema: a kind added to one and not
@@ -244,6 +303,18 @@ function checkCombinations(
     );
   if (comp.decomposition !== 'tucker2' && comp.rank.kind === 'ranks')
     refuse(['compression', 'rank'], "kind 'ranks' ([R_S, R_T]) is only allowed for tucker2");
+  if (comp.rank.kind === 'allocate') {
+    if (comp.rank.by !== 'sensitivity' && comp.rank.sensitivity !== undefined)
+      refuse(
+        ['compression', 'rank', 'sensitivity'],
+        `is only allowed with by: sensitivity (this allocation is by: ${comp.rank.by})`,
+      );
+    if (comp.rank.by === 'sensitivity' && c.start.kind === 'scratch')
+      refuse(
+        ['compression', 'rank', 'by'],
+        'sensitivity measures accuracy curves of a trained model: it needs start: {kind: trial} or {kind: checkpoint}, not scratch; the data-free allocations (by: error, by: vbmf) work from scratch',
+      );
+  }
   if (comp.decomposition === 'cp' && comp.layers.kind === 'all-but-first' && comp.layers.includeFc)
     refuse(
       ['compression', 'layers', 'includeFc'],
@@ -276,6 +347,11 @@ export function resolveTrialConfig(input: unknown, where = 'config'): TrialConfi
       else if (c.compression.decomposition === 'svd') c.compression.scheme ??= 'lowered';
       else c.compression.scheme = null;
       if (c.compression.order === 'hwc') delete c.compression.order;
+      const rank = c.compression.rank;
+      if (rank.kind === 'allocate' && rank.by === 'sensitivity') {
+        rank.sensitivity ??= sensitivitySchema.parse({});
+        rank.sensitivity.candidates = [...new Set(rank.sensitivity.candidates)].sort((a, b) => a - b);
+      }
     }
     return c;
   }

@@ -22,10 +22,20 @@ describe('rank-policy label', () => {
     [{ kind: 'model-ratio', ratio: 4 }, 'model-ratio=4'],
     [{ kind: 'energy', threshold: 0.9 }, 'energy=0.9'],
     [{ kind: 'vbmf' }, 'vbmf'],
+    [{ kind: 'allocate', by: 'error', target: { params: 4 } }, 'alloc-error:params=4'],
   ];
 
   it.each(cases)('%j -> %s', (policy, label) => {
     expect(rankPolicyLabel(policy)).toBe(label);
+  });
+
+  it('spells every allocation by criterion, basis and ratio', () => {
+    expect(rankPolicyLabel({ kind: 'allocate', by: 'vbmf', target: { macs: 2.5 } })).toBe(
+      'alloc-vbmf:macs=2.5',
+    );
+    expect(rankPolicyLabel({ kind: 'allocate', by: 'sensitivity', target: { params: 3 } })).toBe(
+      'alloc-sensitivity:params=3',
+    );
   });
 
   it('covers every kind of the schema, each with its own spelling', () => {

@@ -199,3 +199,93 @@ describe('rules between fields', () => {
     );
   });
 });
+
+describe('rank policy allocate', () => {
+  const started = { ...base, start: { kind: 'checkpoint', name: 'base' } };
+  const withRank = (rank: unknown, c: object = base) => ({
+    ...c,
+    compression: { decomposition: 'tucker2', rank },
+  });
+
+  it('leaves the keys of configs without it unchanged (keys computed before the policy existed)', () => {
+    expect(trialKey(resolveTrialConfig(base))).toBe(
+      'a08e6c604be5ec05dcd3aa89d2516a77437c5c89643617685857c5a77aeb3a39',
+    );
+    const modelRatio = {
+      model: 'resnet20',
+      dataset: { name: 'fashion-mnist' },
+      training: { epochs: 3 },
+      method: 'finetune',
+      start: { kind: 'checkpoint', name: 'base' },
+      compression: { decomposition: 'svd', rank: { kind: 'model-ratio', ratio: 4 } },
+      seed: 0,
+    };
+    expect(trialKey(resolveTrialConfig(modelRatio))).toBe(
+      'b2eb57954f16187ba9854272c31084e606c5d38455a77d7f928a6650f963b75e',
+    );
+  });
+
+  it('takes a params or macs target; by sensitivity is filled with its defaults, sorted', () => {
+    const e = resolveTrialConfig(withRank({ kind: 'allocate', by: 'error', target: { params: 4 } }));
+    expect(e.compression?.rank).toEqual({ kind: 'allocate', by: 'error', target: { params: 4 } });
+    const s = resolveTrialConfig(
+      withRank({ kind: 'allocate', by: 'sensitivity', target: { macs: 2 } }, started),
+    );
+    expect(s.compression?.rank).toEqual({
+      kind: 'allocate',
+      by: 'sensitivity',
+      target: { macs: 2 },
+      sensitivity: {
+        candidates: [1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 3 / 4],
+        validationSize: 1000,
+        validationSeed: 0,
+      },
+    });
+    const shuffled = resolveTrialConfig(
+      withRank(
+        {
+          kind: 'allocate',
+          by: 'sensitivity',
+          target: { macs: 2 },
+          sensitivity: { candidates: [0.75, 0.5, 0.375, 0.25, 0.125, 0.0625, 0.5] },
+        },
+        started,
+      ),
+    );
+    expect(trialKey(shuffled)).toBe(trialKey(s));
+  });
+
+  it('refuses bad targets and misplaced options, naming the field', () => {
+    const bad = (rank: unknown, c: object = base): string => {
+      try {
+        resolveTrialConfig(withRank(rank, c));
+      } catch (e) {
+        expect(e).toBeInstanceOf(ValidationError);
+        return (e as Error).message;
+      }
+      throw new Error('accepted');
+    };
+    expect(bad({ kind: 'allocate', by: 'error', target: { params: 1 } })).toMatch(
+      /^config\.compression\.rank\.target\.params: must be a whole-model compression ratio > 1/,
+    );
+    expect(bad({ kind: 'allocate', by: 'error', target: { params: 2, macs: 2 } })).toMatch(
+      /^config\.compression\.rank\.target: give exactly one of params: X or macs: X/,
+    );
+    expect(bad({ kind: 'allocate', by: 'error', target: {} })).toMatch(/rank\.target: give exactly one/);
+    expect(bad({ kind: 'allocate', by: 'size', target: { params: 2 } })).toMatch(
+      /rank\.by: unknown value "size"; allowed: error, sensitivity, vbmf/,
+    );
+    expect(
+      bad({ kind: 'allocate', by: 'error', target: { params: 2 }, sensitivity: { validationSize: 10 } }),
+    ).toMatch(/^config\.compression\.rank\.sensitivity: is only allowed with by: sensitivity/);
+    expect(bad({ kind: 'allocate', by: 'sensitivity', target: { params: 2 } })).toMatch(
+      /^config\.compression\.rank\.by: sensitivity measures accuracy curves of a trained model: it needs start/,
+    );
+    expect(
+      bad(
+        { kind: 'allocate', by: 'sensitivity', target: { params: 2 }, sensitivity: { candidates: [0] } },
+        started,
+      ),
+    ).toMatch(/rank\.sensitivity\.candidates\[0\]/);
+  });
+});

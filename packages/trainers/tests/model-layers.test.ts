@@ -35,6 +35,8 @@ describe('modelLayers (decomposers) equals the built TF.js models', () => {
       kind: l.kind,
       kernelShape: l.kernelShape,
       strides: l.strides,
+      padding: l.padding,
+      inputSize: l.inputShape,
       isFirst: l.isFirst,
     }));
     const trainable = trainableParams(m);
