@@ -1,13 +1,14 @@
 /**
  * Text output: a Report as markdown, CSV or JSON, and the row output of the read commands (runs,
  * query, export, show, and the scheduler's progress tables) as an aligned text table, RFC 4180 CSV
- * or JSON. No runtime imports beyond the protocol, so `@flatrank/report/format` loads without the
- * plot renderer.
+ * or JSON. No runtime imports beyond the protocol and the rank profile's text forms, so
+ * `@flatrank/report/format` loads without the plot renderer.
  */
 import type { Report, ReportEntry } from './report.js';
 import type { PairedDifference } from './paired.js';
 import { PAPER_BASELINE_ACCURACY } from './paper.js';
 import type { Stat } from './stats.js';
+import { rankProfileCsv, rankProfileMarkdown, type RankProfile, type RankValues } from './rank-profile.js';
 import { ValidationError } from '@flatrank/protocol';
 
 const PAPER_SETTING = `Lee et al. 2019's ResNet-32 on CIFAR-10 (from a pre-trained model at ${PAPER_BASELINE_ACCURACY} %)`;
@@ -23,14 +24,24 @@ export function parseReportFormat(v: string, field = '--format'): ReportFormat {
   );
 }
 
-export function formatReport(report: Report, format: ReportFormat): string {
+/**
+ * The report in `format`. With `ranks`, the sweep's rank profile too: markdown appends its tables,
+ * JSON adds it as `rankProfile`, and CSV is the profile's own long table instead of the rows.
+ */
+export function formatReport(
+  report: Report,
+  format: ReportFormat,
+  ranks?: { profile: RankProfile; values?: RankValues },
+): string {
   switch (format) {
     case 'md':
-      return toMarkdown(report);
+      return ranks
+        ? `${toMarkdown(report)}\n${rankProfileMarkdown(ranks.profile, ranks.values)}`
+        : toMarkdown(report);
     case 'csv':
-      return toCsv(report);
+      return ranks ? rankProfileCsv(ranks.profile) : toCsv(report);
     case 'json':
-      return `${JSON.stringify(report, null, 2)}\n`;
+      return `${JSON.stringify(ranks ? { ...report, rankProfile: ranks.profile } : report, null, 2)}\n`;
   }
 }
 

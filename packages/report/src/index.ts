@@ -47,9 +47,36 @@ export {
   formatJson,
 } from './format.js';
 export type { ReportFormat, OutputFormat, FormatRow, FormatCell } from './format.js';
-export { plotData, paretoFront, renderPlotSvg } from './plot.js';
+export { plotData, paretoFront, rankFamily, renderPlotSvg } from './plot.js';
+export {
+  RANK_VALUES,
+  buildRankProfile,
+  parseRankValues,
+  rankCellText,
+  rankProfileCsv,
+  rankProfileMarkdown,
+} from './rank-profile.js';
+export type {
+  AllocationInput,
+  RankCell,
+  RankLayerInput,
+  RankProfile,
+  RankProfileColumn,
+  RankProfileLayer,
+  RankValues,
+  SweepRanks,
+} from './rank-profile.js';
+export { rankPlotData, renderRankPlotSvg } from './rank-plot.js';
+export type { RankPlotData, RankPlotOptions, RankPlotSeries } from './rank-plot.js';
 export type { PlotData, PlotPoint, PlotSeries, SvgOptions } from './plot.js';
 export { svgToPng, rasterise, findFontFiles, FONT_DIRS, writeFileAtomic, plotFormatOf } from './output.js';
 export type { PlotFormat, PngOptions, Raster } from './output.js';
-export { loadSweep, loadSweepFrom, loadSweepTrials, loadSweepTrialsFrom } from './load.js';
+export {
+  loadSweep,
+  loadSweepFrom,
+  loadSweepRanks,
+  loadSweepRanksFrom,
+  loadSweepTrials,
+  loadSweepTrialsFrom,
+} from './load.js';
 export type { LoadedSweep, LoadedSweepTrials } from './load.js';

@@ -17,6 +17,7 @@ import {
 } from '@flatrank/protocol';
 import { TrialGroup, emptyTotals, type GroupedTrials, type ReportTrial } from './aggregate.js';
 import { isPaperReference, type PaperReference } from './paper.js';
+import type { AllocationInput, SweepRanks } from './rank-profile.js';
 
 interface SweepInfo {
   sweep: string;
@@ -182,6 +183,39 @@ export function loadSweepTrialsFrom(store: ResultsStore, sweepName: string): Loa
   };
 }
 
+/**
+ * The per-layer ranks and the allocation records of a sweep's succeeded trials (current attempts),
+ * the input of buildRankProfile.
+ */
+export function loadSweepRanksFrom(store: ResultsStore, sweepName: string): SweepRanks {
+  const sweep = sweepOf(store, sweepName);
+  return {
+    layers: store.reportRankLayers(sweep.id).map((l) => ({
+      key: l.key,
+      seed: l.seed,
+      layer: l.layer,
+      decomposition: l.decomposition,
+      ranks: JSON.parse(l.ranks) as number[],
+      paramsBefore: l.params_before,
+      paramsAfter: l.params_after,
+    })),
+    allocations: store.reportAllocations(sweep.id).map((a) => {
+      const record = JSON.parse(a.record) as { layers?: AllocationInput['layers'] };
+      return {
+        key: a.key,
+        seed: a.seed,
+        policy: a.policy,
+        budget:
+          a.budget_kind === null || a.budget_ratio === null
+            ? null
+            : { kind: a.budget_kind, ratio: a.budget_ratio },
+        achieved: { params: a.achieved_params_ratio, macs: a.achieved_macs_ratio },
+        layers: (record.layers ?? []).map((l) => ({ name: l.name, ranks: l.ranks })),
+      };
+    }),
+  };
+}
+
 function toSummary(s: ReportSummaryRow): TrialSummary {
   return {
     accuracyOriginal: s.accuracy_original,
@@ -216,6 +250,16 @@ export function loadSweepTrials(dbFile: string, sweepName: string): LoadedSweepT
   const store = ResultsStore.open(dbFile, { readonly: true });
   try {
     return loadSweepTrialsFrom(store, sweepName);
+  } finally {
+    store.close();
+  }
+}
+
+/** loadSweepRanksFrom on a read-only connection to `dbFile`. */
+export function loadSweepRanks(dbFile: string, sweepName: string): SweepRanks {
+  const store = ResultsStore.open(dbFile, { readonly: true });
+  try {
+    return loadSweepRanksFrom(store, sweepName);
   } finally {
     store.close();
   }

@@ -6,7 +6,7 @@
 import type { Report, ReportEntry } from './report.js';
 import { publishedRows } from './paper.js';
 import { ValidationError } from '@flatrank/protocol';
-import { document, el, linearTicks, logTicks, polyline, text } from './svg.js';
+import { FONT, PALETTE, document, el, linearTicks, logTicks, polyline, text } from './svg.js';
 
 export interface PlotPoint {
   /** Compression ratio (whole-model params, measured mean; the config's target when unmeasured). */
@@ -31,20 +31,6 @@ export interface PlotData {
   xBasis: string;
 }
 
-const PALETTE = [
-  '#1f77b4',
-  '#d62728',
-  '#2ca02c',
-  '#ff7f0e',
-  '#9467bd',
-  '#8c564b',
-  '#e377c2',
-  '#17becf',
-  '#7f7f7f',
-  '#bcbd22',
-];
-const FONT = 'DejaVu Sans, Arial, Helvetica, sans-serif';
-
 function xOf(r: ReportEntry): number | null {
   return r.paramsRatio.mean ?? (r.targetBasis === 'model' ? r.targetRatio : null) ?? r.targetRatio;
 }
@@ -63,13 +49,31 @@ export function paretoFront(points: readonly PlotPoint[]): PlotPoint[] {
   return front.sort((a, b) => a.x - b.x);
 }
 
+/**
+ * The kind of rank choice of a row, without its ratio or rank value: 'ratio 4x' -> 'ratio',
+ * 'alloc-error:params=4' -> 'alloc-error:params', 'vbmf' -> 'vbmf'. Rows of one kind at several
+ * ratios are one line of the plot.
+ */
+export function rankFamily(rank: string | null): string {
+  return (rank ?? '').replace(/(?:=|\s)\d[\d.]*(?:x\d[\d.]*)*x?(?=$|\s)/g, '').trim();
+}
+
 export function plotData(report: Report): PlotData {
+  // Rows of one method and decomposition that choose ranks differently (uniform ratios beside a
+  // budgeted allocation, EVBMF, ...) are separate lines, named by their kind of rank choice.
+  const families = new Map<string, Set<string>>();
+  for (const r of report.rows) {
+    const k = `${r.method}/${r.decomposition ?? ''}`;
+    families.set(k, (families.get(k) ?? new Set()).add(rankFamily(r.rank)));
+  }
   const bySeries = new Map<string, PlotPoint[]>();
   for (const r of report.rows) {
     if (r.isBaseline || r.accuracyFinal.mean === null) continue;
     const x = xOf(r);
     if (x === null) continue;
-    const label = `${r.method} ${r.decomposition ?? ''}${r.variant ? ` ${r.variant}` : ''}`.trim();
+    const mixed = (families.get(`${r.method}/${r.decomposition ?? ''}`)?.size ?? 0) > 1;
+    const family = mixed ? rankFamily(r.rank) : '';
+    const label = [r.method, r.decomposition ?? '', family, r.variant].filter((s) => s !== '').join(' ');
     const pts = bySeries.get(label) ?? [];
     pts.push({
       x,

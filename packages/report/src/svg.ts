@@ -1,5 +1,20 @@
 /** A small SVG writer: elements as strings, attributes escaped, numbers rounded. */
 
+/** Line colours of the plots, in series order. */
+export const PALETTE = [
+  '#1f77b4',
+  '#d62728',
+  '#2ca02c',
+  '#ff7f0e',
+  '#9467bd',
+  '#8c564b',
+  '#e377c2',
+  '#17becf',
+  '#7f7f7f',
+  '#bcbd22',
+];
+export const FONT = 'DejaVu Sans, Arial, Helvetica, sans-serif';
+
 export type Attrs = Record<string, string | number | null | undefined>;
 
 export function escapeXml(s: string): string {

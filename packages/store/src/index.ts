@@ -30,7 +30,22 @@ export {
   runUserQueryWithTimeout,
   DEFAULT_QUERY_TIMEOUT_MS,
 } from './query.js';
-export type { Row, Cell, RunsFilter, TrialDetail, QueryResult, WhereClause } from './query.js';
-export type { ReportTrialRow, ReportStartRow, ReportSummaryRow, ReportLayerRow } from './report-rows.js';
+export type {
+  Row,
+  Cell,
+  RunsFilter,
+  TrialDetail,
+  TrialAllocation,
+  QueryResult,
+  WhereClause,
+} from './query.js';
+export type {
+  ReportTrialRow,
+  ReportStartRow,
+  ReportSummaryRow,
+  ReportLayerRow,
+  ReportRankLayerRow,
+  ReportAllocationRow,
+} from './report-rows.js';
 export { SWEEP_TRIAL_COLUMNS, SWEEP_TRIAL_SORTS, MAX_SWEEP_TRIAL_PAGE } from './dashboard-reads.js';
 export type { SweepOverview, SweepTrialFilter, SweepTrialPage, SweepTrialColumn } from './dashboard-reads.js';

@@ -18,6 +18,7 @@ import {
   StoreError,
   TRIAL_STATUSES,
   ValidationError,
+  type RankAllocationRecord,
   type TrialStatus,
 } from '@flatrank/protocol';
 import { databaseFault, openDatabase } from './connection.js';
@@ -332,6 +333,13 @@ export interface TrialDetail {
     value: number | null;
   }>;
   artifacts: Array<{ kind: string; path: string }>;
+  /** How the latest attempt chose its per-layer ranks (allocations table); null when it reported none. */
+  allocation: TrialAllocation | null;
+}
+
+/** The allocation record of a trial's latest attempt, as stored (see RankAllocationRecord). */
+export interface TrialAllocation extends RankAllocationRecord {
+  attempt: number;
 }
 
 /** Everything `flatrank show` prints about one trial (key or unique prefix). */
@@ -369,7 +377,22 @@ export function trialDetail(store: ResultsStore, keyOrPrefix: string): TrialDeta
       'SELECT attempt, step, epoch, phase, name, value FROM metrics WHERE trial_id = ? AND attempt = ? ORDER BY step, seq',
     )
     .all(trial.id, trial.attempts) as TrialDetail['metrics'];
-  return { trial, sweeps, dependsOn, result, layers, metrics, artifacts: store.artifacts(trial.key) };
+  const allocated = db
+    .prepare('SELECT attempt, record FROM allocations WHERE trial_id = ? AND attempt = ?')
+    .get(trial.id, trial.attempts) as { attempt: number; record: string } | undefined;
+  const allocation = allocated
+    ? { attempt: allocated.attempt, ...(JSON.parse(allocated.record) as RankAllocationRecord) }
+    : null;
+  return {
+    trial,
+    sweeps,
+    dependsOn,
+    result,
+    layers,
+    metrics,
+    artifacts: store.artifacts(trial.key),
+    allocation,
+  };
 }
 
 /**

@@ -182,3 +182,71 @@ export function reportTrialLayers(
     )
     .all(sweepId) as ReportLayerRow[];
 }
+
+/**
+ * One per-layer record of a succeeded member trial's current attempt as the rank profile needs it
+ * (`layers` rows in the order the trial reported them: model order).
+ */
+export interface ReportRankLayerRow {
+  key: string;
+  seed: number;
+  layer: string;
+  decomposition: string;
+  /** JSON array, as in the layers table: [r] or [R_S, R_T]. */
+  ranks: string;
+  params_before: number;
+  params_after: number;
+  macs_before: number;
+  macs_after: number;
+}
+
+/** The allocation record of a succeeded member trial's current attempt (table allocations). */
+export interface ReportAllocationRow {
+  key: string;
+  seed: number;
+  policy: string;
+  budget_kind: 'params' | 'macs' | null;
+  budget_ratio: number | null;
+  achieved_params_ratio: number | null;
+  achieved_macs_ratio: number | null;
+  /** The whole RankAllocationRecord as JSON. */
+  record: string;
+}
+
+/** Per-layer records of the sweep's succeeded member trials, in trial order, then reported order. */
+export function reportRankLayers(
+  ctx: StoreContext,
+  sweepId: number,
+  opts: { membership?: Membership } = {},
+): ReportRankLayerRow[] {
+  const member = membershipCondition(opts.membership);
+  return ctx
+    .stmt(
+      `SELECT t.key, t.seed, l.name AS layer, l.decomposition, l.ranks, l.params_before, l.params_after, l.macs_before, l.macs_after
+       FROM sweep_trials st
+       JOIN trials t ON t.id = st.trial_id AND t.status = 'succeeded'
+       JOIN layers l ON l.trial_id = t.id AND l.attempt = t.attempts
+       WHERE st.sweep_id = ? AND ${member}
+       ORDER BY t.id, l.id`,
+    )
+    .all(sweepId) as ReportRankLayerRow[];
+}
+
+/** Allocation records of the sweep's succeeded member trials (current attempt), in trial order. */
+export function reportAllocations(
+  ctx: StoreContext,
+  sweepId: number,
+  opts: { membership?: Membership } = {},
+): ReportAllocationRow[] {
+  const member = membershipCondition(opts.membership);
+  return ctx
+    .stmt(
+      `SELECT t.key, t.seed, a.policy, a.budget_kind, a.budget_ratio, a.achieved_params_ratio, a.achieved_macs_ratio, a.record
+       FROM sweep_trials st
+       JOIN trials t ON t.id = st.trial_id AND t.status = 'succeeded'
+       JOIN allocations a ON a.trial_id = t.id AND a.attempt = t.attempts
+       WHERE st.sweep_id = ? AND ${member}
+       ORDER BY t.id`,
+    )
+    .all(sweepId) as ReportAllocationRow[];
+}

@@ -20,7 +20,14 @@ import * as reads from './reads.js';
 import * as dashboardReads from './dashboard-reads.js';
 import type { SweepOverview, SweepTrialFilter, SweepTrialPage } from './dashboard-reads.js';
 import * as reportRows from './report-rows.js';
-import type { ReportLayerRow, ReportStartRow, ReportSummaryRow, ReportTrialRow } from './report-rows.js';
+import type {
+  ReportAllocationRow,
+  ReportLayerRow,
+  ReportRankLayerRow,
+  ReportStartRow,
+  ReportSummaryRow,
+  ReportTrialRow,
+} from './report-rows.js';
 import type {
   ApplyStats,
   ClaimOptions,
@@ -229,5 +236,15 @@ export class ResultsStore {
   /** The per-layer records of the sweep's member trials' current attempts, by key then layer. */
   reportTrialLayers(sweepId: number, opts: { membership?: Membership } = {}): ReportLayerRow[] {
     return reportRows.reportTrialLayers(this.#ctx, sweepId, opts);
+  }
+
+  /** Per-layer ranks and sizes of the sweep's succeeded trials, in trial then model order (rank profiles). */
+  reportRankLayers(sweepId: number, opts: { membership?: Membership } = {}): ReportRankLayerRow[] {
+    return reportRows.reportRankLayers(this.#ctx, sweepId, opts);
+  }
+
+  /** Allocation records of the sweep's succeeded trials (their current attempt), in trial order. */
+  reportAllocations(sweepId: number, opts: { membership?: Membership } = {}): ReportAllocationRow[] {
+    return reportRows.reportAllocations(this.#ctx, sweepId, opts);
   }
 }

@@ -4,3 +4,4 @@ export * from './fakes.js';
 export * from './redis.js';
 export * from './dashboard-db.js';
 export * from './sandbox.js';
+export * from './rank-db.js';

@@ -27,7 +27,7 @@ export function registerQuery(program: Command): void {
     )
     .argument(
       '<sql>',
-      'one SELECT / WITH statement (tables: sweeps, trials, metrics, layers, results, artifacts; views: trial_summary, ...)',
+      'one SELECT / WITH statement (tables: sweeps, trials, metrics, layers, allocations, results, artifacts; views: trial_summary, trial_layers, trial_allocations, allocation_layers, ...)',
     )
     .option('--db <file>', 'results database (default: $FLATRANK_DB, else ./flatrank.sqlite)')
     .option('--format <format>', 'table, csv or json', 'table')

@@ -1,12 +1,18 @@
 /**
  * `flatrank show <trial> [--db F] [--format text|json]`: one trial (full key or unique prefix):
- * status, config, environment, result, per-layer table, metric history (one row per step, one
- * column per phase/metric) and artifacts. Reads the database read-only.
+ * status, config, environment, result, per-layer table, the rank allocation (when the trial
+ * recorded one), metric history (one row per step, one column per phase/metric) and artifacts. Reads the database read-only.
  */
 import type { Command } from 'commander';
 import { ValidationError } from '@flatrank/protocol';
 import { formatTable, type FormatRow } from '@flatrank/report';
-import { ResultsStore, resolveDbPath, trialDetail, type TrialDetail } from '@flatrank/store';
+import {
+  ResultsStore,
+  resolveDbPath,
+  trialDetail,
+  type TrialAllocation,
+  type TrialDetail,
+} from '@flatrank/store';
 
 function iso(ms: number | null): string {
   return ms === null ? '-' : new Date(ms).toISOString();
@@ -25,6 +31,28 @@ export function metricHistory(metrics: TrialDetail['metrics']): { columns: strin
     row[col] = m.value;
   }
   return { columns: ['step', 'epoch', ...series], rows: [...rows.values()] };
+}
+
+/** How the trial chose its ranks: policy, budget, the ratios reached, each layer's ranks, what it measured. */
+export function allocationLines(a: TrialAllocation): string[] {
+  const ratio = (v: number | null) => (v === null ? '-' : `${Number(v.toFixed(4))}x`);
+  const out = [
+    `allocation (attempt ${a.attempt}):`,
+    `  ${'policy'.padEnd(14)} ${a.policy}`,
+    `  ${'budget'.padEnd(14)} ${a.budget ? `${a.budget.kind} ${ratio(a.budget.ratio)}` : '-'}`,
+    `  ${'reached'.padEnd(14)} params ${ratio(a.achieved.params)}, MACs ${ratio(a.achieved.macs)}`,
+  ];
+  if (a.measured !== null && a.measured !== undefined)
+    out.push(`  ${'measured'.padEnd(14)} ${JSON.stringify(a.measured)}`);
+  const rows: FormatRow[] = a.layers.map((l, index) => ({
+    index,
+    layer: l.name,
+    ranks: l.ranks.join('x'),
+    error: l.error ?? null,
+    measured: l.measured === undefined || l.measured === null ? null : JSON.stringify(l.measured),
+  }));
+  if (rows.length) out.push(formatTable(rows, ['index', 'layer', 'ranks', 'error', 'measured']).trimEnd());
+  return out;
 }
 
 export function formatTrialDetail(d: TrialDetail): string {
@@ -96,6 +124,7 @@ export function formatTrialDetail(d: TrialDetail): string {
   }
   out.push('', `layers (${d.layers.length}):`);
   if (d.layers.length) out.push(formatTable(d.layers).trimEnd());
+  if (d.allocation) out.push('', ...allocationLines(d.allocation));
   const h = metricHistory(d.metrics);
   out.push('', `metrics (attempt ${t.attempts}, ${d.metrics.length} values):`);
   if (h.rows.length) out.push(formatTable(h.rows, h.columns).trimEnd());
@@ -107,7 +136,9 @@ export function formatTrialDetail(d: TrialDetail): string {
 export function registerShow(program: Command): void {
   program
     .command('show')
-    .description('show one trial: config, environment, result, per-layer table, metric history')
+    .description(
+      'show one trial: config, environment, result, per-layer table, rank allocation, metric history',
+    )
     .argument('<trial>', 'trial key or a unique prefix of it (at least 4 hex characters)')
     .option('--db <file>', 'results database (default: $FLATRANK_DB, else ./flatrank.sqlite)')
     .option('--format <format>', 'text or json', 'text')
