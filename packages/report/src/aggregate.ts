@@ -3,6 +3,7 @@
  * (method x decomposition x rank policy x the other axes that vary), with mean +- std over seeds.
  */
 import {
+  allocationBudget,
   canonicalJson,
   rankPolicyLabel,
   sha256Hex,
@@ -151,6 +152,11 @@ export function targetRatioOf(c: TrialConfig): { ratio: number; basis: 'model' |
   if (!comp) return null;
   const p = comp.rank;
   if (p.kind === 'model-ratio') return { ratio: p.ratio, basis: 'model' };
+  // A budget of whole-model params is the same target as model-ratio; a MACs budget states none.
+  if (p.kind === 'allocate') {
+    const budget = allocationBudget(p.target);
+    return budget.kind === 'params' ? { ratio: budget.ratio, basis: 'model' } : null;
+  }
   if (p.kind === 'ratio') return { ratio: p.ratio, basis: 'layers' };
   if (comp.decomposition === 'tiled-svd' && comp.tile && p.kind === 'rank') {
     // A rows x cols tile of rank r stores r * (rows + cols) numbers instead of rows * cols.

@@ -2,7 +2,7 @@
 // allocation columns, the long CSV, the rank plot, and the accuracy plot's separate lines for
 // uniform and allocated rows of one method.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ValidationError } from '@flatrank/protocol';
+import { ValidationError, resolveTrialConfig } from '@flatrank/protocol';
 import { createTempDb, populateRankDb, type TempDb } from '@flatrank/testing';
 import {
   buildRankProfile,
@@ -16,6 +16,7 @@ import {
   rankFamily,
   rankPlotData,
   renderRankPlotSvg,
+  targetRatioOf,
   type RankProfile,
   type Report,
 } from '../src/index.js';
@@ -214,5 +215,20 @@ describe('accuracy vs compression beside rank choices', () => {
         rankFamily,
       ),
     ).toEqual(['ratio', 'model-ratio', 'ranks', 'energy', 'vbmf', 'alloc-error:params', '']);
+  });
+});
+
+describe('allocated rows beside uniform ones in the report', () => {
+  const allocate = (target: { params: number } | { macs: number }) =>
+    resolveTrialConfig({
+      model: 'lenet5',
+      dataset: { name: 'mnist' },
+      training: { epochs: 1 },
+      method: 'finetune',
+      compression: { decomposition: 'tucker2', rank: { kind: 'allocate', by: 'error', target } },
+    });
+  it("a whole-model params budget is the row's target ratio (bucketed with model-ratio rows); a MACs budget states none", () => {
+    expect(targetRatioOf(allocate({ params: 4 }))).toEqual({ ratio: 4, basis: 'model' });
+    expect(targetRatioOf(allocate({ macs: 4 }))).toBeNull();
   });
 });
