@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { SchedulerError } from '@flatrank/protocol';
-import { ResultsStore } from '@flatrank/store';
+import { ResultsStore, trialDetail } from '@flatrank/store';
 import {
   assertNoDuplicates,
   baselineSpec,
@@ -139,8 +139,18 @@ describe.skipIf(!hasRedis)(
       expect(readFakeLog(sb.logFile).filter((x) => x.kind === 'start')).toHaveLength(6);
     });
 
-    it('dependent trials run after their start trial, from its checkpoint, on any worker', async () => {
-      startWorkers({ default: { steps: 3, stepMs: 20 } });
+    it('dependent trials run after their start trial, from its checkpoint, on any worker; allocation events arrive through Redis', async () => {
+      const allocation = {
+        policy: 'alloc-error:params=2',
+        budget: { kind: 'params' as const, ratio: 2 },
+        achieved: { params: 2.004, macs: 1.7 },
+        layers: [
+          { name: 'conv1', ranks: [2, 4], error: 0.12 },
+          { name: 'conv2', ranks: [5, 9], error: 0.12, measured: { candidates: [4, 5, 6] } },
+        ],
+        measured: { maxError: 0.12 },
+      };
+      startWorkers({ default: { steps: 3, stepMs: 20, allocations: [allocation] } });
       await waitWorkersReady();
       const spec = sb.spec(
         'deps',
@@ -168,6 +178,17 @@ ${FAST}`,
         expect(log.find((e) => e.kind === 'start' && e.key === t.key)!.t).toBeGreaterThanOrEqual(
           log.find((e) => e.kind === 'end' && e.key === dep)!.t,
         );
+      }
+      // Every fine-tuning's record, relayed by a worker, is read back whole; baselines have none.
+      const s = ResultsStore.open(sb.db, { readonly: true });
+      try {
+        for (const t of all) {
+          const { allocation: read } = trialDetail(s, t.key);
+          if (t.config.method === 'finetune') expect(read).toEqual({ attempt: 1, ...allocation });
+          else expect(read).toBeNull();
+        }
+      } finally {
+        s.close();
       }
     });
 
@@ -211,8 +232,7 @@ ${FAST}`,
       workers[0]!.proc.kill('SIGKILL');
       const killedAt = Date.now();
       await waitFor(
-        () =>
-          (trials().find((t) => t.key === victim.key)?.attempts ?? 0) >= 2,
+        () => (trials().find((t) => t.key === victim.key)?.attempts ?? 0) >= 2,
         60_000,
         'the attempt of the killed worker declared lost',
       );
