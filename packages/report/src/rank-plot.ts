@@ -143,17 +143,21 @@ export function renderRankPlotSvg(
 
   const legend: string[] = [];
   const lx = m.left + pw + 16;
+  // The x axis is categorical (one slot per layer): each series is shifted a little within the
+  // slot, so configurations that chose the same ranks stay visible instead of hiding each other.
+  const dodge = Math.min(0.1, 0.5 / Math.max(1, data.series.length));
   data.series.forEach((s, i) => {
     const color = PALETTE[i % PALETTE.length]!;
+    const shift = (i - (data.series.length - 1) / 2) * dodge;
     // Past the palette, a dash pattern keeps lines of the same colour apart.
     const dash = i >= PALETTE.length ? '6 3' : null;
     const g = [
       polyline(
-        s.points.map((p) => [X(p.x), Y(p.y)] as const),
+        s.points.map((p) => [X(p.x + shift), Y(p.y)] as const),
         { class: 'series-line', stroke: color, 'stroke-width': 2, 'stroke-dasharray': dash },
       ),
       ...s.points.map((p) =>
-        el('circle', { class: 'point', cx: X(p.x), cy: Y(p.y), r: 3, fill: color, stroke: color }),
+        el('circle', { class: 'point', cx: X(p.x + shift), cy: Y(p.y), r: 3, fill: color, stroke: color }),
       ),
     ];
     body.push(el('g', { class: 'series', 'data-label': s.label }, g));
