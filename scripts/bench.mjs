@@ -2,9 +2,15 @@
 // `npm run bench [-- SUITE ...] [--json FILE]`: runs the benchmark suites of every package, each
 // in <package>/bench/*.ts beside src/ and tests/ (compiled by bench/tsconfig.json to bench/dist/,
 // never shipped), each default-exporting { name, description, run(args) -> rows[] }; prints each
-// suite's rows as a table and writes them as JSON to bench/out/<suite>.json.
+// suite's rows as a table and writes them as JSON to bench/out/<suite>.json, with the host (CPU
+// model and count, Node) and the load averages before and after the suite.
+//
+// Suites are named after their files (training.ts is the suite 'training'): with suite names given,
+// only those files are imported, so that this process loads nothing it does not run (the training
+// bench's peers run in child processes while this one waits, holding no backend and no threads).
 import { readdirSync, existsSync, mkdirSync, writeFileSync, renameSync } from 'node:fs';
-import { join, dirname } from 'node:path';
+import { cpus, loadavg } from 'node:os';
+import { join, dirname, basename } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -38,11 +44,33 @@ for (const group of ['packages', 'apps']) {
   }
 }
 
+// Import only the files named like the wanted suites, unless some wanted name matches no file.
+const named = suites.filter((s) => wanted.includes(basename(s.file, '.js')));
+const toImport =
+  wanted.length && wanted.every((w) => named.some((s) => basename(s.file, '.js') === w)) ? named : suites;
+
 const outDir = join(root, 'bench', 'out');
 mkdirSync(outDir, { recursive: true });
 const all = [];
 let ran = 0;
-for (const s of suites) {
+const load = () => loadavg().map((x) => Math.round(x * 100) / 100);
+const records = [];
+
+/** Rows with a `kind` (the training bench's training / distortion / peak rows): one table per kind, with its own columns. */
+function printTable(rows) {
+  const kinds = [...new Set(rows.map((r) => r.kind))];
+  if (kinds.length <= 1 || kinds.includes(undefined)) {
+    console.table(rows);
+    return;
+  }
+  for (const kind of kinds) {
+    const some = rows.filter((r) => r.kind === kind);
+    const columns = [...new Set(some.flatMap((r) => Object.keys(r)))].filter((c) => c !== 'kind');
+    console.log(`-- ${kind}`);
+    console.table(some, columns);
+  }
+}
+for (const s of toImport) {
   const mod = await import(pathToFileURL(s.file).href);
   const suite = mod.default;
   if (!suite || typeof suite.run !== 'function') continue;
@@ -50,19 +78,29 @@ for (const s of suites) {
   ran++;
   console.log(`\n== ${suite.name} (${s.pkg}): ${suite.description ?? ''}`);
   const t0 = Date.now();
+  const loadBefore = load();
   const rows = await suite.run(passthrough);
-  console.table(rows);
+  printTable(rows);
   const record = {
     suite: suite.name,
     date: new Date().toISOString(),
     seconds: (Date.now() - t0) / 1000,
-    host: { node: process.version },
+    host: {
+      node: process.version,
+      cpu: cpus()[0]?.model ?? null,
+      cores: cpus().length,
+      // 1, 5 and 15-minute load averages when the suite started and ended.
+      loadAverageBefore: loadBefore,
+      loadAverageAfter: load(),
+    },
+    args: passthrough,
     rows,
   };
   const file = join(outDir, `${suite.name}.json`);
   writeFileSync(`${file}.tmp`, JSON.stringify(record, null, 2));
   renameSync(`${file}.tmp`, file);
   all.push(...rows.map((r) => ({ suite: suite.name, ...r })));
+  records.push(record);
 }
 if (wanted.length && ran === 0) {
   console.error(
@@ -71,8 +109,9 @@ if (wanted.length && ran === 0) {
   process.exit(2);
 }
 if (jsonOut) {
-  // With one suite, --json writes exactly that suite's rows (e.g. the training bench's array).
-  const rows = ran === 1 ? all.map(({ suite: _s, ...r }) => r) : all;
-  writeFileSync(jsonOut, JSON.stringify(rows, null, 2));
+  // With one suite, --json writes that suite's record (date, host, load averages, options, rows),
+  // as committed in docs/bench/; with several, all their rows, each naming its suite.
+  const out = ran === 1 ? records[0] : all;
+  writeFileSync(jsonOut, JSON.stringify(out, null, 2));
   console.log(`wrote ${jsonOut}`);
 }
