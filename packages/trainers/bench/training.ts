@@ -1,84 +1,103 @@
 /**
  * `npm run bench -- training [--json FILE]`: training throughput (images/s) of one SGD-with-momentum
- * step (flatrank's MomentumSgd, as trials run it) at batch 128 for LeNet-5 (28x28x1) and ResNet-20 / ResNet-32 (32x32x3) on every installed
- * TF.js backend, side by side with PyTorch on CPU in the same run when `import torch` works
- * (Debian: `apt-get install python3-torch`; the bench installs nothing), and the ratio to PyTorch.
+ * step (flatrank's MomentumSgd, as trials run it) at batch 128 for LeNet-5 (28x28x1) and ResNet-20 /
+ * 32 / 56 (32x32x3) on every installed TF.js backend, beside PyTorch on CPU (torch-peer.py) when
+ * `import torch` works (Debian: `apt-get install python3-torch`; the bench installs nothing); the
+ * achieved GFLOP/s of every row and its fraction of the machine's measured peak (the peak-fma bench
+ * of @flatrank/backend-native); the peak RSS of every row; and the distortion overhead of a trial.
  *
- * Protocol (the same for every backend and for PyTorch): warm up for at least --warmup steps and
- * --warmup-seconds (the first steps build oneDNN primitives and JIT-compile; a three-step warm-up
- * under-reported LeNet-5 by 30 %), then time steps until both --steps and --seconds are reached
- * (at most --max-steps) and report the median step. Nets are measured one at a time: PyTorch, then
- * each backend, so that the machine's load is as alike as possible for the rows compared.
+ * Protocol. Every measurement runs in a fresh process: flatrank's in a Node child
+ * (lib/training-child.ts), PyTorch's in python3, one net at a time, while this process waits (it
+ * loads neither TF.js nor a backend, so it holds no threads). Per net the peers (PyTorch and each
+ * backend) take turns in --rounds rounds (>= 3 for a measurement), the order rotating every round
+ * (lib/stats.ts roundOrder: with two peers they alternate). In each, the peer warms up for at least
+ * --warmup steps and --warmup-seconds (oneDNN primitives, JIT), then times steps until both --steps
+ * and --seconds are reached (at most --max-steps); the round's figure is its median step. A row
+ * reports the median over rounds and the min-max, the ratio to PyTorch as the median (and range) of
+ * the per-round ratios, and the 1-minute load average sampled before each child (median, max).
+ *
+ * Flops: lib/flops.ts counts forward, kernel-gradient and input-gradient multiply-adds of every conv
+ * and dense layer from the model's layer shapes (2 flops each); PyTorch's rows divide the same count.
+ * Peak: the all-core fp32 FMA peak with oneDNN's ISA, measured before and after the nets (the best).
+ *
+ * Distortion overhead (ResNet-20 and ResNet-32 by default, on the native backend or the first one
+ * measured): the time of one distortion of the whole net (every targeted kernel decomposed,
+ * reconstructed and written back; rank policy ratio --distortion-ratio per layer, tiled-svd with
+ * --tile) per decomposition, over --interval (S_D) training steps of the same net: the fraction of a
+ * trial's training time its distortions take. Rounds as above.
  *
  * Options (with '=': the root runner treats bare words as suite names):
- * --nets=lenet5,resnet20,resnet32  --backends=native,wasm,cpu  --batch=128  --warmup=3
- * --warmup-seconds=2  --steps=5  --seconds=3  --max-steps=300  --no-torch
- * --torch-device=cpu|cuda (PyTorch's device; cuda for the GPU check)
- * --compare-bn (adds native and wasm ResNet rows with variant 'tfjs-layers-bn': tfjs-layers' unfused
- * training batch norm, the peer of the fused kernels)  --cpu-resnets (time the plain cpu backend's ResNets at
- * batch 2; skipped by default: ~0.06 images/s, 35 s a step).
- *
- * webgpu rows name their adapter; on a software adapter (llvmpipe: Mesa's CPU rasteriser, what this
- * project's GPU-less machines have) they are timed like the cpu backend, at batch 16 for two steps,
- * and say that they measured no GPU.
- *
- * On a shared machine wall-clock rates drop with the load; each row also reports the rate per
- * second of this process's CPU time (user + system) and the 1-minute load average at the time.
+ * --nets=lenet5,resnet20,resnet32,resnet56  --backends=native,wasm,cpu  --batch=128  --rounds=3
+ * --warmup=3  --warmup-seconds=2  --steps=5  --seconds=3  --max-steps=300  --no-torch
+ * --torch-device=cpu|cuda  --compare-bn (adds native and wasm ResNet rows with tfjs-layers' unfused
+ * training batch norm)  --cpu-resnets (time the plain cpu backend's ResNets at batch 2; ~35 s a step)
+ * --no-peak  --peak-reps=5  --no-distortion  --distortion-nets=resnet20,resnet32
+ * --distortion-backend=native  --distortion-reps=3  --distortion-ratio=4  --tile=16x16  --interval=200
+ * Tiny check run: --rounds=1 --warmup=1 --warmup-seconds=0 --steps=1 --seconds=0 --peak-reps=1
+ * --distortion-reps=1 (rows then say they are not a measurement).
  */
 import { execFile } from 'node:child_process';
-import { loadavg } from 'node:os';
+import { availableParallelism, loadavg } from 'node:os';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
-import * as tf from '@tensorflow/tfjs-core';
-import type { BackendName, ModelName } from '@flatrank/protocol';
-import { activeWebgpuAdapter } from '@flatrank/backend-webgpu';
+import { DECOMPOSITIONS, type BackendName, type Decomposition, type ModelName } from '@flatrank/protocol';
 import {
-  MomentumSgd,
-  buildModel,
-  checkTrainingMemory,
-  initBackend,
-  installedBackends,
-  setFusedBatchNorm,
-} from '@flatrank/trainers';
+  NET_INPUT,
+  runForResult,
+  runJob,
+  type DistortionResult,
+  type ProbeResult,
+  type Protocol,
+  type TrainResult,
+} from './lib/jobs.js';
+import { median, pairedRatios, roundOrder, significant, spread } from './lib/stats.js';
 
 const run = promisify(execFile);
+const TORCH_PEER = join(dirname(fileURLToPath(import.meta.url)), '..', 'torch-peer.py');
 
 type Row = Record<string, string | number | boolean | null>;
 
-const NET_INPUT: Partial<Record<ModelName, [number, number, number]>> = {
-  lenet5: [28, 28, 1],
-  resnet8: [32, 32, 3],
-  resnet20: [32, 32, 3],
-  resnet32: [32, 32, 3],
-  resnet56: [32, 32, 3],
-};
-
 /** Floors the wasm backend must clear at batch 128 (measured reference: 1,108 / 22.7 images/s). */
 const WASM_FLOORS: Partial<Record<ModelName, number>> = { lenet5: 1000, resnet20: 20 };
-
-/** How long to warm up and to time (shared with the PyTorch script). */
-interface Protocol {
-  warmup: number;
-  warmupSeconds: number;
-  steps: number;
-  seconds: number;
-  maxSteps: number;
-}
+/** The native backend's goals against PyTorch (images/s ratio) and against the machine's peak. */
+const RATIO_GOALS: Partial<Record<ModelName, number>> = {
+  lenet5: 2,
+  resnet20: 1.5,
+  resnet32: 1.5,
+  resnet56: 1.5,
+};
+const PEAK_GOALS: Partial<Record<ModelName, number>> = { resnet20: 0.5, resnet32: 0.5 };
+/** Distortions may take at most this fraction of a trial's training time. */
+const DISTORTION_GOAL = 0.02;
 
 interface Options extends Protocol {
   nets: ModelName[];
   backends: BackendName[] | null;
   batch: number;
+  rounds: number;
   torch: boolean;
   compareBn: boolean;
   cpuResnets: boolean;
   torchDevice: 'cpu' | 'cuda';
+  peak: boolean;
+  peakReps: number;
+  distortion: boolean;
+  distortionNets: ModelName[];
+  distortionBackend: BackendName | null;
+  distortionReps: number;
+  distortionRatio: number;
+  tile: [number, number];
+  interval: number;
 }
 
 function parse(args: string[]): Options {
   const o: Options = {
-    nets: ['lenet5', 'resnet20', 'resnet32'],
+    nets: ['lenet5', 'resnet20', 'resnet32', 'resnet56'],
     backends: null,
     batch: 128,
+    rounds: 3,
     warmup: 3,
     warmupSeconds: 2,
     steps: 5,
@@ -88,172 +107,86 @@ function parse(args: string[]): Options {
     compareBn: false,
     cpuResnets: false,
     torchDevice: 'cpu',
+    peak: true,
+    peakReps: 5,
+    distortion: true,
+    distortionNets: ['resnet20', 'resnet32'],
+    distortionBackend: null,
+    distortionReps: 3,
+    distortionRatio: 4,
+    tile: [16, 16],
+    interval: 200,
   };
-  const num = (k: string, v: string, min: number): number => {
+  const num = (k: string, v: string, min: number, integer = true): number => {
     const x = Number(v);
-    if (!Number.isFinite(x) || x < min)
-      throw new Error(`training bench: ${k} must be a number >= ${min}, got '${v}'`);
+    if (!Number.isFinite(x) || x < min || (integer && !Number.isInteger(x)))
+      throw new Error(
+        `training bench: ${k} must be ${integer ? 'an integer' : 'a number'} >= ${min}, got '${v}'`,
+      );
     return x;
   };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    const [k, inline] = a.includes('=')
-      ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]
-      : [a, undefined];
-    // The root runner passes only --flags through (bare words name suites): use --nets=a,b.
-    const val = () => inline ?? (args[i + 1] && !args[i + 1]!.startsWith('--') ? args[++i]! : '');
-    if (k === '--nets') o.nets = val().split(',').filter(Boolean) as ModelName[];
-    else if (k === '--backends') o.backends = val().split(',').filter(Boolean) as BackendName[];
-    else if (k === '--batch') o.batch = num(k, val(), 1);
-    else if (k === '--warmup') o.warmup = num(k, val(), 0);
-    else if (k === '--warmup-seconds') o.warmupSeconds = num(k, val(), 0);
-    else if (k === '--steps') o.steps = num(k, val(), 1);
-    else if (k === '--seconds') o.seconds = num(k, val(), 0);
-    else if (k === '--max-steps') o.maxSteps = num(k, val(), 1);
+  const nets = (k: string, v: string): ModelName[] => {
+    const list = v.split(',').filter(Boolean) as ModelName[];
+    const unknown = list.filter((n) => !NET_INPUT[n]);
+    if (unknown.length || list.length === 0)
+      throw new Error(
+        `training bench: ${k}: unknown ${unknown.join(', ') || '(empty)'}; allowed: ${Object.keys(NET_INPUT).join(', ')}`,
+      );
+    return list;
+  };
+  for (const a of args) {
+    const [k, v = ''] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a];
+    if (k === '--nets') o.nets = nets(k, v);
+    else if (k === '--backends') o.backends = v.split(',').filter(Boolean) as BackendName[];
+    else if (k === '--batch') o.batch = num(k, v, 1);
+    else if (k === '--rounds') o.rounds = num(k, v, 1);
+    else if (k === '--warmup') o.warmup = num(k, v, 0);
+    else if (k === '--warmup-seconds') o.warmupSeconds = num(k, v, 0, false);
+    else if (k === '--steps') o.steps = num(k, v, 1);
+    else if (k === '--seconds') o.seconds = num(k, v, 0, false);
+    else if (k === '--max-steps') o.maxSteps = num(k, v, 1);
     else if (k === '--no-torch') o.torch = false;
     else if (k === '--compare-bn') o.compareBn = true;
     else if (k === '--cpu-resnets') o.cpuResnets = true;
-    else if (k === '--torch-device') {
-      const d = val();
-      if (d !== 'cpu' && d !== 'cuda')
-        throw new Error(`training bench: --torch-device must be cpu or cuda, got '${d}'`);
-      o.torchDevice = d;
-    }
+    else if (k === '--no-peak') o.peak = false;
+    else if (k === '--peak-reps') o.peakReps = num(k, v, 1);
+    else if (k === '--no-distortion') o.distortion = false;
+    else if (k === '--distortion-nets') o.distortionNets = nets(k, v);
+    else if (k === '--distortion-backend') o.distortionBackend = v as BackendName;
+    else if (k === '--distortion-reps') o.distortionReps = num(k, v, 1);
+    else if (k === '--distortion-ratio') o.distortionRatio = num(k, v, 1, false);
+    else if (k === '--interval') o.interval = num(k, v, 1);
+    else if (k === '--tile') {
+      const m = /^(\d+)x(\d+)$/.exec(v);
+      if (!m) throw new Error(`training bench: --tile must be AxB (rows x columns), got '${v}'`);
+      o.tile = [Number(m[1]), Number(m[2])];
+    } else if (k === '--torch-device') {
+      if (v !== 'cpu' && v !== 'cuda')
+        throw new Error(`training bench: --torch-device must be cpu or cuda, got '${v}'`);
+      o.torchDevice = v;
+    } else if (k.startsWith('--')) throw new Error(`training bench: unknown option ${k}`);
   }
-  const unknown = o.nets.filter((n) => !NET_INPUT[n]);
-  if (unknown.length)
-    throw new Error(
-      `training bench: --nets: unknown ${unknown.join(', ')}; allowed: ${Object.keys(NET_INPUT).join(', ')}`,
-    );
   return o;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
+// ---- peers ------------------------------------------------------------------------------------
 
-/** Median wall and process-CPU seconds of one SGD-momentum step of `net` at `batch` on the active backend. */
-async function timeSteps(
-  net: ModelName,
-  batch: number,
-  p: Protocol,
-): Promise<{ wall: number; cpu: number; steps: number }> {
-  const shape = NET_INPUT[net]!;
-  const model = buildModel(net, { inputShape: shape, numClasses: 10, seed: 0 });
-  checkTrainingMemory(model, batch, { modelName: net });
-  const x = tf.randomNormal([batch, ...shape], 0, 1, 'float32', 1);
-  const y = tf.oneHot(tf.randomUniform([batch], 0, 10, 'int32', 2), 10);
-  // flatrank's own optimizer (what trials train with), like PyTorch's SGD below: lr 0.01,
-  // momentum 0.9, no weight decay.
-  const vars = model.trainableWeights.map((w) => ({
-    variable: w.read() as tf.Variable,
-    decay: false,
-    name: w.originalName,
-  }));
-  const opt = new MomentumSgd(vars, { momentum: 0.9, nesterov: false, weightDecay: 0 });
-  const step = async (): Promise<void> => {
-    const { value, grads } = tf.variableGrads(
-      () => tf.losses.softmaxCrossEntropy(y, model.apply(x, { training: true }) as tf.Tensor) as tf.Scalar,
-      vars.map((v) => v.variable),
-    );
-    opt.step(grads, 0.01);
-    await value.data(); // forces the step to finish on async backends
-    tf.dispose([value, ...Object.values(grads)]);
-  };
-  try {
-    const w0 = performance.now();
-    for (let i = 0; i < p.warmup || (performance.now() - w0) / 1000 < p.warmupSeconds; i++) await step();
-    const wall: number[] = [];
-    const cpu: number[] = [];
-    const t0 = performance.now();
-    while (
-      wall.length < p.maxSteps &&
-      (wall.length < p.steps || (performance.now() - t0) / 1000 < p.seconds)
-    ) {
-      const s0 = performance.now();
-      const c0 = process.cpuUsage();
-      await step();
-      const c = process.cpuUsage(c0);
-      wall.push((performance.now() - s0) / 1000);
-      cpu.push((c.user + c.system) / 1e6);
-    }
-    return { wall: median(wall), cpu: median(cpu), steps: wall.length };
-  } finally {
-    tf.dispose([x, y]);
-    opt.dispose();
-    model.dispose();
-  }
-}
-
-// ---- PyTorch reference (same nets, same protocol) ----------------------------------------------
-
-const TORCH_SCRIPT = String.raw`
-import json, os, sys, time, statistics
-import torch, torch.nn as nn, torch.nn.functional as F
-# Same cores as our backends: Debian's torch defaults to 1 thread here; the comparison is at 2.
-torch.set_num_threads(os.cpu_count() or 1)
-nets, batch = sys.argv[1].split(','), int(sys.argv[2])
-warmup, warmup_s, steps, seconds, max_steps = int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7])
-dev = torch.device(sys.argv[8] if len(sys.argv) > 8 else 'cpu')
-sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
-torch.manual_seed(0)
-class LeNet5(nn.Module):
-    def __init__(s):
-        super().__init__(); s.c1 = nn.Conv2d(1, 6, 5, padding=2); s.c2 = nn.Conv2d(6, 16, 5)
-        s.f1 = nn.Linear(400, 120); s.f2 = nn.Linear(120, 84); s.f3 = nn.Linear(84, 10)
-    def forward(s, x):
-        x = F.max_pool2d(F.relu(s.c1(x)), 2); x = F.max_pool2d(F.relu(s.c2(x)), 2)
-        x = x.flatten(1); return s.f3(F.relu(s.f2(F.relu(s.f1(x)))))
-class Block(nn.Module):
-    def __init__(s, cin, cout, stride):
-        super().__init__()
-        s.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False); s.b1 = nn.BatchNorm2d(cout)
-        s.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False); s.b2 = nn.BatchNorm2d(cout)
-        s.pad = cout - cin; s.stride = stride
-    def forward(s, x):
-        out = s.b2(s.c2(F.relu(s.b1(s.c1(x)))))
-        sc = x
-        if s.stride != 1 or s.pad:  # option A: subsample + zero channels
-            sc = F.pad(x[:, :, ::s.stride, ::s.stride], (0, 0, 0, 0, s.pad // 2, s.pad - s.pad // 2))
-        return F.relu(out + sc)
-class ResNet(nn.Module):
-    def __init__(s, n):
-        super().__init__(); s.c = nn.Conv2d(3, 16, 3, 1, 1, bias=False); s.b = nn.BatchNorm2d(16)
-        layers, cin = [], 16
-        for i, w in enumerate([16, 32, 64]):
-            for k in range(n):
-                layers.append(Block(cin, w, 2 if i > 0 and k == 0 else 1)); cin = w
-        s.layers = nn.Sequential(*layers); s.fc = nn.Linear(64, 10)
-    def forward(s, x):
-        x = s.layers(F.relu(s.b(s.c(x)))); return s.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
-make = {'lenet5': (LeNet5, (1, 28, 28)), 'resnet8': (lambda: ResNet(1), (3, 32, 32)), 'resnet20': (lambda: ResNet(3), (3, 32, 32)),
-        'resnet32': (lambda: ResNet(5), (3, 32, 32)), 'resnet56': (lambda: ResNet(9), (3, 32, 32))}
-for net in nets:
-    if net not in make: continue
-    ctor, shape = make[net]; m = ctor().to(dev); m.train()
-    opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(batch, *shape, device=dev); y = torch.randint(0, 10, (batch,), device=dev)
-    def step():
-        opt.zero_grad(); loss = F.cross_entropy(m(x), y); loss.backward(); opt.step(); sync()
-    w0 = time.perf_counter(); i = 0
-    while i < warmup or time.perf_counter() - w0 < warmup_s: step(); i += 1
-    ts, cs = [], []; t0 = time.perf_counter()
-    while len(ts) < max_steps and (len(ts) < steps or time.perf_counter() - t0 < seconds):
-        s0, c0 = time.perf_counter(), time.process_time(); step()
-        ts.append(time.perf_counter() - s0); cs.append(time.process_time() - c0)
-    name = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'
-    print(json.dumps({'net': net, 'seconds': statistics.median(ts), 'cpuSeconds': statistics.median(cs), 'steps': len(ts), 'threads': torch.get_num_threads(), 'version': torch.__version__, 'device': name}), flush=True)
-`;
-
-interface TorchResult {
-  seconds: number;
-  steps: number;
-  cpuSeconds: number;
+interface PeakFma {
+  isa: string;
+  onednnIsa: string;
   threads: number;
-  version: string;
-  device: string;
+  best: number;
+  median: number;
+}
+
+/** measurePeakFma of @flatrank/backend-native's peak-fma bench (compiled beside its other suites). */
+async function peakFma(threads: number, reps: number): Promise<PeakFma> {
+  const pkg = createRequire(import.meta.url).resolve('@flatrank/backend-native/package.json');
+  const file = join(dirname(pkg), 'bench', 'dist', 'peak-fma.js');
+  const mod = (await import(pathToFileURL(file).href)) as {
+    measurePeakFma: (o: { threads: number; reps: number }) => Promise<PeakFma>;
+  };
+  return mod.measurePeakFma({ threads, reps });
 }
 
 /** The first python3 that can import torch (pyenv shims often cannot; Debian's /usr/bin/python3 may). */
@@ -269,162 +202,376 @@ async function findTorchPython(): Promise<string | null> {
   return null;
 }
 
-async function torchRows(
-  python: string,
-  nets: ModelName[],
-  o: Options,
-): Promise<Map<ModelName, TorchResult>> {
-  const { stdout } = await run(
+interface TorchResult {
+  stepSeconds: number[];
+  cpuSeconds: number[];
+  threads: number;
+  version: string;
+  device: string;
+  batch: number;
+  maxRssKb: number;
+}
+
+function torchRound(python: string, net: ModelName, o: Options): Promise<TorchResult> {
+  const p = [o.warmup, o.warmupSeconds, o.steps, o.seconds, o.maxSteps].map(String);
+  return runForResult<TorchResult>(
     python,
-    [
-      '-c',
-      TORCH_SCRIPT,
-      nets.join(','),
-      String(o.batch),
-      ...[o.warmup, o.warmupSeconds, o.steps, o.seconds, o.maxSteps].map(String),
-      o.torchDevice,
-    ],
-    {
-      timeout: 30 * 60_000,
-      maxBuffer: 1 << 20,
-    },
+    [TORCH_PEER, net, String(o.batch), ...p, o.torchDevice],
+    60 * 60_000,
   );
-  const out = new Map<ModelName, TorchResult>();
-  for (const line of stdout.split('\n').filter((l) => l.startsWith('{'))) {
-    const r = JSON.parse(line) as TorchResult & { net: ModelName };
-    out.set(r.net, r);
+}
+
+interface Peer {
+  key: string;
+  backend: BackendName | 'pytorch';
+  variant: 'tfjs-layers-bn' | null;
+}
+
+/** One round of one peer: its median step and what came with it. */
+interface Round {
+  round: number;
+  load: number;
+  batch: number;
+  wall: number;
+  cpu: number;
+  steps: number;
+  maxRssKb: number;
+  version: string;
+  threads: number;
+  note: string | null;
+}
+
+const round2 = (x: number): number => Math.round(x * 100) / 100;
+
+function peersOf(net: ModelName, backends: BackendName[], python: string | null, o: Options): Peer[] {
+  const peers: Peer[] = python ? [{ key: 'pytorch', backend: 'pytorch', variant: null }] : [];
+  for (const b of backends) {
+    peers.push({ key: b, backend: b, variant: null });
+    if ((b === 'native' || b === 'wasm') && o.compareBn && net !== 'lenet5')
+      peers.push({ key: `${b}/tfjs-layers-bn`, backend: b, variant: 'tfjs-layers-bn' });
   }
-  return out;
+  return peers;
+}
+
+async function measureRound(
+  peer: Peer,
+  net: ModelName,
+  python: string | null,
+  o: Options,
+  r: number,
+): Promise<Round> {
+  const load = loadavg()[0]!;
+  if (peer.backend === 'pytorch') {
+    const t = await torchRound(python!, net, o);
+    return {
+      round: r,
+      load,
+      batch: t.batch,
+      wall: median(t.stepSeconds),
+      cpu: median(t.cpuSeconds),
+      steps: t.stepSeconds.length,
+      maxRssKb: t.maxRssKb,
+      version: t.version,
+      threads: t.threads,
+      note: `reference (same nets, option-A shortcuts, NCHW) on ${t.device}`,
+    };
+  }
+  // The plain cpu backend is ~100x slower than wasm: a small batch and two steps.
+  const slow = peer.backend === 'cpu';
+  const batch = slow ? (net === 'lenet5' ? 16 : 2) : o.batch;
+  const protocol: Protocol = slow ? { warmup: 1, warmupSeconds: 0, steps: 2, seconds: 0, maxSteps: 2 } : o;
+  const t = await runJob<TrainResult>({
+    kind: 'train',
+    net,
+    backend: peer.backend,
+    batch,
+    protocol,
+    variant: peer.variant,
+  });
+  const note = t.software
+    ? `software adapter ${t.adapter} (${t.software}): measures the CPU rasteriser, not a GPU; batch ${t.batch}`
+    : t.batch !== o.batch
+      ? `batch ${t.batch}, ${t.stepSeconds.length} steps (the cpu backend is too slow for ${o.batch})`
+      : null;
+  return {
+    round: r,
+    load,
+    batch: t.batch,
+    wall: median(t.stepSeconds),
+    cpu: median(t.cpuSeconds),
+    steps: t.stepSeconds.length,
+    maxRssKb: t.maxRssKb,
+    version: t.version,
+    threads: t.threads,
+    note,
+  };
+}
+
+// ---- rows -------------------------------------------------------------------------------------
+
+function trainingRow(
+  net: ModelName,
+  peer: Peer,
+  rounds: Round[],
+  torch: Round[] | null,
+  flopsPerImage: number | null,
+  peak: number | null,
+  o: Options,
+): Row {
+  const last = rounds.at(-1)!;
+  const ips = spread(rounds.map((r) => r.batch / r.wall));
+  const ipcs = median(rounds.map((r) => r.batch / r.cpu));
+  const comparable = last.batch === o.batch && torch !== null && torch.length === rounds.length;
+  const ratios = comparable
+    ? spread(
+        pairedRatios(
+          rounds.map((r) => r.batch / r.wall),
+          torch.map((t) => t.batch / t.wall),
+        ),
+      )
+    : null;
+  const torchIpcs = torch?.length ? median(torch.map((t) => t.batch / t.cpu)) : null;
+  const gflops =
+    flopsPerImage === null ? null : spread(rounds.map((r) => ((r.batch / r.wall) * flopsPerImage) / 1e9));
+  const floor =
+    peer.backend === 'wasm' && last.batch === 128 && !peer.variant ? (WASM_FLOORS[net] ?? null) : null;
+  const ratioGoal = peer.backend === 'native' && !peer.variant ? (RATIO_GOALS[net] ?? null) : null;
+  const peakGoal = peer.backend === 'native' && !peer.variant ? (PEAK_GOALS[net] ?? null) : null;
+  const fraction = gflops && peak ? gflops.median / peak : null;
+  const loads = spread(rounds.map((r) => r.load));
+  const notes = [
+    last.note,
+    rounds.length < 3 ? `${rounds.length} round(s): a check, not a measurement (use --rounds >= 3)` : null,
+  ].filter(Boolean);
+  return {
+    kind: 'training',
+    net,
+    backend: peer.backend,
+    variant: peer.variant,
+    version: last.version,
+    threads: last.threads,
+    inputShape: NET_INPUT[net]!.join('x'),
+    batch: last.batch,
+    rounds: rounds.length,
+    imagesPerSecond: significant(ips.median),
+    imagesPerSecondMin: significant(ips.min),
+    imagesPerSecondMax: significant(ips.max),
+    imagesPerCpuSecond: significant(ipcs),
+    msPerStep: significant(median(rounds.map((r) => r.wall * 1000))),
+    stepsPerRound: median(rounds.map((r) => r.steps)),
+    pytorchImagesPerSecond: torch?.length ? significant(median(torch.map((t) => t.batch / t.wall))) : null,
+    ratioToPytorch: ratios ? round2(ratios.median) : null,
+    ratioToPytorchMin: ratios ? round2(ratios.min) : null,
+    ratioToPytorchMax: ratios ? round2(ratios.max) : null,
+    ratioToPytorchCpuTime: comparable && torchIpcs ? round2(ipcs / torchIpcs) : null,
+    ratioGoal,
+    meetsRatioGoal: ratioGoal !== null && ratios ? ratios.median >= ratioGoal : null,
+    gflopPerImage: flopsPerImage === null ? null : significant(flopsPerImage / 1e9),
+    gflops: gflops ? significant(gflops.median, 3) : null,
+    gflopsMin: gflops ? significant(gflops.min, 3) : null,
+    gflopsMax: gflops ? significant(gflops.max, 3) : null,
+    peakGflops: peak === null ? null : significant(peak, 3),
+    fractionOfPeak: fraction === null ? null : significant(fraction, 3),
+    peakGoal,
+    meetsPeakGoal: peakGoal !== null && fraction !== null ? fraction >= peakGoal : null,
+    peakRssMiB: Math.round(Math.max(...rounds.map((r) => r.maxRssKb)) / 1024),
+    loadAverage: round2(loads.median),
+    loadAverageMax: round2(loads.max),
+    floor,
+    meetsFloor: floor === null ? null : ips.median >= floor,
+    note: notes.length ? notes.join('; ') : null,
+  };
+}
+
+function distortionRows(
+  net: ModelName,
+  results: Array<DistortionResult & { load: number }>,
+  o: Options,
+): Row[] {
+  const rows: Row[] = [];
+  const stepMs = results.map((r) => median(r.stepSeconds) * 1000);
+  for (const d of results[0]!.distortions) {
+    const per = results.map((r) => r.distortions.find((x) => x.decomposition === d.decomposition)!);
+    const ms = spread(per.map((p) => median(p.ms)));
+    const fractions = spread(per.map((p, i) => median(p.ms) / (o.interval * stepMs[i]!)));
+    rows.push({
+      kind: 'distortion',
+      net,
+      backend: results[0]!.backend,
+      version: results[0]!.version,
+      decomposition: d.decomposition,
+      rank: `ratio=${o.distortionRatio}`,
+      tile: d.decomposition === 'tiled-svd' ? o.tile.join('x') : null,
+      layers: d.layers,
+      batch: o.batch,
+      rounds: results.length,
+      distortionMs: significant(ms.median),
+      distortionMsMin: significant(ms.min),
+      distortionMsMax: significant(ms.max),
+      coldDistortionMs: significant(median(per.map((p) => p.coldMs))),
+      msPerStep: significant(median(stepMs)),
+      interval: o.interval,
+      fractionOfTraining: significant(fractions.median, 3),
+      fractionOfTrainingMin: significant(fractions.min, 3),
+      fractionOfTrainingMax: significant(fractions.max, 3),
+      goal: DISTORTION_GOAL,
+      meetsGoal: fractions.median <= DISTORTION_GOAL,
+      peakRssMiB: Math.round(Math.max(...results.map((r) => r.maxRssKb)) / 1024),
+      loadAverage: round2(median(results.map((r) => r.load))),
+      note:
+        `one distortion of every targeted kernel (decompose, reconstruct, write back; median of ${o.distortionReps} per round after a cold one) over ${o.interval} training steps` +
+        (results.length < 3 ? `; ${results.length} round(s): a check, not a measurement` : ''),
+    });
+  }
+  return rows;
+}
+
+// ---- the suite --------------------------------------------------------------------------------
+
+async function measurePeak(o: Options, when: string): Promise<PeakFma | null> {
+  if (!o.peak) return null;
+  try {
+    const p = await peakFma(availableParallelism(), o.peakReps);
+    console.error(
+      `training bench: peak ${when}: ${p.best.toFixed(1)} GFLOP/s (${p.isa}, ${p.threads} threads)`,
+    );
+    return p;
+  } catch (e) {
+    console.error(`training bench: no peak (${(e as Error).message.split('\n')[0]})`);
+    return null;
+  }
 }
 
 export default {
   name: 'training',
   description:
-    'training images/s (one SGD-momentum step, median after a timed warm-up) per net x installed backend, with PyTorch CPU side by side and the ratio when python3-torch is installed',
+    'training images/s per net x installed backend beside PyTorch CPU, each in its own process, alternated over rounds (median, min-max), with GFLOP/s and fraction of the FMA peak, peak RSS, and the distortion overhead of a trial at S_D 200',
   async run(args: string[]): Promise<Row[]> {
     const o = parse(args);
-    const rows: Row[] = [];
-    const installed = await installedBackends();
-    const backends = (o.backends ?? installed).filter((b) => installed.includes(b));
+    const probe = await runJob<ProbeResult>({
+      kind: 'probe',
+      nets: [...new Set([...o.nets, ...o.distortionNets])],
+    });
+    const backends = (o.backends ?? probe.installed).filter((b) => probe.installed.includes(b));
     const python = o.torch ? await findTorchPython() : null;
-    let torchNote: string | null = o.torch
-      ? python
-        ? null
-        : 'PyTorch not importable by python3 or /usr/bin/python3 (apt-get install python3-torch)'
-      : null;
+    const rows: Row[] = [];
+    const peakBefore = await measurePeak(o, 'before');
 
+    const perNet: Array<{
+      net: ModelName;
+      peers: Peer[];
+      results: Map<string, Round[]>;
+      failed: Map<string, string>;
+    }> = [];
     for (const net of o.nets) {
-      let t: TorchResult | null = null;
-      if (python) {
-        try {
-          t = (await torchRows(python, [net], o)).get(net) ?? null;
-        } catch (e) {
-          torchNote = `PyTorch run failed: ${(e as Error).message.split('\n')[0]}`;
-        }
-      }
-      const torchIps = t ? o.batch / t.seconds : null;
-      const torchIpcs = t ? o.batch / t.cpuSeconds : null;
-      if (o.torch)
-        rows.push({
-          net,
-          backend: 'pytorch',
-          variant: null,
-          version: t?.version ?? null,
-          threads: t?.threads ?? null,
-          inputShape: NET_INPUT[net]!.join('x'),
-          batch: o.batch,
-          imagesPerSecond: torchIps === null ? null : round(torchIps),
-          imagesPerCpuSecond: torchIpcs === null ? null : round(torchIpcs),
-          msPerStep: t ? round(t.seconds * 1000) : null,
-          steps: t?.steps ?? null,
-          loadAverage: round(loadavg()[0]!),
-          pytorchImagesPerSecond: torchIps === null ? null : round(torchIps),
-          ratioToPytorch: t ? 1 : null,
-          ratioToPytorchCpuTime: t ? 1 : null,
-          floor: null,
-          meetsFloor: null,
-          note: t
-            ? `reference (same nets, option-A shortcuts, NCHW) on ${t.device}`
-            : (torchNote ?? 'not measured'),
-        });
-      for (const backend of backends) {
-        const info = await initBackend({ backend });
-        const variants: Array<string | null> =
-          (backend === 'native' || backend === 'wasm') && o.compareBn && net !== 'lenet5'
-            ? [null, 'tfjs-layers-bn']
-            : [null];
-        for (const variant of variants) {
-          const base: Row = {
-            net,
-            backend,
-            variant,
-            version: info.version,
-            threads: info.threads,
-            inputShape: NET_INPUT[net]!.join('x'),
-          };
-          // A software WebGPU adapter (llvmpipe) rasterises on the CPU: timed like the cpu backend.
-          const adapter = backend === 'webgpu' ? activeWebgpuAdapter() : null;
-          if (adapter) base['adapter'] = adapter.name;
-          const software = adapter?.software ?? null;
-          // The plain cpu backend is ~100x slower than wasm: a small batch, one step, ResNets only on request.
-          const slow = backend === 'cpu' || software !== null;
-          if (backend === 'cpu' && net !== 'lenet5' && !o.cpuResnets) {
-            rows.push({
-              ...base,
-              batch: null,
-              imagesPerSecond: null,
-              note: 'skipped: the cpu backend trains a ResNet at ~0.06 images/s (35 s a step at batch 2); --cpu-resnets times it',
-            });
+      const peers = peersOf(net, backends, python, o);
+      const results = new Map<string, Round[]>(peers.map((p) => [p.key, []]));
+      const failed = new Map<string, string>();
+      for (let r = 0; r < o.rounds; r++) {
+        for (const peer of roundOrder(peers, r)) {
+          if (failed.has(peer.key)) continue;
+          if (peer.backend === 'cpu' && net !== 'lenet5' && !o.cpuResnets) {
+            failed.set(
+              peer.key,
+              'skipped: the cpu backend trains a ResNet at ~0.06 images/s (35 s a step at batch 2); --cpu-resnets times it',
+            );
             continue;
           }
-          const batch = software ? Math.min(o.batch, 16) : slow ? (net === 'lenet5' ? 16 : 2) : o.batch;
-          const protocol: Protocol = slow
-            ? { warmup: 1, warmupSeconds: 0, steps: 2, seconds: 0, maxSteps: 2 }
-            : o;
-          // The tfjs-layers variant turns the fused kernel off for its row; the main rows keep the
-          // process's setting (FLATRANK_FUSED_BATCH_NORM=0 turns it off everywhere).
-          const fusedBefore = variant === 'tfjs-layers-bn' ? setFusedBatchNorm(false) : null;
           try {
-            const s = await timeSteps(net, batch, protocol);
-            const ips = batch / s.wall;
-            const ipcs = batch / s.cpu;
-            const floor = backend === 'wasm' && batch === 128 ? (WASM_FLOORS[net] ?? null) : null;
-            const comparable = batch === o.batch;
-            rows.push({
-              ...base,
-              batch,
-              imagesPerSecond: round(ips),
-              imagesPerCpuSecond: round(ipcs),
-              msPerStep: round(s.wall * 1000),
-              steps: s.steps,
-              loadAverage: round(loadavg()[0]!),
-              pytorchImagesPerSecond: torchIps === null ? null : round(torchIps),
-              ratioToPytorch: torchIps !== null && comparable ? round(ips / torchIps) : null,
-              ratioToPytorchCpuTime: torchIpcs !== null && comparable ? round(ipcs / torchIpcs) : null,
-              floor,
-              meetsFloor: floor === null ? null : ips >= floor,
-              note: software
-                ? `software adapter ${adapter!.name} (${software}): measures the CPU rasteriser, not a GPU; batch ${batch}, ${s.steps} steps`
-                : comparable
-                  ? null
-                  : `batch ${batch}, ${s.steps} steps (the cpu backend is too slow for ${o.batch})`,
-            });
+            const res = await measureRound(peer, net, python, o, r);
+            results.get(peer.key)!.push(res);
+            console.error(
+              `training bench: ${net} round ${r + 1}/${o.rounds} ${peer.key}: ${(res.batch / res.wall).toFixed(1)} images/s (load ${res.load.toFixed(2)})`,
+            );
           } catch (e) {
-            rows.push({ ...base, batch, imagesPerSecond: null, note: `failed: ${(e as Error).message}` });
-          } finally {
-            if (fusedBefore !== null) setFusedBatchNorm(fusedBefore);
+            failed.set(peer.key, `failed: ${(e as Error).message.split('\n')[0]}`);
           }
-          console.error(
-            `training bench: ${net} on ${backend}${variant ? ` (${variant})` : ''}: ${JSON.stringify(rows.at(-1)?.['imagesPerSecond'])} images/s` +
-              (torchIps !== null ? ` (PyTorch ${round(torchIps)})` : ''),
-          );
+        }
+      }
+      perNet.push({ net, peers, results, failed });
+    }
+    const peakAfter = await measurePeak(o, 'after');
+    const peak = Math.max(peakBefore?.best ?? 0, peakAfter?.best ?? 0) || null;
+    if (o.peak)
+      rows.push({
+        kind: 'peak',
+        threads: peakBefore?.threads ?? peakAfter?.threads ?? null,
+        isa: peakBefore?.isa ?? peakAfter?.isa ?? null,
+        onednnIsa: peakBefore?.onednnIsa ?? peakAfter?.onednnIsa ?? null,
+        peakGflops: peak === null ? null : significant(peak, 3),
+        peakGflopsBefore: peakBefore ? significant(peakBefore.best, 3) : null,
+        peakGflopsAfter: peakAfter ? significant(peakAfter.best, 3) : null,
+        note: 'fp32 FMA peak on all cores (best repetition of the peak-fma kernel, before and after the nets): the denominator of fractionOfPeak',
+      });
+
+    for (const { net, peers, results, failed } of perNet) {
+      const torch = results.get('pytorch') ?? null;
+      const flops = probe.nets[net]?.trainingFlopsPerExample ?? null;
+      if (o.torch && !python)
+        rows.push({
+          kind: 'training',
+          net,
+          backend: 'pytorch',
+          note: 'PyTorch not importable by python3 or /usr/bin/python3 (apt-get install python3-torch)',
+        });
+      for (const peer of peers) {
+        const rounds = results.get(peer.key)!;
+        if (rounds.length === 0) {
+          rows.push({
+            kind: 'training',
+            net,
+            backend: peer.backend,
+            variant: peer.variant,
+            note: failed.get(peer.key) ?? 'not measured',
+          });
+          continue;
+        }
+        const row = trainingRow(net, peer, rounds, torch?.length ? torch : null, flops, peak, o);
+        if (failed.has(peer.key))
+          row['note'] = [row['note'], `some rounds ${failed.get(peer.key)}`].filter(Boolean).join('; ');
+        rows.push(row);
+      }
+    }
+
+    if (o.distortion) {
+      const backend = o.distortionBackend ?? (backends.includes('native') ? 'native' : backends[0]);
+      for (const net of o.distortionNets) {
+        if (!backend) {
+          rows.push({ kind: 'distortion', net, note: 'no backend to measure the distortion on' });
+          continue;
+        }
+        const results: Array<DistortionResult & { load: number }> = [];
+        try {
+          for (let r = 0; r < o.rounds; r++) {
+            const load = loadavg()[0]!;
+            const res = await runJob<DistortionResult>({
+              kind: 'distortion',
+              net,
+              backend,
+              batch: o.batch,
+              protocol: o,
+              decompositions: [...DECOMPOSITIONS] as Decomposition[],
+              ratio: o.distortionRatio,
+              tile: o.tile,
+              reps: o.distortionReps,
+            });
+            results.push({ ...res, load });
+            console.error(
+              `training bench: distortion ${net} round ${r + 1}/${o.rounds}: ` +
+                res.distortions.map((d) => `${d.decomposition} ${median(d.ms).toFixed(0)} ms`).join(', '),
+            );
+          }
+          rows.push(...distortionRows(net, results, o));
+        } catch (e) {
+          rows.push({
+            kind: 'distortion',
+            net,
+            backend,
+            note: `failed: ${(e as Error).message.split('\n')[0]}`,
+          });
         }
       }
     }
     return rows;
   },
 };
-
-function round(x: number): number {
-  return Math.round(x * 100) / 100;
-}

@@ -1,0 +1,135 @@
+/**
+ * What the training bench (training.ts, the coordinator) asks of its measuring child processes
+ * (training-child.ts) and what they answer. The coordinator imports only this file and the
+ * statistics: it never loads TensorFlow.js or a backend, so while a child or the PyTorch peer runs
+ * it holds no threads that could compete for the cores.
+ */
+import { spawn } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { BackendName, Decomposition, ModelName } from '@flatrank/protocol';
+
+/** The nets the training bench knows, with their input (HWC). */
+export const NET_INPUT: Partial<Record<ModelName, [number, number, number]>> = {
+  lenet5: [28, 28, 1],
+  resnet8: [32, 32, 3],
+  resnet20: [32, 32, 3],
+  resnet32: [32, 32, 3],
+  resnet56: [32, 32, 3],
+};
+
+/** How long to warm up and to time (the same for the flatrank children and the PyTorch peer). */
+export interface Protocol {
+  warmup: number;
+  warmupSeconds: number;
+  steps: number;
+  seconds: number;
+  maxSteps: number;
+}
+
+export type Job =
+  | { kind: 'probe'; nets: ModelName[] }
+  | {
+      kind: 'train';
+      net: ModelName;
+      backend: BackendName;
+      batch: number;
+      protocol: Protocol;
+      /** 'tfjs-layers-bn': tfjs-layers' unfused training batch norm instead of the fused kernel. */
+      variant: 'tfjs-layers-bn' | null;
+    }
+  | {
+      kind: 'distortion';
+      net: ModelName;
+      backend: BackendName;
+      batch: number;
+      protocol: Protocol;
+      decompositions: Decomposition[];
+      /** Per-layer parameter ratio of every decomposition (rank policy 'ratio'). */
+      ratio: number;
+      /** The tiled-svd tile [rows, cols] of the lowered matrix. */
+      tile: [number, number];
+      /** Timed distortions per decomposition, after one untimed (cold) one. */
+      reps: number;
+    };
+
+export interface ProbeResult {
+  installed: BackendName[];
+  nets: Partial<
+    Record<ModelName, { trainingFlopsPerExample: number; forwardMacs: number; countedLayers: number }>
+  >;
+}
+
+export interface TrainResult {
+  backend: BackendName;
+  version: string;
+  threads: number;
+  batch: number;
+  /** Wall and process-CPU seconds of every timed step. */
+  stepSeconds: number[];
+  cpuSeconds: number[];
+  /** Peak resident set of the child process (getrusage ru_maxrss), KiB. */
+  maxRssKb: number;
+  adapter: string | null;
+  /** Set when the backend is a software WebGPU adapter (timed like the cpu backend). */
+  software: string | null;
+}
+
+export interface DistortionResult {
+  backend: BackendName;
+  version: string;
+  stepSeconds: number[];
+  distortions: Array<{
+    decomposition: Decomposition;
+    layers: number;
+    /** The first distortion of the process (cold: JIT, allocations), ms. */
+    coldMs: number;
+    /** The timed ones, ms. */
+    ms: number[];
+  }>;
+  maxRssKb: number;
+}
+
+/** The line a child prints its result on (anything else on stdout is TF.js chatter). */
+export const RESULT_PREFIX = '@@flatrank-bench-result ';
+
+/** The compiled child script (bench/dist/lib/training-child.js, beside this file once built). */
+export const CHILD_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), 'training-child.js');
+
+/**
+ * Runs `command args` to completion, its stderr passed through (progress, warnings), and returns the
+ * JSON on its result line. A child that exits without one is an error carrying its exit status.
+ */
+export function runForResult<T>(command: string, args: string[], timeoutMs: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (d: string) => (out += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const line = out.split('\n').find((l) => l.startsWith(RESULT_PREFIX));
+      if (!line) {
+        reject(new Error(`${command} exited (${signal ?? `status ${code}`}) without a result line`));
+        return;
+      }
+      const parsed = JSON.parse(line.slice(RESULT_PREFIX.length)) as {
+        ok: boolean;
+        error?: string;
+        result?: T;
+      };
+      if (parsed.ok) resolve(parsed.result as T);
+      else reject(new Error(parsed.error ?? 'failed'));
+    });
+  });
+}
+
+/** Runs one job in a fresh Node process (this process waits, doing nothing). */
+export function runJob<T>(job: Job, timeoutMs = 60 * 60_000): Promise<T> {
+  return runForResult<T>(process.execPath, [CHILD_SCRIPT, JSON.stringify(job)], timeoutMs);
+}
