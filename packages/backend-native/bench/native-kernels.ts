@@ -3,9 +3,12 @@
  * shapes (batch 128) on the native backend next to the wasm backend (and its ratio), in one run:
  * the three convolution kernels of each distinct conv layer, batch norm forward + its gradient,
  * and a few elementwise ops. Min over repetitions (robust to the other load of a shared machine).
- * Options: --reps=N (default 5), --backends=native,wasm.
+ * Convolution rows also give the native time as GFLOP/s (2 x the multiply-adds, the same for the
+ * forward pass and both gradients) and its fraction of the all-core FMA peak (peak-fma.ts), so the
+ * gap of a training step to the peak can be told kernel by kernel.
+ * Options: --reps=N (default 5), --backends=native,wasm, --no-peak.
  */
-import { loadavg } from 'node:os';
+import { availableParallelism, loadavg } from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-layers';
 import type { LoadedBackend } from '@flatrank/protocol';
@@ -13,12 +16,15 @@ import type { LoadedBackend } from '@flatrank/protocol';
 // of the native backend.
 import { loadWasmBackend, wasmBackendInstalled } from '@flatrank/backend-wasm';
 import { loadNativeBackend, nativeBackendStatus } from '@flatrank/backend-native';
+import { measurePeakFma } from './peak-fma.js';
 
 type Row = Record<string, string | number | boolean | null>;
 
 interface Case {
   name: string;
   shape: string;
+  /** Flops of one run (convolutions only). */
+  flops?: number;
   /** Builds inputs (outside timing) and returns the timed work. */
   setup: () => { run: () => tf.Tensor | tf.Tensor[]; inputs: tf.Tensor[] };
 }
@@ -37,10 +43,13 @@ function conv(
   const x = () => tf.randomNormal([n, h, h, c]) as tf.Tensor4D;
   const w = () => tf.randomNormal([k, k, c, oc], 0, 0.1) as tf.Tensor4D;
   const outShape = () => tf.conv2d(x(), w(), s, pad).shape;
+  const o = pad === 'same' ? Math.ceil(h / s) : Math.floor((h - k) / s) + 1;
+  const flops = 2 * n * o * o * k * k * c * oc;
   return [
     {
       name: `${name} Conv2D`,
       shape,
+      flops,
       setup: () => {
         const a = x(),
           b = w();
@@ -50,6 +59,7 @@ function conv(
     {
       name: `${name} Conv2DBackpropInput`,
       shape,
+      flops,
       setup: () => {
         const dy = tf.randomNormal(outShape()) as tf.Tensor4D,
           b = w();
@@ -59,6 +69,7 @@ function conv(
     {
       name: `${name} Conv2DBackpropFilter`,
       shape,
+      flops,
       setup: () => {
         const a = x(),
           dy = tf.randomNormal(outShape()) as tf.Tensor4D,
@@ -139,10 +150,17 @@ export default {
   async run(args: string[]): Promise<Row[]> {
     let reps = 5;
     let wanted = ['native', 'wasm'];
+    let peakWanted = true;
     for (const a of args) {
       if (a.startsWith('--reps=')) reps = Math.max(1, Number(a.slice(7)));
       if (a.startsWith('--backends=')) wanted = a.slice(11).split(',');
+      if (a === '--no-peak') peakWanted = false;
     }
+    // Measured first, before any backend's threads exist in this process.
+    const peak = peakWanted
+      ? (await measurePeakFma({ threads: availableParallelism(), reps: 5 })).best
+      : null;
+    const flops = new Map(cases().map((c) => [`${c.name}|${c.shape}`, c.flops ?? null]));
     const loaders: Record<string, { installed: () => boolean; load: () => Promise<LoadedBackend> }> = {
       native: { installed: () => nativeBackendStatus().available, load: loadNativeBackend },
       wasm: { installed: wasmBackendInstalled, load: loadWasmBackend },
@@ -165,6 +183,11 @@ export default {
       const n = m.get('native');
       const w = m.get('wasm');
       row['speedupVsWasm'] = n !== undefined && w !== undefined ? Number((w / n).toFixed(2)) : null;
+      const f = flops.get(key) ?? null;
+      const gflops = f !== null && n !== undefined ? f / (n / 1000) / 1e9 : null;
+      row['nativeGflops'] = gflops === null ? null : Number(gflops.toFixed(1));
+      row['fractionOfPeak'] = gflops !== null && peak !== null ? Number((gflops / peak).toFixed(3)) : null;
+      row['peakGflops'] = peak === null ? null : Number(peak.toFixed(1));
       row['load1m'] = load;
       return row;
     });
