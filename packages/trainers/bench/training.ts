@@ -72,7 +72,7 @@ const PEAK_GOALS: Partial<Record<ModelName, number>> = { resnet20: 0.5, resnet32
 /** Distortions may take at most this fraction of a trial's training time. */
 const DISTORTION_GOAL = 0.02;
 
-interface Options extends Protocol {
+export interface Options extends Protocol {
   nets: ModelName[];
   backends: BackendName[] | null;
   batch: number;
@@ -92,7 +92,7 @@ interface Options extends Protocol {
   interval: number;
 }
 
-function parse(args: string[]): Options {
+export function parse(args: string[]): Options {
   const o: Options = {
     nets: ['lenet5', 'resnet20', 'resnet32', 'resnet56'],
     backends: null,
@@ -221,14 +221,14 @@ function torchRound(python: string, net: ModelName, o: Options): Promise<TorchRe
   );
 }
 
-interface Peer {
+export interface Peer {
   key: string;
   backend: BackendName | 'pytorch';
   variant: 'tfjs-layers-bn' | null;
 }
 
 /** One round of one peer: its median step and what came with it. */
-interface Round {
+export interface Round {
   round: number;
   load: number;
   batch: number;
@@ -309,7 +309,7 @@ async function measureRound(
 
 // ---- rows -------------------------------------------------------------------------------------
 
-function trainingRow(
+export function trainingRow(
   net: ModelName,
   peer: Peer,
   rounds: Round[],
@@ -383,7 +383,7 @@ function trainingRow(
   };
 }
 
-function distortionRows(
+export function distortionRows(
   net: ModelName,
   results: Array<DistortionResult & { load: number }>,
   o: Options,
