@@ -68,6 +68,8 @@ export type {
   SensitivityMeasurement,
   SensitivityRequest,
 } from './allocation/index.js';
+export { nuclearSubgradient, truncatedSvdSubgradient } from './nuclear.js';
+export type { NuclearSubgradient } from './nuclear.js';
 export { selectTargets } from './targets.js';
 export type { TargetableLayer } from './targets.js';
 export {

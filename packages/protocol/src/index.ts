@@ -24,6 +24,7 @@ export {
   layerSelectionSchema,
   compressionSchema,
   distortionSchema,
+  trpSchema,
   trainingSchema,
   datasetSchema,
   startSchema,
@@ -41,5 +42,6 @@ export type {
   LayerSelection,
   CompressionConfig,
   DistortionConfig,
+  TrpConfig,
   LrSchedule,
 } from './trial-config.js';

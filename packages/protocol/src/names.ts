@@ -1,6 +1,14 @@
 /** The names every package shares: what a config, a spec, a query and the database may say. */
-export const METHODS = ['baseline', 'distort', 'finetune', 'posttrain'] as const;
+export const METHODS = ['baseline', 'distort', 'finetune', 'posttrain', 'trp'] as const;
 export type Method = (typeof METHODS)[number];
+
+/**
+ * When TRP adds its nuclear-norm subgradient to the kernels' gradients (trp.nuclearEvery): at every
+ * optimizer step (the paper's stochastic subgradient descent on the regularised loss) or only at
+ * the step after each projection (the authors' code with a projection period above 1).
+ */
+export const TRP_NUCLEAR_SCHEDULES = ['step', 'projection'] as const;
+export type TrpNuclearSchedule = (typeof TRP_NUCLEAR_SCHEDULES)[number];
 
 export const DECOMPOSITIONS = ['svd', 'tiled-svd', 'tucker2', 'cp'] as const;
 export type Decomposition = (typeof DECOMPOSITIONS)[number];

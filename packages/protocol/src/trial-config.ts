@@ -15,6 +15,7 @@ import {
   METHODS,
   MODELS,
   SVD_SCHEMES,
+  TRP_NUCLEAR_SCHEDULES,
   type BudgetBasis,
   type RankPolicyKind,
 } from './names.js';
@@ -233,6 +234,24 @@ export const distortionSchema = z
   .strict();
 export type DistortionConfig = z.infer<typeof distortionSchema>;
 
+/**
+ * Trained Rank Pruning (Xu et al., IJCAI 2020). Its rank rule is compression.rank, which must be
+ * {kind: energy, threshold: e}: at every projection each target kernel's rank is chosen again as the
+ * smallest keeping the fraction e of the squared singular values. No defaults for interval and
+ * lambda: the paper's values are for CIFAR-10 on a GPU, and a sweep should say what it ran.
+ */
+export const trpSchema = z
+  .object({
+    /** m: optimizer steps between two projections onto the energy-truncated SVD. */
+    interval: positiveInt,
+    /** Weight of the nuclear-norm penalty lambda * sum ||W||_* over the target kernels (0: projections alone). */
+    lambda: z.number().nonnegative().finite(),
+    /** When the penalty's subgradient U V^T is added to the gradient (TRP_NUCLEAR_SCHEDULES). */
+    nuclearEvery: z.enum(TRP_NUCLEAR_SCHEDULES).default('step'),
+  })
+  .strict();
+export type TrpConfig = z.infer<typeof trpSchema>;
+
 const trialConfigObject = z
   .object({
     version: z.literal(TRIAL_CONFIG_VERSION).default(TRIAL_CONFIG_VERSION),
@@ -245,6 +264,11 @@ const trialConfigObject = z
     compression: compressionSchema.nullable().default(null),
     /** Only for 'distort'. */
     distortion: distortionSchema.nullable().default(null),
+    /**
+     * Only for 'trp'. Optional rather than null by default: absent from every other config, so the
+     * trial keys of configs written before the method existed stay the same.
+     */
+    trp: trpSchema.optional(),
     seed: nonNegativeInt.default(0),
   })
   .strict();
@@ -272,6 +296,8 @@ function checkCombinations(
     refuse(['distortion'], "is required for method 'distort'");
   if (c.method !== 'distort' && c.distortion !== null)
     refuse(['distortion'], "is only allowed for method 'distort'");
+  if (c.method === 'trp' && c.trp === undefined) refuse(['trp'], "is required for method 'trp'");
+  if (c.method !== 'trp' && c.trp !== undefined) refuse(['trp'], "is only allowed for method 'trp'");
   if (c.method === 'posttrain' && c.training.epochs !== 0)
     refuse(
       ['training', 'epochs'],
@@ -279,6 +305,7 @@ function checkCombinations(
     );
   const comp = c.compression;
   if (!comp) return;
+  if (c.method === 'trp') checkTrpCompression(comp, refuse);
   if (comp.decomposition === 'tiled-svd' && comp.tile === null)
     refuse(['compression', 'tile'], "is required for decomposition 'tiled-svd'");
   if (comp.decomposition !== 'tiled-svd' && comp.tile !== null)
@@ -319,6 +346,23 @@ function checkCombinations(
     refuse(
       ['compression', 'layers', 'includeFc'],
       "must be false for decomposition 'cp': CP decomposes 4-D conv kernels and the fully connected layers have 2-D ones; allowed with includeFc: svd, tiled-svd, tucker2",
+    );
+}
+
+/** TRP projects onto a truncated SVD whose rank the energy rule chooses anew at every projection. */
+function checkTrpCompression(
+  comp: CompressionConfig,
+  refuse: (path: Array<string | number>, message: string) => void,
+): void {
+  if (comp.decomposition !== 'svd')
+    refuse(
+      ['compression', 'decomposition'],
+      `must be 'svd' for method 'trp' (TRP truncates the SVD of each kernel's matrix: scheme 'lowered' is its channel-wise decomposition, 'spatial' its spatial-wise one); got '${comp.decomposition}'`,
+    );
+  if (comp.rank.kind !== 'energy')
+    refuse(
+      ['compression', 'rank'],
+      `must be {kind: energy, threshold: e} for method 'trp' (each projection keeps the smallest rank holding the fraction e of the squared singular values, so the ranks are chosen while training, not fixed); got kind '${comp.rank.kind}'`,
     );
 }
 

@@ -289,3 +289,86 @@ describe('rank policy allocate', () => {
     ).toMatch(/rank\.sensitivity\.candidates\[0\]/);
   });
 });
+
+describe('method trp', () => {
+  const trp = {
+    ...base,
+    method: 'trp',
+    compression: { decomposition: 'svd', scheme: 'spatial', rank: { kind: 'energy', threshold: 0.95 } },
+    distortion: null,
+    trp: { interval: 20, lambda: 3e-4 },
+  };
+
+  it('resolves with the energy rank rule and its own block; nuclearEvery defaults to step', () => {
+    const c = resolveTrialConfig(trp);
+    expect(c.trp).toEqual({ interval: 20, lambda: 3e-4, nuclearEvery: 'step' });
+    expect(c.compression?.rank).toEqual({ kind: 'energy', threshold: 0.95 });
+    expect(c.compression?.scheme).toBe('spatial');
+    const lowered = resolveTrialConfig({ ...trp, compression: { ...trp.compression, scheme: undefined } });
+    expect(lowered.compression?.scheme).toBe('lowered');
+    expect(trialKey(lowered)).not.toBe(trialKey(c));
+    const atProjection = resolveTrialConfig({ ...trp, trp: { ...trp.trp, nuclearEvery: 'projection' } });
+    expect(trialKey(atProjection)).not.toBe(trialKey(c));
+  });
+
+  it('leaves the configs and keys of the other methods as they were', () => {
+    // Keys computed before the method existed: the trp block is absent, not null, elsewhere.
+    const distort = resolveTrialConfig(base);
+    expect(distort).not.toHaveProperty('trp');
+    expect(trialKey(distort)).toBe('a08e6c604be5ec05dcd3aa89d2516a77437c5c89643617685857c5a77aeb3a39');
+    const baseline = resolveTrialConfig({ ...base, method: 'baseline', compression: null, distortion: null });
+    expect(trialKey(baseline)).toBe('c890490d27c628e3e781d98b25de4cc0420a24161b95520c855cb1ddd709747c');
+  });
+
+  it('needs its block, and the block belongs to trp alone', () => {
+    const missing = refusal({ ...trp, trp: undefined });
+    expect(missing.field).toBe('config.trp');
+    expect(missing.message).toBe("config.trp: is required for method 'trp'");
+    const elsewhere = refusal({ ...base, trp: trp.trp });
+    expect(elsewhere.field).toBe('config.trp');
+    expect(elsewhere.message).toBe("config.trp: is only allowed for method 'trp'");
+    expect(refusal({ ...trp, distortion: { interval: 200 } }).field).toBe('config.distortion');
+  });
+
+  it('names the trp field that is out of range', () => {
+    expect(refusal({ ...trp, trp: { lambda: 1e-4 } }).field).toBe('config.trp.interval');
+    expect(refusal({ ...trp, trp: { interval: 0, lambda: 1e-4 } }).field).toBe('config.trp.interval');
+    expect(refusal({ ...trp, trp: { interval: 2.5, lambda: 1e-4 } }).field).toBe('config.trp.interval');
+    const negative = refusal({ ...trp, trp: { interval: 20, lambda: -1 } });
+    expect(negative.field).toBe('config.trp.lambda');
+    expect(refusal({ ...trp, trp: { interval: 20 } }).field).toBe('config.trp.lambda');
+    const schedule = refusal({ ...trp, trp: { ...trp.trp, nuclearEvery: 'epoch' } });
+    expect(schedule.field).toBe('config.trp.nuclearEvery');
+    expect(schedule.message).toMatch(/unknown value "epoch"; allowed: step, projection/);
+    expect(refusal({ ...trp, trp: { ...trp.trp, energy: 0.9 } }).message).toMatch(
+      /^config\.trp: unknown field energy/,
+    );
+    const threshold = refusal({
+      ...trp,
+      compression: { ...trp.compression, rank: { kind: 'energy', threshold: 1.5 } },
+    });
+    expect(threshold.field).toBe('config.compression.rank.threshold');
+  });
+
+  it('projects onto a plain SVD whose rank comes from the energy rule', () => {
+    const tucker = refusal({
+      ...trp,
+      compression: { decomposition: 'tucker2', rank: { kind: 'energy', threshold: 0.9 } },
+    });
+    expect(tucker.field).toBe('config.compression.decomposition');
+    expect(tucker.message).toMatch(/must be 'svd' for method 'trp'.*got 'tucker2'/);
+    const tiled = refusal({
+      ...trp,
+      compression: { decomposition: 'tiled-svd', tile: [8, 8], rank: { kind: 'energy', threshold: 0.9 } },
+    });
+    expect(tiled.field).toBe('config.compression.decomposition');
+    const ratio = refusal({ ...trp, compression: { ...trp.compression, rank: { kind: 'ratio', ratio: 4 } } });
+    expect(ratio.field).toBe('config.compression.rank');
+    expect(ratio.message).toMatch(
+      /must be \{kind: energy, threshold: e\} for method 'trp'.*got kind 'ratio'/,
+    );
+    expect(refusal({ ...trp, compression: null }).field).toBe('config.compression');
+    const good = resolveTrialConfig(trp);
+    expect(() => checkTrialConfigRules({ ...good, trp: undefined })).toThrow(/^config\.trp: is required/);
+  });
+});

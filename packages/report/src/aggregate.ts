@@ -170,6 +170,8 @@ export function targetRatioOf(c: TrialConfig): { ratio: number; basis: 'model' |
 const ALIASES: ReadonlyArray<[prefix: string, alias: string]> = [
   ['distortion.interval', 'S_D'],
   ['distortion.', ''],
+  ['trp.interval', 'm'],
+  ['trp.', ''],
   ['compression.tile', 'tile'],
   ['compression.scheme', 'scheme'],
   ['compression.layers', 'layers'],

@@ -127,7 +127,7 @@ export function toMarkdown(report: Report): string {
   }
   out.push('');
   out.push(
-    `Mean ± sample std over seeds (n = succeeded trials).${errors ? " decomp. err.: mean relative error ‖K − K'‖ / ‖K‖ over the compressed layers of decomposing the kernels a trial starts from (distort: its first distortion; finetune / posttrain: the decomposition that is fine-tuned / evaluated)." : ''} × columns: before / after (params and multiply-adds of the whole model; latency measured, > 1 means the factored model is faster). ★ / bold: highest mean final accuracy among the rows of the same compression ratio. vs base: mean final accuracy minus that of the uncompressed baseline, in points.`,
+    `Mean ± sample std over seeds (n = succeeded trials).${errors ? " decomp. err.: mean relative error ‖K − K'‖ / ‖K‖ over the compressed layers (distort: its first distortion, of the kernels it starts from; finetune / posttrain: the decomposition that is fine-tuned / evaluated; trp: its final projection)." : ''} × columns: before / after (params and multiply-adds of the whole model; latency measured, > 1 means the factored model is faster). ★ / bold: highest mean final accuracy among the rows of the same compression ratio. vs base: mean final accuracy minus that of the uncompressed baseline, in points.`,
   );
   const worse = report.rows.filter((r) => r.worseAfterFineTuning.length > 0);
   if (worse.length > 0) {

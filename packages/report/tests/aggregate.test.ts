@@ -332,4 +332,46 @@ describe('aggregation over a hand-made database', () => {
     expect(loadSweep(tmp.path, 'fig3').reproduces).toBe('paper-fig3');
     expect(loadSweep(tmp.path, 'other').reproduces).toBeNull();
   });
+
+  it('trp trials: one row per scheme x energy x trp settings, seeds grouped, the reached ratio as the row ratio', () => {
+    tmp = createTempDb();
+    const base = [0, 1].map((seed) => cfg({ method: 'baseline', seed }));
+    const trp = (seed: number, scheme: 'lowered' | 'spatial', threshold: number, lambda: number) =>
+      cfg({
+        method: 'trp',
+        seed,
+        start: { kind: 'trial', trialKey: trialKey(base[seed]!) },
+        compression: { decomposition: 'svd', scheme, rank: { kind: 'energy', threshold } },
+        trp: { interval: 20, lambda },
+      });
+    const trials: HandTrial[] = base.map((config) => ({ config, outcome: 'succeeded' as const }));
+    for (const seed of [0, 1])
+      for (const [scheme, threshold, lambda, paramsAfter] of [
+        ['lowered', 0.9, 3e-4, 20000],
+        ['spatial', 0.9, 3e-4, 24000],
+        ['lowered', 0.95, 3e-4, 30000],
+        ['lowered', 0.9, 0, 25000],
+      ] as const)
+        trials.push({
+          config: trp(seed, scheme, threshold, lambda),
+          outcome: 'succeeded',
+          summary: { paramsAfter: paramsAfter + seed * 100, accuracyFinal: 0.9 - seed * 0.01 },
+        });
+    writeSweep(tmp.store!, 'trp', { name: 'trp' }, trials);
+    const rows = aggregate(loadSweep(tmp.path, 'trp').trials).filter((r) => r.method === 'trp');
+    expect(rows).toHaveLength(4);
+    for (const r of rows) {
+      expect(r.seeds).toEqual([0, 1]);
+      expect(r.decomposition).toBe('svd');
+      expect(r.targetRatio).toBeNull(); // the ratio is a result, not a target
+    }
+    const spatial = row(rows, (r) => r.variant.includes('scheme=spatial'));
+    expect(spatial.rank).toBe('energy=0.9');
+    expect(spatial.variant).toBe('order=- scheme=spatial lambda=0.0003');
+    expect(spatial.paramsRatio.mean).toBeCloseTo((60000 / 24000 + 60000 / 24100) / 2, 12);
+    expect(spatial.ratio).toBeCloseTo(spatial.paramsRatio.mean!, 12);
+    const noPenalty = row(rows, (r) => r.variant.endsWith(' lambda=0'));
+    expect(noPenalty.rank).toBe('energy=0.9');
+    expect(row(rows, (r) => r.rank === 'energy=0.95').variant).toBe('order=hwc scheme=lowered lambda=0.0003');
+  });
 });

@@ -96,4 +96,25 @@ describe('trial-config rules seen from a spec', () => {
     expect(e.field).toBe('methods.cp.compression.layers.includeFc');
     expect(e.message).toMatch(/^rules\.yaml:13: .*includeFc: must be false for decomposition 'cp'/);
   });
+
+  it('trp over tucker2 or with a fixed rank: the line of the method compression field', () => {
+    const tucker = specRefusal(`${HEAD}  trp:
+    start: baseline
+    compression: { decomposition: tucker2, rank: { kind: energy, threshold: 0.9 } }
+    trp: { interval: 10, lambda: 0.001 }
+`);
+    expect(tucker.field).toBe('methods.trp.compression.decomposition');
+    expect(tucker.message).toMatch(
+      /^rules\.yaml:9: methods\.trp\.compression\.decomposition: grid point "trp": compression\.decomposition: must be 'svd' for method 'trp'/,
+    );
+    const ratio = specRefusal(`${HEAD}  trp:
+    start: baseline
+    compression: { decomposition: svd, rank: { kind: ratio, ratio: 4 } }
+    trp: { interval: 10, lambda: 0.001 }
+`);
+    expect(ratio.field).toBe('methods.trp.compression.rank');
+    expect(ratio.message).toMatch(
+      /compression\.rank: must be \{kind: energy, threshold: e\} for method 'trp'/,
+    );
+  });
 });

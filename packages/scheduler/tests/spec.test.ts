@@ -419,3 +419,75 @@ grid:
     expect(pa).toHaveLength(14);
   });
 });
+
+describe('method trp in a spec', () => {
+  it('expands with its own block and axes; its labels name the scheme, m and lambda; other methods get no trp block', () => {
+    const spec = parseSpecText(`${HEAD}start: baseline
+methods:
+  baseline: {}
+  trp:
+    compression: { decomposition: svd }
+    trp: { interval: 20 }
+    grid:
+      scheme: [lowered, spatial]
+      lambda: [0, 0.0003]
+  distort:
+    compression: { decomposition: svd }
+grid:
+  energy: [0.9]
+  trp.nuclearEvery: [step]
+`);
+    const pts = expandSpec(spec);
+    const trp = pts.filter((p) => p.methodId === 'trp');
+    expect(trp).toHaveLength(4);
+    expect(trp.map((p) => p.config.trp)).toContainEqual({
+      interval: 20,
+      lambda: 0.0003,
+      nuclearEvery: 'step',
+    });
+    expect(trp.every((p) => p.config.compression?.rank.kind === 'energy')).toBe(true);
+    expect(trp.map((p) => p.label)).toContain('trp svd spatial energy=0.9 m=20 lambda=0.0003 seed=0');
+    // the sweep-level trp axis skipped distort and the baseline, whose configs have no trp block
+    for (const p of pts.filter((x) => x.methodId !== 'trp')) expect(p.config).not.toHaveProperty('trp');
+    expect(pts.find((p) => p.methodId === 'distort')!.label).toBe('distort svd energy=0.9 sd=200 seed=0');
+  });
+
+  it('refuses a trp axis in another method, and trp without lambda naming the field', () => {
+    expect(() =>
+      expandSpec(
+        parseSpecText(`${HEAD}methods:
+  d:
+    method: distort
+    compression: { decomposition: svd, rank: 2 }
+    grid:
+      lambda: [0.1]
+`),
+      ),
+    ).toThrow(
+      /methods\.d\.grid\.lambda: axis "lambda" sets trp\.lambda, which does not apply to method 'distort'/,
+    );
+    try {
+      expandSpec(
+        parseSpecText(`${HEAD}methods:
+  trp:
+    compression: { decomposition: svd, rank: { kind: energy, threshold: 0.9 } }
+    trp: { interval: 20 }
+`),
+      );
+      expect.unreachable('the spec was accepted');
+    } catch (e) {
+      expect(e).toBeInstanceOf(SpecError);
+      expect((e as SpecError).message).toMatch(
+        /^spec:6: methods\.trp: grid point "trp": trp\.lambda: Required$/,
+      );
+    }
+  });
+
+  it('experiments/example-trp.yaml expands: TRP at two schemes and two energies beside distortion training', () => {
+    const spec = loadSpecFile(new URL('../../../experiments/example-trp.yaml', import.meta.url).pathname);
+    const pts = expandSpec(spec);
+    expect(pts.filter((p) => p.config.method === 'trp')).toHaveLength(8);
+    expect(pts).toHaveLength(2 + 8 + 4);
+    expect(pts.filter((p) => p.config.method === 'trp').every((p) => p.dependsOn.length === 1)).toBe(true);
+  });
+});

@@ -1,4 +1,4 @@
-// Over 500 lines on purpose: the four methods share one trial lifecycle (events, checkpoints, evaluation, export).
+// Over 500 lines on purpose: the five methods share one trial lifecycle (events, checkpoints, evaluation, export).
 /**
  * runTrial: one trial of a canonical TrialConfig, start to finish, in this process. Emits
  * 'started' (environment record), then the method's metric / layer / artifact / heartbeat events,
@@ -20,6 +20,11 @@
  *   fine-tuning (maxSteps split the same way).
  * - posttrain: decompose the start model (training.epochs is 0: the config schema refuses more),
  *   build the factored model, evaluate. No training at all: the floor.
+ * - trp (Trained Rank Pruning, Xu et al. 2020): distort's lifecycle with trp.interval as S_D, the
+ *   energy rank policy resolved again at every projection (so each layer's rank follows its
+ *   spectrum while training), no momentum reset or BN re-estimation, and the nuclear-norm penalty
+ *   trp.lambda * sum ||W||_* applied through its subgradient U V^T (compression/trp.ts). The final
+ *   projection's ranks are the trial's per-layer ranks, its model size the ratio the trial reached.
  * The final model is saved to <artifactDir>/checkpoint (an 'artifact' event of kind checkpoint: the
  * start checkpoint of dependent trials); the factored model of distort to <artifactDir>/factored.
  */
@@ -73,7 +78,9 @@ import {
   measureLatency,
   modelCounts,
   planCompression,
+  projectedNuclearNorm,
   readBackTargets,
+  NuclearPenalty,
   type CompressionPlan,
   type LayerResult,
 } from './compression/index.js';
@@ -161,6 +168,7 @@ class TrialContext {
     model: tfl.LayersModel,
     recipe: TrainingRecipe,
     afterStep?: Parameters<typeof trainLoop>[0]['afterStep'],
+    adjustGradients?: Parameters<typeof trainLoop>[0]['adjustGradients'],
   ): Promise<TrainLoopResult> {
     checkTrainingMemory(model, recipe.batchSize, { modelName: this.config.model });
     const epochOffset = this.epochs;
@@ -182,6 +190,7 @@ class TrialContext {
       logEverySteps: this.options.logEverySteps ?? 50,
       ...(this.options.signal ? { signal: this.options.signal } : {}),
       ...(afterStep ? { afterStep } : {}),
+      ...(adjustGradients ? { adjustGradients } : {}),
       ...(momentumStart ? { momentumStart } : {}),
       keepOptimizerState: true,
     });
@@ -309,6 +318,7 @@ async function runMethod(config: TrialConfig, options: RunTrialOptions, t0: numb
       case 'baseline':
         return await runBaseline(ctx, model, started, t0);
       case 'distort':
+      case 'trp':
         return await runDistort(ctx, model, started, t0, disposables);
       case 'finetune':
       case 'posttrain':
@@ -419,6 +429,46 @@ async function exportDeviation(ctx: TrialContext, a: tfl.LayersModel, b: tfl.Lay
   return d / Math.max(scale, 1e-12);
 }
 
+/**
+ * How a training run projects its kernels: distort's distortions and TRP's projections are the same
+ * operation (K <- reconstruct(decompose(K)) every `interval` steps and once at the end); TRP
+ * re-chooses each layer's energy rank at every projection and adds its nuclear-norm subgradient.
+ */
+interface ProjectionSchedule {
+  interval: number;
+  /** distort: data-dependent ranks are fixed at the first distortion; trp: chosen at every projection. */
+  fixRanks: boolean;
+  resetMomentum: boolean;
+  reestimateBatchNorm: boolean;
+  penalty: NuclearPenalty | null;
+}
+
+function projectionSchedule(
+  config: TrialConfig,
+  model: tfl.LayersModel,
+  plan: CompressionPlan,
+): ProjectionSchedule {
+  if (config.method === 'trp') {
+    const trp = config.trp!;
+    return {
+      interval: trp.interval,
+      fixRanks: false,
+      resetMomentum: false,
+      reestimateBatchNorm: false,
+      penalty: new NuclearPenalty(model, plan, trp.lambda, trp.nuclearEvery),
+    };
+  }
+  const dist = config.distortion!;
+  return {
+    interval: dist.interval,
+    fixRanks: true,
+    resetMomentum: dist.resetMomentum,
+    reestimateBatchNorm: dist.reestimateBatchNorm,
+    penalty: null,
+  };
+}
+
+/** distort and trp: train the full model, projecting its target kernels (see ProjectionSchedule). */
 async function runDistort(
   ctx: TrialContext,
   model: tfl.LayersModel,
@@ -428,11 +478,11 @@ async function runDistort(
 ): Promise<TrialSummary> {
   const { config } = ctx;
   const comp = config.compression!;
-  const dist = config.distortion!;
   const plan = planCompression(model, comp, config.seed);
+  const schedule = projectionSchedule(config, model, plan);
   let original: number | null = null;
   let afterDecomposition: number | null = null;
-  let ranksFixed = false;
+  let ranksFixed = !schedule.fixRanks;
   const distort = (): LayerResult[] => {
     if (!ranksFixed) fixRanks(model, plan);
     ranksFixed = true;
@@ -461,23 +511,38 @@ async function runDistort(
   let distortions = 0;
   let last: { step: number; results: LayerResult[] } | null = null;
   let first: LayerResult[] | null = null;
-  await ctx.train(model, config.training, async ({ step, epoch, optimizer }) => {
-    if (step % dist.interval !== 0) return;
-    await readBackTargets(model, plan);
-    const r = distort();
-    distortions += 1;
-    last = { step, results: r };
-    first ??= r;
-    ctx.emit({
-      type: 'metric',
-      step,
-      epoch,
-      phase: 'train',
-      name: 'distortion_error',
-      value: meanRelativeError(r),
-    });
-    if (dist.resetMomentum) optimizer.resetMomentum();
-  });
+  const projectionMetrics = (
+    step: number,
+    epoch: number,
+    phase: 'train' | 'final',
+    r: LayerResult[],
+  ): void => {
+    const emit = (name: string, value: number): void =>
+      ctx.emit({ type: 'metric', step, epoch, phase, name, value });
+    emit('distortion_error', meanRelativeError(r));
+    if (!schedule.penalty) return;
+    // TRP's ranks move: the model size its current ranks give, and the nuclear norm they hold.
+    const counts = modelCounts(model, plan, r);
+    emit('params_ratio', counts.paramsBefore / counts.paramsAfter);
+    emit('nuclear_norm', projectedNuclearNorm(r));
+  };
+  const penalty = schedule.penalty;
+  await ctx.train(
+    model,
+    config.training,
+    async ({ step, epoch, optimizer }) => {
+      if (step % schedule.interval !== 0) return;
+      await readBackTargets(model, plan);
+      const r = distort();
+      distortions += 1;
+      last = { step, results: r };
+      first ??= r;
+      penalty?.projected(r);
+      projectionMetrics(step, epoch, 'train', r);
+      if (schedule.resetMomentum) optimizer.resetMomentum();
+    },
+    penalty ? (grads) => penalty.apply(grads) : undefined,
+  );
   // The final distortion makes the weights exactly low-rank; its decompositions are exported. When
   // the last optimizer step was itself a distortion step the weights already are, and that
   // distortion's results (with its real reconstruction errors) are kept instead of a no-op one.
@@ -488,10 +553,11 @@ async function runDistort(
     await readBackTargets(model, plan);
     results = distort();
     distortions += 1;
-    ctx.metric('final', 'distortion_error', meanRelativeError(results));
+    projectionMetrics(ctx.steps, ctx.lastEpoch, 'final', results);
   }
   ctx.metric('final', 'distortions', distortions);
-  if (dist.reestimateBatchNorm) {
+  if (penalty) ctx.metric('final', 'nuclear_subgradient_steps', penalty.applications);
+  if (schedule.reestimateBatchNorm) {
     ctx.metric('final', 'accuracy_before_bn_reestimation', (await ctx.evaluate(model)).accuracy);
     reestimateBatchNorm(model, ctx.epochBatches(1_000_000, false), 100);
   }

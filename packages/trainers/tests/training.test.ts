@@ -167,6 +167,43 @@ describe('trainLoop', { timeout: 120_000 }, () => {
     }
   });
 
+  it('adjustGradients: the optimizer steps with the gradients the hook leaves (a penalty without a TF.js gradient)', async () => {
+    const model = tinyNet(6);
+    const train = blobs(32, 7);
+    const vars = trainableVariables(model);
+    const before = vars.map((v) => Float32Array.from(v.variable.dataSync() as Float32Array));
+    const seen: number[] = [];
+    const c = 0.5;
+    const lr = 0.1;
+    await trainLoop({
+      model,
+      recipe: {
+        ...recipe,
+        epochs: 1,
+        maxSteps: 2,
+        lr,
+        weightDecay: 0,
+        optimizer: { ...recipe.optimizer, momentum: 0 },
+      },
+      numClasses: 4,
+      epochBatches: (e) => batchesOf(train, shape, 16, e),
+      emit: () => {},
+      // the loss gradient is replaced by the constant c: plain SGD then moves every weight by -lr * c
+      adjustGradients: (grads, { step }) => {
+        seen.push(step);
+        for (const [name, g] of Object.entries(grads)) {
+          grads[name] = tf.fill(g.shape, c);
+          g.dispose();
+        }
+      },
+    });
+    expect(seen).toEqual([1, 2]);
+    vars.forEach((v, i) => {
+      const after = v.variable.dataSync() as Float32Array;
+      for (let k = 0; k < after.length; k++) expect(after[k]! - before[i]![k]!).toBeCloseTo(-2 * lr * c, 5);
+    });
+  });
+
   it('moves the schedule within an epoch and anneals cosine over the maxSteps horizon', async () => {
     const model = tinyNet(8);
     const train = blobs(128, 9);

@@ -4,8 +4,8 @@
  */
 import { rankShorthand } from './schema.js';
 
-/** Which methods an axis can apply to: every method, methods with a compression, or distort only. */
-export type AxisScope = 'all' | 'compression' | 'distortion';
+/** Which methods an axis can apply to: every method, methods with a compression, distort only, or trp only. */
+export type AxisScope = 'all' | 'compression' | 'distortion' | 'trp';
 
 export interface AxisDef {
   /** Config path the axis writes (for conflict detection between axes). */
@@ -29,8 +29,12 @@ function setPath(obj: Record<string, unknown>, path: readonly string[], value: u
 
 function pathAxis(target: string, help: string, map: (v: unknown) => unknown = (v) => v): AxisDef {
   const parts = target.split('.');
-  const scope: AxisScope =
-    parts[0] === 'compression' ? 'compression' : parts[0] === 'distortion' ? 'distortion' : 'all';
+  const scopes: Record<string, AxisScope> = {
+    compression: 'compression',
+    distortion: 'distortion',
+    trp: 'trp',
+  };
+  const scope: AxisScope = scopes[parts[0]!] ?? 'all';
   return { target, scope, help, apply: (d, v) => setPath(d, parts, map(v)) };
 }
 
@@ -69,6 +73,7 @@ export const NAMED_AXES: Readonly<Record<string, AxisDef>> = {
   layers: pathAxis('compression.layers', 'a layer selection object'),
   sd: pathAxis('distortion.interval', 'S_D: mini-batches between two distortions'),
   interval: pathAxis('distortion.interval', 'same as sd'),
+  lambda: pathAxis('trp.lambda', 'TRP nuclear-norm weight (>= 0)'),
   lr: pathAxis('training.lr', 'learning rate'),
   epochs: pathAxis('training.epochs', 'training epochs'),
   batchSize: pathAxis('training.batchSize', 'mini-batch size'),
@@ -76,7 +81,7 @@ export const NAMED_AXES: Readonly<Record<string, AxisDef>> = {
   maxSteps: pathAxis('training.maxSteps', 'cap on optimizer steps'),
 };
 
-const PATH_ROOTS = ['training', 'compression', 'distortion', 'dataset'] as const;
+const PATH_ROOTS = ['training', 'compression', 'distortion', 'trp', 'dataset'] as const;
 
 /** The axis definition for a grid key, or undefined when the name is neither a shorthand nor a config path. */
 export function axisDef(name: string): AxisDef | undefined {

@@ -284,7 +284,7 @@ function planMethod(spec: Spec, id: string, sweepDims: Dimension[]): MethodPlan 
     const defs = d.options[0]!.map(([n, def]) => ({ n, def }));
     if (defs.some((x) => ownAssign.some((o) => o.n === x.n || targetsOverlap(o.def.target, x.def.target))))
       continue;
-    // Sweep-level compression / distortion axes apply only where they make sense.
+    // Sweep-level compression / distortion / trp axes apply only where they make sense.
     if (defs.some((x) => !scopeApplies(x.def, method))) {
       if (defs.every((x) => !scopeApplies(x.def, method))) continue;
       throw specError(
@@ -319,6 +319,7 @@ function planMethod(spec: Spec, id: string, sweepDims: Dimension[]): MethodPlan 
 function scopeApplies(def: AxisDef, method: Method): boolean {
   if (def.scope === 'compression') return method !== 'baseline';
   if (def.scope === 'distortion') return method === 'distort';
+  if (def.scope === 'trp') return method === 'trp';
   return true;
 }
 
@@ -454,6 +455,9 @@ function buildDraft(spec: Spec, plan: MethodPlan, start: StartPoint): Record<str
     distortion:
       m.distortion !== undefined ? structuredCloneJson(m.distortion) : plan.method === 'distort' ? {} : null,
   };
+  // Absent, not null, for the other methods: their trial keys predate the trp block.
+  if (m.trp !== undefined) draft['trp'] = structuredCloneJson(m.trp);
+  else if (plan.method === 'trp') draft['trp'] = {};
   return draft;
 }
 

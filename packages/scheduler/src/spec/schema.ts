@@ -13,6 +13,7 @@ import {
   METHODS,
   MODELS,
   trainingSchema,
+  trpSchema,
 } from '@flatrank/protocol';
 
 export const REPRODUCES = ['paper-fig3', 'paper-table1'] as const;
@@ -106,10 +107,11 @@ export type StartInput = z.infer<typeof startField>;
 
 export const methodSpecSchema = z
   .object({
-    /** Defaults to the method's id when that id is a method name (baseline / distort / finetune / posttrain). */
+    /** Defaults to the method's id when that id is a method name (baseline / distort / finetune / posttrain / trp). */
     method: z.enum(METHODS).optional(),
     compression: partialCompression.optional(),
     distortion: distortionSchema.partial().strict().optional(),
+    trp: trpSchema.partial().strict().optional(),
     /** Recipe overrides, merged over the sweep's training recipe. */
     training: trainingPartial.optional(),
     dataset: datasetOverride.optional(),

@@ -144,7 +144,8 @@ export function planCompression(model: tfl.LayersModel, c: CompressionConfig, se
   return { targets, modelRatioFraction: fraction, layers };
 }
 
-function kernelVariable(model: tfl.LayersModel, name: string): tfl.LayerVariable {
+/** The kernel weight of a conv / dense layer (ValidationError when it has none). */
+export function kernelVariable(model: tfl.LayersModel, name: string): tfl.LayerVariable {
   const layer = model.getLayer(name);
   const k = layer.weights.find((w) => /(^|\/)kernel(_\d+)?$/.test(w.originalName));
   if (!k) throw new ValidationError('compression.layers', `layer ${name} has no kernel weight`);

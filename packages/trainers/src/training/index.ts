@@ -5,6 +5,7 @@ export {
   checkAborted,
   CancelledError,
   type Batch,
+  type GradientInfo,
   type StepInfo,
   type TrainLoopOptions,
   type TrainLoopResult,

@@ -43,6 +43,13 @@ export interface StepInfo {
   optimizer: MomentumSgd;
 }
 
+export interface GradientInfo {
+  /** The global step this gradient is for (counted from the start of the trial, 1-based). */
+  step: number;
+  /** 0-based epoch of this step. */
+  epoch: number;
+}
+
 export interface TrainLoopOptions {
   model: tfl.LayersModel;
   recipe: Pick<TrainingRecipe, 'epochs' | 'maxSteps' | 'optimizer' | 'lr' | 'schedule' | 'weightDecay'>;
@@ -61,6 +68,12 @@ export interface TrainLoopOptions {
   signal?: AbortSignal;
   /** Called after every optimizer step (the distortion hook). */
   afterStep?: (info: StepInfo) => void | Promise<void>;
+  /**
+   * Called with the loss gradients (keyed by variable name) before every optimizer step, which then
+   * uses whatever the map holds: a penalty without a TF.js gradient (TRP's nuclear norm) adds its
+   * subgradient here. A replaced tensor must be disposed by the hook.
+   */
+  adjustGradients?: (grads: tf.NamedTensorMap, info: GradientInfo) => void | Promise<void>;
   /**
    * Mini-batches per epoch, when the caller knows it (lets the schedule move within the first epoch;
    * otherwise it is learnt from the first epoch).
@@ -178,6 +191,13 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
             context: { step: stepOffset + steps + 1, epoch: epochOffset + epoch, loss: String(loss), lr },
           });
         }
+        if (o.adjustGradients)
+          try {
+            await o.adjustGradients(grads, { step: stepOffset + steps + 1, epoch: epochOffset + epoch });
+          } catch (e) {
+            tf.dispose(grads);
+            throw e;
+          }
         optimizer.step(grads, lr);
         tf.dispose(grads);
         tf.dispose([batch.x, batch.y]);
