@@ -38,6 +38,24 @@ describe('experiments/', () => {
     for (const p of points) if (p !== base) expect(p.dependsOn).toEqual([base.key]);
   });
 
+  it('example-trp: LeNet-5, TRP channel-wise and spatial-wise at two energies beside distortion training, 2 seeds', () => {
+    const { points } = expand('example-trp.yaml');
+    expect(points).toHaveLength(2 + 8 + 4);
+    const trp = points.filter((p) => p.config.method === 'trp');
+    expect(trp).toHaveLength(8);
+    expect(new Set(trp.map((p) => p.config.compression!.scheme))).toEqual(new Set(['lowered', 'spatial']));
+    expect(new Set(trp.map((p) => JSON.stringify(p.config.compression!.rank)))).toEqual(
+      new Set([
+        JSON.stringify({ kind: 'energy', threshold: 0.9 }),
+        JSON.stringify({ kind: 'energy', threshold: 0.97 }),
+      ]),
+    );
+    expect(trp.every((p) => p.config.trp?.interval === 20 && p.config.trp.lambda === 0.0003)).toBe(true);
+    expect(trp.every((p) => p.dependsOn.length === 1)).toBe(true);
+    for (const p of points.filter((x) => x.config.method !== 'trp'))
+      expect(p.config).not.toHaveProperty('trp');
+  });
+
   it('fashion-mnist-study: ResNet-8, 3 seeds, 2x/4x/8x, S_D 50/200/1000, all methods', () => {
     const { points } = expand('fashion-mnist-study.yaml');
     expect(points).toHaveLength(57);

@@ -482,12 +482,4 @@ grid:
       );
     }
   });
-
-  it('experiments/example-trp.yaml expands: TRP at two schemes and two energies beside distortion training', () => {
-    const spec = loadSpecFile(new URL('../../../experiments/example-trp.yaml', import.meta.url).pathname);
-    const pts = expandSpec(spec);
-    expect(pts.filter((p) => p.config.method === 'trp')).toHaveLength(8);
-    expect(pts).toHaveLength(2 + 8 + 4);
-    expect(pts.filter((p) => p.config.method === 'trp').every((p) => p.dependsOn.length === 1)).toBe(true);
-  });
 });

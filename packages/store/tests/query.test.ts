@@ -53,7 +53,7 @@ describe('parseWhere', () => {
     bad('status=done', /status: unknown value "done"; allowed: pending, running/);
     bad(
       'method=cp',
-      /method: unknown value "cp"; allowed: baseline, distort, finetune, posttrain \("cp" is a decomposition: use decomposition=cp\)/,
+      /method: unknown value "cp"; allowed: baseline, distort, finetune, posttrain, trp \("cp" is a decomposition: use decomposition=cp\)/,
     );
     bad('model=resnet21', /model: unknown value "resnet21"; allowed: lenet5/);
     bad('seed>null', /null can only be used alone/);

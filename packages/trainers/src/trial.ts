@@ -80,7 +80,9 @@ import {
   planCompression,
   projectedNuclearNorm,
   readBackTargets,
+  trpAllocationRecord,
   NuclearPenalty,
+  RankTrajectory,
   type CompressionPlan,
   type LayerResult,
 } from './compression/index.js';
@@ -511,6 +513,7 @@ async function runDistort(
   let distortions = 0;
   let last: { step: number; results: LayerResult[] } | null = null;
   let first: LayerResult[] | null = null;
+  const trajectory = config.method === 'trp' ? new RankTrajectory() : null;
   const projectionMetrics = (
     step: number,
     epoch: number,
@@ -520,9 +523,10 @@ async function runDistort(
     const emit = (name: string, value: number): void =>
       ctx.emit({ type: 'metric', step, epoch, phase, name, value });
     emit('distortion_error', meanRelativeError(r));
-    if (!schedule.penalty) return;
+    if (!trajectory) return;
     // TRP's ranks move: the model size its current ranks give, and the nuclear norm they hold.
     const counts = modelCounts(model, plan, r);
+    trajectory.add(step, r, counts);
     emit('params_ratio', counts.paramsBefore / counts.paramsAfter);
     emit('nuclear_norm', projectedNuclearNorm(r));
   };
@@ -566,6 +570,11 @@ async function runDistort(
   // Without a distortion during training the final one is also the first.
   emitLayers(ctx, results, first ?? results);
   const counts = modelCounts(model, plan, results);
+  if (trajectory)
+    ctx.emit({
+      type: 'allocation',
+      allocation: trpAllocationRecord(config.trp!, comp, results, counts, trajectory),
+    });
   const latencyBefore = await ctx.latency(model);
   let latencyAfter: number | null = null;
   if (hasChainExport(results)) {

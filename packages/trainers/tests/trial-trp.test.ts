@@ -115,6 +115,40 @@ describe('runTrial method trp', { timeout: 180_000 }, () => {
     expect(s.accuracyAfterDecomposition).toBeNull(); // from scratch
     expect(s.latencyAfterMs).toBeGreaterThan(0);
     await expectExactlyLowRank(join(dir, 'lowered', 'checkpoint'), records, 'lowered');
+    // One allocation record: no budget, the final ranks, and the rank trajectory of the projections.
+    const allocations = events.filter(
+      (e): e is Extract<TrialEvent, { type: 'allocation' }> => e.type === 'allocation',
+    );
+    expect(allocations).toHaveLength(1);
+    const a = allocations[0]!.allocation;
+    expect(a.policy).toBe('trp');
+    expect(a.budget).toBeNull();
+    expect(a.achieved.params).toBeCloseTo(s.paramsBefore / s.paramsAfter, 12);
+    expect(a.achieved.macs).toBeCloseTo(s.macsBefore / s.macsAfter, 12);
+    expect(a.layers.map((l) => [l.name, l.ranks, l.error])).toEqual(
+      records.map((r) => [r.name, r.ranks, r.relativeError]),
+    );
+    const measured = a.measured as {
+      energy: number;
+      scheme: string;
+      interval: number;
+      lambda: number;
+      nuclearEvery: string;
+      projections: number;
+      trajectory: Array<{ step: number; ranks: number[]; paramsRatio: number }>;
+    };
+    expect(measured).toMatchObject({
+      energy: 0.9,
+      scheme: 'lowered',
+      interval: 8,
+      lambda: 1e-3,
+      projections: 3,
+    });
+    expect(measured.trajectory.map((p) => p.step)).toEqual([8, 16, 24]);
+    expect(measured.trajectory.map((p) => p.paramsRatio)).toEqual(
+      metric(events, 'train', 'params_ratio').map((m) => m.value),
+    );
+    expect(measured.trajectory.at(-1)!.ranks).toEqual(records.map((r) => r.ranks[0]));
   });
 
   it('spatial-wise, subgradient at projections only, with a final projection after the last step', async () => {

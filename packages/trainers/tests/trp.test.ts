@@ -10,6 +10,7 @@ import { buildModel } from '../src/models/index.js';
 import { trainableVariables } from '../src/training/index.js';
 import {
   NuclearPenalty,
+  RankTrajectory,
   distortModel,
   layerRecords,
   planCompression,
@@ -198,5 +199,31 @@ describe('TRP nuclear-norm penalty (the gradient hook)', () => {
     for (const g of Object.values(grads))
       expect(Math.max(...(g.dataSync() as Float32Array).map(Math.abs))).toBe(0);
     tf.dispose(Object.values(grads));
+  });
+});
+
+describe('TRP rank trajectory', () => {
+  it('keeps every projection up to the limit, else an even sample with the first and the last', () => {
+    const model = buildModel('lenet5', { inputShape: [28, 28, 1], numClasses: 10, seed: 6 });
+    const plan = planCompression(
+      model,
+      comp({
+        decomposition: 'svd',
+        rank: { kind: 'energy', threshold: 0.9 },
+        layers: { kind: 'names', names: ['conv2'] },
+      }),
+      0,
+    );
+    const results = distortModel(model, plan);
+    const counts = { paramsBefore: 100, paramsAfter: 50, macsBefore: 10, macsAfter: 5 };
+    const t = new RankTrajectory();
+    for (let step = 1; step <= 1001; step++) t.add(step, results, counts);
+    expect(t.count).toBe(1001);
+    expect(t.sample(2000)).toHaveLength(1001);
+    const s = t.sample(501);
+    expect(s).toHaveLength(501);
+    expect(s.map((p) => p.step)).toEqual(Array.from({ length: 501 }, (_, i) => 1 + 2 * i));
+    expect(s[0]!).toEqual({ step: 1, ranks: [results[0]!.decomposition.ranks[0]], paramsRatio: 2 });
+    model.dispose();
   });
 });

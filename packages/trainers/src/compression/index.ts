@@ -2,7 +2,13 @@ export { selectTargets, type TargetableLayer } from './targets.js';
 export { buildFactoredModel, type ChainStep } from './factored-model.js';
 export { measureLatency, median, type LatencyOptions } from './latency.js';
 export { readBackTargets } from './readback.js';
-export { NuclearPenalty, projectedNuclearNorm } from './trp.js';
+export {
+  NuclearPenalty,
+  RankTrajectory,
+  projectedNuclearNorm,
+  trpAllocationRecord,
+  type TrpProjection,
+} from './trp.js';
 export {
   planCompression,
   decomposeTargets,

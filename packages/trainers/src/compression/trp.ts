@@ -13,8 +13,14 @@ import {
   type MatrixScheme,
   type SvdDecomposition,
 } from '@flatrank/decomposers';
-import { ValidationError, type TrpNuclearSchedule } from '@flatrank/protocol';
-import { kernelVariable, type CompressionPlan, type LayerResult } from './engine.js';
+import {
+  ValidationError,
+  type CompressionConfig,
+  type RankAllocationRecord,
+  type TrpConfig,
+  type TrpNuclearSchedule,
+} from '@flatrank/protocol';
+import { kernelVariable, type CompressionPlan, type LayerResult, type ModelCounts } from './engine.js';
 import { readBackTargets } from './readback.js';
 
 function schemeOf(options: { scheme?: string | null | undefined }): MatrixScheme {
@@ -95,4 +101,80 @@ export class NuclearPenalty {
     }
     this.applications += 1;
   }
+}
+
+/** One projection of a TRP run: its step, every target's rank (model order), the model ratio they give. */
+export interface TrpProjection {
+  step: number;
+  ranks: number[];
+  paramsRatio: number;
+}
+
+/** Longest trajectory an allocation record carries (a long run with m = 1 is thinned evenly). */
+const TRAJECTORY_LIMIT = 500;
+
+/** The ranks of every projection of a run, for the allocation record. */
+export class RankTrajectory {
+  private readonly projections: TrpProjection[] = [];
+
+  add(step: number, results: readonly LayerResult[], counts: ModelCounts): void {
+    this.projections.push({
+      step,
+      ranks: results.map((r) => r.decomposition.ranks[0]!),
+      paramsRatio: counts.paramsBefore / counts.paramsAfter,
+    });
+  }
+
+  get count(): number {
+    return this.projections.length;
+  }
+
+  /** At most `limit` projections, evenly spaced, the first and the last always kept. */
+  sample(limit = TRAJECTORY_LIMIT): TrpProjection[] {
+    const n = this.projections.length;
+    if (n <= limit) return [...this.projections];
+    return Array.from(
+      { length: limit },
+      (_, i) => this.projections[Math.round((i * (n - 1)) / (limit - 1))]!,
+    );
+  }
+}
+
+/**
+ * TRP's allocation record: no budget (the ratio is where the energy rule and the penalty led), the
+ * ranks and error of the final projection per target layer, and in `measured` the settings and
+ * the rank trajectory (ranks in the order of `layers`).
+ */
+export function trpAllocationRecord(
+  trp: TrpConfig,
+  compression: CompressionConfig,
+  results: readonly LayerResult[],
+  counts: ModelCounts,
+  trajectory: RankTrajectory,
+): RankAllocationRecord {
+  const energy = compression.rank.kind === 'energy' ? compression.rank.threshold : null;
+  const sampled = trajectory.sample();
+  return {
+    policy: 'trp',
+    budget: null,
+    achieved: {
+      params: counts.paramsBefore / counts.paramsAfter,
+      macs: counts.macsBefore / counts.macsAfter,
+    },
+    layers: results.map((r) => ({
+      name: r.target.layer.name,
+      ranks: [...r.decomposition.ranks],
+      error: r.decomposition.relativeError,
+    })),
+    measured: {
+      energy,
+      scheme: compression.scheme,
+      interval: trp.interval,
+      lambda: trp.lambda,
+      nuclearEvery: trp.nuclearEvery,
+      projections: trajectory.count,
+      // every projection when there were at most TRAJECTORY_LIMIT, else an even sample of them
+      trajectory: sampled,
+    },
+  };
 }
