@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createTempDb, populateDashboardDb, type TempDb } from '@flatrank/testing';
+import { createTempDb, fakeBrowser, populateDashboardDb, type TempDb } from '@flatrank/testing';
 import { run } from '../src/program.js';
 import { runCli } from './helpers.js';
 
@@ -38,6 +38,18 @@ async function serve(args: string[]) {
   };
 }
 
+/** Runs `fn` with $BROWSER set to `command` (the opener `serve --open` starts), then restores it. */
+async function withBrowser(command: string, fn: () => Promise<void>): Promise<void> {
+  const before = process.env['BROWSER'];
+  process.env['BROWSER'] = command;
+  try {
+    await fn();
+  } finally {
+    if (before === undefined) delete process.env['BROWSER'];
+    else process.env['BROWSER'] = before;
+  }
+}
+
 describe('flatrank serve', () => {
   it('serves the report `flatrank report --format json` prints, read-only, until stopped', async () => {
     tmp = createTempDb();
@@ -51,6 +63,31 @@ describe('flatrank serve', () => {
     const page = (await (await fetch(`${s.url}api/sweeps/finished-sweep`)).json()) as { report: unknown };
     expect(page.report).toEqual(JSON.parse(report.out));
     expect(await s.stop()).toBe(0);
+  });
+
+  it('--open starts $BROWSER with the URL it serves', async () => {
+    tmp = createTempDb();
+    const browser = fakeBrowser(tmp.dir);
+    await withBrowser(browser.command, async () => {
+      const s = await serve(['--db', tmp!.path, '--port', '0', '--open']);
+      expect(s.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
+      expect(await browser.firstStart()).toEqual([s.url]);
+      // The URL it was given is the dashboard.
+      expect((await fetch(`${s.url}api/health`)).status).toBe(200);
+      expect(await s.stop()).toBe(0);
+      expect(browser.starts()).toHaveLength(1);
+    });
+  });
+
+  it('without --open no browser is started', async () => {
+    tmp = createTempDb();
+    const browser = fakeBrowser(tmp.dir);
+    await withBrowser(browser.command, async () => {
+      const s = await serve(['--db', tmp!.path, '--port', '0']);
+      expect((await fetch(`${s.url}api/health`)).status).toBe(200);
+      expect(await s.stop()).toBe(0);
+      await expect(browser.firstStart(500)).rejects.toThrow(/was not started/);
+    });
   });
 
   it('warns when it listens beyond loopback', async () => {

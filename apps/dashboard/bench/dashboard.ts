@@ -1,27 +1,35 @@
 /**
- * `npm run bench -- dashboard [--trials=N] [--reps=N] [--db=FILE]`: the dashboard over a sweep of N
- * trials (default 10 000; every trial succeeded with per-step metrics, per-layer records and a
- * result, written as the coordinator writes them, which is setup, not what is measured). `--db`
- * keeps the database there and reuses it when it already holds the sweep.
+ * `npm run bench -- dashboard [--trials=N] [--reps=N] [--db=FILE]`: the two numbers the dashboard
+ * promises for a sweep of N trials (default 10 000, every one succeeded with per-step metrics,
+ * per-layer records and a result: writeLargeDashboardSweep, setup, not measured; `--db` keeps the
+ * database there and reuses it when it already holds the sweep):
  *
- * Times, over HTTP against the running server: the sweeps list; a sweep page's data cold (the
- * report rebuilt: another connection committed just before) and warm (kept report); the parallel
- * coordinates' trial list (every succeeded trial) and a 50-row page; the three requests the sweep
- * page makes, together, cold (target < 300 ms); and, with Debian's chromium, the sweep page from
- * navigation to fully drawn, cold (target < 2 s). Every row records the 1-minute load average.
+ *  1. the sweep page's data: the requests the page makes when it opens (the report, the parallel
+ *     coordinates' lines, the first page of trials), sent together as the page sends them, until
+ *     the last answer has arrived (target < 300 ms);
+ *  2. the sweep page in chromium: from navigation until every chart and table is drawn (the page's
+ *     ready mark, then two animation frames) (target < 2 s).
+ *
+ * Each repetition is a cold round (a new server: new read-only connection, no kept report or
+ * answers, as on the first visit after a trial of the sweep finished) followed by a warm one (the
+ * same server again); the target is judged on the cold median. The requests timed in (1) are the
+ * ones chromium was seen to make in a first, unmeasured navigation, so they are the page's own.
+ * Every row records the 1-minute load average: numbers taken on a busy machine mean little.
  */
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { trialKey, type TrialConfig, type TrialEnvelope } from '@flatrank/protocol';
 import { ResultsStore } from '@flatrank/store';
-import { dashboardTrialEvents, tempDbTrialConfig } from '@flatrank/testing';
-import { HEADLESS_CHROMIUM, startDashboard } from '@flatrank/dashboard';
+import { writeLargeDashboardSweep } from '@flatrank/testing';
+import { HEADLESS_CHROMIUM, startDashboard, type Dashboard } from '@flatrank/dashboard';
+import type { Browser, Page } from 'playwright-core';
 
 type BenchRow = Record<string, string | number | boolean | null>;
 
-const CHROMIUM = HEADLESS_CHROMIUM.executablePath;
+const SWEEP = 'bench';
+const DATA_TARGET_MS = 300;
+const RENDER_TARGET_MS = 2000;
 
 function option(args: string[], name: string, fallback: number): number {
   const a = args.find((x) => x.startsWith(`--${name}=`));
@@ -30,221 +38,188 @@ function option(args: string[], name: string, fallback: number): number {
   return v;
 }
 
-/** Baseline, distort (svd, tucker2; S_D 4, 8), finetune (svd, tucker2, cp) x 6 ratios x 2 lr, then seeds. */
-function sweepConfigs(n: number): TrialConfig[] {
-  const shapes: Array<(seed: number) => TrialConfig> = [];
-  for (const lr of [0.05, 0.02]) {
-    const training = { epochs: 2, lr, batchSize: 32 };
-    shapes.push((seed) => tempDbTrialConfig({ method: 'baseline', seed, training }));
-    for (const ratio of [1.5, 2, 3, 4, 6, 8]) {
-      for (const decomposition of ['svd', 'tucker2'] as const)
-        for (const interval of [4, 8])
-          shapes.push((seed) =>
-            tempDbTrialConfig({
-              method: 'distort',
-              seed,
-              training,
-              compression: { decomposition, rank: { kind: 'ratio', ratio } },
-              distortion: { interval },
-            }),
-          );
-      for (const decomposition of ['svd', 'tucker2', 'cp'] as const)
-        shapes.push((seed) =>
-          tempDbTrialConfig({
-            method: 'finetune',
-            seed,
-            training,
-            compression: { decomposition, rank: { kind: 'ratio', ratio } },
-          }),
-        );
-    }
-  }
-  const out: TrialConfig[] = [];
-  for (let seed = 0; out.length < n; seed++)
-    for (const shape of shapes) if (out.length < n) out.push(shape(seed));
-  return out;
-}
-
-function writeSweep(store: ResultsStore, n: number): void {
-  const configs = sweepConfigs(n);
-  const { id: sweepId } = store.upsertSweep({
-    name: 'bench',
-    specText: 'name: bench\n',
-    specResolved: { name: 'bench', description: `dashboard bench: ${n} trials` },
-    specHash: 'b'.repeat(64),
-  });
-  for (let i = 0; i < configs.length; i += 5000)
-    store.insertTrials(
-      sweepId,
-      configs.slice(i, i + 5000).map((config) => ({ key: trialKey(config), config })),
-    );
-  let batch: TrialEnvelope[] = [];
-  for (;;) {
-    const claim = store.claimTrial({ sweepId, worker: 'bench', leaseMs: 3_600_000, maxAttempts: 1 });
-    if (!claim) break;
-    batch.push(...dashboardTrialEvents(claim.key, claim.attempt, claim.config));
-    if (batch.length >= 10_000) {
-      store.applyEvents(batch);
-      batch = [];
-    }
-  }
-  store.applyEvents(batch);
-  store.finishSweep(sweepId);
-}
-
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const ms = (x: number) => +x.toFixed(1);
 
-async function time(
-  reps: number,
-  before: () => void,
-  fn: () => Promise<number>,
-): Promise<{ ms: number[]; bytes: number }> {
-  const ms: number[] = [];
-  let bytes = 0;
-  for (let i = 0; i < reps; i++) {
-    before();
-    const t0 = performance.now();
-    bytes = await fn();
-    ms.push(performance.now() - t0);
-  }
-  return { ms, bytes };
+/** One row: the cold rounds' median and spread, the warm rounds' median, the target's verdict. */
+function row(
+  name: string,
+  trials: number,
+  cold: number[],
+  warm: number[],
+  target: number,
+  extra: BenchRow,
+): BenchRow {
+  return {
+    case: name,
+    trials,
+    cold_median_ms: ms(median(cold)),
+    cold_min_ms: ms(Math.min(...cold)),
+    cold_max_ms: ms(Math.max(...cold)),
+    warm_median_ms: ms(median(warm)),
+    reps: cold.length,
+    target_ms: target,
+    ok: median(cold) < target,
+    ...extra,
+    load1: +loadavg()[0]!.toFixed(2),
+  };
 }
 
-async function get(url: string): Promise<number> {
-  const res = await fetch(url);
-  const body = await res.arrayBuffer();
-  if (res.status !== 200) throw new Error(`${url}: ${res.status}`);
-  return body.byteLength;
+async function withServer<T>(db: string, fn: (d: Dashboard) => Promise<T>): Promise<T> {
+  const d = await startDashboard({ db, port: 0 });
+  try {
+    return await fn(d);
+  } finally {
+    await d.close();
+  }
+}
+
+/** The page, drawn: its ready mark (set once every request was answered and drawn), then two frames. */
+async function openSweepPage(page: Page, base: string): Promise<number> {
+  const t0 = performance.now();
+  await page.goto(new URL(`/sweeps/${SWEEP}`, base).href);
+  await page.waitForSelector('body[data-ready]', { timeout: 120_000 });
+  const ready = await page.evaluate(() => document.body.dataset['ready']);
+  if (ready !== 'true') throw new Error(`the sweep page failed: ${await page.textContent('main')}`);
+  await page.evaluate('new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))');
+  return performance.now() - t0;
+}
+
+interface SeenPage {
+  /** Paths (with query) of the API requests the page made when it opened. */
+  requests: string[];
+  lines: number;
+  listRows: number;
+  reportRows: number;
+}
+
+/** An unmeasured navigation: which API requests the page makes, and what it drew (checked). */
+async function firstVisit(page: Page, base: string, trials: number): Promise<SeenPage> {
+  const requests: string[] = [];
+  const onRequest = (r: { url(): string }) => {
+    const u = new URL(r.url());
+    if (u.pathname.startsWith('/api/')) requests.push(u.pathname + u.search);
+  };
+  page.on('request', onRequest);
+  await openSweepPage(page, base);
+  page.off('request', onRequest);
+  const seen = await page.evaluate(() => {
+    // The page registers its charts on window (see web/src/charts.ts).
+    const charts = (
+      window as unknown as { flatrankCharts: Record<string, { getOption(): Record<string, unknown> }> }
+    ).flatrankCharts;
+    const series = charts['parallel']!.getOption()['series'] as Array<{ data: unknown[] }>;
+    return {
+      lines: series[0]!.data.length,
+      listRows: document.querySelectorAll('#trial-list tbody tr').length,
+      total: document.querySelector('#trial-list')?.getAttribute('data-total'),
+      reportRows: document.querySelectorAll('tr[data-group]').length,
+    };
+  });
+  // What the page must show whatever the size: a bounded sample, one page, every trial counted.
+  if (seen.lines === 0 || seen.lines > 1000) throw new Error(`the page drew ${seen.lines} lines`);
+  if (seen.listRows !== Math.min(50, trials) || seen.total !== String(trials))
+    throw new Error(`the trial list shows ${seen.listRows} rows of ${seen.total}, not a page of ${trials}`);
+  const sweepPoll = (p: string) => p === '/api/sweeps';
+  return { ...seen, requests: requests.filter((p) => !sweepPoll(p)) };
+}
+
+/** The page's data requests at once, until the last answer; its bytes. */
+async function fetchAll(base: string, paths: string[]): Promise<{ ms: number; bytes: number }> {
+  const t0 = performance.now();
+  const sizes = await Promise.all(
+    paths.map(async (p) => {
+      const res = await fetch(new URL(p, base));
+      const body = await res.arrayBuffer();
+      if (res.status !== 200) throw new Error(`${p}: ${res.status}`);
+      return body.byteLength;
+    }),
+  );
+  return { ms: performance.now() - t0, bytes: sizes.reduce((a, b) => a + b, 0) };
+}
+
+async function measure(file: string, trials: number, reps: number, browser: Browser): Promise<BenchRow[]> {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  // Warm-up (JIT, the OS page cache), and the requests the page makes.
+  const seen = await withServer(file, (d) => firstVisit(page, d.url, trials));
+  console.log(
+    `the sweep page requests ${seen.requests.join(' , ')}; it drew ${seen.lines} lines, ${seen.listRows} list rows, ${seen.reportRows} report rows`,
+  );
+  if (seen.requests.length < 3)
+    throw new Error(`expected the page's 3 data requests, saw ${seen.requests.length}`);
+  const data = { cold: [] as number[], warm: [] as number[], bytes: 0 };
+  const render = { cold: [] as number[], warm: [] as number[] };
+  for (let i = 0; i < reps; i++) {
+    await withServer(file, async (d) => {
+      const cold = await fetchAll(d.url, seen.requests);
+      data.cold.push(cold.ms);
+      data.bytes = cold.bytes;
+      data.warm.push((await fetchAll(d.url, seen.requests)).ms);
+    });
+    await withServer(file, async (d) => {
+      render.cold.push(await openSweepPage(page, d.url));
+      render.warm.push(await openSweepPage(page, d.url));
+    });
+  }
+  await page.close();
+  return [
+    row(
+      "sweep page's data: its requests at once, until the last answer",
+      trials,
+      data.cold,
+      data.warm,
+      DATA_TARGET_MS,
+      {
+        requests: seen.requests.length,
+        kb: +(data.bytes / 1024).toFixed(0),
+      },
+    ),
+    row('sweep page in chromium: navigation to drawn', trials, render.cold, render.warm, RENDER_TARGET_MS, {
+      requests: null,
+      kb: null,
+    }),
+  ];
 }
 
 export default {
   name: 'dashboard',
-  description: 'flatrank serve over a 10k-trial sweep: page data (< 300 ms) and render in chromium (< 2 s)',
+  description: `flatrank serve over a 10k-trial sweep: the sweep page's data (< ${DATA_TARGET_MS} ms) and its render in chromium (< ${RENDER_TARGET_MS} ms)`,
   async run(args: string[]): Promise<BenchRow[]> {
     const trials = option(args, 'trials', 10_000);
     const reps = option(args, 'reps', 5);
+    const chromiumPath = HEADLESS_CHROMIUM.executablePath;
+    if (!existsSync(chromiumPath))
+      throw new Error(`no chromium at ${chromiumPath}: install Debian's chromium or set FLATRANK_CHROMIUM`);
     const kept = args.find((a) => a.startsWith('--db='))?.slice('--db='.length);
     const dir = kept ? null : mkdtempSync(join(tmpdir(), 'flatrank-bench-dashboard-'));
     const file = kept ?? join(dir!, 'bench.sqlite');
-    const writer = ResultsStore.open(file, { create: true });
-    const rows: BenchRow[] = [];
     try {
-      const t0 = performance.now();
-      if (writer.getSweep('bench')) console.log(`setup: reusing the sweep in ${file}`);
-      else {
-        writeSweep(writer, trials);
-        console.log(`setup: ${trials} trials written in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-      }
-      const dashboard = await startDashboard({ db: file, port: 0 });
-      // A commit by another connection: the next sweep page rebuilds its report (a cold read).
-      let touches = 0;
-      const touch = () =>
-        void writer.upsertSweep({
-          name: `touch-${touches++}`,
-          specText: '',
-          specResolved: null,
-          specHash: '',
-        });
-      const none = () => undefined;
-      const url = (p: string) => new URL(p, dashboard.url).href;
-      const parallel = '/api/sweeps/bench/trials?status=succeeded&sort=accuracy_final&order=desc&limit=50000';
-      const listPage = '/api/sweeps/bench/trials?offset=0&limit=50';
-      const add = (name: string, r: { ms: number[]; bytes: number }, target: number | null) =>
-        rows.push({
-          case: name,
-          trials,
-          median_ms: +median(r.ms).toFixed(1),
-          min_ms: +Math.min(...r.ms).toFixed(1),
-          max_ms: +Math.max(...r.ms).toFixed(1),
-          reps: r.ms.length,
-          kb: +(r.bytes / 1024).toFixed(0),
-          target_ms: target,
-          ok: target === null ? null : median(r.ms) < target,
-          load1: +loadavg()[0]!.toFixed(2),
-        });
+      const writer = ResultsStore.open(file, { create: true });
       try {
-        await get(url('/api/sweeps/bench')); // first request warms the JIT, not measured
-        add('GET /api/sweeps', await time(reps, touch, () => get(url('/api/sweeps'))), null);
-        add(
-          'GET /api/sweeps/bench, cold (report rebuilt)',
-          await time(reps, touch, () => get(url('/api/sweeps/bench'))),
-          null,
-        );
-        add(
-          'GET /api/sweeps/bench, warm (report kept)',
-          await time(reps, none, () => get(url('/api/sweeps/bench'))),
-          null,
-        );
-        add(
-          'GET trials: every succeeded trial (parallel coordinates)',
-          await time(reps, none, () => get(url(parallel))),
-          null,
-        );
-        add('GET trials: a 50-row page', await time(reps, none, () => get(url(listPage))), null);
-        add(
-          "sweep page's data: its 3 requests together, cold",
-          await time(reps, touch, async () => {
-            const sizes = await Promise.all([
-              get(url('/api/sweeps/bench')),
-              get(url(parallel)),
-              get(url(listPage)),
-            ]);
-            return sizes.reduce((a, b) => a + b, 0);
-          }),
-          300,
-        );
-        if (existsSync(CHROMIUM))
-          rows.push(...(await renderRows(dashboard.url, Math.min(reps, 3), touch, trials)));
-        else console.log(`no chromium at ${CHROMIUM}: render not measured`);
+        const existing = writer.getSweep(SWEEP);
+        const have = existing ? writer.trialCounts(existing.id).succeeded : 0;
+        if (existing && have !== trials)
+          throw new Error(
+            `${file} holds a sweep "${SWEEP}" of ${have} trials, not ${trials}: use another --db`,
+          );
+        if (existing) console.log(`setup: reusing the sweep of ${have} trials in ${file}`);
+        else {
+          const t0 = performance.now();
+          writeLargeDashboardSweep(writer, SWEEP, trials);
+          console.log(`setup: ${trials} trials written in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+        }
       } finally {
-        await dashboard.close();
+        writer.close();
+      }
+      const { chromium } = await import('playwright-core');
+      const browser = await chromium.launch({ ...HEADLESS_CHROMIUM, args: [...HEADLESS_CHROMIUM.args] });
+      try {
+        return await measure(file, trials, reps, browser);
+      } finally {
+        await browser.close();
       }
     } finally {
-      writer.close();
       if (dir) rmSync(dir, { recursive: true, force: true });
     }
-    return rows;
   },
 };
-
-/** The sweep page in chromium, from navigation to every chart drawn (body[data-ready]), cold. */
-async function renderRows(
-  base: string,
-  reps: number,
-  touch: () => void,
-  trials: number,
-): Promise<BenchRow[]> {
-  const { chromium } = await import('playwright-core');
-  const browser = await chromium.launch({ ...HEADLESS_CHROMIUM, args: [...HEADLESS_CHROMIUM.args] });
-  try {
-    const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-    await page.goto(new URL('/sweeps/bench', base).href); // warm the browser's cache of app.js
-    await page.waitForSelector('body[data-ready="true"]', { timeout: 60_000 });
-    const ms: number[] = [];
-    for (let i = 0; i < reps; i++) {
-      touch();
-      const t0 = performance.now();
-      await page.goto(new URL('/sweeps/bench', base).href);
-      await page.waitForSelector('body[data-ready="true"]', { timeout: 60_000 });
-      // ECharts draws on the next frames: wait for two of them.
-      await page.evaluate('new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))');
-      ms.push(performance.now() - t0);
-    }
-    return [
-      {
-        case: 'sweep page in chromium: navigation to drawn, cold',
-        trials,
-        median_ms: +median(ms).toFixed(1),
-        min_ms: +Math.min(...ms).toFixed(1),
-        max_ms: +Math.max(...ms).toFixed(1),
-        reps,
-        kb: null,
-        target_ms: 2000,
-        ok: median(ms) < 2000,
-        load1: +loadavg()[0]!.toFixed(2),
-      },
-    ];
-  } finally {
-    await browser.close();
-  }
-}

@@ -5,12 +5,14 @@
  */
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { relative, resolve, sep, isAbsolute } from 'node:path';
-import { ValidationError, canonicalJson } from '@flatrank/protocol';
+import { ValidationError, canonicalJson, type TrialConfig } from '@flatrank/protocol';
 import type { ResultsStore } from '@flatrank/store';
 import {
   changedConfigKeys,
+  configAxes,
   flattenConfig,
   trialDetail,
+  type TrialAxes,
   type SweepOverview,
   type SweepTrialFilter,
   type SweepTrialPage,
@@ -36,7 +38,16 @@ export interface SweepPage {
   plot: PlotData;
   /** For each plot series, for each of its points: the index of its report row (for hover details). */
   plotRows: PlotPointRows;
+  /**
+   * For each report row, the trial columns its trials share (as the trial list filters them: e.g.
+   * rankPolicy `ratio=2` where the report says `ratio 2x`), so the page's filters select the same
+   * trials in the list and the parallel coordinates as in the table; null for a row of no group.
+   */
+  rowAxes: Array<RowAxes | null>;
 }
+
+/** A report row's trial columns: everything but the seed, which is what its trials differ in. */
+export type RowAxes = Omit<TrialAxes, 'seed'>;
 
 export type PlotPointRows = number[][];
 
@@ -77,7 +88,7 @@ export interface DashboardDataOptions {
 const DISTORTION_METRIC = 'distortion_error';
 
 export class DashboardData {
-  private readonly reports = new Map<string, { version: number; page: SweepPage }>();
+  private readonly reports = new Map<string, { revision: string; page: SweepPage }>();
   private readonly runsDir: string;
   private readonly logTailBytes: number;
 
@@ -99,22 +110,40 @@ export class DashboardData {
     return s;
   }
 
+  /**
+   * The sweep's revision (SweepOverview.revision): what its report and trial lists are kept by, so
+   * a study's heartbeats and metrics (or another sweep's trials) do not rebuild a 10k-trial report.
+   */
+  revision(name: string): string {
+    return this.sweepRow(name).revision;
+  }
+
   sweep(name: string): SweepPage {
-    const version = this.store.dataVersion();
-    const hit = this.reports.get(name);
-    if (hit && hit.version === version) return hit.page;
     const sweep = this.sweepRow(name);
+    const hit = this.reports.get(name);
+    if (hit && hit.revision === sweep.revision) return { ...hit.page, sweep };
     const loaded = loadSweepFrom(this.store, name);
     const report = buildReport(loaded.trials, { sweep: loaded.sweep, reproduces: loaded.reproduces });
     const plot = plotData(report);
+    // A row's `group` is a prefix of its group's key (all rows' prefixes have one length).
+    const prefix = report.rows[0]?.group.length ?? 0;
+    const configOf = new Map<string, TrialConfig>();
+    for (const [key, group] of loaded.trials.groups) configOf.set(key.slice(0, prefix), group.config);
+    const rowAxes = report.rows.map((r): RowAxes | null => {
+      const config = configOf.get(r.group);
+      if (!config) return null;
+      const { seed: _seed, ...axes } = configAxes(config);
+      return axes;
+    });
     const page: SweepPage = {
       sweep,
       specText: this.store.getSweep(name)?.specText ?? '',
       report,
       plot,
       plotRows: pointRows(report, plot),
+      rowAxes,
     };
-    this.reports.set(name, { version, page });
+    this.reports.set(name, { revision: sweep.revision, page });
     return page;
   }
 

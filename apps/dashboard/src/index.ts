@@ -5,6 +5,7 @@ export { DashboardData, NotFoundError } from './data.js';
 export type {
   SweepListEntry,
   SweepPage,
+  RowAxes,
   TrialPage,
   ComparePage,
   MetricSeries,
@@ -15,3 +16,5 @@ export { readTokenFile, TokenCheck, TOKEN_COOKIE } from './auth.js';
 export { loadAssets, DEFAULT_ASSET_DIR } from './assets.js';
 export type { Asset } from './assets.js';
 export { HEADLESS_CHROMIUM } from './chromium.js';
+export { browserCommand, openInBrowser } from './open.js';
+export type { OpenBrowserOptions } from './open.js';

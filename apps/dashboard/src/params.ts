@@ -5,9 +5,11 @@
 import { TRIAL_STATUSES, ValidationError, type TrialStatus } from '@flatrank/protocol';
 import {
   MAX_SWEEP_TRIAL_PAGE,
+  SWEEP_TRIAL_RANGE_COLUMNS,
   SWEEP_TRIAL_SORTS,
   type SweepTrialColumn,
   type SweepTrialFilter,
+  type SweepTrialRange,
 } from '@flatrank/store';
 
 /** The parameters of one request, each name at most `repeatable` times. */
@@ -58,11 +60,38 @@ export const TRIAL_LIST_PARAMS = [
   'decomposition',
   'rank_policy',
   'sd',
+  'scheme',
+  'range',
   'sort',
   'order',
+  'top',
+  'spread',
   'offset',
   'limit',
 ] as const;
+
+const NUMBER = /^-?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i;
+
+/** `column:min:max` (inclusive; min and max decimal numbers). */
+function parseRange(v: string): SweepTrialRange {
+  const [column, lo, hi, ...rest] = v.split(':');
+  const allowed = SWEEP_TRIAL_RANGE_COLUMNS.join(', ');
+  if (rest.length > 0 || lo === undefined || hi === undefined)
+    throw new ValidationError('range', `range: column:min:max is required, got ${JSON.stringify(v)}`);
+  if (!(SWEEP_TRIAL_RANGE_COLUMNS as readonly string[]).includes(column!))
+    throw new ValidationError(
+      'range',
+      `range: unknown column ${JSON.stringify(column)}; allowed: ${allowed}`,
+    );
+  const min = Number(lo);
+  const max = Number(hi);
+  if (!NUMBER.test(lo) || !NUMBER.test(hi) || !Number.isFinite(min) || !Number.isFinite(max) || min > max)
+    throw new ValidationError(
+      'range',
+      `range: ${column}: two numbers min <= max are required, got ${JSON.stringify(`${lo}:${hi}`)}`,
+    );
+  return { column: column as SweepTrialRange['column'], min, max };
+}
 
 /** `GET /api/sweeps/:name/trials` parameters as the store's filter. */
 export function parseTrialListQuery(query: URLSearchParams): SweepTrialFilter {
@@ -97,6 +126,14 @@ export function parseTrialListQuery(query: URLSearchParams): SweepTrialFilter {
     offset: integer(query, 'offset', 0, Number.MAX_SAFE_INTEGER) ?? 0,
     limit: integer(query, 'limit', 1, MAX_SWEEP_TRIAL_PAGE) ?? 100,
   };
+  const top = integer(query, 'top', 1, Number.MAX_SAFE_INTEGER);
+  if (top !== undefined) filter.top = top;
+  const spread = integer(query, 'spread', 0, MAX_SWEEP_TRIAL_PAGE);
+  if (spread !== undefined) filter.spread = spread;
+  const scheme = list(query, 'scheme')?.map(nullable);
+  if (scheme) filter.scheme = scheme;
+  const ranges = list(query, 'range')?.map(parseRange);
+  if (ranges) filter.ranges = ranges;
   if (status) filter.status = status as TrialStatus[];
   const method = list(query, 'method');
   if (method) filter.method = method;

@@ -77,27 +77,33 @@ function errorReply(e: unknown): Reply {
 }
 
 /**
- * The serialized answers of the heavy reads (a sweep's report, its trial lists), kept until another
- * connection commits (PRAGMA data_version): pollers and reloads of a sweep that did not change get
- * the same bytes without re-reading or re-serialising. A few entries, oldest dropped first.
+ * The serialized answers of the heavy reads (a sweep's report, its trial lists), kept per sweep
+ * until its revision changes (a trial of it changed status, its spec changed, a result was
+ * written): pollers and reloads of a sweep that did not change get the same bytes without
+ * re-reading or re-serialising, however much progress a running study commits meanwhile. A few
+ * entries, least recently used dropped first.
  */
 class ReplyCache {
-  private readonly entries = new Map<string, { version: number; reply: Reply }>();
+  private readonly entries = new Map<string, { revision: string; reply: Reply }>();
   constructor(
     private readonly data: DashboardData,
-    private readonly capacity = 16,
+    private readonly capacity = 32,
   ) {}
 
+  /** `handler`'s replies for the sweep named by the route's `name` parameter. */
   wrap(handler: Handler): Handler {
     return (params, query) => {
       const key = `${JSON.stringify(params)}?${query.toString()}`;
-      const version = this.data.store.dataVersion();
+      const revision = this.data.revision(params['name'] ?? '');
       const hit = this.entries.get(key);
-      if (hit && hit.version === version) return hit.reply;
-      const reply = handler(params, query);
       this.entries.delete(key);
+      if (hit && hit.revision === revision) {
+        this.entries.set(key, hit);
+        return hit.reply;
+      }
+      const reply = handler(params, query);
       if (reply.status === 200) {
-        this.entries.set(key, { version, reply: { ...reply, body: Buffer.from(reply.body) } });
+        this.entries.set(key, { revision, reply: { ...reply, body: Buffer.from(reply.body) } });
         if (this.entries.size > this.capacity) this.entries.delete(this.entries.keys().next().value!);
       }
       return reply;

@@ -1,11 +1,20 @@
 /* eslint-disable @typescript-eslint/no-explicit-any -- the JSON bodies of the API under test */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { buildReport, formatReport, loadSweep } from '@flatrank/report';
-import { SWEEP_TRIAL_COLUMNS } from '@flatrank/store';
-import { createTempDb } from '@flatrank/testing';
-import { isLoopback, readTokenFile, startDashboard } from '../src/index.js';
+import { ResultsStore, SWEEP_TRIAL_COLUMNS } from '@flatrank/store';
+import { createTempDb, populateDashboardDb } from '@flatrank/testing';
+import {
+  DashboardData,
+  createHandler,
+  isLoopback,
+  loadAssets,
+  readTokenFile,
+  startDashboard,
+} from '../src/index.js';
 import { rawGet, serveFixture, type Served } from './helpers.js';
 
 let s: Served;
@@ -94,6 +103,105 @@ describe('sweeps', () => {
     const policy = await get('/api/sweeps/finished-sweep/trials?rank_policy=ratio%3D4');
     expect(policy.body.total).toBe(6);
   });
+
+  it('filters the trial list by ranges (a brush) and scheme, and keeps a top-k', async () => {
+    const all = (await get('/api/sweeps/finished-sweep/trials?limit=1000')).body.rows as unknown[][];
+    const ix = (c: string) => SWEEP_TRIAL_COLUMNS.indexOf(c as never);
+    const keys = (rows: unknown[][]) => rows.map((r) => r[0]).sort();
+    const acc = (r: unknown[]) => r[ix('accuracy_final')] as number;
+    const brushed = await get(
+      '/api/sweeps/finished-sweep/trials?range=accuracy_final:0.955:0.965,accuracy_final:0.97:1&range=seed:1:2&limit=1000',
+    );
+    const expected = all.filter(
+      (r) => ((acc(r) >= 0.955 && acc(r) <= 0.965) || acc(r) >= 0.97) && (r[ix('seed')] as number) >= 1,
+    );
+    expect(expected.length).toBeGreaterThan(0);
+    expect(brushed.body.total).toBe(expected.length);
+    expect(keys(brushed.body.rows)).toEqual(keys(expected));
+    expect((await get('/api/sweeps/finished-sweep/trials?scheme=lowered')).body.total).toBe(6);
+    expect((await get('/api/sweeps/finished-sweep/trials?scheme=-')).body.total).toBe(9);
+    const best = [...all].sort((a, b) => acc(b) - acc(a) || 0);
+    const top = await get(
+      '/api/sweeps/finished-sweep/trials?sort=accuracy_final&order=desc&top=4&offset=2&limit=10',
+    );
+    expect(top.body.total).toBe(4);
+    expect(top.body.rows.map((r: unknown[]) => acc(r))).toEqual(best.slice(2, 4).map(acc));
+  });
+
+  it('spreads a bounded sample over the sorted list: the best rows, then every n-th', async () => {
+    const sorted = (
+      await get('/api/sweeps/finished-sweep/trials?status=succeeded&sort=accuracy_final&order=desc')
+    ).body.rows as unknown[][];
+    const spread = await get(
+      '/api/sweeps/finished-sweep/trials?status=succeeded&sort=accuracy_final&order=desc&limit=5&spread=2',
+    );
+    expect(spread.body.total).toBe(15);
+    expect(spread.body.spread).toEqual({ head: 2, step: 5 });
+    expect(spread.body.rows.map((r: unknown[]) => r[0])).toEqual([0, 1, 2, 7, 12].map((i) => sorted[i]![0]));
+  });
+
+  it("each report row's axes select exactly that row's trials in the list", async () => {
+    for (const name of ['finished-sweep', 'running-sweep']) {
+      const { body } = await get(`/api/sweeps/${name}`);
+      expect(body.rowAxes).toHaveLength(body.report.rows.length);
+      for (const [i, row] of (body.report.rows as any[]).entries()) {
+        const a = body.rowAxes[i];
+        const q = new URLSearchParams({ limit: '1000' });
+        q.set('method', a.method);
+        q.set('decomposition', a.decomposition ?? '-');
+        q.set('rank_policy', a.rankPolicy ?? '-');
+        q.set('sd', a.distortionInterval === null ? '-' : String(a.distortionInterval));
+        q.set('scheme', a.scheme ?? '-');
+        const list = await get(`/api/sweeps/${name}/trials?${q}`);
+        expect(list.body.rows.map((r: unknown[]) => r[0]).sort()).toEqual([...row.trialKeys].sort());
+      }
+    }
+  });
+});
+
+describe('kept answers', () => {
+  it("a sweep's report and lists are rebuilt when one of its trials changes, not on progress writes", async () => {
+    const db = createTempDb();
+    const fixture = populateDashboardDb(db.store!);
+    const store = ResultsStore.open(db.path, { readonly: true });
+    const data = new DashboardData(store);
+    const built = vi.spyOn(data, 'sweep');
+    const server = createServer(createHandler(data, loadAssets()));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const read = async (path: string) => (await fetch(url + path)).text();
+    try {
+      const first = await read('/api/sweeps/running-sweep');
+      const list = await read('/api/sweeps/running-sweep/trials?status=running');
+      expect(await read('/api/sweeps/running-sweep')).toBe(first);
+      expect(built).toHaveBeenCalledTimes(1);
+      // Progress of the running trial: committed, but nothing the report or list shows.
+      const running = JSON.parse(list).rows[0][0] as string;
+      db.store!.applyEvents([
+        { trialKey: running, attempt: 1, seq: 50, event: { type: 'heartbeat', step: 6, epoch: 0 } },
+        {
+          trialKey: running,
+          attempt: 1,
+          seq: 51,
+          event: { type: 'metric', step: 6, epoch: 0, phase: 'train', name: 'loss', value: 0.3 },
+        },
+      ]);
+      expect(await read('/api/sweeps/running-sweep')).toBe(first);
+      expect(await read('/api/sweeps/running-sweep/trials?status=running')).toBe(list);
+      expect(built).toHaveBeenCalledTimes(1);
+      // A trial finishes: rebuilt, with it.
+      fixture.finishNext();
+      const after = JSON.parse(await read('/api/sweeps/running-sweep'));
+      expect(built).toHaveBeenCalledTimes(2);
+      expect(after.sweep.counts.succeeded).toBe(JSON.parse(first).sweep.counts.succeeded + 1);
+      expect(after.report).toEqual(reportJson(db.path, 'running-sweep'));
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+      store.close();
+      db.cleanup();
+    }
+  });
 });
 
 describe('trials', () => {
@@ -149,6 +257,23 @@ describe('bad requests get a 400 (or 404) with a message, never a 500', () => {
     ['/api/sweeps/finished-sweep/trials?limit=1&limit=2', 400, /limit: given 2 times/],
     ['/api/sweeps/finished-sweep/trials?method=', 400, /method: empty value/],
     ['/api/sweeps/finished-sweep/trials?where=1%3D1', 400, /unknown query parameter "where"/],
+    [
+      '/api/sweeps/finished-sweep/trials?range=config:0:1',
+      400,
+      /range: unknown column "config"; allowed: target_ratio/,
+    ],
+    ['/api/sweeps/finished-sweep/trials?range=seed:2:1', 400, /range: seed: two numbers min <= max/],
+    ['/api/sweeps/finished-sweep/trials?range=seed:1', 400, /range: column:min:max is required/],
+    ['/api/sweeps/finished-sweep/trials?range=lr:a:b', 400, /range: lr: two numbers/],
+    ['/api/sweeps/finished-sweep/trials?range=lr:0x1:2', 400, /range: lr: two numbers/],
+    ['/api/sweeps/finished-sweep/trials?top=0', 400, /top: an integer from 1/],
+    ['/api/sweeps/finished-sweep/trials?spread=x', 400, /spread: an integer from 0/],
+    [
+      '/api/sweeps/finished-sweep/trials?spread=2&offset=5',
+      400,
+      /offset: a spread sample covers the whole list/,
+    ],
+    ['/api/sweeps/finished-sweep/trials?spread=60&limit=50', 400, /spread: at most limit \(50\)/],
     ['/api/sweeps?sql=select', 400, /unknown query parameter "sql"; allowed: \(none\)/],
     ['/api/sweeps/no-such-sweep', 404, /no sweep named "no-such-sweep"/],
     ['/api/sweeps/no-such-sweep/trials', 404, /no sweep named/],

@@ -12,8 +12,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
 import { trialKey } from '@flatrank/protocol';
 import { buildReport, formatReport, loadSweep, type Report } from '@flatrank/report';
-import { tempDbTrialConfig } from '@flatrank/testing';
+import { SWEEP_TRIAL_COLUMNS } from '@flatrank/store';
+import { tempDbTrialConfig, writeLargeDashboardSweep, type DashboardSweep } from '@flatrank/testing';
 import { launchChromium, type Launched } from './browser.js';
+import { activeLines, brushAxis, brushed, clickAxis } from './parallel.js';
 import { serveFixture, type Served } from './helpers.js';
 
 const XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=1</script>';
@@ -21,6 +23,7 @@ const shots = process.env['FLATRANK_SCREENSHOTS'] ?? mkdtempSync(join(tmpdir(), 
 mkdirSync(shots, { recursive: true });
 
 let s: Served;
+let large: DashboardSweep;
 let chrome: Launched;
 let page: Page;
 const problems: string[] = [];
@@ -37,6 +40,8 @@ beforeAll(async () => {
   });
   const c = tempDbTrialConfig({ seed: 42 });
   store.insertTrials(id, [{ key: trialKey(c), config: c }]);
+  // Past the parallel coordinates' 1000 lines: they draw a sample, the list pages through all.
+  large = writeLargeDashboardSweep(store, 'large-sweep', 1100);
   chrome = await launchChromium();
   page = await chrome.browser.newPage({ viewport: { width: 1400, height: 1000 } });
   page.on('console', (m) => {
@@ -63,6 +68,26 @@ async function open(path: string): Promise<void> {
 
 const shot = (name: string) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
 
+/** The per-layer table's cells of one column, top to bottom (none when the column is not shown). */
+function layerColumn(col: string): Promise<Array<string | null>> {
+  return page.$$eval(`tr[data-layer] td[data-col="${col}"]`, (td) => td.map((x) => x.textContent));
+}
+
+/** Waits until the trial list holds exactly these trials (one page: at most 50). */
+async function listShows(keys: string[]): Promise<void> {
+  const want = [...keys].sort().join(',');
+  await page.waitForFunction(
+    (want) =>
+      [...document.querySelectorAll('#trial-list tbody tr[data-key]')]
+        .map((tr) => tr.getAttribute('data-key'))
+        .sort()
+        .join(',') === want,
+    want,
+    { timeout: 15_000 },
+  );
+  expect(await page.getAttribute('#trial-list', 'data-total')).toBe(String(keys.length));
+}
+
 /** `mean ± std` as `flatrank report` prints it. */
 function stat(st: { mean: number | null; std: number | null }, digits: number, scale = 1): string {
   if (st.mean === null) return '-';
@@ -83,7 +108,7 @@ describe('in chromium', () => {
     const names = await page.$$eval('tr[data-sweep]', (trs) =>
       trs.map((tr) => tr.getAttribute('data-sweep')),
     );
-    expect(names).toEqual(['finished-sweep', 'running-sweep', XSS]);
+    expect(names).toEqual(['finished-sweep', 'running-sweep', XSS, 'large-sweep']);
     const shown = await page.$$eval('tr[data-sweep] td:first-child a', (as) => as.map((a) => a.textContent));
     expect(shown).toContain(XSS);
     expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
@@ -168,19 +193,137 @@ describe('in chromium', () => {
           (window.flatrankCharts['parallel']!.getOption()['series'] as Array<{ data: unknown[] }>)[0]!.data
             .length,
       );
+    // The lines come from the server: wait until the chart has the expected number.
+    const lines = (n: number) =>
+      page.waitForFunction(
+        (want) =>
+          (window.flatrankCharts['parallel']?.getOption()['series'] as Array<{ data: unknown[] }>)[0]?.data
+            .length === want,
+        n,
+        { timeout: 15_000 },
+      );
     expect(await parallel()).toBe(15);
     await page.fill('input[aria-label="top k"]', '5');
     await page.dispatchEvent('input[aria-label="top k"]', 'change');
-    expect(await parallel()).toBe(5);
+    await lines(5);
+    expect(await page.textContent('#parallel-sample')).toBe(
+      '5 succeeded trials (the 5 most accurate), every one drawn',
+    );
 
     await page.uncheck('fieldset[data-facet="method"] label:has-text("distort") input');
     expect(await page.$$eval('tr[data-group]', (t) => t.length)).toBe(
       report.rows.filter((r) => r.method !== 'distort').length,
     );
     expect(new Map(await marks())).toEqual(new Map([...expected].filter(([k]) => !k.startsWith('distort'))));
+    // The trial list follows the page's filters too (on the server).
+    await page.waitForFunction(() => document.querySelector('#trial-range')?.textContent === '1-9 of 9');
     await page.fill('input[aria-label="top k"]', '0');
     await page.dispatchEvent('input[aria-label="top k"]', 'change');
-    expect(await parallel()).toBe(9);
+    await lines(9);
+    const methods = await page.evaluate(() =>
+      (window.flatrankCharts['parallel']!.getOption()['series'] as Array<{ data: unknown[][] }>)[0]!.data.map(
+        (d) => d[0],
+      ),
+    );
+    expect(new Set(methods)).toEqual(new Set(['baseline', 'finetune']));
+  });
+
+  it('brushing an axis fades the lines outside it and filters the trial list to every trial inside', async () => {
+    await open('/sweeps/finished-sweep');
+    const all = s.db.store!.sweepTrialPage(s.fixture.finished.sweepId, { limit: 1000 }).rows;
+    const col = (c: (typeof SWEEP_TRIAL_COLUMNS)[number]) => SWEEP_TRIAL_COLUMNS.indexOf(c);
+
+    // Accuracy 95.95-96.65 %: the six trials at 2x (distort svd 96.4-96.6, finetune tucker2 96.2-96.4).
+    await brushAxis(page, 'accuracy_final', 95.95, 96.65);
+    const [acc] = await brushed(page, 'accuracy_final');
+    const inAcc = all.filter((r) => {
+      const v = (r[col('accuracy_final')] as number) * 100;
+      return v >= acc![0] && v <= acc![1];
+    });
+    expect(inAcc).toHaveLength(6);
+    await listShows(inAcc.map((r) => r[0] as string));
+    expect(await activeLines(page)).toBe(6);
+    expect(await page.textContent('#parallel-brush')).toMatch(/^brushed: 6 of the 15 drawn lines/);
+
+    // And a category: method = distort (its ordinal position, 1 of baseline / distort / finetune).
+    await brushAxis(page, 'method', 0.7, 1.3);
+    const both = inAcc.filter((r) => r[col('method')] === 'distort');
+    expect(both).toHaveLength(3);
+    await listShows(both.map((r) => r[0] as string));
+    expect(await activeLines(page)).toBe(3);
+
+    // A click on the axis clears its brush: every distort trial again.
+    await clickAxis(page, 'accuracy_final', 97);
+    await listShows(all.filter((r) => r[col('method')] === 'distort').map((r) => r[0] as string));
+    expect(await activeLines(page)).toBe(6);
+    await shot('sweep-brushed');
+  });
+
+  it('a sweep past 1000 succeeded trials draws a fixed sample of lines, brushes and pages every trial', async () => {
+    await open('/sweeps/large-sweep');
+    const store = s.db.store!;
+    const best = store.sweepTrialPage(large.sweepId, {
+      status: ['succeeded'],
+      sort: 'accuracy_final',
+      order: 'desc',
+      limit: 2000,
+    }).rows;
+    expect(best).toHaveLength(1100);
+    const drawn = await page.evaluate(() =>
+      (window.flatrankCharts['parallel']!.getOption()['series'] as Array<{ data: unknown[][] }>)[0]!.data.map(
+        (d) => d[d.length - 1] as string,
+      ),
+    );
+    // The best 250, then 1 in ceil(850 / 750) = 2 of the rest: 250 + 425 lines.
+    expect(drawn).toHaveLength(675);
+    expect(drawn.slice(0, 250)).toEqual(best.slice(0, 250).map((r) => r[0]));
+    expect(drawn.slice(250)).toEqual(
+      best
+        .slice(250)
+        .filter((_, i) => i % 2 === 0)
+        .map((r) => r[0]),
+    );
+    expect(await page.textContent('#parallel-sample')).toBe(
+      '675 of 1100 succeeded trials drawn: the 250 most accurate, then 1 in 2 of the rest in order of accuracy (a fixed sample; the trial list below has them all)',
+    );
+    // One page of the list in the DOM, whatever the sweep's size.
+    expect(await page.$$eval('#trial-list tbody tr', (t) => t.length)).toBe(50);
+    expect(await page.textContent('#trial-range')).toBe('1-50 of 1100');
+
+    // The brush filters the list on the server: every trial in range, drawn or not.
+    const col = (c: (typeof SWEEP_TRIAL_COLUMNS)[number]) => SWEEP_TRIAL_COLUMNS.indexOf(c);
+    await brushAxis(page, 'accuracy_final', 95.05, 95.75);
+    const [acc] = await brushed(page, 'accuracy_final');
+    const inRange = best.filter((r) => {
+      const v = (r[col('accuracy_final')] as number) * 100;
+      return v >= acc![0] && v <= acc![1];
+    });
+    const drawnInRange = inRange.filter((r) => drawn.includes(r[0] as string)).length;
+    expect(drawnInRange).toBeLessThan(inRange.length);
+    expect(await activeLines(page)).toBe(drawnInRange);
+    await page.waitForFunction(
+      (n) => document.querySelector('#trial-list')?.getAttribute('data-total') === String(n),
+      inRange.length,
+      { timeout: 15_000 },
+    );
+
+    // Sorting by a column is the server's: the first page is the least accurate in the range.
+    await page.click('th[data-sort="accuracy_final"]');
+    const worst = [...inRange].sort(
+      (a, b) => (a[col('accuracy_final')] as number) - (b[col('accuracy_final')] as number),
+    )[0]!;
+    await page.waitForFunction(() =>
+      /▼/.test(document.querySelector('th[data-sort="accuracy_final"]')?.textContent ?? ''),
+    );
+    await page.click('th[data-sort="accuracy_final"]');
+    await page.waitForFunction(
+      (pct) =>
+        document.querySelector('#trial-list tbody tr td[data-col="accuracy_final"]')?.textContent === pct,
+      ((worst[col('accuracy_final')] as number) * 100).toFixed(2),
+    );
+    await page.click('#trial-list button:has-text("next")');
+    await page.waitForFunction(() => /^51-/.test(document.querySelector('#trial-range')?.textContent ?? ''));
+    await shot('sweep-large');
   });
 
   it("a running sweep's page updates its counts and table when a trial finishes", async () => {
@@ -228,7 +371,46 @@ describe('in chromium', () => {
       '12',
       '12',
     ]);
+    // svd lowered: the lowering order; distort: the first and final distortion errors, and the
+    // final projection's tiny relative error; no iterative fit, no CP columns.
+    expect(await layerColumn('lowering_order')).toEqual(['hwc', 'hwc']);
+    expect(await layerColumn('first_distortion_error')).toEqual(['0.1500', '0.1500']);
+    expect(await layerColumn('final_distortion_error')).toEqual(['0.1000', '0.1000']);
+    expect(await layerColumn('relative_error')).toEqual(['1.00e-6', '1.00e-6']);
+    for (const absent of ['iterations', 'converged', 'cp_init', 'cp_seed', 'cp_fit'])
+      expect(await layerColumn(absent)).toEqual([]);
     await shot('trial');
+  });
+
+  it("the per-layer table shows Tucker-2's and CP's fits, blank where a layer has none", async () => {
+    const { configs, keys } = s.fixture.finished;
+    const tucker = configs.findIndex((c) => c.compression?.decomposition === 'tucker2');
+    await open(`/trials/${keys[tucker]}`);
+    expect(await page.$$eval('thead th', (th) => th.map((x) => x.textContent))).toEqual(
+      expect.arrayContaining(['iterations', 'converged']),
+    );
+    // conv2 fitted by HOOI at 2x (5 sweeps, converged); fc1 has no iterative fit: blank cells.
+    expect(await layerColumn('layer')).toEqual(['conv2', 'fc1']);
+    expect(await layerColumn('iterations')).toEqual(['5', '']);
+    expect(await layerColumn('converged')).toEqual(['yes', '']);
+    expect(await layerColumn('relative_error')).toEqual(['0.2000', '0.2000']);
+    for (const absent of ['lowering_order', 'cp_init', 'first_distortion_error', 'final_distortion_error'])
+      expect(await layerColumn(absent)).toEqual([]);
+
+    const cp = large.configs.findIndex(
+      (c) =>
+        c.compression?.decomposition === 'cp' &&
+        c.compression.rank.kind === 'ratio' &&
+        c.compression.rank.ratio === 4 &&
+        c.seed === 3,
+    );
+    await open(`/trials/${large.keys[cp]}`);
+    expect(await layerColumn('cp_init')).toEqual(['svd', 'svd']);
+    expect(await layerColumn('cp_seed')).toEqual(['3', '3']);
+    expect(await layerColumn('cp_fit')).toEqual(['0.6000', '0.6000']);
+    expect(await layerColumn('iterations')).toEqual(['7', '']);
+    expect(await layerColumn('converged')).toEqual(['no', '']);
+    await shot('trial-cp');
   });
 
   it('the compare page shows only the differing config fields, overlaid curves and ranks side by side', async () => {

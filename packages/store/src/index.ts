@@ -47,5 +47,17 @@ export type {
   ReportRankLayerRow,
   ReportAllocationRow,
 } from './report-rows.js';
-export { SWEEP_TRIAL_COLUMNS, SWEEP_TRIAL_SORTS, MAX_SWEEP_TRIAL_PAGE } from './dashboard-reads.js';
-export type { SweepOverview, SweepTrialFilter, SweepTrialPage, SweepTrialColumn } from './dashboard-reads.js';
+export {
+  SWEEP_TRIAL_COLUMNS,
+  SWEEP_TRIAL_SORTS,
+  SWEEP_TRIAL_RANGE_COLUMNS,
+  MAX_SWEEP_TRIAL_PAGE,
+} from './dashboard-reads.js';
+export type {
+  SweepOverview,
+  SweepTrialFilter,
+  SweepTrialPage,
+  SweepTrialColumn,
+  SweepTrialRange,
+  SweepTrialRangeColumn,
+} from './dashboard-reads.js';

@@ -4,7 +4,15 @@
  * per-layer records) and a running one (some succeeded, one running, the rest pending), written
  * through the store's writer API exactly as the scheduler does (grid insert, claim, events).
  */
-import { trialKey, type TrialConfig, type TrialEnvelope, type TrialEvent } from '@flatrank/protocol';
+import {
+  trialKey,
+  type LayerRecord,
+  type TrialConfig,
+  type TrialEnvelope,
+  type TrialEvent,
+} from '@flatrank/protocol';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { ResultsStore } from '@flatrank/store';
 import { TEMP_DB_ENVIRONMENT, tempDbTrialConfig } from './temp-db.js';
 
@@ -54,6 +62,38 @@ function configs(seeds: number, lr: number): TrialConfig[] {
       );
     }
   return out;
+}
+
+/**
+ * One layer's record as the trainers write it: the fit records of its decomposition (lowering order
+ * of svd, the iterative fit of tucker2 / cp on the conv layer only, CP's init / seed / fit), and for
+ * distort the first and final distortion errors (its relativeError is the final projection's, ~1e-6).
+ */
+function layerRecord(c: TrialConfig, l: (typeof LAYERS)[number], ratio: number): LayerRecord {
+  const decomposition = c.compression!.decomposition;
+  const relativeError = c.method === 'distort' ? 1e-6 : 0.1 * ratio;
+  const iterative = (decomposition === 'tucker2' || decomposition === 'cp') && l.kernelShape.length === 4;
+  return {
+    name: l.name,
+    decomposition,
+    scheme: decomposition === 'svd' ? 'lowered' : null,
+    order: decomposition === 'svd' ? 'hwc' : null,
+    ranks:
+      decomposition === 'tucker2' ? [Math.ceil(6 / ratio), Math.ceil(16 / ratio)] : [Math.ceil(24 / ratio)],
+    rawRanks: null,
+    tile: null,
+    kernelShape: l.kernelShape,
+    paramsBefore: l.params,
+    paramsAfter: Math.round(l.params / ratio),
+    macsBefore: l.macs,
+    macsAfter: Math.round(l.macs / ratio),
+    relativeError,
+    iterations: iterative ? 3 + ratio : null,
+    converged: iterative ? ratio <= 2 : null,
+    cp: decomposition === 'cp' ? { init: 'svd', seed: c.seed, fit: 1 - 0.1 * ratio } : null,
+    firstDistortionError: c.method === 'distort' ? 0.3 / ratio : null,
+    finalDistortionError: c.method === 'distort' ? 0.2 / ratio : null,
+  };
 }
 
 /**
@@ -110,28 +150,7 @@ export function dashboardTrialEvents(key: string, attempt: number, c: TrialConfi
       name: 'accuracy',
       value: afterDecomposition,
     });
-  if (compressed)
-    for (const l of LAYERS)
-      events.push({
-        type: 'layer',
-        layer: {
-          name: l.name,
-          decomposition: c.compression!.decomposition,
-          scheme: c.compression!.decomposition === 'svd' ? 'lowered' : null,
-          ranks:
-            c.compression!.decomposition === 'tucker2'
-              ? [Math.ceil(6 / ratio), Math.ceil(16 / ratio)]
-              : [Math.ceil(24 / ratio)],
-          rawRanks: null,
-          tile: null,
-          kernelShape: l.kernelShape,
-          paramsBefore: l.params,
-          paramsAfter: Math.round(l.params / ratio),
-          macsBefore: l.macs,
-          macsAfter: Math.round(l.macs / ratio),
-          relativeError: 0.1 * ratio,
-        },
-      });
+  if (compressed) for (const l of LAYERS) events.push({ type: 'layer', layer: layerRecord(c, l, ratio) });
   events.push({ type: 'artifact', kind: 'checkpoint', path: `runs/${key.slice(0, 16)}/checkpoint` });
   events.push({
     type: 'finished',
@@ -154,7 +173,8 @@ export function dashboardTrialEvents(key: string, attempt: number, c: TrialConfi
   return events.map((event, seq) => ({ trialKey: key, attempt, seq, event }));
 }
 
-function writeSweep(store: ResultsStore, name: string, cs: TrialConfig[]): DashboardSweep {
+/** A sweep of these configs, every trial pending (written as `flatrank run` inserts its grid). */
+export function writeDashboardSweep(store: ResultsStore, name: string, cs: TrialConfig[]): DashboardSweep {
   const { id: sweepId } = store.upsertSweep({
     name,
     specText: `name: ${name}\ndescription: ${name} of the dashboard fixture\n`,
@@ -202,11 +222,11 @@ export function populateDashboardDb(
   store: ResultsStore,
   opts: { seeds?: number; runningSucceeded?: number } = {},
 ): DashboardDb {
-  const finished = writeSweep(store, 'finished-sweep', configs(opts.seeds ?? 3, 0.05));
+  const finished = writeDashboardSweep(store, 'finished-sweep', configs(opts.seeds ?? 3, 0.05));
   while (runNextTrial(store, finished) !== null);
   store.finishSweep(finished.sweepId);
 
-  const running = writeSweep(store, 'running-sweep', configs(2, 0.02));
+  const running = writeDashboardSweep(store, 'running-sweep', configs(2, 0.02));
   for (let i = 0; i < (opts.runningSucceeded ?? 3); i++) runNextTrial(store, running);
   const claim = store.claimTrial({
     sweepId: running.sweepId,
@@ -222,4 +242,118 @@ export function populateDashboardDb(
         .map((e, seq) => ({ ...e, seq })),
     );
   return { finished, running, finishNext: () => runNextTrial(store, running) };
+}
+
+/**
+ * The grid of a large sweep (86 configurations: baseline; distort svd / tucker2 at S_D 4 and 8;
+ * finetune svd / tucker2 / cp; 6 ratios; 2 learning rates), then seeds until there are `n`.
+ */
+export function largeSweepConfigs(n: number): TrialConfig[] {
+  const shapes: Array<(seed: number) => TrialConfig> = [];
+  for (const lr of [0.05, 0.02]) {
+    // Batch 64: none of these is a trial of populateDashboardDb's sweeps (batch 32) in the same file.
+    const training = { epochs: 2, lr, batchSize: 64 };
+    shapes.push((seed) => tempDbTrialConfig({ method: 'baseline', seed, training }));
+    for (const ratio of [1.5, 2, 3, 4, 6, 8]) {
+      for (const decomposition of ['svd', 'tucker2'] as const)
+        for (const interval of [4, 8])
+          shapes.push((seed) =>
+            tempDbTrialConfig({
+              method: 'distort',
+              seed,
+              training,
+              compression: { decomposition, rank: { kind: 'ratio', ratio } },
+              distortion: { interval },
+            }),
+          );
+      for (const decomposition of ['svd', 'tucker2', 'cp'] as const)
+        shapes.push((seed) =>
+          tempDbTrialConfig({
+            method: 'finetune',
+            seed,
+            training,
+            compression: { decomposition, rank: { kind: 'ratio', ratio } },
+          }),
+        );
+    }
+  }
+  const out: TrialConfig[] = [];
+  for (let seed = 0; out.length < n; seed++)
+    for (const shape of shapes) if (out.length < n) out.push(shape(seed));
+  return out;
+}
+
+/**
+ * A finished sweep of `n` succeeded trials (largeSweepConfigs), each with the events of
+ * dashboardTrialEvents: what the dashboard bench and the large-sweep browser test read. Written
+ * through the store as the coordinator writes (grid insert, claims, events), in large batches.
+ */
+export function writeLargeDashboardSweep(store: ResultsStore, name: string, n: number): DashboardSweep {
+  const configs = largeSweepConfigs(n);
+  const { id: sweepId } = store.upsertSweep({
+    name,
+    specText: `name: ${name}\n`,
+    specResolved: { name, description: `${n} trials of the large dashboard fixture` },
+    specHash: 'b'.repeat(64),
+  });
+  const keys = configs.map((c) => trialKey(c));
+  for (let i = 0; i < configs.length; i += 5000)
+    store.insertTrials(
+      sweepId,
+      configs.slice(i, i + 5000).map((config, j) => ({ key: keys[i + j]!, config })),
+    );
+  let batch: TrialEnvelope[] = [];
+  for (;;) {
+    const claim = store.claimTrial({ sweepId, worker: 'fixture', leaseMs: 3_600_000, maxAttempts: 1 });
+    if (!claim) break;
+    batch.push(...dashboardTrialEvents(claim.key, claim.attempt, claim.config));
+    if (batch.length >= 10_000) {
+      store.applyEvents(batch);
+      batch = [];
+    }
+  }
+  store.applyEvents(batch);
+  store.finishSweep(sweepId);
+  return { name, sweepId, keys, configs };
+}
+
+export interface FakeBrowser {
+  /** The executable to name in $BROWSER. */
+  command: string;
+  /** The arguments of every start so far, one array per start. */
+  starts(): string[][];
+  /** Resolves with the first start's arguments (rejects after timeoutMs). */
+  firstStart(timeoutMs?: number): Promise<string[]>;
+}
+
+/**
+ * A stand-in for a desktop browser (`serve --open` tests): an executable shell script in `dir` that
+ * records the arguments it was started with, one NUL-separated line per start, and exits.
+ */
+export function fakeBrowser(dir: string): FakeBrowser {
+  const command = join(dir, 'fake-browser.sh');
+  const log = join(dir, 'fake-browser.log');
+  const quoted = `'${log.replaceAll("'", `'\\''`)}'`;
+  // One append per start: its arguments, each ended by NUL, then a newline.
+  writeFileSync(command, `#!/bin/sh\n{ printf '%s\\0' "$@"; echo; } >> ${quoted}\n`);
+  chmodSync(command, 0o755);
+  const starts = () =>
+    existsSync(log)
+      ? readFileSync(log, 'utf8')
+          .split('\n')
+          .filter((line) => line !== '')
+          .map((line) => line.split('\0').slice(0, -1))
+      : [];
+  return {
+    command,
+    starts,
+    async firstStart(timeoutMs = 10_000) {
+      for (const t0 = Date.now(); Date.now() - t0 < timeoutMs;) {
+        const first = starts()[0];
+        if (first) return first;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      throw new Error(`the fake browser ${command} was not started within ${timeoutMs} ms`);
+    },
+  };
 }

@@ -2,11 +2,17 @@
  * `flatrank serve [--db F] [--host 127.0.0.1] [--port 8321] [--open] [--token FILE] [--runs-dir DIR]`:
  * the read-only web dashboard (@flatrank/dashboard) until Ctrl-C.
  */
-import { spawn } from 'node:child_process';
 import type { Command } from 'commander';
 import { ValidationError } from '@flatrank/protocol';
 import { resolveDbPath } from '@flatrank/store';
-import { DEFAULT_HOST, DEFAULT_PORT, isLoopback, readTokenFile, startDashboard } from '@flatrank/dashboard';
+import {
+  DEFAULT_HOST,
+  DEFAULT_PORT,
+  isLoopback,
+  openInBrowser,
+  readTokenFile,
+  startDashboard,
+} from '@flatrank/dashboard';
 
 interface ServeFlags {
   db?: string;
@@ -27,20 +33,6 @@ export function parsePort(v: string): number {
   return n;
 }
 
-/** Opens `url` in the desktop's browser, if there is one (xdg-open / open / start); never fails. */
-function openBrowser(url: string): void {
-  const cmd = process.platform === 'darwin' ? 'open' : process.platform === 'win32' ? 'explorer' : 'xdg-open';
-  try {
-    const child = spawn(cmd, [url], { stdio: 'ignore', detached: true });
-    child.on('error', () =>
-      process.stderr.write(`flatrank serve: could not start ${cmd}; open ${url} yourself\n`),
-    );
-    child.unref();
-  } catch {
-    process.stderr.write(`flatrank serve: could not start ${cmd}; open ${url} yourself\n`);
-  }
-}
-
 export function registerServe(program: Command): void {
   program
     .command('serve')
@@ -54,7 +46,7 @@ export function registerServe(program: Command): void {
       DEFAULT_HOST,
     )
     .option('--port <port>', 'port (0: any free port)', String(DEFAULT_PORT))
-    .option('--open', 'open the dashboard in the default browser')
+    .option('--open', 'open the dashboard in a browser ($BROWSER, else xdg-open / open)')
     .option(
       '--token <file>',
       'require the bearer token in FILE on every request (open the URL once with ?token=...)',
@@ -77,7 +69,7 @@ export function registerServe(program: Command): void {
       process.stdout.write(
         `flatrank serve: ${dashboard.url} (read-only${token ? ', token required: open it once with ?token=<token>' : ''}; Ctrl-C stops)\n`,
       );
-      if (flags.open) openBrowser(dashboard.url);
+      if (flags.open) openInBrowser(dashboard.url);
       await new Promise<void>((resolve) => {
         const stop = () => {
           process.off('SIGINT', stop);

@@ -2,6 +2,7 @@
 export type {
   SweepListEntry,
   SweepPage,
+  RowAxes,
   TrialPage,
   ComparePage,
   MetricSeries,

@@ -1,24 +1,108 @@
-/** A sweep's trials, paged (the store's paged list), with a status filter and picks for compare. */
+/**
+ * A sweep's trials, one page of 50 at a time: filtered, sorted and paged by the server (the page's
+ * method / decomposition / rank / S_D filters and the parallel coordinates' brush, plus a status
+ * filter and a sort by any column here), so a 10k-trial sweep never ships more than a page. Picks
+ * (kept across pages) open the compare page.
+ */
 import { getJson } from '../api.js';
-import { clear, fmt, h, href, table } from '../dom.js';
+import { append, clear, fmt, h, href } from '../dom.js';
 import type { SweepTrialPage } from '../types.js';
 
 const PAGE = 50;
 const STATUSES = ['', 'succeeded', 'running', 'pending', 'failed', 'diverged', 'cancelled'];
 
+interface Column {
+  title: string;
+  /** The server's column: sortable by it. */
+  col?: string;
+  num?: boolean;
+  cell?: (v: unknown) => string;
+}
+
+const COLUMNS: Column[] = [
+  { title: '' },
+  { title: 'trial' },
+  { title: 'status', col: 'status' },
+  { title: 'method', col: 'method' },
+  { title: 'decomposition', col: 'decomposition' },
+  { title: 'rank policy', col: 'rank_policy' },
+  { title: 'S_D', col: 'distortion_interval', num: true },
+  { title: 'seed', col: 'seed', num: true },
+  { title: 'final %', col: 'accuracy_final', num: true, cell: (v) => fmt(v as number | null, 2, 100) },
+  {
+    title: 'after decomp. %',
+    col: 'accuracy_after_decomposition',
+    num: true,
+    cell: (v) => fmt(v as number | null, 2, 100),
+  },
+  { title: 'params ×', col: 'params_ratio', num: true, cell: (v) => fmt(v as number | null, 2) },
+  { title: 'wall s', col: 'wall_seconds', num: true, cell: (v) => fmt(v as number | null, 1) },
+];
+
 export class TrialList {
-  readonly el = h('div');
+  readonly el = h('div', { id: 'trial-list' });
   private offset = 0;
   private status = '';
+  private sort: string | null = null;
+  private order: 'asc' | 'desc' = 'desc';
+  /** The page's filters as query parameters; null when they match nothing. */
+  private filters: URLSearchParams | null = new URLSearchParams();
   private readonly picked = new Set<string>();
+  private request = 0;
 
   constructor(private readonly sweep: string) {}
 
+  /** New filters from the page (facets, brush): back to the first page. */
+  async setFilters(filters: URLSearchParams | null): Promise<void> {
+    this.filters = filters;
+    this.offset = 0;
+    await this.refresh();
+  }
+
   async refresh(): Promise<void> {
-    const q = new URLSearchParams({ offset: String(this.offset), limit: String(PAGE) });
-    if (this.status) q.set('status', this.status);
-    const page = await getJson<SweepTrialPage>(`/api/sweeps/${encodeURIComponent(this.sweep)}/trials?${q}`);
-    this.draw(page);
+    const mine = ++this.request;
+    let page: SweepTrialPage;
+    if (this.filters === null) page = { columns: [], total: 0, rows: [] };
+    else {
+      const q = new URLSearchParams(this.filters);
+      q.set('offset', String(this.offset));
+      q.set('limit', String(PAGE));
+      if (this.status) q.set('status', this.status);
+      if (this.sort) {
+        q.set('sort', this.sort);
+        q.set('order', this.order);
+      }
+      page = await getJson<SweepTrialPage>(`/api/sweeps/${encodeURIComponent(this.sweep)}/trials?${q}`);
+    }
+    // An answer to an older request (filters changed meanwhile) is dropped.
+    if (mine === this.request) this.draw(page);
+  }
+
+  private header(): HTMLTableRowElement {
+    return h(
+      'tr',
+      {},
+      ...COLUMNS.map((c) => {
+        if (!c.col) return h('th', {}, c.title);
+        const active = this.sort === c.col;
+        return h(
+          'th',
+          {
+            class: `sortable${c.num ? ' num' : ''}`,
+            'data-sort': c.col,
+            'aria-sort': active ? (this.order === 'asc' ? 'ascending' : 'descending') : 'none',
+            title: 'sort by this column (again: reverse)',
+            onclick: () => {
+              if (active) this.order = this.order === 'asc' ? 'desc' : 'asc';
+              else [this.sort, this.order] = [c.col!, c.num ? 'desc' : 'asc'];
+              this.offset = 0;
+              void this.refresh();
+            },
+          },
+          c.title + (active ? (this.order === 'asc' ? ' ▲' : ' ▼') : ''),
+        );
+      }),
+    );
   }
 
   private draw(page: SweepTrialPage): void {
@@ -58,21 +142,21 @@ export class TrialList {
           updateCompare();
         },
       });
+      const status = String(r[ix('status')]);
       return h(
         'tr',
         { 'data-key': key },
         h('td', {}, box),
         h('td', {}, h('a', { href: href('trials', key) }, key.slice(0, 12))),
-        h('td', {}, h('span', { class: `pill ${r[ix('status')]}` }, String(r[ix('status')]))),
-        h('td', {}, String(r[ix('method')])),
-        h('td', {}, String(r[ix('decomposition')] ?? '-')),
-        h('td', {}, String(r[ix('rank_policy')] ?? '-')),
-        h('td', { class: 'num' }, String(r[ix('distortion_interval')] ?? '-')),
-        h('td', { class: 'num' }, String(r[ix('seed')])),
-        h('td', { class: 'num' }, fmt(r[ix('accuracy_final')] as number | null, 2, 100)),
-        h('td', { class: 'num' }, fmt(r[ix('accuracy_after_decomposition')] as number | null, 2, 100)),
-        h('td', { class: 'num' }, fmt(r[ix('params_ratio')] as number | null, 2)),
-        h('td', { class: 'num' }, fmt(r[ix('wall_seconds')] as number | null, 1)),
+        h('td', { 'data-col': 'status' }, h('span', { class: `pill ${status}` }, status)),
+        ...COLUMNS.slice(3).map((c) => {
+          const v = r[ix(c.col!)];
+          return h(
+            'td',
+            { class: c.num ? 'num' : undefined, 'data-col': c.col },
+            c.cell ? c.cell(v) : String(v ?? '-'),
+          );
+        }),
       );
     });
     const last = Math.min(this.offset + PAGE, page.total);
@@ -90,34 +174,24 @@ export class TrialList {
       'next ›',
     );
     clear(this.el);
-    this.el.append(
+    append(
+      this.el,
       h(
         'div',
         { class: 'toolbar' },
         statusSelect,
         prev,
-        h('span', { class: 'muted' }, `${page.total === 0 ? 0 : this.offset + 1}-${last} of ${page.total}`),
+        h(
+          'span',
+          { class: 'muted', id: 'trial-range' },
+          `${page.total === 0 ? 0 : this.offset + 1}-${last} of ${page.total}`,
+        ),
         next,
         compare,
       ),
-      table(
-        [
-          '',
-          'trial',
-          'status',
-          'method',
-          'decomposition',
-          'rank policy',
-          ['S_D', 'num'],
-          ['seed', 'num'],
-          ['final %', 'num'],
-          ['after decomp. %', 'num'],
-          ['params ×', 'num'],
-          ['wall s', 'num'],
-        ],
-        rows,
-      ),
+      h('div', { class: 'scroll' }, h('table', {}, h('thead', {}, this.header()), h('tbody', {}, ...rows))),
     );
+    this.el.dataset['total'] = String(page.total);
     updateCompare();
   }
 }

@@ -24,38 +24,97 @@ export const list = (v: unknown): string => {
   return Array.isArray(p) ? p.join(' × ') : p === null || p === undefined ? '-' : String(p);
 };
 
+/** An error: 4 decimals, or 3 significant digits when it is tiny (a distort trial's final projection). */
+const fmtError = (v: unknown): string =>
+  typeof v !== 'number' ? '' : v !== 0 && Math.abs(v) < 1e-3 ? v.toExponential(2) : v.toFixed(4);
+
+interface LayerColumn {
+  col: string;
+  title: string;
+  num?: boolean;
+  text: (l: Row) => string;
+}
+
+const cell = (v: unknown): string => (v === null || v === undefined ? '' : String(v));
+
+const LAYER_COLUMNS: LayerColumn[] = [
+  { col: 'layer', title: 'layer', text: (l) => String(l['layer']) },
+  { col: 'decomposition', title: 'decomposition', text: (l) => String(l['decomposition'] ?? '-') },
+  { col: 'scheme', title: 'scheme', text: (l) => String(l['scheme'] ?? '-') },
+  { col: 'ranks', title: 'ranks', text: (l) => list(l['ranks']) },
+  { col: 'tile', title: 'tile', text: (l) => list(l['tile']) },
+  { col: 'kernel_shape', title: 'kernel', text: (l) => list(l['kernel_shape']) },
+  { col: 'params_before', title: 'params before', num: true, text: (l) => String(l['params_before']) },
+  { col: 'params_after', title: 'params after', num: true, text: (l) => String(l['params_after']) },
+  {
+    col: 'params_ratio',
+    title: 'params ×',
+    num: true,
+    text: (l) => fmt(Number(l['params_before']) / Number(l['params_after']), 2),
+  },
+  { col: 'macs_before', title: 'MACs before', num: true, text: (l) => String(l['macs_before']) },
+  { col: 'macs_after', title: 'MACs after', num: true, text: (l) => String(l['macs_after']) },
+  {
+    col: 'relative_error',
+    title: 'rel. error',
+    num: true,
+    text: (l) => fmtError(l['relative_error']) || '-',
+  },
+];
+
+/**
+ * The records of how a layer was fitted; a group of columns is shown when some layer of the trial
+ * has it (older records and other methods have NULL), and a layer without a value is blank.
+ */
+const FIT_COLUMNS: LayerColumn[] = [
+  { col: 'lowering_order', title: 'lowering order', text: (l) => cell(l['lowering_order']) },
+  { col: 'iterations', title: 'iterations', num: true, text: (l) => cell(l['iterations']) },
+  {
+    col: 'converged',
+    title: 'converged',
+    text: (l) =>
+      l['converged'] === null || l['converged'] === undefined ? '' : l['converged'] ? 'yes' : 'no',
+  },
+  { col: 'cp_init', title: 'CP init', text: (l) => cell(l['cp_init']) },
+  { col: 'cp_seed', title: 'CP seed', num: true, text: (l) => cell(l['cp_seed']) },
+  {
+    col: 'cp_fit',
+    title: 'CP fit',
+    num: true,
+    text: (l) => (typeof l['cp_fit'] === 'number' ? l['cp_fit'].toFixed(4) : ''),
+  },
+  {
+    col: 'first_distortion_error',
+    title: 'first distortion err.',
+    num: true,
+    text: (l) => fmtError(l['first_distortion_error']),
+  },
+  {
+    col: 'final_distortion_error',
+    title: 'final distortion err.',
+    num: true,
+    text: (l) => fmtError(l['final_distortion_error']),
+  },
+];
+
 export function layerTable(layers: readonly Row[]): HTMLElement {
+  const has = (col: string) => layers.some((l) => l[col] !== null && l[col] !== undefined);
+  // Iterations and convergence are one record (an iterative fit), as are CP's init, seed and fit.
+  const groups: Record<string, string[]> = {
+    iterations: ['iterations', 'converged'],
+    converged: ['iterations', 'converged'],
+    cp_init: ['cp_init', 'cp_seed', 'cp_fit'],
+    cp_seed: ['cp_init', 'cp_seed', 'cp_fit'],
+    cp_fit: ['cp_init', 'cp_seed', 'cp_fit'],
+  };
+  const columns = [...LAYER_COLUMNS, ...FIT_COLUMNS.filter((c) => (groups[c.col] ?? [c.col]).some(has))];
   return table(
-    [
-      'layer',
-      'decomposition',
-      'scheme',
-      'ranks',
-      'tile',
-      'kernel',
-      ['params before', 'num'],
-      ['params after', 'num'],
-      ['params ×', 'num'],
-      ['MACs before', 'num'],
-      ['MACs after', 'num'],
-      ['rel. error', 'num'],
-    ],
+    columns.map((c) => (c.num ? [c.title, 'num'] : c.title)),
     layers.map((l) =>
       h(
         'tr',
-        {},
-        h('td', {}, String(l['layer'])),
-        h('td', {}, String(l['decomposition'] ?? '-')),
-        h('td', {}, String(l['scheme'] ?? '-')),
-        h('td', { 'data-col': 'ranks' }, list(l['ranks'])),
-        h('td', {}, list(l['tile'])),
-        h('td', {}, list(l['kernel_shape'])),
-        h('td', { class: 'num' }, String(l['params_before'])),
-        h('td', { class: 'num' }, String(l['params_after'])),
-        h('td', { class: 'num' }, fmt(Number(l['params_before']) / Number(l['params_after']), 2)),
-        h('td', { class: 'num' }, String(l['macs_before'])),
-        h('td', { class: 'num' }, String(l['macs_after'])),
-        h('td', { class: 'num' }, fmt(l['relative_error'] as number | null, 4)),
+        { 'data-layer': String(l['layer']) },
+        ...columns.map((c) => h('td', { class: c.num ? 'num' : undefined, 'data-col': c.col }, c.text(l))),
       ),
     ),
   );
