@@ -126,6 +126,21 @@ export class AttemptLifecycle {
 
   constructor(private readonly o: AttemptLifecycleOptions) {}
 
+  /**
+   * What runLocal / runBullmqCoordinator return once their executor stopped: the attempts ended
+   * here, and the sweep as the store has it now (its counts; pending trials nothing runs any more).
+   */
+  runResult(sweepId: number, run: { t0: number; interrupted: boolean; recovered: string[] }): RunResult {
+    return {
+      attempts: this.records,
+      interrupted: run.interrupted,
+      recovered: run.recovered,
+      blocked: this.o.store.trialKeys({ sweepId, status: 'pending' }),
+      counts: this.o.store.trialCounts(sweepId),
+      elapsedMs: Date.now() - run.t0,
+    };
+  }
+
   /** The "start" line (local) or "queued" line (BullMQ). */
   started(a: AttemptRef, verb: 'start' | 'queued'): void {
     const where = verb === 'start' && a.where ? ` on ${a.where}` : '';

@@ -109,14 +109,11 @@ class LocalExecutor {
       signal?.removeEventListener('abort', onAbort);
       this.writer.flush();
     }
-    const result: RunResult = {
-      attempts: this.lifecycle.records,
+    const result = this.lifecycle.runResult(sweep.id, {
+      t0: this.t0,
       interrupted: signal?.aborted ?? false,
       recovered,
-      blocked: store.trialKeys({ sweepId: sweep.id, status: 'pending' }),
-      counts: store.trialCounts(sweep.id),
-      elapsedMs: Date.now() - this.t0,
-    };
+    });
     this.progress();
     return result;
   }

@@ -143,15 +143,11 @@ class BullmqCoordinator {
       signal?.removeEventListener('abort', onAbort);
       await this.close();
     }
-    const { store, sweep } = this.o;
-    const result: RunResult = {
-      attempts: this.lifecycle.records,
+    const result = this.lifecycle.runResult(this.o.sweep.id, {
+      t0: this.t0,
       interrupted: signal?.aborted ?? false,
       recovered: [],
-      blocked: store.trialKeys({ sweepId: sweep.id, status: 'pending' }),
-      counts: store.trialCounts(sweep.id),
-      elapsedMs: Date.now() - this.t0,
-    };
+    });
     this.progress();
     return result;
   }
