@@ -8,6 +8,7 @@
  */
 import { TRIAL_STATUSES, ValidationError, type TrialStatus } from '@flatrank/protocol';
 import type { StoreContext } from './context.js';
+import { checkOneOf, checkStatus } from './rows.js';
 
 export interface SweepOverview {
   id: number;
@@ -93,33 +94,7 @@ function emptyCounts(): Record<TrialStatus, number> {
   return Object.fromEntries(TRIAL_STATUSES.map((s) => [s, 0])) as Record<TrialStatus, number>;
 }
 
-/** Columns of a sweep trial list row, in the order of the value arrays. */
-export const SWEEP_TRIAL_COLUMNS = [
-  'key',
-  'status',
-  'method',
-  'decomposition',
-  'scheme',
-  'rank_policy',
-  'target_ratio',
-  'distortion_interval',
-  'seed',
-  'lr',
-  'epochs',
-  'batch_size',
-  'accuracy_final',
-  'accuracy_after_decomposition',
-  'params_ratio',
-  'macs_ratio',
-  'wall_seconds',
-  'attempts',
-] as const;
-export type SweepTrialColumn = (typeof SWEEP_TRIAL_COLUMNS)[number];
-
-/** Sortable columns of the list (all but the key). */
-export const SWEEP_TRIAL_SORTS: readonly SweepTrialColumn[] = SWEEP_TRIAL_COLUMNS.filter((c) => c !== 'key');
-
-/** Numeric columns a range filter applies to (parallel-coordinates brushing). */
+/** The numeric columns of the list: those a range filter applies to (parallel-coordinates brushing). */
 export const SWEEP_TRIAL_RANGE_COLUMNS = [
   'target_ratio',
   'distortion_interval',
@@ -133,8 +108,23 @@ export const SWEEP_TRIAL_RANGE_COLUMNS = [
   'macs_ratio',
   'wall_seconds',
   'attempts',
-] as const satisfies readonly SweepTrialColumn[];
+] as const;
 export type SweepTrialRangeColumn = (typeof SWEEP_TRIAL_RANGE_COLUMNS)[number];
+
+/** Columns of a sweep trial list row, in the order of the value arrays: the text ones, then the numeric. */
+export const SWEEP_TRIAL_COLUMNS = [
+  'key',
+  'status',
+  'method',
+  'decomposition',
+  'scheme',
+  'rank_policy',
+  ...SWEEP_TRIAL_RANGE_COLUMNS,
+] as const;
+export type SweepTrialColumn = (typeof SWEEP_TRIAL_COLUMNS)[number];
+
+/** Sortable columns of the list (all but the key). */
+export const SWEEP_TRIAL_SORTS: readonly SweepTrialColumn[] = SWEEP_TRIAL_COLUMNS.filter((c) => c !== 'key');
 
 /** `min <= column <= max`; a NULL value is outside every range. */
 export interface SweepTrialRange {
@@ -217,25 +207,12 @@ function checkFilter(filter: SweepTrialFilter): { offset: number; limit: number 
       'limit',
       `limit: an integer from 1 to ${MAX_SWEEP_TRIAL_PAGE} is required, got ${limit}`,
     );
-  for (const s of filter.status ?? [])
-    if (!(TRIAL_STATUSES as readonly string[]).includes(s))
-      throw new ValidationError(
-        'status',
-        `status: unknown value ${JSON.stringify(s)}; allowed: ${TRIAL_STATUSES.join(', ')}`,
-      );
-  if (filter.sort !== undefined && !SWEEP_TRIAL_SORTS.includes(filter.sort))
-    throw new ValidationError(
-      'sort',
-      `sort: unknown column ${JSON.stringify(filter.sort)}; allowed: ${SWEEP_TRIAL_SORTS.join(', ')}`,
-    );
+  for (const s of filter.status ?? []) checkStatus(s, 'status');
+  if (filter.sort !== undefined) checkOneOf('sort', filter.sort, SWEEP_TRIAL_SORTS, 'column');
   if (filter.order !== undefined && filter.order !== 'asc' && filter.order !== 'desc')
     throw new ValidationError('order', `order: asc or desc, got ${JSON.stringify(filter.order)}`);
   for (const r of filter.ranges ?? []) {
-    if (!(SWEEP_TRIAL_RANGE_COLUMNS as readonly string[]).includes(r.column))
-      throw new ValidationError(
-        'range',
-        `range: unknown column ${JSON.stringify(r.column)}; allowed: ${SWEEP_TRIAL_RANGE_COLUMNS.join(', ')}`,
-      );
+    checkOneOf('range', r.column, SWEEP_TRIAL_RANGE_COLUMNS, 'column');
     if (!Number.isFinite(r.min) || !Number.isFinite(r.max) || r.min > r.max)
       throw new ValidationError(
         'range',

@@ -19,11 +19,10 @@ import {
   TRIAL_STATUSES,
   ValidationError,
   type RankAllocationRecord,
-  type TrialStatus,
 } from '@flatrank/protocol';
 import { databaseFault, openDatabase } from './connection.js';
 import { contextOf } from './context.js';
-import type { TrialRow } from './rows.js';
+import { checkStatus, type TrialRow } from './rows.js';
 import type { ResultsStore } from './store.js';
 
 export type Cell = string | number | boolean | null;
@@ -182,16 +181,6 @@ export const RUN_COLUMNS = [
   'wall_seconds',
 ] as const;
 
-function validateStatus(status: string | undefined): TrialStatus | undefined {
-  if (status === undefined) return undefined;
-  if (!(TRIAL_STATUSES as readonly string[]).includes(status))
-    throw new ValidationError(
-      '--status',
-      `--status: unknown value ${JSON.stringify(status)}; allowed: ${TRIAL_STATUSES.join(', ')}`,
-    );
-  return status as TrialStatus;
-}
-
 function sweepId(db: Database.Database, name: string): number {
   const id = db.prepare('SELECT id FROM sweeps WHERE name = ?').pluck().get(name) as number | undefined;
   if (id === undefined) {
@@ -212,7 +201,7 @@ export function runsQuery(
   extraSelect: readonly string[] = [],
 ): { sql: string; params: Array<string | number> } {
   const where = parseWhere(filter.where);
-  const status = validateStatus(filter.status);
+  const status = filter.status === undefined ? undefined : checkStatus(filter.status, '--status');
   const conds: string[] = [];
   const params: Array<string | number> = [];
   if (filter.sweep !== undefined) {

@@ -92,12 +92,7 @@ export const MEMBERSHIPS: readonly Membership[] = ['current', 'retired', 'all'];
 
 /** The SQL condition on `sweep_trials st` for a membership (validated at the boundary). */
 export function membershipCondition(membership: Membership | undefined, field = 'membership'): string {
-  const m = membership ?? 'current';
-  if (!(MEMBERSHIPS as readonly string[]).includes(m))
-    throw new ValidationError(
-      field,
-      `${field}: unknown value ${JSON.stringify(m)}; allowed: ${MEMBERSHIPS.join(', ')}`,
-    );
+  const m = checkOneOf(field, membership ?? 'current', MEMBERSHIPS);
   return m === 'current' ? 'st.active = 1' : m === 'retired' ? 'st.active = 0' : '1';
 }
 
@@ -266,12 +261,22 @@ export function positiveNumber(field: string, v: unknown): number {
   return v;
 }
 
-/** ValidationError unless `status` is a trial status. */
-export function checkStatus(status: string, field = 'status'): TrialStatus {
-  if (!(TRIAL_STATUSES as readonly string[]).includes(status))
+/** ValidationError naming `field` and what is allowed unless `value` is one of `allowed`. */
+export function checkOneOf<T extends string>(
+  field: string,
+  value: unknown,
+  allowed: readonly T[],
+  what = 'value',
+): T {
+  if (!(allowed as readonly unknown[]).includes(value))
     throw new ValidationError(
       field,
-      `${field}: unknown value ${JSON.stringify(status)}; allowed: ${TRIAL_STATUSES.join(', ')}`,
+      `${field}: unknown ${what} ${JSON.stringify(value)}; allowed: ${allowed.join(', ')}`,
     );
-  return status as TrialStatus;
+  return value as T;
+}
+
+/** ValidationError unless `status` is a trial status. */
+export function checkStatus(status: string, field = 'status'): TrialStatus {
+  return checkOneOf(field, status, TRIAL_STATUSES);
 }
