@@ -7,19 +7,18 @@ import { ResultsStore, trialDetail } from '@flatrank/store';
 import {
   assertNoDuplicates,
   baselineSpec,
-  fakeTrainerEnv,
   fakeTrainerPath,
   installFakeNvidiaSmi,
   readFakeLog,
   redisServerPath,
-  sandbox,
   startTestRedis,
   waitFor,
   type FakeTrainerSettings,
-  type Sandbox,
+  type Proc,
+  type ProcessSandbox,
   type TestRedis,
 } from '@flatrank/testing';
-import { assertBuilt, runCoordinator, spawnCli, type Proc } from './processes.js';
+import { assertBuilt, cliSandbox, runArgs, runCoordinator } from './processes.js';
 
 const hasRedis = redisServerPath() !== null;
 if (!hasRedis)
@@ -34,7 +33,7 @@ describe.skipIf(!hasRedis)(
   { timeout: 120_000 },
   () => {
     let redis: TestRedis;
-    let sb: Sandbox;
+    let sb: ProcessSandbox;
     let workers: Proc[] = [];
     let queue = '';
     let n = 0;
@@ -47,22 +46,20 @@ describe.skipIf(!hasRedis)(
       await redis?.stop();
     });
     beforeEach(() => {
-      sb = sandbox();
+      sb = cliSandbox();
       queue = `q${process.pid}-${n++}`;
     });
     afterEach(async () => {
-      for (const w of workers) if (w.proc.exitCode === null) w.proc.kill('SIGKILL');
-      await Promise.all(workers.map((w) => w.exited));
+      await sb.cleanup();
       workers = [];
-      sb.cleanup();
     });
 
-    /** Two workers on GPU 0 and GPU 1 of a fake two-GPU machine. */
-    function startWorkers(fake: FakeTrainerSettings, count = 2, concurrency = 1, lockMs = 2000): void {
+    /** Two workers on GPU 0 and GPU 1 of a fake two-GPU machine, once they listen on the queue. */
+    async function startWorkers(fake: FakeTrainerSettings, count = 2, concurrency = 1, lockMs = 2000) {
       const path = installFakeNvidiaSmi(join(sb.dir, 'bin'), 2);
       for (let i = 0; i < count; i++) {
         workers.push(
-          spawnCli(
+          sb.spawn(
             [
               'worker',
               '--redis',
@@ -80,20 +77,38 @@ describe.skipIf(!hasRedis)(
               '--lock-ms',
               String(lockMs),
             ],
-            { ...fakeTrainerEnv({ logFile: sb.logFile, pidDir: sb.pidDir, ...fake }), PATH: path },
-            sb.dir,
+            { fake, env: { PATH: path } },
           ),
         );
       }
-    }
-
-    async function waitWorkersReady(): Promise<void> {
       await waitFor(
         () => workers.every((w) => /worker .* on queue/.test(w.output())),
         // A cold CLI start takes seconds on a loaded 2-core machine.
         60_000,
         `workers to start: ${workers.map((w) => w.output()).join('\n')}`,
       );
+    }
+
+    /**
+     * Runs `spec` on the workers; once worker 0 (GPU 0) runs a trial and `settleMs` later, sends
+     * that worker process `signal`. Returns the run and the trial it was running.
+     */
+    async function signalWorker0MidTrial(
+      spec: string,
+      signal: NodeJS.Signals,
+      o: { timeoutMs?: number; settleMs?: number } = {},
+    ) {
+      const running = bull(spec);
+      const [victim] = await sb.waitForLog(
+        (x) => x.kind === 'start' && x.cuda === '0',
+        'a trial on worker 0',
+        {
+          timeoutMs: o.timeoutMs ?? 20_000,
+        },
+      );
+      await new Promise((r) => setTimeout(r, o.settleMs ?? 300));
+      workers[0]!.proc.kill(signal);
+      return { running, victim: victim! };
     }
 
     const bull = (spec: string, extra: Parameters<typeof runCoordinator>[3] = {}) =>
@@ -122,8 +137,7 @@ describe.skipIf(!hasRedis)(
     }
 
     it('runs a sweep on two workers, each trial on its worker GPU; a second run runs nothing', async () => {
-      startWorkers({ default: { steps: 6, stepMs: 60 } });
-      await waitWorkersReady();
+      await startWorkers({ default: { steps: 6, stepMs: 60 } });
       const spec = sb.spec('two', baselineSpec('two', [0, 1, 2, 3, 4, 5], FAST));
       const r = await bull(spec);
       expect(r.error).toBeUndefined();
@@ -150,8 +164,7 @@ describe.skipIf(!hasRedis)(
         ],
         measured: { maxError: 0.12 },
       };
-      startWorkers({ default: { steps: 3, stepMs: 20, allocations: [allocation] } });
-      await waitWorkersReady();
+      await startWorkers({ default: { steps: 3, stepMs: 20, allocations: [allocation] } });
       const spec = sb.spec(
         'deps',
         `name: deps
@@ -193,18 +206,10 @@ ${FAST}`,
     });
 
     it('kill -9 of a worker mid-trial: the trial is retried on the other worker, finished, no duplicates', async () => {
-      startWorkers({ default: { steps: 40, stepMs: 50 } });
-      await waitWorkersReady();
+      await startWorkers({ default: { steps: 40, stepMs: 50 } });
       const spec = sb.spec('killw', baselineSpec('killw', [0, 1, 2], FAST));
-      const running = bull(spec);
-      // Wait until worker 0 (GPU 0) runs a trial, then kill that worker process hard.
-      const victim = await waitFor(
-        () => readFakeLog(sb.logFile).find((x) => x.kind === 'start' && x.cuda === '0'),
-        20_000,
-        'a trial on worker 0',
-      );
-      await new Promise((r) => setTimeout(r, 300));
-      workers[0]!.proc.kill('SIGKILL');
+      // Once worker 0 (GPU 0) runs a trial, kill that worker process hard.
+      const { running, victim } = await signalWorker0MidTrial(spec, 'SIGKILL');
       const r = await running;
       expect(r.error).toBeUndefined();
       const all = trials();
@@ -219,17 +224,12 @@ ${FAST}`,
 
     it('a killed worker is declared lost within 1.5 x heartbeatTimeout + 2 s by the coordinator', async () => {
       // BullMQ's stall check out of the way (10 min locks): the coordinator's heartbeat check alone.
-      startWorkers({ default: { steps: 150, stepMs: 50 } }, 2, 1, 600_000);
-      await waitWorkersReady();
+      await startWorkers({ default: { steps: 150, stepMs: 50 } }, 2, 1, 600_000);
       const spec = sb.spec('lossbound', baselineSpec('lossbound', [0, 1], FAST.replace('3s', '2s')));
-      const running = bull(spec);
-      const victim = await waitFor(
-        () => readFakeLog(sb.logFile).find((x) => x.kind === 'start' && x.cuda === '0'),
-        30_000,
-        'a trial on worker 0',
-      );
-      await new Promise((r) => setTimeout(r, 500));
-      workers[0]!.proc.kill('SIGKILL');
+      const { running, victim } = await signalWorker0MidTrial(spec, 'SIGKILL', {
+        timeoutMs: 30_000,
+        settleMs: 500,
+      });
       const killedAt = Date.now();
       await waitFor(
         () => (trials().find((t) => t.key === victim.key)?.attempts ?? 0) >= 2,
@@ -250,7 +250,7 @@ ${FAST}`,
     });
 
     it('crash, hang, diverge and failure on the workers: retried, killed, recorded', async () => {
-      startWorkers({
+      await startWorkers({
         default: { steps: 6, stepMs: 30 },
         bySeed: {
           '1': { steps: 6, stepMs: 30, action: 'crash', attempts: [1] },
@@ -259,7 +259,6 @@ ${FAST}`,
           '4': { steps: 6, stepMs: 30, action: 'fail' },
         },
       });
-      await waitWorkersReady();
       const spec = sb.spec('faults', baselineSpec('faults', [0, 1, 2, 3, 4], FAST.replace('3s', '2s')));
       const r = await bull(spec);
       expect((r.error as SchedulerError).code).toBe('TRIALS_FAILED');
@@ -284,17 +283,9 @@ ${FAST}`,
     });
 
     it('Ctrl-C of a worker mid-trial: its attempt is handed back and finished by the other worker', async () => {
-      startWorkers({ default: { steps: 30, stepMs: 50 } });
-      await waitWorkersReady();
+      await startWorkers({ default: { steps: 30, stepMs: 50 } });
       const spec = sb.spec('wint', baselineSpec('wint', [0, 1, 2], FAST));
-      const running = bull(spec);
-      const victim = await waitFor(
-        () => readFakeLog(sb.logFile).find((x) => x.kind === 'start' && x.cuda === '0'),
-        20_000,
-        'a trial on worker 0',
-      );
-      await new Promise((r) => setTimeout(r, 300));
-      workers[0]!.proc.kill('SIGINT');
+      const { running, victim } = await signalWorker0MidTrial(spec, 'SIGINT');
       expect(await workers[0]!.exited).toBe(0);
       const r = await running;
       expect(r.error).toBeUndefined();
@@ -309,20 +300,11 @@ ${FAST}`,
     });
 
     it('a Redis restart mid-sweep loses and duplicates no result', async () => {
-      startWorkers({ default: { steps: 20, stepMs: 50 } }, 2, 1);
-      await waitWorkersReady();
+      await startWorkers({ default: { steps: 20, stepMs: 50 } }, 2, 1);
       const spec = sb.spec('restart', baselineSpec('restart', [0, 1, 2, 3, 4, 5], FAST.replace('3s', '5s')));
       const running = bull(spec);
-      await waitFor(
-        () => readFakeLog(sb.logFile).filter((x) => x.kind === 'end').length >= 1,
-        30_000,
-        'a finished trial',
-      );
-      await waitFor(
-        () => readFakeLog(sb.logFile).filter((x) => x.kind === 'start').length >= 3,
-        30_000,
-        'trials running',
-      );
+      await sb.waitForLog((x) => x.kind === 'end', 'a finished trial', { timeoutMs: 30_000 });
+      await sb.waitForLog((x) => x.kind === 'start', 'trials running', { count: 3, timeoutMs: 30_000 });
       // Everything in Redis is gone: queued jobs, unread events, acks, locks.
       await redis.kill();
       await new Promise((r) => setTimeout(r, 800));
@@ -345,36 +327,18 @@ ${FAST}`,
     });
 
     it('the coordinator killed and restarted: only unfinished points run', async () => {
-      startWorkers({ default: { steps: 8, stepMs: 50 } });
-      await waitWorkersReady();
+      await startWorkers({ default: { steps: 8, stepMs: 50 } });
       const spec = sb.spec('coord', baselineSpec('coord', [0, 1, 2, 3, 4, 5, 6, 7], FAST));
-      const args = [
-        'run',
-        spec,
-        '--db',
-        sb.db,
-        '--executor',
-        'bullmq',
-        '--redis',
-        redis.url,
-        '--queue',
-        queue,
-        '--runs-dir',
-        sb.runsDir,
-      ];
-      const first = spawnCli(args, {}, sb.dir);
-      await waitFor(
-        () => readFakeLog(sb.logFile).filter((x) => x.kind === 'end').length >= 3,
-        30_000,
-        'three finished trials',
-      );
+      const args = runArgs(sb, spec, '--executor', 'bullmq', '--redis', redis.url, '--queue', queue);
+      const first = sb.spawn(args);
+      await sb.waitForLog((x) => x.kind === 'end', 'three finished trials', { count: 3, timeoutMs: 30_000 });
       first.proc.kill('SIGKILL');
       await first.exited;
       const store = ResultsStore.open(sb.db, { readonly: true });
       const doneBefore = store.listTrials({ status: 'succeeded' }).map((t) => t.key);
       store.close();
       expect(doneBefore.length).toBeGreaterThanOrEqual(1);
-      const second = spawnCli(args, {}, sb.dir);
+      const second = sb.spawn(args);
       const code = await Promise.race([
         second.exited,
         new Promise((r) => setTimeout(() => r('timeout'), 60_000)),
@@ -392,16 +356,11 @@ ${FAST}`,
     });
 
     it('Ctrl-C of the coordinator: queued jobs removed, running attempts cancelled on the workers, resumable', async () => {
-      startWorkers({ default: { steps: 60, stepMs: 50 } });
-      await waitWorkersReady();
+      await startWorkers({ default: { steps: 60, stepMs: 50 } });
       const spec = sb.spec('intr', baselineSpec('intr', [0, 1, 2, 3, 4], FAST));
       const ac = new AbortController();
       const running = bull(spec, { signal: ac.signal });
-      await waitFor(
-        () => readFakeLog(sb.logFile).filter((x) => x.kind === 'start').length >= 2,
-        30_000,
-        'two running trials',
-      );
+      await sb.waitForLog((x) => x.kind === 'start', 'two running trials', { count: 2, timeoutMs: 30_000 });
       ac.abort('SIGINT');
       const r = await running;
       expect((r.error as SchedulerError).code).toBe('INTERRUPTED');
@@ -428,16 +387,11 @@ ${FAST}`,
     });
 
     it('resume of a cancelled run after a spec edit: dropped pending points are never enqueued', async () => {
-      startWorkers({ default: { steps: 20, stepMs: 50 } });
-      await waitWorkersReady();
+      await startWorkers({ default: { steps: 20, stepMs: 50 } });
       const ac = new AbortController();
       const v1 = sb.spec('edit', baselineSpec('edit', [0, 1, 2, 3, 4, 5], FAST));
       const running = bull(v1, { signal: ac.signal });
-      await waitFor(
-        () => readFakeLog(sb.logFile).filter((x) => x.kind === 'start').length >= 2,
-        30_000,
-        'two running trials',
-      );
+      await sb.waitForLog((x) => x.kind === 'start', 'two running trials', { count: 2, timeoutMs: 30_000 });
       ac.abort('SIGINT');
       expect(((await running).error as SchedulerError).code).toBe('INTERRUPTED');
       const startsBefore = readFakeLog(sb.logFile).filter((x) => x.kind === 'start').length;
@@ -473,11 +427,15 @@ ${FAST}`,
         expect(r.error).toBeInstanceOf(SchedulerError);
         expect((r.error as SchedulerError).code).toBe('REDIS_EVICTION_POLICY');
         expect((r.error as Error).message).toMatch(/maxmemory-policy allkeys-lru; .* need noeviction/);
-        const w = spawnCli(
-          ['worker', '--redis', lru.url, '--gpus', 'none', '--child-entry', fakeTrainerPath],
-          {},
-          sb.dir,
-        );
+        const w = sb.spawn([
+          'worker',
+          '--redis',
+          lru.url,
+          '--gpus',
+          'none',
+          '--child-entry',
+          fakeTrainerPath,
+        ]);
         expect(await w.exited).toBe(8);
         expect(w.output()).toMatch(/CONFIG SET maxmemory-policy noeviction/);
       } finally {

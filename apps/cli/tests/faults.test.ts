@@ -1,7 +1,7 @@
 // Hostile input and faults through the real `flatrank` binary: each gets its documented exit code
 // and a message naming the file, never 70 ("internal error"). Processes of the built CLI where a
 // signal, another user or a full file system is involved; in-process otherwise.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import {
   chmodSync,
   chownSync,
@@ -26,20 +26,23 @@ import {
   fakeTrainerEnv,
   fakeTrainerPath,
   populateTempDb,
-  readFakeLog,
+  procGroup,
+  waitFor,
+  waitForFakeLog,
+  type Proc,
   type TempDb,
 } from '@flatrank/testing';
 import { runUserQuery } from '@flatrank/store';
 import { runCli } from './helpers.js';
+import { assertBuilt, CLI } from './processes.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const MAIN = join(ROOT, 'apps/cli/dist/main.js');
 const isRoot = process.getuid?.() === 0;
 
 let dir: string;
 let tmp: TempDb;
 beforeAll(() => {
-  if (!existsSync(MAIN)) throw new Error(`these tests run the built CLI (${MAIN}); build first: npx tsc -b`);
+  assertBuilt();
   dir = mkdtempSync(join(tmpdir(), 'flatrank-faults-'));
   chmodSync(dir, 0o755);
   tmp = createTempDb();
@@ -51,18 +54,10 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-interface Proc {
-  proc: ChildProcess;
-  output(): string;
-  exited: Promise<number | null>;
-}
-const procs: Proc[] = [];
-afterEach(async () => {
-  for (const p of procs) if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill('SIGKILL');
-  await Promise.all(procs.map((p) => p.exited));
-  procs.length = 0;
-});
+const procs = procGroup();
+afterEach(() => procs.stopAll());
 
+/** `flatrank <args>` (or `command` with them: npx), in the test directory unless `cwd` says otherwise. */
 function spawnCli(
   args: string[],
   opts: {
@@ -73,31 +68,8 @@ function spawnCli(
     cwd?: string;
   } = {},
 ): Proc {
-  const [cmd, ...pre] = opts.command ?? [process.execPath, MAIN];
-  const proc = spawn(cmd!, [...pre, ...args], {
-    cwd: opts.cwd ?? dir,
-    env: { ...process.env, FORCE_COLOR: '0', ...opts.env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.uid } : {}),
-    detached: opts.detached ?? false,
-  });
-  let out = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<number | null>((resolve) =>
-    proc.on('exit', (code, signal) => resolve(code ?? (signal ? -1 : null))),
-  );
-  const p = { proc, output: () => out, exited };
-  procs.push(p);
-  return p;
-}
-
-async function waitFor(fn: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const t0 = Date.now();
-  while (!fn()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  const { command = [process.execPath, CLI], cwd = dir, ...rest } = opts;
+  return procs.spawn([...command, ...args], { cwd, ...rest });
 }
 
 function spec(name: string, body: string): string {
@@ -350,11 +322,7 @@ describe('database faults exit 6 naming the file (never 70)', { timeout: 120_000
       const file = spec('full2', baseline('full2', 8));
       const env = fakeTrainerEnv({ logFile, default: { steps: 200, stepMs: 15 } });
       const p = spawnCli([...runArgs(file, db), '--workers', '2'], { env });
-      await waitFor(
-        () => readFakeLog(logFile).filter((x) => x.kind === 'end').length >= 1,
-        60_000,
-        'a trial to end',
-      );
+      await waitForFakeLog(logFile, (x) => x.kind === 'end', 'a trial to end', { timeoutMs: 60_000 });
       fill();
       try {
         expect(await p.exited, p.output()).toBe(6);

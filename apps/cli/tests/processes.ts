@@ -1,14 +1,14 @@
 // Shared by the CLI tests that run `flatrank` as processes of the built CLI (run, status, worker),
 // and by those that drive an in-process coordinator (runSpec) against such worker processes.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { runSpec, type RunSpecOptions } from '@flatrank/scheduler';
 import {
   fakeTrainerPath,
+  processSandbox,
   runWithFakeTrainer,
   type FakeTrainerSettings,
-  type Sandbox,
+  type ProcessSandbox,
 } from '@flatrank/testing';
 
 export const CLI = fileURLToPath(new URL('../dist/main.js', import.meta.url));
@@ -18,30 +18,23 @@ export function assertBuilt(): void {
     throw new Error(`these tests fork the built CLI (${CLI}) and the fake trainer; build first: npx tsc -b`);
 }
 
-export interface Proc {
-  proc: ChildProcess;
-  output(): string;
-  exited: Promise<number | null>;
+/** A sweep sandbox whose `spawn` runs `flatrank <args>` (the built CLI) in it. */
+export function cliSandbox(): ProcessSandbox {
+  return processSandbox(CLI);
 }
 
-export function spawnCli(args: string[], env: Record<string, string | undefined>, cwd: string): Proc {
-  const proc = spawn(process.execPath, [CLI, ...args], {
-    cwd,
-    env: { ...process.env, ...env, FORCE_COLOR: '0' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<number | null>((resolve) =>
-    proc.on('exit', (code, signal) => resolve(code ?? (signal ? -1 : null))),
-  );
-  return { proc, output: () => out, exited };
+/** `flatrank run <spec>` with the sandbox's database and runs directory, then `flags`. */
+export function runArgs(
+  sb: Pick<ProcessSandbox, 'db' | 'runsDir'>,
+  spec: string,
+  ...flags: string[]
+): string[] {
+  return ['run', spec, '--db', sb.db, '--runs-dir', sb.runsDir, ...flags];
 }
 
 /** A coordinator in this process (runSpec) with the fake trainer and fast heartbeats. */
 export function runCoordinator(
-  sb: Sandbox,
+  sb: ProcessSandbox,
   specFile: string,
   fake: FakeTrainerSettings,
   opts: Partial<RunSpecOptions> = {},

@@ -4,13 +4,13 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { baselineSpec, fakeTrainerPath, freePort, sandbox, type Sandbox } from '@flatrank/testing';
-import { assertBuilt, spawnCli } from './processes.js';
+import { baselineSpec, fakeTrainerPath, freePort, type ProcessSandbox } from '@flatrank/testing';
+import { assertBuilt, cliSandbox, runArgs } from './processes.js';
 
 beforeAll(() => assertBuilt());
-let sb: Sandbox;
+let sb: ProcessSandbox;
 beforeEach(() => {
-  sb = sandbox();
+  sb = cliSandbox();
 });
 afterEach(() => sb.cleanup());
 
@@ -23,21 +23,17 @@ function expectClearRefusal(output: string, url: string): void {
 describe('an unreachable Redis', { timeout: 60_000 }, () => {
   it('flatrank worker: exit 8, one clear line, no worker log written', async () => {
     const url = `redis://127.0.0.1:${await freePort()}`;
-    const p = spawnCli(
-      [
-        'worker',
-        '--redis',
-        url,
-        '--gpus',
-        'none',
-        '--runs-dir',
-        sb.runsDir,
-        '--child-entry',
-        fakeTrainerPath,
-      ],
-      {},
-      sb.dir,
-    );
+    const p = sb.spawn([
+      'worker',
+      '--redis',
+      url,
+      '--gpus',
+      'none',
+      '--runs-dir',
+      sb.runsDir,
+      '--child-entry',
+      fakeTrainerPath,
+    ]);
     expect(await p.exited).toBe(8);
     expectClearRefusal(p.output(), url);
     expect(existsSync(join(sb.runsDir, 'workers'))).toBe(false);
@@ -46,11 +42,7 @@ describe('an unreachable Redis', { timeout: 60_000 }, () => {
   it('flatrank run --executor bullmq: exit 8, one clear line', async () => {
     const url = `redis://127.0.0.1:${await freePort()}`;
     const spec = sb.spec('r', baselineSpec('r', [0]));
-    const p = spawnCli(
-      ['run', spec, '--db', sb.db, '--runs-dir', sb.runsDir, '--executor', 'bullmq', '--redis', url],
-      {},
-      sb.dir,
-    );
+    const p = sb.spawn(runArgs(sb, spec, '--executor', 'bullmq', '--redis', url));
     expect(await p.exited).toBe(8);
     expectClearRefusal(p.output(), url);
   });

@@ -5,38 +5,24 @@ import { ResultsStore } from '@flatrank/store';
 import {
   assertNoDuplicates,
   baselineSpec,
-  fakeTrainerEnv,
   fakeTrainerPath,
   installFakeNvidiaSmi,
   readFakeLog,
-  sandbox,
   waitFor,
-  type Sandbox,
+  type ProcessSandbox,
 } from '@flatrank/testing';
-import { assertBuilt, spawnCli, type Proc } from './processes.js';
+import { assertBuilt, cliSandbox, runArgs } from './processes.js';
 
-let sb: Sandbox;
-const procs: Proc[] = [];
+let sb: ProcessSandbox;
 beforeAll(() => assertBuilt());
 beforeEach(() => {
-  sb = sandbox();
+  sb = cliSandbox();
 });
-afterEach(async () => {
-  for (const p of procs) if (p.proc.exitCode === null) p.proc.kill('SIGKILL');
-  await Promise.all(procs.map((p) => p.exited));
-  procs.length = 0;
-  sb.cleanup();
-});
+afterEach(() => sb.cleanup());
 
-function cli(args: string[], fake: object, extraEnv: Record<string, string> = {}): Proc {
-  const p = spawnCli(
-    args,
-    { ...fakeTrainerEnv({ logFile: sb.logFile, pidDir: sb.pidDir, ...fake }), ...extraEnv },
-    sb.dir,
-  );
-  procs.push(p);
-  return p;
-}
+/** `flatrank run <spec>` on two CPU workers with the fake trainer. */
+const cpuRunArgs = (spec: string): string[] =>
+  runArgs(sb, spec, '--gpus', 'none', '--workers', '2', '--child-entry', fakeTrainerPath);
 
 function statuses(): Record<string, number> {
   const s = ResultsStore.open(sb.db, { readonly: true });
@@ -51,22 +37,8 @@ function statuses(): Record<string, number> {
 
 describe('flatrank run (CLI, local backend)', { timeout: 90_000 }, () => {
   it('coordinator killed (kill -9) and restarted: only the unfinished points run', async () => {
-    const spec = sb.spec('coord', baselineSpec('coord', [0, 1, 2, 3, 4, 5]));
-    const args = [
-      'run',
-      spec,
-      '--db',
-      sb.db,
-      '--runs-dir',
-      sb.runsDir,
-      '--gpus',
-      'none',
-      '--workers',
-      '2',
-      '--child-entry',
-      fakeTrainerPath,
-    ];
-    const first = cli(args, { default: { steps: 10, stepMs: 60 } });
+    const args = cpuRunArgs(sb.spec('coord', baselineSpec('coord', [0, 1, 2, 3, 4, 5])));
+    const first = sb.spawn(args, { fake: { default: { steps: 10, stepMs: 60 } } });
     // Two results in the database (the fake trainer's own 'end' record comes before the coordinator
     // has stored the result: killing on that record lost the race under load).
     const succeeded = () => {
@@ -100,7 +72,7 @@ describe('flatrank run (CLI, local backend)', { timeout: 90_000 }, () => {
       10_000,
       'orphaned children to exit',
     );
-    const second = cli(args, { default: { steps: 2, stepMs: 10 } });
+    const second = sb.spawn(args, { fake: { default: { steps: 2, stepMs: 10 } } });
     expect(await second.exited, second.output()).toBe(0);
     expect(statuses()).toEqual({ succeeded: 6 });
     const starts = readFakeLog(sb.logFile).filter((x) => x.kind === 'start');
@@ -114,29 +86,11 @@ describe('flatrank run (CLI, local backend)', { timeout: 90_000 }, () => {
   });
 
   it('SIGINT: cancels running trials, exits non-zero; the next run resumes; status shows the sweep', async () => {
-    const spec = sb.spec('int', baselineSpec('int', [0, 1, 2, 3]));
-    const args = [
-      'run',
-      spec,
-      '--db',
-      sb.db,
-      '--runs-dir',
-      sb.runsDir,
-      '--gpus',
-      'none',
-      '--workers',
-      '2',
-      '--child-entry',
-      fakeTrainerPath,
-    ];
+    const args = cpuRunArgs(sb.spec('int', baselineSpec('int', [0, 1, 2, 3])));
     // Trials that would run for minutes: the status below sees them running however slow the machine.
-    const first = cli(args, { default: { steps: 5000, stepMs: 40 } });
-    await waitFor(
-      () => readFakeLog(sb.logFile).filter((x) => x.kind === 'start').length >= 2,
-      40_000,
-      'two running trials',
-    );
-    const status = cli(['status', 'int', '--db', sb.db], {});
+    const first = sb.spawn(args, { fake: { default: { steps: 5000, stepMs: 40 } } });
+    await sb.waitForLog((x) => x.kind === 'start', 'two running trials', { count: 2, timeoutMs: 40_000 });
+    const status = sb.spawn(['status', 'int', '--db', sb.db], { fake: {} });
     expect(await status.exited).toBe(0);
     expect(status.output()).toMatch(/int: 0\/4 done, 2 running, 2 pending/);
     expect(status.output()).toMatch(/baseline seed=\d\s+cpu/);
@@ -147,10 +101,10 @@ describe('flatrank run (CLI, local backend)', { timeout: 90_000 }, () => {
     expect(readFakeLog(sb.logFile).filter((x) => x.kind === 'end' && x.outcome === 'CANCELLED')).toHaveLength(
       2,
     );
-    const second = cli(args, { default: { steps: 2, stepMs: 10 } });
+    const second = sb.spawn(args, { fake: { default: { steps: 2, stepMs: 10 } } });
     expect(await second.exited, second.output()).toBe(0);
     expect(statuses()).toEqual({ succeeded: 4 });
-    const all = cli(['status', '--db', sb.db], {});
+    const all = sb.spawn(['status', '--db', sb.db], { fake: {} });
     expect(await all.exited).toBe(0);
     expect(all.output()).toMatch(
       /int: 4\/4 done, 0 running, 0 pending, 0 failed, 0 diverged, ETA 0s \(finished\)/,
@@ -160,11 +114,10 @@ describe('flatrank run (CLI, local backend)', { timeout: 90_000 }, () => {
   it('--gpus auto uses nvidia-smi (a fake one on PATH): one slot per GPU, CUDA_VISIBLE_DEVICES per child', async () => {
     const path = installFakeNvidiaSmi(join(sb.dir, 'bin'), 2);
     const spec = sb.spec('smi', baselineSpec('smi', [0, 1, 2, 3]));
-    const p = cli(
-      ['run', spec, '--db', sb.db, '--runs-dir', sb.runsDir, '--child-entry', fakeTrainerPath],
-      { default: { steps: 5, stepMs: 40 } },
-      { PATH: path },
-    );
+    const p = sb.spawn(runArgs(sb, spec, '--child-entry', fakeTrainerPath), {
+      fake: { default: { steps: 5, stepMs: 40 } },
+      env: { PATH: path },
+    });
     expect(await p.exited, p.output()).toBe(0);
     expect(p.output()).toMatch(/nvidia-smi found 2 GPUs; 2 slots: gpu0, gpu1/);
     expect(new Set(readFakeLog(sb.logFile).map((x) => x.cuda))).toEqual(new Set(['0', '1']));
@@ -172,7 +125,7 @@ describe('flatrank run (CLI, local backend)', { timeout: 90_000 }, () => {
 
   it('a malformed spec exits 2 with the file, line and field', async () => {
     const spec = sb.spec('bad', baselineSpec('bad', [0]).replace('model: lenet5', 'model: alexnet'));
-    const p = cli(['run', spec, '--db', sb.db], {});
+    const p = sb.spawn(['run', spec, '--db', sb.db], { fake: {} });
     expect(await p.exited).toBe(2);
     expect(p.output()).toMatch(/bad\.yaml:2: model: unknown value "alexnet"; allowed: lenet5/);
   });

@@ -4,4 +4,5 @@ export * from './fakes.js';
 export * from './redis.js';
 export * from './dashboard-db.js';
 export * from './sandbox.js';
+export * from './processes.js';
 export * from './rank-db.js';

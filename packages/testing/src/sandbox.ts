@@ -2,7 +2,7 @@
  * A sweep sandbox for tests that run sweeps (the scheduler's, the CLI's): a temp directory with the
  * database, runs directory, fake-trainer log and pid paths, spec files written into it; a small
  * baseline spec; a coordinator run with the fake trainer; polling for a condition; and the
- * no-duplicate-rows check every run must pass.
+ * no-duplicate-rows check every run must pass. Processes of the built CLI in a sandbox: processes.ts.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,22 +18,27 @@ export interface Sandbox {
   logFile: string;
   pidDir: string;
   spec(name: string, yaml: string): string;
+  /** The environment telling the fake trainer `fake`, its log and pid files in the sandbox. */
+  fakeEnv(fake: FakeTrainerSettings): Record<string, string>;
   cleanup(): void;
 }
 
 export function sandbox(): Sandbox {
   const dir = mkdtempSync(join(tmpdir(), 'flatrank-sched-'));
+  const logFile = join(dir, 'fake.jsonl');
+  const pidDir = join(dir, 'pids');
   return {
     dir,
     db: join(dir, 'flatrank.sqlite'),
     runsDir: join(dir, 'runs'),
-    logFile: join(dir, 'fake.jsonl'),
-    pidDir: join(dir, 'pids'),
+    logFile,
+    pidDir,
     spec(name, yaml) {
       const f = join(dir, `${name}.yaml`);
       writeFileSync(f, yaml);
       return f;
     },
+    fakeEnv: (fake) => fakeTrainerEnv({ logFile, pidDir, ...fake }),
     cleanup: () => rmSync(dir, { recursive: true, force: true }),
   };
 }
@@ -115,7 +120,7 @@ export async function runWithFakeTrainer<O extends object, R>(
     db: sb.db,
     runsDir: sb.runsDir,
     childEntry: fakeTrainerPath,
-    childEnv: fakeTrainerEnv({ logFile: sb.logFile, pidDir: sb.pidDir, ...fake }),
+    childEnv: sb.fakeEnv(fake),
     discoverGpus: fakeGpuDiscovery(fakeGpus ?? 0),
     gpus: 'auto',
     stdout: out.stream,
