@@ -67,6 +67,7 @@ import {
   type TrainLoopResult,
 } from './training/index.js';
 import {
+  allocationRecord,
   applyReconstructions,
   buildExportModel,
   decomposeTargets,
@@ -83,6 +84,8 @@ import {
   trpAllocationRecord,
   NuclearPenalty,
   RankTrajectory,
+  resolveAllocation,
+  type AllocationEnv,
   type CompressionPlan,
   type LayerResult,
 } from './compression/index.js';
@@ -417,6 +420,16 @@ function emitLayers(
   for (const layer of layerRecords(results, firstDistortion)) ctx.emit({ type: 'layer', layer });
 }
 
+/** The ranks an allocate policy chose, with its budget and what it measured (other policies: none). */
+function emitAllocation(ctx: TrialContext, plan: CompressionPlan): void {
+  const allocation = allocationRecord(plan);
+  if (allocation) ctx.emit({ type: 'allocation', allocation });
+}
+
+function allocationEnv(ctx: TrialContext): AllocationEnv {
+  return { dataset: ctx.dataset, startCheckpoint: ctx.options.startCheckpoint, beat: () => ctx.beat() };
+}
+
 /** Max |a-b| / max |a| over the outputs of the first test images (the export check). */
 async function exportDeviation(ctx: TrialContext, a: tfl.LayersModel, b: tfl.LayersModel): Promise<number> {
   const n = Math.min(32, ctx.dataset.test.count);
@@ -502,6 +515,8 @@ async function runDistort(
         .map((w) => tf.clone(w)),
     );
     await readBackTargets(model, plan);
+    // An allocation is chosen on the start model (the data-free ones from scratch: at the first distortion).
+    await resolveAllocation(model, plan, allocationEnv(ctx));
     distort();
     afterDecomposition = (await ctx.evaluate(model)).accuracy;
     ctx.metric('after-decomposition', 'accuracy', afterDecomposition);
@@ -569,6 +584,7 @@ async function runDistort(
   ctx.metric('final', 'accuracy', final.accuracy);
   // Without a distortion during training the final one is also the first.
   emitLayers(ctx, results, first ?? results);
+  emitAllocation(ctx, plan);
   const counts = modelCounts(model, plan, results);
   if (trajectory)
     ctx.emit({
@@ -641,8 +657,10 @@ async function runDecompose(
   const original = started || ctx.steps > 0 ? (await ctx.evaluate(model)).accuracy : null;
   if (original !== null) ctx.metric('eval', 'accuracy_original', original);
   await readBackTargets(model, plan);
+  await resolveAllocation(model, plan, allocationEnv(ctx));
   const results = decomposeTargets(model, plan, () => ctx.beat());
   emitLayers(ctx, results);
+  emitAllocation(ctx, plan);
   const counts = modelCounts(model, plan, results);
   const latencyBefore = await ctx.latency(model);
   let compressed: tfl.LayersModel;

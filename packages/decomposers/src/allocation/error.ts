@@ -4,7 +4,7 @@
  * then the rest of the budget spent greedily on the best error reduction per unit of budget.
  */
 import type { AllocationTarget } from '@flatrank/protocol';
-import { svd } from '@flatrank/core';
+import { singularValues } from '@flatrank/core';
 import { spectralMatrices } from '../plan.js';
 import {
   allocationResult,
@@ -69,7 +69,7 @@ function smallestWithin(tail: (r: number) => number, full: number, thr: number):
 
 export function errorModel(space: LayerSpace): ErrorModel {
   const groups = spectralMatrices(kernelOf(space, 'error'), space.dims, space.shape).map((ms) =>
-    tails(ms.map((m) => svd(m).S)),
+    tails(ms.map((m) => singularValues(m))),
   );
   const total = groups[0]![0]!;
   const rel = (energy: number): number => (total === 0 ? 0 : Math.min(1, Math.sqrt(energy / total)));

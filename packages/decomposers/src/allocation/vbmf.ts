@@ -32,17 +32,17 @@ export function allocateByVbmf(
   const { basis } = budget;
   const resolved = spaces.map((s) => resolveRanks(kernelOf(s, 'vbmf'), s.dims, s.shape, { kind: 'vbmf' }));
   // The free raw ranks (cp: the larger of its two unfolding estimates, as the vbmf policy uses).
+  // EVBMF may find no signal at all (rank 0, e.g. in untrained kernels): scaled as rank 1, so that
+  // such layers still take part in meeting the budget.
   const raw = spaces.map((s, i) => {
     const r = resolved[i]!.rawRanks!;
-    return s.shape.method === 'cp' ? [Math.max(...r)] : freeRanks(s.shape, r);
+    return (s.shape.method === 'cp' ? [Math.max(...r)] : freeRanks(s.shape, r)).map((x) => Math.max(1, x));
   });
   const at = (c: number): number[][] =>
     raw.map((v, i) => v.map((x, k) => clamp(Math.round(c * x), 1, spaces[i]!.full[k]!)));
   const cost = (frees: number[][]): number => spaces.reduce((n, s, i) => n + s.cost(frees[i]!)[basis], 0);
   const limit = budget.limit * (1 + 1e-12);
-  const positive = raw.flat().filter((x) => x > 0);
-  const maxScale =
-    positive.length === 0 ? 1 : Math.max(...spaces.flatMap((s) => s.full)) / Math.min(...positive) + 1;
+  const maxScale = Math.max(...spaces.flatMap((s) => s.full)) / Math.min(...raw.flat()) + 1;
   let scale: number;
   if (cost(at(maxScale)) <= limit) scale = maxScale;
   else {
@@ -71,7 +71,7 @@ export function allocateByVbmf(
   );
 
   function refine(frees: number[][]): number {
-    const items = raw.flatMap((v, i) => v.map((x, k) => ({ i, k, x }))).filter((it) => it.x > 0);
+    const items = raw.flatMap((v, i) => v.map((x, k) => ({ i, k, x })));
     const blocked = new Set<(typeof items)[number]>();
     let used = cost(frees);
     let steps = 0;

@@ -8,6 +8,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { Tensor } from '@flatrank/core';
 import {
+  allocateDataFree,
+  checkAllocationTarget,
   decompose,
   factoredLayer,
   layerCosts,
@@ -15,9 +17,12 @@ import {
   modelRatioFraction,
   planDecomposition,
   reconstruct,
+  type AllocatePolicy,
+  type AllocationLayer,
   type DecomposeOptions,
   type KernelDecomposition,
   type LayerGeometry,
+  type RankAllocation,
 } from '@flatrank/decomposers';
 import {
   ValidationError,
@@ -48,6 +53,15 @@ export interface CompressionPlan {
   modelRatioFraction: number | null;
   /** All conv / dense layers of the model (targeted or not), for model-level counts. */
   layers: ConvLayerInfo[];
+  /**
+   * The allocate rank policy, whose ranks are chosen together over the targets (allocation.ts:
+   * resolveAllocation, or fixRanks for the data-free criteria); null for other policies.
+   */
+  allocate: AllocatePolicy | null;
+  /** The allocation once resolved (the targets' options then hold its fixed ranks). */
+  allocation: RankAllocation | null;
+  /** What the whole-model counts hold besides the target kernels: the allocation budget's basis. */
+  untargeted: { params: number; macs: number };
 }
 
 export interface LayerResult {
@@ -108,17 +122,20 @@ export function planCompression(model: tfl.LayersModel, c: CompressionConfig, se
     );
   let ranks: RankPolicy[] = chosen.map(() => c.rank);
   let fraction: number | null = null;
+  // The basis of the reported whole-model ratio (modelCounts): every trainable weight, i.e. the
+  // kernels plus biases and batch-norm scales / offsets; all but the targeted kernels count on
+  // both sides. Multiply-adds: every conv / dense layer.
+  const targetedKernels = chosen.reduce((s, l) => s + l.kernelShape.reduce((a, b) => a * b, 1), 0);
+  const untargeted = {
+    params: trainableParams(model) - targetedKernels,
+    macs: layers.filter((l) => !chosen.includes(l)).reduce((s, l) => s + l.macs, 0),
+  };
   if (c.rank.kind === 'model-ratio') {
-    // The basis of the reported whole-model ratio (modelCounts): every trainable weight, i.e. the
-    // kernels plus biases and batch-norm scales / offsets; all but the targeted kernels count on
-    // both sides.
-    const targetedKernels = chosen.reduce((s, l) => s + l.kernelShape.reduce((a, b) => a * b, 1), 0);
-    const untargetedParams = trainableParams(model) - targetedKernels;
     const specs = chosen.map((l) => {
       const { rank: _r, ...options } = layerOptions(c, l, { kind: 'fraction', fraction: 1 }, seed);
       return { name: l.name, kernelShape: kernelShapeOf(l), options };
     });
-    const res = modelRatioFraction(specs, c.rank.ratio, { untargetedParams });
+    const res = modelRatioFraction(specs, c.rank.ratio, { untargetedParams: untargeted.params });
     fraction = res.fraction;
     ranks = res.policies;
   }
@@ -134,14 +151,27 @@ export function planCompression(model: tfl.LayersModel, c: CompressionConfig, se
     return { layer: l, kernelShape: kernelShapeOf(l), options, geometry };
   });
   // Fail early (before any training) on impossible ranks / tiles: planning needs no kernel values
-  // except for the energy / vbmf policies, which are resolved at decomposition time.
+  // except for the energy / vbmf policies, which are resolved at decomposition time, and
+  // allocate, whose budget is checked here and whose ranks are chosen from the kernels later.
+  const allocate = c.rank.kind === 'allocate' ? c.rank : null;
   if (c.rank.kind !== 'energy' && c.rank.kind !== 'vbmf')
     for (const t of targets)
       planDecomposition(
         new Tensor(new Float32Array(t.kernelShape.reduce((a, b) => a * b, 1)), t.kernelShape),
-        t.options,
+        allocate ? { ...t.options, rank: 1 } : t.options,
       );
-  return { targets, modelRatioFraction: fraction, layers };
+  if (allocate)
+    checkAllocationTarget(
+      targets.map((t) => ({
+        name: t.layer.name,
+        kernelShape: t.kernelShape,
+        options: t.options,
+        geometry: t.geometry,
+      })),
+      allocate,
+      { untargetedParams: untargeted.params, untargetedMacs: untargeted.macs },
+    );
+  return { targets, modelRatioFraction: fraction, layers, allocate, allocation: null, untargeted };
 }
 
 /** The kernel weight of a conv / dense layer (ValidationError when it has none). */
@@ -165,6 +195,12 @@ function biasOf(model: tfl.LayersModel, name: string): Tensor | null {
  * model) instead of being re-estimated, and the model's size changing, at every distortion.
  */
 export function fixRanks(model: tfl.LayersModel, plan: CompressionPlan): void {
+  if (plan.allocate && !plan.allocation) {
+    // The data-free allocations read the kernels as they are now; sensitivity was resolved before.
+    const budget = { untargetedParams: plan.untargeted.params, untargetedMacs: plan.untargeted.macs };
+    applyAllocation(plan, allocateDataFree(allocationLayers(model, plan), plan.allocate, budget));
+    return;
+  }
   for (const t of plan.targets) {
     const kind = typeof t.options.rank === 'object' && 'kind' in t.options.rank ? t.options.rank.kind : null;
     if (kind !== 'vbmf' && kind !== 'energy') continue;
@@ -180,6 +216,24 @@ export function fixRanks(model: tfl.LayersModel, plan: CompressionPlan): void {
           : { kind: 'rank', rank: p.ranks[0]! },
     };
   }
+}
+
+/** The targets with their current kernel values, as the allocators take them. */
+export function allocationLayers(model: tfl.LayersModel, plan: CompressionPlan): AllocationLayer[] {
+  return plan.targets.map((t) => {
+    const { rank: _rank, ...options } = t.options;
+    const v = kernelVariable(model, t.layer.name);
+    const kernel = new Tensor(Float32Array.from(v.read().dataSync() as Float32Array), t.kernelShape);
+    return { name: t.layer.name, kernelShape: t.kernelShape, options, geometry: t.geometry, kernel };
+  });
+}
+
+/** Fixes every target's ranks to the allocation's (later decompositions all use them). */
+export function applyAllocation(plan: CompressionPlan, allocation: RankAllocation): void {
+  plan.targets.forEach((t, i) => {
+    t.options = { ...t.options, rank: allocation.layers[i]!.policy };
+  });
+  plan.allocation = allocation;
 }
 
 /** Decomposes the current kernel of every target (no change to the model). */

@@ -11,6 +11,8 @@ export {
 } from './trp.js';
 export {
   planCompression,
+  allocationLayers,
+  applyAllocation,
   decomposeTargets,
   applyReconstructions,
   distortModel,
@@ -25,3 +27,12 @@ export {
   type LayerResult,
   type ModelCounts,
 } from './engine.js';
+export { resolveAllocation, allocationRecord, curveCacheDir, type AllocationEnv } from './allocation.js';
+export {
+  measureSensitivity,
+  modelWeightsHash,
+  validationSplit,
+  CURVES_FORMAT,
+  type SensitivityEnv,
+  type ValidationSplit,
+} from './sensitivity.js';
