@@ -56,6 +56,44 @@ describe('experiments/', () => {
       expect(p.config).not.toHaveProperty('trp');
   });
 
+  it('fashion-mnist-ranks: 4 rank choices x distort / finetune + TRP, 3 seeds; baselines and uniform rows are the Fig. 3 trials', () => {
+    const { points } = expand('fashion-mnist-ranks.yaml');
+    expect(points).toHaveLength(3 + 12 + 12 + 6);
+    const policies = new Set(
+      points
+        .filter((p) => p.config.method === 'finetune')
+        .map((p) => JSON.stringify(p.config.compression!.rank)),
+    );
+    expect(policies).toEqual(
+      new Set([
+        JSON.stringify({ kind: 'model-ratio', ratio: 4.28 }),
+        JSON.stringify({ kind: 'allocate', by: 'error', target: { params: 4.28 } }),
+        JSON.stringify({ kind: 'allocate', by: 'vbmf', target: { params: 4.28 } }),
+        JSON.stringify({
+          kind: 'allocate',
+          by: 'sensitivity',
+          target: { params: 4.28 },
+          sensitivity: {
+            candidates: [0.0625, 0.125, 0.25, 0.375, 0.5, 0.75],
+            validationSize: 1000,
+            validationSeed: 0,
+          },
+        }),
+      ]),
+    );
+    // Run into the Fig. 3 database, the baselines and the uniform 4.28x rows are trained once.
+    const fig3 = new Set(expand('fashion-mnist-fig3.yaml').points.map((p) => p.key));
+    const shared = points.filter((p) => fig3.has(p.key));
+    expect(shared.map((p) => `${p.config.method}:${p.config.seed}`).sort()).toEqual(
+      ['baseline', 'distort', 'finetune'].flatMap((m) => [0, 1, 2].map((s) => `${m}:${s}`)),
+    );
+    expect(
+      shared.every(
+        (p) => p.config.method === 'baseline' || p.config.compression!.rank.kind === 'model-ratio',
+      ),
+    ).toBe(true);
+  });
+
   it('fashion-mnist-study: ResNet-8, 3 seeds, 2x/4x/8x, S_D 50/200/1000, all methods', () => {
     const { points } = expand('fashion-mnist-study.yaml');
     expect(points).toHaveLength(57);
