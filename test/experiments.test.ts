@@ -38,6 +38,30 @@ describe('experiments/', () => {
     for (const p of points) if (p !== base) expect(p.dependsOn).toEqual([base.key]);
   });
 
+  it('example-allocate: LeNet-5, uniform vs allocated ranks at 4x params, fine-tuned and distortion-trained, 2 seeds', () => {
+    const { points } = expand('example-allocate.yaml');
+    expect(points).toHaveLength(2 + 8 + 6);
+    const policies = new Set(
+      points.filter((p) => p.config.compression).map((p) => `${p.config.method} ${p.label.split(' ')[2]}`),
+    );
+    expect(policies).toEqual(
+      new Set([
+        'finetune model-ratio=4',
+        'finetune alloc-error:params=4',
+        'finetune alloc-vbmf:params=4',
+        'finetune alloc-sensitivity:params=4',
+        'distort model-ratio=4',
+        'distort alloc-error:params=4',
+        'distort alloc-sensitivity:params=4',
+      ]),
+    );
+    // by sensitivity starts from the baseline (the schema refuses it from scratch), with its defaults filled
+    for (const p of points.filter((x) => x.config.compression?.rank.kind === 'allocate'))
+      expect(p.dependsOn).toHaveLength(1);
+    const s = points.find((p) => p.label.includes('alloc-sensitivity'))!.config.compression!.rank;
+    expect(s).toMatchObject({ sensitivity: { validationSize: 500, validationSeed: 0 } });
+  });
+
   it('example-trp: LeNet-5, TRP channel-wise and spatial-wise at two energies beside distortion training, 2 seeds', () => {
     const { points } = expand('example-trp.yaml');
     expect(points).toHaveLength(2 + 8 + 4);

@@ -217,6 +217,57 @@ describe('flatrank decompose', () => {
     expect(txt.out).toMatch(/compressionRatio\s+2\.\d+/);
   });
 
+  it('--rank-select alloc-error / alloc-vbmf allocate the ranks of the layer to a ratio', async () => {
+    // Tucker-2 by error: the cheapest (R_S, R_T) pair within the budget, not the proportional one.
+    const e = json(
+      (
+        await cli([
+          kernelFile,
+          '--method',
+          'tucker2',
+          '--hosvd',
+          '--rank-select',
+          'alloc-error:params=2',
+          '--json',
+        ])
+      ).out,
+    );
+    expect(e.compressionRatio as number).toBeGreaterThanOrEqual(2);
+    expect(e.allocation).toMatchObject({
+      policy: 'alloc-error:params=2',
+      measured: { estimate: 'tucker2-hosvd-bound' },
+    });
+    expect((e.allocation as { achieved: { params: number } }).achieved.params).toBeCloseTo(
+      e.compressionRatio as number,
+      10,
+    );
+    // HOSVD's error is within the bound the allocation predicted.
+    expect(e.relativeError as number).toBeLessThanOrEqual(
+      (e.allocation as { predictedError: number }).predictedError + 1e-9,
+    );
+    const v = json(
+      (
+        await cli([
+          kernelFile,
+          '--method',
+          'svd',
+          '--rank-select',
+          'alloc-vbmf:macs=3',
+          '--input-size',
+          '8x8',
+          '--json',
+        ])
+      ).out,
+    );
+    expect((v.macsBefore as number) / (v.macsAfter as number)).toBeGreaterThanOrEqual(3);
+    expect(v.allocation).toMatchObject({
+      measured: { scale: expect.any(Number), rawRanks: expect.any(Array) },
+    });
+    const txt = await cli([kernelFile, '--method', 'svd', '--rank-select', 'alloc-error:params=2']);
+    expect(txt.code).toBe(0);
+    expect(txt.out).toMatch(/allocation\s+\{"policy":"alloc-error:params=2"/);
+  });
+
   it('bad inputs: typed errors on stderr, non-zero exit, nothing written', async () => {
     const out = join(dir, 'never');
     const cases: Array<[string[], number, RegExp]> = [
@@ -238,6 +289,19 @@ describe('flatrank decompose', () => {
       [[kernelFile, '--method', 'svd', '--rank', '2', '--layout', 'nchw'], 2, /allowed: hwio, oihw/],
       [[kernelFile, '--method', 'svd', '--rank-select', 'magic'], 2, /allowed: vbmf/],
       [[kernelFile, '--rank', '2'], 2, /--method is required/],
+      [[kernelFile, '--method', 'svd', '--rank-select', 'alloc-error:params=1'], 2, /ratio > 1/],
+      [[kernelFile, '--method', 'svd', '--rank-select', 'alloc-error:params=500'], 2, /out of reach/],
+      [
+        [kernelFile, '--method', 'svd', '--rank-select', 'alloc-sensitivity:params=2'],
+        2,
+        /needs accuracy curves/,
+      ],
+      [[kernelFile, '--method', 'svd', '--rank-select', 'alloc-vbmf:macs=2'], 2, /--input-size/],
+      [
+        [kernelFile, '--method', 'svd', '--rank-select', 'alloc-size:params=2'],
+        2,
+        /allowed: alloc-error, alloc-vbmf/,
+      ],
     ];
     for (const [args, code, msg] of cases) {
       const r = await cli([...args, '--out', out, '--json']);

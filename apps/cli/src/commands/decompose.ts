@@ -24,6 +24,7 @@ import {
   SVD_SCHEMES,
   UnknownNameError,
   ValidationError,
+  rankPolicyLabel,
   type Decomposition,
   type LoweringOrder,
   type RankPolicy,
@@ -32,6 +33,7 @@ import {
 import { readNpy, writeNpy, type Tensor } from '@flatrank/core';
 import {
   KERNEL_LAYOUTS,
+  allocateDataFree,
   decompose,
   factorTensors,
   factoredLayer,
@@ -40,6 +42,7 @@ import {
   type DecomposeOptions,
   type KernelLayout,
   type Padding,
+  type RankAllocation,
   type RankSpec,
 } from '@flatrank/decomposers';
 
@@ -128,11 +131,40 @@ function rankSpecFrom(flags: DecomposeFlags): RankSpec {
   }
   const fr = /^fraction:(.*)$/.exec(sel);
   if (fr) return { kind: 'fraction', fraction: positiveNumber(fr[1]!, '--rank-select') };
+  const al = /^alloc-([a-z]+):([a-z]+)=(.*)$/.exec(sel);
+  if (al) return allocationFlag(al[1]!, al[2]!, al[3]!);
   throw new UnknownNameError('--rank-select', sel, [
     'vbmf',
     'energy:T (0 < T <= 1)',
     'fraction:F (0 < F <= 1)',
+    'alloc-error:params=X | alloc-error:macs=X | alloc-vbmf:params=X | alloc-vbmf:macs=X (X > 1)',
   ]);
+}
+
+/**
+ * `alloc-<by>:<basis>=<X>` (the rank policy's label): the data-free allocations over this one
+ * kernel, X its layer's compression ratio. by: sensitivity needs data, so only a trial runs it.
+ */
+function allocationFlag(by: string, basis: string, value: string): RankPolicy {
+  if (by === 'sensitivity')
+    throw new ValidationError(
+      '--rank-select',
+      '--rank-select alloc-sensitivity needs accuracy curves measured on data: use it in a trial config; flatrank decompose takes the data-free alloc-error and alloc-vbmf',
+    );
+  if (by !== 'error' && by !== 'vbmf')
+    throw new UnknownNameError('--rank-select', `alloc-${by}`, ['alloc-error', 'alloc-vbmf']);
+  if (basis !== 'params' && basis !== 'macs')
+    throw new UnknownNameError('--rank-select', `alloc-${by}:${basis}`, [
+      `alloc-${by}:params=X`,
+      `alloc-${by}:macs=X`,
+    ]);
+  const ratio = Number(value);
+  if (value.trim() === '' || !Number.isFinite(ratio) || ratio <= 1)
+    throw new ValidationError(
+      '--rank-select',
+      `--rank-select alloc-${by}:${basis}=X: X must be a compression ratio > 1, got ${JSON.stringify(value)}`,
+    );
+  return { kind: 'allocate', by, target: { [basis]: ratio } };
 }
 
 /** Ranks may be 0 on the command line so that the decomposer reports the allowed range (RankError). */
@@ -257,7 +289,10 @@ export function registerDecompose(program: Command): void {
     .option('--rank <R>', 'rank (tucker2: both ranks; tiled-svd: per tile)')
     .option('--ranks <RS,RT>', 'tucker2 ranks R_S,R_T')
     .option('--ratio <X>', 'largest ranks whose layer compression ratio (params) reaches X')
-    .option('--rank-select <policy>', 'vbmf | energy:T (smallest rank keeping T of the energy) | fraction:F')
+    .option(
+      '--rank-select <policy>',
+      'vbmf | energy:T (smallest rank keeping T of the energy) | fraction:F | alloc-error:params=X | alloc-vbmf:macs=X (ranks allocated to a layer ratio X)',
+    )
     .option(
       '--tile <AxB>',
       'tiled-svd tile of the lowered T x (kh*kw*S) matrix: A rows x B columns (A alone: square)',
@@ -287,8 +322,33 @@ export function registerDecompose(program: Command): void {
         padding: flags.padding as Padding,
         ...(flags.inputSize !== undefined ? { inputSize: pairFlag(flags.inputSize, '--input-size') } : {}),
       };
+      const policy = options.rank;
+      const allocate =
+        typeof policy === 'object' && 'kind' in policy && policy.kind === 'allocate' ? policy : null;
+      if (allocate?.target.macs !== undefined && geometry.inputSize === undefined)
+        throw new ValidationError(
+          '--input-size',
+          "a macs budget counts the layer's multiply-adds: give its --input-size HxW",
+        );
       const { raw, kernel } = readKernel(file, flags.layout as KernelLayout);
       const t0 = performance.now();
+      let allocation: RankAllocation | null = null;
+      if (allocate) {
+        const { rank: _rank, ...layerOptions } = options;
+        allocation = allocateDataFree(
+          [
+            {
+              name: basename(file),
+              kernelShape: [...kernel.shape],
+              options: layerOptions,
+              geometry: geometry.inputSize ? geometry : { ...geometry, inputSize: [1, 1] },
+              kernel,
+            },
+          ],
+          allocate,
+        );
+        options.rank = allocation.layers[0]!.policy;
+      }
       const d = decompose(kernel, options);
       const seconds = (performance.now() - t0) / 1000;
       const costs = layerCosts(d, geometry.inputSize ? geometry : { ...geometry, inputSize: [1, 1] });
@@ -316,6 +376,16 @@ export function registerDecompose(program: Command): void {
         seconds,
         ...(d.method === 'cp' ? { init: d.init, seed: d.seed } : {}),
         ...('algorithm' in d ? { algorithm: d.algorithm } : {}),
+        ...(allocation
+          ? {
+              allocation: {
+                policy: rankPolicyLabel(allocate!),
+                achieved: allocation.achieved,
+                predictedError: allocation.layers[0]!.error,
+                measured: { ...allocation.measured, ...allocation.layers[0]!.measured },
+              },
+            }
+          : {}),
       };
       if (flags.out !== undefined) {
         const files: Record<string, Uint8Array | string> = {};
@@ -346,7 +416,9 @@ export function registerDecompose(program: Command): void {
             ? v.join(' x ')
             : typeof v === 'number' && !Number.isInteger(v)
               ? v.toPrecision(6)
-              : String(v);
+              : typeof v === 'object'
+                ? JSON.stringify(v)
+                : String(v);
       const lines = Object.entries(summary)
         .filter(([k]) => k !== 'files')
         .map(
