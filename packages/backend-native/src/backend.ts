@@ -205,7 +205,8 @@ export async function loadNativeBackend(): Promise<LoadedBackend> {
     });
   const info = loadNativeAddon().addon!.info();
   return {
-    version: `flatrank-native (oneDNN ${info.onednn})`,
+    // The thread count is part of what ran: two trials on two cores run best with one thread each.
+    version: `flatrank-native (oneDNN ${info.onednn}, ${info.threads} thread${info.threads === 1 ? '' : 's'})`,
     threads: info.threads,
     customKernels: nativeKernelNames(),
     heapLimitBytes: null,

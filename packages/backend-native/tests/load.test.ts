@@ -35,6 +35,8 @@ test.skipIf(!nativeExpected)('the built addon loads and becomes the active backe
   expect(tf.getBackend()).toBe('native');
   expect(loaded.version).toMatch(/^flatrank-native \(oneDNN \d+\.\d+/);
   expect(loaded.threads).toBeGreaterThanOrEqual(1);
+  // The recorded version says how many threads ran (two trials on two cores run one each).
+  expect(loaded.version).toContain(`, ${loaded.threads} thread${loaded.threads === 1 ? '' : 's'})`);
   expect(loaded.heapLimitBytes).toBeNull();
   expect(loaded.customKernels).toEqual(expect.arrayContaining(['Conv2D', 'Conv2DBackpropFilter']));
   // Loading again (selection switching back) is harmless.
