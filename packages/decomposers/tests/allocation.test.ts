@@ -53,13 +53,23 @@ const allocate = (by: 'error' | 'vbmf', target: AllocatePolicy['target']): Alloc
   target,
 });
 
-/** ResNet-20 (CIFAR-10 shapes) with every conv but the first targeted and synthetic kernels. */
-function resnetLayers(comp: Record<string, unknown>): {
+/**
+ * ResNet-20 (CIFAR-10 shapes; or another model) with every conv but the first targeted (and the fc
+ * layer with includeFc) and synthetic kernels: each layer its own decay unless `spectrum` says.
+ */
+function resnetLayers(
+  comp: Record<string, unknown>,
+  model: { name: 'resnet20' | 'lenet5'; input: [number, number, number] } = {
+    name: 'resnet20',
+    input: [32, 32, 3],
+  },
+  spectrum?: (name: string, full: number) => number[] | null,
+): {
   layers: AllocationLayer[];
   untargetedParams: number;
   untargetedMacs: number;
 } {
-  const all = modelLayersFor('resnet20', [32, 32, 3], 10);
+  const all = modelLayersFor(model.name, model.input, 10);
   const c: CompressionConfig = compressionSchema.parse({ rank: { kind: 'rank', rank: 1 }, ...comp });
   const chosen = selectTargets(all, c.layers);
   const macs = (l: (typeof all)[number]): number =>
@@ -75,9 +85,11 @@ function resnetLayers(comp: Record<string, unknown>): {
     ).macsBefore;
   const layers = chosen.map((l, i) => {
     const { rank: _r, ...options } = layerDecomposeOptions(c, l);
-    const full = Math.min(l.kernelShape[3], 9 * l.kernelShape[2]);
+    const [kh, kw, s, t] = l.kernelShape;
+    const full = Math.min(t, kh * kw * s);
     // Each layer its own decay, so that the best ranks differ between layers.
-    const kernel = kernelWithSpectrum([...l.kernelShape], decaying(full, 2 + ((i * 7) % 11)), 100 + i);
+    const sigmas = spectrum?.(l.name, full) ?? decaying(full, 2 + ((i * 7) % 11));
+    const kernel = kernelWithSpectrum([...l.kernelShape], sigmas, 100 + i);
     return { name: l.name, kernelShape: [...l.kernelShape], options, geometry: geometryOf(l), kernel };
   });
   const targeted = new Set(chosen.map((l) => l.name));
@@ -311,6 +323,126 @@ describe('allocate by sensitivity', () => {
     const fit = nonIncreasing([0.5, 0.3, 0.35, 0.1, 0, 0.02]);
     [0.5, 0.325, 0.325, 0.1, 0.01, 0.01].forEach((v, i) => expect(fit[i]).toBeCloseTo(v, 12));
   });
+});
+
+/** Decompose's own counts of a layer at a rank policy. */
+function costsAt(layer: AllocationLayer, rank: RankPolicy): ReturnType<typeof layerCosts> {
+  const plan = planDecomposition(layer.kernel!, { ...layer.options, rank });
+  return layerCosts({ ...plan, kernelShape: [...layer.kernelShape] }, layer.geometry);
+}
+
+/**
+ * Whether a chosen layer sits at its cap: some free rank is still below full, and raising any of
+ * them by one would cost more than the dense layer (in params, or in the macs of a macs budget).
+ */
+function atCap(layer: AllocationLayer, policy: RankPolicy, basis: 'params' | 'macs'): boolean {
+  const ups: RankPolicy[] =
+    policy.kind === 'ranks'
+      ? [
+          { kind: 'ranks', ranks: [policy.ranks[0] + 1, policy.ranks[1]] },
+          { kind: 'ranks', ranks: [policy.ranks[0], policy.ranks[1] + 1] },
+        ]
+      : policy.kind === 'rank'
+        ? [{ kind: 'rank', rank: policy.rank + 1 }]
+        : [];
+  const costs = ups.flatMap((p) => {
+    try {
+      return [costsAt(layer, p)];
+    } catch (e) {
+      if (e instanceof RankError) return []; // above full
+      throw e;
+    }
+  });
+  return (
+    costs.length > 0 &&
+    costs.every((c) => c.paramsAfter > c.paramsBefore || (basis === 'macs' && c.macsAfter > c.macsBefore))
+  );
+}
+
+/** Accuracy falls linearly as a layer's last rank falls below its T output channels; `weights` by layer name. */
+function linearMeasure(layers: readonly AllocationLayer[], weights: Record<string, number>) {
+  return async (req: SensitivityRequest) => ({
+    baseline: 0.9,
+    accuracies: req.layers.map((l) => {
+      const layer = layers[l.index]!;
+      const t = layer.kernelShape[layer.kernelShape.length - 1]!;
+      const w = weights[layer.name] ?? 0.02;
+      return l.candidates.map((c) => 0.9 - w * (1 - c.ranks[c.ranks.length - 1]! / t));
+    }),
+  });
+}
+
+const policyOf = (by: 'error' | 'vbmf' | 'sensitivity', target: AllocatePolicy['target']): AllocatePolicy =>
+  by === 'sensitivity'
+    ? {
+        kind: 'allocate',
+        by,
+        target,
+        sensitivity: { candidates: [1 / 8, 1 / 4, 1 / 2, 3 / 4], validationSize: 100, validationSeed: 0 },
+      }
+    : allocate(by, target);
+
+describe('no layer costs more than its dense layer', () => {
+  const criteria = ['error', 'vbmf', 'sensitivity'] as const;
+  // A flat spectrum in the fc layer (64 -> 10): the error criterion wants its full rank 10, which
+  // costs 74*10 = 740 > 640 params; the sensitivity curve makes it the layer that loses most.
+  const flatFc = (name: string, full: number): number[] | null =>
+    name === 'fc' ? new Array<number>(full).fill(1) : null;
+  const cases = (['svd', 'tucker2'] as const).flatMap((decomposition) =>
+    criteria.flatMap((by) => (['params', 'macs'] as const).map((basis) => [decomposition, by, basis] as const)),
+  );
+  it.each(cases)(
+    '%s by %s under a generous %s budget (1.05x, ResNet-20 with its fc layer)',
+    async (decomposition, by, basis) => {
+      const { layers, untargetedParams, untargetedMacs } = resnetLayers(
+        { decomposition, layers: { kind: 'all-but-first', includeFc: true } },
+        undefined,
+        flatFc,
+      );
+      const res = await allocateRanks(layers, policyOf(by, { [basis]: 1.05 }), {
+        untargetedParams,
+        untargetedMacs,
+        measure: linearMeasure(layers, { fc: 0.5 }),
+      });
+      expect(res.achieved[basis]).toBeGreaterThanOrEqual(1.05);
+      res.layers.forEach((l, i) => {
+        const c = costsAt(layers[i]!, l.policy);
+        expect(c.paramsAfter, l.name).toBeLessThanOrEqual(c.paramsBefore);
+        if (basis === 'macs') expect(c.macsAfter, l.name).toBeLessThanOrEqual(c.macsBefore);
+      });
+      // Not vacuous: the budget pushed some layer up to the edge of what it can afford.
+      expect(res.layers.some((l, i) => atCap(layers[i]!, l.policy, basis))).toBe(true);
+      checkResult(res, layers, { params: untargetedParams, macs: untargetedMacs });
+    },
+  );
+
+  const lenetCases = (['svd', 'tucker2'] as const).flatMap((d) => criteria.map((by) => [d, by] as const));
+  it.each(lenetCases)(
+    "%s by %s does not grow LeNet-5's fc3 (84 -> 10, 840 params) at a 4x params budget",
+    async (decomposition, by) => {
+      const { layers, untargetedParams, untargetedMacs } = resnetLayers(
+        { decomposition, layers: { kind: 'all-but-first', includeFc: true } },
+        { name: 'lenet5', input: [28, 28, 1] },
+        (name, full) => (name === 'fc3' ? new Array<number>(full).fill(1) : null),
+      );
+      expect(layers.map((l) => l.name)).toEqual(['conv2', 'fc1', 'fc2', 'fc3']);
+      const res = await allocateRanks(layers, policyOf(by, { params: 4 }), {
+        untargetedParams,
+        untargetedMacs,
+        measure: linearMeasure(layers, { fc3: 0.5 }),
+      });
+      const fc3 = res.layers[3]!;
+      expect(fc3.ranks[0]).toBeLessThanOrEqual(8); // 9 * (84 + 10) = 846 > 840
+      expect(costsAt(layers[3]!, fc3.policy).paramsAfter).toBeLessThanOrEqual(840);
+      res.layers.forEach((l, i) => {
+        const c = costsAt(layers[i]!, l.policy);
+        expect(c.paramsAfter, l.name).toBeLessThanOrEqual(c.paramsBefore);
+      });
+      expect(res.achieved.params).toBeGreaterThanOrEqual(4);
+      expect(res.achieved.params).toBeLessThan(4 * 1.01);
+      checkResult(res, layers, { params: untargetedParams, macs: untargetedMacs });
+    },
+  );
 });
 
 describe('bad budgets', () => {

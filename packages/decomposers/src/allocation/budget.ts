@@ -44,18 +44,35 @@ export interface Cost {
   macs: number;
 }
 
-/** A target layer with its plan shape, the bounds of its free ranks and memoised costs. */
+/**
+ * A target layer with its plan shape, the bounds of its free ranks, the ranks it may take (those
+ * no costlier than the dense layer) and memoised costs.
+ */
 export class LayerSpace {
   readonly dims: KernelDims;
   readonly shape: PlanShape;
   /** The largest value of each free rank (tucker2 [R_S, R_T]; everything else [r]). */
   readonly full: number[];
   readonly before: Cost;
+  /**
+   * The bases in which a factored layer may not cost more than the dense one: the budget's, and
+   * params always. A compression allocator must never grow a layer: full-rank Tucker-2 costs
+   * S*S + S*T*kh*kw + T*T > S*T*kh*kw, and a small dense layer (84 -> 10) at full rank 10 costs
+   * 94*10 > 840. Params are capped under a macs budget too because the stored model's size is the
+   * reported ratio's basis and must not grow for a speed-up; macs are not capped under a params
+   * budget, which promises no speed (a strided Tucker-2 / CP chain runs its first 1x1 conv at the
+   * input resolution, so a macs cap would forbid ranks that do shrink the model).
+   */
+  readonly cappedBases: readonly BudgetBasis[];
+  /** The largest value each free rank takes among the affordable ranks (rank 1 at least). */
+  readonly top: number[];
   private readonly costs = new Map<string, Cost>();
+  private readonly caps = new Map<string, number>();
 
   constructor(
     readonly layer: AllocationLayer,
     readonly index: number,
+    basis: BudgetBasis = 'params',
   ) {
     this.dims = layer.kernel
       ? kernelDims(layer.kernel)
@@ -64,6 +81,8 @@ export class LayerSpace {
     this.full = fullRanks(this.dims, this.shape);
     const c = planCosts(this.dims, { ...this.shape, ranks: this.ranks(this.ones()) }, layer.geometry);
     this.before = { params: kernelParams(this.dims), macs: c.macsBefore };
+    this.cappedBases = basis === 'params' ? ['params'] : ['macs', 'params'];
+    this.top = this.full.map((_, k) => this.cap(this.ones(), k));
   }
 
   get name(): string {
@@ -96,6 +115,44 @@ export class LayerSpace {
       this.costs.set(key, c);
     }
     return c;
+  }
+
+  /**
+   * Whether the layer may take these free ranks: within full and no costlier than the dense layer
+   * in the capped bases. Rank 1 everywhere is always allowed: a target layer is decomposed, and
+   * where even rank 1 costs more (a dense layer with one output, a 1-wide tile) nothing cheaper exists.
+   */
+  affordable(free: readonly number[]): boolean {
+    if (free.some((r, k) => !(r >= 1 && r <= this.full[k]!))) return false;
+    if (free.every((r) => r === 1)) return true;
+    const c = this.cost(free);
+    return this.cappedBases.every((b) => c[b] <= this.before[b]);
+  }
+
+  /**
+   * The largest value of free rank k, the other ranks as given, at which the layer is affordable;
+   * 0 when none is. Costs grow with every rank, so the affordable ranks are down-closed (for
+   * Tucker-2 a staircase in (R_S, R_T)) and a bisection finds the edge.
+   */
+  cap(free: readonly number[], k: number): number {
+    const key = `${k}:${free.map((r, j) => (j === k ? '*' : r)).join(',')}`;
+    let v = this.caps.get(key);
+    if (v === undefined) {
+      const at = (r: number): number[] => free.map((x, j) => (j === k ? r : x));
+      if (!this.affordable(at(1))) v = 0;
+      else {
+        let lo = 1;
+        let hi = this.full[k]!;
+        while (lo < hi) {
+          const mid = (lo + hi + 1) >> 1;
+          if (this.affordable(at(mid))) lo = mid;
+          else hi = mid - 1;
+        }
+        v = lo;
+      }
+      this.caps.set(key, v);
+    }
+    return v;
   }
 
   /** Where a free rank stands between 1 and full (0..1): spreads ties in the greedy steps. */
@@ -172,7 +229,7 @@ export function prepare(
     throw new ValidationError('layers', 'layers: a rank allocation needs at least one target layer');
   const { basis, ratio } = budgetOf(target, field);
   const untargeted = untargetedOf(opts);
-  const spaces = layers.map((l, i) => new LayerSpace(l, i));
+  const spaces = layers.map((l, i) => new LayerSpace(l, i, basis));
   const before: Cost = {
     params:
       sum(
@@ -227,8 +284,10 @@ export interface Step {
  * Spends what is left of the budget one step at a time, each time on the step with the largest
  * gain per unit of the budget among those that still fit (ties, zero gains included, go to the
  * layer whose ranks are lowest relative to full, so an unused budget is spread, not piled up).
- * Stops when no step fits: the result is within one rank step below the budget. Returns the
- * number of steps taken; `frees` is updated in place.
+ * A step to ranks the layer cannot afford (costlier than dense) is never taken. Stops when no
+ * step fits: the result is within one rank step below the budget, or every layer is at the edge
+ * of what it can afford (a budget looser than that is not spent). Returns the number of steps
+ * taken; `frees` is updated in place.
  */
 export function greedyFill(
   spaces: readonly LayerSpace[],
@@ -249,6 +308,7 @@ export function greedyFill(
       const s = spaces[i]!;
       const cur = s.cost(frees[i]!)[basis];
       for (const step of steps(i, frees[i]!)) {
+        if (!s.affordable(step.next)) continue;
         const delta = s.cost(step.next)[basis] - cur;
         if (used + delta > limit) continue;
         const score = delta > 0 ? Math.max(0, step.gain) / delta : Infinity;

@@ -34,7 +34,10 @@ export type ErrorEstimate = keyof typeof ERROR_ESTIMATES;
 export interface ErrorModel {
   estimate: ErrorEstimate;
   error(free: readonly number[]): number;
-  /** The cheapest free ranks (in the budget's basis) whose error is <= eps. */
+  /**
+   * The cheapest affordable free ranks (in the budget's basis) whose error is <= eps; where no
+   * affordable ranks reach eps, those with the least error (the eps the cap allows).
+   */
   cheapest(eps: number, basis: Budget['basis']): number[];
 }
 
@@ -54,7 +57,7 @@ function tails(spectra: readonly Float64Array[]): Float64Array {
 
 const at = (t: Float64Array, r: number): number => (r >= t.length ? 0 : t[r]!);
 
-/** Smallest r in [1, full] with tail(r) <= thr (tails are non-increasing). */
+/** Smallest r in [1, full] with tail(r) <= thr (tails are non-increasing); full if none. */
 function smallestWithin(tail: (r: number) => number, full: number, thr: number): number {
   let lo = 1;
   let hi = full;
@@ -75,7 +78,9 @@ export function errorModel(space: LayerSpace): ErrorModel {
   const rel = (energy: number): number => (total === 0 ? 0 : Math.min(1, Math.sqrt(energy / total)));
   const thrOf = (eps: number): number => eps * eps * total * (1 + 1e-12) + 1e-300;
   const { method, fallback } = space.shape;
-  const full = space.full;
+  // Only ranks no costlier than the dense layer are candidates: the single ranks end at the
+  // layer's affordable top, Tucker-2's R_T at the edge of the affordable staircase for each R_S.
+  const top = space.top;
   if (method === 'tucker2' && fallback === null) {
     const [ts, tt] = groups as [Float64Array, Float64Array];
     return {
@@ -86,15 +91,21 @@ export function errorModel(space: LayerSpace): ErrorModel {
         const thr = thrOf(eps);
         let best: number[] | null = null;
         let bestCost = Infinity;
-        for (let a = 1; a <= full[0]!; a++) {
+        let closest = space.ones();
+        let closestTail = Infinity;
+        for (let a = 1; a <= top[0]!; a++) {
+          const bTop = space.cap([a, 1], 1);
+          if (bTop < 1) break;
+          const tailAtTop = at(ts, a) + at(tt, bTop);
+          if (tailAtTop < closestTail) [closest, closestTail] = [[a, bTop], tailAtTop];
           const rest = thr - at(ts, a);
           if (rest < 0) continue;
-          const b = smallestWithin((r) => at(tt, r), full[1]!, rest);
+          const b = smallestWithin((r) => at(tt, r), bTop, rest);
           if (at(tt, b) > rest) continue;
           const c = space.cost([a, b])[basis];
           if (c < bestCost) [best, bestCost] = [[a, b], c];
         }
-        return best ?? [...full];
+        return best ?? closest;
       },
     };
   }
@@ -104,21 +115,23 @@ export function errorModel(space: LayerSpace): ErrorModel {
     return {
       estimate: 'cp-unfolding-bound',
       error: (f) => rel(tail(f[0]!)),
-      cheapest: (eps) => (eps >= 1 ? [1] : [smallestWithin(tail, full[0]!, thrOf(eps))]),
+      cheapest: (eps) => (eps >= 1 ? [1] : [smallestWithin(tail, top[0]!, thrOf(eps))]),
     };
   }
   const t = groups[0]!;
   return {
     estimate: method === 'tiled-svd' ? 'tiled-svd' : 'svd',
     error: (f) => rel(at(t, f[0]!)),
-    cheapest: (eps) => (eps >= 1 ? [1] : [smallestWithin((r) => at(t, r), full[0]!, thrOf(eps))]),
+    cheapest: (eps) => (eps >= 1 ? [1] : [smallestWithin((r) => at(t, r), top[0]!, thrOf(eps))]),
   };
 }
 
 /**
- * Bisection on the error level eps: each layer takes its cheapest ranks with error <= eps; the
- * smallest eps whose ranks fit the budget minimises the largest error. Then greedy steps of one
- * rank (one Tucker rank at a time) spend the rest on the largest error reduction per unit of budget.
+ * Bisection on the error level eps: each layer takes its cheapest affordable ranks with error <=
+ * eps (or its least error where the cap stops it short of eps); the smallest eps whose ranks fit
+ * the budget minimises the largest error. Then greedy steps of one rank (one Tucker rank at a
+ * time, never past what the layer can afford) spend the rest on the largest error reduction per
+ * unit of budget.
  */
 export function allocateByError(
   layers: readonly AllocationLayer[],
@@ -146,11 +159,11 @@ export function allocateByError(
   const maxErrorBeforeFill = Math.max(...frees.map((f, i) => models[i]!.error(f)));
   const steps = (i: number, free: readonly number[]): Step[] => {
     const m = models[i]!;
-    const full = spaces[i]!.full;
+    const s = spaces[i]!;
     const e = m.error(free);
     const out: Step[] = [];
     free.forEach((r, k) => {
-      if (r >= full[k]!) return;
+      if (r >= s.cap(free, k)) return;
       const next = free.map((v, j) => (j === k ? v + 1 : v));
       out.push({ next, gain: e - m.error(next) });
     });

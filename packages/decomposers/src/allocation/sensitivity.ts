@@ -150,8 +150,9 @@ export interface SensitivityOptions extends AllocationOptions {
  * The curves: the candidates and the smallest ranks (every budget the allocator may reach has a
  * measured end), full rank taken as lossless. Between points the predicted loss is piecewise
  * linear in the ladder position after a non-increasing (isotonic) fit of the measured losses. The
- * knapsack chooses over every rung of every layer's ladder; its budget-rounding slack is spent
- * greedily (largest loss reduction per unit of budget, then the lowest layers).
+ * knapsack chooses over the rungs of every layer's ladder that cost no more than the dense layer;
+ * its budget-rounding slack is spent greedily (largest loss reduction per unit of budget, then the
+ * lowest layers).
  */
 export async function allocateBySensitivity(
   layers: readonly AllocationLayer[],
@@ -194,26 +195,35 @@ export async function allocateBySensitivity(
     m,
     measuredAt.map((a) => a.length),
   );
+  // The curve runs over the whole ladder to full rank (lossless), but a layer may only choose the
+  // rungs no costlier than its dense layer: a prefix, as the rungs' costs grow. The top rung it
+  // may choose keeps the loss interpolated between the measured points around it (full rank, the
+  // lossless end, may be one of them), not zero: calling the capped top lossless would be optimistic.
   const losses = spaces.map((_, i) =>
     predictedLosses(ladders[i]!.length, measuredAt[i]!, m.accuracies[i]!, m.baseline),
   );
+  const reach = spaces.map((s, i) => ladders[i]!.filter((f) => s.affordable(f)).length);
   // Knapsack over the budget above the smallest model, in KNAPSACK_STEPS units (weights rounded up).
   const { basis } = budget;
   const floor = spaces.map((s, i) => s.cost(ladders[i]![0]!)[basis]);
   const spare = budget.limit - floor.reduce((a, b) => a + b, 0);
   const unit = spare > 0 ? spare / KNAPSACK_STEPS : 0;
   const weights = spaces.map((s, i) =>
-    ladders[i]!.map((f) => {
+    ladders[i]!.slice(0, reach[i]).map((f) => {
       const extra = s.cost(f)[basis] - floor[i]!;
       return unit > 0 ? Math.ceil(extra / unit - 1e-9) : extra > 0 ? KNAPSACK_STEPS + 1 : 0;
     }),
   );
-  const picks = knapsack(weights, losses, unit > 0 ? KNAPSACK_STEPS : 0);
+  const picks = knapsack(
+    weights,
+    losses.map((l, i) => l.slice(0, reach[i])),
+    unit > 0 ? KNAPSACK_STEPS : 0,
+  );
   const frees = picks.map((j, i) => [...ladders[i]![j]!]);
   const positions = spaces.map((_, i) => new Map(ladders[i]!.map((f, j) => [f.join(','), j])));
   const filled = greedyFill(spaces, budget, frees, (i, free) => {
     const j = positions[i]!.get(free.join(','))!;
-    const next = ladders[i]![j + 1];
+    const next = j + 1 < reach[i]! ? ladders[i]![j + 1] : undefined;
     return next ? [{ next: [...next], gain: losses[i]![j]! - losses[i]![j + 1]! }] : [];
   });
   const chosen = frees.map((f, i) => positions[i]!.get(f.join(','))!);

@@ -17,11 +17,13 @@ import {
 const clamp = (v: number, lo: number, hi: number): number => Math.min(hi, Math.max(lo, v));
 
 /**
- * ranks(c) = clamp(round(c * raw), 1, full) per free rank; the largest c whose ranks fit. Rounding
- * moves ranks in jumps (equal raw ranks move together), so the ranks are then raised one at a time
- * in the order a growing c would raise them (largest remainder first), skipping what does not fit
- * and what would overtake a rank whose raw estimate is larger: the rank order of EVBMF is kept
- * (up to the clamps) and the budget is met within one rank step.
+ * ranks(c) = clamp(round(c * raw), 1, full) per free rank, until the layer would cost more than
+ * the dense one: from there on a layer keeps the last ranks it could afford (its own c stops).
+ * The largest c whose ranks fit the budget. Rounding moves ranks in jumps (equal raw ranks move
+ * together), so the ranks are then raised one at a time in the order a growing c would raise them
+ * (largest remainder first), skipping what does not fit the budget or the layer's dense cost and
+ * what would overtake a rank whose raw estimate is larger: the rank order of EVBMF is kept (up to
+ * the clamps and caps) and the budget is met within one rank step.
  */
 export function allocateByVbmf(
   layers: readonly AllocationLayer[],
@@ -38,11 +40,29 @@ export function allocateByVbmf(
     const r = resolved[i]!.rawRanks!;
     return (s.shape.method === 'cp' ? [Math.max(...r)] : freeRanks(s.shape, r)).map((x) => Math.max(1, x));
   });
+  const ranksAt = (i: number, c: number): number[] =>
+    raw[i]!.map((x, k) => clamp(Math.round(c * x), 1, spaces[i]!.full[k]!));
+  const maxScale = Math.max(...spaces.flatMap((s) => s.full)) / Math.min(...raw.flat()) + 1;
+  // Each layer's ranks as c grows, up to the last it can afford: costs grow with c, so one
+  // bisection per layer finds where its ranks would first cost more than the dense layer.
+  const ceilings = spaces.map((s, i) => {
+    if (s.affordable(ranksAt(i, maxScale))) return ranksAt(i, maxScale);
+    let lo = 0; // rank 1 everywhere: always allowed
+    let hi = maxScale;
+    for (let it = 0; it < 80; it++) {
+      const mid = 0.5 * (lo + hi);
+      if (s.affordable(ranksAt(i, mid))) lo = mid;
+      else hi = mid;
+    }
+    return ranksAt(i, lo);
+  });
   const at = (c: number): number[][] =>
-    raw.map((v, i) => v.map((x, k) => clamp(Math.round(c * x), 1, spaces[i]!.full[k]!)));
+    spaces.map((s, i) => {
+      const f = ranksAt(i, c);
+      return s.affordable(f) ? f : [...ceilings[i]!];
+    });
   const cost = (frees: number[][]): number => spaces.reduce((n, s, i) => n + s.cost(frees[i]!)[basis], 0);
   const limit = budget.limit * (1 + 1e-12);
-  const maxScale = Math.max(...spaces.flatMap((s) => s.full)) / Math.min(...raw.flat()) + 1;
   let scale: number;
   if (cost(at(maxScale)) <= limit) scale = maxScale;
   else {
@@ -75,7 +95,9 @@ export function allocateByVbmf(
     const blocked = new Set<(typeof items)[number]>();
     let used = cost(frees);
     let steps = 0;
-    const capped = (it: (typeof items)[number]): boolean => frees[it.i]![it.k]! >= spaces[it.i]!.full[it.k]!;
+    // A rank is capped where raising it would pass full or the layer's dense cost.
+    const capped = (it: (typeof items)[number]): boolean =>
+      frees[it.i]![it.k]! >= spaces[it.i]!.cap(frees[it.i]!, it.k);
     for (;;) {
       // The next rank a growing c would raise: the smallest c at which round(c * x) steps up.
       let next: (typeof items)[number] | null = null;
@@ -91,7 +113,7 @@ export function allocateByVbmf(
       const s = spaces[next.i]!;
       const candidate = frees[next.i]!.map((r, k) => (k === next.k ? value : r));
       const delta = s.cost(candidate)[basis] - s.cost(frees[next.i]!)[basis];
-      if (overtakes || used + delta > limit) {
+      if (overtakes || used + delta > limit || !s.affordable(candidate)) {
         blocked.add(next);
         continue;
       }
