@@ -6,7 +6,7 @@
 import type { Report, ReportEntry } from './report.js';
 import { publishedRows } from './paper.js';
 import { ValidationError } from '@flatrank/protocol';
-import { FONT, PALETTE, document, el, linearTicks, logTicks, polyline, text } from './svg.js';
+import { FONT, PALETTE, document, el, linearTicks, logTicks, polyline, text, linearYAxis } from './svg.js';
 
 export interface PlotPoint {
   /** Compression ratio (whole-model params, measured mean; the config's target when unmeasured). */
@@ -179,19 +179,7 @@ export function renderPlotSvg(data: PlotData, options: SvgOptions = {}): string 
       }),
     );
   }
-  for (const t of linearTicks(yLo, yHi, 6)) {
-    const y = Y(t);
-    axes.push(el('line', { x1: m.left, y1: y, x2: m.left + pw, y2: y, stroke: '#e5e5e5' }));
-    axes.push(el('line', { x1: m.left - 5, y1: y, x2: m.left, y2: y, stroke: '#333' }));
-    axes.push(
-      text(m.left - 8, y + 4, Number(t.toFixed(6)).toString(), {
-        'text-anchor': 'end',
-        'font-size': 12,
-        'font-family': FONT,
-      }),
-    );
-  }
-  axes.push(el('rect', { x: m.left, y: m.top, width: pw, height: ph, fill: 'none', stroke: '#333' }));
+  axes.push(...linearYAxis(linearTicks(yLo, yHi, 6), Y, { left: m.left, top: m.top, width: pw, height: ph }));
   axes.push(
     text(m.left + pw / 2, H - 16, data.xBasis, {
       'text-anchor': 'middle',

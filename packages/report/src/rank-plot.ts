@@ -4,7 +4,7 @@
  */
 import { ValidationError } from '@flatrank/protocol';
 import type { RankProfile, RankValues } from './rank-profile.js';
-import { FONT, PALETTE, document, el, linearTicks, polyline, text } from './svg.js';
+import { FONT, PALETTE, document, el, linearTicks, polyline, text, linearYAxis } from './svg.js';
 
 export interface RankPlotSeries {
   label: string;
@@ -111,19 +111,7 @@ export function renderRankPlotSvg(
       text(x, m.top + ph + 19, String(i), { 'text-anchor': 'middle', 'font-size': 12, 'font-family': FONT }),
     );
   }
-  for (const t of linearTicks(0, yHi, 6)) {
-    const y = Y(t);
-    axes.push(el('line', { x1: m.left, y1: y, x2: m.left + pw, y2: y, stroke: '#e5e5e5' }));
-    axes.push(el('line', { x1: m.left - 5, y1: y, x2: m.left, y2: y, stroke: '#333' }));
-    axes.push(
-      text(m.left - 8, y + 4, Number(t.toFixed(6)).toString(), {
-        'text-anchor': 'end',
-        'font-size': 12,
-        'font-family': FONT,
-      }),
-    );
-  }
-  axes.push(el('rect', { x: m.left, y: m.top, width: pw, height: ph, fill: 'none', stroke: '#333' }));
+  axes.push(...linearYAxis(linearTicks(0, yHi, 6), Y, { left: m.left, top: m.top, width: pw, height: ph }));
   axes.push(
     text(m.left + pw / 2, H - 16, 'layer (index in model order)', {
       'text-anchor': 'middle',

@@ -80,3 +80,35 @@ export function logTicks(lo: number, hi: number, max = 9): number[] {
   while (ticks.length > max) ticks = ticks.filter((_, i) => i % 2 === 0);
   return ticks;
 }
+
+/** A linear y axis on the left of a plot box: grid lines, ticks, tick labels, then the box's frame. */
+export function linearYAxis(
+  ticks: readonly number[],
+  y: (v: number) => number,
+  box: { left: number; top: number; width: number; height: number },
+): string[] {
+  const out: string[] = [];
+  for (const t of ticks) {
+    const at = y(t);
+    out.push(el('line', { x1: box.left, y1: at, x2: box.left + box.width, y2: at, stroke: '#e5e5e5' }));
+    out.push(el('line', { x1: box.left - 5, y1: at, x2: box.left, y2: at, stroke: '#333' }));
+    out.push(
+      text(box.left - 8, at + 4, Number(t.toFixed(6)).toString(), {
+        'text-anchor': 'end',
+        'font-size': 12,
+        'font-family': FONT,
+      }),
+    );
+  }
+  out.push(
+    el('rect', {
+      x: box.left,
+      y: box.top,
+      width: box.width,
+      height: box.height,
+      fill: 'none',
+      stroke: '#333',
+    }),
+  );
+  return out;
+}
