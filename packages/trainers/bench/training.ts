@@ -263,18 +263,7 @@ async function measureRound(
   const load = loadavg()[0]!;
   if (peer.backend === 'pytorch') {
     const t = await torchRound(python!, net, o);
-    return {
-      round: r,
-      load,
-      batch: t.batch,
-      wall: median(t.stepSeconds),
-      cpu: median(t.cpuSeconds),
-      steps: t.stepSeconds.length,
-      maxRssKb: t.maxRssKb,
-      version: t.version,
-      threads: t.threads,
-      note: `reference (same nets, option-A shortcuts, NCHW) on ${t.device}`,
-    };
+    return roundOf(t, r, load, `reference (same nets, option-A shortcuts, NCHW) on ${t.device}`);
   }
   // The plain cpu backend is ~100x slower than wasm: a small batch and two steps.
   const slow = peer.backend === 'cpu';
@@ -293,6 +282,16 @@ async function measureRound(
     : t.batch !== o.batch
       ? `batch ${t.batch}, ${t.stepSeconds.length} steps (the cpu backend is too slow for ${o.batch})`
       : null;
+  return roundOf(t, r, load, note);
+}
+
+/** One round's row from a peer's per-step timings (PyTorch and flatrank measure the same fields). */
+function roundOf(
+  t: Pick<TrainResult, 'batch' | 'stepSeconds' | 'cpuSeconds' | 'maxRssKb' | 'version' | 'threads'>,
+  r: number,
+  load: number,
+  note: string | null,
+): Round {
   return {
     round: r,
     load,
