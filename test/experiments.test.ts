@@ -198,13 +198,13 @@ describe('experiments/', () => {
     expect(kim).toHaveLength(18);
     for (const p of kim) {
       expect(p.config.training.lr).toBe(0.001);
-      expect(p.config.training.schedule).toEqual({ kind: 'step', milestones: [1, 1.5], gamma: 0.1 });
+      expect(p.config.training.schedule).toEqual({ kind: 'step', milestones: [0.5, 0.75], gamma: 0.1 });
     }
     expect(count(points, (p) => p.config.compression?.rank.kind === 'vbmf')).toBe(6);
     expect(count(points, (p) => kind(p) === 'finetune/cp')).toBe(15);
-    // the ceiling: the baseline trained on from itself for the compressed trials' length
+    // the ceiling: the baseline trained on from itself for the compressed trials' length (1 epoch)
     const ceiling = points.filter((p) => p.config.method === 'baseline' && p.config.start.kind === 'trial');
-    expect(ceiling.map((p) => p.config.training.epochs)).toEqual([2, 2, 2]);
+    expect(ceiling.map((p) => p.config.training.epochs)).toEqual([1, 1, 1]);
     // the probe's baseline is fig3's seed-0 baseline: the same trial
     const probe = expand('fashion-mnist-fig3-cp-lr.yaml').points;
     expect(probe.find((p) => p.config.method === 'baseline')!.key).toBe(
