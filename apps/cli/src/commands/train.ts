@@ -14,6 +14,7 @@ import {
   resolveTrialConfig,
   trialKey,
   type BackendName,
+  type RankAllocationRecord,
   type TrialConfig,
   type TrialEvent,
   type TrialSummary,
@@ -76,6 +77,8 @@ export function progressLine(e: TrialEvent): string | null {
       const l = e.layer;
       return `layer ${l.name} ${l.decomposition}${l.scheme ? `/${l.scheme}` : ''} ranks [${l.ranks}] params ${l.paramsBefore} -> ${l.paramsAfter}  macs ${l.macsBefore} -> ${l.macsAfter}  error ${fmt(l.relativeError)}`;
     }
+    case 'allocation':
+      return allocationLine(e.allocation);
     case 'artifact':
       return `${e.kind}: ${e.path}`;
     case 'diverged':
@@ -85,6 +88,13 @@ export function progressLine(e: TrialEvent): string | null {
     default:
       return null;
   }
+}
+
+function allocationLine(a: RankAllocationRecord): string {
+  const x = (v: number): string => `${v.toFixed(2)}x`;
+  const budget = a.budget ? `budget ${a.budget.kind} ${x(a.budget.ratio)}, ` : '';
+  const ranks = a.layers.map((l) => `${l.name} [${l.ranks.join(',')}]`).join(' ');
+  return `allocation ${a.policy}: ${budget}achieved params ${x(a.achieved.params)} macs ${x(a.achieved.macs)}${ranks ? `; ranks ${ranks}` : ''}`;
 }
 
 export function summaryLines(s: TrialSummary, config?: TrialConfig): string[] {
