@@ -110,6 +110,37 @@ describe('partialTucker', () => {
     expect(r.relativeError).toBeCloseTo(tail / norm(x), 10);
   });
 
+  it('calls onSweep after every HOOI sweep without changing the fit; a throw there ends it', () => {
+    const x = randn([3, 3, 10, 12], 8);
+    const seen: Array<[number, number]> = [];
+    const r = partialTucker(x, {
+      modes: [2, 3],
+      ranks: [4, 5],
+      tolerance: 0,
+      maxIterations: 7,
+      onSweep: (s, e) => seen.push([s, e]),
+    });
+    expect(seen.map(([s]) => s)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    for (let i = 1; i < seen.length; i++) expect(seen[i]![1]).toBeLessThanOrEqual(seen[i - 1]![1] + 1e-12);
+    expect(seen.at(-1)![1]).toBeCloseTo(r.relativeError, 8);
+    const plain = partialTucker(x, { modes: [2, 3], ranks: [4, 5], tolerance: 0, maxIterations: 7 });
+    expect(Array.from(r.core.data)).toEqual(Array.from(plain.core.data));
+    const stop = new Error('stop');
+    expect(() =>
+      partialTucker(x, {
+        modes: [2, 3],
+        ranks: [4, 5],
+        tolerance: 0,
+        onSweep: () => {
+          throw stop;
+        },
+      }),
+    ).toThrow(stop);
+    expect(() =>
+      partialTucker(x, { modes: [2, 3], ranks: [4, 5], onSweep: 1 as unknown as () => void }),
+    ).toThrow(ValidationError);
+  });
+
   it('rejects bad modes, ranks and options with typed errors', () => {
     const x = randn([3, 3, 4, 5], 1);
     expect(() => partialTucker(x, { modes: [2, 3], ranks: [0, 2] })).toThrow(RankError);
@@ -188,6 +219,86 @@ describe('cpAls', () => {
     const c = cpAls(x, { rank: 5, init: 'random', seed: 11, maxIterations: 5000, tolerance: 1e-3 });
     expect(c.converged).toBe(true);
     expect(c.iterations).toBeLessThan(5000);
+  });
+
+  it('warm-starts from the factors of a slightly perturbed tensor: far fewer sweeps, as good a fit', () => {
+    // The distortion-training case: the tensor is exactly CP rank R plus a 1 % perturbation (the
+    // kernel moved a little since the fit that gave the factors).
+    const { x, factors } = plantedCp([3, 3, 16, 16], 12, 41);
+    const noise = randn(x.shape as number[], 42);
+    const y = add(
+      x,
+      new Tensor(
+        noise.data.map((v) => (v * 0.01 * norm(x)) / norm(noise)),
+        x.shape,
+      ),
+    );
+    const cold = cpAls(y, { rank: 12 });
+    expect(cold.init).toBe('svd');
+    expect(cold.iterations).toBeGreaterThan(50);
+    // the default tolerance alone
+    const warm = cpAls(y, { rank: 12, init: { factors } });
+    expect(warm.init).toBe('warm');
+    expect(warm.converged).toBe(true);
+    expect(warm.iterations).toBeLessThan(cold.iterations / 4);
+    expect(warm.relativeError).toBeLessThanOrEqual(cold.relativeError + 1e-6);
+    // with the scale-free stop a warm refit uses
+    const quick = cpAls(y, { rank: 12, init: { factors }, relativeTolerance: 1e-3 });
+    expect(quick.iterations).toBeLessThanOrEqual(5);
+    expect(quick.iterations).toBeLessThan(cold.iterations / 10);
+    expect(quick.relativeError).toBeLessThanOrEqual(cold.relativeError * 1.01);
+    // the warm factors are copied, not refined in place
+    expect(Array.from(factors[0]!.data)).toEqual(
+      Array.from(plantedCp([3, 3, 16, 16], 12, 41).factors[0]!.data),
+    );
+  });
+
+  it('calls onSweep after every sweep with the tracked relative error; a throw there ends the fit', () => {
+    const x = randn([3, 3, 6, 6], 21);
+    const seen: Array<[number, number]> = [];
+    const r = cpAls(x, { rank: 5, maxIterations: 30, tolerance: 0, onSweep: (s, e) => seen.push([s, e]) });
+    expect(seen.map(([s]) => s)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+    for (let i = 1; i < seen.length; i++) expect(seen[i]![1]).toBeLessThanOrEqual(seen[i - 1]![1] + 1e-12);
+    expect(seen.at(-1)![1]).toBeCloseTo(r.relativeError, 8);
+    // the callback does not change the fit
+    const plain = cpAls(x, { rank: 5, maxIterations: 30, tolerance: 0 });
+    expect(Array.from(r.weights)).toEqual(Array.from(plain.weights));
+    const stop = new Error('stop');
+    let calls = 0;
+    expect(() =>
+      cpAls(x, {
+        rank: 5,
+        onSweep: () => {
+          if (++calls === 3) throw stop;
+        },
+      }),
+    ).toThrow(stop);
+    expect(calls).toBe(3);
+  });
+
+  it('rejects bad warm starts, callbacks and relative tolerances with typed errors', () => {
+    const x = randn([3, 3, 6, 6], 21);
+    const { factors } = plantedCp([3, 3, 6, 6], 4, 5);
+    expect(() => cpAls(x, { rank: 4, init: { factors: factors.slice(1) } })).toThrow(ValidationError);
+    expect(() =>
+      cpAls(x, { rank: 4, init: { factors: [factors[0]!, factors[1]!, factors[3]!, factors[2]!] } }),
+    ).not.toThrow();
+    expect(() => cpAls(x, { rank: 3, init: { factors } })).toThrow(ShapeError);
+    expect(() =>
+      cpAls(x, { rank: 4, init: { factors: [factors[0]!, factors[1]!, factors[2]!, randn([5, 4], 1)] } }),
+    ).toThrow(/init\.factors\[3\] must be \[6, 4\]/);
+    const bad = new Tensor(factors[2]!.data.slice(), [6, 4]);
+    bad.data[5] = NaN;
+    expect(() =>
+      cpAls(x, { rank: 4, init: { factors: [factors[0]!, factors[1]!, bad, factors[3]!] } }),
+    ).toThrow(/init\.factors\[2\] has a non-finite value/);
+    expect(() => cpAls(x, { rank: 4, init: { factors: [1, 2, 3, 4] as unknown as Tensor[] } })).toThrow(
+      ValidationError,
+    );
+    expect(() => cpAls(x, { rank: 4, onSweep: 'log' as unknown as () => void })).toThrow(
+      /onSweep must be a function/,
+    );
+    expect(() => cpAls(x, { rank: 4, relativeTolerance: -1 })).toThrow(ValidationError);
   });
 
   it('rejects bad ranks and options', () => {

@@ -4,14 +4,21 @@ import { eigSym } from '../linalg/index.js';
 import { createRng } from '../random.js';
 import {
   contractMode,
+  fitSettled,
   khatriRaoRowMajor,
   leadingEigenvectors,
   modeGram,
   mttkrpFrom,
   solveSpdRight,
   sumSquares,
+  sweepCallback,
   toFloat64,
+  toleranceOption,
+  warmFactor,
 } from './internal.js';
+
+/** How a fit started: a named initialisation, or 'warm' (from given factors, CpWarmStart). */
+export type CpInit = 'svd' | 'random' | 'warm';
 
 export interface CpResult {
   /** lambda: the component weights (length R), sorted descending. */
@@ -25,20 +32,46 @@ export interface CpResult {
   /** The change of relative error fell below the tolerance before maxIterations. */
   converged: boolean;
   seed: number;
-  init: 'svd' | 'random';
+  init: CpInit;
+}
+
+/**
+ * Start ALS from these factors instead of an initialisation: a previous fit of a nearby tensor
+ * (distortion training refits a kernel that moved a few hundred SGD steps since its last fit), so
+ * that a few sweeps reach the tolerance instead of a whole cold fit.
+ */
+export interface CpWarmStart {
+  /** Per mode an I_n x R factor (finite), e.g. a previous CpResult's factors; copied, not modified. */
+  factors: readonly Tensor[];
 }
 
 export interface CpAlsOptions {
   /** Number of rank-one components R >= 1 (at most prod(dims) / max(dims), the generic rank bound). */
   rank: number;
-  /** 'svd' (default): leading left singular vectors of each unfolding; 'random': uniform [0, 1). */
-  init?: 'svd' | 'random';
+  /**
+   * 'svd' (default): leading left singular vectors of each unfolding; 'random': uniform [0, 1);
+   * { factors }: a warm start (the result records init 'warm').
+   */
+  init?: 'svd' | 'random' | CpWarmStart;
   /** Seed of the random init (and of the random columns padding an svd init when R > I_n). Default 0. */
   seed?: number;
   /** ALS sweeps at most (default 200). */
   maxIterations?: number;
   /** Stop when the relative error changes by less than this between sweeps (default 1e-7). */
   tolerance?: number;
+  /**
+   * Also stop when the relative error changes by less than this fraction of itself between sweeps
+   * (default 0: off). For warm starts, whose small errors creep down by far less than themselves
+   * per sweep for hundreds of sweeps: e.g. 1e-3 stops once a sweep improves the fit by < 0.1 %
+   * of what is left to fit.
+   */
+  relativeTolerance?: number;
+  /**
+   * Called after every sweep with its 1-based number and the relative error tracked by the norm
+   * identity (a long fit is one synchronous call: this is where its caller can report progress).
+   * An exception thrown here ends the fit and propagates.
+   */
+  onSweep?: (sweep: number, relativeError: number) => void;
 }
 
 export const CP_INITS = ['svd', 'random'] as const;
@@ -54,13 +87,19 @@ export function maxCpRank(shape: readonly number[]): number {
   return max === 0 ? 0 : prod / max;
 }
 
-/**
- * CP decomposition by alternating least squares (Kolda & Bader 2009, fig. 3.3): each sweep solves
- * A_n = X_(n) (Khatri-Rao of the others) (Hadamard of their Gram matrices)^-1 for every mode, then
- * normalises A_n's columns into the weights lambda. The fit is tracked through the norm identity
- * ||X - Xh||^2 = ||X||^2 - 2 <X, Xh> + ||Xh||^2, which costs no reconstruction per sweep.
- */
-export function cpAls(t: Tensor, opts: CpAlsOptions): CpResult {
+interface CpSettings {
+  rank: number;
+  init: CpInit;
+  /** The warm start's factors (validated float64 copies), when init is 'warm'. */
+  warm: Float64Array[] | null;
+  seed: number;
+  maxIterations: number;
+  tolerance: number;
+  relativeTolerance: number;
+  onSweep: ((sweep: number, relativeError: number) => void) | null;
+}
+
+function validateCp(t: Tensor, opts: CpAlsOptions): CpSettings {
   if (!(t instanceof Tensor)) throw new ValidationError('tensor', 'cpAls: tensor must be a Tensor');
   if (t.rank < 2)
     throw new ShapeError(
@@ -68,7 +107,6 @@ export function cpAls(t: Tensor, opts: CpAlsOptions): CpResult {
       `cpAls needs a tensor of at least 2 modes, got shape [${t.shape.join(', ')}]`,
     );
   const shape = t.shape;
-  const n = shape.length;
   const r = opts.rank;
   const maxRank = maxCpRank(shape);
   if (!Number.isInteger(r) || r < 1 || r > maxRank)
@@ -79,32 +117,42 @@ export function cpAls(t: Tensor, opts: CpAlsOptions): CpResult {
         context: { max: maxRank },
       },
     );
-  const init = opts.init ?? 'svd';
-  if (!CP_INITS.includes(init)) throw new UnknownNameError('init', String(init), CP_INITS);
-  const seed = opts.seed ?? 0;
+  const given = opts.init ?? 'svd';
+  let init: CpInit;
+  let warm: Float64Array[] | null = null;
+  if (typeof given === 'object' && given !== null) {
+    const factors: unknown = given.factors;
+    if (!Array.isArray(factors) || factors.length !== shape.length)
+      throw new ValidationError(
+        'init.factors',
+        `init.factors must be an array of ${shape.length} factors (one per mode), got ${Array.isArray(factors) ? factors.length : typeof factors}`,
+      );
+    warm = factors.map((f: unknown, m) => warmFactor(f, `init.factors[${m}]`, shape[m]!, r));
+    init = 'warm';
+  } else if (CP_INITS.includes(given)) init = given;
+  else throw new UnknownNameError('init', String(given), CP_INITS);
   const maxIterations = opts.maxIterations ?? 200;
-  const tolerance = opts.tolerance ?? 1e-7;
   if (!Number.isInteger(maxIterations) || maxIterations < 1)
     throw new ValidationError(
       'maxIterations',
       `maxIterations must be a positive integer, got ${String(maxIterations)}`,
     );
-  if (!(tolerance >= 0))
-    throw new ValidationError(
-      'tolerance',
-      `tolerance must be a non-negative number, got ${String(tolerance)}`,
-    );
-  const rng = createRng(seed); // validates the seed
+  const tolerance = toleranceOption(opts.tolerance, 'tolerance', 1e-7);
+  const relativeTolerance = toleranceOption(opts.relativeTolerance, 'relativeTolerance', 0);
+  const seed = opts.seed ?? 0;
+  createRng(seed); // validates the seed (recorded even when a warm start leaves it unused)
+  const onSweep = sweepCallback<(sweep: number, relativeError: number) => void>(opts.onSweep);
+  return { rank: r, init, warm, seed, maxIterations, tolerance, relativeTolerance, onSweep };
+}
 
-  const x = toFloat64(t.data);
-  const normX2 = sumSquares(x);
-  const versions = shape.map(() => 0);
-  let cache: { mode: number; version: number; y: Float64Array } | null = null;
-
-  // Initial factors.
-  const factors: Float64Array[] = shape.map((dim, m) => {
+/** The factors ALS starts from: the warm start's, or the svd / random initialisation's. */
+function initialFactors(x: Float64Array, shape: readonly number[], s: CpSettings): Float64Array[] {
+  if (s.warm) return s.warm;
+  const r = s.rank;
+  const rng = createRng(s.seed);
+  return shape.map((dim, m) => {
     const f = new Float64Array(dim * r);
-    if (init === 'random') {
+    if (s.init === 'random') {
       for (let i = 0; i < f.length; i++) f[i] = rng.next();
       return f;
     }
@@ -114,13 +162,65 @@ export function cpAls(t: Tensor, opts: CpAlsOptions): CpResult {
       for (let c = 0; c < r; c++) f[i * r + c] = c < k ? lead[i * k + c]! : rng.next();
     return f;
   });
+}
+
+/**
+ * CP decomposition by alternating least squares (Kolda & Bader 2009, fig. 3.3): each sweep solves
+ * A_n = X_(n) (Khatri-Rao of the others) (Hadamard of their Gram matrices)^-1 for every mode, then
+ * normalises A_n's columns into the weights lambda. The fit is tracked through the norm identity
+ * ||X - Xh||^2 = ||X||^2 - 2 <X, Xh> + ||Xh||^2, which costs no reconstruction per sweep.
+ */
+export function cpAls(t: Tensor, opts: CpAlsOptions): CpResult {
+  const settings = validateCp(t, opts);
+  const shape = t.shape;
+  const x = toFloat64(t.data);
+  const normX2 = sumSquares(x);
+  const factors = initialFactors(x, shape, settings);
+  const { weights, iterations, converged } = alsSweeps(x, shape, normX2, factors, settings);
+
+  // Sort the components by weight (deterministic order for export and comparison).
+  const r = settings.rank;
+  const order = Array.from({ length: r }, (_, c) => c).sort((p, q) => weights[q]! - weights[p]!);
+  const sortedWeights = Float64Array.from(order, (c) => weights[c]!);
+  const outFactors = factors.map((f, m) => {
+    const dim = shape[m]!;
+    const out = new Float64Array(dim * r);
+    for (let i = 0; i < dim; i++) order.forEach((c, j) => (out[i * r + j] = f[i * r + c]!));
+    return new Tensor(out, [dim, r]);
+  });
+  const rec = cpReconstruct(sortedWeights, outFactors);
+  let diff = 0;
+  for (let i = 0; i < x.length; i++) diff += (x[i]! - rec.data[i]!) ** 2;
+  const relativeError = normX2 === 0 ? 0 : Math.sqrt(diff / normX2);
+  return {
+    weights: sortedWeights,
+    factors: outFactors,
+    iterations,
+    relativeError,
+    converged,
+    seed: settings.seed,
+    init: settings.init,
+  };
+}
+
+/** The ALS sweeps, updating `factors` in place; returns the weights and how the loop ended. */
+function alsSweeps(
+  x: Float64Array,
+  shape: readonly number[],
+  normX2: number,
+  factors: Float64Array[],
+  s: CpSettings,
+): { weights: Float64Array; iterations: number; converged: boolean } {
+  const n = shape.length;
+  const r = s.rank;
+  const versions = shape.map(() => 0);
+  let cache: { mode: number; version: number; y: Float64Array } | null = null;
   const grams = factors.map((f, m) => gramOf(f, shape[m]!, r));
   const weights = new Float64Array(r).fill(1);
-
   let err = Infinity;
   let iterations = 0;
   let converged = false;
-  for (let it = 0; it < maxIterations; it++) {
+  for (let it = 0; it < s.maxIterations; it++) {
     let inner = 0;
     for (let m = 0; m < n; m++) {
       const others = shape.map((_, k) => k).filter((k) => k !== m);
@@ -150,9 +250,9 @@ export function cpAls(t: Tensor, opts: CpAlsOptions): CpResult {
       solveSpdRight(a, dim, v, r, eigSym);
       // Normalise columns into lambda.
       for (let c = 0; c < r; c++) {
-        let s = 0;
-        for (let i = 0; i < dim; i++) s += a[i * r + c]! ** 2;
-        const nrm = Math.sqrt(s);
+        let sq = 0;
+        for (let i = 0; i < dim; i++) sq += a[i * r + c]! ** 2;
+        const nrm = Math.sqrt(sq);
         weights[c] = nrm;
         if (nrm > 0) for (let i = 0; i < dim; i++) a[i * r + c] /= nrm;
       }
@@ -162,37 +262,24 @@ export function cpAls(t: Tensor, opts: CpAlsOptions): CpResult {
       if (m === n - 1) {
         // <X, Xh> = sum_c lambda_c <mttkrp[:, c], a[:, c]>
         for (let c = 0; c < r; c++) {
-          let s = 0;
-          for (let i = 0; i < dim; i++) s += mttkrp[i * r + c]! * a[i * r + c]!;
-          inner += weights[c]! * s;
+          let sq = 0;
+          for (let i = 0; i < dim; i++) sq += mttkrp[i * r + c]! * a[i * r + c]!;
+          inner += weights[c]! * sq;
         }
       }
     }
     iterations = it + 1;
     const normXh2 = hatNorm2(weights, grams, r);
     const next = normX2 === 0 ? 0 : Math.sqrt(Math.max(0, normX2 - 2 * inner + normXh2) / normX2);
-    const change = Math.abs(err - next);
+    const settled = fitSettled(err, next, s.tolerance, s.relativeTolerance);
     err = next;
-    if (change < tolerance) {
+    s.onSweep?.(iterations, err);
+    if (settled) {
       converged = true;
       break;
     }
   }
-
-  // Sort the components by weight (deterministic order for export and comparison).
-  const order = Array.from({ length: r }, (_, c) => c).sort((p, q) => weights[q]! - weights[p]!);
-  const sortedWeights = Float64Array.from(order, (c) => weights[c]!);
-  const outFactors = factors.map((f, m) => {
-    const dim = shape[m]!;
-    const out = new Float64Array(dim * r);
-    for (let i = 0; i < dim; i++) order.forEach((c, j) => (out[i * r + j] = f[i * r + c]!));
-    return new Tensor(out, [dim, r]);
-  });
-  const rec = cpReconstruct(sortedWeights, outFactors);
-  let diff = 0;
-  for (let i = 0; i < x.length; i++) diff += (x[i]! - rec.data[i]!) ** 2;
-  const relativeError = normX2 === 0 ? 0 : Math.sqrt(diff / normX2);
-  return { weights: sortedWeights, factors: outFactors, iterations, relativeError, converged, seed, init };
+  return { weights, iterations, converged };
 }
 
 function gramOf(f: Float64Array, dim: number, r: number): Float64Array {

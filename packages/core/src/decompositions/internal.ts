@@ -1,5 +1,6 @@
 // Small row-major kernels shared by Tucker and CP. They work on raw Float64Arrays so that the
 // iterative loops (HOOI, ALS) allocate little and never go through generic index arithmetic.
+import { ShapeError, ValidationError } from '@flatrank/protocol';
 import { Tensor } from '../tensor.js';
 import { matmul } from '../ops.js';
 
@@ -260,4 +261,52 @@ export function mttkrpFrom(
     }
   }
   return out;
+}
+
+/**
+ * A warm-start factor given at an API boundary: a finite [rows, cols] Tensor. Returns a float64
+ * copy, so that the fit never shares memory with (a previous result held by) the caller.
+ */
+export function warmFactor(f: unknown, field: string, rows: number, cols: number): Float64Array {
+  if (!(f instanceof Tensor)) throw new ValidationError(field, `${field} must be a Tensor`);
+  if (f.rank !== 2 || f.shape[0] !== rows || f.shape[1] !== cols)
+    throw new ShapeError(field, `${field} must be [${rows}, ${cols}], got [${f.shape.join(', ')}]`, {
+      context: { expected: [rows, cols], got: [...f.shape] },
+    });
+  const out = Float64Array.from(f.data);
+  for (let i = 0; i < out.length; i++)
+    if (!Number.isFinite(out[i]!))
+      throw new ValidationError(field, `${field} has a non-finite value at flat index ${i}`);
+  return out;
+}
+
+/** A progress callback given at an API boundary: a function or absent. */
+export function sweepCallback<F extends (...args: never[]) => void>(f: unknown): F | null {
+  if (f === undefined) return null;
+  if (typeof f !== 'function')
+    throw new ValidationError('onSweep', `onSweep must be a function, got ${typeof f}`);
+  return f as F;
+}
+
+/**
+ * The stop rule of the iterative fits: the relative error changed by less than `tolerance`, or by
+ * less than `relativeTolerance` times itself (the scale-free rule a warm start needs: its errors
+ * are small, and ALS keeps creeping down by amounts far below them for hundreds of sweeps).
+ */
+export function fitSettled(
+  previous: number,
+  next: number,
+  tolerance: number,
+  relativeTolerance: number,
+): boolean {
+  const change = Math.abs(previous - next);
+  return change < tolerance || change < relativeTolerance * next;
+}
+
+/** A non-negative stop tolerance given at an API boundary, or its default when absent. */
+export function toleranceOption(value: unknown, field: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !(value >= 0))
+    throw new ValidationError(field, `${field} must be a non-negative number, got ${String(value)}`);
+  return value;
 }

@@ -1,7 +1,15 @@
 import { RankError, ShapeError, UnknownNameError, ValidationError } from '@flatrank/protocol';
 import { Tensor } from '../tensor.js';
 import { eigSym } from '../linalg/index.js';
-import { leadingEigenvectors, modeGram, modeMul, sumSquares, toFloat64 } from './internal.js';
+import {
+  leadingEigenvectors,
+  modeGram,
+  modeMul,
+  sumSquares,
+  sweepCallback,
+  toFloat64,
+  toleranceOption,
+} from './internal.js';
 
 export interface TuckerResult {
   /** The core: the input's shape with each decomposed mode n replaced by its rank. */
@@ -27,11 +35,24 @@ export interface PartialTuckerOptions {
   maxIterations?: number;
   /** Stop when the relative error changes by less than this between sweeps (default 1e-6). */
   tolerance?: number;
+  /**
+   * Called after every HOOI sweep with its 1-based number and the relative error (a long fit is one
+   * synchronous call: this is where its caller can report progress). An exception thrown here ends
+   * the fit and propagates.
+   */
+  onSweep?: (sweep: number, relativeError: number) => void;
 }
 
 export const TUCKER_ALGORITHMS = ['hooi', 'hosvd'] as const;
 
-function validate(t: Tensor, opts: PartialTuckerOptions): { modes: number[]; ranks: number[] } {
+interface TuckerSettings {
+  modes: number[];
+  ranks: number[];
+  tolerance: number;
+  onSweep: ((sweep: number, relativeError: number) => void) | null;
+}
+
+function validate(t: Tensor, opts: PartialTuckerOptions): TuckerSettings {
   if (!(t instanceof Tensor)) throw new ValidationError('tensor', 'partialTucker: tensor must be a Tensor');
   const { modes, ranks } = opts;
   if (!Array.isArray(modes) || modes.length === 0)
@@ -73,12 +94,9 @@ function validate(t: Tensor, opts: PartialTuckerOptions): { modes: number[]; ran
       'maxIterations',
       `maxIterations must be a positive integer, got ${String(opts.maxIterations)}`,
     );
-  if (opts.tolerance !== undefined && !(opts.tolerance >= 0))
-    throw new ValidationError(
-      'tolerance',
-      `tolerance must be a non-negative number, got ${String(opts.tolerance)}`,
-    );
-  return { modes: [...modes], ranks: [...ranks] };
+  const tolerance = toleranceOption(opts.tolerance, 'tolerance', 1e-6);
+  const onSweep = sweepCallback<(sweep: number, relativeError: number) => void>(opts.onSweep);
+  return { modes: [...modes], ranks: [...ranks], tolerance, onSweep };
 }
 
 /** Projects x onto the factor subspaces of the given modes: x x_m P_m^T for each (m, P_m). */
@@ -105,10 +123,10 @@ function project(
  * the HOSVD it starts from.
  */
 export function partialTucker(t: Tensor, opts: PartialTuckerOptions): TuckerResult {
-  const { modes, ranks } = validate(t, opts);
+  const settings = validate(t, opts);
+  const { modes, ranks } = settings;
   const algorithm = opts.algorithm ?? 'hooi';
   const maxIterations = opts.maxIterations ?? 50;
-  const tolerance = opts.tolerance ?? 1e-6;
   const x = toFloat64(t.data);
   const shape = t.shape;
   const normX2 = sumSquares(x);
@@ -128,20 +146,13 @@ export function partialTucker(t: Tensor, opts: PartialTuckerOptions): TuckerResu
   if (algorithm === 'hooi' && normX2 > 0) {
     converged = false;
     for (let it = 0; it < maxIterations; it++) {
-      let y = { data: x, shape: [...shape] };
-      for (let k = 0; k < modes.length; k++) {
-        const m = modes[k]!;
-        y = project(x, shape, modes, factors, ranks, m);
-        factors[m] = leadingEigenvectors(modeGram(y.data, y.shape, m), shape[m]!, ranks[k]!, eigSym);
-      }
+      core = hooiSweep(x, shape, modes, factors, ranks);
       iterations = it + 1;
-      // The last update's projection lacks only its own mode: finish the core from it.
-      const last = modes.length - 1;
-      core = modeMul(y.data, y.shape, factors[modes[last]!]!, modes[last]!, ranks[last]!, true);
       const next = errorOf(core.data);
       const change = Math.abs(err - next);
       err = next;
-      if (change < tolerance) {
+      settings.onSweep?.(iterations, err);
+      if (change < settings.tolerance) {
         converged = true;
         break;
       }
@@ -159,6 +170,25 @@ export function partialTucker(t: Tensor, opts: PartialTuckerOptions): TuckerResu
   for (let i = 0; i < x.length; i++) diff += (x[i]! - rec.data[i]!) ** 2;
   const relativeError = normX2 === 0 ? 0 : Math.sqrt(diff / normX2);
   return { core: coreTensor, factors: outFactors, iterations, relativeError, converged };
+}
+
+/** One HOOI sweep, updating `factors` in place; returns the core of the updated factors. */
+function hooiSweep(
+  x: Float64Array,
+  shape: readonly number[],
+  modes: readonly number[],
+  factors: (Float64Array | null)[],
+  ranks: readonly number[],
+): { data: Float64Array; shape: number[] } {
+  let y = { data: x, shape: [...shape] };
+  for (let k = 0; k < modes.length; k++) {
+    const m = modes[k]!;
+    y = project(x, shape, modes, factors, ranks, m);
+    factors[m] = leadingEigenvectors(modeGram(y.data, y.shape, m), shape[m]!, ranks[k]!, eigSym);
+  }
+  // The last update's projection lacks only its own mode: finish the core from it.
+  const last = modes.length - 1;
+  return modeMul(y.data, y.shape, factors[modes[last]!]!, modes[last]!, ranks[last]!, true);
 }
 
 /** core x_n P_n for every non-null factor P_n (I_n x R_n): the tensor the Tucker form represents. */
