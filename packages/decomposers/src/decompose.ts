@@ -14,6 +14,7 @@ import { chainShapes, freeRanks, normalizeSettings, planCosts, planShape, resolv
 import type {
   CpDecomposition,
   DecomposeOptions,
+  DecomposeRun,
   DecompositionPlan,
   FactoredConvWeights,
   FactoredLayer,
@@ -56,11 +57,53 @@ export function planDecomposition(
 }
 
 /**
+ * How far a warm-started CP-ALS refines by default: until a sweep improves the relative error by
+ * less than 0.1 % of itself. From the factors of a distortion of a trained ResNet-20 3x3x64x64
+ * kernel, the distorted kernel perturbed at random by 1-10 % of its norm, that is 5 sweeps at rank
+ * 68 and ~20 at rank 175 (a cold fit runs its 200), ending within 0.5-1.6 % of the error 60-100
+ * sweeps reach.
+ */
+export const CP_WARM_RELATIVE_TOLERANCE = 1e-3;
+
+function checkRun(run: DecomposeRun): void {
+  if (run === null || typeof run !== 'object')
+    throw new ValidationError('run', 'decompose: run must be an object ({ previous?, onSweep? })');
+  const p: unknown = run.previous;
+  if (p !== undefined && p !== null && (typeof p !== 'object' || !('method' in p) || !('kernelShape' in p)))
+    throw new ValidationError(
+      'run.previous',
+      'run.previous must be a decomposition (decompose result) or null',
+    );
+  if (run.onSweep !== undefined && typeof run.onSweep !== 'function')
+    throw new ValidationError('run.onSweep', `run.onSweep must be a function, got ${typeof run.onSweep}`);
+}
+
+/** The previous CP factors to warm-start from, when the previous fit is CP of this shape and rank. */
+function cpWarmStart(
+  previous: KernelDecomposition | null | undefined,
+  kernel: LayerKernel,
+  rank: number,
+): Tensor[] | null {
+  if (!previous || previous.method !== 'cp') return null;
+  const sameShape =
+    previous.kernelShape.length === kernel.shape.length &&
+    previous.kernelShape.every((d, i) => d === kernel.shape[i]);
+  if (!sameShape || previous.ranks[0] !== rank) return null;
+  return [previous.H, previous.W, previous.S, previous.T];
+}
+
+/**
  * Low-rank approximation of one layer's kernel (HWIO [kh, kw, S, T], or dense [in, out]):
  * validates, picks the ranks by the rank policy, factorises. Throws ShapeError / RankError /
- * UnknownNameError / ValidationError on bad input.
+ * UnknownNameError / ValidationError on bad input. `run` may warm-start CP-ALS from a previous
+ * decomposition of the layer and report the sweeps of iterative fits (DecomposeRun).
  */
-export function decompose(kernel: LayerKernel, options: DecomposeOptions): KernelDecomposition {
+export function decompose(
+  kernel: LayerKernel,
+  options: DecomposeOptions,
+  run: DecomposeRun = {},
+): KernelDecomposition {
+  checkRun(run);
   const plan = planDecomposition(kernel, options);
   checkFinite(kernel);
   const dims = kernelDims(kernel);
@@ -78,14 +121,24 @@ export function decompose(kernel: LayerKernel, options: DecomposeOptions): Kerne
   };
   const ref = kernel.data;
   if (plan.method === 'tiled-svd') return tiledSvd(kernel, base);
+  const onSweep = run.onSweep ? { onSweep: run.onSweep } : {};
   if (plan.method === 'cp') {
     const cp = options.cp ?? {};
+    const warm = cpWarmStart(run.previous, kernel, plan.ranks[0]!);
     const r = cpAls(kernel.dtype === 'float64' ? kernel : kernel.astype('float64'), {
       rank: plan.ranks[0]!,
-      ...(cp.init !== undefined ? { init: cp.init } : {}),
+      ...(warm
+        ? {
+            init: { factors: warm },
+            relativeTolerance: cp.warmRelativeTolerance ?? CP_WARM_RELATIVE_TOLERANCE,
+          }
+        : cp.init !== undefined
+          ? { init: cp.init }
+          : {}),
       ...(cp.seed !== undefined ? { seed: cp.seed } : {}),
       ...(cp.maxIterations !== undefined ? { maxIterations: cp.maxIterations } : {}),
       ...(cp.tolerance !== undefined ? { tolerance: cp.tolerance } : {}),
+      ...onSweep,
     });
     const [H, W, S, T] = r.factors as [Tensor, Tensor, Tensor, Tensor];
     const out: CpDecomposition = {
@@ -113,6 +166,7 @@ export function decompose(kernel: LayerKernel, options: DecomposeOptions): Kerne
       algorithm,
       ...(t.maxIterations !== undefined ? { maxIterations: t.maxIterations } : {}),
       ...(t.tolerance !== undefined ? { tolerance: t.tolerance } : {}),
+      ...onSweep,
     });
     const out: Tucker2Decomposition = {
       ...base,
@@ -239,8 +293,9 @@ export function reconstruct(d: KernelDecomposition): Tensor {
 export function lowRankApproximation(
   kernel: LayerKernel,
   options: DecomposeOptions,
+  run: DecomposeRun = {},
 ): { kernel: Tensor; decomposition: KernelDecomposition } {
-  const decomposition = decompose(kernel, options);
+  const decomposition = decompose(kernel, options, run);
   return { kernel: likeInput(reconstruct(decomposition), kernel), decomposition };
 }
 

@@ -34,6 +34,7 @@ export {
 } from './plan.js';
 export type { PlanShape, ResolvedRanks } from './plan.js';
 export {
+  CP_WARM_RELATIVE_TOLERANCE,
   decompose,
   factorTensors,
   factoredLayer,

@@ -13,7 +13,7 @@ import {
   type RankPolicy,
   type SvdScheme,
 } from '@flatrank/protocol';
-import { Tensor, evbmf, maxCpRank, svd } from '@flatrank/core';
+import { Tensor, evbmf, maxCpRank, singularValues } from '@flatrank/core';
 import { kernelToMatrix, matrixShape, type KernelDims, type LayerKernel } from './kernel.js';
 import type {
   DecomposeOptions,
@@ -480,9 +480,10 @@ export function resolveRanks(
           'rank.threshold',
           `energy threshold must be in (0, 1], got ${JSON.stringify(th)}`,
         );
+      // Only the spectra are needed: singular values alone cost a fraction of a full SVD.
       const groups = spectralMatrices(kernel, dims, shape).map((ms) =>
         energyRank(
-          ms.map((m) => svd(m).S),
+          ms.map((m) => singularValues(m)),
           th,
         ),
       );

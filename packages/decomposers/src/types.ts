@@ -1,5 +1,5 @@
 import type { Decomposition, LoweringOrder, RankPolicy, SvdScheme } from '@flatrank/protocol';
-import type { DType, Tensor } from '@flatrank/core';
+import type { CpInit, DType, Tensor } from '@flatrank/core';
 
 export type Padding = 'same' | 'valid';
 export const PADDINGS = ['same', 'valid'] as const;
@@ -22,6 +22,31 @@ export interface CpSettings {
   seed?: number;
   maxIterations?: number;
   tolerance?: number;
+  /**
+   * A warm start (DecomposeRun.previous) also stops once a sweep changes the relative error by less
+   * than this fraction of it (default CP_WARM_RELATIVE_TOLERANCE). Cold fits ignore it.
+   */
+  warmRelativeTolerance?: number;
+}
+
+/**
+ * What one decompose call gets besides its settings: nothing that changes what is computed for a
+ * cold fit, only where an iterative fit starts and who hears of its progress.
+ */
+export interface DecomposeRun {
+  /**
+   * A previous decomposition of the same layer, of a nearby kernel (distortion training: the last
+   * distortion's, a few hundred SGD steps ago). CP-ALS starts from its factors when it is a CP
+   * decomposition of the same kernel shape and rank (the result records init 'warm'); otherwise,
+   * and for every other method, the fit is cold, as without it.
+   */
+  previous?: KernelDecomposition | null;
+  /**
+   * Called after every sweep of an iterative fit (HOOI, CP-ALS) with its 1-based number and the
+   * relative error: one fit of a wide layer is one long synchronous call, and this is where its
+   * caller can send heartbeats. An exception thrown here ends the fit and propagates.
+   */
+  onSweep?: (sweep: number, relativeError: number) => void;
 }
 
 /**
@@ -119,7 +144,8 @@ export interface CpDecomposition extends DecompositionBase {
   /** [T, R] */
   T: Tensor;
   seed: number;
-  init: 'svd' | 'random';
+  /** 'warm' when CP-ALS started from a previous decomposition's factors (DecomposeRun.previous). */
+  init: CpInit;
 }
 
 export type KernelDecomposition =

@@ -244,6 +244,76 @@ describe('tucker2 and cp', () => {
   });
 });
 
+describe('warm starts and sweep reports (DecomposeRun)', () => {
+  // A distortion-training pair: the kernel after one distortion (exactly CP rank 12), moved by 2 %.
+  const opts: DecomposeOptions = { method: 'cp', rank: 12 };
+  const first = decompose(randn([3, 3, 16, 16], 70), opts);
+  const distorted = reconstruct(first);
+  const drift = randn([3, 3, 16, 16], 71);
+  const moved = new Tensor(
+    Float64Array.from(distorted.data, (v, i) => v + (drift.data[i]! * 0.02 * norm(distorted)) / norm(drift)),
+    distorted.shape,
+  );
+
+  it('CP-ALS starts from the previous CP decomposition: init warm, a few sweeps, a better fit than cold', () => {
+    const cold = decompose(moved, opts);
+    const warm = decompose(moved, opts, { previous: first });
+    expect(cold.method === 'cp' && cold.init).toBe('svd');
+    expect(warm.method === 'cp' && warm.init).toBe('warm');
+    expect(warm.iterations).toBeLessThanOrEqual(10);
+    expect(warm.iterations).toBeLessThan(cold.iterations / 10);
+    expect(warm.converged).toBe(true);
+    expect(warm.relativeError).toBeLessThanOrEqual(cold.relativeError + 1e-9);
+    expect(warm.relativeError).toBeLessThan(0.02);
+    const rec = layerRecord('conv', warm, { inputSize: 8 });
+    expect(rec.cp).toEqual({ init: 'warm', seed: 0, fit: 1 - warm.relativeError });
+    expect(rec.iterations).toBe(warm.iterations);
+    // a float32 kernel (as the trainers hand them) warm-starts alike
+    const warm32 = decompose(moved.astype('float32'), opts, { previous: first });
+    expect(warm32.method === 'cp' && warm32.init).toBe('warm');
+    expect(lowRankApproximation(moved, opts, { previous: first }).decomposition.iterations).toBe(
+      warm.iterations,
+    );
+  });
+
+  it('a previous decomposition that does not match (rank, shape, method) leaves the fit cold', () => {
+    const cold = decompose(moved, opts);
+    for (const previous of [
+      decompose(moved, { method: 'cp', rank: 8 }),
+      decompose(randn([3, 3, 16, 8], 72), { method: 'cp', rank: 12 }),
+      decompose(moved, { method: 'tucker2', rank: [4, 4] }),
+      null,
+    ]) {
+      const d = decompose(moved, opts, { previous });
+      expect(d.method === 'cp' && d.init).toBe('svd');
+      expect(d.iterations).toBe(cold.iterations);
+      expect(d.relativeError).toBe(cold.relativeError);
+    }
+    // Tucker-2 is always cold: a previous decomposition changes nothing.
+    const t = decompose(moved, { method: 'tucker2', rank: [4, 4] });
+    const again = decompose(moved, { method: 'tucker2', rank: [4, 4] }, { previous: t });
+    expect(again.relativeError).toBe(t.relativeError);
+  });
+
+  it('reports every sweep of CP-ALS and HOOI to onSweep, and nothing for SVD-based methods', () => {
+    for (const [o, run] of [
+      [opts, {}],
+      [opts, { previous: first }],
+      [{ method: 'tucker2', rank: [6, 5], tucker: { tolerance: 0, maxIterations: 4 } }, {}],
+      [{ method: 'svd', scheme: 'lowered', rank: 4 }, {}],
+    ] as Array<[DecomposeOptions, { previous?: KernelDecomposition }]>) {
+      const sweeps: number[] = [];
+      const d = decompose(moved, o, { ...run, onSweep: (s) => sweeps.push(s) });
+      expect(sweeps).toEqual(Array.from({ length: d.iterations }, (_, i) => i + 1));
+      if (o.method !== 'svd') expect(sweeps.length).toBeGreaterThan(0);
+    }
+    expect(() => decompose(moved, opts, { onSweep: 3 as unknown as () => void })).toThrow(ValidationError);
+    expect(() => decompose(moved, opts, { previous: 'last' as unknown as KernelDecomposition })).toThrow(
+      ValidationError,
+    );
+  });
+});
+
 // ---------------------------------------------------------------------------------------------
 // Every factored chain, applied as real convolutions, equals the conv with the reconstructed kernel.
 
@@ -462,6 +532,54 @@ describe('rank policies', () => {
     const r = planDecomposition(K, { method: 'svd', rank: { kind: 'energy', threshold: 0.8 } }).ranks[0]!;
     expect(s.slice(0, r).reduce((a, v) => a + v * v, 0)).toBeGreaterThanOrEqual(0.8 * total);
     expect(s.slice(0, r - 1).reduce((a, v) => a + v * v, 0)).toBeLessThan(0.8 * total);
+  });
+
+  it('energy ranks are those of the full SVD spectra, for every method (spectra from singular values only)', () => {
+    // Reference: the rank each spectral matrix group needs, from svd(m).S (the full SVD).
+    const referenceRank = (spectra: Float64Array[], threshold: number): number => {
+      const total = spectra.reduce((a, sv) => a + sv.reduce((b, v) => b + v * v, 0), 0);
+      const len = Math.max(...spectra.map((sv) => sv.length));
+      let kept = 0;
+      for (let r = 1; r <= len; r++) {
+        for (const sv of spectra) kept += r <= sv.length ? sv[r - 1]! ** 2 : 0;
+        if (kept >= threshold * total * (1 - 1e-12)) return r;
+      }
+      return len;
+    };
+    const tiles = (w: Tensor, a: number, b: number): Tensor[] => {
+      const [rows, cols] = w.shape as [number, number];
+      const out: Tensor[] = [];
+      for (let p = 0; p < rows / a; p++)
+        for (let q = 0; q < cols / b; q++)
+          out.push(
+            new Tensor(
+              Float64Array.from({ length: a * b }, (_, e) =>
+                w.get(p * a + Math.floor(e / b), q * b + (e % b)),
+              ),
+              [a, b],
+            ),
+          );
+      return out;
+    };
+    const spectra = (ms: Tensor[]): Float64Array[] => ms.map((m) => svd(m).S);
+    for (const k of [K, lowRankKernel(3, 10, 1e-2), randn([3, 3, 16, 8], 31)]) {
+      const cases: Array<[Omit<DecomposeOptions, 'rank'>, Tensor[][]]> = [
+        [{ method: 'svd', scheme: 'lowered' }, [[kernelToMatrix(k, 'lowered')]]],
+        [{ method: 'svd', scheme: 'spatial' }, [[kernelToMatrix(k, 'spatial')]]],
+        [{ method: 'svd', scheme: 'input' }, [[kernelToMatrix(k, 'input')]]],
+        [{ method: 'tiled-svd', tile: [4, 8] }, [tiles(kernelToMatrix(k, 'lowered'), 4, 8)]],
+        [{ method: 'tucker2' }, [[kernelToMatrix(k, 'input')], [kernelToMatrix(k, 'lowered')]]],
+        [{ method: 'cp' }, [[kernelToMatrix(k, 'input')], [kernelToMatrix(k, 'lowered')]]],
+      ];
+      for (const [opts, groups] of cases)
+        for (const threshold of [0.3, 0.5, 0.8, 0.9, 0.95, 0.99, 0.999]) {
+          const want = groups.map((g) => referenceRank(spectra(g), threshold));
+          const got = planDecomposition(k, { ...opts, rank: { kind: 'energy', threshold } }).ranks;
+          expect(got, `${opts.method} ${opts.scheme ?? ''} ${threshold}`).toEqual(
+            opts.method === 'cp' ? [Math.max(...want)] : want,
+          );
+        }
+    }
   });
 
   it('vbmf finds the planted rank, clamps to [1, full] and reports raw ranks', () => {

@@ -48,8 +48,12 @@ export interface LayerRecord {
   /** Iterative fits (Tucker-2 HOOI, CP-ALS): sweeps run and whether the tolerance was met. */
   iterations?: number | null;
   converged?: boolean | null;
-  /** CP-ALS only: initialisation, seed and final fit (1 - relative error); null otherwise. */
-  cp?: { init: 'svd' | 'random'; seed: number; fit: number } | null;
+  /**
+   * CP-ALS only: initialisation, seed and final fit (1 - relative error); null otherwise. init
+   * 'warm': started from the layer's previous distortion's factors (distortion training after its
+   * first distortion), so iterations counts the sweeps of that refinement.
+   */
+  cp?: { init: 'svd' | 'random' | 'warm'; seed: number; fit: number } | null;
   /**
    * distort only: the relative error of the first distortion in training (how far it moved the
    * kernel it met, comparable with fine-tuning's relativeError) and of the final one.
