@@ -39,6 +39,7 @@ export {
   modelCounts,
   measureLatency,
   type CompressionPlan,
+  type DecomposeTargetsOptions,
   type LayerResult,
   type ChainStep,
 } from './compression/index.js';

@@ -9,7 +9,8 @@
  * - distort: train the undecomposed model; every S_D (distortion.interval) optimizer steps replace
  *   each target kernel by reconstruct(decompose(K)) in place (optionally zeroing momentum); a final
  *   distortion; optional BN re-estimation; accuracyFinal is measured on these exactly-low-rank
- *   weights. Then the factored model is exported (its outputs are checked against the distorted
+ *   weights. From the second distortion in training on, CP-ALS refits warm from each layer's
+ *   previous factors. Then the factored model is exported (its outputs are checked against the distorted
  *   model's) and timed. tiled-svd has no conv-chain export: its counts are the tiled GEMM's and the
  *   distorted model itself is what is evaluated (latencyAfterMs null).
  *   accuracyAfterDecomposition: for a trained start (checkpoint), the start model with one
@@ -76,6 +77,7 @@ import {
   hasChainExport,
   layerRecords,
   meanRelativeError,
+  meanSweeps,
   measureLatency,
   modelCounts,
   planCompression,
@@ -498,10 +500,12 @@ async function runDistort(
   let original: number | null = null;
   let afterDecomposition: number | null = null;
   let ranksFixed = !schedule.fixRanks;
-  const distort = (): LayerResult[] => {
+  // `previous`: the last distortion in training, whose factors CP-ALS refits from (the kernels moved
+  // only S_D steps since); null for the first distortion in training and the start model's preview.
+  const distort = (previous: readonly LayerResult[] | null): LayerResult[] => {
     if (!ranksFixed) fixRanks(model, plan);
     ranksFixed = true;
-    return distortModel(model, plan, () => ctx.beat());
+    return distortModel(model, plan, { previous, beat: () => ctx.beat() });
   };
   if (started) {
     original = (await ctx.evaluate(model)).accuracy;
@@ -517,7 +521,7 @@ async function runDistort(
     await readBackTargets(model, plan);
     // An allocation is chosen on the start model (the data-free ones from scratch: at the first distortion).
     await resolveAllocation(model, plan, allocationEnv(ctx));
-    distort();
+    distort(null);
     afterDecomposition = (await ctx.evaluate(model)).accuracy;
     ctx.metric('after-decomposition', 'accuracy', afterDecomposition);
     plan.targets.forEach((t, i) => {
@@ -538,6 +542,9 @@ async function runDistort(
     const emit = (name: string, value: number): void =>
       ctx.emit({ type: 'metric', step, epoch, phase, name, value });
     emit('distortion_error', meanRelativeError(r));
+    // The iterative fits' sweeps (CP-ALS, HOOI): a warm-started CP refit takes few.
+    if (comp.decomposition === 'cp' || comp.decomposition === 'tucker2')
+      emit('distortion_sweeps', meanSweeps(r));
     if (!trajectory) return;
     // TRP's ranks move: the model size its current ranks give, and the nuclear norm they hold.
     const counts = modelCounts(model, plan, r);
@@ -552,7 +559,7 @@ async function runDistort(
     async ({ step, epoch, optimizer }) => {
       if (step % schedule.interval !== 0) return;
       await readBackTargets(model, plan);
-      const r = distort();
+      const r = distort(last?.results ?? null);
       distortions += 1;
       last = { step, results: r };
       first ??= r;
@@ -570,7 +577,7 @@ async function runDistort(
   if (lastDistortion && lastDistortion.step === ctx.steps) results = lastDistortion.results;
   else {
     await readBackTargets(model, plan);
-    results = distort();
+    results = distort(lastDistortion?.results ?? null);
     distortions += 1;
     projectionMetrics(ctx.steps, ctx.lastEpoch, 'final', results);
   }
@@ -658,7 +665,7 @@ async function runDecompose(
   if (original !== null) ctx.metric('eval', 'accuracy_original', original);
   await readBackTargets(model, plan);
   await resolveAllocation(model, plan, allocationEnv(ctx));
-  const results = decomposeTargets(model, plan, () => ctx.beat());
+  const results = decomposeTargets(model, plan, { beat: () => ctx.beat() });
   emitLayers(ctx, results);
   emitAllocation(ctx, plan);
   const counts = modelCounts(model, plan, results);

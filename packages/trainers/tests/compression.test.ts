@@ -245,6 +245,55 @@ describe('distortion makes the targeted kernels exactly low-rank', { timeout: 12
   });
 });
 
+describe('distortion warm starts and heartbeats', { timeout: 120_000 }, () => {
+  it('cp: a distortion given the previous one refits warm (few sweeps); beat runs after every sweep and layer', () => {
+    const model = buildModel('resnet8', { inputShape: [8, 8, 3], numClasses: 10, seed: 9 });
+    const plan = planCompression(
+      model,
+      comp({
+        decomposition: 'cp',
+        rank: { kind: 'rank', rank: 4 },
+        layers: { kind: 'filter', inChannels: 16, outChannels: 16 },
+      }),
+      0,
+    );
+    let beats = 0;
+    const first = distortModel(model, plan, { beat: () => beats++ });
+    const sweeps = (rs: typeof first): number => rs.reduce((a, r) => a + r.decomposition.iterations, 0);
+    expect(beats).toBe(sweeps(first) + plan.targets.length);
+    // What S_D SGD steps do to the distorted kernels, roughly: move each by 1 % of its norm.
+    const r = rng(10);
+    for (const t of plan.targets) {
+      const k = kernelOf(model, t.layer.name);
+      const norm = Math.hypot(...k.data);
+      const noise = Float32Array.from(k.data, () => r() - 0.5);
+      const scale = (0.01 * norm) / Math.hypot(...noise);
+      const moved = tf.tensor(
+        Float32Array.from(k.data, (v, i) => v + scale * noise[i]!),
+        k.shape,
+      );
+      model.getLayer(t.layer.name).setWeights([moved, ...model.getLayer(t.layer.name).getWeights().slice(1)]);
+      moved.dispose();
+    }
+    const cold = decomposeTargets(model, plan);
+    beats = 0;
+    const warm = distortModel(model, plan, { previous: first, beat: () => beats++ });
+    expect(beats).toBe(sweeps(warm) + plan.targets.length);
+    warm.forEach((w, i) => {
+      const d = w.decomposition;
+      expect(d.method === 'cp' && d.init, w.target.layer.name).toBe('warm');
+      expect(cold[i]!.decomposition.method === 'cp' && cold[i]!.decomposition.init).toBe('svd');
+      expect(d.iterations).toBeLessThanOrEqual(10);
+      expect(d.iterations).toBeLessThan(cold[i]!.decomposition.iterations);
+      expect(d.relativeError).toBeLessThan(0.011);
+      expect(d.relativeError).toBeLessThanOrEqual(cold[i]!.decomposition.relativeError + 1e-6);
+    });
+    const rec = layerRecords(warm, first);
+    expect(rec.map((l) => [l.cp?.init, l.converged])).toEqual(warm.map(() => ['warm', true]));
+    expect(rec.map((l) => l.iterations)).toEqual(warm.map((w) => w.decomposition.iterations));
+  });
+});
+
 describe('the exported factored model reproduces the distorted model', { timeout: 120_000 }, () => {
   const cases: Array<[string, Record<string, unknown>]> = [
     [

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   DivergedError,
   ValidationError,
@@ -250,6 +250,77 @@ describe('runTrial', { timeout: 120_000 }, () => {
     expect(pt.accuracyFinal).toBe(pt.accuracyAfterDecomposition);
     expect(pt.accuracyOriginal).not.toBeNull();
     expect(ev2.filter((e) => e.type === 'layer')).toHaveLength(1);
+  });
+
+  it('distort (cp) from the checkpoint: CP-ALS refits warm from the second distortion in training on', async () => {
+    const events: TrialEvent[] = [];
+    const cfg: TrialConfigInput = {
+      ...base,
+      method: 'distort',
+      start: { kind: 'checkpoint', name: 'baseline' },
+      training: { ...base.training!, epochs: 1, maxSteps: 12, lr: 0.01 },
+      compression: { decomposition: 'cp', rank: { kind: 'rank', rank: 4 } }, // conv2 only
+      distortion: { interval: 4 },
+    };
+    await runTrial(cfg, opts('distort-cp-warm', events, { startCheckpoint: baselineCkpt }));
+    checkSequence(events, 'finished');
+    const sweeps = metric(events, 'train', 'distortion_sweeps');
+    expect(sweeps.map((m) => m.step)).toEqual([4, 8, 12]);
+    const [cold, ...warm] = sweeps.map((m) => m.value);
+    // The first distortion in training is cold (as is the preview one on the start model).
+    expect(cold).toBeGreaterThan(10);
+    for (const w of warm) {
+      expect(w).toBeLessThanOrEqual(10);
+      expect(w).toBeLessThan(cold! / 2);
+    }
+    const layers = events.filter((e) => e.type === 'layer').map((e) => e.layer);
+    expect(layers.map((l) => l.name)).toEqual(['conv2']);
+    const [rec] = layers;
+    // The recorded (final) distortion is a warm refit: its init, its sweeps, its fit.
+    expect(rec!.cp).toMatchObject({ init: 'warm', fit: 1 - rec!.relativeError });
+    expect(rec!.iterations).toBe(warm.at(-1));
+    expect(rec!.converged).toBe(true);
+    expect(rec!.firstDistortionError).toBeGreaterThan(rec!.finalDistortionError!);
+  });
+
+  it('long fits send heartbeats: one per sweep when they are due, none when not', async () => {
+    const cfg: TrialConfigInput = {
+      ...base,
+      method: 'posttrain',
+      start: { kind: 'trial', trialKey: 'b'.repeat(64) },
+      training: { ...base.training!, epochs: 0 },
+      compression: {
+        decomposition: 'cp',
+        rank: { kind: 'rank', rank: 4 },
+        cp: { maxIterations: 30, tolerance: 1e-300 },
+      },
+    };
+    // The heartbeats between the start model's evaluation and the layer record: the decomposition's.
+    const decompositionBeats = (events: TrialEvent[]): number => {
+      const from = events.findIndex((e) => e.type === 'metric' && e.name === 'accuracy_original');
+      const to = events.findIndex((e) => e.type === 'layer');
+      expect(from).toBeGreaterThan(0);
+      expect(to).toBeGreaterThan(from);
+      return events.slice(from, to).filter((e) => e.type === 'heartbeat').length;
+    };
+    // A fake clock that moves a whole heartbeat interval at every reading: every beat is due.
+    let now = Date.now();
+    const clock = vi.spyOn(Date, 'now').mockImplementation(() => (now += 1000));
+    const due: TrialEvent[] = [];
+    try {
+      await runTrial(cfg, opts('beats-due', due, { startCheckpoint: baselineCkpt }));
+    } finally {
+      clock.mockRestore();
+    }
+    checkSequence(due, 'finished');
+    const layer = due.find((e) => e.type === 'layer')!.layer;
+    expect(layer.iterations).toBe(30);
+    expect(decompositionBeats(due)).toBe(layer.iterations! + 1); // every sweep, then the layer
+    // Rate-limited like the training loop's: with a long interval the same fit sends none.
+    const quiet: TrialEvent[] = [];
+    await runTrial(cfg, opts('beats-quiet', quiet, { startCheckpoint: baselineCkpt, heartbeatMs: 1e9 }));
+    checkSequence(quiet, 'finished');
+    expect(decompositionBeats(quiet)).toBe(0);
   });
 
   it('is deterministic on one backend: the same config gives bit-identical weights', async () => {

@@ -236,17 +236,37 @@ export function applyAllocation(plan: CompressionPlan, allocation: RankAllocatio
   plan.allocation = allocation;
 }
 
+export interface DecomposeTargetsOptions {
+  /**
+   * The previous distortion's results (distortion training after its first distortion): each
+   * target's CP-ALS starts from that layer's previous factors, the kernel having moved only S_D
+   * SGD steps since (decomposers' DecomposeRun.previous). Null or absent: every fit is cold.
+   */
+  previous?: readonly LayerResult[] | null;
+  /**
+   * Called after every layer and after every sweep of an iterative fit (HOOI, CP-ALS), which on a
+   * wide layer is one long synchronous call: the trial's heartbeat (rate-limited there) and
+   * cancellation check.
+   */
+  beat?: () => void;
+}
+
 /** Decomposes the current kernel of every target (no change to the model). */
 export function decomposeTargets(
   model: tfl.LayersModel,
   plan: CompressionPlan,
-  onLayer?: (i: number) => void,
+  options: DecomposeTargetsOptions = {},
 ): LayerResult[] {
-  return plan.targets.map((target, i) => {
+  const { beat } = options;
+  const previous = new Map((options.previous ?? []).map((r) => [r.target.layer.name, r.decomposition]));
+  return plan.targets.map((target) => {
     const v = kernelVariable(model, target.layer.name);
     const data = Float32Array.from(v.read().dataSync() as Float32Array);
-    const decomposition = decompose(new Tensor(data, target.kernelShape), target.options);
-    onLayer?.(i);
+    const decomposition = decompose(new Tensor(data, target.kernelShape), target.options, {
+      previous: previous.get(target.layer.name) ?? null,
+      ...(beat ? { onSweep: () => beat() } : {}),
+    });
+    beat?.();
     return { target, decomposition };
   });
 }
@@ -262,19 +282,27 @@ export function applyReconstructions(model: tfl.LayersModel, results: readonly L
   }
 }
 
-/** One distortion: K <- reconstruct(decompose(K)) for every target. Returns the per-layer results. */
+/**
+ * One distortion: K <- reconstruct(decompose(K)) for every target (warm-started from
+ * options.previous, see DecomposeTargetsOptions). Returns the per-layer results.
+ */
 export function distortModel(
   model: tfl.LayersModel,
   plan: CompressionPlan,
-  onLayer?: (i: number) => void,
+  options: DecomposeTargetsOptions = {},
 ): LayerResult[] {
-  const results = decomposeTargets(model, plan, onLayer);
+  const results = decomposeTargets(model, plan, options);
   applyReconstructions(model, results);
   return results;
 }
 
 export function meanRelativeError(results: readonly LayerResult[]): number {
   return results.reduce((s, r) => s + r.decomposition.relativeError, 0) / Math.max(1, results.length);
+}
+
+/** Mean sweeps of the targets' iterative fits (HOOI, CP-ALS; 0 for SVD-based ones). */
+export function meanSweeps(results: readonly LayerResult[]): number {
+  return results.reduce((s, r) => s + r.decomposition.iterations, 0) / Math.max(1, results.length);
 }
 
 /**

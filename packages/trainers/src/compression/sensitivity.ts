@@ -80,7 +80,7 @@ export interface SensitivityEnv {
   numClasses: number;
   /** Where the curve files go (null: no cache). */
   cacheDir: string | null;
-  /** Called between evaluations (heartbeats, cancellation). */
+  /** Called between evaluations and after every sweep of an iterative fit (heartbeats, cancellation). */
   beat(): void;
 }
 
@@ -180,7 +180,9 @@ export function measureSensitivity(model: tfl.LayersModel, env: SensitivityEnv):
       const row: number[] = [];
       try {
         for (const c of layer.candidates) {
-          write(Float32Array.from(reconstruct(decompose(kernel, c.options)).data));
+          // A long fit (CP-ALS of a wide layer) reports its sweeps: heartbeats between evaluations too.
+          const d = decompose(kernel, c.options, { onSweep: () => env.beat() });
+          write(Float32Array.from(reconstruct(d).data));
           row.push(await evaluate());
         }
       } finally {
