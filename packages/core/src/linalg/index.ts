@@ -427,10 +427,15 @@ export function lstsq(a: Tensor, b: Tensor, opts: { method?: 'auto' | 'native' |
   if (native) {
     const bb = new Float64Array(Math.max(m, n) * p);
     bb.set(bd);
-    const info = withThreads(native, m * n * Math.min(m, n), () => native.gels(toF64(a), m, n, bb, p));
-    if (info === 0) return out(bb.slice(0, n * p), shape, dtype);
+    const factored = toF64(a);
+    const info = withThreads(native, m * n * Math.min(m, n), () => native.gels(factored, m, n, bb, p));
     if (info < 0) throw lapackFailure('dgels', info, { m, n });
-    // info > 0: rank deficient, use the pseudo-inverse below.
+    // dgels reports rank deficiency only for an exactly zero diagonal of R (or L when m < n), which
+    // rounding rarely leaves: a duplicated column gives ~1e-16 there, and the solve then returns a
+    // valid but not minimum-norm x. The same test as the JS path decides the fallback.
+    if (info === 0 && wellConditionedTriangle(factored, Math.min(m, n), n))
+      return out(bb.slice(0, n * p), shape, dtype);
+    // rank deficient: use the pseudo-inverse below.
   } else {
     const x = lstsqQrJs(toF64(a), m, n, bd, p);
     if (x) return out(x, shape, dtype);
