@@ -6,7 +6,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readSync, statSync } from '
 import { dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { StoreError, ValidationError } from '@flatrank/protocol';
-import { FLATRANK_APPLICATION_ID, SCHEMA_VERSION, migrate } from './schema.js';
+import { FLATRANK_APPLICATION_ID, OLDEST_READABLE_VERSION, SCHEMA_VERSION, migrate } from './schema.js';
 
 /**
  * Creates a flatrank database at an older schema version (tests of upgrade paths, here and in
@@ -31,7 +31,10 @@ export function createDatabaseAtVersion(file: string, version: number): string {
 export const BUSY_TIMEOUT_MS = 10_000;
 
 export interface OpenOptions {
-  /** Open a read-only connection (queries, reports). Default false. */
+  /**
+   * Open a read-only connection (queries, reports). Default false. A reader never migrates: it
+   * opens schema OLDEST_READABLE_VERSION or later as it is, and refuses an older one (DB_OUTDATED).
+   */
   readonly?: boolean;
   /** Create the file and apply migrations if it does not exist (the coordinator only). Default false. */
   create?: boolean;
@@ -255,11 +258,12 @@ export function openDatabase(
       );
     }
     if (readonly) {
-      if (version < SCHEMA_VERSION) {
+      // A reader opens any version it can read without the later migrations' additions.
+      if (version < OLDEST_READABLE_VERSION) {
         throw new StoreError(
           'DB_OUTDATED',
           `${path} has schema version ${version}; this flatrank needs ${SCHEMA_VERSION}. Run "flatrank migrate --db ${path}" (or let the sweep coordinator open it) to upgrade it; read-only commands never modify a database.`,
-          { context: { path, version, supported: SCHEMA_VERSION } },
+          { context: { path, version, supported: SCHEMA_VERSION, readable: OLDEST_READABLE_VERSION } },
         );
       }
       db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);

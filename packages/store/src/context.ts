@@ -9,6 +9,7 @@ import { StoreError } from '@flatrank/protocol';
 
 export class StoreContext {
   private readonly stmts = new Map<string, Database.Statement>();
+  private readonly columns = new Map<string, boolean>();
 
   constructor(
     readonly db: Database.Database,
@@ -24,6 +25,22 @@ export class StoreContext {
       this.stmts.set(sql, s);
     }
     return s;
+  }
+
+  /**
+   * Whether `table` has `column` (asked once per connection): a reader of an older schema
+   * (OLDEST_READABLE_VERSION) computes what a later migration's column holds. A database a writer
+   * upgrades while this connection is open keeps the first answer, which stays correct.
+   */
+  hasColumn(table: string, column: string): boolean {
+    const id = `${table}.${column}`;
+    let has = this.columns.get(id);
+    if (has === undefined) {
+      has =
+        this.db.prepare('SELECT 1 FROM pragma_table_info(?) WHERE name = ?').get(table, column) !== undefined;
+      this.columns.set(id, has);
+    }
+    return has;
   }
 
   assertWritable(what: string): void {

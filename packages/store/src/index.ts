@@ -15,7 +15,7 @@ export type {
 } from './rows.js';
 export { createDatabaseAtVersion, databaseFault, describeDatabaseFile } from './connection.js';
 export type { OpenOptions } from './connection.js';
-export { SCHEMA_VERSION, FLATRANK_APPLICATION_ID } from './schema.js';
+export { SCHEMA_VERSION, OLDEST_READABLE_VERSION, FLATRANK_APPLICATION_ID } from './schema.js';
 export {
   WHERE_AXES,
   RUN_COLUMNS,

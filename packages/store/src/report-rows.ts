@@ -4,10 +4,12 @@
  * A report groups trials by their config without the seed (and a start trial replaced by that
  * trial's own group) and averages a few result columns per group. Reading every trial through
  * `listTrials` built ~40-field row objects and parsed every config (100k trials: ~9 s and 140 MB
- * kept, bench `npm run bench -- report`). Here SQLite strips the per-seed parts of the config
- * (`json_remove`), so the seeds of one configuration share a `shape` text that the caller parses
- * once, and computes the ratios (and the per-layer params sums of the current attempt), so a row
- * is 14 plain values; rows are handed over one at a time (`iterate()`), never all at once.
+ * kept, bench `npm run bench -- report`). Here the per-seed parts of the config are already
+ * stripped: the writer stores each configuration's shape (its config without seed and start trial
+ * key) once in trial_groups and each trial's group and start trial key (schema 9), so the seeds of
+ * one configuration share one `shape` string that the caller parses once, and SQLite computes the
+ * ratios (and the per-layer params sums of the current attempt), so a row is 15 plain values; rows
+ * are handed over one at a time (`iterate()`), never all at once.
  */
 import type { TrialStatus } from '@flatrank/protocol';
 import type { StoreContext } from './context.js';
@@ -23,7 +25,10 @@ export interface ReportTrialRow {
   key: string;
   status: TrialStatus;
   seed: number;
-  /** The config's JSON without `seed` and `start.trialKey`: equal for the seeds of one configuration. */
+  /**
+   * The config's JSON without `seed` and `start.trialKey`: equal for the seeds of one configuration
+   * (the same string for all the trials of one stored group).
+   */
   shape: string;
   /** `start.trialKey` when the trial starts from another trial's checkpoint, else null. */
   start_key: string | null;
@@ -54,8 +59,51 @@ export interface ReportStartRow {
   start_key: string | null;
 }
 
-const SHAPE = `json_remove(t.config, '$.seed', '$.start.trialKey')`;
-const START_KEY = `json_extract(t.config, '$.start.trialKey')`;
+/** A trial's shape and start key computed from its config (what migration 9 stores). */
+const SHAPE_OF_CONFIG = `json_remove(t.config, '$.seed', '$.start.trialKey')`;
+const START_KEY_OF_CONFIG = `json_extract(t.config, '$.start.trialKey')`;
+
+/**
+ * The SQL of a trial's (t) group, its shape when it has no group (`ungroupedShape`), its shape
+ * either way (`shape`) and its start key: the stored ones, computed from the config for a trial
+ * without a group (written by SQL outside the store) and on a schema-8 database (no trial_groups:
+ * a reader does not migrate). Either way the same text, since the writer and the migration store
+ * what these expressions give.
+ */
+function groupingSql(ctx: StoreContext): {
+  groupId: string;
+  ungroupedShape: string;
+  shape: string;
+  startKey: string;
+} {
+  if (!ctx.hasColumn('trials', 'group_id'))
+    return {
+      groupId: 'NULL',
+      ungroupedShape: SHAPE_OF_CONFIG,
+      shape: SHAPE_OF_CONFIG,
+      startKey: START_KEY_OF_CONFIG,
+    };
+  const ungroupedShape = `CASE WHEN t.group_id IS NULL THEN ${SHAPE_OF_CONFIG} END`;
+  return {
+    groupId: 't.group_id',
+    ungroupedShape,
+    shape: `coalesce((SELECT g.shape FROM trial_groups g WHERE g.id = t.group_id), ${ungroupedShape})`,
+    startKey: `CASE WHEN t.group_id IS NULL THEN ${START_KEY_OF_CONFIG} ELSE t.start_trial_key END`,
+  };
+}
+
+/** A group's shape, read once per group and call (one string for all its trials). */
+function groupShapes(ctx: StoreContext): (groupId: number) => string {
+  const known = new Map<number, string>();
+  return (groupId) => {
+    let shape = known.get(groupId);
+    if (shape === undefined) {
+      shape = ctx.stmt('SELECT shape FROM trial_groups WHERE id = ?').pluck().get(groupId) as string;
+      known.set(groupId, shape);
+    }
+    return shape;
+  };
+}
 
 const RATIO = (a: string, b: string) => `CASE WHEN ${b} > 0 THEN CAST(${a} AS REAL) / ${b} END`;
 
@@ -63,8 +111,9 @@ const RATIO = (a: string, b: string) => `CASE WHEN ${b} > 0 THEN CAST(${a} AS RE
  * The sweep's member trials in id order, streamed (the membership key is in trial order, so no sort).
  * `membership` (default `current`): the points of the sweep's latest spec; `all` adds the retired
  * ones (linked by an earlier version of the spec, results kept), `retired` gives only those.
- * One results lookup and one per-layer index range per trial; about 14 values per row, since
- * building the JavaScript row objects is what costs (bench: `npm run bench -- report`).
+ * One results lookup and one per-layer index range per trial, one trial_groups lookup per group; 16
+ * plain values per row, since building the JavaScript row objects is what costs (bench: `npm run
+ * bench -- report`).
  */
 export function iterateReportTrials(
   ctx: StoreContext,
@@ -72,11 +121,13 @@ export function iterateReportTrials(
   opts: { membership?: Membership } = {},
 ): IterableIterator<ReportTrialRow> {
   const member = membershipCondition(opts.membership);
+  const { groupId, ungroupedShape, startKey } = groupingSql(ctx);
   // Values of succeeded trials only (a results row of another status is not averaged).
   const ok = (expr: string) => `CASE WHEN t.status = 'succeeded' THEN ${expr} END`;
-  return ctx.db
+  // In the column order of ReportTrialValues.
+  const rows = ctx.db
     .prepare(
-      `SELECT t.key, t.status, t.seed, ${SHAPE} AS shape, ${START_KEY} AS start_key,
+      `SELECT t.key, t.status, t.seed, ${groupId} AS group_id, ${ungroupedShape} AS shape, ${startKey} AS start_key,
               t.status = 'succeeded' AND r.id IS NOT NULL AS ok,
               ${ok('r.accuracy_original')} AS accuracy_original,
               ${ok('r.accuracy_after_decomposition')} AS accuracy_after_decomposition,
@@ -95,7 +146,59 @@ export function iterateReportTrials(
        WHERE st.sweep_id = ? AND ${member}
        ORDER BY st.trial_id`,
     )
-    .iterate(sweepId) as IterableIterator<ReportTrialRow>;
+    .raw()
+    .iterate(sweepId) as IterableIterator<ReportTrialValues>;
+  return toReportTrialRows(rows, groupShapes(ctx));
+}
+
+type Value = number | null;
+/** key, status, seed, group_id, shape (without a group), start_key, ok, then the nine values. */
+type ReportTrialValues = [
+  string,
+  TrialStatus,
+  number,
+  number | null,
+  string | null,
+  string | null,
+  0 | 1,
+  Value,
+  Value,
+  Value,
+  Value,
+  Value,
+  Value,
+  Value,
+  Value,
+  Value,
+];
+
+/**
+ * The rows of iterateReportTrials' SELECT as objects, one at a time (stopping early stops and
+ * releases the statement). They come as value arrays: better-sqlite3 builds a named row slower than
+ * a literal of one fixed shape here (10k trials: ~30 ms of an ~80 ms read).
+ */
+function* toReportTrialRows(
+  rows: Iterable<ReportTrialValues>,
+  shapeOf: (groupId: number) => string,
+): Generator<ReportTrialRow, void, undefined> {
+  for (const v of rows)
+    yield {
+      key: v[0],
+      status: v[1],
+      seed: v[2],
+      shape: v[3] === null ? v[4]! : shapeOf(v[3]),
+      start_key: v[5],
+      ok: v[6],
+      accuracy_original: v[7],
+      accuracy_after_decomposition: v[8],
+      accuracy_final: v[9],
+      params_ratio: v[10],
+      macs_ratio: v[11],
+      latency_ratio: v[12],
+      wall_seconds: v[13],
+      layers_ratio: v[14],
+      decomposition_error: v[15],
+    };
 }
 
 /**
@@ -110,8 +213,9 @@ export function reportStartLookup(
   opts: { membership?: Membership } = {},
 ): (key: string) => ReportStartRow | undefined {
   const member = membershipCondition(opts.membership);
+  const { shape, startKey } = groupingSql(ctx);
   const stmt = ctx.db.prepare(
-    `SELECT t.key, ${SHAPE} AS shape, ${START_KEY} AS start_key
+    `SELECT t.key, ${shape} AS shape, ${startKey} AS start_key
      FROM trials t WHERE t.key = ?
        AND EXISTS (SELECT 1 FROM sweep_trials st WHERE st.sweep_id = ? AND st.trial_id = t.id AND ${member})`,
   );

@@ -138,11 +138,17 @@ function writeInserts(
 ): { inserted: number; existing: number; restored: number; ids: number[] } {
   if (!ctx.stmt('SELECT 1 FROM sweeps WHERE id = ?').get(sweepId))
     throw new ValidationError('sweepId', `sweepId: no sweep with id ${sweepId}`);
+  // What a report groups the trial by (migration 9), computed once here by the same expressions as
+  // the migration and the readers of older databases, so every path gives the same text: its
+  // shape's group (created by the first trial of that shape) and its start trial key.
+  const shape = `json_remove(@config, '$.seed', '$.start.trialKey')`;
+  const group = ctx.stmt(`INSERT INTO trial_groups (shape) VALUES (${shape}) ON CONFLICT (shape) DO NOTHING`);
   const ins =
     ctx.stmt(`INSERT INTO trials (sweep_id, key, config, model, dataset, method, decomposition, scheme, rank_policy, target_ratio,
-          distortion_interval, seed, lr, epochs, batch_size, created_at)
+          distortion_interval, seed, lr, epochs, batch_size, created_at, group_id, start_trial_key)
         VALUES (@sweepId, @key, @config, @model, @dataset, @method, @decomposition, @scheme, @rankPolicy, @targetRatio,
-          @distortionInterval, @seed, @lr, @epochs, @batchSize, @now)
+          @distortionInterval, @seed, @lr, @epochs, @batchSize, @now,
+          (SELECT g.id FROM trial_groups g WHERE g.shape = ${shape}), json_extract(@config, '$.start.trialKey'))
         ON CONFLICT(key) DO NOTHING`);
   const idOf = ctx.stmt('SELECT id FROM trials WHERE key = ?').pluck();
   // A point in the spec again after an edit: its retired membership becomes current again.
@@ -158,6 +164,7 @@ function writeInserts(
   let restored = 0;
   const ids: number[] = [];
   for (const { t, axes, json } of rows) {
+    group.run({ config: json });
     const info = ins.run({ sweepId, key: t.key, config: json, now, ...axes });
     let id: number;
     if (info.changes === 1) {

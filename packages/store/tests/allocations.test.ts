@@ -9,7 +9,7 @@ import {
   tempDbTrialEvents,
   type TempDb,
 } from '@flatrank/testing';
-import { ResultsStore, createDatabaseAtVersion } from '../src/index.js';
+import { ResultsStore, SCHEMA_VERSION, createDatabaseAtVersion } from '../src/index.js';
 import { connectionOf } from '../src/internal.js';
 
 let tmp: TempDb;
@@ -167,7 +167,8 @@ describe('allocation events', () => {
     const path = createDatabaseAtVersion(`${tmp.dir}/v7.sqlite`, 7);
     const old = ResultsStore.open(path);
     try {
-      expect(old.migrated).toEqual([8]);
+      // 8 and every later migration.
+      expect(old.migrated).toEqual(Array.from({ length: SCHEMA_VERSION - 7 }, (_, i) => 8 + i));
       const sweepId = old.upsertSweep({ name: 's', specText: 's', specResolved: {}, specHash: 'h' }).id;
       const config = tempDbTrialConfig({ seed: 4 });
       old.insertTrials(sweepId, [{ key: trialKey(config), config }]);

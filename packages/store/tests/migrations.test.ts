@@ -7,6 +7,7 @@ import { StoreError } from '@flatrank/protocol';
 import {
   ResultsStore,
   SCHEMA_VERSION,
+  OLDEST_READABLE_VERSION,
   FLATRANK_APPLICATION_ID,
   resolveDbPath,
   DEFAULT_DB,
@@ -51,6 +52,8 @@ describe('migrations', () => {
     expect(MIGRATIONS.length).toBeGreaterThanOrEqual(2);
     MIGRATIONS.forEach((m, i) => expect(m.version).toBe(i + 1));
     expect(SCHEMA_VERSION).toBe(MIGRATIONS.length);
+    expect(OLDEST_READABLE_VERSION).toBeGreaterThanOrEqual(1);
+    expect(OLDEST_READABLE_VERSION).toBeLessThanOrEqual(SCHEMA_VERSION);
   });
 
   it('creates a fresh database at the latest version with the flatrank marker, WAL and recorded steps', () => {
@@ -73,6 +76,7 @@ describe('migrations', () => {
       'results',
       'artifacts',
       'allocations',
+      'trial_groups',
     ])
       expect(
         connectionOf(store)
@@ -135,8 +139,17 @@ describe('migrations', () => {
         .run();
       raw.close();
 
-      // A read-only open never migrates: it says what to do.
-      expectStoreError(() => ResultsStore.open(old, { readonly: true }), 'DB_OUTDATED');
+      // A read-only open never migrates: below the oldest readable version it says what to do,
+      // from it on it reads the database as it is.
+      if (from < OLDEST_READABLE_VERSION)
+        expectStoreError(() => ResultsStore.open(old, { readonly: true }), 'DB_OUTDATED');
+      else {
+        const reader = ResultsStore.open(old, { readonly: true });
+        expect(reader.schemaVersion()).toBe(from);
+        expect(reader.migrated).toEqual([]);
+        expect(reader.listTrials().map((t) => t.key)).toEqual(['a'.repeat(64)]);
+        reader.close();
+      }
 
       const store = ResultsStore.open(old); // the writer migrates
       expect(store.schemaVersion()).toBe(SCHEMA_VERSION);
@@ -163,6 +176,12 @@ describe('migrations', () => {
       });
       // Migration 4 counted the existing memberships into sweep_status_counts.
       expect(store.trialCounts(1)).toMatchObject({ succeeded: 1, pending: 0 });
+      // Migration 9: the trial's report grouping, from its config.
+      expect(
+        connectionOf(store)
+          .prepare('SELECT g.shape, t.start_trial_key FROM trials t JOIN trial_groups g ON g.id = t.group_id')
+          .get(),
+      ).toEqual({ shape: '{"model":"lenet5"}', start_trial_key: null });
       // Migration 5: existing memberships are points of the latest spec; the rebuilt view agrees.
       expect(connectionOf(store).prepare('SELECT active FROM sweep_trials').pluck().all()).toEqual([1]);
       expect(

@@ -44,13 +44,36 @@ describe('report rows', () => {
       status: 'succeeded',
       ok: 1,
       start_key: null,
+      accuracy_original: 0.95,
+      accuracy_after_decomposition: 0.5,
       accuracy_final: 0.8,
       params_ratio: 2, // 60000 / 30000
       macs_ratio: 400000 / 250000,
       latency_ratio: 2 / 1.5,
       layers_ratio: 2, // one layer record: 2400 / 1200
+      decomposition_error: 0.25, // finetune: the layer's relative error
       wall_seconds: 3.5,
     });
+    // Every field of the row, no other.
+    expect(Object.keys(a!).sort()).toEqual(
+      [
+        'key',
+        'status',
+        'seed',
+        'shape',
+        'start_key',
+        'ok',
+        'accuracy_original',
+        'accuracy_after_decomposition',
+        'accuracy_final',
+        'params_ratio',
+        'macs_ratio',
+        'latency_ratio',
+        'wall_seconds',
+        'layers_ratio',
+        'decomposition_error',
+      ].sort(),
+    );
     const last = rows.at(-1)!;
     expect(last.start_key).toBe(keys[0]);
     expect(JSON.parse(last.shape)).toMatchObject({ start: { kind: 'trial' } });
