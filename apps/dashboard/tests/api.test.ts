@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { buildReport, formatReport, loadSweep } from '@flatrank/report';
 import { ResultsStore, SWEEP_TRIAL_COLUMNS } from '@flatrank/store';
-import { createTempDb, populateDashboardDb } from '@flatrank/testing';
+import { createTempDb, populateDashboardDb, populateRankDb, rankDbAllocation } from '@flatrank/testing';
 import {
   DashboardData,
   createHandler,
@@ -219,6 +219,30 @@ describe('trials', () => {
     expect(body.result.accuracy_after_decomposition).toBeCloseTo(body.result.accuracy_final - 0.2, 10);
     expect(body.artifacts).toHaveLength(1);
     expect(body.trial.environment.backend).toBe('cpu');
+    expect(body.allocation).toBeNull(); // a uniform ratio: nothing was allocated
+  });
+
+  it("answers a trial's rank allocation: policy, budget, ratios reached, each layer's ranks and what it measured", async () => {
+    const db = createTempDb();
+    const keys = populateRankDb(db.store!);
+    const d = await startDashboard({ db: db.path, port: 0 });
+    const trial = async (key: string) => {
+      const res = await fetch(new URL(`/api/trials/${key}`, d.url));
+      expect(res.status).toBe(200);
+      return (await res.json()) as any;
+    };
+    try {
+      for (const seed of [0, 1]) {
+        const body = await trial(keys.allocated[seed]!);
+        // The record of the attempt that succeeded, as the trainer reported it (layers in model order).
+        expect(body.allocation).toEqual({ attempt: 1, ...rankDbAllocation(seed) });
+        expect(body.allocation.layers.map((l: any) => l.name)).toEqual(['conv1', 'conv2', 'fc1', 'fc2']);
+      }
+      expect((await trial(keys.uniform[0]!)).allocation).toBeNull();
+    } finally {
+      await d.close();
+      db.cleanup();
+    }
   });
 
   it('serves the tail of a trial log from the runs directory, and says when there is none', async () => {

@@ -13,7 +13,13 @@ import type { Page } from 'playwright-core';
 import { trialKey } from '@flatrank/protocol';
 import { buildReport, formatReport, loadSweep, type Report } from '@flatrank/report';
 import { SWEEP_TRIAL_COLUMNS } from '@flatrank/store';
-import { tempDbTrialConfig, writeLargeDashboardSweep, type DashboardSweep } from '@flatrank/testing';
+import {
+  tempDbAllocation,
+  tempDbTrialConfig,
+  tempDbTrialEvents,
+  writeLargeDashboardSweep,
+  type DashboardSweep,
+} from '@flatrank/testing';
 import { launchChromium, type Launched } from './browser.js';
 import { activeLines, brushAxis, brushed, clickAxis } from './parallel.js';
 import { serveFixture, type Served } from './helpers.js';
@@ -24,6 +30,7 @@ mkdirSync(shots, { recursive: true });
 
 let s: Served;
 let large: DashboardSweep;
+let allocatedKey: string;
 let chrome: Launched;
 let page: Page;
 const problems: string[] = [];
@@ -39,7 +46,28 @@ beforeAll(async () => {
     specHash: '0'.repeat(64),
   });
   const c = tempDbTrialConfig({ seed: 42 });
-  store.insertTrials(id, [{ key: trialKey(c), config: c }]);
+  // And a trial whose ranks were allocated, markup in what its allocation measured (claimed first:
+  // the first by id); the other stays pending.
+  const allocated = tempDbTrialConfig({
+    seed: 43,
+    compression: { decomposition: 'svd', rank: { kind: 'allocate', by: 'error', target: { params: 2 } } },
+  });
+  store.insertTrials(id, [
+    { key: trialKey(allocated), config: allocated },
+    { key: trialKey(c), config: c },
+  ]);
+  const claim = store.claimTrial({ sweepId: id, worker: 'w', leaseMs: 60_000, maxAttempts: 1 })!;
+  allocatedKey = trialKey(allocated);
+  if (claim.key !== allocatedKey) throw new Error('the fixture expected to claim the allocated trial first');
+  const record = tempDbAllocation();
+  // fc1 measured a long curve (folded on the page), with markup in it too.
+  const curve = { note: XSS, accuracy: Array.from({ length: 24 }, (_, r) => 0.5 + r / 50) };
+  const allocation = {
+    ...record,
+    layers: [record.layers[0]!, { ...record.layers[1]!, measured: curve }],
+    measured: { note: XSS, maxError: 0.25, greedySteps: 3 },
+  };
+  store.applyEvents(tempDbTrialEvents(claim.key, claim.attempt, { allocation }));
   // Past the parallel coordinates' 1000 lines: they draw a sample, the list pages through all.
   large = writeLargeDashboardSweep(store, 'large-sweep', 1100);
   chrome = await launchChromium();
@@ -379,7 +407,45 @@ describe('in chromium', () => {
     expect(await layerColumn('relative_error')).toEqual(['1.00e-6', '1.00e-6']);
     for (const absent of ['iterations', 'converged', 'cp_init', 'cp_seed', 'cp_fit'])
       expect(await layerColumn(absent)).toEqual([]);
+    // A uniform ratio: no allocation to show.
+    expect(await page.$$('#allocation')).toHaveLength(0);
     await shot('trial');
+  });
+
+  it("the trial page shows a rank allocation: policy, budget, ratios reached, each layer's ranks, what it measured, as text", async () => {
+    await open(`/trials/${allocatedKey}`);
+    expect(await page.textContent('#allocation-policy')).toBe('model-ratio=2');
+    expect(await page.textContent('#allocation-budget')).toBe('params 2x');
+    expect(await page.textContent('#allocation-reached')).toBe('params 2.01x, MACs 1.6x');
+    const layers = await page.$$eval('tr[data-allocation-layer]', (trs) =>
+      trs.map((tr) =>
+        Object.fromEntries(
+          [...tr.querySelectorAll('td[data-col]')].map((td) => [td.getAttribute('data-col'), td.textContent]),
+        ),
+      ),
+    );
+    expect(layers.map(({ measured: _, ...rest }) => rest)).toEqual([
+      { index: '0', layer: 'conv2', ranks: '3 × 8', error: '0.2500' },
+      { index: '1', layer: 'fc1', ranks: '16', error: '0.2000' },
+    ]);
+    // A short measurement inline, a long one folded under its size.
+    expect(layers[0]!['measured']).toBe('{"candidates":[2,4,8]}');
+    const fc1 = 'tr[data-allocation-layer="fc1"] td[data-col="measured"]';
+    expect(await page.textContent(`${fc1} summary`)).toMatch(/^\d+ characters$/);
+    expect(JSON.parse((await page.textContent(`${fc1} pre`))!)).toEqual({
+      note: XSS,
+      accuracy: Array.from({ length: 24 }, (_, r) => 0.5 + r / 50),
+    });
+    // The policy's own measurements, markup included, as text: nothing of it runs or renders.
+    expect(JSON.parse((await page.textContent('#allocation-measured'))!)).toEqual({
+      note: XSS,
+      maxError: 0.25,
+      greedySteps: 3,
+    });
+    expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
+    expect(await page.$$('main img, main script')).toHaveLength(0);
+    await page.click('#allocation > details > summary');
+    await shot('trial-allocation');
   });
 
   it("the per-layer table shows Tucker-2's and CP's fits, blank where a layer has none", async () => {

@@ -1,12 +1,13 @@
 /**
  * One trial: canonical config, environment, results (accuracy right after decomposition included),
- * loss / accuracy curves with the distortion steps marked, the per-layer table and rank chart,
- * artifacts and the log file.
+ * loss / accuracy curves with the distortion steps marked, the per-layer table and rank chart, the
+ * rank allocation (when the trial's ranks were allocated), artifacts and the log file.
  */
 import { getJson, getText } from '../api.js';
 import { chart, type Option } from '../charts.js';
 import { append, fmt, fmtTime, h, href, kv, table, clear } from '../dom.js';
 import type { TrialPage } from '../types.js';
+import { allocationSection } from './allocation.js';
 import { drawCurves } from './curves.js';
 
 type Row = Record<string, string | number | boolean | null>;
@@ -252,6 +253,8 @@ export async function renderTrial(root: HTMLElement, key: string): Promise<void>
       ? layerTable(t.layers as Row[])
       : h('p', { class: 'muted' }, 'no per-layer records (uncompressed, or not finished)'),
     t.layers.length ? rankEl : null,
+    t.allocation ? h('h2', {}, 'Rank allocation') : null,
+    t.allocation ? allocationSection(t.allocation) : null,
     h('h2', {}, 'Config (canonical JSON)'),
     h('pre', { id: 'config' }, JSON.stringify(JSON.parse(t.configJson), null, 2)),
     h('h2', {}, 'Artifacts'),
