@@ -2,7 +2,9 @@
 // Screenshots of the dashboard's main pages for the docs: `node apps/dashboard/scripts/screenshots.mjs
 // DB SWEEP OUTDIR [RUNS_DIR]` (after npm run build) serves DB read-only on a free port, opens the sweeps list,
 // the sweep, its first distortion-training trial and a comparison of the distortion and fine-tuning
-// rows' first trials at the first ratio in Debian's chromium, and writes <OUTDIR>/{sweeps,sweep,sweep-first-screen,trial,compare}.png.
+// rows' first trials at the first ratio in Debian's chromium, and writes <OUTDIR>/{sweeps,sweep,sweep-first-screen,trial,compare}.png;
+// when a trial of SWEEP, else of another sweep of DB, reported a rank allocation, also its page
+// (the section open) as <OUTDIR>/trial-allocation.png.
 /* global fetch */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -26,7 +28,8 @@ try {
     await page.screenshot({ path: join(out, `${name}.png`), fullPage });
     console.log(`wrote ${join(out, `${name}.png`)}`);
   };
-  const data = await (await fetch(new URL(`/api/sweeps/${encodeURIComponent(sweep)}`, dashboard.url))).json();
+  const api = async (path) => (await fetch(new URL(path, dashboard.url))).json();
+  const data = await api(`/api/sweeps/${encodeURIComponent(sweep)}`);
   const rows = data.report.rows.filter((r) => !r.isBaseline);
   // Distortion training beside fine-tuning of the same decomposition at the same ratio, when the sweep has both.
   const finetuneOf = (d) =>
@@ -43,6 +46,27 @@ try {
       `/compare?keys=${distort.trialKeys[0].slice(0, 16)},${finetune.trialKeys[0].slice(0, 16)}`,
       'compare',
     );
+  // The first trial with a rank allocation: each report row's first trial, SWEEP's rows first.
+  const others = (await api('/api/sweeps')).sweeps.map((x) => x.name).filter((n) => n !== sweep);
+  const firstAllocated = async () => {
+    for (const name of [sweep, ...others]) {
+      const { report } = name === sweep ? data : await api(`/api/sweeps/${encodeURIComponent(name)}`);
+      for (const row of report.rows) {
+        const key = row.trialKeys[0];
+        if (key && (await api(`/api/trials/${key}`)).allocation) return key;
+      }
+    }
+    return null;
+  };
+  const allocated = await firstAllocated();
+  if (allocated) {
+    await page.goto(new URL(`/trials/${allocated}`, dashboard.url).href);
+    await page.waitForSelector('body[data-ready="true"]', { timeout: 60_000 });
+    await page.click('#allocation > details > summary');
+    await page.waitForTimeout(300);
+    await page.screenshot({ path: join(out, 'trial-allocation.png'), fullPage: true });
+    console.log(`wrote ${join(out, 'trial-allocation.png')}`);
+  }
 } finally {
   await browser.close();
   await dashboard.close();
