@@ -5,6 +5,8 @@
  * `import torch` works (Debian: `apt-get install python3-torch`; the bench installs nothing); the
  * achieved GFLOP/s of every row and its fraction of the machine's measured peak (the peak-fma bench
  * of @flatrank/backend-native); the peak RSS of every row; and the distortion overhead of a trial.
+ * (Over 500 lines: the suite's options, row builders and coordinator read best in one place; what
+ * runs in the children is in lib/.)
  *
  * Protocol. Every measurement runs in a fresh process: flatrank's in a Node child
  * (lib/training-child.ts), PyTorch's in python3, one net at a time, while this process waits (it
@@ -21,20 +23,41 @@
  * Peak: the all-core fp32 FMA peak with oneDNN's ISA, measured before and after the nets (the best).
  *
  * Distortion overhead (ResNet-20 and ResNet-32 by default, on the native backend or the first one
- * measured): the time of one distortion of the whole net (every targeted kernel decomposed,
- * reconstructed and written back; rank policy ratio --distortion-ratio per layer, tiled-svd with
- * --tile) per decomposition, over --interval (S_D) training steps of the same net: the fraction of a
- * trial's training time its distortions take. Rounds as above.
+ * measured; lib/distortion-overhead.ts): what the distortions of a distortion-training trial cost,
+ * per decomposition (svd, tiled-svd with --tile, tucker2, cp; rank policy ratio --distortion-ratio
+ * per layer, all convs but the first), in one child per net and round. After the net's training
+ * step is timed as above, each decomposition starts from the same weights: its first distortion
+ * (cold fits) is timed, then --distortion-reps steady-state ones, each given the last one's results
+ * as runDistort gives them (CP-ALS refits warm). Before each steady one, tucker2 and cp train
+ * --interval (S_D) real steps with the distortion trials' recipe (SGD momentum 0.9, lr 0.01, weight
+ * decay 1e-4, fresh synthetic batches of --batch), so the kernels have moved as in a trial; svd and
+ * tiled-svd (no iterative fit, no warm state) skip it and distort the start kernels again, the same
+ * computation as their cold one. Per round, with step the median timed step: fractionOfTraining =
+ * (cold + (k - 1) x steady) / (k x S_D x step), the share of the training time of a trial of k
+ * distortions, one every S_D steps, that they take (k = --trial-distortions, default 5: the study's
+ * 938-step ResNet-20 trials at S_D 200 distort at steps 200, 400, 600, 800 and at the end), and
+ * steadyFractionOfTraining = steady / (S_D x step), the share of every distortion after the first;
+ * medians over rounds, min-max; the goal is fractionOfTraining <= 2 %.
+ * The rows also give the mean sweeps of the cold and the steady fits (HOOI, CP-ALS).
+ *
+ * Duration of the distortion part with the defaults (ResNet-20 and -32, 3 rounds, 1 steady
+ * distortion per round, S_D 200, batch 128): 3 rounds x 2 trained decompositions x 200 = 1,200
+ * training steps of each net; at ~0.2 s a ResNet-20 step and ~0.33 s a ResNet-32 one on this
+ * machine's 2 cores (~0.2 s for batch 64 on one thread) that is ~11 minutes, plus the cold CP fits,
+ * the step timing and process start-up: about 12 minutes, run alone with --only-distortion (no
+ * training rows, PyTorch peer or peak). --interval=20 (rows then say they are a check) makes a
+ * quick check of the same path; a measurement uses 200.
  *
  * Options (with '=': the root runner treats bare words as suite names):
  * --nets=lenet5,resnet20,resnet32,resnet56  --backends=native,wasm,cpu  --batch=128  --rounds=3
  * --warmup=3  --warmup-seconds=2  --steps=5  --seconds=3  --max-steps=300  --no-torch
  * --torch-device=cpu|cuda  --compare-bn (adds native and wasm ResNet rows with tfjs-layers' unfused
  * training batch norm)  --cpu-resnets (time the plain cpu backend's ResNets at batch 2; ~35 s a step)
- * --no-peak  --peak-reps=5  --no-distortion  --distortion-nets=resnet20,resnet32
- * --distortion-backend=native  --distortion-reps=3  --distortion-ratio=4  --tile=16x16  --interval=200
+ * --no-peak  --peak-reps=5  --no-distortion  --only-distortion  --distortion-nets=resnet20,resnet32
+ * --distortion-backend=native  --distortion-reps=1  --distortion-ratio=4  --tile=16x16  --interval=200
+ * --trial-distortions=5
  * Tiny check run: --rounds=1 --warmup=1 --warmup-seconds=0 --steps=1 --seconds=0 --peak-reps=1
- * --distortion-reps=1 (rows then say they are not a measurement).
+ * --interval=2 (rows then say they are not a measurement).
  */
 import { execFile } from 'node:child_process';
 import { availableParallelism, loadavg } from 'node:os';
@@ -44,6 +67,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { DECOMPOSITIONS, type BackendName, type Decomposition, type ModelName } from '@flatrank/protocol';
 import {
+  DISTORTION_TRIAL_STEP,
   NET_INPUT,
   runForResult,
   runJob,
@@ -90,6 +114,10 @@ export interface Options extends Protocol {
   distortionRatio: number;
   tile: [number, number];
   interval: number;
+  /** The distortion part alone: no training rows, no PyTorch peer, no peak. */
+  onlyDistortion: boolean;
+  /** k: the distortions of the trial whose training time fractionOfTraining divides by. */
+  trialDistortions: number;
 }
 
 export function parse(args: string[]): Options {
@@ -112,10 +140,12 @@ export function parse(args: string[]): Options {
     distortion: true,
     distortionNets: ['resnet20', 'resnet32'],
     distortionBackend: null,
-    distortionReps: 3,
+    distortionReps: 1,
     distortionRatio: 4,
     tile: [16, 16],
     interval: 200,
+    onlyDistortion: false,
+    trialDistortions: 5,
   };
   const num = (k: string, v: string, min: number, integer = true): number => {
     const x = Number(v);
@@ -156,6 +186,8 @@ export function parse(args: string[]): Options {
     else if (k === '--distortion-reps') o.distortionReps = num(k, v, 1);
     else if (k === '--distortion-ratio') o.distortionRatio = num(k, v, 1, false);
     else if (k === '--interval') o.interval = num(k, v, 1);
+    else if (k === '--only-distortion') o.onlyDistortion = true;
+    else if (k === '--trial-distortions') o.trialDistortions = num(k, v, 1);
     else if (k === '--tile') {
       const m = /^(\d+)x(\d+)$/.exec(v);
       if (!m) throw new Error(`training bench: --tile must be AxB (rows x columns), got '${v}'`);
@@ -166,6 +198,8 @@ export function parse(args: string[]): Options {
       o.torchDevice = v;
     } else if (k.startsWith('--')) throw new Error(`training bench: unknown option ${k}`);
   }
+  if (o.onlyDistortion && !o.distortion)
+    throw new Error('training bench: --only-distortion and --no-distortion leave nothing to measure');
   return o;
 }
 
@@ -382,18 +416,35 @@ export function trainingRow(
   };
 }
 
+const mean = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+/**
+ * One row per decomposition from the rounds of a net's distortion job. Per round, with step the
+ * round's median training step, cold its first distortion and steady the median of its
+ * steady-state ones: fractionOfTraining = (cold + (k - 1) x steady) / (k x S_D x step), the share of
+ * the training time of a trial of k (--trial-distortions) distortions, one every S_D steps, that
+ * its distortions take; steadyFractionOfTraining = steady / (S_D x step), the share every
+ * distortion after the first takes (a long trial's limit). Medians over rounds, with min-max;
+ * meetsGoal compares fractionOfTraining with the goal.
+ */
 export function distortionRows(
   net: ModelName,
   results: Array<DistortionResult & { load: number }>,
   o: Options,
 ): Row[] {
-  const rows: Row[] = [];
-  const stepMs = results.map((r) => median(r.stepSeconds) * 1000);
-  for (const d of results[0]!.distortions) {
+  const k = o.trialDistortions;
+  // Training time between two distortions per round, ms.
+  const trainingMs = results.map((r) => o.interval * median(r.stepSeconds) * 1000);
+  return results[0]!.distortions.map((d) => {
     const per = results.map((r) => r.distortions.find((x) => x.decomposition === d.decomposition)!);
-    const ms = spread(per.map((p) => median(p.ms)));
-    const fractions = spread(per.map((p, i) => median(p.ms) / (o.interval * stepMs[i]!)));
-    rows.push({
+    const steadyPerRound = per.map((p) => median(p.ms));
+    const cold = spread(per.map((p) => p.coldMs));
+    const steady = spread(steadyPerRound);
+    const fractions = spread(
+      per.map((p, i) => (p.coldMs + (k - 1) * steadyPerRound[i]!) / (k * trainingMs[i]!)),
+    );
+    const steadyFractions = spread(steadyPerRound.map((s, i) => s / trainingMs[i]!));
+    return {
       kind: 'distortion',
       net,
       backend: results[0]!.backend,
@@ -404,25 +455,48 @@ export function distortionRows(
       layers: d.layers,
       batch: o.batch,
       rounds: results.length,
-      distortionMs: significant(ms.median),
-      distortionMsMin: significant(ms.min),
-      distortionMsMax: significant(ms.max),
-      coldDistortionMs: significant(median(per.map((p) => p.coldMs))),
-      msPerStep: significant(median(stepMs)),
       interval: o.interval,
+      trainedSteps: d.trainedSteps,
+      coldMs: significant(cold.median),
+      coldMsMin: significant(cold.min),
+      coldMsMax: significant(cold.max),
+      steadyMs: significant(steady.median),
+      steadyMsMin: significant(steady.min),
+      steadyMsMax: significant(steady.max),
+      coldSweeps: significant(mean(per.map((p) => p.coldSweeps)), 3),
+      steadySweeps: significant(mean(per.flatMap((p) => p.sweeps)), 3),
+      coldError: significant(mean(per.map((p) => p.coldError)), 3),
+      steadyError: significant(mean(per.flatMap((p) => p.errors)), 3),
+      msPerStep: significant(median(trainingMs) / o.interval),
+      trialDistortions: k,
       fractionOfTraining: significant(fractions.median, 3),
       fractionOfTrainingMin: significant(fractions.min, 3),
       fractionOfTrainingMax: significant(fractions.max, 3),
+      steadyFractionOfTraining: significant(steadyFractions.median, 3),
       goal: DISTORTION_GOAL,
       meetsGoal: fractions.median <= DISTORTION_GOAL,
       peakRssMiB: Math.round(Math.max(...results.map((r) => r.maxRssKb)) / 1024),
       loadAverage: round2(median(results.map((r) => r.load))),
-      note:
-        `one distortion of every targeted kernel (decompose, reconstruct, write back; median of ${o.distortionReps} per round after a cold one) over ${o.interval} training steps` +
-        (results.length < 3 ? `; ${results.length} round(s): a check, not a measurement` : ''),
-    });
-  }
-  return rows;
+      note: distortionNote(d.trainedSteps, results.length, o),
+    };
+  });
+}
+
+function distortionNote(trainedSteps: number, rounds: number, o: Options): string {
+  const k = o.trialDistortions;
+  const { lr, momentum, weightDecay } = DISTORTION_TRIAL_STEP;
+  return [
+    `fractionOfTraining = (cold + ${k - 1} x steady) / (${k} x ${o.interval} x step): a trial of ${k} distortions, one every ${o.interval} steps; steadyFractionOfTraining = steady / (${o.interval} x step)`,
+    trainedSteps > 0
+      ? `steady: median of ${o.distortionReps} per round, each after ${trainedSteps} SGD steps (lr ${lr}, momentum ${momentum}, weight decay ${weightDecay.toExponential()}, fresh synthetic batches of ${o.batch}) and given the last distortion's results, as in a trial (cp refits warm)`
+      : `no training between distortions (no iterative fit, no warm state): steady ones distort the start kernels again, the same computation as the cold one (median of ${o.distortionReps} per round)`,
+    trainedSteps > 0 && o.interval < 200
+      ? `S_D ${o.interval} < 200: the kernels move less between distortions than in a trial at 200, a check`
+      : null,
+    rounds < 3 ? `${rounds} round(s): a check, not a measurement` : null,
+  ]
+    .filter(Boolean)
+    .join('; ');
 }
 
 // ---- the suite --------------------------------------------------------------------------------
@@ -441,136 +515,165 @@ async function measurePeak(o: Options, when: string): Promise<PeakFma | null> {
   }
 }
 
+interface NetRounds {
+  net: ModelName;
+  peers: Peer[];
+  results: Map<string, Round[]>;
+  failed: Map<string, string>;
+}
+
+/** Every net's peers, taking turns over the rounds. */
+async function measureNets(o: Options, backends: BackendName[], python: string | null): Promise<NetRounds[]> {
+  const perNet: NetRounds[] = [];
+  for (const net of o.nets) {
+    const peers = peersOf(net, backends, python, o);
+    const results = new Map<string, Round[]>(peers.map((p) => [p.key, []]));
+    const failed = new Map<string, string>();
+    for (let r = 0; r < o.rounds; r++) {
+      for (const peer of roundOrder(peers, r)) {
+        if (failed.has(peer.key)) continue;
+        if (peer.backend === 'cpu' && net !== 'lenet5' && !o.cpuResnets) {
+          failed.set(
+            peer.key,
+            'skipped: the cpu backend trains a ResNet at ~0.06 images/s (35 s a step at batch 2); --cpu-resnets times it',
+          );
+          continue;
+        }
+        try {
+          const res = await measureRound(peer, net, python, o, r);
+          results.get(peer.key)!.push(res);
+          console.error(
+            `training bench: ${net} round ${r + 1}/${o.rounds} ${peer.key}: ${(res.batch / res.wall).toFixed(1)} images/s (load ${res.load.toFixed(2)})`,
+          );
+        } catch (e) {
+          failed.set(peer.key, `failed: ${(e as Error).message.split('\n')[0]}`);
+        }
+      }
+    }
+    perNet.push({ net, peers, results, failed });
+  }
+  return perNet;
+}
+
+/** The training rows of every net and peer, and the peak row (measured before and after the nets). */
+async function throughputRows(o: Options, probe: ProbeResult, backends: BackendName[]): Promise<Row[]> {
+  const python = o.torch ? await findTorchPython() : null;
+  const rows: Row[] = [];
+  const peakBefore = await measurePeak(o, 'before');
+  const perNet = await measureNets(o, backends, python);
+  const peakAfter = await measurePeak(o, 'after');
+  const peak = Math.max(peakBefore?.best ?? 0, peakAfter?.best ?? 0) || null;
+  if (o.peak)
+    rows.push({
+      kind: 'peak',
+      threads: peakBefore?.threads ?? peakAfter?.threads ?? null,
+      isa: peakBefore?.isa ?? peakAfter?.isa ?? null,
+      onednnIsa: peakBefore?.onednnIsa ?? peakAfter?.onednnIsa ?? null,
+      peakGflops: peak === null ? null : significant(peak, 3),
+      peakGflopsBefore: peakBefore ? significant(peakBefore.best, 3) : null,
+      peakGflopsAfter: peakAfter ? significant(peakAfter.best, 3) : null,
+      note: 'fp32 FMA peak on all cores (best repetition of the peak-fma kernel, before and after the nets): the denominator of fractionOfPeak',
+    });
+
+  for (const { net, peers, results, failed } of perNet) {
+    const torch = results.get('pytorch') ?? null;
+    const flops = probe.nets[net]?.trainingFlopsPerExample ?? null;
+    if (o.torch && !python)
+      rows.push({
+        kind: 'training',
+        net,
+        backend: 'pytorch',
+        note: 'PyTorch not importable by python3 or /usr/bin/python3 (apt-get install python3-torch)',
+      });
+    for (const peer of peers) {
+      const rounds = results.get(peer.key)!;
+      if (rounds.length === 0) {
+        rows.push({
+          kind: 'training',
+          net,
+          backend: peer.backend,
+          variant: peer.variant,
+          note: failed.get(peer.key) ?? 'not measured',
+        });
+        continue;
+      }
+      const row = trainingRow(net, peer, rounds, torch?.length ? torch : null, flops, peak, o);
+      if (failed.has(peer.key))
+        row['note'] = [row['note'], `some rounds ${failed.get(peer.key)}`].filter(Boolean).join('; ');
+      rows.push(row);
+    }
+  }
+  return rows;
+}
+
+/** The distortion rows: per net, one child per round (cold and steady-state distortions of a trial). */
+async function measureDistortions(o: Options, backends: BackendName[]): Promise<Row[]> {
+  const rows: Row[] = [];
+  const backend = o.distortionBackend ?? (backends.includes('native') ? 'native' : backends[0]);
+  for (const net of o.distortionNets) {
+    if (!backend) {
+      rows.push({ kind: 'distortion', net, note: 'no backend to measure the distortion on' });
+      continue;
+    }
+    const results: Array<DistortionResult & { load: number }> = [];
+    try {
+      for (let r = 0; r < o.rounds; r++) {
+        const load = loadavg()[0]!;
+        const res = await runJob<DistortionResult>({
+          kind: 'distortion',
+          net,
+          backend,
+          batch: o.batch,
+          protocol: {
+            warmup: o.warmup,
+            warmupSeconds: o.warmupSeconds,
+            steps: o.steps,
+            seconds: o.seconds,
+            maxSteps: o.maxSteps,
+          },
+          decompositions: [...DECOMPOSITIONS] as Decomposition[],
+          ratio: o.distortionRatio,
+          tile: o.tile,
+          reps: o.distortionReps,
+          interval: o.interval,
+        });
+        results.push({ ...res, load });
+        console.error(
+          `training bench: distortion ${net} round ${r + 1}/${o.rounds}: ` +
+            res.distortions
+              .map(
+                (d) =>
+                  `${d.decomposition} cold ${d.coldMs.toFixed(0)} ms, steady ${median(d.ms).toFixed(0)} ms`,
+              )
+              .join('; '),
+        );
+      }
+      rows.push(...distortionRows(net, results, o));
+    } catch (e) {
+      rows.push({
+        kind: 'distortion',
+        net,
+        backend,
+        note: `failed: ${(e as Error).message.split('\n')[0]}`,
+      });
+    }
+  }
+  return rows;
+}
+
 export default {
   name: 'training',
   description:
-    'training images/s per net x installed backend beside PyTorch CPU, each in its own process, alternated over rounds (median, min-max), with GFLOP/s and fraction of the FMA peak, peak RSS, and the distortion overhead of a trial at S_D 200',
+    'training images/s per net x installed backend beside PyTorch CPU, each in its own process, alternated over rounds (median, min-max), with GFLOP/s and fraction of the FMA peak, peak RSS, and the distortion overhead of a trial at S_D 200 (cold and steady-state distortions; --only-distortion for that part alone)',
   async run(args: string[]): Promise<Row[]> {
     const o = parse(args);
     const probe = await runJob<ProbeResult>({
       kind: 'probe',
-      nets: [...new Set([...o.nets, ...o.distortionNets])],
+      nets: o.onlyDistortion ? o.distortionNets : [...new Set([...o.nets, ...o.distortionNets])],
     });
     const backends = (o.backends ?? probe.installed).filter((b) => probe.installed.includes(b));
-    const python = o.torch ? await findTorchPython() : null;
-    const rows: Row[] = [];
-    const peakBefore = await measurePeak(o, 'before');
-
-    const perNet: Array<{
-      net: ModelName;
-      peers: Peer[];
-      results: Map<string, Round[]>;
-      failed: Map<string, string>;
-    }> = [];
-    for (const net of o.nets) {
-      const peers = peersOf(net, backends, python, o);
-      const results = new Map<string, Round[]>(peers.map((p) => [p.key, []]));
-      const failed = new Map<string, string>();
-      for (let r = 0; r < o.rounds; r++) {
-        for (const peer of roundOrder(peers, r)) {
-          if (failed.has(peer.key)) continue;
-          if (peer.backend === 'cpu' && net !== 'lenet5' && !o.cpuResnets) {
-            failed.set(
-              peer.key,
-              'skipped: the cpu backend trains a ResNet at ~0.06 images/s (35 s a step at batch 2); --cpu-resnets times it',
-            );
-            continue;
-          }
-          try {
-            const res = await measureRound(peer, net, python, o, r);
-            results.get(peer.key)!.push(res);
-            console.error(
-              `training bench: ${net} round ${r + 1}/${o.rounds} ${peer.key}: ${(res.batch / res.wall).toFixed(1)} images/s (load ${res.load.toFixed(2)})`,
-            );
-          } catch (e) {
-            failed.set(peer.key, `failed: ${(e as Error).message.split('\n')[0]}`);
-          }
-        }
-      }
-      perNet.push({ net, peers, results, failed });
-    }
-    const peakAfter = await measurePeak(o, 'after');
-    const peak = Math.max(peakBefore?.best ?? 0, peakAfter?.best ?? 0) || null;
-    if (o.peak)
-      rows.push({
-        kind: 'peak',
-        threads: peakBefore?.threads ?? peakAfter?.threads ?? null,
-        isa: peakBefore?.isa ?? peakAfter?.isa ?? null,
-        onednnIsa: peakBefore?.onednnIsa ?? peakAfter?.onednnIsa ?? null,
-        peakGflops: peak === null ? null : significant(peak, 3),
-        peakGflopsBefore: peakBefore ? significant(peakBefore.best, 3) : null,
-        peakGflopsAfter: peakAfter ? significant(peakAfter.best, 3) : null,
-        note: 'fp32 FMA peak on all cores (best repetition of the peak-fma kernel, before and after the nets): the denominator of fractionOfPeak',
-      });
-
-    for (const { net, peers, results, failed } of perNet) {
-      const torch = results.get('pytorch') ?? null;
-      const flops = probe.nets[net]?.trainingFlopsPerExample ?? null;
-      if (o.torch && !python)
-        rows.push({
-          kind: 'training',
-          net,
-          backend: 'pytorch',
-          note: 'PyTorch not importable by python3 or /usr/bin/python3 (apt-get install python3-torch)',
-        });
-      for (const peer of peers) {
-        const rounds = results.get(peer.key)!;
-        if (rounds.length === 0) {
-          rows.push({
-            kind: 'training',
-            net,
-            backend: peer.backend,
-            variant: peer.variant,
-            note: failed.get(peer.key) ?? 'not measured',
-          });
-          continue;
-        }
-        const row = trainingRow(net, peer, rounds, torch?.length ? torch : null, flops, peak, o);
-        if (failed.has(peer.key))
-          row['note'] = [row['note'], `some rounds ${failed.get(peer.key)}`].filter(Boolean).join('; ');
-        rows.push(row);
-      }
-    }
-
-    if (o.distortion) {
-      const backend = o.distortionBackend ?? (backends.includes('native') ? 'native' : backends[0]);
-      for (const net of o.distortionNets) {
-        if (!backend) {
-          rows.push({ kind: 'distortion', net, note: 'no backend to measure the distortion on' });
-          continue;
-        }
-        const results: Array<DistortionResult & { load: number }> = [];
-        try {
-          for (let r = 0; r < o.rounds; r++) {
-            const load = loadavg()[0]!;
-            const res = await runJob<DistortionResult>({
-              kind: 'distortion',
-              net,
-              backend,
-              batch: o.batch,
-              protocol: o,
-              decompositions: [...DECOMPOSITIONS] as Decomposition[],
-              ratio: o.distortionRatio,
-              tile: o.tile,
-              reps: o.distortionReps,
-            });
-            results.push({ ...res, load });
-            console.error(
-              `training bench: distortion ${net} round ${r + 1}/${o.rounds}: ` +
-                res.distortions.map((d) => `${d.decomposition} ${median(d.ms).toFixed(0)} ms`).join(', '),
-            );
-          }
-          rows.push(...distortionRows(net, results, o));
-        } catch (e) {
-          rows.push({
-            kind: 'distortion',
-            net,
-            backend,
-            note: `failed: ${(e as Error).message.split('\n')[0]}`,
-          });
-        }
-      }
-    }
+    const rows = o.onlyDistortion ? [] : await throughputRows(o, probe, backends);
+    if (o.distortion) rows.push(...(await measureDistortions(o, backends)));
     return rows;
   },
 };

@@ -23,6 +23,12 @@ function rounds(walls: number[], extra: Partial<Round> = {}): Round[] {
 describe('options', () => {
   test('defaults: 3 rounds, the four nets, S_D 200, distortion on ResNet-20 and -32', () => {
     const o = parse([]);
+    expect([o.distortion, o.onlyDistortion, o.distortionReps, o.trialDistortions]).toEqual([
+      true,
+      false,
+      1,
+      5,
+    ]);
     expect(o.rounds).toBe(3);
     expect(o.nets).toEqual(['lenet5', 'resnet20', 'resnet32', 'resnet56']);
     expect(o.batch).toBe(128);
@@ -39,6 +45,16 @@ describe('options', () => {
     expect(() => parse(['--nets=vgg19'])).toThrow(/unknown vgg19/);
     expect(() => parse(['--tile=16'])).toThrow(/--tile must be AxB/);
     expect(() => parse(['--frobnicate'])).toThrow(/unknown option --frobnicate/);
+  });
+
+  test('--only-distortion: the distortion part alone, which --no-distortion contradicts', () => {
+    expect(parse(['--only-distortion', '--interval=20', '--distortion-reps=2'])).toMatchObject({
+      onlyDistortion: true,
+      interval: 20,
+      distortionReps: 2,
+    });
+    expect(() => parse(['--only-distortion', '--no-distortion'])).toThrow(/leave nothing to measure/);
+    expect(() => parse(['--trial-distortions=0'])).toThrow(/--trial-distortions must be an integer >= 1/);
   });
 });
 
@@ -113,42 +129,110 @@ describe('trainingRow', () => {
 });
 
 describe('distortionRows', () => {
-  test('the distortion time over S_D steps is the fraction of training time, per decomposition', () => {
-    const o = parse([]);
-    const result = (stepS: number, svdMs: number[], cpMs: number[]): DistortionResult & { load: number } => ({
-      backend: 'native',
-      version: 'v',
-      stepSeconds: [stepS, stepS, stepS],
-      distortions: [
-        { decomposition: 'svd', layers: 18, coldMs: 500, ms: svdMs },
-        { decomposition: 'cp', layers: 18, coldMs: 9000, ms: cpMs },
-      ],
-      maxRssKb: 2048 * 1024,
-      load: 1,
-    });
-    // Step 100 ms, S_D 200: 20 s of training per distortion.
-    const rows = distortionRows(
-      'resnet20',
-      [result(0.1, [200, 180, 220], [1000]), result(0.1, [400], [1200])],
-      o,
-    );
+  type Times = { cold: number; ms: number[]; sweeps?: number[] };
+  const result = (stepS: number, svd: Times, cp: Times): DistortionResult & { load: number } => ({
+    backend: 'native',
+    version: 'v',
+    stepSeconds: [stepS, stepS * 2, stepS / 2],
+    distortions: [
+      {
+        decomposition: 'svd',
+        layers: 18,
+        trainedSteps: 0,
+        coldMs: svd.cold,
+        coldSweeps: 0,
+        coldError: 0.5,
+        ms: svd.ms,
+        sweeps: svd.ms.map(() => 0),
+        errors: svd.ms.map(() => 0.5),
+      },
+      {
+        decomposition: 'cp',
+        layers: 18,
+        trainedSteps: 200,
+        coldMs: cp.cold,
+        coldSweeps: 200,
+        coldError: 0.6,
+        ms: cp.ms,
+        sweeps: cp.sweeps ?? cp.ms.map(() => 4),
+        errors: cp.ms.map(() => 0.05),
+      },
+    ],
+    maxRssKb: 2048 * 1024,
+    load: 1,
+  });
+  // Steps of 100, 100 and 200 ms: 20, 20 and 40 s of training per distortion at S_D 200.
+  const rounds = [
+    result(0.1, { cold: 200, ms: [100, 120, 110] }, { cold: 9000, ms: [400, 500, 600], sweeps: [4, 5, 6] }),
+    result(0.1, { cold: 240, ms: [150] }, { cold: 10000, ms: [300], sweeps: [3] }),
+    result(0.2, { cold: 400, ms: [200] }, { cold: 12000, ms: [800], sweeps: [5] }),
+  ];
+
+  test('a trial of k distortions pays the cold one and k - 1 steady ones over k x S_D steps', () => {
+    const rows = distortionRows('resnet20', rounds, parse([]));
     expect(rows).toHaveLength(2);
+    // svd per round: (200 + 4 x 110) / (5 x 20,000) = 0.0064, (240 + 4 x 150) / 100,000 = 0.0084,
+    // (400 + 4 x 200) / 200,000 = 0.006.
     expect(rows[0]).toMatchObject({
       kind: 'distortion',
       decomposition: 'svd',
       layers: 18,
-      distortionMs: 300, // rounds' medians 200 and 400
-      distortionMsMin: 200,
-      distortionMsMax: 400,
-      coldDistortionMs: 500,
+      trainedSteps: 0,
+      coldMs: 240,
+      coldMsMin: 200,
+      coldMsMax: 400,
+      steadyMs: 150, // rounds' medians 110, 150, 200
+      steadyMsMin: 110,
+      steadyMsMax: 200,
+      coldSweeps: 0,
+      steadySweeps: 0,
       msPerStep: 100,
       interval: 200,
-      fractionOfTraining: 0.015,
-      fractionOfTrainingMin: 0.01,
-      fractionOfTrainingMax: 0.02,
+      trialDistortions: 5,
+      fractionOfTraining: 0.0064,
+      fractionOfTrainingMin: 0.006,
+      fractionOfTrainingMax: 0.0084,
+      steadyFractionOfTraining: 0.0055, // 110 / 20,000, 150 / 20,000, 200 / 40,000
+      goal: 0.02,
       meetsGoal: true,
       peakRssMiB: 2048,
     });
-    expect(rows[1]).toMatchObject({ decomposition: 'cp', fractionOfTraining: 0.055, meetsGoal: false });
+    expect(rows[0]!['note']).toMatch(/no training between distortions/);
+    expect(rows[0]!['note']).toMatch(/\(cold \+ 4 x steady\) \/ \(5 x 200 x step\)/);
+    // cp per round: (9,000 + 4 x 500) / 100,000 = 0.11, (10,000 + 4 x 300) / 100,000 = 0.112,
+    // (12,000 + 4 x 800) / 200,000 = 0.076: the cold fit dominates a 5-distortion trial.
+    expect(rows[1]).toMatchObject({
+      decomposition: 'cp',
+      trainedSteps: 200,
+      coldMs: 10000,
+      steadyMs: 500,
+      coldSweeps: 200,
+      steadySweeps: 4.6, // every steady fit of every round: (4 + 5 + 6 + 3 + 5) / 5
+      coldError: 0.6,
+      steadyError: 0.05,
+      fractionOfTraining: 0.11,
+      fractionOfTrainingMin: 0.076,
+      fractionOfTrainingMax: 0.112,
+      steadyFractionOfTraining: 0.02, // 500 / 20,000, 300 / 20,000, 800 / 40,000
+      meetsGoal: false,
+    });
+    expect(rows[1]!['note']).toMatch(/after 200 SGD steps .*weight decay 1e-4/);
+    expect(rows[1]!['note']).not.toMatch(/a check/);
+  });
+
+  test('the trial length sets the cold share: k = 1 is the cold distortion over S_D steps', () => {
+    const [svd, cp] = distortionRows('resnet20', rounds, parse(['--trial-distortions=1']));
+    expect(svd).toMatchObject({ fractionOfTraining: 0.01, meetsGoal: true }); // 200 / 20,000 ...
+    expect(cp).toMatchObject({ fractionOfTraining: 0.45, meetsGoal: false }); // 9,000 / 20,000 ...
+    // A long trial tends to the steady share: k = 1,000.
+    const long = distortionRows('resnet20', rounds, parse(['--trial-distortions=1000']));
+    expect(long[1]!['fractionOfTraining']).toBe(0.0203); // rounds 0.0254, 0.0155, 0.0203
+  });
+
+  test('a short S_D or fewer than 3 rounds make the rows a check', () => {
+    const rows = distortionRows('resnet20', rounds.slice(0, 1), parse(['--interval=20']));
+    expect(rows[1]!['note']).toMatch(/S_D 20 < 200: .*a check/);
+    expect(rows[1]!['note']).toMatch(/1 round\(s\): a check/);
+    expect(rows[0]!['note']).not.toMatch(/S_D 20 < 200/); // svd trains nothing between distortions
   });
 });

@@ -27,6 +27,31 @@ export interface Protocol {
   maxSteps: number;
 }
 
+/** How a stepper trains: the optimizer's settings and where its batches come from. */
+export interface StepRecipe {
+  lr: number;
+  momentum: number;
+  /** L2 weight decay of the conv and dense kernels (trainableVariables' decay flags). */
+  weightDecay: number;
+  /**
+   * false: one fixed synthetic batch, every step (the timed training rows, as PyTorch's peer).
+   * true: a new seeded synthetic batch every step, so that a net trained for hundreds of steps
+   * cannot memorise its batch and its gradients keep their size, as on a real data set.
+   */
+  freshBatches: boolean;
+}
+
+/** The training rows' step: lr 0.01, momentum 0.9, no weight decay, as PyTorch's peer. */
+export const THROUGHPUT_STEP: StepRecipe = { lr: 0.01, momentum: 0.9, weightDecay: 0, freshBatches: false };
+
+/** The distortion trials' recipe (lr 0.01, momentum 0.9, weight decay 1e-4), on fresh batches. */
+export const DISTORTION_TRIAL_STEP: StepRecipe = {
+  lr: 0.01,
+  momentum: 0.9,
+  weightDecay: 1e-4,
+  freshBatches: true,
+};
+
 export type Job =
   | { kind: 'probe'; nets: ModelName[] }
   | {
@@ -38,20 +63,30 @@ export type Job =
       /** 'tfjs-layers-bn': tfjs-layers' unfused training batch norm instead of the fused kernel. */
       variant: 'tfjs-layers-bn' | null;
     }
-  | {
-      kind: 'distortion';
-      net: ModelName;
-      backend: BackendName;
-      batch: number;
-      protocol: Protocol;
-      decompositions: Decomposition[];
-      /** Per-layer parameter ratio of every decomposition (rank policy 'ratio'). */
-      ratio: number;
-      /** The tiled-svd tile [rows, cols] of the lowered matrix. */
-      tile: [number, number];
-      /** Timed distortions per decomposition, after one untimed (cold) one. */
-      reps: number;
-    };
+  | DistortionJob;
+
+/**
+ * The distortions of a trial, per decomposition: the first (cold) one, then `reps` steady-state
+ * ones, each after `interval` real training steps for the iterative fits (tucker2, cp), from the
+ * last distortion's results as distortion training passes them (CP-ALS refits warm).
+ */
+export interface DistortionJob {
+  kind: 'distortion';
+  net: ModelName;
+  backend: BackendName;
+  /** The batch of the timed steps and of the training between distortions. */
+  batch: number;
+  protocol: Protocol;
+  decompositions: Decomposition[];
+  /** Per-layer parameter ratio of every decomposition (rank policy 'ratio'). */
+  ratio: number;
+  /** The tiled-svd tile [rows, cols] of the lowered matrix. */
+  tile: [number, number];
+  /** Steady-state distortions per decomposition, after the cold one. */
+  reps: number;
+  /** S_D: training steps between two distortions of an iterative fit (tucker2, cp). */
+  interval: number;
+}
 
 export interface ProbeResult {
   installed: BackendName[];
@@ -75,18 +110,33 @@ export interface TrainResult {
   software: string | null;
 }
 
+/** One decomposition's distortions in a distortion job (times include the kernels' read-back). */
+export interface DistortionTimes {
+  decomposition: Decomposition;
+  layers: number;
+  /**
+   * Training steps before each steady-state distortion: the job's interval for tucker2 and cp; 0
+   * for svd and tiled-svd, which have no warm state and distort the start kernels every time.
+   */
+  trainedSteps: number;
+  /** The first distortion (cold fits from the start kernels), ms. */
+  coldMs: number;
+  /** Its mean sweeps over the targets (HOOI, CP-ALS; 0 for SVD-based ones). */
+  coldSweeps: number;
+  /** Its mean relative reconstruction error over the targets. */
+  coldError: number;
+  /** The steady-state distortions, in order: ms, mean sweeps, mean relative error. */
+  ms: number[];
+  sweeps: number[];
+  errors: number[];
+}
+
 export interface DistortionResult {
   backend: BackendName;
   version: string;
+  /** The timed training steps (the training rows' step), s. */
   stepSeconds: number[];
-  distortions: Array<{
-    decomposition: Decomposition;
-    layers: number;
-    /** The first distortion of the process (cold: JIT, allocations), ms. */
-    coldMs: number;
-    /** The timed ones, ms. */
-    ms: number[];
-  }>;
+  distortions: DistortionTimes[];
   maxRssKb: number;
 }
 
