@@ -40,8 +40,8 @@ export interface ModelRatioResult {
  * { kind: 'fraction', fraction: f }, reach the target (bisection on f; ranks are steps in f).
  * Uniform fractions move many layers' ranks at once, so their ratios jump by several percent at
  * high compression; the ranks are then raised one step at a time, round-robin over the layers,
- * while the target is still reached, which lands within one rank step (well under 1 % on ResNets)
- * above the target.
+ * while the target is still reached and no layer's factors outgrow its dense kernel, which lands
+ * within one rank step (well under 1 % on ResNets) above the target.
  */
 export function modelRatioFraction(
   layers: readonly ModelLayerSpec[],
@@ -115,6 +115,8 @@ export function modelRatioFraction(
           for (const step of steps) {
             const next = free[i]!.map((r, k) => r + step[k]!);
             if (next.some((r, k) => r > prepared[i]!.full[k]!)) continue;
+            // A factored layer larger than its dense kernel spends budget on nothing: never grow one past it.
+            if (layerParams(i, next) > kernelParams(prepared[i]!.dims)) continue;
             const nextAfter = after - layerParams(i, free[i]!) + layerParams(i, next);
             if (!reaches(nextAfter)) continue;
             free[i] = next;

@@ -652,6 +652,22 @@ describe('rank policies', () => {
         expect(before / params(up)).toBeLessThan(3);
       }),
     );
+    // a loose target: the refinement raises ranks until a layer's factors would outgrow its dense
+    // kernel (full Tucker-2 ranks cost more than the kernel), never past that
+    const loose = modelRatioFraction(layers, 1.05, { untargetedParams });
+    expect(loose.ratio).toBeGreaterThanOrEqual(1.05);
+    loose.ranks.forEach((r, i) => {
+      const kernel = 9 * layers[i]!.kernelShape[2]! * layers[i]!.kernelShape[3]!;
+      const rank = r.length === 2 ? [r[0]!, r[1]!] : r[0]!;
+      const after = layerCosts(
+        {
+          ...planDecomposition(randn(layers[i]!.kernelShape, i), { ...layers[i]!.options, rank }),
+          kernelShape: layers[i]!.kernelShape,
+        },
+        { inputSize: 8 },
+      ).paramsAfter;
+      expect(after).toBeLessThanOrEqual(kernel);
+    });
     // a smaller target keeps more
     const larger = modelRatioFraction(layers, 2);
     expect(larger.fraction).toBeGreaterThan(res.fraction);
