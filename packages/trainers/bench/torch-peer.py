@@ -82,6 +82,8 @@ while len(ts) < max_steps and (len(ts) < steps or time.perf_counter() - t0 < sec
     s0, c0 = time.perf_counter(), time.process_time(); step()
     ts.append(time.perf_counter() - s0); cs.append(time.process_time() - c0)
 name = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'
+# ru_maxrss is KiB on Linux but bytes on macOS; the bench reads KiB.
+max_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // (1024 if sys.platform == 'darwin' else 1)
 print(PREFIX + json.dumps({'ok': True, 'result': {
     'stepSeconds': ts, 'cpuSeconds': cs, 'threads': torch.get_num_threads(), 'version': torch.__version__,
-    'device': name, 'batch': batch, 'maxRssKb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}), flush=True)
+    'device': name, 'batch': batch, 'maxRssKb': max_rss_kb}}), flush=True)

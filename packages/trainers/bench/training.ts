@@ -319,13 +319,29 @@ async function measureRound(
   return roundOf(t, r, load, note);
 }
 
+/**
+ * Largest peak RSS of a row's processes, MiB. Every child reports its own (getrusage ru_maxrss,
+ * KiB: process.resourceUsage().maxRSS in Node, resource.getrusage in the PyTorch peer); a missing
+ * or non-positive one is an error naming what came back, never a silent null in the row
+ * (Math.max over an undefined gives NaN, which JSON writes as null).
+ */
+export function peakRssMiB(maxRssKb: ReadonlyArray<number | undefined>, what: string): number {
+  const bad = maxRssKb.filter((kb) => typeof kb !== 'number' || !Number.isFinite(kb) || kb <= 0);
+  if (maxRssKb.length === 0 || bad.length > 0)
+    throw new Error(
+      `training bench: ${what}: no peak RSS (maxRssKb ${JSON.stringify(maxRssKb)}); every child must report getrusage's ru_maxrss`,
+    );
+  return Math.round(Math.max(...(maxRssKb as number[])) / 1024);
+}
+
 /** One round's row from a peer's per-step timings (PyTorch and flatrank measure the same fields). */
-function roundOf(
+export function roundOf(
   t: Pick<TrainResult, 'batch' | 'stepSeconds' | 'cpuSeconds' | 'maxRssKb' | 'version' | 'threads'>,
   r: number,
   load: number,
   note: string | null,
 ): Round {
+  peakRssMiB([t.maxRssKb], `round ${r + 1} (${t.version})`);
   return {
     round: r,
     load,
@@ -407,7 +423,10 @@ export function trainingRow(
     fractionOfPeak: fraction === null ? null : significant(fraction, 3),
     peakGoal,
     meetsPeakGoal: peakGoal !== null && fraction !== null ? fraction >= peakGoal : null,
-    peakRssMiB: Math.round(Math.max(...rounds.map((r) => r.maxRssKb)) / 1024),
+    peakRssMiB: peakRssMiB(
+      rounds.map((r) => r.maxRssKb),
+      `${net} ${peer.key}`,
+    ),
     loadAverage: round2(loads.median),
     loadAverageMax: round2(loads.max),
     floor,
@@ -475,7 +494,10 @@ export function distortionRows(
       steadyFractionOfTraining: significant(steadyFractions.median, 3),
       goal: DISTORTION_GOAL,
       meetsGoal: fractions.median <= DISTORTION_GOAL,
-      peakRssMiB: Math.round(Math.max(...results.map((r) => r.maxRssKb)) / 1024),
+      peakRssMiB: peakRssMiB(
+        results.map((r) => r.maxRssKb),
+        `${net} distortion`,
+      ),
       loadAverage: round2(median(results.map((r) => r.load))),
       note: distortionNote(d.trainedSteps, results.length, o),
     };

@@ -1,8 +1,11 @@
 // The training bench's rows (bench/training.ts): what the per-round measurements become (medians,
 // ranges, ratios paired by round, GFLOP/s, fraction of peak, distortion overhead) and its options.
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, test } from 'vitest';
-import { distortionRows, parse, trainingRow, type Round } from '../bench/training.js';
-import type { DistortionResult } from '../bench/lib/jobs.js';
+import { distortionRows, parse, peakRssMiB, roundOf, trainingRow, type Round } from '../bench/training.js';
+import { RESULT_PREFIX, type DistortionResult, type TrainResult } from '../bench/lib/jobs.js';
 
 function rounds(walls: number[], extra: Partial<Round> = {}): Round[] {
   return walls.map((wall, i) => ({
@@ -234,5 +237,61 @@ describe('distortionRows', () => {
     expect(rows[1]!['note']).toMatch(/S_D 20 < 200: .*a check/);
     expect(rows[1]!['note']).toMatch(/1 round\(s\): a check/);
     expect(rows[0]!['note']).not.toMatch(/S_D 20 < 200/); // svd trains nothing between distortions
+  });
+});
+
+describe('peak RSS', () => {
+  const o = parse([]);
+  const native = { key: 'native', backend: 'native' as const, variant: null };
+  const pytorch = { key: 'pytorch', backend: 'pytorch' as const, variant: null };
+
+  test('every training row, flatrank and PyTorch alike, carries the largest peak RSS of its rounds in MiB', () => {
+    const torch = rounds([0.2, 0.2, 0.2], { maxRssKb: 600 * 1024 });
+    for (const [peer, own] of [
+      [native, rounds([0.1, 0.1, 0.1])],
+      [pytorch, torch],
+    ] as const) {
+      const row = trainingRow('resnet20', peer, own, torch, 0.25e9, 512, o);
+      expect(Number.isInteger(row['peakRssMiB']), `${peer.key}: ${row['peakRssMiB']}`).toBe(true);
+      expect(row['peakRssMiB']).toBe(peer.key === 'native' ? 102 : 600);
+      // Written as JSON (the committed record), it stays a number.
+      expect(JSON.parse(JSON.stringify(row))['peakRssMiB']).toBe(row['peakRssMiB']);
+    }
+  });
+
+  test('a child that reports no peak RSS is an error naming it, never a null column', () => {
+    expect(peakRssMiB([2048, 4096], 'x')).toBe(4);
+    expect(() => peakRssMiB([2048, undefined], 'resnet20 native')).toThrow(/resnet20 native: no peak RSS/);
+    expect(() => peakRssMiB([], 'x')).toThrow(/no peak RSS/);
+    expect(() => peakRssMiB([0], 'x')).toThrow(/no peak RSS/);
+    const t = { batch: 2, stepSeconds: [0.1], cpuSeconds: [0.1], version: 'v', threads: 1 };
+    expect(() => roundOf({ ...t, maxRssKb: undefined as unknown as number }, 0, 1, null)).toThrow(
+      /no peak RSS/,
+    );
+    expect(roundOf({ ...t, maxRssKb: 5000 }, 0, 1, null).maxRssKb).toBe(5000);
+  });
+
+  // The PyTorch peer itself (bench/torch-peer.py), one tiny step, where a python3 can import torch.
+  const python = ['python3', '/usr/bin/python3'].find(
+    (py) => spawnSync(py, ['-c', 'import torch'], { timeout: 60_000 }).status === 0,
+  );
+  test.skipIf(!python)('the PyTorch peer reports its peak RSS in KiB', { timeout: 180_000 }, () => {
+    const peer = join(dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'torch-peer.py');
+    const r = spawnSync(python!, [peer, 'lenet5', '2', '0', '0', '1', '0', '1', 'cpu'], {
+      encoding: 'utf8',
+      timeout: 170_000,
+    });
+    const line = r.stdout.split('\n').find((l) => l.startsWith(RESULT_PREFIX));
+    expect(line, r.stderr).toBeDefined();
+    const { ok, result } = JSON.parse(line!.slice(RESULT_PREFIX.length)) as {
+      ok: boolean;
+      result: TrainResult;
+    };
+    expect(ok).toBe(true);
+    // torch alone maps well over 50 MiB and a Python process stays under 10 GiB: KiB, not bytes or pages.
+    expect(result.maxRssKb).toBeGreaterThan(50 * 1024);
+    expect(result.maxRssKb).toBeLessThan(10 * 1024 * 1024);
+    const row = trainingRow('lenet5', pytorch, [roundOf(result, 0, 1, null)], null, null, null, o);
+    expect(row['peakRssMiB']).toBe(Math.round(result.maxRssKb / 1024));
   });
 });
