@@ -530,6 +530,26 @@ describe.skipIf(!nativeExpected)('native kernels vs cpu', HEAVY, () => {
             [big()],
           ),
       ],
+      [
+        // Chunks start mid-tensor, inside padded rows: the row odometers must resume there.
+        'pad every axis + strided slice',
+        () =>
+          valueAndGrads(
+            (a) =>
+              tf.pad(
+                a!,
+                [
+                  [1, 0],
+                  [2, 1],
+                  [0, 3],
+                  [1, 2],
+                ],
+                -2,
+              ),
+            [big()],
+          ),
+      ],
+      ['strided slice', () => tf.stridedSlice(big(), [0, 1, 0, 2], [2, 64, 63, 16], [1, 2, 3, 2])],
       ['maxPool grads', () => valueAndGrads((a) => tf.maxPool(a as tf.Tensor4D, 3, 2, 'same'), [big()])],
       ['avgPool grads', () => valueAndGrads((a) => tf.avgPool(a as tf.Tensor4D, 2, 2, 'valid'), [big()])],
       [

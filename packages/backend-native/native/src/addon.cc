@@ -801,19 +801,29 @@ napi_value gather(const Args &a) {
   const i64 inner = shape[r - 1], is = s[r - 1];
   const i64 rows = total / inner;
   parFor(rows, rowGrain(inner), [&](i64 r0, i64 r1) {
-  for (i64 row = r0; row < r1; ++row) {
-    i64 off = offset, rem = row;
+    // The first row's index by division, the next ones by an odometer over the outer axes: rows
+    // are often short (16 channels in the ResNet shortcuts), where the divisions cost more than
+    // the copy.
+    i64 idx[8] = {0}, off = offset, rem = r0;
     for (int d = r - 2; d >= 0; --d) {
-      off += (rem % shape[d]) * s[d];
+      idx[d] = rem % shape[d];
+      off += idx[d] * s[d];
       rem /= shape[d];
     }
-    float *o = O + row * inner;
-    const float *x = X + off;
-    if (is == 1)
-      std::memcpy(o, x, sizeof(float) * inner);
-    else
-      for (i64 j = 0; j < inner; ++j) o[j] = x[j * is];
-  }
+    for (i64 row = r0; row < r1; ++row) {
+      float *o = O + row * inner;
+      const float *x = X + off;
+      if (is == 1)
+        std::memcpy(o, x, sizeof(float) * inner);
+      else
+        for (i64 j = 0; j < inner; ++j) o[j] = x[j * is];
+      for (int d = r - 2; d >= 0; --d) {
+        off += s[d];
+        if (++idx[d] < shape[d]) break;
+        off -= idx[d] * s[d];
+        idx[d] = 0;
+      }
+    }
   });
   return undef(a.env);
 }
@@ -826,26 +836,48 @@ napi_value pad(const Args &a) {
   const float value = static_cast<float>(a.num(5));
   if (r1 == 0 || r1 > 8 || r2 != r1 || r3 != r1) throw ArgError{"pad: bad shapes"};
   const int r = static_cast<int>(r1);
-  i64 ostr[8], total = 1, itotal = 1;
+  i64 total = 1, itotal = 1;
   for (int d = r - 1; d >= 0; --d) {
-    ostr[d] = total;
     total *= os[d];
     itotal *= is[d];
     if (bf[d] < 0 || bf[d] + is[d] > os[d]) throw ArgError{"pad: input does not fit"};
   }
   checkLen(lx, itotal, "x"), checkLen(lo, total, "out");
-  parFor(total, kGrainElems, [&](i64 i0, i64 i1) { std::fill(O + i0, O + i1, value); });
-  if (itotal == 0) return undef(a.env);
-  const i64 inner = is[r - 1], rows = itotal / inner;
-  parFor(rows, rowGrain(inner), [&](i64 r0, i64 r1) {
-  for (i64 row = r0; row < r1; ++row) {
-    i64 off = bf[r - 1], rem = row;
-    for (int d = r - 2; d >= 0; --d) {
-      off += (rem % is[d] + bf[d]) * ostr[d];
-      rem /= is[d];
-    }
-    std::memcpy(O + off, X + row * inner, sizeof(float) * inner);
+  if (itotal == 0) {
+    parFor(total, kGrainElems, [&](i64 i0, i64 i1) { std::fill(O + i0, O + i1, value); });
+    return undef(a.env);
   }
+  // One pass over the output in whole output rows (the last axis): each row is the padding value
+  // or one input row between its before/after padding, so every output element is written once.
+  const i64 inner = is[r - 1], outInner = os[r - 1], before = bf[r - 1], outRows = total / outInner;
+  parFor(outRows, rowGrain(outInner), [&](i64 r0, i64 r1) {
+    // Output row index per outer axis (odometer) and the matching input row, -1 when in padding.
+    i64 idx[8] = {0}, rem = r0;
+    for (int d = r - 2; d >= 0; --d) {
+      idx[d] = rem % os[d];
+      rem /= os[d];
+    }
+    for (i64 row = r0; row < r1; ++row) {
+      float *o = O + row * outInner;
+      i64 inRow = 0;
+      bool inside = true;
+      for (int d = 0; d <= r - 2 && inside; ++d) {
+        const i64 k = idx[d] - bf[d];
+        inside = k >= 0 && k < is[d];
+        inRow = inRow * is[d] + k;
+      }
+      if (inside) {
+        std::fill(o, o + before, value);
+        std::memcpy(o + before, X + inRow * inner, sizeof(float) * inner);
+        std::fill(o + before + inner, o + outInner, value);
+      } else {
+        std::fill(o, o + outInner, value);
+      }
+      for (int d = r - 2; d >= 0; --d) {
+        if (++idx[d] < os[d]) break;
+        idx[d] = 0;
+      }
+    }
   });
   return undef(a.env);
 }
