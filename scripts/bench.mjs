@@ -14,16 +14,6 @@ import { join, dirname, basename } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const argv = process.argv.slice(2);
-let jsonOut = null;
-const wanted = [];
-const passthrough = [];
-for (let i = 0; i < argv.length; i++) {
-  if (argv[i] === '--json') jsonOut = argv[++i];
-  else if (argv[i].startsWith('--')) passthrough.push(argv[i]);
-  else wanted.push(argv[i]);
-}
-
 const suites = [];
 for (const group of ['packages', 'apps']) {
   for (const pkg of readdirSync(join(root, group))) {
@@ -42,6 +32,24 @@ for (const group of ['packages', 'apps']) {
       suites.push({ pkg: `${group}/${pkg}`, file: join(dir, f) });
     }
   }
+}
+
+// Arguments: suite names, `--json FILE`, and the suites' options, passed on as `--name=value`. A bare
+// word right after an option without '=' is that option's value unless it names a suite, so both
+// `--model resnet32` and `--model=resnet32` reach a suite as `--model=resnet32`.
+const suiteNames = new Set(suites.map((s) => basename(s.file, '.js')));
+const argv = process.argv.slice(2);
+let jsonOut = null;
+const wanted = [];
+const passthrough = [];
+for (let i = 0; i < argv.length; i++) {
+  const a = argv[i];
+  const prev = passthrough.at(-1);
+  if (a === '--json') jsonOut = argv[++i];
+  else if (a.startsWith('--')) passthrough.push(a);
+  else if (!suiteNames.has(a) && argv[i - 1] === prev && prev !== undefined && !prev.includes('='))
+    passthrough[passthrough.length - 1] = `${prev}=${a}`;
+  else wanted.push(a);
 }
 
 // Import only the files named like the wanted suites, unless some wanted name matches no file.

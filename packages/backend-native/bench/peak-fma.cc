@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <thread>
 #include <vector>
@@ -123,17 +124,29 @@ Isa Choose(const std::string& want, const std::string& onednn) {
 }
 
 // Wall seconds for `threads` threads each running kernel(iters), started together.
-double Run(const Isa& isa, int threads, long iters) {
+double ThreadCpuSeconds() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+// Wall seconds of one repetition; cpuSeconds (when given) gets each thread's CPU seconds in the
+// kernel, which other processes on the cores do not inflate: flops over them is the per-core peak
+// even on a loaded machine.
+double Run(const Isa& isa, int threads, long iters, std::vector<double>* cpuSeconds = nullptr) {
   std::atomic<int> ready{0};
   std::atomic<bool> go{false};
   std::vector<std::thread> pool;
   std::vector<float> out(threads);
+  std::vector<double> cpu(threads);
   for (int t = 0; t < threads; t++)
     pool.emplace_back([&, t] {
       ready.fetch_add(1);
       while (!go.load(std::memory_order_acquire)) {
       }
+      const double c0 = ThreadCpuSeconds();
       out[t] = isa.kernel(iters);
+      cpu[t] = ThreadCpuSeconds() - c0;
     });
   while (ready.load() < threads) {
   }
@@ -144,6 +157,7 @@ double Run(const Isa& isa, int threads, long iters) {
   float acc = 0;
   for (float v : out) acc += v;
   sink = acc;
+  if (cpuSeconds) *cpuSeconds = cpu;
   return s;
 }
 
@@ -175,17 +189,24 @@ int main(int argc, char** argv) {
   for (double s = Run(isa, 1, iters); s < seconds / 4; s = Run(isa, 1, iters)) iters *= 4;
   iters = std::max(1L, static_cast<long>(iters * seconds / Run(isa, 1, iters)));
   const double flops = 2.0 * isa.lanes * CHAINS * static_cast<double>(iters) * threads;
-  std::string list;
+  std::string list, perCpu;
   for (int r = 0; r < reps; r++) {
-    const double s = Run(isa, threads, iters);
+    std::vector<double> cpu;
+    const double s = Run(isa, threads, iters, &cpu);
+    double cpuTotal = 0;
+    for (double c : cpu) cpuTotal += c;
     char buf[64];
     std::snprintf(buf, sizeof buf, "%s%.3f", r ? "," : "", flops / s / 1e9);
     list += buf;
+    // Per thread: one thread's flops over its mean CPU seconds.
+    std::snprintf(buf, sizeof buf, "%s%.3f", r ? "," : "", cpuTotal > 0 ? flops / cpuTotal / 1e9 : 0.0);
+    perCpu += buf;
   }
   std::printf(
       "{\"isa\":\"%s\",\"onednnIsa\":\"%s\",\"lanes\":%d,\"chains\":%d,\"threads\":%d,\"iterations\":%ld,"
-      "\"cpu\":{\"avx2\":%s,\"fma\":%s,\"avx512f\":%s},\"gflops\":[%s]}\n",
+      "\"cpu\":{\"avx2\":%s,\"fma\":%s,\"avx512f\":%s},\"gflops\":[%s],\"gflopsPerThreadCpuSecond\":[%s]}\n",
       isa.name, onednn.c_str(), isa.lanes, CHAINS, threads, iters, __builtin_cpu_supports("avx2") ? "true" : "false",
-      __builtin_cpu_supports("fma") ? "true" : "false", CpuHasAvx512() ? "true" : "false", list.c_str());
+      __builtin_cpu_supports("fma") ? "true" : "false", CpuHasAvx512() ? "true" : "false", list.c_str(),
+      perCpu.c_str());
   return 0;
 }

@@ -19,6 +19,11 @@ export interface NativeAddon {
     out: Float32Array,
   ): void;
   convImpl(kind: 0 | 1 | 2, params: Int32Array, hasBias: number): string;
+  /**
+   * The conv calls recorded since the previous call, per kind and shape (then forgotten); `on`
+   * switches recording on or off from now on (off: one relaxed atomic load per conv call).
+   */
+  convProfile(on: boolean): NativeConvStat[];
   matmul(
     a: Float32Array,
     b: Float32Array,
@@ -122,6 +127,25 @@ export interface NativeAddon {
   ): void;
   setNumThreads(n: number): void;
   info(): { onednn: string; threads: number; cachedPrimitives: number };
+}
+
+/** One conv kind and shape as the addon's profiling recorded it (native/src/addon.cc convProfile). */
+export interface NativeConvStat {
+  kind: 0 | 1 | 2;
+  /** CONV_PARAMS order (N IH IW IC OH OW OC KH KW SH SW DH DW PT PL PB PR G ACT). */
+  params: number[];
+  bias: boolean;
+  calls: number;
+  /** Whole calls, wall clock. */
+  wallMs: number;
+  /** oneDNN executions, summed over the threads that ran them (thread CPU clocks). */
+  execCpuMs: number;
+  /** Weights converted to the primitive's layout (forward, backward data), wall clock. */
+  weightsMs: number;
+  /** Per-chunk weight gradients summed and converted back (backward weights), wall clock. */
+  reduceMs: number;
+  /** oneDNN's implementation (impl_info_str) of the full-size chunk. */
+  impl: string;
 }
 
 export interface NativeAddonStatus {

@@ -804,6 +804,16 @@ export const NATIVE_KERNELS: Record<string, NativeKernel> = {
   FusedBatchNorm: batchNormKernel,
 };
 
+/** Calls that fell back to the cpu kernel, per kernel name, while a profile records them (else null). */
+let fallbackCounts: Map<string, number> | null = null;
+
+/** Starts counting fallbacks (on) or stops; returns the counts since the previous start. */
+export function countFallbacks(on: boolean): Map<string, number> {
+  const counted = fallbackCounts ?? new Map<string, number>();
+  fallbackCounts = on ? new Map() : null;
+  return counted;
+}
+
 /** A tfjs kernel function running the native kernel, else the cpu backend's `fallback`. */
 export function withFallback(
   name: string,
@@ -814,6 +824,7 @@ export function withFallback(
   return ((args: Args) => {
     const r = impl(args, n);
     if (r !== null) return r;
+    if (fallbackCounts) fallbackCounts.set(name, (fallbackCounts.get(name) ?? 0) + 1);
     if (!fallback) throw new Error(`native backend: no implementation of ${name} for these inputs`);
     return fallback(args as unknown as Parameters<KernelFunc>[0]);
   }) as unknown as KernelFunc;

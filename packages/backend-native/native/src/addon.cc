@@ -11,7 +11,9 @@
 #include <dnnl.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
+#include <ctime>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
@@ -138,6 +140,38 @@ memory::desc anyWeightsDesc(const ConvP &p) {
   if (p.G == 1) return memory::desc({p.OC, p.IC, p.KH, p.KW}, memory::data_type::f32, memory::format_tag::any);
   return memory::desc({p.G, p.OC / p.G, p.IC / p.G, p.KH, p.KW}, memory::data_type::f32,
                       memory::format_tag::any);
+}
+
+// ---------------------------------------------------------------- conv profiling
+//
+// Off unless convProfile(true) switched it on (one relaxed load per conv call when off). Per conv
+// call shape and kind: calls, wall time of the whole call, CPU time of the oneDNN executions summed
+// over the threads that ran them (thread CPU clocks: close to the work done even when other
+// processes share the cores), and the time spent around them converting weights between TF.js's
+// layout and the primitives' (forward and backward data) or summing and converting the per-chunk
+// weight gradients (backward weights). Written on the JS thread only, apart from the atomic
+// per-call CPU counter.
+
+std::atomic<bool> gConvProfiling{false};
+
+struct ConvStat {
+  i64 calls = 0;
+  double wallMs = 0, execCpuMs = 0, weightsMs = 0, reduceMs = 0;
+  std::string impl;
+};
+
+std::unordered_map<std::string, ConvStat> &convStats() {
+  static std::unordered_map<std::string, ConvStat> s;
+  return s;
+}
+
+inline double threadCpuMs() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
+}
+inline double wallMs() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 // ---------------------------------------------------------------- worker pool
@@ -425,6 +459,10 @@ napi_value conv(const Args &a) {
   } else {
     checkLen(la, xs, "x"), checkLen(lb, ys, "dy"), checkLen(lo, ws, "dw");
   }
+  const bool profiling = gConvProfiling.load(std::memory_order_relaxed);
+  const double t0 = profiling ? wallMs() : 0;
+  std::atomic<int64_t> execCpuNs{0};
+  double weightsMs = 0, reduceMs = 0;
   Pool &P = *pool();
   const int T = P.threads();
   // Weight gradients sum per-chunk results: fewer, larger chunks there.
@@ -443,11 +481,13 @@ napi_value conv(const Args &a) {
   std::vector<float> wInternal;
   float *W = B;
   if (kind != 2 && ec.reorderW) {
+    const double w0 = profiling ? wallMs() : 0;
     wInternal.resize(ec.wMd.get_size() / sizeof(float) + 16);
     memory uw(ec.userWMd, eng, B), iw(ec.wMd, eng, wInternal.data());
     ec.wReorder.execute(ctx().stream(), {{DNNL_ARG_FROM, uw}, {DNNL_ARG_TO, iw}});
     ctx().stream().wait();
     W = wInternal.data();
+    if (profiling) weightsMs = wallMs() - w0;
   }
   if (kind != 2 && et.wMd != ec.wMd) throw std::runtime_error("conv: chunk primitives disagree on the weights layout");
 
@@ -459,6 +499,7 @@ napi_value conv(const Args &a) {
   auto chunk = [&](int i, int) {
     ConvEntry &e = (i == nChunks - 1) ? et : ec;
     const i64 n0 = i * cs;
+    const double c0 = profiling ? threadCpuMs() : 0;
     if (kind == 0) {
       memory x(e.srcMd, eng, A + n0 * xPer), y(e.dstMd, eng, out + n0 * yPer), w(e.wMd, eng, W);
       std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, y}};
@@ -472,8 +513,10 @@ napi_value conv(const Args &a) {
           dw(e.wMd, eng, parts.data() + static_cast<size_t>(i) * partLen);
       exec(e, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_DIFF_WEIGHTS, dw}});
     }
+    if (profiling) execCpuNs.fetch_add(static_cast<int64_t>((threadCpuMs() - c0) * 1e6), std::memory_order_relaxed);
   };
   P.run(nChunks, chunk);
+  const double r0 = profiling ? wallMs() : 0;
   if (kind == 2) {
     float *sum = parts.data();
     for (int i = 1; i < nChunks; ++i) {
@@ -488,7 +531,73 @@ napi_value conv(const Args &a) {
       std::memcpy(out, sum, sizeof(float) * ws);
     }
   }
+  if (profiling) {
+    const double t1 = wallMs();
+    if (kind == 2) reduceMs = t1 - r0;
+    std::string key = std::to_string(kind);
+    const i64 *v = &p.N;
+    for (int i = 0; i < kConvP; ++i) key += "," + std::to_string(v[i]);
+    key += bias ? ",1" : ",0";
+    ConvStat &st = convStats()[key];
+    st.calls += 1;
+    st.wallMs += t1 - t0;
+    st.execCpuMs += execCpuNs.load() * 1e-6;
+    st.weightsMs += weightsMs;
+    st.reduceMs += reduceMs;
+    if (st.impl.empty()) st.impl = ec.impl;
+  }
   return undef(a.env);
+}
+
+// convProfile(on) -> [{ kind, params: number[] (ConvP order), bias, calls, wallMs, execCpuMs,
+// weightsMs, reduceMs, impl }]: what was recorded since the last call (then forgotten); `on`
+// switches recording on or off from now on.
+napi_value convProfile(const Args &a) {
+  bool on = false;
+  if (a.argc > 0) napi_get_value_bool(a.env, a.argv[0], &on);
+  napi_value arr;
+  napi_create_array(a.env, &arr);
+  uint32_t idx = 0;
+  auto num = [&](napi_value o, const char *name, double x) {
+    napi_value v;
+    napi_create_double(a.env, x, &v);
+    napi_set_named_property(a.env, o, name, v);
+  };
+  for (auto &[key, st] : convStats()) {
+    std::vector<double> f;
+    size_t pos = 0;
+    while (pos <= key.size()) {
+      size_t c = key.find(',', pos);
+      if (c == std::string::npos) c = key.size();
+      f.push_back(std::stod(key.substr(pos, c - pos)));
+      pos = c + 1;
+    }
+    napi_value o, params;
+    napi_create_object(a.env, &o);
+    num(o, "kind", f[0]);
+    napi_create_array_with_length(a.env, kConvP, &params);
+    for (int i = 0; i < kConvP; ++i) {
+      napi_value v;
+      napi_create_double(a.env, f[1 + i], &v);
+      napi_set_element(a.env, params, i, v);
+    }
+    napi_set_named_property(a.env, o, "params", params);
+    napi_value b;
+    napi_get_boolean(a.env, f[1 + kConvP] != 0, &b);
+    napi_set_named_property(a.env, o, "bias", b);
+    num(o, "calls", static_cast<double>(st.calls));
+    num(o, "wallMs", st.wallMs);
+    num(o, "execCpuMs", st.execCpuMs);
+    num(o, "weightsMs", st.weightsMs);
+    num(o, "reduceMs", st.reduceMs);
+    napi_value impl;
+    napi_create_string_utf8(a.env, st.impl.c_str(), st.impl.size(), &impl);
+    napi_set_named_property(a.env, o, "impl", impl);
+    napi_set_element(a.env, arr, idx++, o);
+  }
+  convStats().clear();
+  gConvProfiling.store(on, std::memory_order_relaxed);
+  return arr;
 }
 
 // convImpl(kind, params, hasBias) -> oneDNN implementation name (for benchmarks and diagnostics)
@@ -1398,6 +1507,7 @@ napi_value init(napi_env env, napi_value exports) {
   omp_set_num_threads(1);
   napi_property_descriptor props[] = {
       {"conv", nullptr, wrap<conv>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"convProfile", nullptr, wrap<convProfile>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"convImpl", nullptr, wrap<convImpl>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"matmul", nullptr, wrap<matmul>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"binary", nullptr, wrap<binary>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},

@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BackendName, Decomposition, ModelName } from '@flatrank/protocol';
+import type { ProfileSummary } from '@flatrank/backend-native';
 
 /** The nets the training bench knows, with their input (HWC). */
 export const NET_INPUT: Partial<Record<ModelName, [number, number, number]>> = {
@@ -62,6 +63,17 @@ export type Job =
       protocol: Protocol;
       /** 'tfjs-layers-bn': tfjs-layers' unfused training batch norm instead of the fused kernel. */
       variant: 'tfjs-layers-bn' | null;
+    }
+  | {
+      kind: 'profile';
+      net: ModelName;
+      batch: number;
+      /** Untimed steps first (oneDNN primitives, JIT), then this many plain and as many profiled steps. */
+      warmup: number;
+      steps: number;
+      /** All-core FMA peak (GFLOP/s) and one thread's (GFLOP per CPU second), for the fractions of peak. */
+      peakGflops: number | null;
+      peakGflopsPerThread: number | null;
     }
   | DistortionJob;
 
@@ -129,6 +141,19 @@ export interface DistortionTimes {
   ms: number[];
   sweeps: number[];
   errors: number[];
+}
+
+/** A profile job's answer: the summary of the profiled steps (see @flatrank/backend-native). */
+export interface ProfileResult {
+  version: string;
+  threads: number;
+  batch: number;
+  /** Wall ms of every plain (unprofiled) step and every profiled one: the profiler's own cost. */
+  plainStepMs: number[];
+  profiledStepMs: number[];
+  summary: ProfileSummary;
+  /** Peak resident set of the child process (getrusage ru_maxrss), KiB. */
+  maxRssKb: number;
 }
 
 export interface DistortionResult {

@@ -4,10 +4,12 @@
  * backend, or the distortions of a trial of one net per decomposition beside its step time
  * (distortion-overhead.ts).
  * A fresh process per measurement gives each row its own peak RSS and leaves no backend threads
- * behind while the next peer runs. Prints its result on one RESULT_PREFIX line.
+ * behind while the next peer runs. The profile suite (profile.ts) runs its profiled steps here
+ * too. Prints its result on one RESULT_PREFIX line.
  */
 import type { ModelName } from '@flatrank/protocol';
 import { activeWebgpuAdapter } from '@flatrank/backend-webgpu';
+import { profileNative, summarizeProfile, type ProfiledRun } from '@flatrank/backend-native';
 import {
   buildModel,
   checkTrainingMemory,
@@ -22,6 +24,7 @@ import {
   THROUGHPUT_STEP,
   type Job,
   type ProbeResult,
+  type ProfileResult,
   type Protocol,
   type TrainResult,
 } from './jobs.js';
@@ -74,6 +77,41 @@ async function train(job: Extract<Job, { kind: 'train' }>): Promise<TrainResult>
   }
 }
 
+/** Plain steps, then profiled ones (one profile per step), on the native backend. */
+async function profile(job: Extract<Job, { kind: 'profile' }>): Promise<ProfileResult> {
+  const info = await initBackend({ backend: 'native' });
+  const model = buildModel(job.net, { inputShape: netInput(job.net), numClasses: 10, seed: 0 });
+  checkTrainingMemory(model, job.batch, { modelName: job.net });
+  const s = stepper(model, job.batch, job.net, THROUGHPUT_STEP);
+  try {
+    const protocol: Protocol = {
+      warmup: job.warmup,
+      warmupSeconds: 0,
+      steps: job.steps,
+      seconds: 0,
+      maxSteps: job.steps,
+    };
+    const plain = await timeSteps(s.step, protocol);
+    const runs: ProfiledRun[] = [];
+    for (let i = 0; i < job.steps; i++) runs.push(await profileNative(s.step));
+    return {
+      version: info.version,
+      threads: info.threads,
+      batch: job.batch,
+      plainStepMs: plain.stepSeconds.map((x) => x * 1000),
+      profiledStepMs: runs.map((r) => r.wallMs),
+      summary: summarizeProfile(runs, {
+        peakGflops: job.peakGflops,
+        peakGflopsPerThread: job.peakGflopsPerThread,
+      }),
+      maxRssKb: process.resourceUsage().maxRSS,
+    };
+  } finally {
+    s.dispose();
+    model.dispose();
+  }
+}
+
 async function main(): Promise<void> {
   const job = JSON.parse(process.argv[2] ?? 'null') as Job | null;
   if (!job) throw new Error('usage: training-child.js <job JSON>');
@@ -82,7 +120,9 @@ async function main(): Promise<void> {
       ? await probe(job.nets)
       : job.kind === 'train'
         ? await train(job)
-        : await measureDistortionOverhead(job);
+        : job.kind === 'profile'
+          ? await profile(job)
+          : await measureDistortionOverhead(job);
   process.stdout.write(`${RESULT_PREFIX}${JSON.stringify({ ok: true, result })}\n`);
 }
 
