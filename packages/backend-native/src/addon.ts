@@ -89,7 +89,10 @@ export interface NativeAddon {
     dscale: Float32Array,
     doffset: Float32Array,
   ): void;
-  /** Training-mode batch norm: y and the batch mean / biased variance over all axes but the last. */
+  /**
+   * Training-mode batch norm: y and the batch mean / biased variance over all axes but the last;
+   * relu 1 rectifies y in the same pass.
+   */
   batchNormTrain(
     x: Float32Array,
     scale: Float32Array | null,
@@ -98,8 +101,12 @@ export interface NativeAddon {
     y: Float32Array,
     mean: Float32Array,
     variance: Float32Array,
+    relu?: 0 | 1,
   ): void;
-  /** Gradient of batchNormTrain (statistics included); dmean / dvariance null when zero. */
+  /**
+   * Gradient of batchNormTrain (statistics included); dmean / dvariance null when zero. reluOffset
+   * (the forward offset, or an empty array for none) when the forward pass was rectified.
+   */
   batchNormTrainGrad(
     dy: Float32Array,
     x: Float32Array,
@@ -112,6 +119,7 @@ export interface NativeAddon {
     dx: Float32Array,
     dscale: Float32Array,
     doffset: Float32Array,
+    reluOffset?: Float32Array | null,
   ): void;
   /** One momentum-SGD step for one variable (SGD_MOMENTUM_KERNEL); buffers may be null when momentum is 0. */
   sgdMomentum(

@@ -109,10 +109,14 @@ const NATIVE_GRADIENTS: Record<string, { save: string[]; grad: NativeGrad }> = {
   // tfjs-core: mul(dy, cast(step(x))): two full passes.
   Relu: {
     save: ['x'],
-    grad: (dy, [x]) =>
-      dy.dtype === 'float32' && x!.dtype === 'float32'
-        ? { x: () => run(RELU_GRAD_KERNEL, { dy, x: x! }) as Tensor }
-        : null,
+    grad: (dy, [x]) => {
+      if (dy.dtype !== 'float32' || x!.dtype !== 'float32') return null;
+      // A fused ReLU's output (the Relu kernel passed it through): the gradient kernel of the
+      // kernel that made it applies the ReLU's mask, so dy passes through here too.
+      const b = tf.backend();
+      if (b instanceof NativeBackend && b.isReluOutput(x!.dataId)) return { x: () => tf.clone(dy) };
+      return { x: () => run(RELU_GRAD_KERNEL, { dy, x: x! }) as Tensor };
+    },
   },
   // tfjs-core: mul(dy, mul(x, 2)).
   Square: {

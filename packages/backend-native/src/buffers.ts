@@ -29,6 +29,20 @@ export class NativeBackend extends MathBackendCPU {
   private freeBytes = 0;
   /** Reuse statistics (for tests and benchmarks). */
   readonly poolStats = { allocated: 0, reused: 0, recycled: 0 };
+  /**
+   * Tensors that are a fused ReLU's output (the batch norm + ReLU kernel's): rectifying them again
+   * changes nothing, and the gradient kernel of the kernel that made them already masks, so the
+   * Relu kernel and its gradient pass them through.
+   */
+  private readonly reluOutputs = new WeakSet<DataId>();
+
+  markReluOutput(dataId: DataId): void {
+    this.reluOutputs.add(dataId);
+  }
+
+  isReluOutput(dataId: DataId): boolean {
+    return this.reluOutputs.has(dataId);
+  }
 
   constructor(private readonly maxFreeBytes = 1024 ** 3) {
     super();
@@ -66,6 +80,7 @@ export class NativeBackend extends MathBackendCPU {
     refCount: number,
   ): void {
     super.move(dataId, values, shape, dtype, refCount);
+    this.reluOutputs.delete(dataId); // new values under an old id
     this.track(values, 1);
   }
 
@@ -93,6 +108,7 @@ export class NativeBackend extends MathBackendCPU {
   override disposeData(dataId: DataId, force = false): boolean {
     const v = this.data.get(dataId)?.values;
     const done = super.disposeData(dataId, force);
+    if (done && !this.data.has(dataId)) this.reluOutputs.delete(dataId);
     if (done && v !== undefined && !this.data.has(dataId)) this.track(v, -1);
     return done;
   }

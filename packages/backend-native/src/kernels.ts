@@ -18,6 +18,8 @@ import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import type { NativeAddon } from './addon.js';
 import { NativeBackend } from './buffers.js';
 import {
+  BATCH_NORM_RELU_TRAINING_GRAD_KERNEL,
+  BATCH_NORM_RELU_TRAINING_KERNEL,
   BATCH_NORM_TRAINING_GRAD_KERNEL,
   BATCH_NORM_TRAINING_KERNEL,
   SGD_MOMENTUM_KERNEL,
@@ -632,8 +634,12 @@ function batchNormGradKernel(args: Args, n: NativeAddon): TensorInfo[] | null {
   return [out(backend, [...x.shape], dx), ...d.map((v) => out(backend, pShape, v))];
 }
 
-/** Training-mode batch norm (BATCH_NORM_TRAINING_KERNEL): [y, batch mean, batch variance]. */
-function batchNormTrainingKernel(args: Args, n: NativeAddon): TensorInfo[] | null {
+/**
+ * Training-mode batch norm (BATCH_NORM_TRAINING_KERNEL): [y, batch mean, batch variance]; with
+ * relu (BATCH_NORM_RELU_TRAINING_KERNEL) y is rectified in the same pass and marked as a ReLU's
+ * output, which the Relu kernel and gradient then pass through.
+ */
+function batchNormTrainingKernel(args: Args, n: NativeAddon, relu = false): TensorInfo[] | null {
   const { inputs, backend, attrs } = args;
   const x = inputs['x'];
   const xv = f32(backend, x);
@@ -645,12 +651,26 @@ function batchNormTrainingKernel(args: Args, n: NativeAddon): TensorInfo[] | nul
   const y = alloc(backend, xv.length);
   const mean = new Float32Array(C);
   const variance = new Float32Array(C);
-  n.batchNormTrain(xv, scale ?? null, offset ?? null, Number(attrs['epsilon']), y, mean, variance);
-  return [out(backend, [...x.shape], y), out(backend, [C], mean), out(backend, [C], variance)];
+  n.batchNormTrain(
+    xv,
+    scale ?? null,
+    offset ?? null,
+    Number(attrs['epsilon']),
+    y,
+    mean,
+    variance,
+    relu ? 1 : 0,
+  );
+  const yInfo = out(backend, [...x.shape], y);
+  if (relu && backend instanceof NativeBackend) backend.markReluOutput(yInfo.dataId);
+  return [yInfo, out(backend, [C], mean), out(backend, [C], variance)];
 }
 
-/** Gradient of batchNormTrainingKernel: [dx, dscale, doffset]. */
-function batchNormTrainingGradKernel(args: Args, n: NativeAddon): TensorInfo[] | null {
+/**
+ * Gradient of batchNormTrainingKernel: [dx, dscale, doffset]; with relu, of its rectified form (the
+ * extra input `offset` lets the addon recompute where the forward pass rectified).
+ */
+function batchNormTrainingGradKernel(args: Args, n: NativeAddon, relu = false): TensorInfo[] | null {
   const { inputs, backend, attrs } = args;
   const x = inputs['x'];
   const xv = f32(backend, x);
@@ -667,6 +687,9 @@ function batchNormTrainingGradKernel(args: Args, n: NativeAddon): TensorInfo[] |
   const dmean = inputs['dmean'] ? vec('dmean') : undefined;
   const dvariance = inputs['dvariance'] ? vec('dvariance') : undefined;
   if (dmean === null || dvariance === null) return null;
+  // The rectified form: the forward offset (an empty array when there was none).
+  const reluOffset = !relu ? null : inputs['offset'] ? vec('offset') : new Float32Array(0);
+  if (relu && !reluOffset) return null;
   const dx = alloc(backend, xv.length);
   const dscale = new Float32Array(C);
   const doffset = new Float32Array(C);
@@ -682,8 +705,22 @@ function batchNormTrainingGradKernel(args: Args, n: NativeAddon): TensorInfo[] |
     dx,
     dscale,
     doffset,
+    reluOffset,
   );
   return [out(backend, [...x.shape], dx), out(backend, [C], dscale), out(backend, [C], doffset)];
+}
+
+const reluValues = unaryKernel(UN.Relu);
+
+/** Relu: a fused ReLU's output passes through as it is (same data, one more reference). */
+function reluKernel(args: Args, n: NativeAddon): TensorInfo | null {
+  const { inputs, backend } = args;
+  const x = inputs['x'];
+  if (x && x.dtype === 'float32' && backend instanceof NativeBackend && backend.isReluOutput(x.dataId)) {
+    backend.incRef(x.dataId);
+    return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
+  }
+  return reluValues(args, n);
 }
 
 /** One momentum-SGD update of one variable (SGD_MOMENTUM_KERNEL): [w', buf']. */
@@ -749,8 +786,10 @@ export const GRADIENT_KERNELS: Record<string, NativeKernel> = {
   [RELU_GRAD_KERNEL]: binaryKernel(BIN.ReluGrad, 'dy', 'x'),
   [SQUARE_GRAD_KERNEL]: binaryKernel(BIN.SquareGrad, 'dy', 'x'),
   [MEAN_GRAD_KERNEL]: meanGradKernel,
-  [BATCH_NORM_TRAINING_KERNEL]: batchNormTrainingKernel,
-  [BATCH_NORM_TRAINING_GRAD_KERNEL]: batchNormTrainingGradKernel,
+  [BATCH_NORM_TRAINING_KERNEL]: (a, n) => batchNormTrainingKernel(a, n),
+  [BATCH_NORM_TRAINING_GRAD_KERNEL]: (a, n) => batchNormTrainingGradKernel(a, n),
+  [BATCH_NORM_RELU_TRAINING_KERNEL]: (a, n) => batchNormTrainingKernel(a, n, true),
+  [BATCH_NORM_RELU_TRAINING_GRAD_KERNEL]: (a, n) => batchNormTrainingGradKernel(a, n, true),
   [SGD_MOMENTUM_KERNEL]: sgdMomentumKernel,
 };
 
@@ -775,7 +814,7 @@ export const NATIVE_KERNELS: Record<string, NativeKernel> = {
   Maximum: binaryKernel(BIN.Maximum),
   Minimum: binaryKernel(BIN.Minimum),
   SquaredDifference: binaryKernel(BIN.SquaredDifference),
-  Relu: unaryKernel(UN.Relu),
+  Relu: reluKernel,
   Step: unaryKernel(UN.Step, 'alpha'),
   Neg: unaryKernel(UN.Neg),
   Square: unaryKernel(UN.Square),

@@ -33,6 +33,19 @@ export const BATCH_NORM_TRAINING_KERNEL = 'FlatrankBatchNormTraining';
  */
 export const BATCH_NORM_TRAINING_GRAD_KERNEL = 'FlatrankBatchNormTrainingGrad';
 /**
+ * BATCH_NORM_TRAINING_KERNEL with a ReLU after it, in one pass: same inputs and attrs, outputs
+ * [relu(y), mean, variance]. A backend that registers it (and its gradient) runs a batch norm
+ * followed by a ReLU layer without the separate ReLU passes: its Relu kernel passes such an output
+ * through, since rectifying it again changes nothing, and the gradient kernel masks.
+ */
+export const BATCH_NORM_RELU_TRAINING_KERNEL = 'FlatrankBatchNormReluTraining';
+/**
+ * Gradient of BATCH_NORM_RELU_TRAINING_KERNEL: the inputs of BATCH_NORM_TRAINING_GRAD_KERNEL plus
+ * the forward pass's offset (the pre-activation's sign is recomputed from it); outputs [dx, dscale,
+ * doffset].
+ */
+export const BATCH_NORM_RELU_TRAINING_GRAD_KERNEL = 'FlatrankBatchNormReluTrainingGrad';
+/**
  * One momentum-SGD step of one variable. Inputs {variable, buffer, grad} (float32, same shape),
  * attrs {lr, momentum, weightDecay, nesterov}; outputs [variable', buffer'].
  */

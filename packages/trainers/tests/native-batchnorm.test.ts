@@ -13,9 +13,11 @@ import {
   BatchNormalization,
   batchNormalization,
   fusedBatchNormAvailable,
+  fusedBatchNormReluAvailable,
   setFusedBatchNorm,
 } from '../src/models/index.js';
 import { maxRelDiff, nativeExpected, rand, runOn, setupNative } from '@flatrank/backend-native/testing';
+import { BATCH_NORM_RELU_TRAINING_GRAD_KERNEL, BATCH_NORM_RELU_TRAINING_KERNEL } from '@flatrank/protocol';
 import { BN_LAYER_CASES, bnLayerDifferences, bnLayerStep, statisticsGradients } from './training-steps.js';
 
 let calls = new Map<string, number>();
@@ -35,6 +37,40 @@ describe.skipIf(!nativeExpected)('fused training batch norm on the native backen
     const before = calls.get('batchNormTrainGrad') ?? 0;
     expect(await bnLayerDifferences('native', shape, shift)).toEqual([]);
     expect(calls.get('batchNormTrainGrad') ?? 0).toBeGreaterThan(before);
+  });
+
+  test.each(BN_LAYER_CASES)(
+    'batch norm + ReLU layer, rectified in the batch-norm kernel, matches both layers on cpu: %s %j',
+    async (_label, shape, shift) => {
+      await tf.setBackend('native');
+      expect(fusedBatchNormReluAvailable()).toBe(true);
+      expect(await bnLayerDifferences('native', shape, shift, true)).toEqual([]);
+      // The fused kernels ran; the Relu kernel passed their output through (no addon pass) and
+      // its gradient kernel never ran.
+      const unary = calls.get('unary') ?? 0;
+      const profile = await tf.profile(() => {
+        tf.dispose(bnLayerStep(shape, 11, shift, 0.9, true));
+      });
+      const kernels = profile.kernels.map((k) => k.name);
+      expect(kernels).toEqual(
+        expect.arrayContaining([
+          BATCH_NORM_RELU_TRAINING_KERNEL,
+          BATCH_NORM_RELU_TRAINING_GRAD_KERNEL,
+          'Relu',
+        ]),
+      );
+      expect(kernels).not.toContain('FlatrankNativeReluGrad');
+      expect(calls.get('unary') ?? 0).toBe(unary);
+    },
+  );
+
+  test('a tensor that is not a fused ReLU output still goes through Relu and its gradient', async () => {
+    await tf.setBackend('native');
+    const before = calls.get('unary') ?? 0;
+    const [y, dx] = await runOn('native', () => valueAndGradsOfRelu(rand([4, 8], 3)));
+    expect(calls.get('unary') ?? 0).toBeGreaterThan(before);
+    const [yRef, dxRef] = await runOn('cpu', () => valueAndGradsOfRelu(rand([4, 8], 3)));
+    expect(maxRelDiff([y!, dx!], [yRef!, dxRef!])).toBe(0);
   });
 
   test('switched off, the layer runs tfjs-layers path on native (and still matches)', async () => {
@@ -66,6 +102,12 @@ describe.skipIf(!nativeExpected)('fused training batch norm on the native backen
     y.dispose();
   });
 });
+
+/** relu(x) and the gradient of sum(relu(x) * r), r fixed. */
+function valueAndGradsOfRelu(x: tf.Tensor): tf.Tensor[] {
+  const r = rand(x.shape, 5);
+  return [tf.relu(x), tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.relu(t), r)))(x)];
+}
 
 describe('BatchNormalization serialisation', () => {
   test('saves as a plain BatchNormalization and loads back as the fused layer', async () => {

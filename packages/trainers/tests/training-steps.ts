@@ -11,7 +11,13 @@ import { batchNormTraining, batchNormalization, buildModel } from '../src/models
 import { maxRelDiff, rand, runOn } from '@flatrank/backend-native/testing';
 
 /** One training-mode call of a fresh BN layer: [y, dx, dgamma, dbeta, movingMean, movingVariance]. */
-export function bnLayerStep(shape: number[], seed: number, shift: number, momentum: number): tf.Tensor[] {
+export function bnLayerStep(
+  shape: number[],
+  seed: number,
+  shift: number,
+  momentum: number,
+  relu = false,
+): tf.Tensor[] {
   const layer = batchNormalization({
     axis: -1,
     momentum,
@@ -25,10 +31,14 @@ export function bnLayerStep(shape: number[], seed: number, shift: number, moment
   layer.build(x.shape);
   const r = rand(shape, seed + 3);
   const xVar = tf.variable(x, true);
+  // With relu: batch norm, then a ReLU layer as the model builder wires them (fused where it can).
+  layer.fusedRelu = relu;
+  const reluLayer = tfl.layers.reLU();
   const [gamma, beta] = [layer.gamma!.read() as tf.Variable, layer.beta!.read() as tf.Variable];
   let y: tf.Tensor | null = null;
   const { grads } = tf.variableGrads(() => {
-    y = tf.keep(layer.apply(xVar, { training: true }) as tf.Tensor);
+    const bn = layer.apply(xVar, { training: true }) as tf.Tensor;
+    y = tf.keep(relu ? (reluLayer.apply(bn) as tf.Tensor) : bn);
     return tf.sum(tf.mul(y, r)) as tf.Scalar;
   }, [xVar, gamma, beta]);
   const out = [
@@ -56,9 +66,14 @@ export const BN_LAYER_CASES: Array<[string, number[], number]> = [
  * bnLayerStep on `backend` against tfjs-layers on cpu: one line per output (y, dx, dgamma, dbeta,
  * moving mean / variance) whose relative difference exceeds 2e-4.
  */
-export async function bnLayerDifferences(backend: string, shape: number[], shift: number): Promise<string[]> {
-  const ref = await runOn('cpu', () => bnLayerStep(shape, 11, shift, 0.9));
-  const got = await runOn(backend, () => bnLayerStep(shape, 11, shift, 0.9));
+export async function bnLayerDifferences(
+  backend: string,
+  shape: number[],
+  shift: number,
+  relu = false,
+): Promise<string[]> {
+  const ref = await runOn('cpu', () => bnLayerStep(shape, 11, shift, 0.9, relu));
+  const got = await runOn(backend, () => bnLayerStep(shape, 11, shift, 0.9, relu));
   const names = ['y', 'dx', 'dgamma', 'dbeta', 'movingMean', 'movingVariance'];
   return names
     .map((n, i) => [n, maxRelDiff([got[i]!], [ref[i]!])] as const)

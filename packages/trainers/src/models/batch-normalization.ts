@@ -15,7 +15,12 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { layers, type LayerVariable } from '@tensorflow/tfjs-layers';
-import { BATCH_NORM_TRAINING_GRAD_KERNEL, BATCH_NORM_TRAINING_KERNEL } from '@flatrank/protocol';
+import {
+  BATCH_NORM_RELU_TRAINING_GRAD_KERNEL,
+  BATCH_NORM_RELU_TRAINING_KERNEL,
+  BATCH_NORM_TRAINING_GRAD_KERNEL,
+  BATCH_NORM_TRAINING_KERNEL,
+} from '@flatrank/protocol';
 
 tf.registerGradient({
   kernelName: BATCH_NORM_TRAINING_KERNEL,
@@ -33,6 +38,33 @@ tf.registerGradient({
         { dy: dy!, x, scale, mean, variance, dmean: dmean!, dvariance: dvariance! },
         attrs,
       ) as tf.Tensor[];
+    return { x: () => dx!, scale: () => dscale!, offset: () => doffset! };
+  },
+});
+
+// The rectified form: the offset is saved too, so that the gradient kernel can tell where the
+// forward pass rectified (it recomputes the pre-activation instead of keeping it).
+tf.registerGradient({
+  kernelName: BATCH_NORM_RELU_TRAINING_KERNEL,
+  inputsToSave: ['x', 'scale', 'offset'],
+  outputsToSave: [false, true, true],
+  gradFunc: (dys: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs: tf.NamedAttrMap) => {
+    const [dy, dmean, dvariance] = dys as tf.Tensor[];
+    const [x, scale, offset, mean, variance] = saved as tf.Tensor[];
+    const [dx, dscale, doffset] = tf.engine().runKernel(
+      BATCH_NORM_RELU_TRAINING_GRAD_KERNEL,
+      {
+        dy: dy!,
+        x: x!,
+        scale: scale!,
+        offset: offset!,
+        mean: mean!,
+        variance: variance!,
+        dmean: dmean!,
+        dvariance: dvariance!,
+      },
+      attrs,
+    ) as tf.Tensor[];
     return { x: () => dx!, scale: () => dscale!, offset: () => doffset! };
   },
 });
@@ -59,17 +91,29 @@ export function fusedBatchNormAvailable(): boolean {
   );
 }
 
+/** Whether the active backend also runs the batch norm + ReLU kernel (see BatchNormalization.fusedRelu). */
+export function fusedBatchNormReluAvailable(): boolean {
+  const backend = tf.getBackend();
+  return (
+    fusedBatchNormAvailable() &&
+    tf.getKernel(BATCH_NORM_RELU_TRAINING_KERNEL, backend) !== undefined &&
+    tf.getKernel(BATCH_NORM_RELU_TRAINING_GRAD_KERNEL, backend) !== undefined
+  );
+}
+
 /**
- * Runs the fused kernel directly: y, and the batch mean and (biased) variance over all axes but the
- * last. Differentiable with respect to x, scale and offset.
+ * Runs the fused kernel directly: y (rectified with relu), and the batch mean and (biased)
+ * variance over all axes but the last. Differentiable with respect to x, scale and offset.
  */
 export function batchNormTraining(
   x: tf.Tensor,
   scale: tf.Tensor1D,
   offset: tf.Tensor1D,
   epsilon: number,
+  relu = false,
 ): [tf.Tensor, tf.Tensor1D, tf.Tensor1D] {
-  return tf.engine().runKernel(BATCH_NORM_TRAINING_KERNEL, { x, scale, offset }, { epsilon }) as [
+  const kernel = relu ? BATCH_NORM_RELU_TRAINING_KERNEL : BATCH_NORM_TRAINING_KERNEL;
+  return tf.engine().runKernel(kernel, { x, scale, offset }, { epsilon }) as [
     tf.Tensor,
     tf.Tensor1D,
     tf.Tensor1D,
@@ -98,6 +142,14 @@ export class BatchNormalization extends TfjsBatchNormalizationClass {
   /** Same name as tfjs-layers' class: saved models stay standard. */
   static readonly className = 'BatchNormalization';
 
+  /**
+   * Set by the model builder when this layer's output feeds only a ReLU layer: training steps then
+   * rectify in the batch-norm kernel where the backend has the fused form (the ReLU layer after it
+   * passes the result through, and its gradient pass is folded into this layer's). Values and
+   * gradients are the same as without; not part of the config, so a loaded model trains unfused.
+   */
+  fusedRelu = false;
+
   override call(
     inputs: tf.Tensor | tf.Tensor[],
     kwargs: tf.serialization.ConfigDict,
@@ -123,6 +175,7 @@ export class BatchNormalization extends TfjsBatchNormalizationClass {
         gamma.read() as tf.Tensor1D,
         beta.read() as tf.Tensor1D,
         this.epsilon,
+        this.fusedRelu && fusedBatchNormReluAvailable(),
       );
       // tfjs-layers' moving-average update, verbatim: v -= (v - batch) * (1 - momentum).
       const decay = 1 - this.momentum;

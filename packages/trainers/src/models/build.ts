@@ -147,7 +147,11 @@ function convBn(
       kernelInitializer: b.he(),
     })
     .apply(x) as SymbolicTensor;
-  y = batchNormalization({ name: name.replace(/conv/, 'bn'), axis: -1, ...BN }).apply(y) as SymbolicTensor;
+  const bn = batchNormalization({ name: name.replace(/conv/, 'bn'), axis: -1, ...BN });
+  // The ReLU layer is the batch norm's only consumer: let training steps rectify in the batch-norm
+  // kernel (same values; the ReLU layer stays, and costs nothing where the backend fuses).
+  bn.fusedRelu = relu;
+  y = bn.apply(y) as SymbolicTensor;
   return relu ? (layers.reLU({ name: name.replace(/conv/, 'relu') }).apply(y) as SymbolicTensor) : y;
 }
 

@@ -6,5 +6,6 @@ export {
   batchNormalization,
   batchNormTraining,
   fusedBatchNormAvailable,
+  fusedBatchNormReluAvailable,
   setFusedBatchNorm,
 } from './batch-normalization.js';
