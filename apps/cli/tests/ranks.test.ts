@@ -190,4 +190,23 @@ describe('committed study results', () => {
     expect(readFileSync(csv, 'utf8')).toBe(committed('.csv'));
     expect(readFileSync(svg, 'utf8')).toBe(committed('.svg'));
   });
+
+  it('the paper-protocol database: the Fig. 3 report (with paired differences), CSV and SVG and the CP lr probe regenerate byte for byte', async () => {
+    const db = join(tmp.dir, 'paper.sqlite');
+    copyFileSync(join(ROOT, 'docs/results/fashion-mnist-paper/study.sqlite'), db);
+    const committed = (file: string) => readFileSync(join(ROOT, 'docs/results', file), 'utf8');
+    const out = (file: string) => join(tmp.dir, file);
+    const fig3 = 'fashion-mnist-fig3';
+    expect((await cli('report', fig3, '--db', db, '--paired', '--out', out(`${fig3}.report.md`))).code).toBe(
+      0,
+    );
+    expect((await cli('report', fig3, '--db', db, '--format', 'csv', '--out', out(`${fig3}.csv`))).code).toBe(
+      0,
+    );
+    expect((await cli('plot', fig3, '--db', db, '--out', out(`${fig3}.svg`))).code).toBe(0);
+    const probe = 'fashion-mnist-fig3-cp-lr';
+    expect((await cli('report', probe, '--db', db, '--out', out(`${probe}.report.md`))).code).toBe(0);
+    for (const file of [`${fig3}.report.md`, `${fig3}.csv`, `${fig3}.svg`, `${probe}.report.md`])
+      expect(readFileSync(out(file), 'utf8')).toBe(committed(file));
+  });
 });
