@@ -99,6 +99,21 @@ describe('target selection', () => {
   });
 });
 
+/** A ResNet-8 whose 16 -> 16 convs are planned for rank-4 CP: the CP distortion tests' subject. */
+function cpRank4Plan(seed: number) {
+  const model = buildModel('resnet8', { inputShape: [8, 8, 3], numClasses: 10, seed });
+  const plan = planCompression(
+    model,
+    comp({
+      decomposition: 'cp',
+      rank: { kind: 'rank', rank: 4 },
+      layers: { kind: 'filter', inChannels: 16, outChannels: 16 },
+    }),
+    0,
+  );
+  return { model, plan };
+}
+
 describe('distortion makes the targeted kernels exactly low-rank', { timeout: 120_000 }, () => {
   it('svd lowered: every target kernel has rank r (SVD of the lowered matrix); the first conv is untouched', () => {
     const model = buildModel('resnet8', { inputShape: [8, 8, 3], numClasses: 10, seed: 4 });
@@ -222,16 +237,7 @@ describe('distortion makes the targeted kernels exactly low-rank', { timeout: 12
   });
 
   it('cp: the distorted kernels are exactly rank-R CP (re-decomposition error ~0)', () => {
-    const model = buildModel('resnet8', { inputShape: [8, 8, 3], numClasses: 10, seed: 8 });
-    const plan = planCompression(
-      model,
-      comp({
-        decomposition: 'cp',
-        rank: { kind: 'rank', rank: 4 },
-        layers: { kind: 'filter', inChannels: 16, outChannels: 16 },
-      }),
-      0,
-    );
+    const { model, plan } = cpRank4Plan(8);
     const first = distortModel(model, plan);
     expect(Math.min(...first.map((r) => r.decomposition.relativeError))).toBeGreaterThan(0.05);
     for (const t of plan.targets) {
@@ -247,16 +253,7 @@ describe('distortion makes the targeted kernels exactly low-rank', { timeout: 12
 
 describe('distortion warm starts and heartbeats', { timeout: 120_000 }, () => {
   it('cp: a distortion given the previous one refits warm (few sweeps); beat runs after every sweep and layer', () => {
-    const model = buildModel('resnet8', { inputShape: [8, 8, 3], numClasses: 10, seed: 9 });
-    const plan = planCompression(
-      model,
-      comp({
-        decomposition: 'cp',
-        rank: { kind: 'rank', rank: 4 },
-        layers: { kind: 'filter', inChannels: 16, outChannels: 16 },
-      }),
-      0,
-    );
+    const { model, plan } = cpRank4Plan(9);
     let beats = 0;
     const first = distortModel(model, plan, { beat: () => beats++ });
     const sweeps = (rs: typeof first): number => rs.reduce((a, r) => a + r.decomposition.iterations, 0);
